@@ -1,0 +1,23 @@
+"""clinsynth: synthetic twins of clinical tables, with differential privacy and a release report.
+
+``import clinsynth`` loads pandas-level code only; PyTorch is imported when a model is built.
+"""
+from __future__ import annotations
+
+from clinsynth.errors import (
+    ClinsynthError,
+    ConfigError,
+    InputError,
+    NotFittedError,
+    PrivacyBudgetError,
+    SchemaError,
+)
+from clinsynth.models.registry import create, list_models, load
+from clinsynth.schema import ColumnSpec, LongitudinalGroup, Schema
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClinsynthError", "ConfigError", "InputError", "NotFittedError", "PrivacyBudgetError", "SchemaError",
+    "ColumnSpec", "LongitudinalGroup", "Schema", "create", "list_models", "load", "__version__",
+]

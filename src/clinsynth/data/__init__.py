@@ -1,0 +1,1 @@
+"""Reading, encoding and simulating tables."""

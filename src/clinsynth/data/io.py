@@ -1,0 +1,119 @@
+"""Tables in and out: CSV and Parquet, every write atomic.
+
+A run that is interrupted must never leave a half-written file where a finished one is expected,
+so each writer goes to a temporary file in the same directory and renames it into place.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from clinsynth.errors import InputError
+
+TABLE_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; move it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
+    """Atomic write through any function that writes to a path (``torch.save``, ``savefig``…)."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+
+
+def table_format(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise InputError(f"'{path}': unknown table format '{suffix or '(none)'}'; use .csv or .parquet")
+    return TABLE_SUFFIXES[suffix]
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file, refusing empty files, duplicate headers and non-tables clearly."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"file '{path}' does not exist")
+    if path.is_dir():
+        raise InputError(f"'{path}' is a directory, not a table file")
+    if path.stat().st_size == 0:
+        raise InputError(f"file '{path}' is empty")
+    fmt = table_format(path)
+    if fmt == "parquet":
+        try:
+            df = pd.read_parquet(path)
+        except Exception as e:  # pyarrow raises many types for a non-parquet file
+            raise InputError(f"file '{path}' is not a readable Parquet table ({type(e).__name__}: {e})") from None
+    else:
+        df = _read_csv(path)
+    if df.shape[1] == 0:
+        raise InputError(f"file '{path}' has no columns")
+    if df.shape[0] == 0:
+        raise InputError(f"file '{path}' has a header but no rows")
+    return df
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh, delimiter=sep), [])
+    except UnicodeDecodeError:
+        raise InputError(f"file '{path}' is not a text table (it is not UTF-8 text; is it a binary file?)") from None
+    names = [h.strip() for h in header]
+    if not any(names):
+        raise InputError(f"file '{path}' has no header row")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"file '{path}' has duplicate column names: {', '.join(dupes)}; every column needs a unique name")
+    try:
+        df = pd.read_csv(path, sep=sep, low_memory=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"file '{path}' is not a readable CSV table: {str(e).splitlines()[0]}") from None
+    if df.shape[1] == 1 and len(names) == 1 and df.shape[0] > 0:
+        # a single column is a legal table, but a single column of prose is not what anyone meant
+        first = str(names[0])
+        if len(first) > 60 or " " in first.strip() and df.iloc[:, 0].astype(str).str.len().mean() > 60:
+            raise InputError(f"file '{path}' does not look like a table (one column, header {first[:40]!r}…)")
+    return df
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write CSV or Parquet (by suffix) atomically; returns the path written."""
+    path = Path(path)
+    fmt = table_format(path)
+    with atomic_path(path) as tmp:
+        if fmt == "parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+    return path

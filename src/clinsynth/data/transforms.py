@@ -1,0 +1,397 @@
+"""Reversible encoders: a table to a float matrix a network can learn, and back.
+
+One description drives both directions (after CTGAN's ``SpanInfo``): each column contributes
+*spans* of the encoded vector, each either ``linear`` (a number) or ``softmax`` (a one-hot choice:
+a category, "missing or not", a dropout visit). A generator applies activations span by span;
+``decode`` walks the same spans back, vectorised per column, and always returns values the schema
+allows (categories, bounds, integer rounding, missing codes).
+
+Missingness is data, not noise to drop: a column whose policy is ``indicator`` gets a
+two-way span (observed / missing); longitudinal groups sharing visits get one *dropout* span (the
+last visit attended), and decoding blanks every later visit so a synthetic participant never comes
+back after leaving.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy.special import ndtr, ndtri
+
+from clinsynth.errors import NotFittedError, SchemaError
+from clinsynth.schema import ColumnSpec, LongitudinalGroup, Schema, last_observed_visit
+
+Activation = Literal["linear", "softmax"]
+NumericTransform = Literal["standard", "quantile"]
+_N_KNOTS = 1000
+_P_EPS = 1e-6
+_DAY_NS = 86_400 * 10**9
+
+
+@dataclass(frozen=True)
+class Span:
+    """A slice ``[start, start + dim)`` of the encoded vector and how a network should emit it."""
+
+    name: str
+    dim: int
+    activation: Activation
+    start: int = 0
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.dim
+
+
+# ---------------------------------------------------------------------------------------
+class NumericCodec:
+    """Continuous, integer and datetime columns: a scaled value plus an optional missing span."""
+
+    def __init__(self, spec: ColumnSpec, transform: NumericTransform = "standard"):
+        self.spec = spec
+        self.transform = transform
+        self.state: dict[str, Any] | None = None
+
+    @property
+    def has_missing(self) -> bool:
+        return self.spec.missing == "indicator"
+
+    def spans(self) -> list[tuple[str, int, Activation]]:
+        out: list[tuple[str, int, Activation]] = [(self.spec.name, 1, "linear")]
+        if self.has_missing:
+            out.append((f"{self.spec.name}:missing", 2, "softmax"))
+        return out
+
+    def _raw(self, s: pd.Series) -> np.ndarray:
+        if self.spec.kind == "datetime":
+            ts = pd.to_datetime(s, errors="coerce", format="ISO8601") if not pd.api.types.is_datetime64_any_dtype(s) else s
+            ts = ts.astype("datetime64[ns]")
+            out = ts.to_numpy().astype("int64").astype(float) / _DAY_NS
+            out[ts.isna().to_numpy()] = np.nan
+            return out
+        return pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+    def fit(self, s: pd.Series) -> NumericCodec:
+        x = self._raw(s)
+        x = x[np.isfinite(x)]
+        if x.size == 0:
+            raise SchemaError(f"column '{self.spec.name}' has no observed values to learn from")
+        if self.transform == "quantile":
+            values, counts = np.unique(x, return_counts=True)
+            if values.size > _N_KNOTS:
+                values = np.unique(np.quantile(x, np.linspace(0, 1, _N_KNOTS)))
+                probs = np.linspace(_P_EPS, 1 - _P_EPS, values.size)
+            else:
+                cum = np.cumsum(counts)
+                probs = (cum - counts / 2) / cum[-1]
+            if values.size == 1:
+                values, probs = np.repeat(values, 2), np.array([0.25, 0.75])
+            self.state = {"knots": values.tolist(), "probs": probs.tolist()}
+        else:
+            scale = float(x.std())
+            self.state = {"loc": float(x.mean()), "scale": scale if scale > 0 else 1.0}
+        return self
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        assert self.state is not None
+        if self.transform == "quantile":
+            p = np.interp(x, self.state["knots"], self.state["probs"])
+            return ndtri(np.clip(p, _P_EPS, 1 - _P_EPS))
+        return (x - self.state["loc"]) / self.state["scale"]
+
+    def _inverse(self, z: np.ndarray) -> np.ndarray:
+        assert self.state is not None
+        if self.transform == "quantile":
+            return np.interp(ndtr(z), self.state["probs"], self.state["knots"])
+        return z * self.state["scale"] + self.state["loc"]
+
+    def encode(self, s: pd.Series) -> np.ndarray:
+        x = self._raw(s)
+        miss = ~np.isfinite(x)
+        z = np.where(miss, 0.0, self._forward(np.where(miss, 0.0, x)))
+        if not self.has_missing:
+            return z[:, None]
+        return np.column_stack([z, ~miss, miss]).astype(float)
+
+    def decode(self, block: np.ndarray, blank: np.ndarray | None = None) -> pd.Series | np.ndarray:
+        x = self._inverse(block[:, 0].astype(float))
+        spec = self.spec
+        if spec.bounds is not None:
+            lo, hi = (_datetime_days(b) for b in spec.bounds) if spec.kind == "datetime" else map(float, spec.bounds)
+            x = np.clip(x, lo, hi)
+        if spec.kind == "integer":
+            x = np.round(x)
+        elif spec.decimals is not None:
+            x = np.round(x, spec.decimals)
+        missing = block[:, 2] > block[:, 1] if self.has_missing else np.zeros(len(x), dtype=bool)
+        if blank is not None:
+            missing = missing | blank
+        if spec.kind == "datetime":
+            unit_ns = _DAY_NS if spec.decimals == 0 else 10**9
+            ns = np.round(x * _DAY_NS / unit_ns) * unit_ns
+            ts = pd.to_datetime(ns.astype("int64"), unit="ns")
+            return pd.Series(ts).mask(missing).to_numpy() if missing.any() else ts.to_numpy()
+        if missing.any():
+            x = np.where(missing, np.nan, x)
+            if spec.dtype and spec.dtype.startswith(("Int", "UInt")):
+                return pd.array(x, dtype=spec.dtype)
+            return x
+        return _restore_numeric_dtype(x, spec.dtype)
+
+
+def _datetime_days(value: Any) -> float:
+    return pd.Timestamp(value).value / _DAY_NS
+
+
+def _restore_numeric_dtype(x: np.ndarray, dtype: str | None) -> np.ndarray | pd.api.extensions.ExtensionArray:
+    if not dtype or dtype.startswith("float"):
+        return x
+    try:
+        if dtype.startswith(("Int", "UInt")):
+            return pd.array(x, dtype=dtype)
+        return x.astype(dtype)
+    except (TypeError, ValueError):
+        return x
+
+
+class CategoricalCodec:
+    """Binary and categorical columns: a softmax over the categories (+ a slot for missing)."""
+
+    def __init__(self, spec: ColumnSpec):
+        self.spec = spec
+        self.categories = list(spec.categories or [])
+        self.state: dict[str, Any] | None = {}
+
+    @property
+    def has_missing(self) -> bool:
+        return self.spec.missing == "indicator"
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.categories) + int(self.has_missing)
+
+    def spans(self) -> list[tuple[str, int, Activation]]:
+        return [(self.spec.name, self.n_levels, "softmax")]
+
+    def fit(self, s: pd.Series) -> CategoricalCodec:
+        return self
+
+    def codes(self, s: pd.Series) -> np.ndarray:
+        """Category index per row; the missing slot is the last index."""
+        codes = pd.Index(self.categories).get_indexer(s)
+        isna = s.isna().to_numpy()
+        unknown = (codes < 0) & ~isna
+        if unknown.any():
+            bad = s[unknown].iloc[0]
+            raise SchemaError(f"column '{self.spec.name}' has value {bad!r} not in its categories {self.categories}")
+        if isna.any():
+            if not self.has_missing:
+                raise SchemaError(f"column '{self.spec.name}' has missing values but its missing policy is 'none'")
+            codes = np.where(isna, len(self.categories), codes)
+        return codes
+
+    def encode(self, s: pd.Series) -> np.ndarray:
+        out = np.zeros((len(s), self.n_levels))
+        out[np.arange(len(s)), self.codes(s)] = 1.0
+        return out
+
+    def labels(self, codes: np.ndarray) -> Any:
+        """Codes back to the column's values, in the input's dtype where it can hold them."""
+        lookup = np.array(self.categories + ([None] if self.has_missing else []), dtype=object)
+        values = lookup[codes]
+        dtype = self.spec.dtype
+        missing = self.has_missing and bool((codes == len(self.categories)).any())
+        if dtype in ("bool",) and not missing:
+            return values.astype(bool)
+        if dtype and dtype.startswith(("int", "uint", "float")) and not missing:
+            return values.astype(dtype)
+        if dtype and dtype.startswith(("int", "uint", "float")):
+            return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy()
+        if dtype in ("str", "string"):
+            return pd.array(values, dtype=dtype)
+        return values
+
+    def decode(self, block: np.ndarray, blank: np.ndarray | None = None) -> Any:
+        return self.labels(block.argmax(axis=1))
+
+
+class TimelineCodec:
+    """One dropout variable for the longitudinal groups that share a visit list.
+
+    The encoded value is the last visit with any observed measure (0 = none observed), as a
+    softmax over ``n_visits + 1`` states; decoding turns it into a mask of visits to blank.
+    """
+
+    def __init__(self, groups: list[LongitudinalGroup]):
+        self.groups = groups
+        self.visits = list(groups[0].visits)
+        self.name = "dropout:" + "+".join(g.name for g in groups)
+        self.state: dict[str, Any] | None = {}
+
+    def spans(self) -> list[tuple[str, int, Activation]]:
+        return [(self.name, len(self.visits) + 1, "softmax")]
+
+    def fit(self, df: pd.DataFrame) -> TimelineCodec:
+        return self
+
+    def encode(self, df: pd.DataFrame) -> np.ndarray:
+        last = last_observed_visit(df, self.groups)
+        out = np.zeros((len(df), len(self.visits) + 1))
+        out[np.arange(len(df)), last] = 1.0
+        return out
+
+    def blank_mask(self, block: np.ndarray) -> np.ndarray:
+        """(n, n_visits) boolean: True where the visit falls after the participant left."""
+        last = block.argmax(axis=1)
+        return np.arange(1, len(self.visits) + 1)[None, :] > last[:, None]
+
+
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GridLayout:
+    """Where the primary timeline's cells sit in the encoded vector, for convolutional models.
+
+    ``channels[c, v]`` is the encoded index of channel ``c`` at visit ``v``: each measure
+    contributes its value channel and, if it has one, its two missing-indicator channels.
+    """
+
+    channels: np.ndarray
+    visits: int
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.channels.shape[0])
+
+
+class TableEncoder:
+    """Encode a whole table by its schema; ``decode(encode(df))`` gives ``df`` back.
+
+    Parameters
+    ----------
+    schema : the table's schema; identifiers are kept out and re-made fresh on decode.
+    numeric_transform : ``"standard"`` (mean/sd) or ``"quantile"`` (to a normal through the
+        empirical quantiles; better for skewed labs, but stores data quantiles, so not for DP).
+    """
+
+    def __init__(self, schema: Schema, numeric_transform: NumericTransform = "standard"):
+        if numeric_transform not in ("standard", "quantile"):
+            raise SchemaError(f"numeric_transform must be 'standard' or 'quantile', not {numeric_transform!r}")
+        self.schema = schema
+        self.numeric_transform = numeric_transform
+        self.codecs: dict[str, NumericCodec | CategoricalCodec] = {}
+        for spec in schema.model_columns:
+            if spec.kind in ("binary", "categorical"):
+                self.codecs[spec.name] = CategoricalCodec(spec)
+            else:
+                self.codecs[spec.name] = NumericCodec(spec, numeric_transform)
+        self.timelines = [TimelineCodec(groups) for _, groups in schema.timelines() if all(g.dropout for g in groups)]
+        self.spans: list[Span] = []
+        start = 0
+        for part in [*self.codecs.values(), *self.timelines]:
+            for name, dim, act in part.spans():
+                self.spans.append(Span(name, dim, act, start))
+                start += dim
+        self.dim = start
+        self.fitted_ = False
+
+    # -- fitting ---------------------------------------------------------------------
+    def fit(self, df: pd.DataFrame) -> TableEncoder:
+        for name, codec in self.codecs.items():
+            codec.fit(df[name])
+        self.fitted_ = True
+        return self
+
+    def _check_fitted(self) -> None:
+        if not self.fitted_:
+            raise NotFittedError("the encoder is not fitted; call fit(df) first")
+
+    # -- lookup ----------------------------------------------------------------------
+    def span(self, name: str) -> Span:
+        for s in self.spans:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def column_slice(self, column: str) -> slice:
+        """The encoded slice holding one column (its value and its missing span)."""
+        spans = [s for s in self.spans if s.name == column or s.name == f"{column}:missing"]
+        return slice(spans[0].start, spans[-1].stop)
+
+    def grid_layout(self) -> GridLayout | None:
+        """The primary timeline as a (channel × visit) grid, or None when there is none."""
+        if not self.schema.longitudinal:
+            return None
+        _, groups = self.schema.timelines()[0]
+        rows: list[list[int]] = []
+        for g in groups:
+            value = [self.span(c).start for c in g.columns]
+            rows.append(value)
+            if any(self.codecs[c].has_missing for c in g.columns):
+                # columns without intermittent missingness still get indicator channels: fixed "observed"
+                rows.append([self.span(f"{c}:missing").start if self.codecs[c].has_missing else -1 for c in g.columns])
+                rows.append([self.span(f"{c}:missing").start + 1 if self.codecs[c].has_missing else -1 for c in g.columns])
+        channels = np.array(rows, dtype=np.int64)
+        return GridLayout(channels=channels, visits=len(groups[0].visits))
+
+    # -- transforms ------------------------------------------------------------------
+    def encode(self, df: pd.DataFrame) -> np.ndarray:
+        """The table as a float32 matrix (rows × ``dim``)."""
+        self._check_fitted()
+        blocks = [codec.encode(df[name]) for name, codec in self.codecs.items()]
+        blocks += [t.encode(df) for t in self.timelines]
+        return np.concatenate(blocks, axis=1).astype(np.float32)
+
+    def decode(self, X: np.ndarray, id_prefix: str = "syn-", id_start: int = 0) -> pd.DataFrame:
+        """A matrix back to a table in the schema's column order, every value within the schema.
+
+        Identifier columns get fresh ids (``syn-000001``…), never real ones.
+        """
+        self._check_fitted()
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.dim:
+            raise ValueError(f"expected a matrix with {self.dim} columns, got shape {X.shape}")
+        blank: dict[str, np.ndarray] = {}
+        for t in self.timelines:
+            mask = t.blank_mask(X[:, self.span(t.name).start:self.span(t.name).stop])
+            for g in t.groups:
+                for j, c in enumerate(g.columns):
+                    blank[c] = mask[:, j]
+        n = X.shape[0]
+        out: dict[str, Any] = {}
+        for spec in self.schema.columns:
+            if spec.kind == "id":
+                out[spec.name] = np.array([f"{id_prefix}{i:06d}" for i in range(id_start + 1, id_start + n + 1)], dtype=object)
+                continue
+            codec = self.codecs[spec.name]
+            out[spec.name] = codec.decode(X[:, self.column_slice(spec.name)], blank.get(spec.name))
+        return pd.DataFrame(out)
+
+    def activate(self, X: np.ndarray) -> np.ndarray:
+        """Softmax spans to one-hot (argmax), as the decoder reads them; for comparisons and tests."""
+        X = np.array(X, dtype=np.float32, copy=True)
+        for s in self.spans:
+            if s.activation == "softmax":
+                block = np.zeros((X.shape[0], s.dim), dtype=np.float32)
+                block[np.arange(X.shape[0]), X[:, s.start:s.stop].argmax(1)] = 1.0
+                X[:, s.start:s.stop] = block
+        return X
+
+    # -- persistence -----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {
+            "numeric_transform": self.numeric_transform,
+            "columns": {name: codec.state for name, codec in self.codecs.items()},
+        }
+
+    @classmethod
+    def from_state_dict(cls, schema: Schema, state: dict[str, Any]) -> TableEncoder:
+        enc = cls(schema, state.get("numeric_transform", "standard"))
+        missing = [n for n in enc.codecs if n not in state.get("columns", {})]
+        if missing:
+            raise SchemaError("encoder state does not fit the schema; no state for: " + ", ".join(missing))
+        for name, codec in enc.codecs.items():
+            codec.state = state["columns"][name]
+        enc.fitted_ = True
+        return enc

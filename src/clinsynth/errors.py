@@ -1,0 +1,43 @@
+"""One hierarchy of errors whose messages speak to the user.
+
+Every message names the column or parameter, the problem and, where there is one, the fix.
+The CLI prints the message as one red line and exits non-zero; ``--debug`` shows the traceback.
+"""
+from __future__ import annotations
+
+
+class ClinsynthError(Exception):
+    """Base class: anything clinsynth raises on purpose."""
+
+
+class InputError(ClinsynthError, ValueError):
+    """A file or table that cannot be read as a clinical table."""
+
+
+class SchemaError(ClinsynthError, ValueError):
+    """A schema that is malformed, or a table that does not match its schema.
+
+    ``problems`` lists every offending column with its reason, so one run shows them all.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        self.problems = list(problems or [])
+        if self.problems:
+            message = message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(message)
+
+
+class ConfigError(ClinsynthError, ValueError):
+    """A hyperparameter or option outside what a model accepts."""
+
+
+class NotFittedError(ClinsynthError, RuntimeError):
+    """A model used before ``fit``."""
+
+
+class PrivacyBudgetError(ClinsynthError, RuntimeError):
+    """A charge that would take the privacy ledger past its target."""
+
+
+class BundleError(ClinsynthError, ValueError):
+    """A model bundle on disk that is missing parts or does not fit this version."""

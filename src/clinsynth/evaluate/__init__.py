@@ -1,0 +1,1 @@
+"""Evaluation: pure functions of frames that return small result objects."""

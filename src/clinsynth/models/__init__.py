@@ -1,0 +1,1 @@
+"""Generative models, one file each, registered by name in ``registry.py``."""

@@ -1,0 +1,214 @@
+"""The contract every model honours, so the CLI, selection and benchmarks treat them alike.
+
+After scikit-learn: ``__init__`` only stores hyperparameters; ``fit`` validates, learns and
+returns ``self``; learned state ends in ``_``; ``get_params`` rebuilds a model from its config;
+``sample`` before ``fit`` raises ``NotFittedError``. A bundle on disk holds the weights, the
+schema, the encoder state, the config and the library versions.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import platform
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from clinsynth.data.transforms import TableEncoder
+from clinsynth.errors import BundleError, ConfigError, NotFittedError
+from clinsynth.schema import Schema
+
+BUNDLE_FORMAT = 1
+Conditions = Mapping[str, Mapping[str, float] | str | int]
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of what made a model or a run; a bundle records them."""
+    out = {"python": platform.python_version()}
+    for pkg in ("clinsynth", "torch", "numpy", "pandas", "scikit-learn", "opacus", "pyarrow"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def allocate(n: int, probs: np.ndarray) -> np.ndarray:
+    """Split ``n`` rows over classes in proportion to ``probs`` exactly (largest remainder)."""
+    raw = probs * n
+    counts = np.floor(raw).astype(int)
+    short = n - counts.sum()
+    if short:
+        counts[np.argsort(-(raw - counts), kind="stable")[:short]] += 1
+    return counts
+
+
+class SynthModel(ABC):
+    """Base class of registered generative models."""
+
+    name: ClassVar[str]
+
+    # -- scikit-learn style parameters ---------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind == p.POSITIONAL_OR_KEYWORD]
+
+    def get_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+
+    @property
+    def is_fitted(self) -> bool:
+        return getattr(self, "encoder_", None) is not None
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"this {self.name} model is not fitted yet: call fit(df, schema) or clinsynth.load(dir) first")
+
+    # -- public API --------------------------------------------------------------------
+    def fit(self, df: pd.DataFrame, schema: Schema | None = None) -> SynthModel:
+        """Validate ``df`` against ``schema`` (inferred if absent), then train."""
+        schema = schema or Schema.infer(df)
+        schema.validate(df)
+        self._validate_params(schema)
+        self.schema_ = schema
+        encoder = TableEncoder(schema, self._numeric_transform())
+        encoder.fit(df)
+        self.n_train_ = len(df)
+        self._fit(df.reset_index(drop=True), encoder)
+        self.encoder_ = encoder
+        return self
+
+    def sample(self, n: int, conditions: Conditions | None = None, seed: int | None = None) -> pd.DataFrame:
+        """Draw ``n`` synthetic records; ``conditions`` reshapes the target's class mix."""
+        self._check_fitted()
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ConfigError(f"n must be a positive whole number of rows, got {n!r}")
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        return self._sample(int(n), self._class_probs(conditions), int(seed))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the bundle atomically: a half-written bundle never replaces a good one."""
+        self._check_fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            config = {
+                "bundle_format": BUNDLE_FORMAT,
+                "model": self.name,
+                "params": _jsonable(self.get_params()),
+                "fitted": _jsonable(self._fitted_config()),
+                "versions": library_versions(),
+            }
+            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+            (tmp / "schema.json").write_text(self.schema_.to_json() + "\n")
+            (tmp / "encoder.json").write_text(json.dumps(self.encoder_.state_dict(), indent=1) + "\n")
+            self._save_weights(tmp)
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                path.rename(old)
+                tmp.rename(path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SynthModel:
+        path = Path(path)
+        needed = ["config.json", "schema.json", "encoder.json"]
+        absent = [f for f in needed if not (path / f).is_file()]
+        if absent:
+            raise BundleError(f"model bundle '{path}' is missing {', '.join(absent)}")
+        config = json.loads((path / "config.json").read_text())
+        if config.get("bundle_format") != BUNDLE_FORMAT:
+            raise BundleError(f"model bundle '{path}' has format {config.get('bundle_format')}, this clinsynth reads {BUNDLE_FORMAT}")
+        if config.get("model") != cls.name:
+            raise BundleError(f"model bundle '{path}' holds a '{config.get('model')}' model, not '{cls.name}'")
+        model = cls(**config["params"])
+        model.schema_ = Schema.load(path / "schema.json")
+        model.n_train_ = config["fitted"].get("n_train")
+        encoder = TableEncoder.from_state_dict(model.schema_, json.loads((path / "encoder.json").read_text()))
+        model._restore(config["fitted"], encoder, path)
+        model.encoder_ = encoder
+        return model
+
+    # -- conditions ----------------------------------------------------------------------
+    def _class_probs(self, conditions: Conditions | None) -> np.ndarray:
+        """Class probabilities for sampling: the learned mix, or the one asked for."""
+        base = np.asarray(self._default_class_probs(), dtype=float)
+        if not conditions:
+            return base
+        target = self.schema_.target
+        unknown = [c for c in conditions if c != target]
+        if unknown:
+            raise ConfigError(f"{self.name} can condition only on its target '{target}', not on {', '.join(map(repr, unknown))}")
+        categories = self.schema_.column(target).categories or []
+        labels = [str(c) for c in categories]
+        spec = conditions[target]
+        if not isinstance(spec, Mapping):
+            spec = {str(spec): 1.0}
+        probs = np.zeros(len(labels))
+        for key, weight in spec.items():
+            if str(key) not in labels:
+                raise ConfigError(f"condition {target}={key!r}: no such class; classes are {', '.join(labels)}")
+            if not np.isfinite(weight) or weight < 0:
+                raise ConfigError(f"condition {target}={key}: weight must be a non-negative number, got {weight!r}")
+            probs[labels.index(str(key))] = float(weight)
+        if probs.sum() <= 0:
+            raise ConfigError(f"condition on '{target}': the weights sum to zero")
+        return probs / probs.sum()
+
+    # -- what a model implements -----------------------------------------------------------
+    def _numeric_transform(self) -> str:
+        return getattr(self, "numeric_transform", "standard")
+
+    def _validate_params(self, schema: Schema) -> None:
+        """Raise ``ConfigError`` for hyperparameters that cannot work (before any training)."""
+
+    @abstractmethod
+    def _fit(self, df: pd.DataFrame, encoder: TableEncoder) -> None: ...
+
+    @abstractmethod
+    def _sample(self, n: int, class_probs: np.ndarray, seed: int) -> pd.DataFrame: ...
+
+    @abstractmethod
+    def _default_class_probs(self) -> np.ndarray: ...
+
+    @abstractmethod
+    def _fitted_config(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def _save_weights(self, directory: Path) -> None: ...
+
+    @abstractmethod
+    def _restore(self, fitted: dict[str, Any], encoder: TableEncoder, directory: Path) -> None: ...
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

@@ -1,0 +1,72 @@
+"""The model registry: a name, where the class lives, and one line saying what it is.
+
+Entries name their class as ``"module:Class"`` and are imported only when used, so listing the
+registry (``clinsynth models``) and ``import clinsynth`` never load PyTorch. A new model is a new
+file in ``models/`` plus one entry here.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from clinsynth.errors import BundleError, ConfigError
+
+if TYPE_CHECKING:
+    from clinsynth.models.base import SynthModel
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    target: str
+    summary: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def load_class(self) -> type[SynthModel]:
+        module, _, cls = self.target.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+REGISTRY: dict[str, ModelEntry] = {
+    entry.name: entry
+    for entry in [
+        ModelEntry(
+            "acgan",
+            "clinsynth.models.acgan:ACGAN",
+            "class-conditional GAN (SPRINT work): label-embedded noise, convolution over the visit grid, "
+            "real/fake + class heads",
+        ),
+    ]
+}
+
+
+def list_models() -> list[ModelEntry]:
+    """Every registered model, in registry order."""
+    return list(REGISTRY.values())
+
+
+def _entry(name: str) -> ModelEntry:
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown model '{name}'; registered models: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def create(name: str, **hyperparameters: Any) -> SynthModel:
+    """Build a registered model by name, e.g. ``create("acgan", epochs=200)``."""
+    entry = _entry(name)
+    return entry.load_class()(**{**entry.defaults, **hyperparameters})
+
+
+def load(path: str | Path) -> SynthModel:
+    """Load a model bundle written by ``model.save(path)``, whatever model it holds."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise BundleError(f"'{path}' is not a clinsynth model bundle (no config.json)")
+    try:
+        name = json.loads(config.read_text())["model"]
+    except (json.JSONDecodeError, KeyError):
+        raise BundleError(f"'{config}' is damaged: it does not name its model") from None
+    return _entry(name).load_class().load(path)

@@ -1,0 +1,135 @@
+"""What every neural model shares: device choice, span activations, seeding, progress, snapshots.
+
+The device is chosen once (``resolve_device``) and passed down, never hard-coded, so the same code
+trains on a laptop CPU and on CUDA. Randomness comes from explicit ``torch.Generator`` objects and
+a forked global RNG, so a seed reproduces a model on CPU.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from clinsynth.data.io import write_with
+from clinsynth.data.transforms import Span
+from clinsynth.errors import ConfigError
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else CPU; anything else is checked, not trusted."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device {device!r} is not a torch device; use 'auto', 'cpu' or 'cuda'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but CUDA is not available on this machine; use 'auto' or 'cpu'")
+    return dev
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run a block under a fixed global torch RNG and restore the caller's RNG afterwards."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class SpanActivation:
+    """Apply each span's activation to raw network outputs, vectorised by span width.
+
+    Softmax spans use Gumbel-softmax while training (so fake one-hots look like real ones to the
+    discriminator, as in CTGAN) and are left as logits for sampling, where ``decode`` takes argmax.
+    """
+
+    def __init__(self, spans: Sequence[Span], device: torch.device):
+        by_dim: dict[int, list[int]] = {}
+        for s in spans:
+            if s.activation == "softmax":
+                by_dim.setdefault(s.dim, []).append(s.start)
+        self.groups = [
+            torch.tensor([[start + k for k in range(dim)] for start in starts], dtype=torch.long, device=device)
+            for dim, starts in sorted(by_dim.items())
+        ]
+
+    def __call__(self, x: torch.Tensor, tau: float) -> torch.Tensor:
+        if not self.groups:
+            return x
+        out = x.clone()
+        for idx in self.groups:
+            logits = x[:, idx]  # (batch, n_spans, dim)
+            out[:, idx] = F.gumbel_softmax(logits, tau=tau, hard=False, dim=-1)
+        return out
+
+
+class Snapshots:
+    """Per-epoch copies of a network's weights, in memory or on disk, for epoch selection."""
+
+    def __init__(self, mode: str = "memory", directory: str | Path | None = None):
+        if mode not in ("memory", "disk", "off"):
+            raise ConfigError(f"snapshots must be 'memory', 'disk' or 'off', not {mode!r}")
+        if mode == "disk" and directory is None:
+            raise ConfigError("snapshots='disk' needs snapshot_dir")
+        self.mode = mode
+        self.directory = Path(directory) if directory is not None else None
+        self._items: list[dict[str, torch.Tensor] | Path] = []
+
+    def add(self, module: torch.nn.Module) -> None:
+        if self.mode == "off":
+            return
+        state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+        if self.mode == "memory":
+            self._items.append(state)
+            return
+        assert self.directory is not None
+        path = self.directory / f"epoch_{len(self._items) + 1:04d}.pt"
+        write_with(path, lambda tmp: torch.save(state, tmp))
+        self._items.append(path)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, epoch_index: int) -> dict[str, torch.Tensor]:
+        item = self._items[epoch_index]
+        if isinstance(item, Path):
+            return torch.load(item, map_location="cpu", weights_only=True)
+        return copy.copy(item)
+
+
+class TrainingProgress:
+    """A rich progress bar over epochs that shows the latest losses; silent when disabled."""
+
+    def __init__(self, total: int, description: str, enabled: bool = True):
+        self.enabled = enabled
+        self.total = total
+        self.description = description
+        self._progress: Progress | None = None
+
+    def __enter__(self) -> TrainingProgress:
+        if self.enabled:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[losses]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.description, total=self.total, losses="")
+        return self
+
+    def advance(self, **losses: float) -> None:
+        if self._progress is not None:
+            text = "  ".join(f"{k} {v:.3f}" for k, v in losses.items())
+            self._progress.update(self._task, advance=1, losses=text)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)

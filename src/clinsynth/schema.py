@@ -1,0 +1,489 @@
+"""The schema: what each column is, what may be missing, and what is public knowledge.
+
+Everything downstream (encoders, models, evaluation, the privacy engine) reads the table through
+the schema, so it is inferred once, saved as editable JSON, and validated against every frame
+before any training. Bounds and category lists recorded here are *public* only when the steward
+says so (``public: true``); an inferred schema learns them from the data, which DP mode must not
+rely on.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from clinsynth.errors import SchemaError
+
+FORMAT_VERSION = 1
+
+Kind = Literal["continuous", "integer", "binary", "categorical", "datetime", "id"]
+MissingPolicy = Literal["none", "indicator"]
+Category = str | int | float | bool
+
+NUMERIC_KINDS = ("continuous", "integer", "datetime")
+DISCRETE_KINDS = ("binary", "categorical")
+
+#: A target with at most this many distinct numbers is treated as classes, not a quantity.
+MAX_TARGET_CLASSES = 20
+#: A text column with more distinct values than this (and mostly unique) is free text or an id.
+MAX_CATEGORIES = 200
+_ID_NAME = re.compile(r"(^|_)(id|mrn|maskid|patid|subject|patient)($|_)|(id$)", re.IGNORECASE)
+_VISIT = re.compile(
+    r"^(?P<measure>.+?)[_.\-]?(?P<label>rz|bl|baseline|base|screening|(?P<unit>visit|month|week|year|day|v|m|w|y|d|t)(?P<num>\d+))$",
+    re.IGNORECASE,
+)
+_BASELINE_LABELS = {"rz", "bl", "baseline", "base", "screening"}
+
+
+class ColumnSpec(BaseModel):
+    """One column: its kind, its missing-value policy and its domain."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: Kind
+    missing: MissingPolicy = "none"
+    bounds: tuple[float, float] | tuple[str, str] | None = Field(
+        default=None, description="[low, high] for numbers (ISO dates for datetime)")
+    categories: list[Category] | None = None
+    decimals: int | None = Field(default=None, description="round synthetic values to this many decimals")
+    public: bool = Field(default=False, description="bounds/categories are declared domain knowledge, not read from the data")
+    sensitive: bool = False
+    quasi_identifier: bool = False
+    dtype: str | None = Field(default=None, description="pandas dtype of the input, restored on output")
+
+    @model_validator(mode="after")
+    def _check(self) -> ColumnSpec:
+        if self.kind in DISCRETE_KINDS and not self.categories:
+            raise ValueError(f"column '{self.name}': kind {self.kind} needs a non-empty 'categories' list")
+        if self.kind == "binary" and len(self.categories or []) != 2:
+            raise ValueError(f"column '{self.name}': kind binary needs exactly 2 categories")
+        if self.bounds is not None and self.kind in NUMERIC_KINDS:
+            lo, hi = self.bounds
+            if _as_number(lo, self.kind) > _as_number(hi, self.kind):
+                raise ValueError(f"column '{self.name}': bounds low {lo} is above high {hi}")
+        return self
+
+
+class LongitudinalGroup(BaseModel):
+    """One measure taken at ordered visits, e.g. SBP at randomisation and months 1..27.
+
+    Groups that share the same visits share one *timeline*: a participant's dropout (the last
+    visit with any observed measure) is modelled once for all of them, so a synthetic participant
+    never comes back after leaving.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    columns: list[str]
+    visits: list[str]
+    dropout: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> LongitudinalGroup:
+        if len(self.columns) != len(self.visits):
+            raise ValueError(f"longitudinal group '{self.name}': {len(self.columns)} columns but {len(self.visits)} visits")
+        if len(self.columns) < 2:
+            raise ValueError(f"longitudinal group '{self.name}' needs at least 2 visits")
+        return self
+
+
+class Schema(BaseModel):
+    """The table's contract: columns, target, longitudinal groups. JSON round-trips."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    columns: list[ColumnSpec]
+    target: str | None = None
+    longitudinal: list[LongitudinalGroup] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> Schema:
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(f"schema format_version {self.format_version} is not supported (this clinsynth reads {FORMAT_VERSION})")
+        names = [c.name for c in self.columns]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"columns listed twice: {', '.join(dupes)}")
+        known = set(names)
+        if self.target is not None:
+            if self.target not in known:
+                raise ValueError(f"target '{self.target}' is not a column of the schema")
+            if self.column(self.target).kind not in DISCRETE_KINDS:
+                raise ValueError(f"target '{self.target}' must be binary or categorical, not {self.column(self.target).kind}")
+        seen: set[str] = set()
+        for g in self.longitudinal:
+            for c in g.columns:
+                if c not in known:
+                    raise ValueError(f"longitudinal group '{g.name}' names unknown column '{c}'")
+                if c in seen:
+                    raise ValueError(f"column '{c}' is in more than one longitudinal group")
+                if self.column(c).kind not in ("continuous", "integer"):
+                    raise ValueError(f"longitudinal column '{c}' must be continuous or integer")
+                if c == self.target:
+                    raise ValueError(f"the target '{c}' cannot be part of a longitudinal group")
+                seen.add(c)
+        return self
+
+    # -- lookup -------------------------------------------------------------------------
+    def column(self, name: str) -> ColumnSpec:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def model_columns(self) -> list[ColumnSpec]:
+        """Columns a model learns from: all but identifiers."""
+        return [c for c in self.columns if c.kind != "id"]
+
+    def timelines(self) -> list[tuple[tuple[str, ...], list[LongitudinalGroup]]]:
+        """Longitudinal groups bundled by their shared visit list, largest first."""
+        by_visits: dict[tuple[str, ...], list[LongitudinalGroup]] = {}
+        for g in self.longitudinal:
+            by_visits.setdefault(tuple(g.visits), []).append(g)
+        return sorted(by_visits.items(), key=lambda kv: -sum(len(g.columns) for g in kv[1]))
+
+    # -- persistence --------------------------------------------------------------------
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, exclude_none=False)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "schema") -> Schema:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SchemaError(f"{source} is not valid JSON: {e}") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            problems = [f"{'.'.join(str(p) for p in err['loc']) or 'schema'}: {err['msg']}" for err in e.errors()]
+            raise SchemaError(f"{source} is not a valid clinsynth schema:", problems) from None
+
+    def save(self, path: str | Path) -> None:
+        from clinsynth.data.io import write_text_atomic
+
+        write_text_atomic(Path(path), self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Schema:
+        path = Path(path)
+        if not path.is_file():
+            raise SchemaError(f"schema file '{path}' does not exist")
+        return cls.from_json(path.read_text(), source=f"schema file '{path}'")
+
+    # -- inference ----------------------------------------------------------------------
+    @classmethod
+    def infer(
+        cls,
+        df: pd.DataFrame,
+        target: str | None = None,
+        longitudinal: Sequence[LongitudinalGroup] | Literal["auto"] | None = "auto",
+        ids: Iterable[str] = (),
+    ) -> Schema:
+        """Infer a schema from a frame; edit the result (or its JSON) where it guessed wrong.
+
+        Raises one ``SchemaError`` listing every column it cannot read (all missing, mixed types).
+        """
+        check_frame_basics(df)
+        if target is not None and target not in df.columns:
+            raise SchemaError(f"target column '{target}' is not in the table; columns are: {_preview(df.columns)}")
+        ids = set(ids)
+        problems: list[str] = []
+        specs: list[ColumnSpec] = []
+        for name in df.columns:
+            try:
+                specs.append(_infer_column(df[name], is_target=name == target, force_id=name in ids))
+            except SchemaError as e:
+                problems.append(str(e))
+        if problems:
+            raise SchemaError("cannot infer a schema; fix these columns first:", problems)
+        if target is not None:
+            spec = next(s for s in specs if s.name == target)
+            if df[target].nunique() < 2:
+                raise SchemaError(f"target column '{target}' has only one class ({df[target].dropna().iloc[0]!r}); "
+                                  "a class-conditional model needs at least 2")
+            if spec.kind not in DISCRETE_KINDS:
+                raise SchemaError(f"target column '{target}' has {df[target].nunique()} distinct numeric values; "
+                                  "a target must be a class label (binary or categorical)")
+        groups = detect_longitudinal(df.columns, specs) if longitudinal == "auto" else list(longitudinal or [])
+        specs = _longitudinal_missing_policy(df, specs, groups)
+        try:
+            return cls(columns=specs, target=target, longitudinal=groups)
+        except ValidationError as e:
+            raise SchemaError("inferred schema is inconsistent:", [err["msg"] for err in e.errors()]) from None
+
+    # -- validation ---------------------------------------------------------------------
+    def _after_dropout(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Per longitudinal column, the rows where it is empty because the participant had left."""
+        out: dict[str, np.ndarray] = {}
+        for visits, groups in self.timelines():
+            if not all(g.dropout for g in groups):
+                continue
+            last = last_observed_visit(df, groups)
+            for g in groups:
+                for j, col in enumerate(g.columns):
+                    out[col] = last < j + 1
+        return out
+
+    def validate(self, df: pd.DataFrame) -> None:
+        """Raise one ``SchemaError`` listing every column of ``df`` that breaks this schema."""
+        check_frame_basics(df)
+        problems: list[str] = []
+        missing = [n for n in self.names if n not in df.columns]
+        extra = [n for n in df.columns if n not in set(self.names)]
+        if missing:
+            problems.append(f"columns in the schema but not in the table: {_preview(missing)}")
+        if extra:
+            problems.append(f"columns in the table but not in the schema: {_preview(extra)} (add them to the schema or drop them)")
+        allowed_missing = self._after_dropout(df) if not missing else {}
+        for spec in self.columns:
+            if spec.name in df.columns:
+                problems.extend(_column_problems(spec, df[spec.name], allowed_missing.get(spec.name)))
+        if self.target is not None and self.target in df.columns:
+            n_classes = df[self.target].nunique(dropna=True)
+            if n_classes < 2:
+                problems.append(f"target '{self.target}' has {n_classes} class(es); a class-conditional model needs at least 2")
+        if problems:
+            raise SchemaError("the table does not match the schema:", problems)
+
+
+# ---------------------------------------------------------------------------------------
+def check_frame_basics(df: pd.DataFrame) -> None:
+    """Problems that make a frame unusable whatever the schema: no rows, no columns, duplicate names."""
+    if not isinstance(df, pd.DataFrame):
+        raise SchemaError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    if df.shape[1] == 0:
+        raise SchemaError("the table has no columns")
+    if df.shape[0] == 0:
+        raise SchemaError("the table has no rows")
+    names = [str(c) for c in df.columns]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SchemaError(f"duplicate column names: {', '.join(dupes)}; every column needs a unique name")
+
+
+def _preview(names: Iterable[Any], k: int = 8) -> str:
+    names = [str(n) for n in names]
+    more = f" … (+{len(names) - k} more)" if len(names) > k else ""
+    return ", ".join(names[:k]) + more
+
+
+def _as_number(value: Any, kind: str) -> float:
+    if kind == "datetime":
+        return pd.Timestamp(value).value / 1e9
+    return float(value)
+
+
+def _python(values: Iterable[Any]) -> list[Category]:
+    """Numpy scalars to plain Python so categories survive JSON."""
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+
+def _decimals(x: np.ndarray, max_decimals: int = 6) -> int | None:
+    for d in range(max_decimals + 1):
+        if np.allclose(np.round(x, d), x, rtol=0, atol=1e-9 * max(1.0, float(np.abs(x).max()))):
+            return d
+    return None
+
+
+def _mixed_types(s: pd.Series) -> str | None:
+    """Describe a column holding both numbers and text, or None."""
+    values = s.dropna()
+    if values.empty:
+        return None
+    if s.dtype == object:
+        is_num = values.map(lambda v: isinstance(v, (int, float, np.number)) and not isinstance(v, bool))
+        is_txt = values.map(lambda v: isinstance(v, str))
+        if is_num.any() and is_txt.any():
+            return f"mixes numbers and text (e.g. {values[is_num].iloc[0]!r} and {values[is_txt].iloc[0]!r})"
+    if pd.api.types.is_string_dtype(s) or s.dtype == object:
+        text = values.astype(str)
+        parsed = pd.to_numeric(text, errors="coerce")
+        bad = text[parsed.isna()]
+        n_num = int(parsed.notna().sum())
+        if n_num >= 0.8 * len(text) and len(bad) and parsed.nunique() > MAX_TARGET_CLASSES:
+            return (f"is mostly numbers but has {len(bad)} text value(s) such as {bad.iloc[0]!r}; "
+                    "fix or blank them, or declare the column categorical")
+    return None
+
+
+def _infer_column(s: pd.Series, is_target: bool, force_id: bool) -> ColumnSpec:
+    name = str(s.name)
+    values = s.dropna()
+    if force_id:
+        return ColumnSpec(name=name, kind="id", missing="indicator" if s.isna().any() else "none", dtype=str(s.dtype))
+    if values.empty:
+        raise SchemaError(f"column '{name}' is entirely missing; drop it or declare its kind in the schema")
+    mixed = _mixed_types(s)
+    if mixed:
+        raise SchemaError(f"column '{name}' {mixed}")
+    missing: MissingPolicy = "indicator" if s.isna().any() else "none"
+    dtype = str(s.dtype)
+    n_unique = values.nunique()
+    common = dict(name=name, missing=missing, dtype=dtype)
+
+    if pd.api.types.is_bool_dtype(s) or (s.dtype == object and values.map(lambda v: isinstance(v, (bool, np.bool_))).all()):
+        return ColumnSpec(kind="binary", categories=[False, True], **common)
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return _datetime_spec(values, common)
+    if pd.api.types.is_numeric_dtype(s):
+        x = values.to_numpy(dtype=float)
+        whole = bool(np.all(np.mod(x, 1) == 0))
+        if _ID_NAME.search(name) and whole and n_unique == len(s) and len(s) > MAX_TARGET_CLASSES:
+            return ColumnSpec(kind="id", **common)
+        if n_unique == 2 or (is_target and n_unique == 1):
+            return ColumnSpec(kind="binary" if n_unique == 2 else "categorical",
+                              categories=sorted(_python(values.unique())), **common)
+        if is_target and n_unique <= MAX_TARGET_CLASSES:
+            return ColumnSpec(kind="categorical", categories=sorted(_python(values.unique())), **common)
+        if whole:
+            return ColumnSpec(kind="integer", bounds=(float(x.min()), float(x.max())), decimals=0, **common)
+        return ColumnSpec(kind="continuous", bounds=(float(x.min()), float(x.max())), decimals=_decimals(x), **common)
+
+    text = values.astype(str)
+    if n_unique > 2 and not is_target:
+        parsed = pd.to_datetime(text.iloc[:1000], errors="coerce", format="ISO8601")
+        if parsed.notna().all() and text.iloc[:1000].str.contains(r"\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}").all():
+            full = pd.to_datetime(text, errors="coerce", format="ISO8601")
+            if full.notna().all():
+                return _datetime_spec(full, common)
+    if (_ID_NAME.search(name) or n_unique > MAX_CATEGORIES) and n_unique == len(s) and not is_target:
+        return ColumnSpec(kind="id", **common)
+    if n_unique > MAX_CATEGORIES and n_unique > 0.5 * len(values) and not is_target:
+        raise SchemaError(f"column '{name}' has {n_unique} distinct text values in {len(values)} rows: "
+                          "it looks like free text or an identifier; declare it as kind 'id' or drop it")
+    cats = sorted(_python(values.unique()), key=str)
+    kind: Kind = "binary" if n_unique == 2 else "categorical"
+    if n_unique == 1:
+        kind = "categorical"
+    return ColumnSpec(kind=kind, categories=cats, **common)
+
+
+def _datetime_spec(values: pd.Series, common: dict[str, Any]) -> ColumnSpec:
+    ts = pd.to_datetime(values)
+    daily = bool((ts == ts.dt.normalize()).all())
+    lo, hi = ts.min(), ts.max()
+    common = {**common, "dtype": common["dtype"] if "datetime" in common["dtype"] else "datetime64[ns]"}
+    return ColumnSpec(kind="datetime", bounds=(lo.isoformat(), hi.isoformat()), decimals=0 if daily else None, **common)
+
+
+def visit_order(label: str) -> float:
+    """Sort key of a visit label: baseline first, then by number (m01 < m02 < m12)."""
+    m = _VISIT.match("x_" + label)
+    if m is None:
+        return float("inf")
+    if m.group("label").lower() in _BASELINE_LABELS:
+        return -1.0
+    return float(m.group("num"))
+
+
+def detect_longitudinal(columns: Iterable[Any], specs: Sequence[ColumnSpec]) -> list[LongitudinalGroup]:
+    """Group numeric columns named ``<measure>_<visit>`` (``sbp_rz``, ``sbp_m01``…) with ≥ 3 visits."""
+    kinds = {s.name: s.kind for s in specs}
+    found: dict[str, list[tuple[str, str, str]]] = {}
+    for col in map(str, columns):
+        m = _VISIT.match(col)
+        if m and kinds.get(col) in ("continuous", "integer"):
+            unit = (m.group("unit") or "").lower()
+            found.setdefault(m.group("measure"), []).append((col, m.group("label"), unit))
+    groups = []
+    for measure, items in found.items():
+        units = {u for _, _, u in items if u}
+        if len(items) < 3 or len(units) > 1:
+            continue
+        items.sort(key=lambda it: visit_order(it[1]))
+        labels = [lab for _, lab, _ in items]
+        if len(set(map(visit_order, labels))) != len(labels):
+            continue
+        groups.append(LongitudinalGroup(name=measure, columns=[c for c, _, _ in items], visits=labels))
+    return groups
+
+
+def _longitudinal_missing_policy(df: pd.DataFrame, specs: list[ColumnSpec],
+                                 groups: Sequence[LongitudinalGroup]) -> list[ColumnSpec]:
+    """In a timeline with dropout, only missingness *before* dropout needs a per-cell indicator."""
+    by_name = {s.name: s for s in specs}
+    by_visits: dict[tuple[str, ...], list[LongitudinalGroup]] = {}
+    for g in groups:
+        by_visits.setdefault(tuple(g.visits), []).append(g)
+    for members in by_visits.values():
+        if not all(g.dropout for g in members):
+            continue
+        last = last_observed_visit(df, members)
+        for g in members:
+            observed = df[g.columns].notna().to_numpy()
+            visit = np.arange(1, len(g.columns) + 1)
+            intermittent = (~observed) & (visit[None, :] <= last[:, None])
+            for j, col in enumerate(g.columns):
+                policy: MissingPolicy = "indicator" if intermittent[:, j].any() else "none"
+                by_name[col] = by_name[col].model_copy(update={"missing": policy})
+    return [by_name[s.name] for s in specs]
+
+
+def last_observed_visit(df: pd.DataFrame, groups: Sequence[LongitudinalGroup]) -> np.ndarray:
+    """Per row, the 1-based index of the last visit with any observed measure (0: none observed)."""
+    n_visits = len(groups[0].visits)
+    observed = np.zeros((len(df), n_visits), dtype=bool)
+    for g in groups:
+        observed |= df[g.columns].notna().to_numpy()
+    any_obs = observed.any(axis=1)
+    last = n_visits - np.argmax(observed[:, ::-1], axis=1)
+    return np.where(any_obs, last, 0)
+
+
+def _column_problems(spec: ColumnSpec, s: pd.Series, after_dropout: np.ndarray | None = None) -> list[str]:
+    name = spec.name
+    if spec.kind == "id":
+        return []
+    values = s.dropna()
+    problems = []
+    if values.empty:
+        return [f"column '{name}' is entirely missing"]
+    unexplained = s.isna().to_numpy() if after_dropout is None else s.isna().to_numpy() & ~after_dropout
+    if spec.missing == "none" and unexplained.any():
+        where = "" if after_dropout is None else " before the participant's last visit"
+        problems.append(f"column '{name}' has {int(unexplained.sum())} missing value(s){where} but its missing policy is 'none' "
+                        "(set \"missing\": \"indicator\" in the schema)")
+    if spec.kind in DISCRETE_KINDS:
+        cats = pd.Index(spec.categories or [])
+        unknown = values[~values.isin(cats)]
+        if len(unknown):
+            problems.append(f"column '{name}' has value(s) not in its categories: {_preview(sorted(map(str, unknown.unique())), 5)} "
+                            f"(categories: {_preview(cats, 5)})")
+        return problems
+    if spec.kind == "datetime":
+        parsed = pd.to_datetime(values, errors="coerce", format="ISO8601") if not pd.api.types.is_datetime64_any_dtype(s) else values
+        if parsed.isna().any():
+            problems.append(f"column '{name}' is datetime but {int(parsed.isna().sum())} value(s) are not dates, e.g. {values[parsed.isna()].iloc[0]!r}")
+        return problems
+    mixed = _mixed_types(s)
+    if mixed:
+        return problems + [f"column '{name}' {mixed}"]
+    if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        parsed = pd.to_numeric(values, errors="coerce")
+        if parsed.isna().any():
+            bad = values[parsed.isna()]
+            return problems + [f"column '{name}' is {spec.kind} but holds text such as {bad.iloc[0]!r}"]
+        values = parsed
+    x = values.to_numpy(dtype=float)
+    if spec.kind == "integer" and np.any(np.mod(x, 1) != 0):
+        problems.append(f"column '{name}' is integer but holds fractions such as {x[np.mod(x, 1) != 0][0]}")
+    if spec.public and spec.bounds is not None:
+        lo, hi = float(spec.bounds[0]), float(spec.bounds[1])
+        outside = (x < lo) | (x > hi)
+        if outside.any():
+            problems.append(f"column '{name}' has {int(outside.sum())} value(s) outside its declared bounds [{lo}, {hi}]")
+    return problems
