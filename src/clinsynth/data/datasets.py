@@ -113,14 +113,13 @@ TRIAL_EFFECT = {1: -4.5, 2: -7.0}  # by visit index; later visits use TRIAL_EFFE
 TRIAL_EFFECT_FULL = -8.0
 CLASS_EFFECT_MEAN, CLASS_EFFECT_SD = 8.0, 2.0
 DOSE_EFFECT_RATIO = 0.75
-INT_P_UP_AT_TARGET = 0.2  # intensive: P(step up) at SBP 120 ...
+INT_P_UP_AT_TARGET = 0.2   # intensive: P(step up) at SBP 120 ...
 INT_P_UP_SLOPE = 0.06      # ... rising by this much per mmHg above 120
 INT_DOWN_BELOW = 110.0
 INT_P_DOWN = 0.4
 STD_P_UP = 0.6
 STD_P_DOWN = 0.4
 STEP_BUDGET_MEAN = 3.5
-DRIFT_PER_MONTH = 0.0
 P_DOSE_STEP = 0.85         # share of step-ups that are dose increases when possible
 MAX_MEDS = 6
 MEDS_BASELINE_P = (0.09, 0.33, 0.32, 0.18, 0.065, 0.013, 0.002)  # 0..6 classes
@@ -185,7 +184,8 @@ def simulate_trial(n: int = 6502, seed: int = 0) -> pd.DataFrame:
         seed: Seed for ``numpy.random.default_rng``; same seed, same frame.
 
     Returns:
-        DataFrame with ``12 + 3 * 12`` columns.
+        DataFrame, one row per participant: 14 baseline columns, then
+        ``sbp_*``, ``dbp_*`` and ``meds_*`` for the 12 :data:`VISITS` (50 columns).
     """
     n = int(n)
     if n < 1:
@@ -266,6 +266,7 @@ def simulate_trial(n: int = 6502, seed: int = 0) -> pd.DataFrame:
     classes, doses = classes0.copy(), doses0.copy()
     intensive = arm == 1
     prev2 = np.full(n, np.nan)  # latent SBP two visits back
+    t_std, t_int = SBP_TARGET[0], SBP_TARGET[1]
     for v in range(1, n_visits):
         prev = sbp[v - 1]
         seen = observed[v - 1]
@@ -273,12 +274,12 @@ def simulate_trial(n: int = 6502, seed: int = 0) -> pd.DataFrame:
         # Intensive arm: escalate when >= 120, more likely the further above.
         # Judged on the mean of the last two visits (less noise-driven titration).
         recent = np.where(np.isnan(prev2), prev, 0.5 * (prev + prev2))
-        p_up_int = np.clip(INT_P_UP_AT_TARGET + (recent - 120.0) * INT_P_UP_SLOPE, 0.0, 0.95)
-        up_int = (prev >= 120.0) & (u[0] < p_up_int)
+        p_up_int = np.clip(INT_P_UP_AT_TARGET + (recent - t_int) * INT_P_UP_SLOPE, 0.0, 0.95)
+        up_int = (prev >= t_int) & (u[0] < p_up_int)
         up2_int = (prev >= 150.0) & (u[1] < 0.5)
         down_int = (recent < INT_DOWN_BELOW) & (u[1] < INT_P_DOWN)
         # Standard arm: SPRINT-like two-visit escalation / de-escalation rules.
-        up_std = ((prev >= 160.0) | ((prev >= 140.0) & (prev2 >= 140.0))) & (u[0] < STD_P_UP)
+        up_std = ((prev >= 160.0) | ((prev >= t_std) & (prev2 >= t_std))) & (u[0] < STD_P_UP)
         down_std = ((prev < 130.0) | ((prev < 135.0) & (prev2 < 135.0))) & (u[1] < STD_P_DOWN)
         n_up = np.where(intensive, up_int.astype(np.int64) + (up_int & up2_int), up_std) * seen
         down = np.where(intensive, down_int, down_std) & seen & (n_up == 0)
@@ -301,7 +302,7 @@ def simulate_trial(n: int = 6502, seed: int = 0) -> pd.DataFrame:
 
         trial = TRIAL_EFFECT.get(v, TRIAL_EFFECT_FULL)
         tx = class_eff * (classes - classes0) + dose_eff * (doses - doses0)
-        shift = trial + DRIFT_PER_MONTH * VISIT_MONTHS[v] - tx
+        shift = trial - tx
         e_s = rng.standard_normal(n)
         e_d = BP_NOISE_CORR * e_s + np.sqrt(1 - BP_NOISE_CORR**2) * rng.standard_normal(n)
         sbp[v] = np.rint(np.clip(sbp_level + shift + SBP_VISIT_SD * e_s, 85.0, 230.0))

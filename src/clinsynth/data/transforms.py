@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.special import ndtr, ndtri
+from scipy.special import ndtri
 
 from clinsynth.errors import NotFittedError, SchemaError
 from clinsynth.schema import ColumnSpec, LongitudinalGroup, Schema, last_observed_visit
@@ -87,23 +87,32 @@ class NumericCodec:
                 probs = (cum - counts / 2) / cum[-1]
             if values.size == 1:
                 values, probs = np.repeat(values, 2), np.array([0.25, 0.75])
-            self.state = {"knots": values.tolist(), "probs": probs.tolist()}
+            # piecewise linear between (knot, normal score) pairs: exact inverse, no ndtr at sampling time
+            self.state = {"knots": values.tolist(), "scores": ndtri(np.clip(probs, _P_EPS, 1 - _P_EPS)).tolist()}
         else:
             scale = float(x.std())
             self.state = {"loc": float(x.mean()), "scale": scale if scale > 0 else 1.0}
         return self
 
+    def _table(self) -> tuple[np.ndarray, np.ndarray]:
+        """The quantile knots and normal scores as arrays, converted once from the JSON state."""
+        assert self.state is not None
+        if getattr(self, "_cached", (None,))[0] is not self.state:
+            self._cached = (self.state, np.asarray(self.state["knots"], float), np.asarray(self.state["scores"], float))
+        return self._cached[1], self._cached[2]
+
     def _forward(self, x: np.ndarray) -> np.ndarray:
         assert self.state is not None
         if self.transform == "quantile":
-            p = np.interp(x, self.state["knots"], self.state["probs"])
-            return ndtri(np.clip(p, _P_EPS, 1 - _P_EPS))
+            knots, scores = self._table()
+            return np.interp(x, knots, scores)
         return (x - self.state["loc"]) / self.state["scale"]
 
     def _inverse(self, z: np.ndarray) -> np.ndarray:
         assert self.state is not None
         if self.transform == "quantile":
-            return np.interp(ndtr(z), self.state["probs"], self.state["knots"])
+            knots, scores = self._table()
+            return np.interp(z, scores, knots)
         return z * self.state["scale"] + self.state["loc"]
 
     def encode(self, s: pd.Series) -> np.ndarray:
@@ -247,6 +256,12 @@ class TimelineCodec:
         return np.arange(1, len(self.visits) + 1)[None, :] > last[:, None]
 
 
+def synthetic_ids(n: int, prefix: str = "syn-", start: int = 0) -> np.ndarray:
+    """Fresh identifiers ``syn-000001``…, vectorised; never a real participant's id."""
+    numbers = np.arange(start + 1, start + n + 1).astype(str)
+    return np.strings.add(prefix, np.strings.zfill(numbers, 6)).astype(object)
+
+
 # ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GridLayout:
@@ -361,7 +376,7 @@ class TableEncoder:
         out: dict[str, Any] = {}
         for spec in self.schema.columns:
             if spec.kind == "id":
-                out[spec.name] = np.array([f"{id_prefix}{i:06d}" for i in range(id_start + 1, id_start + n + 1)], dtype=object)
+                out[spec.name] = synthetic_ids(n, id_prefix, id_start)
                 continue
             codec = self.codecs[spec.name]
             out[spec.name] = codec.decode(X[:, self.column_slice(spec.name)], blank.get(spec.name))
