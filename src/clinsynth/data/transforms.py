@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from scipy.special import ndtri
 
 from clinsynth.errors import NotFittedError, SchemaError
@@ -98,7 +99,9 @@ class NumericCodec:
         """The quantile knots and normal scores as arrays, converted once from the JSON state."""
         assert self.state is not None
         if getattr(self, "_cached", (None,))[0] is not self.state:
-            self._cached = (self.state, np.asarray(self.state["knots"], float), np.asarray(self.state["scores"], float))
+            knots = np.asarray(self.state["knots"], float)
+            scores = np.asarray(self.state["scores"], float)
+            self._cached = (self.state, knots, scores, PiecewiseLinear(scores, knots))
         return self._cached[1], self._cached[2]
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
@@ -111,9 +114,11 @@ class NumericCodec:
     def _inverse(self, z: np.ndarray) -> np.ndarray:
         assert self.state is not None
         if self.transform == "quantile":
-            knots, scores = self._table()
-            return np.interp(z, scores, knots)
-        return z * self.state["scale"] + self.state["loc"]
+            self._table()
+            return self._cached[3](z)
+        z *= self.state["scale"]
+        z += self.state["loc"]
+        return z
 
     def encode(self, s: pd.Series) -> np.ndarray:
         x = self._raw(s)
@@ -123,30 +128,65 @@ class NumericCodec:
             return z[:, None]
         return np.column_stack([z, ~miss, miss]).astype(float)
 
-    def decode(self, block: np.ndarray, blank: np.ndarray | None = None) -> pd.Series | np.ndarray:
-        x = self._inverse(block[:, 0].astype(float))
+    def decode(self, value: np.ndarray, missing_code: np.ndarray | None = None,
+               blank: np.ndarray | None = None) -> pd.Series | np.ndarray:
+        """Values back to the column; ``missing_code`` 1 marks missing, ``blank`` marks after-dropout."""
+        x = self._inverse(value.astype(np.float64))
         spec = self.spec
         if spec.bounds is not None:
             lo, hi = (_datetime_days(b) for b in spec.bounds) if spec.kind == "datetime" else map(float, spec.bounds)
-            x = np.clip(x, lo, hi)
+            np.clip(x, lo, hi, out=x)
         if spec.kind == "integer":
-            x = np.round(x)
+            np.round(x, out=x)
         elif spec.decimals is not None:
-            x = np.round(x, spec.decimals)
-        missing = block[:, 2] > block[:, 1] if self.has_missing else np.zeros(len(x), dtype=bool)
+            np.round(x, spec.decimals, out=x)
+        missing = missing_code.astype(bool) if missing_code is not None else None
         if blank is not None:
-            missing = missing | blank
+            missing = blank if missing is None else missing | blank
         if spec.kind == "datetime":
             unit_ns = _DAY_NS if spec.decimals == 0 else 10**9
             ns = np.round(x * _DAY_NS / unit_ns) * unit_ns
             ts = pd.to_datetime(ns.astype("int64"), unit="ns")
-            return pd.Series(ts).mask(missing).to_numpy() if missing.any() else ts.to_numpy()
-        if missing.any():
-            x = np.where(missing, np.nan, x)
+            return pd.Series(ts).mask(missing).to_numpy() if missing is not None and missing.any() else ts.to_numpy()
+        if missing is not None and missing.any():
+            x[missing] = np.nan
             if spec.dtype and spec.dtype.startswith(("Int", "UInt")):
                 return pd.array(x, dtype=spec.dtype)
             return x
         return _restore_numeric_dtype(x, spec.dtype)
+
+
+class PiecewiseLinear:
+    """``np.interp(x, xp, fp)`` for a fixed increasing ``xp``, several times faster on unsorted x.
+
+    A uniform grid of buckets over ``xp`` gives each point its segment in a few vector steps
+    instead of a binary search per point; the value is the same segment formula, so knots map
+    exactly onto their values (the encoders' round trip depends on that).
+    """
+
+    def __init__(self, xp: np.ndarray, fp: np.ndarray, buckets: int = 4096):
+        self.xp, self.fp = np.asarray(xp, float), np.asarray(fp, float)
+        m = self.xp.size
+        self.lo, self.hi = self.xp[0], self.xp[-1]
+        self.buckets = buckets
+        self.scale = buckets / (self.hi - self.lo)
+        self.slope = np.diff(self.fp) / np.diff(self.xp)
+        edges = self.lo + np.arange(buckets) / self.scale
+        self.first = np.clip(np.searchsorted(self.xp, edges, side="right") - 1, 0, m - 2)
+        last = np.clip(np.searchsorted(self.xp, edges + 1 / self.scale, side="right") - 1, 0, m - 2)
+        self.steps = int((last - self.first).max(initial=0))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        xc = np.clip(x, self.lo, self.hi)
+        b = ((xc - self.lo) * self.scale).astype(np.intp)
+        np.minimum(b, self.buckets - 1, out=b)
+        k = self.first[b]
+        for _ in range(self.steps):
+            k += xc >= self.xp[k + 1]
+            np.minimum(k, self.xp.size - 2, out=k)
+        out = self.fp[k] + (xc - self.xp[k]) * self.slope[k]
+        out[xc >= self.hi] = self.fp[-1]
+        return out
 
 
 def _datetime_days(value: Any) -> float:
@@ -207,22 +247,25 @@ class CategoricalCodec:
 
     def labels(self, codes: np.ndarray) -> Any:
         """Codes back to the column's values, in the input's dtype where it can hold them."""
-        lookup = np.array(self.categories + ([None] if self.has_missing else []), dtype=object)
-        values = lookup[codes]
-        dtype = self.spec.dtype
-        missing = self.has_missing and bool((codes == len(self.categories)).any())
-        if dtype in ("bool",) and not missing:
-            return values.astype(bool)
-        if dtype and dtype.startswith(("int", "uint", "float")) and not missing:
-            return values.astype(dtype)
-        if dtype and dtype.startswith(("int", "uint", "float")):
-            return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy()
+        n_cats = len(self.categories)
+        missing = codes == n_cats if self.has_missing else None
+        if missing is not None and not missing.any():
+            missing = None
+        dtype = self.spec.dtype or "object"
         if dtype in ("str", "string"):
-            return pd.array(values, dtype=dtype)
-        return values
+            indices = pa.array(np.minimum(codes, n_cats - 1).astype(np.int32), mask=missing)
+            arrow = pa.DictionaryArray.from_arrays(indices, pa.array([str(c) for c in self.categories])).cast(pa.large_string())
+            return pd.array(arrow, dtype=pd.StringDtype("pyarrow", na_value=np.nan)) if dtype == "str" else pd.array(arrow, dtype=dtype)
+        if dtype.startswith(("int", "uint", "float", "bool")):
+            typed = np.asarray(self.categories)[np.minimum(codes, n_cats - 1)]
+            if missing is None:
+                return typed.astype(dtype)
+            return np.where(missing, np.nan, typed.astype(float))
+        lookup = np.array(self.categories + [None], dtype=object)
+        return lookup[codes]
 
-    def decode(self, block: np.ndarray, blank: np.ndarray | None = None) -> Any:
-        return self.labels(block.argmax(axis=1))
+    def decode(self, code: np.ndarray) -> Any:
+        return self.labels(code)
 
 
 class TimelineCodec:
@@ -250,9 +293,8 @@ class TimelineCodec:
         out[np.arange(len(df)), last] = 1.0
         return out
 
-    def blank_mask(self, block: np.ndarray) -> np.ndarray:
+    def blank_mask(self, last: np.ndarray) -> np.ndarray:
         """(n, n_visits) boolean: True where the visit falls after the participant left."""
-        last = block.argmax(axis=1)
         return np.arange(1, len(self.visits) + 1)[None, :] > last[:, None]
 
 
@@ -309,6 +351,17 @@ class TableEncoder:
                 start += dim
         self.dim = start
         self.fitted_ = False
+        linear = [s for s in self.spans if s.activation == "linear"]
+        softmax = [s for s in self.spans if s.activation == "softmax"]
+        self._linear_idx = np.array([s.start for s in linear], dtype=np.intp)
+        self._value_col = {s.name: j for j, s in enumerate(linear)}
+        self._code_col = {s.name: k for k, s in enumerate(softmax)}
+        self._n_codes = len(softmax)
+        self._softmax_groups = [
+            (dim, np.array([s.start for s in softmax if s.dim == dim], dtype=np.intp),
+             np.array([k for k, s in enumerate(softmax) if s.dim == dim], dtype=np.intp))
+            for dim in sorted({s.dim for s in softmax})
+        ]
 
     # -- fitting ---------------------------------------------------------------------
     def fit(self, df: pd.DataFrame) -> TableEncoder:
@@ -357,38 +410,65 @@ class TableEncoder:
         blocks += [t.encode(df) for t in self.timelines]
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
+    def split(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw outputs to (values of the linear spans, argmax code of each softmax span).
+
+        This is the expensive half of decoding; it is cheap on cache-sized chunks, so samplers
+        call it chunk by chunk and ``decode_parts`` once per large block.
+        """
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.dim:
+            raise ValueError(f"expected a matrix with {self.dim} columns, got shape {X.shape}")
+        values = X[:, self._linear_idx]
+        codes = np.empty((X.shape[0], self._n_codes), dtype=np.int16)
+        for dim, starts, code_cols in self._softmax_groups:
+            if dim == 2:
+                codes[:, code_cols] = X[:, starts + 1] > X[:, starts]
+            else:
+                codes[:, code_cols] = X[:, starts[:, None] + np.arange(dim)].argmax(axis=-1)
+        return values, codes
+
     def decode(self, X: np.ndarray, id_prefix: str = "syn-", id_start: int = 0) -> pd.DataFrame:
         """A matrix back to a table in the schema's column order, every value within the schema.
 
         Identifier columns get fresh ids (``syn-000001``…), never real ones.
         """
         self._check_fitted()
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.dim:
-            raise ValueError(f"expected a matrix with {self.dim} columns, got shape {X.shape}")
+        return self.decode_parts(*self.split(X), id_prefix=id_prefix, id_start=id_start)
+
+    def decode_parts(self, values: np.ndarray, codes: np.ndarray, id_prefix: str = "syn-",
+                     id_start: int = 0) -> pd.DataFrame:
+        """``decode`` from ``split``'s output (column-major arrays make this fastest)."""
+        self._check_fitted()
         blank: dict[str, np.ndarray] = {}
         for t in self.timelines:
-            mask = t.blank_mask(X[:, self.span(t.name).start:self.span(t.name).stop])
+            mask = t.blank_mask(codes[:, self._code_col[t.name]])
             for g in t.groups:
                 for j, c in enumerate(g.columns):
                     blank[c] = mask[:, j]
-        n = X.shape[0]
+        n = values.shape[0]
         out: dict[str, Any] = {}
         for spec in self.schema.columns:
+            name = spec.name
             if spec.kind == "id":
-                out[spec.name] = synthetic_ids(n, id_prefix, id_start)
+                out[name] = synthetic_ids(n, id_prefix, id_start)
                 continue
-            codec = self.codecs[spec.name]
-            out[spec.name] = codec.decode(X[:, self.column_slice(spec.name)], blank.get(spec.name))
-        return pd.DataFrame(out)
+            codec = self.codecs[name]
+            if isinstance(codec, CategoricalCodec):
+                out[name] = codec.decode(codes[:, self._code_col[name]])
+            else:
+                missing = codes[:, self._code_col[f"{name}:missing"]] if codec.has_missing else None
+                out[name] = codec.decode(values[:, self._value_col[name]], missing, blank.get(name))
+        return pd.DataFrame(out, copy=False)
 
     def activate(self, X: np.ndarray) -> np.ndarray:
         """Softmax spans to one-hot (argmax), as the decoder reads them; for comparisons and tests."""
         X = np.array(X, dtype=np.float32, copy=True)
+        _, codes = self.split(X)
         for s in self.spans:
             if s.activation == "softmax":
                 block = np.zeros((X.shape[0], s.dim), dtype=np.float32)
-                block[np.arange(X.shape[0]), X[:, s.start:s.stop].argmax(1)] = 1.0
+                block[np.arange(X.shape[0]), codes[:, self._code_col[s.name]]] = 1.0
                 X[:, s.start:s.stop] = block
         return X
 
