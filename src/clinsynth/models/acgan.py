@@ -6,6 +6,11 @@ over the visit axis whose channels are the measures (and their missing indicator
 column comes from a dense head. The discriminator sees only records, never labels, and answers
 twice: real or fake, and which class. Adam with β1 = 0.5.
 
+Dropout is a condition, not an output: the participant's last visit is drawn from its learned
+distribution given the class, fed to the generator next to the noise and shown to the
+discriminator with the record. A GAN left to emit it tends to drop the rare early-dropout states;
+drawn as a condition its distribution is kept exactly, and the decoder blanks every later visit.
+
 Departures from the published code, on purpose: the convolution is lean (channels ≤ 32 over the
 visit axis instead of 256 filters over an upsampled grid) because sampling speed scales with it
 (see ../shared/PERFORMANCE.md); the discriminator is dense with a single output layer holding both
@@ -26,7 +31,14 @@ from clinsynth.data.io import write_with
 from clinsynth.data.transforms import GridLayout, Span, TableEncoder
 from clinsynth.errors import ConfigError
 from clinsynth.models.base import SynthModel, allocate
-from clinsynth.models.training import SpanActivation, Snapshots, TrainingProgress, resolve_device, seeded
+from clinsynth.models.training import (
+    CategoricalNoise,
+    Snapshots,
+    SpanActivation,
+    TrainingProgress,
+    resolve_device,
+    seeded,
+)
 from clinsynth.schema import Schema
 
 
@@ -34,11 +46,12 @@ class Generator(nn.Module):
     """Noise × label embedding → dense body → (visit-grid convolution + dense head) → features."""
 
     def __init__(self, noise_dim: int, n_classes: int, hidden: int, n_features: int,
-                 grid: np.ndarray | None, n_visits: int, conv_channels: int):
+                 grid: np.ndarray | None, n_visits: int, conv_channels: int, n_conditions: int = 0):
         super().__init__()
         self.embed = nn.Embedding(n_classes, noise_dim)
+        self.noise_dim = noise_dim
         self.body = nn.Sequential(
-            nn.Linear(noise_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+            nn.Linear(noise_dim + n_conditions, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
             nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
         )
         self.n_visits = n_visits
@@ -63,8 +76,10 @@ class Generator(nn.Module):
             self.to_grid = None
             self.head = nn.Linear(hidden, n_features)
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = self.body(z * self.embed(y))
+    def forward(self, z: torch.Tensor, y: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """Noise ``z``, class ``y`` and the one-hot conditions ``c`` (dropout) to raw outputs."""
+        h = z * self.embed(y)
+        h = self.body(h if c is None else torch.cat([h, c], dim=1))
         if self.to_grid is None:
             return self.head(h)
         grid = self.conv(self.to_grid(h).view(-1, self.conv_channels, self.n_visits)).flatten(1)
@@ -103,7 +118,10 @@ class FoldedGenerator(nn.Module):
         w1, b1 = _fold_batchnorm(lin1, bn1)
         w2, b2 = _fold_batchnorm(lin2, bn2)
         self.embed = g.embed.weight.detach().clone()
-        self.w1, self.b1, self.w2, self.b2 = w1.t().contiguous(), b1, w2.t().contiguous(), b2
+        w1 = w1.t().contiguous()
+        # the one-hot condition picks rows of the first weight matrix: a gather, not a product
+        self.w1, self.w1_condition = w1[:g.noise_dim].contiguous(), w1[g.noise_dim:].contiguous()
+        self.b1, self.w2, self.b2 = b1, w2.t().contiguous(), b2
         self.grid = g.to_grid is not None
         if not self.grid:
             self.w3, self.b3 = g.head.weight.t().contiguous(), g.head.bias.detach().clone()
@@ -118,8 +136,12 @@ class FoldedGenerator(nn.Module):
         self.m2, self.c2 = m2[:, g.grid_valid].contiguous(), c2[g.grid_valid]
         self.gather = g.gather
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(torch.addmm(self.b1, z * self.embed[y], self.w1))
+    def forward(self, z: torch.Tensor, y: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """As ``Generator.forward``, but ``c`` holds condition *indices*, not one-hots."""
+        h = torch.addmm(self.b1, z * self.embed[y], self.w1)
+        if c is not None:
+            h += self.w1_condition[c]
+        h = torch.relu(h)
         h = torch.relu(torch.addmm(self.b2, h, self.w2))
         out = torch.addmm(self.b3, h, self.w3)
         if not self.grid:
@@ -214,19 +236,31 @@ class ACGAN(SynthModel):
 
     # -- layout --------------------------------------------------------------------------
     def _layout(self, encoder: TableEncoder) -> None:
-        """Which encoded columns the networks produce, and where the visit grid sits among them."""
+        """Index maps between the encoded record, the discriminator's input and the generator's output.
+
+        encoded record = target span + condition span (dropout) + generated spans;
+        discriminator input = everything but the target; generator output = the generated spans.
+        """
         target = self.schema_.target
-        if target is not None:
-            t = encoder.span(target)
-            self.target_slice_ = (t.start, t.stop)
-            self.n_classes_ = t.dim
-        else:
-            self.target_slice_ = (0, 0)
-            self.n_classes_ = 1
-        a, b = self.target_slice_
-        self.feature_idx_ = np.r_[0:a, b:encoder.dim].astype(np.int64)
+        t = encoder.span(target) if target is not None else None
+        self.target_slice_ = (t.start, t.stop) if t else (0, 0)
+        self.n_classes_ = t.dim if t else 1
+        timeline = encoder.timelines[0].name if encoder.timelines else None
+        c = encoder.span(timeline) if timeline else None
+        self.condition_slice_ = (c.start, c.stop) if c else (0, 0)
+        self.n_conditions_ = c.dim if c else 0
+        everything = np.arange(encoder.dim)
+        in_target = (everything >= self.target_slice_[0]) & (everything < self.target_slice_[1])
+        in_condition = (everything >= self.condition_slice_[0]) & (everything < self.condition_slice_[1])
+        self.feature_idx_ = everything[~in_target]
+        self.generated_idx_ = everything[~in_target & ~in_condition]
         position = np.full(encoder.dim, -1, dtype=np.int64)
-        position[self.feature_idx_] = np.arange(self.feature_idx_.size)
+        position[self.generated_idx_] = np.arange(self.generated_idx_.size)
+        # discriminator input = cat([generated, condition one-hot])[:, assemble]
+        feature_pos = np.full(encoder.dim, -1, dtype=np.int64)
+        feature_pos[self.feature_idx_] = np.arange(self.feature_idx_.size)
+        source = np.concatenate([self.generated_idx_, everything[in_condition]])
+        self.assemble_ = np.argsort(feature_pos[source])
         layout: GridLayout | None = encoder.grid_layout()
         if layout is not None:
             self.grid_ = np.where(layout.channels >= 0, position[np.maximum(layout.channels, 0)], -1)
@@ -234,14 +268,13 @@ class ACGAN(SynthModel):
         else:
             self.grid_ = None
             self.n_visits_ = 0
-        feature_spans = [s for s in encoder.spans if s.name != target]
-        self.feature_spans_ = [Span(s.name, s.dim, s.activation, int(position[s.start])) for s in feature_spans]
+        self.generated_spans_ = [Span(s.name, s.dim, s.activation, int(position[s.start]))
+                                 for s in encoder.spans if position[s.start] >= 0]
 
     def _build(self, device: torch.device) -> None:
-        n_features = self.feature_idx_.size
-        self.generator_ = Generator(self.noise_dim, self.n_classes_, self.hidden, n_features, self.grid_,
-                                    self.n_visits_, self.conv_channels).to(device)
-        self.discriminator_ = Discriminator(n_features, self.disc_hidden, self.n_classes_).to(device)
+        self.generator_ = Generator(self.noise_dim, self.n_classes_, self.hidden, self.generated_idx_.size, self.grid_,
+                                    self.n_visits_, self.conv_channels, self.n_conditions_).to(device)
+        self.discriminator_ = Discriminator(self.feature_idx_.size, self.disc_hidden, self.n_classes_).to(device)
         self.device_ = device
 
     # -- training ------------------------------------------------------------------------
@@ -249,26 +282,42 @@ class ACGAN(SynthModel):
         device = resolve_device(self.device)
         self._layout(encoder)
         X = encoder.encode(df)
-        if self.schema_.target is not None:
-            a, b = self.target_slice_
-            labels = X[:, a:b].argmax(1)
-        else:
-            labels = np.zeros(len(df), dtype=np.int64)
-        counts = np.bincount(labels, minlength=self.n_classes_)
-        self.class_probs_ = counts / counts.sum()
-        features = torch.as_tensor(X[:, self.feature_idx_], device=device)
-        y_real_all = torch.as_tensor(labels, dtype=torch.long, device=device)
+        labels = self._codes(X, self.target_slice_)
+        conditions = self._codes(X, self.condition_slice_)
+        joint = np.zeros((self.n_classes_, max(self.n_conditions_, 1)))
+        np.add.at(joint, (labels, conditions), 1.0)
+        self.condition_table_ = joint / joint.sum()
+        self.class_probs_ = self.condition_table_.sum(axis=1)
         with seeded(self.seed, device):
             self._build(device)
-            self._train(features, y_real_all, device)
+            self._train(torch.as_tensor(X[:, self.feature_idx_], device=device),
+                        torch.as_tensor(labels, device=device), device)
+
+    @staticmethod
+    def _codes(X: np.ndarray, span: tuple[int, int]) -> np.ndarray:
+        a, b = span
+        return X[:, a:b].argmax(1) if b > a else np.zeros(len(X), dtype=np.int64)
+
+    def _fake(self, G: nn.Module, batch: int, rng: torch.Generator, activate: SpanActivation,
+              joint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of fake discriminator inputs and their classes, conditions drawn from the joint table."""
+        cell = torch.multinomial(joint, batch, replacement=True, generator=rng)
+        y = cell // max(self.n_conditions_, 1)
+        z = torch.randn(batch, self.noise_dim, generator=rng, device=joint.device)
+        if not self.n_conditions_:
+            return activate(G(z, y), self.gumbel_tau), y
+        c = F.one_hot(cell % self.n_conditions_, self.n_conditions_).float()
+        x = activate(G(z, y, c), self.gumbel_tau)
+        return torch.cat([x, c], dim=1)[:, self._assemble_t], y
 
     def _train(self, features: torch.Tensor, labels: torch.Tensor, device: torch.device) -> None:
         G, D = self.generator_, self.discriminator_
         opt_g = torch.optim.Adam(G.parameters(), lr=self.lr_g, betas=(self.beta1, 0.999))
         opt_d = torch.optim.Adam(D.parameters(), lr=self.lr_d, betas=(self.beta1, 0.999))
-        activate = SpanActivation(self.feature_spans_, device)
+        activate = SpanActivation(self.generated_spans_, device)
         rng = torch.Generator(device=device).manual_seed(self.seed)
-        probs = torch.as_tensor(self.class_probs_, dtype=torch.float, device=device)
+        joint = torch.as_tensor(self.condition_table_.reshape(-1), dtype=torch.float, device=device)
+        self._assemble_t = torch.as_tensor(self.assemble_, device=device)
         snapshots = Snapshots(self.snapshots, self.snapshot_dir)
         n = features.shape[0]
         batch = min(self.batch_size, n)
@@ -280,13 +329,10 @@ class ACGAN(SynthModel):
                 steps = 0
                 for start in range(0, n - batch + 1, batch):
                     idx = order[start:start + batch]
-                    x_real, y_real = features[idx], labels[idx]
-                    z = torch.randn(batch, self.noise_dim, generator=rng, device=device)
-                    y_fake = torch.multinomial(probs, batch, replacement=True, generator=rng)
-                    x_fake = activate(G(z, y_fake), self.gumbel_tau)
+                    x_fake, y_fake = self._fake(G, batch, rng, activate, joint)
 
                     opt_d.zero_grad(set_to_none=True)
-                    loss_d = acgan_loss(D(x_real), True, y_real) + acgan_loss(D(x_fake.detach()), False, y_fake)
+                    loss_d = acgan_loss(D(features[idx]), True, labels[idx]) + acgan_loss(D(x_fake.detach()), False, y_fake)
                     loss_d.backward()
                     opt_d.step()
 
@@ -316,14 +362,16 @@ class ACGAN(SynthModel):
         rng = np.random.default_rng(seed)
         labels = np.repeat(np.arange(self.n_classes_), allocate(n, class_probs))
         rng.shuffle(labels)
+        conditions = self._draw_conditions(labels, rng)
         gen = torch.Generator(device=self.device_).manual_seed(seed)
         G = self._sampler()
-        a, b = self.target_slice_
+        draw = CategoricalNoise(self.generated_spans_, self.device_)
         enc = self.encoder_
+        (ta, tb), (ca, cb) = self.target_slice_, self.condition_slice_
         frames = []
         with torch.inference_mode():
             for first in range(0, n, block):
-                y_block = labels[first:first + block]
+                y_block, c_block = labels[first:first + block], conditions[first:first + block]
                 m = len(y_block)
                 # column-major blocks: decode_parts then reads each column contiguously
                 values = np.empty((len(enc._linear_idx), m), dtype=np.float32).T
@@ -331,18 +379,27 @@ class ACGAN(SynthModel):
                 X = np.zeros((min(chunk, m), enc.dim), dtype=np.float32)
                 for s in range(0, m, chunk):
                     e = min(s + chunk, m)
+                    rows = np.arange(e - s)
                     y = torch.as_tensor(y_block[s:e], device=self.device_)
+                    c = torch.as_tensor(c_block[s:e], device=self.device_) if cb > ca else None
                     z = torch.randn(e - s, self.noise_dim, generator=gen, device=self.device_)
-                    out = G(z, y).cpu().numpy()
                     Xc = X[:e - s]
-                    Xc[:, :a] = out[:, :a]
-                    Xc[:, b:] = out[:, a:]
-                    if b > a:
-                        Xc[:, a:b] = 0.0
-                        Xc[np.arange(e - s), a + y_block[s:e]] = 1.0
+                    Xc[:, self.generated_idx_] = draw(G(z, y, c), gen).cpu().numpy()
+                    for (a, b), code in (((ta, tb), y_block[s:e]), ((ca, cb), c_block[s:e])):
+                        if b > a:
+                            Xc[:, a:b] = 0.0
+                            Xc[rows, a + code] = 1.0
                     values[s:e], codes[s:e] = enc.split(Xc)
                 frames.append(enc.decode_parts(values, codes, id_start=first))
         return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+    def _draw_conditions(self, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Dropout state per record from its learned distribution given the record's class."""
+        table = self.condition_table_
+        cdf = np.cumsum(table / np.clip(table.sum(axis=1, keepdims=True), 1e-12, None), axis=1)
+        cdf[:, -1] = 1.0
+        u = rng.random(len(labels))
+        return (u[:, None] > cdf[labels]).sum(axis=1)
 
     def _sampler(self) -> FoldedGenerator:
         if getattr(self, "_folded", None) is None:
@@ -351,7 +408,7 @@ class ACGAN(SynthModel):
 
     # -- persistence ---------------------------------------------------------------------
     def _fitted_config(self) -> dict[str, Any]:
-        return {"n_train": self.n_train_, "class_probs": self.class_probs_, "history": self.history_}
+        return {"n_train": self.n_train_, "condition_table": self.condition_table_, "history": self.history_}
 
     def _save_weights(self, directory: Path) -> None:
         state = {"generator": self.generator_.state_dict(), "discriminator": self.discriminator_.state_dict()}
@@ -361,7 +418,8 @@ class ACGAN(SynthModel):
     def _restore(self, fitted: dict[str, Any], encoder: TableEncoder, directory: Path) -> None:
         device = resolve_device(self.device if self.device != "cuda" or torch.cuda.is_available() else "cpu")
         self._layout(encoder)
-        self.class_probs_ = np.asarray(fitted["class_probs"], dtype=float)
+        self.condition_table_ = np.asarray(fitted["condition_table"], dtype=float)
+        self.class_probs_ = self.condition_table_.sum(axis=1)
         self.history_ = fitted.get("history", [])
         self._build(device)
         state = torch.load(directory / "weights.pt", map_location=device, weights_only=True)

@@ -1,0 +1,206 @@
+"""The ``clinsynth`` command: a thin typer app over the Python API.
+
+Each command parses its options, calls one API function and prints one summary line. Any
+``ClinsynthError`` becomes one red line and a non-zero exit; ``--debug`` shows the traceback.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from clinsynth.errors import ClinsynthError, ConfigError
+
+app = typer.Typer(
+    name="clinsynth",
+    help="Synthetic twins of clinical tables: fit, sample, evaluate, report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False) -> None:
+    _state["debug"] = debug
+
+
+# -- parsing helpers ---------------------------------------------------------------------
+def parse_conditions(items: list[str] | None) -> dict[str, dict[str, float]] | None:
+    """``["arm=0:0.5,1:0.5"]`` → ``{"arm": {"0": 0.5, "1": 0.5}}``; ``arm=1`` means all class 1."""
+    if not items:
+        return None
+    conditions: dict[str, dict[str, float]] = {}
+    for item in items:
+        column, sep, spec = item.partition("=")
+        if not sep or not column.strip() or not spec.strip():
+            raise ConfigError(f"--condition {item!r}: expected COLUMN=VALUE[:WEIGHT],… e.g. arm=0:0.5,1:0.5")
+        weights: dict[str, float] = {}
+        for part in spec.split(","):
+            value, colon, weight = part.partition(":")
+            try:
+                weights[value.strip()] = float(weight) if colon else 1.0
+            except ValueError:
+                raise ConfigError(f"--condition {item!r}: weight {weight!r} is not a number") from None
+        conditions[column.strip()] = weights
+    return conditions
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``["epochs=50", "device=cpu"]`` → hyperparameters, values read as JSON where they parse."""
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param {item!r}: expected NAME=VALUE, e.g. epochs=100")
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value
+    return params
+
+
+def _load_schema(data: Any, schema_path: Optional[Path], target: Optional[str]) -> Any:
+    from clinsynth.schema import Schema
+
+    if schema_path is not None:
+        schema = Schema.load(schema_path)
+        if target is not None and schema.target != target:
+            raise ConfigError(f"--target {target} disagrees with the schema's target {schema.target!r}; edit the schema or drop --target")
+        return schema
+    return Schema.infer(data, target=target)
+
+
+# -- commands ----------------------------------------------------------------------------
+@app.command()
+def schema(
+    data: Annotated[Path, typer.Argument(help="CSV or Parquet table.")],
+    target: Annotated[Optional[str], typer.Option(help="Target (class) column.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here instead of standard output.")] = None,
+) -> None:
+    """Infer a schema and print it as JSON, for you to edit and pass to `fit --schema`."""
+    from clinsynth.data.io import read_table
+    from clinsynth.schema import Schema
+
+    inferred = Schema.infer(read_table(data), target=target)
+    if output is None:
+        sys.stdout.write(inferred.to_json() + "\n")
+        return
+    inferred.save(output)
+    console.print(f"[green]wrote[/green] {output}: {len(inferred.columns)} columns, "
+                  f"{len(inferred.longitudinal)} longitudinal group(s), target {inferred.target!r}")
+
+
+@app.command()
+def fit(
+    data: Annotated[Path, typer.Argument(help="CSV or Parquet training table.")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="Directory for the model bundle.")] = Path("model"),
+    target: Annotated[Optional[str], typer.Option(help="Target (class) column.")] = None,
+    schema_path: Annotated[Optional[Path], typer.Option("--schema", help="Schema JSON (from `clinsynth schema`).")] = None,
+    model: Annotated[str, typer.Option(help="Registered model name (see `clinsynth models`).")] = "acgan",
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    param: Annotated[Optional[list[str]], typer.Option(help="Hyperparameter NAME=VALUE (repeatable).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train a model on a table and save its bundle."""
+    from clinsynth.data.io import read_table
+    from clinsynth.models.registry import create
+
+    params = parse_params(param)
+    if epochs is not None:
+        params["epochs"] = epochs
+    df = read_table(data)
+    table_schema = _load_schema(df, schema_path, target)
+    table_schema.validate(df)
+    fitted = create(model, seed=seed, progress=not quiet, **params).fit(df, table_schema)
+    fitted.save(output)
+    console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained on {len(df):,} rows × {df.shape[1]} columns")
+
+
+@app.command()
+def sample(
+    model_dir: Annotated[Path, typer.Argument(help="Model bundle directory (from `clinsynth fit`).")],
+    n: Annotated[int, typer.Option("--n", "-n", help="Number of synthetic records.")] = 1000,
+    output: Annotated[Path, typer.Option("--out", "-o", help="Output table (.csv or .parquet).")] = Path("synthetic.csv"),
+    condition: Annotated[Optional[list[str]], typer.Option(help="Reshape a class mix: COLUMN=VALUE:WEIGHT,… (e.g. arm=0:0.5,1:0.5).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Draw synthetic records from a saved model."""
+    from clinsynth.data.io import table_format, write_table
+    from clinsynth.models.registry import load
+
+    table_format(output)
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
+    model = load(model_dir)
+    synthetic = model.sample(n, conditions=parse_conditions(condition), seed=seed)
+    write_table(synthetic, output)
+    mix = ""
+    if model.schema_.target is not None:
+        shares = synthetic[model.schema_.target].astype(str).value_counts(normalize=True).sort_index()
+        mix = " (" + ", ".join(f"{model.schema_.target}={k}: {v:.1%}" for k, v in shares.items()) + ")"
+    console.print(f"[green]wrote[/green] {output}: {len(synthetic):,} synthetic rows × {synthetic.shape[1]} columns{mix}")
+
+
+@app.command()
+def models() -> None:
+    """List the registered models."""
+    from clinsynth.models.registry import list_models
+
+    for entry in list_models():
+        out.print(f"[bold]{entry.name:<12}[/bold] {entry.summary}")
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("clinsynth-demo"),
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 300,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train the AC-GAN on the bundled simulated trial and write synthetic data, model, metrics, plot."""
+    from clinsynth.pipeline import run_demo
+
+    result = run_demo(output, epochs=epochs, seed=seed, progress=not quiet)
+    util = result.metrics["utility"]["tstr_over_trtr_auroc"]
+    console.print(
+        f"[green]wrote[/green] {output}/: synthetic.csv, model/, metrics.json, trajectories.png in {result.seconds:.0f} s — "
+        f"TSTR/TRTR AUROC: logistic regression {util['logistic_regression']:.2f}, random forest {util['random_forest']:.2f}; "
+        f"SBP median within 5 mmHg at {result.metrics['sbp_visits_within_5mmHg']}/{result.metrics['sbp_visit_cells']} arm-visits"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: user errors as one red line, exit code 1; bugs keep their traceback."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        result = app(args=args, standalone_mode=False, prog_name="clinsynth")
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        console.print("[red]aborted[/red]")
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except ClinsynthError as e:
+        if debug:
+            raise
+        console.print("[red]error:[/red] " + escape(str(e)), highlight=False)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

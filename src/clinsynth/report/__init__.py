@@ -1,0 +1,1 @@
+"""Rendering of result objects: figures, and (later) the HTML release report."""
