@@ -10,12 +10,16 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from clinsynth.errors import ClinsynthError, ConfigError
+
+try:  # recent typer vendors click as typer._click; older typer depends on click itself
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException
 
 app = typer.Typer(
     name="clinsynth",
@@ -24,7 +28,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one line per message, however long (paths!)
 out = Console()
 _state = {"debug": False}
 
@@ -187,12 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=args, standalone_mode=False, prog_name="clinsynth")
         return result if isinstance(result, int) else 0
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         console.print("[red]aborted[/red]")
         return 130
-    except click.ClickException as e:
+    except ClickException as e:
         e.show()
         return e.exit_code
     except ClinsynthError as e:

@@ -227,12 +227,21 @@ class Schema(BaseModel):
 
     # -- validation ---------------------------------------------------------------------
     def _after_dropout(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Per longitudinal column, the rows where it is empty because the participant had left."""
+        """Per longitudinal column, the rows where it is empty because the participant had left.
+
+        Columns absent from ``df`` are left out (they are reported on their own), so one absent
+        column does not turn every dropout gap of the others into a problem.
+        """
         out: dict[str, np.ndarray] = {}
         for visits, groups in self.timelines():
             if not all(g.dropout for g in groups):
                 continue
-            last = last_observed_visit(df, groups)
+            observed = np.zeros((len(df), len(visits)), dtype=bool)
+            for g in groups:
+                for j, col in enumerate(g.columns):
+                    if col in df.columns:
+                        observed[:, j] |= df[col].notna().to_numpy()
+            last = np.where(observed.any(axis=1), len(visits) - np.argmax(observed[:, ::-1], axis=1), 0)
             for g in groups:
                 for j, col in enumerate(g.columns):
                     out[col] = last < j + 1
@@ -248,7 +257,7 @@ class Schema(BaseModel):
             problems.append(f"columns in the schema but not in the table: {_preview(missing)}")
         if extra:
             problems.append(f"columns in the table but not in the schema: {_preview(extra)} (add them to the schema or drop them)")
-        allowed_missing = self._after_dropout(df) if not missing else {}
+        allowed_missing = self._after_dropout(df)
         for spec in self.columns:
             if spec.name in df.columns:
                 problems.extend(_column_problems(spec, df[spec.name], allowed_missing.get(spec.name)))

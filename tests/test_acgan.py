@@ -1,0 +1,168 @@
+"""The AC-GAN: real (short) training, the model contract, reshaping, reproducibility, bundles."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import clinsynth
+from clinsynth.data.datasets import load_breast_cancer, simulate_trial
+from clinsynth.errors import BundleError, ConfigError, NotFittedError
+from clinsynth.schema import Schema
+
+
+@pytest.fixture(scope="module")
+def trial() -> pd.DataFrame:
+    return simulate_trial(n=600, seed=3)
+
+
+@pytest.fixture(scope="module")
+def fitted(trial):
+    schema = Schema.infer(trial, target="arm")
+    return clinsynth.create("acgan", epochs=3, batch_size=128, progress=False, seed=1).fit(trial, schema)
+
+
+def test_import_does_not_load_torch():
+    code = "import sys, clinsynth; clinsynth.list_models(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_registry_lists_acgan_and_rejects_unknown():
+    assert "acgan" in [m.name for m in clinsynth.list_models()]
+    with pytest.raises(ConfigError, match="unknown model 'nope'.*acgan"):
+        clinsynth.create("nope")
+
+
+def test_sample_before_fit_says_what_to_do():
+    with pytest.raises(NotFittedError, match="call fit"):
+        clinsynth.create("acgan").sample(10)
+
+
+def test_invalid_hyperparameters_fail_before_training(trial):
+    with pytest.raises(ConfigError, match="epochs=0"):
+        clinsynth.create("acgan", epochs=0, progress=False).fit(trial, Schema.infer(trial, target="arm"))
+
+
+def test_sample_matches_schema_and_keeps_dropout_monotone(fitted, trial):
+    synth = fitted.sample(2000, seed=0)
+    assert list(synth.columns) == list(trial.columns)
+    fitted.schema_.validate(synth.assign(participant_id=synth["participant_id"]))
+    assert synth["participant_id"].str.startswith("syn-").all()
+    assert not set(synth["participant_id"]) & set(trial["participant_id"])
+    assert synth["sbp_rz"].notna().all()
+    assert set(synth["race"].dropna()) <= set(trial["race"].dropna())
+    assert (synth["age"] % 1 == 0).all() and synth["age"].between(trial["age"].min(), trial["age"].max()).all()
+
+
+def test_dropout_distribution_is_kept(fitted, trial):
+    from clinsynth.schema import last_observed_visit
+
+    synth = fitted.sample(20_000, seed=5)
+    groups = fitted.schema_.longitudinal
+    real = np.bincount(last_observed_visit(trial, groups), minlength=13) / len(trial)
+    fake = np.bincount(last_observed_visit(synth, groups), minlength=13) / len(synth)
+    assert 0.5 * np.abs(real - fake).sum() < 0.06, (real.round(3), fake.round(3))
+    assert fake[:12].sum() > 0.05  # early leavers exist, as in the real table
+    # intermittent missingness is drawn, not erased by an argmax
+    assert synth["sbp_m06"].isna().mean() > 0.005
+
+
+def test_reshaping_gives_the_asked_mix_exactly(fitted):
+    synth = fitted.sample(10_000, conditions={"arm": {"0": 0.5, "1": 0.5}}, seed=2)
+    assert synth["arm"].value_counts().to_dict() == {0: 5000, 1: 5000}
+    skewed = fitted.sample(1000, conditions={"arm": {"1": 0.9, "0": 0.1}}, seed=2)
+    assert (skewed["arm"] == 1).sum() == 900
+    only = fitted.sample(100, conditions={"arm": "1"}, seed=2)
+    assert (only["arm"] == 1).all()
+
+
+@pytest.mark.parametrize("conditions, message", [
+    ({"race": {"White": 1.0}}, "only on its target 'arm'"),
+    ({"arm": {"7": 1.0}}, "no such class"),
+    ({"arm": {"0": -1.0}}, "non-negative"),
+    ({"arm": {"0": 0.0, "1": 0.0}}, "sum to zero"),
+])
+def test_bad_conditions_are_refused(fitted, conditions, message):
+    with pytest.raises(ConfigError, match=message):
+        fitted.sample(10, conditions=conditions)
+
+
+def test_same_seed_same_model_and_samples(trial):
+    schema = Schema.infer(trial, target="arm")
+    a = clinsynth.create("acgan", epochs=2, progress=False, seed=7).fit(trial, schema)
+    b = clinsynth.create("acgan", epochs=2, progress=False, seed=7).fit(trial, schema)
+    for (ka, va), (kb, vb) in zip(a.generator_.state_dict().items(), b.generator_.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    pd.testing.assert_frame_equal(a.sample(500, seed=11), b.sample(500, seed=11))
+    assert not a.sample(500, seed=11).equals(a.sample(500, seed=12))
+
+
+def test_folded_generator_equals_generator(fitted):
+    G = fitted.generator_.eval()
+    z = torch.randn(256, fitted.noise_dim)
+    y = torch.randint(0, fitted.n_classes_, (256,))
+    c = torch.randint(0, fitted.n_conditions_, (256,))
+    with torch.no_grad():
+        reference = G(z, y, torch.nn.functional.one_hot(c, fitted.n_conditions_).float())
+        assert torch.allclose(G.folded()(z, y, c), reference, atol=1e-5)
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    path = fitted.save(tmp_path / "bundle")
+    assert {p.name for p in path.iterdir()} >= {"config.json", "schema.json", "encoder.json", "weights.pt"}
+    config = json.loads((path / "config.json").read_text())
+    assert config["model"] == "acgan" and config["params"]["epochs"] == 3 and "torch" in config["versions"]
+    weights = torch.load(path / "weights.pt", weights_only=True)
+    assert all(t.device.type == "cpu" for sd in weights.values() for t in sd.values())
+    loaded = clinsynth.load(path)
+    pd.testing.assert_frame_equal(loaded.sample(300, seed=4), fitted.sample(300, seed=4))
+    # saving again over an existing bundle replaces it whole
+    fitted.save(path)
+    assert not list(tmp_path.glob(".bundle*"))
+
+
+def test_load_refuses_damaged_bundles(fitted, tmp_path):
+    with pytest.raises(BundleError, match="no config.json"):
+        clinsynth.load(tmp_path)
+    path = fitted.save(tmp_path / "bundle")
+    (path / "encoder.json").unlink()
+    with pytest.raises(BundleError, match="missing encoder.json"):
+        clinsynth.load(path)
+
+
+def test_snapshots_every_epoch_in_memory_and_on_disk(trial, tmp_path):
+    schema = Schema.infer(trial, target="arm")
+    mem = clinsynth.create("acgan", epochs=3, progress=False).fit(trial, schema)
+    assert len(mem.snapshots_) == 3
+    assert set(mem.snapshots_[0]) == set(mem.generator_.state_dict())
+    disk = clinsynth.create("acgan", epochs=2, progress=False, snapshots="disk", snapshot_dir=str(tmp_path)).fit(trial, schema)
+    assert sorted(p.name for p in tmp_path.glob("epoch_*.pt")) == ["epoch_0001.pt", "epoch_0002.pt"]
+    assert torch.equal(disk.snapshots_[1]["body.0.weight"], disk.generator_.state_dict()["body.0.weight"])
+
+
+def test_plain_table_uses_dense_path_and_multiclass_target():
+    df = load_breast_cancer()
+    model = clinsynth.create("acgan", epochs=2, progress=False).fit(df, Schema.infer(df, target="diagnosis"))
+    assert model.generator_.to_grid is None
+    synth = model.sample(400, conditions={"diagnosis": {"malignant": 1, "benign": 3}}, seed=0)
+    assert synth["diagnosis"].value_counts().to_dict() == {"benign": 300, "malignant": 100}
+    assert synth.dtypes.equals(df.dtypes)
+
+
+def test_table_without_target_trains_and_refuses_conditions(trial):
+    df = trial.drop(columns=["arm"])
+    model = clinsynth.create("acgan", epochs=1, progress=False).fit(df, Schema.infer(df))
+    assert len(model.sample(50, seed=0)) == 50
+    with pytest.raises(ConfigError):
+        model.sample(50, conditions={"arm": {"0": 1.0}})
+
+
+def test_device_is_checked():
+    with pytest.raises(ConfigError, match="device"):
+        clinsynth.models.training.resolve_device("tpu")
