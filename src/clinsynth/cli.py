@@ -168,7 +168,7 @@ def models() -> None:
 @app.command()
 def demo(
     output: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("clinsynth-demo"),
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 300,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 150,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:

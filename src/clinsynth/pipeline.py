@@ -40,7 +40,7 @@ class DemoResult:
     notes: list[str] = field(default_factory=list)
 
 
-def run_demo(out_dir: str | Path = "clinsynth-demo", n: int = 6502, epochs: int = 300, seed: int = 0,
+def run_demo(out_dir: str | Path = "clinsynth-demo", n: int = 6502, epochs: int = 150, seed: int = 0,
              progress: bool = True) -> DemoResult:
     """Simulate the trial, train the AC-GAN, sample, score and plot; write it all to ``out_dir``."""
     from clinsynth.data.datasets import simulate_trial

@@ -301,11 +301,17 @@ def _python(values: Iterable[Any]) -> list[Category]:
     return [v.item() if isinstance(v, np.generic) else v for v in values]
 
 
-def _decimals(x: np.ndarray, max_decimals: int = 6) -> int | None:
+def _decimals(x: np.ndarray, max_decimals: int = 6, rel: float = 1e-9) -> int | None:
     for d in range(max_decimals + 1):
-        if np.allclose(np.round(x, d), x, rtol=0, atol=1e-9 * max(1.0, float(np.abs(x).max()))):
+        if np.allclose(np.round(x, d), x, rtol=0, atol=rel * max(1.0, float(np.abs(x).max()))):
             return d
     return None
+
+
+def _float_tolerance(dtype: Any) -> float:
+    """Relative tolerance of ``_decimals``: float32 holds 1.2 only as 1.2000000477."""
+    np_dtype = np.dtype(getattr(dtype, "numpy_dtype", dtype))
+    return 4 * float(np.finfo(np_dtype).eps) if np_dtype.kind == "f" and np_dtype.itemsize < 8 else 1e-9
 
 
 def _mixed_types(s: pd.Series) -> str | None:
@@ -360,7 +366,7 @@ def _infer_column(s: pd.Series, is_target: bool, force_id: bool) -> ColumnSpec:
             return ColumnSpec(kind="categorical", categories=sorted(_python(values.unique())), **common)
         if whole:
             return ColumnSpec(kind="integer", bounds=(float(x.min()), float(x.max())), decimals=0, **common)
-        return ColumnSpec(kind="continuous", bounds=(float(x.min()), float(x.max())), decimals=_decimals(x), **common)
+        return ColumnSpec(kind="continuous", bounds=(float(x.min()), float(x.max())), decimals=_decimals(x, rel=_float_tolerance(s.dtype)), **common)
 
     text = values.astype(str)
     if n_unique > 2 and not is_target:

@@ -147,12 +147,11 @@ class NumericCodec:
             unit_ns = _DAY_NS if spec.decimals == 0 else 10**9
             ns = np.round(x * _DAY_NS / unit_ns) * unit_ns
             ts = pd.to_datetime(ns.astype("int64"), unit="ns")
+            if spec.dtype and spec.dtype.startswith("datetime64[") and "," not in spec.dtype:
+                ts = ts.astype(spec.dtype)  # the input's resolution: pandas 3 reads dates as datetime64[us]
             return pd.Series(ts).mask(missing).to_numpy() if missing is not None and missing.any() else ts.to_numpy()
         if missing is not None and missing.any():
             x[missing] = np.nan
-            if spec.dtype and spec.dtype.startswith(("Int", "UInt")):
-                return pd.array(x, dtype=spec.dtype)
-            return x
         return _restore_numeric_dtype(x, spec.dtype)
 
 
@@ -194,11 +193,15 @@ def _datetime_days(value: Any) -> float:
 
 
 def _restore_numeric_dtype(x: np.ndarray, dtype: str | None) -> np.ndarray | pd.api.extensions.ExtensionArray:
-    if not dtype or dtype.startswith("float"):
+    """``x`` (float64, NaN for missing) in the input's dtype: nullable types get <NA>; numpy ints
+    cannot hold NaN, so a column with missing values stays float64."""
+    if not dtype or dtype == "float64":
         return x
     try:
-        if dtype.startswith(("Int", "UInt")):
+        if dtype.startswith(("Int", "UInt", "Float")):
             return pd.array(x, dtype=dtype)
+        if not dtype.startswith("float") and np.isnan(x).any():
+            return x
         return x.astype(dtype)
     except (TypeError, ValueError):
         return x
@@ -256,12 +259,14 @@ class CategoricalCodec:
             indices = pa.array(np.minimum(codes, n_cats - 1).astype(np.int32), mask=missing)
             arrow = pa.DictionaryArray.from_arrays(indices, pa.array([str(c) for c in self.categories])).cast(pa.large_string())
             return pd.array(arrow, dtype=pd.StringDtype("pyarrow", na_value=np.nan)) if dtype == "str" else pd.array(arrow, dtype=dtype)
+        lookup = np.array(self.categories + [None], dtype=object)
+        if dtype == "boolean" or dtype.startswith(("Int", "UInt", "Float")):
+            return pd.array(lookup[codes], dtype=dtype)  # nullable: missing as <NA>
         if dtype.startswith(("int", "uint", "float", "bool")):
             typed = np.asarray(self.categories)[np.minimum(codes, n_cats - 1)]
             if missing is None:
                 return typed.astype(dtype)
-            return np.where(missing, np.nan, typed.astype(float))
-        lookup = np.array(self.categories + [None], dtype=object)
+            return np.where(missing, np.nan, typed.astype(dtype if dtype.startswith("float") else float))
         return lookup[codes]
 
     def decode(self, code: np.ndarray) -> Any:
@@ -300,6 +305,8 @@ class TimelineCodec:
 
 def synthetic_ids(n: int, prefix: str = "syn-", start: int = 0) -> np.ndarray:
     """Fresh identifiers ``syn-000001``…, vectorised; never a real participant's id."""
+    if n <= 0:
+        return np.empty(0, dtype=object)  # np.strings.zfill fails on an empty array
     numbers = np.arange(start + 1, start + n + 1).astype(str)
     return np.strings.add(prefix, np.strings.zfill(numbers, 6)).astype(object)
 

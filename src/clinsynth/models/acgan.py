@@ -200,7 +200,7 @@ class ACGAN(SynthModel):
 
     name = "acgan"
 
-    def __init__(self, epochs: int = 300, batch_size: int = 256, noise_dim: int = 32, hidden: int = 128,
+    def __init__(self, epochs: int = 150, batch_size: int = 256, noise_dim: int = 32, hidden: int = 128,
                  disc_hidden: int = 256, conv_channels: int = 8, lr_g: float = 2e-4, lr_d: float = 2e-4,
                  beta1: float = 0.5, gumbel_tau: float = 0.2, numeric_transform: str = "quantile",
                  snapshots: str = "memory", snapshot_dir: str | None = None, device: str = "auto",
