@@ -118,7 +118,7 @@ def fit(
 ) -> None:
     """Train a model on a table and save its bundle."""
     from clinsynth.data.io import read_table
-    from clinsynth.models.registry import create
+    from clinsynth.models.registry import REGISTRY, create
 
     params = parse_params(param)
     if epochs is not None:
@@ -126,6 +126,12 @@ def fit(
     df = read_table(data)
     table_schema = _load_schema(df, schema_path, target)
     table_schema.validate(df)
+    if model in REGISTRY:  # an unknown name is reported by create()
+        allowed = [p for p in REGISTRY[model].load_class()._param_names() if p not in ("seed", "progress")]
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            raise ConfigError(f"--param: model '{model}' has no hyperparameter {', '.join(unknown)} "
+                              f"(it takes {', '.join(allowed)}; seed and progress are --seed and --quiet)")
     fitted = create(model, seed=seed, progress=not quiet, **params).fit(df, table_schema)
     fitted.save(output)
     console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained on {len(df):,} rows × {df.shape[1]} columns")

@@ -310,7 +310,10 @@ def _decimals(x: np.ndarray, max_decimals: int = 6, rel: float = 1e-9) -> int | 
 
 def _float_tolerance(dtype: Any) -> float:
     """Relative tolerance of ``_decimals``: float32 holds 1.2 only as 1.2000000477."""
-    np_dtype = np.dtype(getattr(dtype, "numpy_dtype", dtype))
+    try:
+        np_dtype = np.dtype(getattr(dtype, "numpy_dtype", dtype))
+    except TypeError:
+        return 1e-9
     return 4 * float(np.finfo(np_dtype).eps) if np_dtype.kind == "f" and np_dtype.itemsize < 8 else 1e-9
 
 
