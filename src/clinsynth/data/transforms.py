@@ -448,11 +448,14 @@ class TableEncoder:
         """``decode`` from ``split``'s output (column-major arrays make this fastest)."""
         self._check_fitted()
         blank: dict[str, np.ndarray] = {}
+        keep: dict[str, np.ndarray] = {}
         for t in self.timelines:
-            mask = t.blank_mask(codes[:, self._code_col[t.name]])
+            last = codes[:, self._code_col[t.name]].astype(np.intp)
+            mask = t.blank_mask(last)
             for g in t.groups:
                 for j, c in enumerate(g.columns):
                     blank[c] = mask[:, j]
+            keep.update(self._observed_at_last_visit(t, last, codes))
         n = values.shape[0]
         out: dict[str, Any] = {}
         for spec in self.schema.columns:
@@ -465,8 +468,26 @@ class TableEncoder:
                 out[name] = codec.decode(codes[:, self._code_col[name]])
             else:
                 missing = codes[:, self._code_col[f"{name}:missing"]] if codec.has_missing else None
+                if missing is not None and name in keep:
+                    missing = missing.astype(bool) & ~keep[name]
                 out[name] = codec.decode(values[:, self._value_col[name]], missing, blank.get(name))
         return pd.DataFrame(out, copy=False)
+
+    def _observed_at_last_visit(self, timeline: TimelineCodec, last: np.ndarray,
+                                codes: np.ndarray) -> dict[str, np.ndarray]:
+        """Cells whose missing flag must be overruled: the last visit a participant attended has, by
+        definition, an observed measure, so where every flag there says "missing" all are kept."""
+        n = len(last)
+        all_missing = np.ones((n, len(timeline.visits)), dtype=bool)
+        for g in timeline.groups:
+            for j, c in enumerate(g.columns):
+                key = f"{c}:missing"
+                all_missing[:, j] &= codes[:, self._code_col[key]].astype(bool) if key in self._code_col else False
+        rows = np.arange(n)
+        fix = (last > 0) & all_missing[rows, np.maximum(last - 1, 0)]
+        if not fix.any():
+            return {}
+        return {c: fix & (last == j + 1) for g in timeline.groups for j, c in enumerate(g.columns)}
 
     def activate(self, X: np.ndarray) -> np.ndarray:
         """Softmax spans to one-hot (argmax), as the decoder reads them; for comparisons and tests."""

@@ -224,13 +224,22 @@ class ACGAN(SynthModel):
 
     # -- checks ------------------------------------------------------------------------
     def _validate_params(self, schema: Schema) -> None:
-        positive = {k: getattr(self, k) for k in ("epochs", "batch_size", "noise_dim", "hidden", "disc_hidden", "conv_channels")}
-        bad = [f"{k}={v!r}" for k, v in positive.items() if not isinstance(v, (int, np.integer)) or v < 1]
-        bad += [f"{k}={getattr(self, k)!r}" for k in ("lr_g", "lr_d", "gumbel_tau") if not getattr(self, k) > 0]
-        if not 0 <= self.beta1 < 1:
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+        sizes = ("epochs", "batch_size", "noise_dim", "hidden", "disc_hidden", "conv_channels")
+        bad = [f"{k}={getattr(self, k)!r}" for k in sizes
+               if not (isinstance(getattr(self, k), (int, np.integer)) and not isinstance(getattr(self, k), bool)
+                       and getattr(self, k) >= 1)]
+        bad += [f"{k}={getattr(self, k)!r}" for k in ("lr_g", "lr_d", "gumbel_tau")
+                if not (number(getattr(self, k)) and getattr(self, k) > 0)]
+        if not (number(self.beta1) and 0 <= self.beta1 < 1):
             bad.append(f"beta1={self.beta1!r}")
+        if self.numeric_transform not in ("standard", "quantile"):
+            bad.append(f"numeric_transform={self.numeric_transform!r}")
         if bad:
-            raise ConfigError(f"{self.name}: invalid hyperparameters {', '.join(bad)} (sizes and rates must be positive, 0 ≤ beta1 < 1)")
+            raise ConfigError(f"{self.name}: invalid hyperparameters {', '.join(bad)} (sizes are whole numbers ≥ 1, "
+                              "rates positive numbers, 0 ≤ beta1 < 1, numeric_transform 'standard' or 'quantile')")
         Snapshots(self.snapshots, self.snapshot_dir)
         resolve_device(self.device)
 
