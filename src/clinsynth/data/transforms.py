@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from scipy.special import ndtri
 
 from clinsynth.errors import NotFittedError, SchemaError
@@ -176,6 +177,7 @@ class PiecewiseLinear:
         self.steps = int((last - self.first).max(initial=0))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Interpolate at ``x`` (left untouched): the same values as ``np.interp(x, xp, fp)``."""
         xc = np.clip(x, self.lo, self.hi)
         b = ((xc - self.lo) * self.scale).astype(np.intp)
         np.minimum(b, self.buckets - 1, out=b)
@@ -183,9 +185,12 @@ class PiecewiseLinear:
         for _ in range(self.steps):
             k += xc >= self.xp[k + 1]
             np.minimum(k, self.xp.size - 2, out=k)
-        out = self.fp[k] + (xc - self.xp[k]) * self.slope[k]
-        out[xc >= self.hi] = self.fp[-1]
-        return out
+        top = xc >= self.hi
+        xc -= self.xp[k]
+        xc *= self.slope[k]
+        xc += self.fp[k]
+        xc[top] = self.fp[-1]
+        return xc
 
 
 def _datetime_days(value: Any) -> float:
@@ -303,12 +308,11 @@ class TimelineCodec:
         return np.arange(1, len(self.visits) + 1)[None, :] > last[:, None]
 
 
-def synthetic_ids(n: int, prefix: str = "syn-", start: int = 0) -> np.ndarray:
-    """Fresh identifiers ``syn-000001``…, vectorised; never a real participant's id."""
-    if n <= 0:
-        return np.empty(0, dtype=object)  # np.strings.zfill fails on an empty array
-    numbers = np.arange(start + 1, start + n + 1).astype(str)
-    return np.strings.add(prefix, np.strings.zfill(numbers, 6)).astype(object)
+def synthetic_ids(n: int, prefix: str = "syn-", start: int = 0) -> pd.api.extensions.ExtensionArray:
+    """Fresh identifiers ``syn-000001``…, built in Arrow (fast); never a real participant's id."""
+    numbers = pc.cast(pa.array(np.arange(start + 1, start + n + 1, dtype=np.int64)), pa.string())
+    ids = pc.binary_join_element_wise(prefix, pc.utf8_lpad(numbers, width=6, padding="0"), "")
+    return pd.array(ids, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
 
 
 # ---------------------------------------------------------------------------------------
@@ -418,21 +422,26 @@ class TableEncoder:
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
     def split(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw outputs to (values of the linear spans, argmax code of each softmax span).
-
-        This is the expensive half of decoding; it is cheap on cache-sized chunks, so samplers
-        call it chunk by chunk and ``decode_parts`` once per large block.
-        """
+        """Raw outputs (rows × ``dim``) to (values of the linear spans, argmax code of each softmax span)."""
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.dim:
             raise ValueError(f"expected a matrix with {self.dim} columns, got shape {X.shape}")
-        values = X[:, self._linear_idx]
-        codes = np.empty((X.shape[0], self._n_codes), dtype=np.int16)
+        values, codes = self.split_features_major(X.T)
+        return values.T, codes.T
+
+    def split_features_major(self, XT: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``split`` for a feature-major matrix (``dim`` × rows): every step reads whole rows.
+
+        This is the expensive half of decoding; samplers call it on cache-sized chunks and
+        ``decode_parts`` once per large block (pass the transposes: column-major is fastest there).
+        """
+        values = XT[self._linear_idx]
+        codes = np.empty((self._n_codes, XT.shape[1]), dtype=np.int16)
         for dim, starts, code_cols in self._softmax_groups:
             if dim == 2:
-                codes[:, code_cols] = X[:, starts + 1] > X[:, starts]
+                codes[code_cols] = XT[starts + 1] > XT[starts]
             else:
-                codes[:, code_cols] = X[:, starts[:, None] + np.arange(dim)].argmax(axis=-1)
+                codes[code_cols] = XT[starts[:, None] + np.arange(dim)].argmax(axis=1)
         return values, codes
 
     def decode(self, X: np.ndarray, id_prefix: str = "syn-", id_start: int = 0) -> pd.DataFrame:

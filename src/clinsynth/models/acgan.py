@@ -150,6 +150,11 @@ class FoldedGenerator(nn.Module):
         grid = torch.addmm(self.c2, g, self.m2)
         return torch.cat([grid, out[:, self.n_grid_in:]], dim=1)[:, self.gather]
 
+    def features_major(self, z: torch.Tensor, y: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """The outputs as a contiguous (features × rows) matrix, so that what follows (noise on
+        categorical rows, decoding) reads whole rows; the products themselves run row-major."""
+        return self.forward(z, y, c).t().contiguous()
+
 
 class Discriminator(nn.Module):
     """Dense critic with one output layer: column 0 is real/fake, the rest are class logits."""
@@ -382,24 +387,24 @@ class ACGAN(SynthModel):
             for first in range(0, n, block):
                 y_block, c_block = labels[first:first + block], conditions[first:first + block]
                 m = len(y_block)
-                # column-major blocks: decode_parts then reads each column contiguously
-                values = np.empty((len(enc._linear_idx), m), dtype=np.float32).T
-                codes = np.empty((enc._n_codes, m), dtype=np.int16).T
-                X = np.zeros((min(chunk, m), enc.dim), dtype=np.float32)
+                # feature-major blocks: rows here are columns of the table, so every step is contiguous
+                values_t = np.empty((len(enc._linear_idx), m), dtype=np.float32)
+                codes_t = np.empty((enc._n_codes, m), dtype=np.int16)
+                XT = np.zeros((enc.dim, min(chunk, m)), dtype=np.float32)
                 for s in range(0, m, chunk):
                     e = min(s + chunk, m)
                     rows = np.arange(e - s)
                     y = torch.as_tensor(y_block[s:e], device=self.device_)
                     c = torch.as_tensor(c_block[s:e], device=self.device_) if cb > ca else None
                     z = torch.randn(e - s, self.noise_dim, generator=gen, device=self.device_)
-                    Xc = X[:e - s]
-                    Xc[:, self.generated_idx_] = draw(G(z, y, c), gen).cpu().numpy()
+                    XTc = XT[:, :e - s]
+                    XTc[self.generated_idx_] = draw(G.features_major(z, y, c), gen).cpu().numpy()
                     for (a, b), code in (((ta, tb), y_block[s:e]), ((ca, cb), c_block[s:e])):
                         if b > a:
-                            Xc[:, a:b] = 0.0
-                            Xc[rows, a + code] = 1.0
-                    values[s:e], codes[s:e] = enc.split(Xc)
-                frames.append(enc.decode_parts(values, codes, id_start=first))
+                            XTc[a:b] = 0.0
+                            XTc[a + code, rows] = 1.0
+                    values_t[:, s:e], codes_t[:, s:e] = enc.split_features_major(XTc)
+                frames.append(enc.decode_parts(values_t.T, codes_t.T, id_start=first))
         return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
     def _draw_conditions(self, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

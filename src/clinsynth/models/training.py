@@ -150,13 +150,14 @@ class CategoricalNoise:
         wide = [s.start + k for s in softmax if s.dim > 2 for k in range(s.dim)]
         self.wide = torch.tensor(wide, dtype=torch.long, device=device)
 
-    def __call__(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        n = logits.shape[0]
-        eps = torch.finfo(logits.dtype).tiny
+    def __call__(self, logits_t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Perturb feature-major logits (features × rows) in place; returns them."""
+        n = logits_t.shape[1]
+        eps = torch.finfo(logits_t.dtype).tiny
         if self.pairs.numel():
-            u = torch.rand(n, self.pairs.numel(), generator=generator, device=logits.device).clamp_(eps, 1 - 1e-7)
-            logits[:, self.pairs] += torch.log(u) - torch.log1p(-u)
+            u = torch.rand(self.pairs.numel(), n, generator=generator, device=logits_t.device).clamp_(eps, 1 - 1e-7)
+            logits_t[self.pairs] += torch.log(u) - torch.log1p(-u)
         if self.wide.numel():
-            u = torch.rand(n, self.wide.numel(), generator=generator, device=logits.device).clamp_(eps, 1 - 1e-7)
-            logits[:, self.wide] -= torch.log(-torch.log(u))
-        return logits
+            u = torch.rand(self.wide.numel(), n, generator=generator, device=logits_t.device).clamp_(eps, 1 - 1e-7)
+            logits_t[self.wide] -= torch.log(-torch.log(u))
+        return logits_t
