@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from clinsynth.data.io import write_table, write_text_atomic
+from clinsynth.data.io import jsonable, write_table, write_text_atomic
 from clinsynth.errors import ConfigError
 from clinsynth.schema import Schema
 
@@ -77,17 +76,5 @@ def run_demo(out_dir: str | Path = "clinsynth-demo", n: int = 6502, epochs: int 
         "seconds": round(time.perf_counter() - start, 1),
     }
     files["metrics"] = out / "metrics.json"
-    write_text_atomic(files["metrics"], json.dumps(_plain(metrics), indent=2) + "\n")
+    write_text_atomic(files["metrics"], json.dumps(jsonable(metrics), indent=2) + "\n")
     return DemoResult(out, files, metrics, seconds=time.perf_counter() - start)
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj

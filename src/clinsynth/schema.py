@@ -213,7 +213,7 @@ class Schema(BaseModel):
         if target is not None:
             spec = next(s for s in specs if s.name == target)
             if df[target].nunique() < 2:
-                raise SchemaError(f"target column '{target}' has only one class ({df[target].dropna().iloc[0]!r}); "
+                raise SchemaError(f"target column '{target}' has only one class ({_python([df[target].dropna().iloc[0]])[0]!r}); "
                                   "a class-conditional model needs at least 2")
             if spec.kind not in DISCRETE_KINDS:
                 raise SchemaError(f"target column '{target}' has {df[target].nunique()} distinct numeric values; "

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from clinsynth.data.io import jsonable
 from clinsynth.data.transforms import TableEncoder
 from clinsynth.errors import BundleError, ConfigError, NotFittedError
 from clinsynth.schema import Schema
@@ -108,8 +109,8 @@ class SynthModel(ABC):
             config = {
                 "bundle_format": BUNDLE_FORMAT,
                 "model": self.name,
-                "params": _jsonable(self.get_params()),
-                "fitted": _jsonable(self._fitted_config()),
+                "params": jsonable(self.get_params()),
+                "fitted": jsonable(self._fitted_config()),
                 "versions": library_versions(),
             }
             (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -198,17 +199,3 @@ class SynthModel(ABC):
 
     @abstractmethod
     def _restore(self, fitted: dict[str, Any], encoder: TableEncoder, directory: Path) -> None: ...
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
