@@ -392,11 +392,6 @@ class TableEncoder:
                 return s
         raise KeyError(name)
 
-    def column_slice(self, column: str) -> slice:
-        """The encoded slice holding one column (its value and its missing span)."""
-        spans = [s for s in self.spans if s.name == column or s.name == f"{column}:missing"]
-        return slice(spans[0].start, spans[-1].stop)
-
     def grid_layout(self) -> GridLayout | None:
         """The primary timeline as a (channel × visit) grid, or None when there is none."""
         if not self.schema.longitudinal:
