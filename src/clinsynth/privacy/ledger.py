@@ -1,0 +1,133 @@
+"""The privacy ledger: every access to real records is a charge; the total is one (ε, δ).
+
+After Opacus' accountants, the ledger is plain data — a list of charges, each a Gaussian mechanism
+run ``steps`` times on a Poisson sample of rate ``sample_rate`` with noise multiplier
+``noise_multiplier`` (noise std / sensitivity). DP-SGD on a discriminator is such a charge; so is a
+Gaussian-noised statistic (``sample_rate = 1``, ``steps = 1``). Charges compose with the
+accountant's own method (PRV by default, RDP on request, both from Opacus), and the ledger refuses
+— before anything runs — a charge that would take the total past its target.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from clinsynth.errors import ConfigError, PrivacyBudgetError
+
+AccountantName = Literal["prv", "rdp"]
+LEDGER_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One use of the real records: what ran, why, and the parameters the accountant needs."""
+
+    mechanism: str
+    purpose: str
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+
+    def __post_init__(self) -> None:
+        if not self.noise_multiplier > 0:
+            raise ConfigError(f"charge '{self.purpose}': noise_multiplier must be > 0 (no noise means no privacy), "
+                              f"got {self.noise_multiplier}")
+        if not 0 < self.sample_rate <= 1:
+            raise ConfigError(f"charge '{self.purpose}': sample_rate must be in (0, 1], got {self.sample_rate}")
+        if int(self.steps) != self.steps or self.steps < 1:
+            raise ConfigError(f"charge '{self.purpose}': steps must be a whole number ≥ 1, got {self.steps}")
+
+
+def epsilon_of(charges: list[Charge], delta: float, accountant: AccountantName = "prv",
+               eps_error: float = 1e-3) -> float:
+    """ε at ``delta`` of the composition of ``charges``, by the named Opacus accountant.
+
+    PRV returns the upper end of its numerical error band (``eps_error`` wide): a printed ε is never
+    an underestimate. RDP is an upper bound by construction (looser, and much faster).
+    """
+    if not charges:
+        return 0.0
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    history = [(c.noise_multiplier, c.sample_rate, int(c.steps)) for c in charges]
+    if accountant == "prv":
+        acc = PRVAccountant()
+        acc.history = history
+        return float(acc.get_epsilon(delta, eps_error=eps_error))
+    acc = RDPAccountant()
+    acc.history = history
+    return float(acc.get_epsilon(delta))
+
+
+class PrivacyLedger:
+    """A budget (ε, δ), the charges made against it, and the accountant that adds them up.
+
+    Example
+    -------
+    >>> ledger = PrivacyLedger(epsilon=1.0, delta=1e-5)
+    >>> ledger.charge(Charge("gaussian", "bounds of age", noise_multiplier=20.0, sample_rate=1.0, steps=1))
+    >>> ledger.spent() < 1.0
+    True
+    """
+
+    def __init__(self, epsilon: float, delta: float, accountant: AccountantName = "prv"):
+        if not epsilon > 0:
+            raise ConfigError(f"epsilon must be > 0, got {epsilon}")
+        if not 0 < delta < 1:
+            raise ConfigError(f"delta must be in (0, 1), got {delta}")
+        if accountant not in ("prv", "rdp"):
+            raise ConfigError(f"accountant must be 'prv' or 'rdp', got {accountant!r}")
+        self.epsilon = float(epsilon)
+        self.delta = float(delta)
+        self.accountant: AccountantName = accountant
+        self.charges: list[Charge] = []
+
+    def spent(self) -> float:
+        """Total ε (at the ledger's δ) of everything charged so far."""
+        return epsilon_of(self.charges, self.delta, self.accountant)
+
+    def remaining(self) -> float:
+        return max(self.epsilon - self.spent(), 0.0)
+
+    def would_spend(self, charge: Charge) -> float:
+        """Total ε if ``charge`` were added — without adding it."""
+        return epsilon_of([*self.charges, charge], self.delta, self.accountant)
+
+    def charge(self, charge: Charge) -> None:
+        """Record ``charge``, or raise ``PrivacyBudgetError`` (recording nothing) if it overspends."""
+        total = self.would_spend(charge)
+        if total > self.epsilon:
+            raise PrivacyBudgetError(
+                f"'{charge.purpose}' would take the privacy spend to ε = {total:.3f}, past the budget "
+                f"ε = {self.epsilon:g} (already spent {self.spent():.3f}, δ = {self.delta:g}); "
+                "raise the budget, add noise, or take fewer steps")
+        self.charges.append(charge)
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per charge with the running total ε: the ledger as a report shows it."""
+        rows = []
+        for i, c in enumerate(self.charges, start=1):
+            rows.append({**asdict(c), "cumulative_epsilon": epsilon_of(self.charges[:i], self.delta, self.accountant)})
+        return rows
+
+    # -- persistence (saved in the model bundle) -----------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"format": LEDGER_FORMAT, "epsilon": self.epsilon, "delta": self.delta,
+                "accountant": self.accountant, "charges": [asdict(c) for c in self.charges]}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> PrivacyLedger:
+        missing = [k for k in ("format", "epsilon", "delta", "accountant", "charges") if k not in state]
+        if missing:
+            raise ValueError(f"ledger state is missing {', '.join(missing)}")
+        if state["format"] != LEDGER_FORMAT:
+            raise ValueError(f"ledger format {state['format']} is not supported (this clinsynth reads {LEDGER_FORMAT})")
+        ledger = cls(state["epsilon"], state["delta"], state["accountant"])
+        fields = set(Charge.__dataclass_fields__)
+        for i, c in enumerate(state["charges"]):
+            if set(c) != fields:
+                raise ValueError(f"ledger charge {i} has fields {sorted(c)}, expected {sorted(fields)}")
+            ledger.charges.append(Charge(**c))
+        if ledger.spent() > ledger.epsilon * (1 + 1e-9):
+            raise ValueError(f"ledger state spends ε = {ledger.spent():.3f}, more than its budget {ledger.epsilon}")
+        return ledger
