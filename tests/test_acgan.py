@@ -166,3 +166,15 @@ def test_table_without_target_trains_and_refuses_conditions(trial):
 def test_device_is_checked():
     with pytest.raises(ConfigError, match="device"):
         clinsynth.models.training.resolve_device("tpu")
+
+
+def test_bundle_trained_on_cuda_loads_on_cpu(fitted, tmp_path):
+    path = fitted.save(tmp_path / "bundle")
+    config = json.loads((path / "config.json").read_text())
+    config["params"]["device"] = "cuda"  # as if trained on a GPU
+    (path / "config.json").write_text(json.dumps(config))
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the fallback is for CPU-only machines")
+    loaded = clinsynth.load(path)
+    assert loaded.device_.type == "cpu"
+    pd.testing.assert_frame_equal(loaded.sample(200, seed=1), fitted.sample(200, seed=1))

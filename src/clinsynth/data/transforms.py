@@ -27,6 +27,7 @@ from clinsynth.schema import ColumnSpec, LongitudinalGroup, Schema, last_observe
 
 Activation = Literal["linear", "softmax"]
 NumericTransform = Literal["standard", "quantile"]
+NUMERIC_TRANSFORMS: tuple[str, ...] = ("standard", "quantile")
 _N_KNOTS = 1000
 _P_EPS = 1e-6
 _DAY_NS = 86_400 * 10**9
@@ -289,13 +290,9 @@ class TimelineCodec:
         self.groups = groups
         self.visits = list(groups[0].visits)
         self.name = "dropout:" + "+".join(g.name for g in groups)
-        self.state: dict[str, Any] | None = {}
 
     def spans(self) -> list[tuple[str, int, Activation]]:
         return [(self.name, len(self.visits) + 1, "softmax")]
-
-    def fit(self, df: pd.DataFrame) -> TimelineCodec:
-        return self
 
     def encode(self, df: pd.DataFrame) -> np.ndarray:
         last = last_observed_visit(df, self.groups)
@@ -327,10 +324,6 @@ class GridLayout:
     channels: np.ndarray
     visits: int
 
-    @property
-    def n_channels(self) -> int:
-        return int(self.channels.shape[0])
-
 
 class TableEncoder:
     """Encode a whole table by its schema; ``decode(encode(df))`` gives ``df`` back.
@@ -343,7 +336,7 @@ class TableEncoder:
     """
 
     def __init__(self, schema: Schema, numeric_transform: NumericTransform = "standard"):
-        if numeric_transform not in ("standard", "quantile"):
+        if numeric_transform not in NUMERIC_TRANSFORMS:
             raise SchemaError(f"numeric_transform must be 'standard' or 'quantile', not {numeric_transform!r}")
         self.schema = schema
         self.numeric_transform = numeric_transform

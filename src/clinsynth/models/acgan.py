@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clinsynth.data.io import write_with
-from clinsynth.data.transforms import GridLayout, Span, TableEncoder
+from clinsynth.data.transforms import NUMERIC_TRANSFORMS, GridLayout, Span, TableEncoder
 from clinsynth.errors import ConfigError
 from clinsynth.models.base import SynthModel, allocate
 from clinsynth.models.training import (
@@ -241,7 +241,7 @@ class ACGAN(SynthModel):
                 if not (number(getattr(self, k)) and getattr(self, k) > 0)]
         if not (number(self.beta1) and 0 <= self.beta1 < 1):
             bad.append(f"beta1={self.beta1!r}")
-        if self.numeric_transform not in ("standard", "quantile"):
+        if self.numeric_transform not in NUMERIC_TRANSFORMS:
             bad.append(f"numeric_transform={self.numeric_transform!r}")
         if bad:
             raise ConfigError(f"{self.name}: invalid hyperparameters {', '.join(bad)} (sizes are whole numbers ≥ 1, "
@@ -423,7 +423,7 @@ class ACGAN(SynthModel):
 
     # -- persistence ---------------------------------------------------------------------
     def _fitted_config(self) -> dict[str, Any]:
-        return {"n_train": self.n_train_, "condition_table": self.condition_table_, "history": self.history_}
+        return {"condition_table": self.condition_table_, "history": self.history_}
 
     def _save_weights(self, directory: Path) -> None:
         state = {"generator": self.generator_.state_dict(), "discriminator": self.discriminator_.state_dict()}
@@ -431,7 +431,7 @@ class ACGAN(SynthModel):
         write_with(directory / "weights.pt", lambda tmp: torch.save(state, tmp))
 
     def _restore(self, fitted: dict[str, Any], encoder: TableEncoder, directory: Path) -> None:
-        device = resolve_device(self.device if self.device != "cuda" or torch.cuda.is_available() else "cpu")
+        device = resolve_device(self.device, fallback_to_cpu=True)
         self._layout(encoder)
         self.condition_table_ = np.asarray(fitted["condition_table"], dtype=float)
         self.class_probs_ = self.condition_table_.sum(axis=1)

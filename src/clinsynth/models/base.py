@@ -110,7 +110,7 @@ class SynthModel(ABC):
                 "bundle_format": BUNDLE_FORMAT,
                 "model": self.name,
                 "params": jsonable(self.get_params()),
-                "fitted": jsonable(self._fitted_config()),
+                "fitted": jsonable({"n_train": self.n_train_, **self._fitted_config()}),
                 "versions": library_versions(),
             }
             (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")

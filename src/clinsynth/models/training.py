@@ -21,8 +21,11 @@ from clinsynth.data.transforms import Span
 from clinsynth.errors import ConfigError
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when present, else CPU; anything else is checked, not trusted."""
+def resolve_device(device: str | torch.device = "auto", fallback_to_cpu: bool = False) -> torch.device:
+    """``"auto"`` picks CUDA when present, else CPU; anything else is checked, not trusted.
+
+    ``fallback_to_cpu`` is for loading: a model trained on a GPU still samples on a CPU-only machine.
+    """
     if isinstance(device, torch.device):
         return device
     if device == "auto":
@@ -32,6 +35,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     except RuntimeError:
         raise ConfigError(f"device {device!r} is not a torch device; use 'auto', 'cpu' or 'cuda'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
+        if fallback_to_cpu:
+            return torch.device("cpu")
         raise ConfigError(f"device {device!r} asked for, but CUDA is not available on this machine; use 'auto' or 'cpu'")
     return dev
 
