@@ -114,6 +114,9 @@ def fit(
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     param: Annotated[Optional[list[str]], typer.Option(help="Hyperparameter NAME=VALUE (repeatable).")] = None,
+    epsilon: Annotated[Optional[float], typer.Option(help="Train with differential privacy at this ε (uses the model's dp- version).")] = None,
+    delta: Annotated[Optional[float], typer.Option(help="DP δ; default min(1e-5, 1/(10 n)), never above 1/n.")] = None,
+    select: Annotated[Optional[str], typer.Option(help="Epoch selection: 'last' or 'topK' (e.g. top5), scored train-on-synthetic/test-on-real.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Train a model on a table and save its bundle."""
@@ -123,6 +126,9 @@ def fit(
     params = parse_params(param)
     if epochs is not None:
         params["epochs"] = epochs
+    if select is not None:
+        params["select"] = select
+    model = _private_model(model, epsilon, delta, params)
     df = read_table(data)
     table_schema = _load_schema(df, schema_path, target)
     table_schema.validate(df)
@@ -135,6 +141,42 @@ def fit(
     fitted = create(model, seed=seed, progress=not quiet, **params).fit(df, table_schema)
     fitted.save(output)
     console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained on {len(df):,} rows × {df.shape[1]} columns")
+    if getattr(fitted, "ledger_", None) is not None:
+        print_ledger(fitted.ledger_)
+
+
+def _private_model(model: str, epsilon: Optional[float], delta: Optional[float], params: dict[str, Any]) -> str:
+    """With ``--epsilon``, the DP version of ``model`` and the budget in ``params``."""
+    from clinsynth.models.registry import REGISTRY
+
+    if epsilon is None:
+        if delta is not None:
+            raise ConfigError("--delta needs --epsilon (the privacy budget)")
+        if model.startswith("dp-"):
+            raise ConfigError(f"model '{model}' is differentially private: give its budget with --epsilon (e.g. --epsilon 1)")
+        return model
+    private = model if model.startswith("dp-") else f"dp-{model}"
+    if private not in REGISTRY:
+        raise ConfigError(f"model '{model}' has no differentially private version; "
+                          f"DP models: {', '.join(n for n in REGISTRY if n.startswith('dp-'))}")
+    params["epsilon"] = epsilon
+    if delta is not None:
+        params["delta"] = delta
+    return private
+
+
+def print_ledger(ledger: Any) -> None:
+    """The privacy ledger as a table: what was charged, for what, and the running total ε."""
+    from rich.table import Table
+
+    table = Table(title=f"privacy ledger — budget ε = {ledger.epsilon:g}, δ = {ledger.delta:g} ({ledger.accountant.upper()})")
+    for column in ("#", "mechanism", "purpose", "noise ×", "sample rate", "steps", "δ spent", "total ε"):
+        table.add_column(column, justify="left" if column in ("mechanism", "purpose") else "right")
+    for i, row in enumerate(ledger.table(), start=1):
+        table.add_row(str(i), row["mechanism"], row["purpose"], f"{row['noise_multiplier']:.3g}", f"{row['sample_rate']:.3g}",
+                      f"{row['steps']:,}", f"{row['delta']:.2g}", f"{row['cumulative_epsilon']:.3f}")
+    console.print(table)
+    console.print(f"total: ε = {ledger.spent():.3f} of {ledger.epsilon:g} at δ = {ledger.delta:g}")
 
 
 @app.command()

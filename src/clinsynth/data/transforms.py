@@ -374,6 +374,18 @@ class TableEncoder:
         self.fitted_ = True
         return self
 
+    def fit_from_statistics(self, numeric: dict[str, dict[str, Any]]) -> TableEncoder:
+        """Fit without reading records: each numeric column's scaling from released statistics
+        (``loc``/``scale`` for ``standard``, ``knots``/``scores`` for ``quantile``), as DP mode needs."""
+        keys = ("knots", "scores") if self.numeric_transform == "quantile" else ("loc", "scale")
+        for name, codec in self.codecs.items():
+            if isinstance(codec, NumericCodec):
+                if name not in numeric:
+                    raise SchemaError(f"no released statistics for numeric column '{name}'")
+                codec.state = {k: numeric[name][k] for k in keys}
+        self.fitted_ = True
+        return self
+
     def _check_fitted(self) -> None:
         if not self.fitted_:
             raise NotFittedError("the encoder is not fitted; call fit(df) first")

@@ -18,6 +18,7 @@ heads, which keeps it compatible with per-sample gradient clipping for DP.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from clinsynth.models.training import (
     seeded,
 )
 from clinsynth.schema import Schema
+from clinsynth.selection import SelectionResult, candidate_epochs, parse_select, select_top, tstr_auroc
 
 
 class Generator(nn.Module):
@@ -194,6 +196,9 @@ class ACGAN(SynthModel):
         or ``"quantile"`` (through the empirical quantiles; see ``TableEncoder``).
     snapshots, snapshot_dir : keep the generator of every epoch (``"memory"``, ``"disk"``, ``"off"``)
         for epoch selection and ensembles.
+    select : ``"last"`` (the final generator) or ``"topK"``: score up to ``select_candidates`` evenly
+        spaced epochs by train-on-synthetic/test-on-real on the training records and sample from
+        the ensemble of the K best (the SPRINT method; see ``clinsynth.selection``).
     device : ``"auto"`` (CUDA if present), ``"cpu"`` or ``"cuda"``.
     seed : makes training reproducible on CPU.
     progress : show a progress bar with the losses.
@@ -209,8 +214,8 @@ class ACGAN(SynthModel):
     def __init__(self, epochs: int = 150, batch_size: int = 256, noise_dim: int = 32, hidden: int = 128,
                  disc_hidden: int = 256, conv_channels: int = 8, lr_g: float = 2e-4, lr_d: float = 2e-4,
                  beta1: float = 0.5, gumbel_tau: float = 0.2, numeric_transform: str = "standard",
-                 snapshots: str = "memory", snapshot_dir: str | None = None, device: str = "auto",
-                 seed: int = 0, progress: bool = True):
+                 snapshots: str = "memory", snapshot_dir: str | None = None, select: str = "last",
+                 select_candidates: int = 20, device: str = "auto", seed: int = 0, progress: bool = True):
         self.epochs = epochs
         self.batch_size = batch_size
         self.noise_dim = noise_dim
@@ -224,6 +229,8 @@ class ACGAN(SynthModel):
         self.numeric_transform = numeric_transform
         self.snapshots = snapshots
         self.snapshot_dir = snapshot_dir
+        self.select = select
+        self.select_candidates = select_candidates
         self.device = device
         self.seed = seed
         self.progress = progress
@@ -233,7 +240,7 @@ class ACGAN(SynthModel):
         def number(v: Any) -> bool:
             return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
-        sizes = ("epochs", "batch_size", "noise_dim", "hidden", "disc_hidden", "conv_channels")
+        sizes = ("epochs", "batch_size", "noise_dim", "hidden", "disc_hidden", "conv_channels", "select_candidates")
         bad = [f"{k}={getattr(self, k)!r}" for k in sizes
                if not (isinstance(getattr(self, k), (int, np.integer)) and not isinstance(getattr(self, k), bool)
                        and getattr(self, k) >= 1)]
@@ -248,6 +255,11 @@ class ACGAN(SynthModel):
                               "rates positive numbers, 0 ≤ beta1 < 1, numeric_transform 'standard' or 'quantile')")
         Snapshots(self.snapshots, self.snapshot_dir)
         resolve_device(self.device)
+        if parse_select(self.select):
+            if schema.target is None:
+                raise ConfigError(f"select={self.select!r} scores epochs by predicting the target: set a target (e.g. --target arm)")
+            if self.snapshots == "off":
+                raise ConfigError(f"select={self.select!r} needs the epoch snapshots: set snapshots to 'memory' or 'disk'")
 
     # -- layout --------------------------------------------------------------------------
     def _layout(self, encoder: TableEncoder) -> None:
@@ -287,10 +299,9 @@ class ACGAN(SynthModel):
                                  for s in encoder.spans if position[s.start] >= 0]
 
     def _build(self, device: torch.device) -> None:
-        self.generator_ = Generator(self.noise_dim, self.n_classes_, self.hidden, self.generated_idx_.size, self.grid_,
-                                    self.n_visits_, self.conv_channels, self.n_conditions_).to(device)
-        self.discriminator_ = Discriminator(self.feature_idx_.size, self.disc_hidden, self.n_classes_).to(device)
         self.device_ = device
+        self.generator_ = self._new_generator()
+        self.discriminator_ = Discriminator(self.feature_idx_.size, self.disc_hidden, self.n_classes_).to(device)
 
     # -- training ------------------------------------------------------------------------
     def _fit(self, df: pd.DataFrame, encoder: TableEncoder) -> None:
@@ -301,12 +312,18 @@ class ACGAN(SynthModel):
         conditions = self._codes(X, self.condition_slice_)
         joint = np.zeros((self.n_classes_, max(self.n_conditions_, 1)))
         np.add.at(joint, (labels, conditions), 1.0)
-        self.condition_table_ = joint / joint.sum()
+        self.condition_table_ = self._condition_table(joint)
         self.class_probs_ = self.condition_table_.sum(axis=1)
         with seeded(self.seed, device):
             self._build(device)
             self._train(torch.as_tensor(X[:, self.feature_idx_], device=device),
                         torch.as_tensor(labels, device=device), device)
+        self.encoder_ = encoder  # selection samples through the encoder
+        self.selection_ = self._select_epochs(df).to_dict() if parse_select(self.select) else None
+
+    def _condition_table(self, counts: np.ndarray) -> np.ndarray:
+        """Class × dropout probabilities from their counts (a DP model releases noisy counts)."""
+        return counts / counts.sum()
 
     @staticmethod
     def _codes(X: np.ndarray, span: tuple[int, int]) -> np.ndarray:
@@ -336,42 +353,94 @@ class ACGAN(SynthModel):
         snapshots = Snapshots(self.snapshots, self.snapshot_dir)
         n = features.shape[0]
         batch = min(self.batch_size, n)
+        update_d = self._discriminator_update(D, opt_d, batch, device)
         self.history_: list[dict[str, float]] = []
+        started = time.perf_counter()
         with TrainingProgress(self.epochs, f"{self.name} training", self.progress) as bar:
-            for _ in range(self.epochs):
-                order = torch.randperm(n, generator=rng, device=device)
-                d_sum = g_sum = 0.0
+            for epoch in range(self.epochs):
+                sums = {"d_fake": 0.0, "g": 0.0}
                 steps = 0
-                for start in range(0, n - batch + 1, batch):
-                    idx = order[start:start + batch]
+                for idx in self._batches(n, batch, epoch, rng):
                     x_fake, y_fake = self._fake(G, batch, rng, activate, joint)
-
-                    opt_d.zero_grad(set_to_none=True)
-                    loss_d = acgan_loss(D(features[idx]), True, labels[idx]) + acgan_loss(D(x_fake.detach()), False, y_fake)
-                    loss_d.backward()
-                    opt_d.step()
+                    idx_t = torch.as_tensor(idx, device=device)
+                    sums["d_fake"] += update_d(features[idx_t], labels[idx_t], x_fake.detach(), y_fake)
 
                     opt_g.zero_grad(set_to_none=True)
                     loss_g = acgan_loss(D(x_fake), True, y_fake)
                     loss_g.backward()
                     opt_g.step()
-                    d_sum += loss_d.item()
-                    g_sum += loss_g.item()
+                    sums["g"] += loss_g.item()
                     steps += 1
-                self.history_.append({"d_loss": d_sum / steps, "g_loss": g_sum / steps})
+                means = {k: v / max(steps, 1) for k, v in sums.items()}
+                self.history_.append(means)
                 snapshots.add(G)
-                bar.advance(d=d_sum / steps, g=g_sum / steps)
+                bar.advance(**means)
+        self.train_seconds_ = time.perf_counter() - started  # the loop alone, for throughput benchmarks
         self.snapshots_ = snapshots
         self._folded = None
+        self._finish_training()
         G.eval()
+
+    def _batches(self, n: int, batch: int, epoch: int, rng: torch.Generator):
+        """Shuffled fixed-size batches of real records (a DP model samples them Poisson instead)."""
+        order = torch.randperm(n, generator=rng, device=rng.device).cpu().numpy()
+        for start in range(0, n - batch + 1, batch):
+            yield order[start:start + batch]
+
+    def _discriminator_update(self, D: nn.Module, opt_d: torch.optim.Optimizer, batch: int, device: torch.device):
+        """One discriminator step on real and fake records; returns the fake-record loss.
+
+        The real-record loss is not returned, so nothing computed from real records without
+        noise ends in the history a bundle keeps.
+        """
+        def update(x_real: torch.Tensor, y_real: torch.Tensor, x_fake: torch.Tensor, y_fake: torch.Tensor) -> float:
+            opt_d.zero_grad(set_to_none=True)
+            loss_fake = acgan_loss(D(x_fake), False, y_fake)
+            (acgan_loss(D(x_real), True, y_real) + loss_fake).backward()
+            opt_d.step()
+            return loss_fake.item()
+        return update
+
+    def _finish_training(self) -> None:
+        """Called once training ends (a DP model removes its per-sample hooks here)."""
+
+    # -- epoch selection -----------------------------------------------------------------
+    def _select_epochs(self, real: pd.DataFrame) -> SelectionResult:
+        """Score candidate epochs on the training records and keep the top k as the ensemble."""
+        k = parse_select(self.select)
+        candidates = candidate_epochs(len(self.snapshots_), self.select_candidates)
+        m = min(len(real), 5_000)
+        frames = [self._sample(m, self.class_probs_, self.seed + e, members=[self._snapshot(e).folded()])
+                  for e in candidates]
+        result = self._choose(frames, real, candidates, k)
+        self.ensemble_ = [self._snapshot(e) for e in result.chosen]
+        self._folded = None
+        return result
+
+    def _choose(self, frames: list[pd.DataFrame], real: pd.DataFrame, candidates: list[int], k: int) -> SelectionResult:
+        scores = [tstr_auroc(f, real, self.schema_, seed=self.seed) for f in frames]
+        return SelectionResult(candidates, select_top(np.array(scores), k, candidates), scores=scores)
+
+    def _new_generator(self) -> Generator:
+        return Generator(self.noise_dim, self.n_classes_, self.hidden, self.generated_idx_.size, self.grid_,
+                         self.n_visits_, self.conv_channels, self.n_conditions_).to(self.device_)
+
+    def _snapshot(self, epoch: int) -> Generator:
+        """The generator as it was at the end of ``epoch`` (0-based)."""
+        g = self._new_generator()
+        g.load_state_dict(self.snapshots_[epoch])
+        return g.eval()
 
     # -- sampling ------------------------------------------------------------------------
     def _default_class_probs(self) -> np.ndarray:
         return self.class_probs_
 
-    def _sample(self, n: int, class_probs: np.ndarray, seed: int,
-                block: int = 524_288, chunk: int = 4_096) -> pd.DataFrame:
-        """Generate in small chunks (cache-sized matrix products), decode in large blocks."""
+    def _sample(self, n: int, class_probs: np.ndarray, seed: int, block: int = 524_288, chunk: int = 4_096,
+                members: list[FoldedGenerator] | None = None) -> pd.DataFrame:
+        """Generate in small chunks (cache-sized matrix products), decode in large blocks.
+
+        ``members`` overrides the generators to draw from (selection scores one snapshot at a time).
+        """
         if self.schema_.target is None and not np.allclose(class_probs, self.class_probs_):
             raise ConfigError("this model was trained without a target, so it cannot be conditioned")
         rng = np.random.default_rng(seed)
@@ -379,7 +448,7 @@ class ACGAN(SynthModel):
         rng.shuffle(labels)
         conditions = self._draw_conditions(labels, rng)
         gen = torch.Generator(device=self.device_).manual_seed(seed)
-        G = self._sampler()
+        members = members or self._samplers()
         draw = CategoricalNoise(self.generated_spans_, self.device_)
         enc = self.encoder_
         (ta, tb), (ca, cb) = self.target_slice_, self.condition_slice_
@@ -392,8 +461,9 @@ class ACGAN(SynthModel):
                 values_t = np.empty((len(enc._linear_idx), m), dtype=np.float32)
                 codes_t = np.empty((enc._n_codes, m), dtype=np.int16)
                 XT = np.zeros((enc.dim, min(chunk, m)), dtype=np.float32)
-                for s in range(0, m, chunk):
+                for i, s in enumerate(range(0, m, chunk)):
                     e = min(s + chunk, m)
+                    G = members[(first // chunk + i) % len(members)]  # ensemble members take turns by chunk
                     rows = np.arange(e - s)
                     y = torch.as_tensor(y_block[s:e], device=self.device_)
                     c = torch.as_tensor(c_block[s:e], device=self.device_) if cb > ca else None
@@ -416,18 +486,22 @@ class ACGAN(SynthModel):
         u = rng.random(len(labels))
         return (u[:, None] > cdf[labels]).sum(axis=1)
 
-    def _sampler(self) -> FoldedGenerator:
+    def _samplers(self) -> list[FoldedGenerator]:
+        """The folded generators to sample from: the ensemble when one was selected, else the last."""
         if getattr(self, "_folded", None) is None:
-            self._folded = self.generator_.eval().folded()
+            ensemble = getattr(self, "ensemble_", None) or [self.generator_]
+            self._folded = [g.eval().folded() for g in ensemble]
         return self._folded
 
     # -- persistence ---------------------------------------------------------------------
     def _fitted_config(self) -> dict[str, Any]:
-        return {"condition_table": self.condition_table_, "history": self.history_}
+        return {"condition_table": self.condition_table_, "history": self.history_,
+                "selection": getattr(self, "selection_", None)}
 
     def _save_weights(self, directory: Path) -> None:
-        state = {"generator": self.generator_.state_dict(), "discriminator": self.discriminator_.state_dict()}
-        state = {net: {k: v.detach().cpu() for k, v in sd.items()} for net, sd in state.items()}
+        nets = {"generator": self.generator_, "discriminator": self.discriminator_}
+        nets.update({f"ensemble.{i}": g for i, g in enumerate(getattr(self, "ensemble_", None) or [])})
+        state = {name: {k: v.detach().cpu() for k, v in net.state_dict().items()} for name, net in nets.items()}
         write_with(directory / "weights.pt", lambda tmp: torch.save(state, tmp))
 
     def _restore(self, fitted: dict[str, Any], encoder: TableEncoder, directory: Path) -> None:
@@ -441,5 +515,26 @@ class ACGAN(SynthModel):
         self.generator_.load_state_dict(state["generator"])
         self.discriminator_.load_state_dict(state["discriminator"])
         self.generator_.eval()
+        self.ensemble_ = []
+        for i in range(sum(name.startswith("ensemble.") for name in state)):
+            g = self._new_generator()
+            g.load_state_dict(state[f"ensemble.{i}"])
+            self.ensemble_.append(g.eval())
+        self.selection_ = fitted.get("selection")
         self._folded = None
         self.snapshots_ = Snapshots("off")
+
+    # -- auditing --------------------------------------------------------------------------
+    def membership_scores(self, frame: pd.DataFrame) -> np.ndarray:
+        """White-box membership signal per record: minus the final discriminator's loss on it as a
+        real record (members tend to have lower loss). For ``clinsynth.privacy.audit``."""
+        self._check_fitted()
+        X = self.encoder_.encode(self._conform(frame.reset_index(drop=True)))
+        labels = torch.as_tensor(self._codes(X, self.target_slice_), device=self.device_)
+        with torch.no_grad():
+            out = self.discriminator_(torch.as_tensor(X[:, self.feature_idx_], device=self.device_))
+            return -acgan_loss(out, True, labels, reduction="none").cpu().numpy()
+
+    def _conform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Records as the encoder expects them (a DP model clips them into its released schema)."""
+        return frame

@@ -82,11 +82,9 @@ class SynthModel(ABC):
         schema = schema or Schema.infer(df)
         schema.validate(df)
         self._validate_params(schema)
-        self.schema_ = schema
-        encoder = TableEncoder(schema, self._numeric_transform())
-        encoder.fit(df)
+        self.schema_, encoder, df = self._prepare(df.reset_index(drop=True), schema)
         self.n_train_ = len(df)
-        self._fit(df.reset_index(drop=True), encoder)
+        self._fit(df, encoder)
         self.encoder_ = encoder
         return self
 
@@ -181,6 +179,14 @@ class SynthModel(ABC):
 
     def _validate_params(self, schema: Schema) -> None:
         """Raise ``ConfigError`` for hyperparameters that cannot work (before any training)."""
+
+    def _prepare(self, df: pd.DataFrame, schema: Schema) -> tuple[Schema, TableEncoder, pd.DataFrame]:
+        """The schema, fitted encoder and training frame the model learns from.
+
+        Here the encoder learns its scaling from the data; a DP model overrides this to use only
+        public facts and charged statistics.
+        """
+        return schema, TableEncoder(schema, self._numeric_transform()).fit(df), df
 
     @abstractmethod
     def _fit(self, df: pd.DataFrame, encoder: TableEncoder) -> None: ...

@@ -39,6 +39,12 @@ REGISTRY: dict[str, ModelEntry] = {
             "class-conditional GAN (SPRINT work): label-embedded noise, convolution over the visit grid, "
             "real/fake + class heads",
         ),
+        ModelEntry(
+            "dp-acgan",
+            "clinsynth.models.dp_acgan:DPACGAN",
+            "the AC-GAN with differential privacy end to end: DP public facts, DP-SGD on the discriminator, "
+            "private epoch selection, one ledger",
+        ),
     ]
 }
 

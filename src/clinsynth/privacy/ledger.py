@@ -6,6 +6,11 @@ run ``steps`` times on a Poisson sample of rate ``sample_rate`` with noise multi
 Gaussian-noised statistic (``sample_rate = 1``, ``steps = 1``). Charges compose with the
 accountant's own method (PRV by default, RDP on request, both from Opacus), and the ledger refuses
 — before anything runs — a charge that would take the total past its target.
+
+A mechanism may also spend some δ outright (``Charge.delta``): releasing only the categories whose
+noisy count clears a threshold fails with probability at most that δ. Such δ is set aside first,
+and the accountant composes the Gaussians at what is left (δ_total − Σ δ_charge): the union bound
+that makes the total (ε, δ) hold.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ class Charge:
     noise_multiplier: float
     sample_rate: float
     steps: int
+    delta: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.noise_multiplier > 0:
@@ -36,17 +42,23 @@ class Charge:
             raise ConfigError(f"charge '{self.purpose}': sample_rate must be in (0, 1], got {self.sample_rate}")
         if int(self.steps) != self.steps or self.steps < 1:
             raise ConfigError(f"charge '{self.purpose}': steps must be a whole number ≥ 1, got {self.steps}")
+        if not 0 <= self.delta < 1:
+            raise ConfigError(f"charge '{self.purpose}': delta must be in [0, 1), got {self.delta}")
 
 
 def epsilon_of(charges: list[Charge], delta: float, accountant: AccountantName = "prv",
                eps_error: float = 1e-3) -> float:
     """ε at ``delta`` of the composition of ``charges``, by the named Opacus accountant.
 
+    The δ the charges spend outright is taken from ``delta`` first; nothing left means ε = ∞.
     PRV returns the upper end of its numerical error band (``eps_error`` wide): a printed ε is never
     an underestimate. RDP is an upper bound by construction (looser, and much faster).
     """
     if not charges:
         return 0.0
+    delta = delta - sum(c.delta for c in charges)
+    if delta <= 0:
+        return float("inf")
     from opacus.accountants import PRVAccountant, RDPAccountant
 
     history = [(c.noise_multiplier, c.sample_rate, int(c.steps)) for c in charges]
@@ -125,9 +137,33 @@ class PrivacyLedger:
         ledger = cls(state["epsilon"], state["delta"], state["accountant"])
         fields = set(Charge.__dataclass_fields__)
         for i, c in enumerate(state["charges"]):
-            if set(c) != fields:
+            if not {"mechanism", "purpose", "noise_multiplier", "sample_rate", "steps"} <= set(c) <= fields:
                 raise ValueError(f"ledger charge {i} has fields {sorted(c)}, expected {sorted(fields)}")
             ledger.charges.append(Charge(**c))
         if ledger.spent() > ledger.epsilon * (1 + 1e-9):
             raise ValueError(f"ledger state spends ε = {ledger.spent():.3f}, more than its budget {ledger.epsilon}")
         return ledger
+
+
+def share_noise_multiplier(share: float, epsilon: float, delta: float) -> float:
+    """Noise multiplier of a Gaussian mechanism that takes ``share`` of an (ε, δ) budget.
+
+    Budgets split naturally in Gaussian-DP terms (Dong, Roth & Su): a Gaussian mechanism with noise
+    multiplier σ is μ = 1/σ GDP, and Gaussians compose by adding μ². The budget (ε, δ) is the μ
+    whose GDP curve passes through it; a share ``s`` of it is μ√s, so σ = 1/(μ√s). Exact for
+    Gaussian statistics composing with each other, close for DP-SGD (which is near-Gaussian after
+    many steps). This only *chooses* the noise; the ledger charges the mechanism's true cost.
+    """
+    import math
+
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    if not 0 < share <= 1:
+        raise ConfigError(f"a budget share must be in (0, 1], got {share}")
+
+    def gdp_delta(mu: float) -> float:
+        return norm.cdf(-epsilon / mu + mu / 2) - math.exp(epsilon) * norm.cdf(-epsilon / mu - mu / 2)
+
+    mu = brentq(lambda m: gdp_delta(m) - delta, 1e-6, 100.0)
+    return 1.0 / (mu * math.sqrt(share))

@@ -1,0 +1,205 @@
+"""DP AC-GAN (``dp-acgan``): the AC-GAN with every use of real records charged to one ledger.
+
+After the SPRINT work, only the discriminator touches real records, so DP-SGD on it makes the
+generator private too. Everything else that reads records is a charged mechanism as well, so the
+(ε, δ) printed covers the whole model bundle:
+
+1. **public facts** — bounds, scaling and categories of the columns the schema does not declare
+   public, and the class × dropout table the generator is conditioned on, released by one
+   Gaussian mechanism (``privacy.statistics``) given ``stats_share`` of the budget;
+2. **epoch selection** (``select="topK"``) — noisy scores of the candidate epochs
+   (``clinsynth.selection``), given ``select_share`` of the budget;
+3. **DP-SGD** on the discriminator (``privacy.dpsgd``) — Poisson sampling with rate
+   ``batch_size / n``, per-record clipping to ``max_grad_norm``, and the smallest noise multiplier
+   that keeps 1 + 2 + 3 within ε by the ledger's accountant, fixed before training starts.
+
+Shares are of the budget in Gaussian-DP terms (μ², see ``share_noise_multiplier``): at the
+defaults, the statistics and the selection take 10 % each and DP-SGD what is left, by the ledger's
+exact composition (its table shows the running total ε after each charge). δ defaults to min(1e-5, 1/(10 n)) rounded down to one
+significant digit — well below 1/n, the level at which releasing one whole record is "private".
+The record count n is treated as public, as in Opacus' sample rate.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from clinsynth.data.transforms import TableEncoder
+from clinsynth.errors import ConfigError, InputError
+from clinsynth.models.acgan import ACGAN, acgan_loss
+from clinsynth.privacy.dpsgd import PrivateGradient, calibrate_noise, poisson_batches
+from clinsynth.privacy.ledger import Charge, PrivacyLedger, share_noise_multiplier
+from clinsynth.schema import Schema
+from clinsynth.selection import SelectionResult, bounded_score_sum, parse_select, private_top
+
+
+def default_delta(n: int) -> float:
+    """min(1e-5, 1/(10 n)), rounded down to one significant digit: never above 1/n."""
+    raw = min(1e-5, 1.0 / (10 * max(n, 1)))
+    exponent = math.floor(math.log10(raw))
+    return math.floor(raw / 10**exponent) * 10**exponent
+
+
+class DPACGAN(ACGAN):
+    """AC-GAN with differential privacy for the whole pipeline (``dp-acgan`` in the registry).
+
+    Parameters (besides the AC-GAN's)
+    ---------------------------------
+    epsilon, delta : the budget; ``delta=None`` picks ``default_delta(n)``.
+    max_grad_norm : per-record clipping norm of the discriminator's gradient.
+    stats_share, select_share : parts of the budget (in μ², see the module docstring) for the
+        public-facts release and the epoch selection.
+    accountant : ``"prv"`` (tight, default) or ``"rdp"`` (fast, looser).
+
+    Example
+    -------
+    >>> model = DPACGAN(epsilon=1.0, select="top5").fit(df, Schema.infer(df, target="arm"))  # doctest: +SKIP
+    >>> model.ledger_.table()                                                                 # doctest: +SKIP
+    """
+
+    name = "dp-acgan"
+
+    def __init__(self, epsilon: float = 1.0, delta: float | None = None, max_grad_norm: float = 1.0,
+                 stats_share: float = 0.1, select_share: float = 0.1, accountant: str = "prv",
+                 epochs: int = 50, batch_size: int = 512, noise_dim: int = 32, hidden: int = 128,
+                 disc_hidden: int = 64, conv_channels: int = 8, lr_g: float = 2e-4, lr_d: float = 2e-4,
+                 beta1: float = 0.5, gumbel_tau: float = 0.2, numeric_transform: str = "standard",
+                 snapshots: str = "memory", snapshot_dir: str | None = None, select: str = "last",
+                 select_candidates: int = 20, device: str = "auto", seed: int = 0, progress: bool = True):
+        super().__init__(epochs=epochs, batch_size=batch_size, noise_dim=noise_dim, hidden=hidden,
+                         disc_hidden=disc_hidden, conv_channels=conv_channels, lr_g=lr_g, lr_d=lr_d, beta1=beta1,
+                         gumbel_tau=gumbel_tau, numeric_transform=numeric_transform, snapshots=snapshots,
+                         snapshot_dir=snapshot_dir, select=select, select_candidates=select_candidates,
+                         device=device, seed=seed, progress=progress)
+        self.epsilon = epsilon
+        self.delta = delta
+        self.max_grad_norm = max_grad_norm
+        self.stats_share = stats_share
+        self.select_share = select_share
+        self.accountant = accountant
+
+    # -- checks ------------------------------------------------------------------------
+    def _validate_params(self, schema: Schema) -> None:
+        super()._validate_params(schema)
+        bad = []
+        if not (isinstance(self.epsilon, (int, float)) and 0 < self.epsilon < math.inf):
+            bad.append(f"epsilon={self.epsilon!r} (a positive number)")
+        if self.delta is not None and not (isinstance(self.delta, float) and 0 < self.delta < 1):
+            bad.append(f"delta={self.delta!r} (in (0, 1), or None for the default)")
+        if not (isinstance(self.max_grad_norm, (int, float)) and self.max_grad_norm > 0):
+            bad.append(f"max_grad_norm={self.max_grad_norm!r} (a positive number)")
+        for share in ("stats_share", "select_share"):
+            value = getattr(self, share)
+            if not (isinstance(value, (int, float)) and 0 < value < 1):
+                bad.append(f"{share}={value!r} (between 0 and 1)")
+        if self.accountant not in ("prv", "rdp"):
+            bad.append(f"accountant={self.accountant!r} ('prv' or 'rdp')")
+        if bad:
+            raise ConfigError(f"{self.name}: invalid privacy settings: {', '.join(bad)}")
+
+    # -- 1. public facts ---------------------------------------------------------------
+    def _prepare(self, df: pd.DataFrame, schema: Schema) -> tuple[Schema, TableEncoder, pd.DataFrame]:
+        from clinsynth.privacy.statistics import conform, plan_statistics, release_statistics
+
+        delta = self.delta if self.delta is not None else default_delta(len(df))
+        if delta > 1.0 / len(df):
+            raise ConfigError(f"delta={delta:g} is above 1/n = {1 / len(df):.2g}: that allows releasing a whole record; "
+                              "use a smaller delta (or leave it unset for the default)")
+        self.ledger_ = PrivacyLedger(self.epsilon, delta, self.accountant)
+        plan = plan_statistics(schema)
+        queries = plan.n_queries + 1  # + the class × dropout table
+        sigma = share_noise_multiplier(self.stats_share, self.epsilon, delta)
+        threshold_delta = delta / 10 if plan.categorical else 0.0
+        self.ledger_.charge(Charge(
+            "gaussian", f"public facts: {len(plan.numeric)} numeric and {len(plan.categorical)} categorical "
+            "column group(s), class × dropout table", noise_multiplier=sigma, sample_rate=1.0, steps=1,
+            delta=threshold_delta))
+        # one record moves each of the `queries` histograms by ≤ 1: L2 sensitivity √queries
+        self._count_noise = sigma * math.sqrt(queries)
+        self._rng = np.random.default_rng(self.seed)
+        self.release_ = release_statistics(df, schema, self._count_noise, threshold_delta, self._rng)
+        released = self.release_.schema
+        encoder = TableEncoder(released, self._numeric_transform()).fit_from_statistics(self.release_.numeric)
+        return released, encoder, conform(df, self.release_)
+
+    def _condition_table(self, counts: np.ndarray) -> np.ndarray:
+        noisy = np.clip(counts + self._rng.normal(0.0, self._count_noise, size=counts.shape), 0.0, None)
+        if noisy.sum() <= 0:
+            noisy = np.ones_like(noisy)
+        return noisy / noisy.sum()
+
+    def _conform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        from clinsynth.privacy.statistics import conform
+
+        return conform(frame, self.release_) if getattr(self, "release_", None) is not None else frame
+
+    # -- 3. DP-SGD ---------------------------------------------------------------------
+    def _fit(self, df: pd.DataFrame, encoder: TableEncoder) -> None:
+        n = len(df)
+        if n < 2 * self.batch_size:
+            raise InputError(f"{self.name}: {n} records are too few for batch_size={self.batch_size} "
+                             "(need at least twice as many); lower batch_size")
+        self._sample_rate = self.batch_size / n
+        self._steps_per_epoch = max(1, round(n / self.batch_size))
+        steps = self.epochs * self._steps_per_epoch
+        reserved = [self._selection_charge()] if parse_select(self.select) else []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the accountants warn about their alpha grids, not about us
+            sigma = calibrate_noise(self.ledger_, self._sgd_charge, reserved)
+        self.ledger_.charge(self._sgd_charge(sigma))
+        self.noise_multiplier_ = sigma
+        super()._fit(df, encoder)
+
+    def _sgd_charge(self, sigma: float) -> Charge:
+        return Charge("dp-sgd", f"discriminator training: {self.epochs} epochs × {self._steps_per_epoch} steps, "
+                      f"Poisson sampling, clip {self.max_grad_norm:g}", noise_multiplier=sigma,
+                      sample_rate=self._sample_rate, steps=self.epochs * self._steps_per_epoch)
+
+    def _batches(self, n: int, batch: int, epoch: int, rng: torch.Generator):
+        return poisson_batches(n, self._sample_rate, self._steps_per_epoch, seed=self.seed * 100_003 + epoch)
+
+    def _discriminator_update(self, D: nn.Module, opt_d: torch.optim.Optimizer, batch: int, device: torch.device):
+        gen = torch.Generator(device=device).manual_seed(self.seed + 7)
+        self._engine = PrivateGradient(D, self.noise_multiplier_, self.max_grad_norm, batch, gen)
+
+        def update(x_real: torch.Tensor, y_real: torch.Tensor, x_fake: torch.Tensor, y_fake: torch.Tensor) -> float:
+            opt_d.zero_grad(set_to_none=True)
+            loss_fake = acgan_loss(D(x_fake), False, y_fake)
+            loss_fake.backward()  # fake records: public, plain gradient
+            per_record = acgan_loss(self._engine.forward_private(x_real), True, y_real, reduction="none") if len(x_real) else None
+            self._engine.add_private_gradient(per_record)
+            opt_d.step()
+            return loss_fake.item()
+        return update
+
+    def _finish_training(self) -> None:
+        self.discriminator_ = self._engine.detach()
+
+    # -- 2. private epoch selection ----------------------------------------------------
+    def _selection_charge(self) -> Charge:
+        sigma = share_noise_multiplier(self.select_share, self.epsilon, self.ledger_.delta)
+        return Charge("gaussian", f"epoch selection: noisy train-on-synthetic scores of ≤ {self.select_candidates} epochs",
+                      noise_multiplier=sigma, sample_rate=1.0, steps=1)
+
+    def _choose(self, frames: list[pd.DataFrame], real: pd.DataFrame, candidates: list[int], k: int) -> SelectionResult:
+        charge = self._selection_charge()
+        self.ledger_.charge(charge)  # raises before any score is computed if it would overspend
+        sums = np.array([bounded_score_sum(f, real, self.schema_, seed=self.seed) for f in frames])
+        return private_top(sums, k, candidates, charge.noise_multiplier, self._rng)
+
+    # -- persistence ---------------------------------------------------------------------
+    def _fitted_config(self) -> dict[str, Any]:
+        return {**super()._fitted_config(), "ledger": self.ledger_.state_dict(),
+                "noise_multiplier": self.noise_multiplier_}
+
+    def _restore(self, fitted: dict[str, Any], encoder: TableEncoder, directory) -> None:
+        super()._restore(fitted, encoder, directory)
+        self.ledger_ = PrivacyLedger.from_state_dict(fitted["ledger"])
+        self.noise_multiplier_ = fitted["noise_multiplier"]
+        self.release_ = None
