@@ -175,7 +175,8 @@ def print_ledger(ledger: Any) -> None:
     for i, row in enumerate(ledger.table(), start=1):
         table.add_row(str(i), row["mechanism"], row["purpose"], f"{row['noise_multiplier']:.3g}", f"{row['sample_rate']:.3g}",
                       f"{row['steps']:,}", f"{row['delta']:.2g}", f"{row['cumulative_epsilon']:.3f}")
-    console.print(table)
+    wide = console if console.is_terminal else Console(stderr=True, width=160)  # logs: keep rows whole
+    wide.print(table)
     console.print(f"total: ε = {ledger.spent():.3f} of {ledger.epsilon:g} at δ = {ledger.delta:g}")
 
 

@@ -149,12 +149,12 @@ class DPACGAN(ACGAN):
         self._steps_per_epoch = max(1, round(n / self.batch_size))
         steps = self.epochs * self._steps_per_epoch
         reserved = [self._selection_charge()] if parse_select(self.select) else []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the accountants warn about their alpha grids, not about us
-            sigma = calibrate_noise(self.ledger_, self._sgd_charge, reserved)
+        sigma = calibrate_noise(self.ledger_, self._sgd_charge, reserved)
         self.ledger_.charge(self._sgd_charge(sigma))
         self.noise_multiplier_ = sigma
-        super()._fit(df, encoder)
+        with warnings.catch_warnings():  # Opacus' hooks stay registered on the fake-record passes, where
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")  # torch warns, harmlessly
+            super()._fit(df, encoder)
 
     def _sgd_charge(self, sigma: float) -> Charge:
         return Charge("dp-sgd", f"discriminator training: {self.epochs} epochs × {self._steps_per_epoch} steps, "
