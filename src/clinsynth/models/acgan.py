@@ -173,11 +173,14 @@ class Discriminator(nn.Module):
         return self.net(x)
 
 
-def acgan_loss(out: torch.Tensor, real: bool, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Real/fake cross-entropy plus the auxiliary class cross-entropy, per record or averaged."""
+def acgan_loss(out: torch.Tensor, real: bool, labels: torch.Tensor, reduction: str = "mean",
+               aux: bool = True) -> torch.Tensor:
+    """Real/fake cross-entropy plus (if ``aux``) the auxiliary class cross-entropy, per record or averaged."""
     target = torch.full_like(out[:, 0], 1.0 if real else 0.0)
     adv = F.binary_cross_entropy_with_logits(out[:, 0], target, reduction="none")
-    aux = F.cross_entropy(out[:, 1:], labels, reduction="none") if out.shape[1] > 2 else torch.zeros_like(adv)
+    if not aux or out.shape[1] <= 2:
+        return adv if reduction == "none" else adv.mean()
+    aux = F.cross_entropy(out[:, 1:], labels, reduction="none")
     per_record = adv + aux
     return per_record if reduction == "none" else per_record.mean()
 
@@ -192,6 +195,8 @@ class ACGAN(SynthModel):
         so that sampling runs at hundreds of thousands of rows per second on a CPU.
     lr_g, lr_d, beta1 : Adam settings (β1 = 0.5 as in the AC-GAN and SPRINT work).
     gumbel_tau : temperature of the Gumbel-softmax for categorical outputs while training.
+    g_steps : generator updates per discriminator update (more helps under DP, where the
+        discriminator's steps are the expensive, privacy-charged ones).
     numeric_transform : ``"standard"`` (mean/sd: fast, and the only one DP mode can use with public bounds)
         or ``"quantile"`` (through the empirical quantiles; see ``TableEncoder``).
     snapshots, snapshot_dir : keep the generator of every epoch (``"memory"``, ``"disk"``, ``"off"``)
@@ -213,7 +218,7 @@ class ACGAN(SynthModel):
 
     def __init__(self, epochs: int = 150, batch_size: int = 256, noise_dim: int = 32, hidden: int = 128,
                  disc_hidden: int = 256, conv_channels: int = 8, lr_g: float = 2e-4, lr_d: float = 2e-4,
-                 beta1: float = 0.5, gumbel_tau: float = 0.2, numeric_transform: str = "standard",
+                 beta1: float = 0.5, gumbel_tau: float = 0.2, g_steps: int = 1, numeric_transform: str = "standard",
                  snapshots: str = "memory", snapshot_dir: str | None = None, select: str = "last",
                  select_candidates: int = 20, device: str = "auto", seed: int = 0, progress: bool = True):
         self.epochs = epochs
@@ -226,6 +231,7 @@ class ACGAN(SynthModel):
         self.lr_d = lr_d
         self.beta1 = beta1
         self.gumbel_tau = gumbel_tau
+        self.g_steps = g_steps
         self.numeric_transform = numeric_transform
         self.snapshots = snapshots
         self.snapshot_dir = snapshot_dir
@@ -240,7 +246,7 @@ class ACGAN(SynthModel):
         def number(v: Any) -> bool:
             return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
-        sizes = ("epochs", "batch_size", "noise_dim", "hidden", "disc_hidden", "conv_channels", "select_candidates")
+        sizes = ("epochs", "batch_size", "noise_dim", "hidden", "disc_hidden", "conv_channels", "select_candidates", "g_steps")
         bad = [f"{k}={getattr(self, k)!r}" for k in sizes
                if not (isinstance(getattr(self, k), (int, np.integer)) and not isinstance(getattr(self, k), bool)
                        and getattr(self, k) >= 1)]
@@ -365,10 +371,13 @@ class ACGAN(SynthModel):
                     idx_t = torch.as_tensor(idx, device=device)
                     sums["d_fake"] += update_d(features[idx_t], labels[idx_t], x_fake.detach(), y_fake)
 
-                    opt_g.zero_grad(set_to_none=True)
-                    loss_g = acgan_loss(D(x_fake), True, y_fake)
-                    loss_g.backward()
-                    opt_g.step()
+                    for g_step in range(self.g_steps):  # generator steps read no real record: free under DP
+                        if g_step:
+                            x_fake, y_fake = self._fake(G, batch, rng, activate, joint)
+                        opt_g.zero_grad(set_to_none=True)
+                        loss_g = acgan_loss(D(x_fake), True, y_fake)
+                        loss_g.backward()
+                        opt_g.step()
                     sums["g"] += loss_g.item()
                     steps += 1
                 means = {k: v / max(steps, 1) for k, v in sums.items()}
