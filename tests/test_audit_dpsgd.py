@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from clinsynth.privacy.audit import epsilon_lower_bound, run_audit
+from clinsynth.privacy.audit import audit_model, epsilon_lower_bound
 from clinsynth.privacy.dpsgd import PrivateGradient, calibrate_noise, poisson_batches
 from clinsynth.privacy.ledger import Charge, PrivacyLedger
 
@@ -84,16 +84,32 @@ def test_audit_of_dp_acgan_flags_a_broken_engine_and_clears_the_real_one(monkeyp
     inferred = Schema.infer(df, target="arm")
     schema = inferred.model_copy(update={"columns": [c.model_copy(update={"public": True}) for c in inferred.columns]})
     params = dict(epsilon=CLAIM, epochs=200, batch_size=64, disc_hidden=128, lr_d=3e-3, snapshots="off",
-                  progress=False, accountant="rdp")
+                  select="last", progress=False, accountant="rdp")
 
-    def fit_and_score(train, canaries):
-        return clinsynth.create("dp-acgan", **params).fit(train, schema).membership_scores(canaries)
+    def make_model():
+        return clinsynth.create("dp-acgan", **params)
 
-    assert not run_audit(fit_and_score, df, schema, n_canaries=200, delta=DELTA).flags(CLAIM)
+    assert not audit_model(make_model, df, schema, delta=DELTA).flags(CLAIM)
     original = PrivateGradient.__init__
 
-    def no_noise_no_clip(self, module, noise_multiplier, max_grad_norm, expected_batch_size, generator=None):
-        original(self, module, 0.0, 1e9, expected_batch_size, generator)
+    def no_noise(self, module, noise_multiplier, max_grad_norm, expected_batch_size, generator=None):
+        original(self, module, 0.0, max_grad_norm, expected_batch_size, generator)
 
-    monkeypatch.setattr(PrivateGradient, "__init__", no_noise_no_clip)
-    assert run_audit(fit_and_score, df, schema, n_canaries=200, delta=DELTA).flags(CLAIM)
+    monkeypatch.setattr(PrivateGradient, "__init__", no_noise)
+    assert audit_model(make_model, df, schema, delta=DELTA).flags(CLAIM)
+
+
+def test_audit_model_runs_both_attacks_on_a_small_dp_model():
+    """The Python entry point end to end, quickly: valid bounds from each attack."""
+    import clinsynth
+    from clinsynth.data.datasets import simulate_trial
+    from clinsynth.schema import Schema
+
+    df = simulate_trial(n=300, seed=2)
+    inferred = Schema.infer(df, target="arm")
+    schema = inferred.model_copy(update={"columns": [c.model_copy(update={"public": True}) for c in inferred.columns]})
+    for attack in ("discriminator", "distance"):
+        result = audit_model(lambda: clinsynth.create("dp-acgan", epsilon=1.0, epochs=2, batch_size=64, progress=False,
+                                                      snapshots="off", select="last", accountant="rdp"),
+                             df, schema, attack=attack, n_canaries=40, delta=DELTA)
+        assert result.n_canaries == 40 and 0 <= result.epsilon_lower < CLAIM
