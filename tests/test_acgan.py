@@ -178,3 +178,40 @@ def test_bundle_trained_on_cuda_loads_on_cpu(fitted, tmp_path):
     loaded = clinsynth.load(path)
     assert loaded.device_.type == "cpu"
     pd.testing.assert_frame_equal(loaded.sample(200, seed=1), fitted.sample(200, seed=1))
+
+
+def test_epoch_selection_keeps_the_best_scored_epochs_as_the_ensemble(trial, tmp_path, monkeypatch):
+    import clinsynth.models.acgan as acgan_module
+
+    schema = Schema.infer(trial, target="arm")
+    model = clinsynth.create("acgan", epochs=6, batch_size=128, progress=False, select="top2", select_candidates=3)
+    # a scorer that prefers later epochs: a planted order the selection must follow
+    scored = []
+
+    def by_order(frame, real, schema, seed=0):
+        scored.append(len(scored))
+        return [0.6, 0.9, 0.7][len(scored) - 1]
+
+    monkeypatch.setattr(acgan_module, "tstr_auroc", by_order)
+    model.fit(trial, schema)
+    assert model.selection_["candidates"] == [2, 4, 6]  # 1-based, evenly spaced, ending with the last
+    assert model.selection_["chosen"] == [4, 6] and model.selection_["scores"] == [0.6, 0.9, 0.7]
+    assert len(model.ensemble_) == 2 and not model.selection_["private"]
+    for member, epoch in zip(model.ensemble_, (4, 6)):
+        for k, v in member.state_dict().items():
+            assert torch.equal(v, model.snapshots_[epoch - 1][k])
+    synthetic = model.sample(9000, seed=0)  # three 4,096-row chunks: both members take turns
+    schema.validate(synthetic)
+    loaded = clinsynth.load(model.save(tmp_path / "ensemble"))
+    assert loaded.selection_["chosen"] == [4, 6]
+    pd.testing.assert_frame_equal(loaded.sample(9000, seed=0), synthetic)
+
+
+def test_selection_needs_a_target_and_snapshots(trial):
+    no_target = Schema.infer(trial.drop(columns="arm"))
+    with pytest.raises(ConfigError, match="set a target"):
+        clinsynth.create("acgan", epochs=1, select="top3", progress=False).fit(trial.drop(columns="arm"), no_target)
+    with pytest.raises(ConfigError, match="snapshots"):
+        clinsynth.create("acgan", epochs=1, select="top3", snapshots="off", progress=False).fit(trial, Schema.infer(trial, target="arm"))
+    with pytest.raises(ConfigError, match="topK"):
+        clinsynth.create("acgan", epochs=1, select="best", progress=False).fit(trial, Schema.infer(trial, target="arm"))

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from clinsynth.errors import ConfigError, SchemaError
-from clinsynth.evaluate.utility import CLASSIFIERS, _as_features, _auroc, feature_pipeline
+from clinsynth.evaluate.utility import CLASSIFIERS, as_features, auroc_of, feature_pipeline
 from clinsynth.schema import Schema
 
 
@@ -48,7 +48,7 @@ def _predictions(synthetic: pd.DataFrame, real_X: pd.DataFrame, schema: Schema, 
                  seed: int) -> list[np.ndarray]:
     """Class probabilities for the real records (columns in ``labels`` order), one matrix per classifier."""
     y = synthetic[schema.target].astype(str).to_numpy()
-    X = _as_features(synthetic, schema)
+    X = as_features(synthetic, schema)
     out = []
     for clf in CLASSIFIERS:
         full = np.full((len(real_X), len(labels)), 1.0 / len(labels))
@@ -66,15 +66,15 @@ def tstr_auroc(synthetic: pd.DataFrame, real: pd.DataFrame, schema: Schema, seed
     """Mean AUROC on ``real`` of the classifiers trained on ``synthetic`` (the plain SPRINT score)."""
     labels = _labels(schema)
     y_real = real[schema.target].astype(str).to_numpy()
-    probs = _predictions(synthetic, _as_features(real, schema), schema, labels, seed)
-    return float(np.mean([_auroc(y_real, p, np.array(labels), labels) for p in probs]))
+    probs = _predictions(synthetic, as_features(real, schema), schema, labels, seed)
+    return float(np.mean([auroc_of(y_real, p, np.array(labels), labels) for p in probs]))
 
 
 def bounded_score_sum(synthetic: pd.DataFrame, real: pd.DataFrame, schema: Schema, seed: int = 0) -> float:
     """Σ over real records of the mean ``1 − Brier/2`` of the classifiers: each term in [0, 1]."""
     labels = _labels(schema)
     onehot = (real[schema.target].astype(str).to_numpy()[:, None] == np.array(labels)[None, :]).astype(float)
-    probs = _predictions(synthetic, _as_features(real, schema), schema, labels, seed)
+    probs = _predictions(synthetic, as_features(real, schema), schema, labels, seed)
     per_record = np.mean([1.0 - ((p - onehot) ** 2).sum(1) / 2.0 for p in probs], axis=0)
     return float(np.clip(per_record, 0.0, 1.0).sum())
 

@@ -41,7 +41,7 @@ def feature_pipeline(schema: Schema, classifier: str, seed: int = 0) -> Pipeline
     return Pipeline([("prep", prep), ("model", model)])
 
 
-def _as_features(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+def as_features(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     """Datetimes as days, categories as text, so every learner sees the same columns."""
     out = {}
     for spec in schema.model_columns:
@@ -84,7 +84,9 @@ class UtilityResult:
         return out
 
 
-def _auroc(y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray, all_classes: list[str]) -> float:
+def auroc_of(y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray, all_classes: list[str]) -> float:
+    """AUROC of a classifier's probabilities (one-vs-rest beyond two classes); a class the
+    classifier never saw in training gets probability 0, so a one-class synthetic table scores fairly."""
     if len(all_classes) == 2:
         positive = all_classes[1]
         col = list(classes).index(positive) if positive in classes else None
@@ -105,11 +107,11 @@ def tstr(real_train: pd.DataFrame, real_test: pd.DataFrame, synthetic: pd.DataFr
         raise SchemaError("utility needs a target column: set one in the schema (e.g. --target arm)")
     labels = [str(c) for c in schema.column(target).categories or []]
     y_test = real_test[target].astype(str).to_numpy()
-    X_test = _as_features(real_test, schema)
+    X_test = as_features(real_test, schema)
     result = UtilityResult(target=target)
     for name, train in (("real", real_train), ("synthetic", synthetic)):
         y = train[target].astype(str).to_numpy()
-        X = _as_features(train, schema)
+        X = as_features(train, schema)
         for clf in classifiers:
             if len(np.unique(y)) < 2:
                 result.scores.append(Score(clf, name, 0.5, float(np.mean(y_test == y[0]))))
@@ -118,5 +120,5 @@ def tstr(real_train: pd.DataFrame, real_test: pd.DataFrame, synthetic: pd.DataFr
             proba = pipe.predict_proba(X_test)
             classes = pipe.classes_
             pred = classes[proba.argmax(1)]
-            result.scores.append(Score(clf, name, _auroc(y_test, proba, classes, labels), float(accuracy_score(y_test, pred))))
+            result.scores.append(Score(clf, name, auroc_of(y_test, proba, classes, labels), float(accuracy_score(y_test, pred))))
     return result
