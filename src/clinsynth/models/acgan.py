@@ -359,7 +359,7 @@ class ACGAN(SynthModel):
         snapshots = Snapshots(self.snapshots, self.snapshot_dir)
         n = features.shape[0]
         batch = min(self.batch_size, n)
-        update_d = self._discriminator_update(D, opt_d, batch, device)
+        update_d, D = self._discriminator_update(D, opt_d, batch, device)
         self.history_: list[dict[str, float]] = []
         started = time.perf_counter()
         with TrainingProgress(self.epochs, f"{self.name} training", self.progress) as bar:
@@ -397,10 +397,9 @@ class ACGAN(SynthModel):
             yield order[start:start + batch]
 
     def _discriminator_update(self, D: nn.Module, opt_d: torch.optim.Optimizer, batch: int, device: torch.device):
-        """One discriminator step on real and fake records; returns the fake-record loss.
-
-        The real-record loss is not returned, so nothing computed from real records without
-        noise ends in the history a bundle keeps.
+        """One discriminator step on real and fake records, and the discriminator the generator's
+        steps should call (a DP model hands out a hook-free twin). The step returns the fake-record
+        loss only, so nothing computed from real records without noise ends in the saved history.
         """
         def update(x_real: torch.Tensor, y_real: torch.Tensor, x_fake: torch.Tensor, y_fake: torch.Tensor) -> float:
             opt_d.zero_grad(set_to_none=True)
@@ -408,7 +407,7 @@ class ACGAN(SynthModel):
             (acgan_loss(D(x_real), True, y_real) + loss_fake).backward()
             opt_d.step()
             return loss_fake.item()
-        return update
+        return update, D
 
     def _finish_training(self) -> None:
         """Called once training ends (a DP model removes its per-sample hooks here)."""

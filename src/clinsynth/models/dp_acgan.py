@@ -172,19 +172,20 @@ class DPACGAN(ACGAN):
     def _discriminator_update(self, D: nn.Module, opt_d: torch.optim.Optimizer, batch: int, device: torch.device):
         gen = torch.Generator(device=device).manual_seed(self.seed + 7)
         self._engine = PrivateGradient(D, self.noise_multiplier_, self.max_grad_norm, batch, gen)
+        public = self._engine.public
 
         def update(x_real: torch.Tensor, y_real: torch.Tensor, x_fake: torch.Tensor, y_fake: torch.Tensor) -> float:
             opt_d.zero_grad(set_to_none=True)
             # fake records: public, plain gradient. Their class term is left out: with the real
             # records' class signal noised, it would teach the class head the generator's own
             # labelling, and generator and discriminator would agree on an arbitrary one
-            loss_fake = acgan_loss(D(x_fake), False, y_fake, aux=False)
+            loss_fake = acgan_loss(public(x_fake), False, y_fake, aux=False)
             loss_fake.backward()
             per_record = acgan_loss(self._engine.forward_private(x_real), True, y_real, reduction="none") if len(x_real) else None
             self._engine.add_private_gradient(per_record)
             opt_d.step()
             return loss_fake.item()
-        return update
+        return update, public
 
     def _finish_training(self) -> None:
         self.discriminator_ = self._engine.detach()

@@ -18,6 +18,7 @@ Three things make the printed ε true, and each is here rather than left to the 
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
@@ -32,20 +33,21 @@ from clinsynth.privacy.ledger import Charge, PrivacyLedger, epsilon_of
 class PrivateGradient:
     """Clipped and noised gradient of a module's per-record loss on real records.
 
-    Use ``forward_private`` for the pass on real records (per-sample hooks on) and call the module
-    as usual for everything else (hooks off), then ``add_private_gradient(per_record_loss)``.
+    Use ``forward_private`` for the pass on real records and ``public`` — the same parameters in a
+    module without Opacus' hooks, so without their cost — for everything else (fake records, the
+    generator's step), then ``add_private_gradient(per_record_loss)``.
 
     Example
     -------
     >>> engine = PrivateGradient(D, noise_multiplier=1.1, max_grad_norm=1.0, expected_batch_size=256)  # doctest: +SKIP
-    >>> opt.zero_grad(); loss_fake.backward()                    # public part, plain autograd  # doctest: +SKIP
+    >>> opt.zero_grad(); loss(engine.public(x_fake)).backward()  # public part, plain autograd  # doctest: +SKIP
     >>> engine.add_private_gradient(per_record_loss(engine.forward_private(x_real)))           # doctest: +SKIP
     >>> opt.step()                                                                              # doctest: +SKIP
     """
 
     def __init__(self, module: nn.Module, noise_multiplier: float, max_grad_norm: float,
                  expected_batch_size: float, generator: torch.Generator | None = None):
-        from opacus import GradSampleModule
+        from opacus.grad_sample import GradSampleModuleFastGradientClipping
 
         if not noise_multiplier >= 0:
             raise ConfigError(f"noise_multiplier must be ≥ 0, got {noise_multiplier}")
@@ -54,7 +56,11 @@ class PrivateGradient:
         if not expected_batch_size > 0:
             raise ConfigError(f"expected_batch_size must be > 0, got {expected_batch_size}")
         self.module = module
-        self.sampled = GradSampleModule(module, batch_first=True, loss_reduction="sum", strict=True)
+        self.public = _tied_twin(module)  # before Opacus adds its hooks to `module`
+        # ghost clipping: per-record gradient norms from each layer's inputs and output gradients,
+        # without materialising a gradient per record (batch × parameters floats)
+        self.sampled = GradSampleModuleFastGradientClipping(module, batch_first=True, loss_reduction="sum",
+                                                            max_grad_norm=max_grad_norm, use_ghost_clipping=True)
         self.sampled.disable_hooks()
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.noise_multiplier = float(noise_multiplier)
@@ -63,7 +69,7 @@ class PrivateGradient:
         self.generator = generator
 
     def forward_private(self, x: torch.Tensor) -> torch.Tensor:
-        """The module on real records, with per-sample gradient capture on."""
+        """The module on real records, with per-record norm capture on."""
         self.sampled.enable_hooks()
         try:
             return self.sampled(x)
@@ -71,46 +77,55 @@ class PrivateGradient:
             self.sampled.disable_hooks()
 
     def per_sample_norms(self) -> torch.Tensor:
-        """L2 norm of each record's whole gradient (all parameters together)."""
-        squares = [p.grad_sample.flatten(1).pow(2).sum(1) for p in self.params]
-        return torch.stack(squares, dim=1).sum(1).sqrt()
+        """L2 norm of each record's whole gradient (all parameters together), from the last private pass."""
+        return self.sampled.get_norm_sample()
 
     def add_private_gradient(self, per_record_loss: torch.Tensor | None) -> None:
         """Add (Σ clip(∇ℓᵢ) + N(0, σ²C²)) / B to each parameter's ``.grad``.
 
         ``per_record_loss`` comes from ``forward_private`` (one value per real record), or is
-        ``None`` for an empty Poisson batch, which releases noise only. The unclipped gradients
-        never reach ``.grad``: whatever ``.grad`` held before (the public part) is restored.
+        ``None`` for an empty Poisson batch, which releases noise only. Two backward passes: the
+        first yields each record's gradient norm, the second the sum of the records' gradients
+        scaled by min(1, C / norm). The unclipped gradients of the first never reach ``.grad``:
+        whatever ``.grad`` held before (the public part) is restored.
         """
         public = [p.grad for p in self.params]
-        for p in self.params:
-            p.grad = None
         sums = [torch.zeros_like(p) for p in self.params]
         if per_record_loss is not None and per_record_loss.numel():
             if per_record_loss.dim() != 1:
                 raise ValueError("per_record_loss must hold one loss per record")
-            self.sampled.enable_hooks()
-            try:
-                with warnings.catch_warnings():  # records never require grad; torch warns about that
-                    warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                    per_record_loss.sum().backward()
-            finally:
-                self.sampled.disable_hooks()
-            factors = (self.max_grad_norm / (self.per_sample_norms() + 1e-6)).clamp(max=1.0)
-            for total, p in zip(sums, self.params):
-                total += torch.einsum("i,i...->...", factors, p.grad_sample)
+            with warnings.catch_warnings():  # records never require grad; torch warns about that
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                self.sampled.enable_hooks()
+                try:
+                    per_record_loss.sum().backward(retain_graph=True)
+                finally:
+                    self.sampled.disable_hooks()
+                factors = (self.max_grad_norm / (self.per_sample_norms() + 1e-6)).clamp(max=1.0)
+                for p in self.params:
+                    p.grad = None  # drop the unclipped sum
+                (per_record_loss * factors.detach()).sum().backward()
+            sums = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         for p, total, before in zip(self.params, sums, public):
-            p.grad_sample = None
             if self.noise_multiplier > 0:
-                total += torch.normal(0.0, self.noise_multiplier * self.max_grad_norm, size=total.shape,
-                                      generator=self.generator, device=total.device)
-            total /= self.expected_batch_size
+                total = total + torch.normal(0.0, self.noise_multiplier * self.max_grad_norm, size=total.shape,
+                                             generator=self.generator, device=total.device)
+            total = total / self.expected_batch_size
             p.grad = total if before is None else before + total
 
     def detach(self) -> nn.Module:
         """Remove Opacus' hooks and return the plain module (for saving and sampling)."""
         self.sampled.cleanup() if hasattr(self.sampled, "cleanup") else self.sampled.remove_hooks()
         return self.module
+
+
+def _tied_twin(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose parameters *are* the original's (same tensors, same ``.grad``)."""
+    twin = copy.deepcopy(module)
+    for (name, _), original in zip(list(twin.named_parameters()), module.parameters()):
+        owner, _, leaf = name.rpartition(".")
+        twin.get_submodule(owner)._parameters[leaf] = original
+    return twin
 
 
 def poisson_batches(n: int, sample_rate: float, steps: int, seed: int) -> Iterator[np.ndarray]:
