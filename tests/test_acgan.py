@@ -215,3 +215,18 @@ def test_selection_needs_a_target_and_snapshots(trial):
         clinsynth.create("acgan", epochs=1, select="top3", snapshots="off", progress=False).fit(trial, Schema.infer(trial, target="arm"))
     with pytest.raises(ConfigError, match="topK"):
         clinsynth.create("acgan", epochs=1, select="best", progress=False).fit(trial, Schema.infer(trial, target="arm"))
+
+
+def test_weight_average_is_what_is_kept_and_snapshotted(trial):
+    schema = Schema.infer(trial, target="arm")
+    plain = clinsynth.create("acgan", epochs=2, batch_size=128, progress=False, seed=5).fit(trial, schema)
+    averaged = clinsynth.create("acgan", epochs=2, batch_size=128, progress=False, seed=5,
+                                weight_average=0.9).fit(trial, schema)
+    last = averaged.snapshots_[1]
+    for k, v in averaged.generator_.state_dict().items():
+        assert torch.equal(v.cpu(), last[k])  # the kept generator is the last snapshot: the average
+    weights = [k for k in last if k.endswith("weight")]
+    assert any(not torch.equal(plain.snapshots_[1][k], last[k]) for k in weights)  # and it differs from raw training
+    schema.validate(averaged.sample(500, seed=0))
+    with pytest.raises(ConfigError, match="weight_average"):
+        clinsynth.create("acgan", weight_average=1.0).fit(trial, schema)

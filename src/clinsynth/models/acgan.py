@@ -195,8 +195,9 @@ class ACGAN(SynthModel):
         so that sampling runs at hundreds of thousands of rows per second on a CPU.
     lr_g, lr_d, beta1 : Adam settings (β1 = 0.5 as in the AC-GAN and SPRINT work).
     gumbel_tau : temperature of the Gumbel-softmax for categorical outputs while training.
-    g_steps : generator updates per discriminator update (more helps under DP, where the
-        discriminator's steps are the expensive, privacy-charged ones).
+    g_steps : generator updates per discriminator update.
+    weight_average : decay of an exponential moving average of the generator's weights, kept and
+        snapshotted instead of the raw weights (0 = off; post-processing, so free under DP).
     numeric_transform : ``"standard"`` (mean/sd: fast, and the only one DP mode can use with public bounds)
         or ``"quantile"`` (through the empirical quantiles; see ``TableEncoder``).
     snapshots, snapshot_dir : keep the generator of every epoch (``"memory"``, ``"disk"``, ``"off"``)
@@ -218,8 +219,8 @@ class ACGAN(SynthModel):
 
     def __init__(self, epochs: int = 150, batch_size: int = 256, noise_dim: int = 32, hidden: int = 128,
                  disc_hidden: int = 256, conv_channels: int = 8, lr_g: float = 2e-4, lr_d: float = 2e-4,
-                 beta1: float = 0.5, gumbel_tau: float = 0.2, g_steps: int = 1, numeric_transform: str = "standard",
-                 snapshots: str = "memory", snapshot_dir: str | None = None, select: str = "last",
+                 beta1: float = 0.5, gumbel_tau: float = 0.2, g_steps: int = 1, weight_average: float = 0.0,
+                 numeric_transform: str = "standard", snapshots: str = "memory", snapshot_dir: str | None = None, select: str = "last",
                  select_candidates: int = 20, device: str = "auto", seed: int = 0, progress: bool = True):
         self.epochs = epochs
         self.batch_size = batch_size
@@ -232,6 +233,7 @@ class ACGAN(SynthModel):
         self.beta1 = beta1
         self.gumbel_tau = gumbel_tau
         self.g_steps = g_steps
+        self.weight_average = weight_average
         self.numeric_transform = numeric_transform
         self.snapshots = snapshots
         self.snapshot_dir = snapshot_dir
@@ -254,11 +256,13 @@ class ACGAN(SynthModel):
                 if not (number(getattr(self, k)) and getattr(self, k) > 0)]
         if not (number(self.beta1) and 0 <= self.beta1 < 1):
             bad.append(f"beta1={self.beta1!r}")
+        if not (number(self.weight_average) and 0 <= self.weight_average < 1):
+            bad.append(f"weight_average={self.weight_average!r}")
         if self.numeric_transform not in NUMERIC_TRANSFORMS:
             bad.append(f"numeric_transform={self.numeric_transform!r}")
         if bad:
             raise ConfigError(f"{self.name}: invalid hyperparameters {', '.join(bad)} (sizes are whole numbers ≥ 1, "
-                              "rates positive numbers, 0 ≤ beta1 < 1, numeric_transform 'standard' or 'quantile')")
+                              "rates positive numbers, 0 ≤ beta1, weight_average < 1, numeric_transform 'standard' or 'quantile')")
         Snapshots(self.snapshots, self.snapshot_dir)
         resolve_device(self.device)
         if parse_select(self.select):
@@ -361,6 +365,7 @@ class ACGAN(SynthModel):
         batch = min(self.batch_size, n)
         update_d, D = self._discriminator_update(D, opt_d, batch, device)
         self.history_: list[dict[str, float]] = []
+        average = self._weight_average(G)
         started = time.perf_counter()
         with TrainingProgress(self.epochs, f"{self.name} training", self.progress) as bar:
             for epoch in range(self.epochs):
@@ -378,17 +383,31 @@ class ACGAN(SynthModel):
                         loss_g = acgan_loss(D(x_fake), True, y_fake)
                         loss_g.backward()
                         opt_g.step()
+                    if average is not None:
+                        average.update_parameters(G)
                     sums["g"] += loss_g.item()
                     steps += 1
                 means = {k: v / max(steps, 1) for k, v in sums.items()}
                 self.history_.append(means)
-                snapshots.add(G)
+                snapshots.add(G if average is None else average.module)
                 bar.advance(**means)
         self.train_seconds_ = time.perf_counter() - started  # the loop alone, for throughput benchmarks
+        if average is not None:
+            G.load_state_dict(average.module.state_dict())
         self.snapshots_ = snapshots
         self._folded = None
         self._finish_training()
         G.eval()
+
+    def _weight_average(self, G: nn.Module) -> torch.optim.swa_utils.AveragedModel | None:
+        """An exponential moving average of the generator's weights (and batch-norm statistics),
+        or None when ``weight_average`` is 0. The average is what is snapshotted and kept: a GAN's
+        generator oscillates from step to step, its average much less."""
+        if not self.weight_average:
+            return None
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        return AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(self.weight_average), use_buffers=True)
 
     def _batches(self, n: int, batch: int, epoch: int, rng: torch.Generator):
         """Shuffled fixed-size batches of real records (a DP model samples them Poisson instead)."""
