@@ -33,7 +33,7 @@ def main() -> None:
     df = simulate_trial()
     schema = clinsynth.Schema.infer(df, target="arm")
     dp_defaults = clinsynth.create("dp-acgan").get_params()
-    shared = {k: dp_defaults[k] for k in ("batch_size", "noise_dim", "hidden", "disc_hidden", "conv_channels", "lr_g", "lr_d")}
+    shared = {k: dp_defaults[k] for k in ("batch_size", "noise_dim", "hidden", "disc_hidden", "conv_channels", "lr_g", "lr_d", "weight_average")}
     shared.update(epochs=args.epochs, progress=False, snapshots="off", select="last")
     rates: dict[str, float] = {"acgan": 0.0, "dp-acgan": 0.0}
     for _ in range(args.rounds):
