@@ -81,6 +81,21 @@ def test_public_gradient_is_kept_unclipped_and_noise_has_the_stated_scale():
     assert max(g.abs().max().item() for g in public) > 1.0
 
 
+def test_public_part_plus_private_part_is_exactly_public_plus_clipped_sum():
+    """The GAN's case: fake-record gradient already in ``.grad``, then the real batch. (An earlier
+    version let autograd add the unclipped real gradients into the saved public tensors in place;
+    the whole-model audit caught it.)"""
+    net = small_net()
+    fake, x, y = torch.randn(16, 5), torch.randn(24, 5) * 50, torch.randint(0, 3, (24,))
+    per_record_loss(net(fake), torch.zeros(16, dtype=torch.long)).mean().backward()
+    public = [p.grad.clone() for p in net.parameters()]
+    expected = hand_clipped_sum(net, x, y, clip=0.1)
+    engine = PrivateGradient(net, 0.0, max_grad_norm=0.1, expected_batch_size=12)
+    engine.add_private_gradient(per_record_loss(engine.forward_private(x), y))
+    for p, g, e in zip(net.parameters(), public, expected):
+        assert torch.allclose(p.grad, g + e / 12, atol=1e-5)
+
+
 def test_unclipped_private_gradients_never_reach_grad():
     net = small_net()
     x, y = torch.randn(8, 5) * 1e3, torch.randint(0, 3, (8,))

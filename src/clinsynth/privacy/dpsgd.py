@@ -90,6 +90,8 @@ class PrivateGradient:
         whatever ``.grad`` held before (the public part) is restored.
         """
         public = [p.grad for p in self.params]
+        for p in self.params:
+            p.grad = None  # else autograd adds the unclipped real gradients into the public ones, in place
         sums = [torch.zeros_like(p) for p in self.params]
         if per_record_loss is not None and per_record_loss.numel():
             if per_record_loss.dim() != 1:
