@@ -59,9 +59,8 @@ class DPACGAN(ACGAN):
 
     The defaults differ from the AC-GAN's on purpose (measured on the simulated trial at ε = 1): a
     small discriminator (32 units; noise grows with its parameter count) trained fast (lr 1e-3) for
-    few epochs (20; every step costs budget) in large Poisson batches (512), a moving average of
-    the generator's weights (0.99) and the private top-5 selection (``select="top5"``): single
-    epochs of a DP GAN vary widely in quality, and both smooth that out.
+    few epochs (20; every step costs budget) in large Poisson batches (512), and the private top-5
+    selection (``select="top5"``): single epochs of a DP GAN vary widely in quality.
 
     Example
     -------
@@ -75,7 +74,7 @@ class DPACGAN(ACGAN):
                  stats_share: float = 0.1, select_share: float = 0.1, accountant: str = "prv",
                  epochs: int = 20, batch_size: int = 512, noise_dim: int = 32, hidden: int = 128,
                  disc_hidden: int = 32, conv_channels: int = 8, lr_g: float = 1e-3, lr_d: float = 1e-3,
-                 beta1: float = 0.5, gumbel_tau: float = 0.2, g_steps: int = 1, weight_average: float = 0.99,
+                 beta1: float = 0.5, gumbel_tau: float = 0.2, g_steps: int = 1, weight_average: float = 0.0,
                  numeric_transform: str = "standard",
                  snapshots: str = "memory", snapshot_dir: str | None = None, select: str = "top5",
                  select_candidates: int = 20, device: str = "auto", seed: int = 0, progress: bool = True):
