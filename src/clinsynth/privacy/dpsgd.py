@@ -117,7 +117,7 @@ class PrivateGradient:
 
     def detach(self) -> nn.Module:
         """Remove Opacus' hooks and return the plain module (for saving and sampling)."""
-        self.sampled.cleanup() if hasattr(self.sampled, "cleanup") else self.sampled.remove_hooks()
+        self.sampled.cleanup()
         return self.module
 
 
