@@ -230,3 +230,19 @@ def test_weight_average_is_what_is_kept_and_snapshotted(trial):
     schema.validate(averaged.sample(500, seed=0))
     with pytest.raises(ConfigError, match="weight_average"):
         clinsynth.create("acgan", weight_average=1.0).fit(trial, schema)
+
+
+def test_every_ensemble_member_takes_part_in_a_small_draw(fitted):
+    calls = []
+
+    class Counting:
+        def __init__(self, folded):
+            self.folded = folded
+
+        def features_major(self, *args):
+            calls.append(self)
+            return self.folded.features_major(*args)
+
+    members = [Counting(fitted.generator_.folded()) for _ in range(5)]
+    fitted._sample(1000, fitted.class_probs_, 0, members=members)
+    assert {id(m) for m in calls} == {id(m) for m in members}

@@ -476,6 +476,8 @@ class ACGAN(SynthModel):
         conditions = self._draw_conditions(labels, rng)
         gen = torch.Generator(device=self.device_).manual_seed(seed)
         members = members or self._samplers()
+        # ensemble members take turns by chunk; small draws get smaller chunks so every member takes part
+        chunk = max(1, min(chunk, -(-n // len(members))))
         draw = CategoricalNoise(self.generated_spans_, self.device_)
         enc = self.encoder_
         (ta, tb), (ca, cb) = self.target_slice_, self.condition_slice_
@@ -490,7 +492,7 @@ class ACGAN(SynthModel):
                 XT = np.zeros((enc.dim, min(chunk, m)), dtype=np.float32)
                 for i, s in enumerate(range(0, m, chunk)):
                     e = min(s + chunk, m)
-                    G = members[(first // chunk + i) % len(members)]  # ensemble members take turns by chunk
+                    G = members[(first // chunk + i) % len(members)]
                     rows = np.arange(e - s)
                     y = torch.as_tensor(y_block[s:e], device=self.device_)
                     c = torch.as_tensor(c_block[s:e], device=self.device_) if cb > ca else None
