@@ -22,7 +22,6 @@ The record count n is treated as public, as in Opacus' sample rate.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import numpy as np
@@ -153,14 +152,11 @@ class DPACGAN(ACGAN):
                              "(need at least twice as many); lower batch_size")
         self._sample_rate = self.batch_size / n
         self._steps_per_epoch = max(1, round(n / self.batch_size))
-        steps = self.epochs * self._steps_per_epoch
         reserved = [self._selection_charge()] if parse_select(self.select) else []
         sigma = calibrate_noise(self.ledger_, self._sgd_charge, reserved)
         self.ledger_.charge(self._sgd_charge(sigma))
         self.noise_multiplier_ = sigma
-        with warnings.catch_warnings():  # Opacus' hooks stay registered on the fake-record passes, where
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")  # torch warns, harmlessly
-            super()._fit(df, encoder)
+        super()._fit(df, encoder)
 
     def _sgd_charge(self, sigma: float) -> Charge:
         return Charge("dp-sgd", f"discriminator training: {self.epochs} epochs × {self._steps_per_epoch} steps, "
