@@ -1,0 +1,177 @@
+"""Fidelity: do the synthetic records look like the real ones, column by column and together?
+
+Per column, the Kolmogorov–Smirnov statistic for numbers (observed values, with the missing
+share compared alongside) and the total variation distance for categories (missing as a level).
+Pairwise, the difference of association matrices — Pearson or Spearman between numbers, Cramér's V
+between categories — with its largest cells named. For binary columns, medGAN's
+dimension-wise probability: each column's prevalence, real against synthetic, and their
+correlation across columns. Overall, a detection score: the cross-validated AUROC of a classifier
+told to separate real from synthetic records (0.5 is ideal). Pure functions of frames.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import ks_2samp
+
+from clinsynth.evaluate.utility import as_features, feature_pipeline
+from clinsynth.schema import ColumnSpec, Schema
+
+NUMERIC_KINDS = ("continuous", "integer", "datetime")
+DISCRETE_KINDS = ("binary", "categorical")
+
+
+def _numbers(s: pd.Series, spec: ColumnSpec) -> np.ndarray:
+    if spec.kind == "datetime":
+        ts = pd.to_datetime(s, errors="coerce", format="ISO8601") if not pd.api.types.is_datetime64_any_dtype(s) else s
+        return ((ts - pd.Timestamp("1970-01-01")).dt.total_seconds() / 86_400).to_numpy(dtype=float, na_value=np.nan)
+    return pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _levels(s: pd.Series) -> pd.Series:
+    """Category shares with missing as its own level, keys as text so real and synthetic align."""
+    return s.astype(object).where(s.notna(), "<missing>").map(str).value_counts(normalize=True)
+
+
+@dataclass(frozen=True)
+class ColumnScore:
+    column: str
+    kind: str
+    statistic: str  # "ks" or "tv"
+    value: float  # 0 = identical marginals, 1 = disjoint
+    missing_real: float
+    missing_synthetic: float
+
+
+def column_scores(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> list[ColumnScore]:
+    """KS for numeric columns, total variation for categorical ones, and each side's missing share."""
+    out = []
+    for spec in schema.model_columns:
+        r, s = real[spec.name], synthetic[spec.name]
+        miss_r, miss_s = float(r.isna().mean()), float(s.isna().mean())
+        if spec.kind in NUMERIC_KINDS:
+            x, y = _numbers(r, spec), _numbers(s, spec)
+            x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+            value = float(ks_2samp(x, y).statistic) if x.size and y.size else float(x.size != y.size)
+            out.append(ColumnScore(spec.name, spec.kind, "ks", value, miss_r, miss_s))
+        elif spec.kind in DISCRETE_KINDS:
+            p, q = _levels(r), _levels(s)
+            value = 0.5 * float(p.sub(q, fill_value=0.0).abs().sum())
+            out.append(ColumnScore(spec.name, spec.kind, "tv", value, miss_r, miss_s))
+    return out
+
+
+def cramers_v(a: pd.Series, b: pd.Series) -> float:
+    """Cramér's V of two categorical series (missing as a level), bias left uncorrected: 0–1."""
+    table = pd.crosstab(a.astype(object).where(a.notna(), "<missing>").map(str),
+                        b.astype(object).where(b.notna(), "<missing>").map(str)).to_numpy(dtype=float)
+    n = table.sum()
+    if n == 0 or min(table.shape) < 2:
+        return 0.0
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / n
+    chi2 = float(((table - expected) ** 2 / np.where(expected > 0, expected, 1.0)).sum())
+    return float(np.sqrt(chi2 / (n * (min(table.shape) - 1))))
+
+
+def association_matrix(df: pd.DataFrame, schema: Schema, method: str = "spearman") -> pd.DataFrame:
+    """Numbers with numbers by ``method`` (pearson/spearman, pairwise complete); categories with
+    categories by Cramér's V. Number–category pairs are left out (NaN)."""
+    numeric = [c for c in schema.model_columns if c.kind in NUMERIC_KINDS]
+    discrete = [c for c in schema.model_columns if c.kind in DISCRETE_KINDS]
+    names = [c.name for c in numeric + discrete]
+    out = pd.DataFrame(np.nan, index=names, columns=names)
+    if numeric:
+        values = pd.DataFrame({c.name: _numbers(df[c.name], c) for c in numeric})
+        out.loc[values.columns, values.columns] = values.corr(method=method).to_numpy()
+    for i, a in enumerate(discrete):
+        out.loc[a.name, a.name] = 1.0
+        for b in discrete[i + 1:]:
+            out.loc[a.name, b.name] = out.loc[b.name, a.name] = cramers_v(df[a.name], df[b.name])
+    return out
+
+
+@dataclass
+class AssociationDifference:
+    method: str
+    mean_abs: float
+    max_abs: float
+    largest: list[dict[str, Any]] = field(default_factory=list)  # the worst pairs, named
+    difference: pd.DataFrame | None = None  # synthetic − real, for the heatmap
+
+
+def association_difference(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema,
+                           method: str = "spearman", top: int = 5) -> AssociationDifference:
+    """Synthetic minus real association matrix, summarised, with the ``top`` largest cells named."""
+    r, s = association_matrix(real, schema, method), association_matrix(synthetic, schema, method)
+    diff = s - r
+    upper = np.triu(np.ones(diff.shape, dtype=bool), k=1)
+    cells = diff.where(upper).stack().dropna()
+    if cells.empty:
+        return AssociationDifference(method, 0.0, 0.0, [], diff)
+    worst = cells.abs().sort_values(ascending=False).head(top)
+    largest = [{"a": a, "b": b, "real": float(r.loc[a, b]), "synthetic": float(s.loc[a, b]),
+                "difference": float(diff.loc[a, b])} for a, b in worst.index]
+    return AssociationDifference(method, float(cells.abs().mean()), float(cells.abs().max()), largest, diff)
+
+
+@dataclass
+class DimensionWiseProbability:
+    """medGAN's check for binary columns: prevalence of the second category, real vs synthetic."""
+
+    columns: list[str]
+    real: list[float]
+    synthetic: list[float]
+    correlation: float  # Pearson across columns; 1 = every prevalence kept
+
+
+def dimension_wise_probability(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> DimensionWiseProbability:
+    specs = [c for c in schema.model_columns if c.kind == "binary" and c.name != schema.target]
+    positive = [str((c.categories or [None, None])[1]) for c in specs]
+    r = [float((real[c.name].astype(object).map(str) == p).mean()) for c, p in zip(specs, positive)]
+    s = [float((synthetic[c.name].astype(object).map(str) == p).mean()) for c, p in zip(specs, positive)]
+    corr = float(np.corrcoef(r, s)[0, 1]) if len(specs) >= 2 and np.std(r) > 0 and np.std(s) > 0 else float("nan")
+    return DimensionWiseProbability([c.name for c in specs], r, s, corr)
+
+
+def detection_auroc(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, max_rows: int = 10_000,
+                    folds: int = 5, seed: int = 0) -> float:
+    """Cross-validated AUROC of a random forest separating real from synthetic records.
+
+    Both sides are subsampled to the same size (at most ``max_rows``) so chance is 0.5; the target
+    column counts as a feature here, since a synthetic table must get it right too.
+    """
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    n = min(len(real), len(synthetic), max_rows)
+    rng = np.random.default_rng(seed)
+    both = pd.concat([real.iloc[rng.choice(len(real), n, replace=False)],
+                      synthetic.iloc[rng.choice(len(synthetic), n, replace=False)]], ignore_index=True)
+    features = schema.model_copy(update={"target": None})
+    X = as_features(both, features)
+    y = np.r_[np.zeros(n), np.ones(n)]
+    folds_ = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    scores = cross_val_score(feature_pipeline(features, "random_forest", seed), X, y, cv=folds_, scoring="roc_auc")
+    return float(np.mean(scores))
+
+
+@dataclass
+class FidelityResult:
+    columns: list[ColumnScore]
+    associations: AssociationDifference
+    dimension_wise: DimensionWiseProbability
+    detection_auroc: float
+
+    def to_dict(self) -> dict[str, Any]:
+        assoc = {k: v for k, v in asdict(self.associations).items() if k != "difference"}
+        return {"columns": [asdict(c) for c in self.columns], "associations": assoc,
+                "dimension_wise_probability": asdict(self.dimension_wise), "detection_auroc": self.detection_auroc}
+
+
+def fidelity(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, seed: int = 0) -> FidelityResult:
+    """Every fidelity number for one real/synthetic pair."""
+    return FidelityResult(column_scores(real, synthetic, schema), association_difference(real, synthetic, schema),
+                          dimension_wise_probability(real, synthetic, schema),
+                          detection_auroc(real, synthetic, schema, seed=seed))
