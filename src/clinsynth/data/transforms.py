@@ -67,13 +67,7 @@ class NumericCodec:
         return out
 
     def _raw(self, s: pd.Series) -> np.ndarray:
-        if self.spec.kind == "datetime":
-            ts = pd.to_datetime(s, errors="coerce", format="ISO8601") if not pd.api.types.is_datetime64_any_dtype(s) else s
-            ts = ts.astype("datetime64[ns]")
-            out = ts.to_numpy().astype("int64").astype(float) / _DAY_NS
-            out[ts.isna().to_numpy()] = np.nan
-            return out
-        return pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        return numeric_values(s, self.spec.kind)
 
     def fit(self, s: pd.Series) -> NumericCodec:
         x = self._raw(s)
@@ -136,7 +130,7 @@ class NumericCodec:
         x = self._inverse(value.astype(np.float64))
         spec = self.spec
         if spec.bounds is not None:
-            lo, hi = (_datetime_days(b) for b in spec.bounds) if spec.kind == "datetime" else map(float, spec.bounds)
+            lo, hi = (datetime_days(b) for b in spec.bounds) if spec.kind == "datetime" else map(float, spec.bounds)
             np.clip(x, lo, hi, out=x)
         if spec.kind == "integer":
             np.round(x, out=x)
@@ -194,8 +188,21 @@ class PiecewiseLinear:
         return xc
 
 
-def _datetime_days(value: Any) -> float:
+def datetime_days(value: Any) -> float:
+    """A date or timestamp as days since 1970-01-01, the scale numeric codecs work in."""
     return pd.Timestamp(value).value / _DAY_NS
+
+
+def numeric_values(s: pd.Series, kind: str) -> np.ndarray:
+    """A numeric column as float64 with NaN for missing; dates (kind ``datetime``) as days since
+    1970. The one reading of numbers that encoders, DP statistics and fidelity metrics share."""
+    if kind == "datetime":
+        ts = pd.to_datetime(s, errors="coerce", format="ISO8601") if not pd.api.types.is_datetime64_any_dtype(s) else s
+        ts = ts.astype("datetime64[ns]")
+        out = ts.to_numpy().astype("int64").astype(float) / _DAY_NS
+        out[ts.isna().to_numpy()] = np.nan
+        return out
+    return pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
 def _restore_numeric_dtype(x: np.ndarray, dtype: str | None) -> np.ndarray | pd.api.extensions.ExtensionArray:

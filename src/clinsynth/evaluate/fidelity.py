@@ -17,18 +17,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
 
+from clinsynth.data.transforms import numeric_values
 from clinsynth.evaluate.utility import as_features, feature_pipeline
-from clinsynth.schema import ColumnSpec, Schema
-
-NUMERIC_KINDS = ("continuous", "integer", "datetime")
-DISCRETE_KINDS = ("binary", "categorical")
-
-
-def _numbers(s: pd.Series, spec: ColumnSpec) -> np.ndarray:
-    if spec.kind == "datetime":
-        ts = pd.to_datetime(s, errors="coerce", format="ISO8601") if not pd.api.types.is_datetime64_any_dtype(s) else s
-        return ((ts - pd.Timestamp("1970-01-01")).dt.total_seconds() / 86_400).to_numpy(dtype=float, na_value=np.nan)
-    return pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+from clinsynth.schema import DISCRETE_KINDS, NUMERIC_KINDS, Schema
 
 
 def _levels(s: pd.Series) -> pd.Series:
@@ -53,7 +44,7 @@ def column_scores(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -
         r, s = real[spec.name], synthetic[spec.name]
         miss_r, miss_s = float(r.isna().mean()), float(s.isna().mean())
         if spec.kind in NUMERIC_KINDS:
-            x, y = _numbers(r, spec), _numbers(s, spec)
+            x, y = numeric_values(r, spec.kind), numeric_values(s, spec.kind)
             x, y = x[np.isfinite(x)], y[np.isfinite(y)]
             value = float(ks_2samp(x, y).statistic) if x.size and y.size else float(x.size != y.size)
             out.append(ColumnScore(spec.name, spec.kind, "ks", value, miss_r, miss_s))
@@ -84,7 +75,7 @@ def association_matrix(df: pd.DataFrame, schema: Schema, method: str = "spearman
     names = [c.name for c in numeric + discrete]
     out = pd.DataFrame(np.nan, index=names, columns=names)
     if numeric:
-        values = pd.DataFrame({c.name: _numbers(df[c.name], c) for c in numeric})
+        values = pd.DataFrame({c.name: numeric_values(df[c.name], c.kind) for c in numeric})
         out.loc[values.columns, values.columns] = values.corr(method=method).to_numpy()
     for i, a in enumerate(discrete):
         out.loc[a.name, a.name] = 1.0

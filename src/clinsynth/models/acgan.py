@@ -437,10 +437,11 @@ class ACGAN(SynthModel):
         k = parse_select(self.select)
         candidates = candidate_epochs(len(self.snapshots_), self.select_candidates)
         m = min(len(real), 5_000)
-        frames = [self._sample(m, self.class_probs_, self.seed + e, members=[self._snapshot(e).folded()])
+        generators = {e: self._snapshot(e) for e in candidates}  # each snapshot loaded once
+        frames = [self._sample(m, self.class_probs_, self.seed + e, members=[generators[e].folded()])
                   for e in candidates]
         result = self._choose(frames, real, candidates, k)
-        self.ensemble_ = [self._snapshot(e) for e in result.chosen]
+        self.ensemble_ = [generators[e] for e in result.chosen]
         self._folded = None
         return result
 

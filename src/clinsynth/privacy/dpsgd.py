@@ -92,7 +92,6 @@ class PrivateGradient:
         public = [p.grad for p in self.params]
         for p in self.params:
             p.grad = None  # else autograd adds the unclipped real gradients into the public ones, in place
-        sums = [torch.zeros_like(p) for p in self.params]
         if per_record_loss is not None and per_record_loss.numel():
             if per_record_loss.dim() != 1:
                 raise ValueError("per_record_loss must hold one loss per record")
@@ -107,8 +106,8 @@ class PrivateGradient:
                 for p in self.params:
                     p.grad = None  # drop the unclipped sum
                 (per_record_loss * factors.detach()).sum().backward()
-            sums = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        for p, total, before in zip(self.params, sums, public):
+        for p, before in zip(self.params, public):
+            total = p.grad if p.grad is not None else torch.zeros_like(p)  # None: empty batch, noise alone
             if self.noise_multiplier > 0:
                 total = total + torch.normal(0.0, self.noise_multiplier * self.max_grad_norm, size=total.shape,
                                              generator=self.generator, device=total.device)

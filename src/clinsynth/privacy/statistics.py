@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtri
 
-from clinsynth.data.transforms import NumericCodec
+from clinsynth.data.transforms import datetime_days, numeric_values
 from clinsynth.errors import ConfigError, InputError
 from clinsynth.schema import DISCRETE_KINDS, NUMERIC_KINDS, Category, ColumnSpec, Schema
 
@@ -131,10 +131,6 @@ def category_threshold(noise_std: float, threshold_delta: float, n_columns: int)
 
 
 # -- numeric queries ----------------------------------------------------------------------
-def _days(value: Any) -> float:
-    return pd.Timestamp(value).value / _DAY_NS
-
-
 def _iso_day(days: float) -> str:
     return pd.Timestamp(int(days) * _DAY_NS, unit="ns").isoformat()
 
@@ -142,7 +138,7 @@ def _iso_day(days: float) -> str:
 def grid_edges(kind: str) -> np.ndarray:
     """The public bucket edges (x space; days since 1970 for dates), strictly increasing."""
     if kind == "datetime":
-        lo, hi = (_days(d) for d in _DATE_SPAN)
+        lo, hi = (datetime_days(d) for d in _DATE_SPAN)
         n = math.ceil((hi - lo) / _DATE_STEP_DAYS)
         return lo + _DATE_STEP_DAYS * np.arange(n + 1, dtype=float)
     # integer steps keep the t = 0 edge exactly 0, so non-negative data never spills below 0
@@ -166,7 +162,7 @@ def _histogram(df: pd.DataFrame, specs: list[ColumnSpec], edges: np.ndarray) -> 
     """Exact weighted counts: each record adds 1/k per observed value of the k query columns."""
     counts = np.zeros(edges.size - 1)
     for spec in specs:
-        x = NumericCodec(spec)._raw(df[spec.name])  # the encoder's own reading (dates as days)
+        x = numeric_values(df[spec.name], spec.kind)  # the encoder's own reading (dates as days)
         x = x[~np.isnan(x)]
         counts += np.bincount(_bucket(edges, x), minlength=counts.size)
     return counts / len(specs)
@@ -215,7 +211,7 @@ def _quantile_table(edges: np.ndarray, mass: np.ndarray) -> tuple[list[float], l
 
 def _public_numeric_state(spec: ColumnSpec) -> dict[str, Any]:
     """Encoder state from declared bounds alone: a normal spread over them (±2 sd at the bounds)."""
-    lo, hi = (_days(b) for b in spec.bounds) if spec.kind == "datetime" else map(float, spec.bounds)
+    lo, hi = (datetime_days(b) for b in spec.bounds) if spec.kind == "datetime" else map(float, spec.bounds)
     scale = (hi - lo) / 4 if hi > lo else 1.0
     return {"loc": (lo + hi) / 2, "scale": scale, "knots": [lo, hi], "scores": ndtri(_PUBLIC_PROBS).tolist()}
 
