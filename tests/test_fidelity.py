@@ -9,6 +9,7 @@ import pytest
 
 from clinsynth.data.datasets import simulate_trial
 from clinsynth.evaluate.fidelity import (association_difference, column_scores, cramers_v, detection_auroc,
+                                         longitudinal_summaries, marginals as fidelity_marginals,
                                          dimension_wise_probability, fidelity)
 from clinsynth.schema import Schema
 
@@ -67,3 +68,19 @@ def test_result_is_json_plain(trial):
     result = fidelity(df.iloc[:600], df.iloc[600:], schema)
     json.dumps(result.to_dict())
     assert 0.3 < result.detection_auroc < 0.7
+
+
+def test_marginals_and_visit_summaries_show_what_differs(trial):
+    df, schema = trial
+    shifted = df.copy()
+    shifted["age"] = shifted["age"] + 15
+    by_name = {m.column: m for m in fidelity_marginals(df, shifted, schema)}
+    age = by_name["age"]
+    assert sum(age.real) == pytest.approx(1.0) and sum(age.synthetic) == pytest.approx(1.0)
+    assert age.synthetic[-1] > 0.25 > 0.05 > age.real[-1]  # the shift piles into the top bin
+    assert by_name["arm"].real == by_name["arm"].synthetic
+    summary = {s.group: s for s in longitudinal_summaries(df, df.iloc[:300], schema)}["sbp"]
+    cells = {(r["class"], r["visit"], r["source"]): r for r in summary.rows}
+    real_m27 = cells[("1", summary.rows[-1]["visit"], "real")]
+    assert 0 < real_m27["observed"] < 0.95  # dropout shows as a falling observed share
+    assert real_m27["q1"] <= real_m27["median"] <= real_m27["q3"]

@@ -12,6 +12,7 @@ from clinsynth.errors import (
     PrivacyBudgetError,
     SchemaError,
 )
+from clinsynth import evaluate
 from clinsynth.models.registry import create, list_models, load
 from clinsynth.schema import ColumnSpec, LongitudinalGroup, Schema
 
@@ -19,5 +20,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ClinsynthError", "ConfigError", "InputError", "NotFittedError", "PrivacyBudgetError", "SchemaError",
-    "ColumnSpec", "LongitudinalGroup", "Schema", "create", "list_models", "load", "__version__",
+    "ColumnSpec", "LongitudinalGroup", "Schema", "create", "evaluate", "list_models", "load", "__version__",
 ]

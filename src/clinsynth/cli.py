@@ -121,7 +121,7 @@ def fit(
 ) -> None:
     """Train a model on a table and save its bundle."""
     from clinsynth.data.io import read_table
-    from clinsynth.models.registry import REGISTRY, create
+    from clinsynth.models.registry import create
 
     params = parse_params(param)
     if epochs is not None:
@@ -132,17 +132,24 @@ def fit(
     df = read_table(data)
     table_schema = _load_schema(df, schema_path, target)
     table_schema.validate(df)
+    _check_params(model, params)
+    fitted = create(model, seed=seed, progress=not quiet, **params).fit(df, table_schema)
+    fitted.save(output)
+    console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained on {len(df):,} rows × {df.shape[1]} columns")
+    if getattr(fitted, "ledger_", None) is not None:
+        print_ledger(fitted.ledger_)
+
+
+def _check_params(model: str, params: dict[str, Any]) -> None:
+    """Refuse a hyperparameter the model does not take, before reading any data."""
+    from clinsynth.models.registry import REGISTRY
+
     if model in REGISTRY:  # an unknown name is reported by create()
         allowed = [p for p in REGISTRY[model].load_class()._param_names() if p not in ("seed", "progress")]
         unknown = sorted(set(params) - set(allowed))
         if unknown:
             raise ConfigError(f"--param: model '{model}' has no hyperparameter {', '.join(unknown)} "
                               f"(it takes {', '.join(allowed)}; seed and progress are --seed and --quiet)")
-    fitted = create(model, seed=seed, progress=not quiet, **params).fit(df, table_schema)
-    fitted.save(output)
-    console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained on {len(df):,} rows × {df.shape[1]} columns")
-    if getattr(fitted, "ledger_", None) is not None:
-        print_ledger(fitted.ledger_)
 
 
 def _private_model(model: str, epsilon: Optional[float], delta: Optional[float], params: dict[str, Any]) -> str:
@@ -214,23 +221,127 @@ def models() -> None:
         out.print(f"[bold]{entry.name:<12}[/bold] {entry.summary}")
 
 
+def _step_printer(quiet: bool) -> Any:
+    return (lambda name: None) if quiet else (lambda name: console.print(f"[dim]▸ {name}[/dim]"))
+
+
+def _release_summary(result: Any) -> None:
+    """The verdicts of a release, one line each, then where the files are."""
+    colours = {"pass": "green", "caution": "yellow", "fail": "red", "warning": "red", "info": "blue"}
+    for v in result.metrics["verdicts"]:
+        console.print(f"  [{colours.get(v['level'], 'white')}]{v['level']:<8}[/] {v['section']}: {escape(v['headline'])}")
+    names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in result.files.values())
+    console.print(f"[green]wrote[/green] {result.out_dir}/: {names} in {result.seconds:.0f} s")
+
+
+@app.command()
+def run(
+    data: Annotated[Path, typer.Argument(help="CSV or Parquet table of real records.")],
+    target: Annotated[Optional[str], typer.Option(help="Target (class) column: stratifies the split, conditions the model, scores utility.")] = None,
+    output: Annotated[Path, typer.Option("--out", "-o", help="Release directory.")] = Path("release"),
+    schema_path: Annotated[Optional[Path], typer.Option("--schema", help="Schema JSON (from `clinsynth schema`).")] = None,
+    model: Annotated[str, typer.Option(help="Registered model name (see `clinsynth models`).")] = "acgan",
+    epsilon: Annotated[Optional[float], typer.Option(help="Train with differential privacy at this ε (uses the model's dp- version).")] = None,
+    delta: Annotated[Optional[float], typer.Option(help="DP δ; default min(1e-5, 1/(10 n)), never above 1/n.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
+    select: Annotated[Optional[str], typer.Option(help="Epoch selection: 'last' or 'topK' (e.g. top5).")] = None,
+    param: Annotated[Optional[list[str]], typer.Option(help="Hyperparameter NAME=VALUE (repeatable).")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", "-n", help="Synthetic records to draw (default: as many as the training split).")] = None,
+    test_size: Annotated[float, typer.Option(help="Share of rows held out from training, for evaluation.")] = 0.2,
+    output_format: Annotated[str, typer.Option("--format", help="Synthetic table format: csv or parquet.")] = "csv",
+    seed: Annotated[int, typer.Option(help="Random seed (split, model, sampling, evaluation).")] = 0,
+    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+) -> None:
+    """The main job: split, fit, sample, evaluate and write a release (synthetic table, model, report, metrics, manifest)."""
+    from clinsynth.data.io import read_table
+    from clinsynth.pipeline import RunConfig, file_hash, run_release
+
+    params = parse_params(param)
+    if epochs is not None:
+        params["epochs"] = epochs
+    if select is not None:
+        params["select"] = select
+    if n is not None and n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
+    name = _private_model(model, epsilon, delta, params)
+    _check_params(name, params)
+    df = read_table(data)
+    table_schema = _load_schema(df, schema_path, target)
+    config = RunConfig(target=table_schema.target, model=name, epsilon=params.pop("epsilon", None),
+                       delta=params.pop("delta", None), params=params, test_size=test_size, n_synthetic=n,
+                       seed=seed, output_format=output_format)
+    source = {"name": data.name, "path": str(data), "file_sha256": file_hash(data)}
+    result = run_release(df, config, output, schema=table_schema, source=source, progress=not quiet,
+                         on_step=_step_printer(quiet))
+    _release_summary(result)
+
+
+@app.command()
+def evaluate(
+    real_train: Annotated[Path, typer.Option("--real-train", help="The real records the model was trained on.")],
+    real_test: Annotated[Path, typer.Option("--real-test", help="Real holdout records the model never saw.")],
+    synthetic: Annotated[Path, typer.Option("--synthetic", help="The synthetic table.")],
+    schema_path: Annotated[Optional[Path], typer.Option("--schema", help="Schema JSON; default: the model's, or inferred from the training table.")] = None,
+    model_dir: Annotated[Optional[Path], typer.Option("--model", help="Model bundle: its privacy ledger goes into the report.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Target column (when the schema is inferred).")] = None,
+    output: Annotated[Path, typer.Option("--out", "-o", help="metrics.json to write.")] = Path("metrics.json"),
+    report_path: Annotated[Optional[Path], typer.Option("--report", help="Also write the HTML report here.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+) -> None:
+    """Score a synthetic table against the real training and holdout tables: fidelity, utility, privacy attacks."""
+    from clinsynth.data.io import read_table
+    from clinsynth.evaluate.suite import evaluate as evaluate_tables
+    from clinsynth.models.registry import load
+    from clinsynth.pipeline import guarantee_of
+
+    fitted = load(model_dir) if model_dir is not None else None
+    train = read_table(real_train)
+    if schema_path is None and fitted is not None:
+        table_schema = fitted.schema_
+    else:
+        table_schema = _load_schema(train, schema_path, target)
+    result = evaluate_tables(train, read_table(real_test), read_table(synthetic), table_schema,
+                             guarantee=guarantee_of(fitted) if fitted is not None else None,
+                             model={"name": fitted.name, "params": fitted.get_params()} if fitted is not None else None,
+                             dataset=real_train.name, seed=seed, progress=_step_printer(quiet))
+    result.to_json(output)
+    written = [str(output)]
+    if report_path is not None:
+        result.to_html(report_path)
+        written.append(str(report_path))
+    for v in result.to_dict()["verdicts"]:
+        console.print(f"  {v['level']:<8} {v['section']}: {escape(v['headline'])}")
+    console.print(f"[green]wrote[/green] {', '.join(written)}")
+
+
+@app.command()
+def report(
+    metrics: Annotated[Path, typer.Argument(help="metrics.json from `clinsynth run` or `clinsynth evaluate`.")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
+) -> None:
+    """Render the self-contained HTML report from a metrics file."""
+    from clinsynth.data.io import read_json
+    from clinsynth.report.html import write_report
+
+    write_report(read_json(metrics, what="metrics file"), output)
+    console.print(f"[green]wrote[/green] {output}")
+
+
 @app.command()
 def demo(
     output: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("clinsynth-demo"),
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 150,
+    epochs: Annotated[int, typer.Option(help="Training epochs (non-DP).")] = 150,
+    epsilon: Annotated[Optional[float], typer.Option(help="Train the DP AC-GAN at this ε instead.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
-    """Train the AC-GAN on the bundled simulated trial and write synthetic data, model, metrics, plot."""
+    """`run` on the bundled simulated trial (target arm): synthetic data, model, report, metrics, manifest."""
     from clinsynth.pipeline import run_demo
 
-    result = run_demo(output, epochs=epochs, seed=seed, progress=not quiet)
-    util = result.metrics["utility"]["tstr_over_trtr_auroc"]
-    console.print(
-        f"[green]wrote[/green] {output}/: synthetic.csv, model/, metrics.json, trajectories.png in {result.seconds:.0f} s — "
-        f"TSTR/TRTR AUROC: logistic regression {util['logistic_regression']:.2f}, random forest {util['random_forest']:.2f}; "
-        f"SBP median within 5 mmHg at {result.metrics['sbp_visits_within_5mmHg']}/{result.metrics['sbp_visit_cells']} arm-visits"
-    )
+    result = run_demo(output, epochs=epochs, seed=seed, epsilon=epsilon, progress=not quiet, on_step=_step_printer(quiet))
+    _release_summary(result)
+    console.print(f"open {output / 'report.html'} in a browser")
 
 
 def main(argv: list[str] | None = None) -> int:

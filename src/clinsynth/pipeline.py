@@ -1,14 +1,14 @@
 """The end-to-end jobs the CLI exposes, as plain functions: the CLI only parses and prints.
 
-``run_demo`` is the first thing a newcomer runs: the AC-GAN of the SPRINT work on the bundled
-simulated trial, from holdout split to synthetic table, model bundle, utility metrics and the
-per-visit SBP figure.
+``run_release`` is the main job (``clinsynth run``): from one table to the five files of a
+release. ``run_demo`` is the same on the bundled simulated trial, the first thing a newcomer runs.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,51 +30,144 @@ def split_holdout(df: pd.DataFrame, target: str | None, test_size: float = 0.2,
     return train.reset_index(drop=True), test.reset_index(drop=True)
 
 
+def guarantee_of(model: Any) -> dict[str, Any]:
+    """What a fitted model promises, as the report states it: its ledger, or no guarantee."""
+    from clinsynth.evaluate.suite import no_guarantee
+
+    ledger = getattr(model, "ledger_", None)
+    if ledger is None:
+        return no_guarantee(model.name)
+    return {"differentially_private": True, "model": model.name, "epsilon": ledger.epsilon, "delta": ledger.delta,
+            "spent": ledger.spent(), "accountant": ledger.accountant, "charges": ledger.table()}
+
+
+def table_hash(df: pd.DataFrame) -> str:
+    """SHA-256 of a table's content as read (column names, then row hashes): the manifest's
+    proof of which input made a release, independent of file format."""
+    digest = hashlib.sha256("\x1f".join(map(str, df.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def file_hash(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 @dataclass
-class DemoResult:
+class RunConfig:
+    """Everything that decides a release, recorded in its manifest."""
+
+    target: str | None
+    model: str = "acgan"
+    epsilon: float | None = None
+    delta: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    test_size: float = 0.2
+    n_synthetic: int | None = None  # default: as many as the training split
+    seed: int = 0
+    output_format: str = "csv"
+    max_queries: int = 20_000
+
+
+@dataclass
+class RunResult:
     out_dir: Path
     files: dict[str, Path]
     metrics: dict[str, Any]
+    manifest: dict[str, Any]
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
+
+
+def run_release(df: pd.DataFrame, config: RunConfig, out_dir: str | Path, schema: Schema | None = None,
+                source: dict[str, Any] | None = None, progress: bool = True,
+                on_step: Any = None) -> RunResult:
+    """The main job: holdout split, fit, sample, evaluate, report, manifest.
+
+    The five files of a release are written atomically, the manifest last, so a directory with a
+    manifest is complete; an interrupted run leaves the earlier files whole. ``on_step(name)``
+    is told each step as it starts (the CLI prints it).
+    """
+    from clinsynth import __version__
+    from clinsynth.evaluate.suite import evaluate
+    from clinsynth.models.base import library_versions
+    from clinsynth.models.registry import create
+
+    if config.output_format not in ("csv", "parquet"):
+        raise ConfigError(f"output format must be csv or parquet, got {config.output_format!r}")
+    say = on_step or (lambda name: None)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def timed(name: str, fn: Any) -> Any:
+        say(name)
+        t = time.perf_counter()
+        result = fn()
+        timings[name] = round(time.perf_counter() - t, 2)
+        return result
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    schema = schema or Schema.infer(df, target=config.target)
+    schema.validate(df)
+    train, test = split_holdout(df, schema.target, config.test_size, seed=config.seed)
+    name = config.model
+    params = dict(config.params)
+    if config.epsilon is not None:
+        name = name if name.startswith("dp-") else f"dp-{name}"
+        params["epsilon"] = config.epsilon
+        if config.delta is not None:
+            params["delta"] = config.delta
+    model = create(name, seed=config.seed, progress=progress, **params)
+    timed("fit", lambda: model.fit(train, schema))
+    n = config.n_synthetic or len(train)
+    synthetic = timed("sample", lambda: model.sample(n, seed=config.seed))
+    files = {"synthetic": write_table(synthetic, out / f"synthetic.{config.output_format}"),
+             "model": model.save(out / "model")}
+    guarantee = timed("privacy ledger", lambda: guarantee_of(model))
+    evaluation = timed("evaluate", lambda: evaluate(train, test, synthetic, model.schema_, guarantee=guarantee,
+                                                    model={"name": model.name, "params": jsonable(model.get_params())},
+                                                    dataset=(source or {}).get("name", "table"), seed=config.seed,
+                                                    max_queries=config.max_queries, progress=on_step))
+    metrics = evaluation.to_dict()
+    files["metrics"] = out / "metrics.json"
+    write_text_atomic(files["metrics"], json.dumps(metrics, indent=1) + "\n")
+    files["report"] = timed("report", lambda: evaluation_report(metrics, out / "report.html"))
+    timings["total"] = round(time.perf_counter() - start, 2)
+    manifest = {
+        "clinsynth_version": __version__,
+        "created": metrics["created"],
+        "config": jsonable(asdict(config)),
+        "model": {"name": model.name, "params": jsonable(model.get_params())},
+        "input": {**(source or {}), "rows": len(df), "columns": int(df.shape[1]), "table_sha256": table_hash(df)},
+        "split": {"n_train": len(train), "n_test": len(test), "stratified_by": schema.target},
+        "seeds": {"split": config.seed, "model": config.seed, "sample": config.seed, "evaluation": config.seed},
+        "versions": library_versions(),
+        "device": str(getattr(model, "device_", "cpu")),
+        "timings_seconds": timings,
+        "files": {k: {"path": v.name, **({"sha256": file_hash(v)} if v.is_file() else {})} for k, v in files.items()},
+    }
+    files["manifest"] = out / "manifest.json"
+    write_text_atomic(files["manifest"], json.dumps(jsonable(manifest), indent=1) + "\n")
+    return RunResult(out, files, metrics, manifest, seconds=time.perf_counter() - start)
+
+
+def evaluation_report(metrics: dict[str, Any], path: str | Path) -> Path:
+    from clinsynth.report.html import write_report
+
+    return write_report(metrics, path)
 
 
 def run_demo(out_dir: str | Path = "clinsynth-demo", n: int = 6502, epochs: int = 150, seed: int = 0,
-             progress: bool = True) -> DemoResult:
-    """Simulate the trial, train the AC-GAN, sample, score and plot; write it all to ``out_dir``."""
+             epsilon: float | None = None, progress: bool = True, on_step: Any = None) -> RunResult:
+    """``run`` on the bundled simulated trial (target: arm), with the SPRINT AC-GAN."""
     from clinsynth.data.datasets import simulate_trial
-    from clinsynth.evaluate.longitudinal import group_by_name, median_gap
-    from clinsynth.evaluate.utility import tstr
-    from clinsynth.models.registry import create
-    from clinsynth.report.plots import trajectory_plot
 
-    start = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     df = simulate_trial(n=n, seed=seed)
-    train, test = split_holdout(df, "arm", seed=seed)
-    schema = Schema.infer(train, target="arm")
-    model = create("acgan", epochs=epochs, seed=seed, progress=progress).fit(train, schema)
-    synthetic = model.sample(len(train), seed=seed)
-
-    files = {
-        "synthetic": write_table(synthetic, out / "synthetic.csv"),
-        "model": model.save(out / "model"),
-    }
-    utility = tstr(train, test, synthetic, schema, seed=seed)
-    sbp = group_by_name(schema, "sbp")
-    gaps = median_gap(train, synthetic, sbp, by="arm")
-    files["trajectories"] = trajectory_plot(train, synthetic, sbp, "arm", out / "trajectories.png", unit="mmHg")
-    metrics = {
-        "dataset": {"name": "simulated SPRINT-structured trial", "n": n, "seed": seed,
-                    "n_train": len(train), "n_test": len(test), "n_synthetic": len(synthetic)},
-        "model": {"name": model.name, "params": model.get_params()},
-        "utility": utility.to_dict(),
-        "sbp_median_by_visit": gaps.to_dict(orient="records"),
-        "sbp_visits_within_5mmHg": int((gaps["gap"].abs() <= 5).sum()),
-        "sbp_visit_cells": len(gaps),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
-    files["metrics"] = out / "metrics.json"
-    write_text_atomic(files["metrics"], json.dumps(jsonable(metrics), indent=2) + "\n")
-    return DemoResult(out, files, metrics, seconds=time.perf_counter() - start)
+    params = {"epochs": epochs} if epsilon is None else {}
+    config = RunConfig(target="arm", epsilon=epsilon, params=params, seed=seed)
+    source = {"name": "simulated SPRINT-structured trial (clinsynth.data.datasets.simulate_trial)", "n": n, "seed": seed}
+    return run_release(df, config, out_dir, source=source, progress=progress, on_step=on_step)

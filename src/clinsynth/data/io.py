@@ -6,6 +6,7 @@ so each writer goes to a temporary file in the same directory and renames it int
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import tempfile
@@ -137,3 +138,14 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
         else:
             df.to_csv(tmp, index=False, sep="\t" if path.suffix.lower() == ".tsv" else ",")
     return path
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """A JSON document, or an ``InputError`` that names the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} '{path}' does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{what} '{path}' is not valid JSON: {e}") from None

@@ -6,7 +6,9 @@ Pairwise, the difference of association matrices — Pearson or Spearman between
 between categories — with its largest cells named. For binary columns, medGAN's
 dimension-wise probability: each column's prevalence, real against synthetic, and their
 correlation across columns. Overall, a detection score: the cross-validated AUROC of a classifier
-told to separate real from synthetic records (0.5 is ideal). Pure functions of frames.
+told to separate real from synthetic records (0.5 is ideal). For plots and the report, each
+column's histogram or level shares, and per-visit median/IQR of longitudinal measures by class.
+Pure functions of frames.
 """
 from __future__ import annotations
 
@@ -55,10 +57,22 @@ def column_scores(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -
     return out
 
 
+def _codes(s: pd.Series) -> tuple[np.ndarray, int]:
+    """Integer codes of a categorical series, missing as its own level, values compared as text."""
+    codes, levels = pd.factorize(s.astype(object).where(s.notna(), "<missing>").map(str), sort=True)
+    return codes, len(levels)
+
+
 def cramers_v(a: pd.Series, b: pd.Series) -> float:
     """Cramér's V of two categorical series (missing as a level), bias left uncorrected: 0–1."""
-    table = pd.crosstab(a.astype(object).where(a.notna(), "<missing>").map(str),
-                        b.astype(object).where(b.notna(), "<missing>").map(str)).to_numpy(dtype=float)
+    (ca, ka), (cb, kb) = _codes(a), _codes(b)
+    return _cramers_v_codes(ca, ka, cb, kb)
+
+
+def _cramers_v_codes(ca: np.ndarray, ka: int, cb: np.ndarray, kb: int) -> float:
+    # A bincount contingency table: pd.crosstab costs ~100x more, and a wide table has many pairs.
+    table = np.bincount(ca * kb + cb, minlength=ka * kb).reshape(ka, kb).astype(float)
+    table = table[table.sum(1) > 0][:, table.sum(0) > 0]
     n = table.sum()
     if n == 0 or min(table.shape) < 2:
         return 0.0
@@ -77,10 +91,11 @@ def association_matrix(df: pd.DataFrame, schema: Schema, method: str = "spearman
     if numeric:
         values = pd.DataFrame({c.name: numeric_values(df[c.name], c.kind) for c in numeric})
         out.loc[values.columns, values.columns] = values.corr(method=method).to_numpy()
+    codes = {c.name: _codes(df[c.name]) for c in discrete}
     for i, a in enumerate(discrete):
         out.loc[a.name, a.name] = 1.0
         for b in discrete[i + 1:]:
-            out.loc[a.name, b.name] = out.loc[b.name, a.name] = cramers_v(df[a.name], df[b.name])
+            out.loc[a.name, b.name] = out.loc[b.name, a.name] = _cramers_v_codes(*codes[a.name], *codes[b.name])
     return out
 
 
@@ -148,21 +163,105 @@ def detection_auroc(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema,
     return float(np.mean(scores))
 
 
+@dataclass(frozen=True)
+class Marginal:
+    """One column's distribution, real next to synthetic, ready to plot: shares per bin or level."""
+
+    column: str
+    kind: str
+    labels: list[str]  # bin ranges or category levels
+    real: list[float]  # shares of observed values (numbers) or of all rows (categories, missing a level)
+    synthetic: list[float]
+
+
+def marginals(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, bins: int = 20,
+              max_levels: int = 12) -> list[Marginal]:
+    """Histograms on the real data's 1st–99th percentile range (outer bins take the tails) and
+    category shares (the ``max_levels`` most common real levels, the rest pooled as "other")."""
+    out = []
+    for spec in schema.model_columns:
+        r, s = real[spec.name], synthetic[spec.name]
+        if spec.kind in NUMERIC_KINDS:
+            x, y = numeric_values(r, spec.kind), numeric_values(s, spec.kind)
+            x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+            if not x.size:
+                continue
+            lo, hi = np.percentile(x, [1, 99])
+            if hi <= lo:
+                lo, hi = float(x.min()) - 0.5, float(x.max()) + 0.5
+            edges = np.linspace(lo, hi, bins + 1)
+
+            def shares(v: np.ndarray) -> list[float]:
+                counts = np.bincount(np.clip(np.searchsorted(edges, v, side="right") - 1, 0, bins - 1), minlength=bins)
+                return (counts / max(v.size, 1)).tolist()
+
+            labels = [f"{a:.4g}–{b:.4g}" for a, b in zip(edges[:-1], edges[1:])]
+            out.append(Marginal(spec.name, spec.kind, labels, shares(x), shares(y)))
+        elif spec.kind in DISCRETE_KINDS:
+            p, q = _levels(r), _levels(s)
+            keep = list(p.index[:max_levels])
+            labels = keep + (["other"] if len(p) > max_levels or not set(q.index) <= set(keep) else [])
+            real_shares = [float(p.get(k, 0.0)) for k in keep]
+            synth_shares = [float(q.get(k, 0.0)) for k in keep]
+            if len(labels) > len(keep):
+                real_shares.append(max(0.0, 1.0 - sum(real_shares)))
+                synth_shares.append(max(0.0, 1.0 - sum(synth_shares)))
+            out.append(Marginal(spec.name, spec.kind, labels, real_shares, synth_shares))
+    return out
+
+
+@dataclass(frozen=True)
+class VisitSummary:
+    """Per-visit median, quartiles and observed share of one measure, by class: SPRINT's Fig. 2."""
+
+    group: str
+    by: str | None
+    rows: list[dict[str, Any]]  # class, visit, source (real/synthetic), median, q1, q3, observed
+
+
+def longitudinal_summaries(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> list[VisitSummary]:
+    """Every longitudinal group, by the target's classes when there is a target."""
+    from clinsynth.evaluate.longitudinal import per_visit_summary
+
+    out = []
+    for group in schema.longitudinal:
+        rows: list[dict[str, Any]] = []
+        for source, frame in (("real", real), ("synthetic", synthetic)):
+            table = per_visit_summary(frame, group, schema.target)
+            sizes = frame[schema.target].astype(str).value_counts() if schema.target else None
+            for rec in table.to_dict(orient="records"):
+                total = int(sizes.get(rec["class"], 0)) if sizes is not None else len(frame)
+                rows.append({"class": rec["class"], "visit": rec["visit"], "source": source,
+                             **{k: (None if pd.isna(rec[k]) else float(rec[k])) for k in ("median", "q1", "q3")},
+                             "observed": rec["n"] / total if total else 0.0})
+        out.append(VisitSummary(group.name, schema.target, rows))
+    return out
+
+
 @dataclass
 class FidelityResult:
     columns: list[ColumnScore]
     associations: AssociationDifference
     dimension_wise: DimensionWiseProbability
     detection_auroc: float
+    marginals: list[Marginal] = field(default_factory=list)
+    longitudinal: list[VisitSummary] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         assoc = {k: v for k, v in asdict(self.associations).items() if k != "difference"}
+        diff = self.associations.difference
+        if diff is not None:  # the heatmap's cells, every number the page draws
+            assoc["matrix"] = {"columns": [str(c) for c in diff.columns],
+                               "difference": [[None if pd.isna(v) else round(float(v), 4) for v in row] for row in diff.to_numpy()]}
         return {"columns": [asdict(c) for c in self.columns], "associations": assoc,
-                "dimension_wise_probability": asdict(self.dimension_wise), "detection_auroc": self.detection_auroc}
+                "dimension_wise_probability": asdict(self.dimension_wise), "detection_auroc": self.detection_auroc,
+                "marginals": [asdict(m) for m in self.marginals],
+                "longitudinal": [asdict(v) for v in self.longitudinal]}
 
 
 def fidelity(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, seed: int = 0) -> FidelityResult:
     """Every fidelity number for one real/synthetic pair."""
     return FidelityResult(column_scores(real, synthetic, schema), association_difference(real, synthetic, schema),
                           dimension_wise_probability(real, synthetic, schema),
-                          detection_auroc(real, synthetic, schema, seed=seed))
+                          detection_auroc(real, synthetic, schema, seed=seed),
+                          marginals(real, synthetic, schema), longitudinal_summaries(real, synthetic, schema))

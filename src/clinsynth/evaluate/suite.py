@@ -1,0 +1,108 @@
+"""One evaluation of a synthetic table: fidelity, utility and privacy attacks, with verdicts.
+
+``evaluate`` is the API behind ``clinsynth evaluate`` and the report: it takes frames (and,
+from the caller, what the model promised), never a model, and returns an :class:`Evaluation`
+whose ``to_dict()`` is ``metrics.json``: every number the report shows, and the report is
+drawn from it alone.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from clinsynth.data.io import jsonable, write_text_atomic
+from clinsynth.errors import InputError
+from clinsynth.evaluate.verdicts import verdicts
+from clinsynth.schema import Schema
+
+
+def no_guarantee(model: str | None = None) -> dict[str, Any]:
+    """The guarantee of a model trained without differential privacy: none."""
+    return {"differentially_private": False, "model": model}
+
+
+@dataclass
+class Evaluation:
+    """Result objects of one evaluation plus the context the report needs to read them."""
+
+    context: dict[str, Any]
+    fidelity: Any
+    utility: Any | None
+    privacy_attacks: Any
+    guarantee: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        metrics = {**self.context, "guarantee": self.guarantee, "fidelity": self.fidelity.to_dict(),
+                   "utility": self.utility.to_dict() if self.utility is not None else None,
+                   "privacy_attacks": self.privacy_attacks.to_dict(), "seconds": self.seconds}
+        metrics = jsonable(metrics)
+        metrics["verdicts"] = verdicts(metrics)
+        return metrics
+
+    def to_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        return path
+
+    def to_html(self, path: str | Path) -> Path:
+        from clinsynth.report.html import write_report
+
+        return write_report(self.to_dict(), path)
+
+
+def _check_columns(name: str, df: pd.DataFrame, schema: Schema) -> None:
+    missing = [c.name for c in schema.model_columns if c.name not in df.columns]
+    if missing:
+        raise InputError(f"{name} table lacks schema column(s) {', '.join(missing[:8])}"
+                         f"{' …' if len(missing) > 8 else ''}; is it the table the schema describes?")
+    if len(df) < 2:
+        raise InputError(f"{name} table has {len(df)} row(s); evaluation needs at least 2")
+
+
+def evaluate(real_train: pd.DataFrame, real_test: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema,
+             guarantee: dict[str, Any] | None = None, model: dict[str, Any] | None = None,
+             dataset: str = "table", seed: int = 0, max_queries: int = 20_000, progress: Any = None) -> Evaluation:
+    """Score ``synthetic`` against the records the model saw (``real_train``) and a holdout it
+    never saw (``real_test``). ``guarantee`` is what the model promises (see ``no_guarantee``);
+    ``progress(step)`` is called before each step, for a progress display."""
+    from clinsynth import __version__
+    from clinsynth.evaluate.fidelity import fidelity
+    from clinsynth.evaluate.privacy import privacy_attacks
+    from clinsynth.evaluate.utility import tstr
+
+    for name, df in (("real training", real_train), ("real holdout", real_test), ("synthetic", synthetic)):
+        _check_columns(name, df, schema)
+    context = {
+        "clinsynth_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "seed": seed,
+        "dataset": {"name": dataset, "n_train": len(real_train), "n_test": len(real_test), "n_synthetic": len(synthetic),
+                    "n_columns": len(schema.model_columns)},
+        "model": model,
+        "schema": {"target": schema.target,
+                   "longitudinal": [{"name": g.name, "columns": g.columns} for g in schema.longitudinal],
+                   "sensitive": [c.name for c in schema.columns if c.sensitive],
+                   "quasi_identifiers": [c.name for c in schema.columns if c.quasi_identifier]},
+    }
+    seconds: dict[str, float] = {}
+
+    def step(name: str, fn: Any) -> Any:
+        if progress is not None:
+            progress(name)
+        start = time.perf_counter()
+        result = fn()
+        seconds[name] = round(time.perf_counter() - start, 2)
+        return result
+
+    fid = step("fidelity", lambda: fidelity(real_train, synthetic, schema, seed=seed))
+    util = step("utility", lambda: tstr(real_train, real_test, synthetic, schema, seed=seed)) if schema.target else None
+    attacks = step("privacy attacks", lambda: privacy_attacks(real_train, real_test, synthetic, schema,
+                                                               max_queries=max_queries, seed=seed))
+    return Evaluation(context, fid, util, attacks, guarantee or no_guarantee((model or {}).get("name")), seconds)

@@ -1,0 +1,154 @@
+"""The report's figures, drawn from the numbers in ``metrics.json`` alone (never from records), so
+the page shows nothing its metrics file does not hold. Each function returns a PNG as a
+``data:`` URI, which the page embeds so it opens offline as one file."""
+from __future__ import annotations
+
+import base64
+import io
+import math
+from typing import Any
+
+import numpy as np
+
+REAL, SYNTHETIC = "#1f77b4", "#ff7f0e"
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)  # file-only backend: no display on servers
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _data_uri(fig: Any) -> str:
+    plt = _pyplot()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def marginals_figure(marginals: list[dict[str, Any]], scores: dict[str, float], max_panels: int = 24) -> str | None:
+    """Small multiples of real vs synthetic shares, the worst-scoring columns first."""
+    panels = sorted(marginals, key=lambda m: -scores.get(m["column"], 0.0))[:max_panels]
+    if not panels:
+        return None
+    plt = _pyplot()
+    cols = 4
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.3 * rows), squeeze=False)
+    for ax, m in zip(axes.flat, panels):
+        x = np.arange(len(m["labels"]))
+        if m["kind"] in ("binary", "categorical"):
+            ax.bar(x - 0.2, m["real"], 0.4, color=REAL, label="real")
+            ax.bar(x + 0.2, m["synthetic"], 0.4, color=SYNTHETIC, label="synthetic")
+            ax.set_xticks(x, [str(v)[:10] for v in m["labels"]], rotation=45, ha="right", fontsize=6)
+        else:
+            ax.step(x, m["real"], where="mid", color=REAL, label="real")
+            ax.step(x, m["synthetic"], where="mid", color=SYNTHETIC, linestyle="--", label="synthetic")
+            ends = (m["labels"][0].split("–")[0], m["labels"][-1].split("–")[-1])
+            ax.set_xticks([0, len(x) - 1], ends, fontsize=6)
+        score = scores.get(m["column"])
+        ax.set_title(f"{m['column']}" + (f"  ({score:.2f})" if score is not None else ""), fontsize=8)
+        ax.tick_params(axis="y", labelsize=6)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    fig.suptitle("marginals, worst first (KS or total variation in brackets)", fontsize=9)
+    fig.tight_layout()
+    return _data_uri(fig)
+
+
+def association_heatmap(matrix: dict[str, Any], max_columns: int = 40) -> str | None:
+    """Synthetic − real association, red where synthetic is stronger; the most changed columns kept."""
+    names = matrix.get("columns") or []
+    if len(names) < 2:
+        return None
+    diff = np.array([[np.nan if v is None else v for v in row] for row in matrix["difference"]], dtype=float)
+    if len(names) > max_columns:
+        keep = np.argsort(-np.nan_to_num(np.abs(diff)).max(axis=1))[:max_columns]
+        keep.sort()
+        diff, names = diff[np.ix_(keep, keep)], [names[i] for i in keep]
+    plt = _pyplot()
+    size = min(11.0, 2.5 + 0.22 * len(names))
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    image = ax.imshow(np.ma.masked_invalid(diff), cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(names)), names, fontsize=6)
+    fig.colorbar(image, ax=ax, shrink=0.7, label="synthetic − real")
+    ax.set_title("association difference (Spearman between numbers, Cramér's V between categories)", fontsize=8)
+    return _data_uri(fig)
+
+
+def dimension_wise_figure(dwp: dict[str, Any]) -> str | None:
+    """medGAN's scatter: each binary column's prevalence, real (x) vs synthetic (y)."""
+    if not dwp.get("columns"):
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
+    ax.scatter(dwp["real"], dwp["synthetic"], s=14, color=SYNTHETIC, edgecolor="black", linewidth=0.3)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("real prevalence")
+    ax.set_ylabel("synthetic prevalence")
+    corr = dwp.get("correlation")
+    ax.set_title("dimension-wise probability" + (f" (r = {corr:.3f})" if corr is not None and corr == corr else ""), fontsize=9)
+    ax.grid(alpha=0.3)
+    return _data_uri(fig)
+
+
+def trajectories_figure(summary: dict[str, Any]) -> str:
+    """Per-visit median (IQR shaded) by class, real solid, synthetic dashed: SPRINT's Fig. 2."""
+    plt = _pyplot()
+    rows = summary["rows"]
+    visits = list(dict.fromkeys(r["visit"] for r in rows))
+    classes = list(dict.fromkeys(r["class"] for r in rows))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, (ax, ax_obs) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [2, 1]})
+    x = np.arange(len(visits))
+    for i, cls in enumerate(classes):
+        colour = colours[i % len(colours)]
+        for source, style in (("real", "-"), ("synthetic", "--")):
+            part = {r["visit"]: r for r in rows if r["class"] == cls and r["source"] == source}
+            med = [part[v]["median"] if v in part and part[v]["median"] is not None else np.nan for v in visits]
+            obs = [part[v]["observed"] if v in part else np.nan for v in visits]
+            label = f"{summary['by']}={cls} {source}" if summary.get("by") else source
+            ax.plot(x, med, style, color=colour, marker="o" if source == "real" else None, label=label, markersize=3)
+            ax_obs.plot(x, obs, style, color=colour, label=label)
+            if source == "real":
+                q1 = [part[v]["q1"] if v in part and part[v]["q1"] is not None else np.nan for v in visits]
+                q3 = [part[v]["q3"] if v in part and part[v]["q3"] is not None else np.nan for v in visits]
+                ax.fill_between(x, q1, q3, color=colour, alpha=0.12)
+    for a in (ax, ax_obs):
+        a.set_xticks(x, visits, fontsize=7, rotation=45)
+        a.grid(alpha=0.3)
+    ax.set_title(f"{summary['group']}: median by visit (real IQR shaded)", fontsize=9)
+    ax_obs.set_title("share still observed (dropout)", fontsize=9)
+    ax_obs.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return _data_uri(fig)
+
+
+def roc_figure(curves: list[dict[str, Any]]) -> str | None:
+    """ROC curves on the real holdout: trained on real (solid) and on synthetic (dashed)."""
+    if not curves:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = list(dict.fromkeys(c["classifier"] for c in curves))
+    for c in curves:
+        style = "-" if c["trained_on"] == "real" else "--"
+        ax.plot(c["fpr"], c["tpr"], style, color=colours[names.index(c["classifier"]) % len(colours)],
+                label=f"{c['classifier'].replace('_', ' ')}, {c['trained_on']}", linewidth=1.2)
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.6)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC on the real holdout", fontsize=9)
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    return _data_uri(fig)

@@ -1,0 +1,76 @@
+"""The release report: one self-contained HTML page rendered from the metrics dictionary.
+
+The page is drawn from ``metrics.json`` alone (Jinja2 template, figures embedded as ``data:``
+URIs, no script, no network), so ``clinsynth report metrics.json`` rebuilds it anywhere and every
+number the page shows is in the metrics file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from clinsynth.data.io import write_text_atomic
+from clinsynth.errors import InputError
+from clinsynth.report import figures
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    """Numbers as the page prints them: fixed significant digits, '–' for missing."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _ci(pair: Any, digits: int = 3) -> str:
+    if not pair or any(v is None for v in pair):
+        return ""
+    return f"[{_fmt(float(pair[0]), digits)}, {_fmt(float(pair[1]), digits)}]"
+
+
+def build_figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Every figure of the page from the numbers in ``metrics``."""
+    fidelity = metrics.get("fidelity") or {}
+    scores = {c["column"]: c["value"] for c in fidelity.get("columns", [])}
+    longitudinal_columns = {c for g in metrics.get("schema", {}).get("longitudinal", []) for c in g.get("columns", [])}
+    marginal_panels = [m for m in fidelity.get("marginals", []) if m["column"] not in longitudinal_columns]
+    utility = metrics.get("utility") or {}
+    return {
+        "marginals": figures.marginals_figure(marginal_panels, scores),
+        "associations": figures.association_heatmap((fidelity.get("associations") or {}).get("matrix") or {}),
+        "dimension_wise": figures.dimension_wise_figure(fidelity.get("dimension_wise_probability") or {}),
+        "trajectories": [(s["group"], figures.trajectories_figure(s)) for s in fidelity.get("longitudinal", [])],
+        "roc": figures.roc_figure(utility.get("curves") or []),
+    }
+
+
+REQUIRED = ("clinsynth_version", "created", "dataset", "schema", "guarantee", "fidelity", "utility",
+            "privacy_attacks", "verdicts")
+
+
+def render(metrics: dict[str, Any]) -> str:
+    """The page as a string; refuses a dictionary that is not clinsynth's metrics."""
+    missing = [k for k in REQUIRED if k not in metrics] if isinstance(metrics, dict) else list(REQUIRED)
+    if missing:
+        raise InputError(f"not a clinsynth metrics file: it lacks {', '.join(missing)} "
+                         "(write one with `clinsynth run` or `clinsynth evaluate`)")
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("clinsynth.report", "templates"), autoescape=select_autoescape(["html", "j2"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["fmt"] = _fmt
+    env.filters["ci"] = _ci
+    return env.get_template("report.html.j2").render(m=metrics, fig=build_figures(metrics))
+
+
+def write_report(metrics: dict[str, Any], path: str | Path) -> Path:
+    """Render and write atomically (a half-written page never replaces a good one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, render(metrics))
+    return path
