@@ -123,21 +123,28 @@ def fit(
     from clinsynth.data.io import read_table
     from clinsynth.models.registry import create
 
-    params = parse_params(param)
-    if epochs is not None:
-        params["epochs"] = epochs
-    if select is not None:
-        params["select"] = select
-    model = _private_model(model, epsilon, delta, params)
+    model, params = _model_and_params(model, param, epochs, select, epsilon, delta)
     df = read_table(data)
     table_schema = _load_schema(df, schema_path, target)
     table_schema.validate(df)
-    _check_params(model, params)
     fitted = create(model, seed=seed, progress=not quiet, **params).fit(df, table_schema)
     fitted.save(output)
     console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained on {len(df):,} rows × {df.shape[1]} columns")
     if getattr(fitted, "ledger_", None) is not None:
         print_ledger(fitted.ledger_)
+
+
+def _model_and_params(model: str, param: Optional[list[str]], epochs: Optional[int], select: Optional[str],
+                      epsilon: Optional[float], delta: Optional[float]) -> tuple[str, dict[str, Any]]:
+    """The registry name (the dp- version with ``--epsilon``) and its checked hyperparameters."""
+    params = parse_params(param)
+    if epochs is not None:
+        params["epochs"] = epochs
+    if select is not None:
+        params["select"] = select
+    name = _private_model(model, epsilon, delta, params)
+    _check_params(name, params)
+    return name, params
 
 
 def _check_params(model: str, params: dict[str, Any]) -> None:
@@ -256,15 +263,9 @@ def run(
     from clinsynth.data.io import read_table
     from clinsynth.pipeline import RunConfig, file_hash, run_release
 
-    params = parse_params(param)
-    if epochs is not None:
-        params["epochs"] = epochs
-    if select is not None:
-        params["select"] = select
     if n is not None and n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
-    name = _private_model(model, epsilon, delta, params)
-    _check_params(name, params)
+    name, params = _model_and_params(model, param, epochs, select, epsilon, delta)
     df = read_table(data)
     table_schema = _load_schema(df, schema_path, target)
     config = RunConfig(target=table_schema.target, model=name, epsilon=params.pop("epsilon", None),
