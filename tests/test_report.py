@@ -170,3 +170,16 @@ def test_report_command_refuses_a_file_that_is_not_metrics(tmp_path, capsys):
     bad.write_text('{"dataset": {}}')
     assert main(["report", str(bad), "--out", str(tmp_path / "r.html")]) == 1
     assert "not a clinsynth metrics file: it lacks clinsynth_version" in capsys.readouterr().err
+
+
+def test_run_refuses_bad_options_before_training(tmp_path, capsys):
+    data = tmp_path / "trial.csv"
+    write_table(simulate_trial(n=200, seed=1), data)
+    (tmp_path / "taken").write_text("a file")
+    assert main(["run", str(data), "--target", "arm", "--out", str(tmp_path / "taken"), "--quiet"]) == 1
+    assert "is a file" in capsys.readouterr().err
+    assert main(["run", str(data), "--target", "arm", "--format", "xlsx", "--out", str(tmp_path / "r"), "--quiet"]) == 1
+    assert "csv or parquet" in capsys.readouterr().err
+    assert main(["run", str(data), "--target", "arm", "--param", "wings=2", "--out", str(tmp_path / "r"), "--quiet"]) == 1
+    assert "has no hyperparameter wings" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "model").exists()

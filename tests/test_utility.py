@@ -13,9 +13,11 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.preprocessing import label_binarize
 
 from clinsynth.data.datasets import simulate_trial
-from clinsynth.evaluate.utility import (CLASSIFIERS, METRICS, REPORT_CLASSIFIERS, as_features, auprc_of, auroc_of,
-                                        bootstrap_counts, feature_pipeline, permutation_importances, thin_curve, tstr,
-                                        weighted_auroc, weighted_average_precision)
+from clinsynth.evaluate.bootstrap import bootstrap_counts, weighted_auroc, weighted_average_precision
+from clinsynth.evaluate.importance import permutation_importances
+from clinsynth.evaluate.metrics import auprc_of, auroc_of
+from clinsynth.evaluate.utility import (CLASSIFIERS, METRICS, REPORT_CLASSIFIERS, as_features, feature_pipeline, thin_curve,
+                                        tstr)
 from clinsynth.pipeline import split_holdout
 from clinsynth.schema import Schema
 

@@ -110,6 +110,8 @@ def run_release(df: pd.DataFrame, config: RunConfig, out_dir: str | Path, schema
         return result
 
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out '{out}' is a file; a release is a directory of five files")
     out.mkdir(parents=True, exist_ok=True)
     schema = schema or Schema.infer(df, target=config.target)
     schema.validate(df)

@@ -13,22 +13,24 @@ importance vectors. For a binary target, the ROC curve of each model, thinned fo
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import accuracy_score, roc_curve
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from clinsynth.errors import SchemaError
+from clinsynth.evaluate.bootstrap import Interval, _bootstrap_chunks, _interval, _metric_draws
+from clinsynth.evaluate.encoders import _Codes, _Numbers
+from clinsynth.evaluate.importance import ImportanceAgreement, importance_agreement, permutation_importances
+from clinsynth.evaluate.metrics import auprc_of, auroc_of, class_scores
 from clinsynth.schema import Schema
 
 CLASSIFIERS = ("logistic_regression", "random_forest")  # the fast pair epoch selection loops over
@@ -39,59 +41,6 @@ METRICS = ("auroc", "auprc", "accuracy")
 # and the forest has half the trees: AUROC barely moves, the fit is ~5x cheaper at 100,000 rows.
 FOREST_ROW_CAP = 20_000
 CURVE_POINTS = 101
-
-
-def _as_float(X: Any) -> np.ndarray:
-    if isinstance(X, pd.DataFrame):
-        try:
-            return np.array(X.to_numpy(dtype=float, na_value=np.nan))
-        except (TypeError, ValueError):
-            return np.array(X.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float, na_value=np.nan))
-    return np.array(X, dtype=float)
-
-
-class _Numbers(TransformerMixin, BaseEstimator):
-    """Numbers as a float matrix, missing (NaN, None, pd.NA) as NaN, which gradient boosting splits
-    on natively. A column with no value at all in training becomes 0 (it carries nothing, and
-    sklearn's binning cannot take an all-missing feature)."""
-
-    def fit(self, X: Any, y: Any = None) -> _Numbers:
-        Z = _as_float(X)
-        self.empty_ = np.isnan(Z).all(0) if len(Z) else np.ones(Z.shape[1], dtype=bool)
-        self.n_features_in_ = Z.shape[1]
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object) if isinstance(X, pd.DataFrame) else None
-        return self
-
-    def transform(self, X: Any) -> np.ndarray:
-        Z = _as_float(X)
-        Z[:, self.empty_] = 0.0
-        return Z
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        if input_features is None:
-            input_features = self.feature_names_in_ if self.feature_names_in_ is not None else \
-                [f"x{i}" for i in range(self.n_features_in_)]
-        return np.asarray(input_features, dtype=object)
-
-
-class _Codes(TransformerMixin, BaseEstimator):
-    """Categories as codes for native categorical splits, missing and unseen as NaN. A column of
-    more than 255 levels keeps its 254 most frequent and pools the rest (the splitter's limit);
-    the pooling is only switched on when some column needs it, as finding rare levels is slow."""
-
-    def fit(self, X: Any, y: Any = None) -> _Codes:
-        frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
-        wide = bool(len(frame.columns)) and int(frame.nunique().max()) > 255
-        self.encoder_ = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan,
-                                       max_categories=255 if wide else None).fit(X)
-        self.n_features_in_ = self.encoder_.n_features_in_
-        return self
-
-    def transform(self, X: Any) -> np.ndarray:
-        return self.encoder_.transform(X)
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        return self.encoder_.get_feature_names_out(input_features)
 
 
 def feature_pipeline(schema: Schema, classifier: str, seed: int = 0, n_rows: int | None = None) -> Pipeline:
@@ -150,8 +99,6 @@ def as_features(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
 
 # -- result types ---------------------------------------------------------------------------------
 
-Interval = tuple[float, float]
-
 
 @dataclass(frozen=True)
 class Score:
@@ -165,30 +112,6 @@ class Score:
     auroc_ci: Interval | None = None
     auprc_ci: Interval | None = None
     accuracy_ci: Interval | None = None
-
-
-@dataclass(frozen=True)
-class ImportanceAgreement:
-    """Do the models trained on real and on synthetic records rely on the same columns?
-
-    Importances are permutation importances per original column (the mean drop in holdout AUROC
-    when the column is shuffled), ``spearman`` their rank correlation (NaN when either model
-    ignores every column, e.g. one trained on a one-class table). The top lists hold at most
-    ``top`` columns with a positive importance, largest first.
-    """
-
-    classifier: str
-    spearman: float
-    top_real: tuple[str, ...]
-    top_synthetic: tuple[str, ...]
-    real: dict[str, float]
-    synthetic: dict[str, float]
-    n_rows: int
-    n_repeats: int
-
-    @property
-    def top_overlap(self) -> int:
-        return len(set(self.top_real) & set(self.top_synthetic))
 
 
 @dataclass(frozen=True)
@@ -272,254 +195,6 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
-
-
-# -- point metrics ------------------------------------------------------------------------------
-
-
-def class_scores(proba: np.ndarray, classes: np.ndarray, all_classes: list[str]) -> np.ndarray:
-    """Scores in ``all_classes`` order, what every metric here ranks by; a class the classifier
-    never saw gets 0 (and one it saw but the schema lacks is dropped). Two classes: the raw
-    probabilities, as ``auroc_of`` uses them; beyond two, rows renormalised to sum to 1."""
-    full = np.zeros((proba.shape[0], len(all_classes)))
-    for j, c in enumerate(classes):
-        if c in all_classes:
-            full[:, all_classes.index(c)] = proba[:, j]
-    if len(all_classes) == 2:
-        return full
-    return full / np.clip(full.sum(1, keepdims=True), 1e-12, None)
-
-
-def auroc_of(y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray, all_classes: list[str]) -> float:
-    """AUROC of a classifier's probabilities (one-vs-rest beyond two classes); a class the
-    classifier never saw in training gets probability 0, so a one-class synthetic table scores fairly.
-    Beyond two classes, classes absent from ``y_true`` are left out of the macro average."""
-    if len(all_classes) == 2:
-        positive = all_classes[1]
-        col = list(classes).index(positive) if positive in classes else None
-        score = proba[:, col] if col is not None else np.zeros(len(y_true))
-        return float(roc_auc_score(y_true == positive, score))
-    full = class_scores(proba, classes, all_classes)
-    present = [c for c in all_classes if c in set(y_true)]
-    if len(present) == len(all_classes):
-        return float(roc_auc_score(y_true, full, multi_class="ovr", labels=all_classes))
-    per_class = [roc_auc_score(y_true == c, full[:, all_classes.index(c)]) for c in present]
-    return float(np.mean(per_class)) if len(present) >= 2 else math.nan
-
-
-def auprc_of(y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray, all_classes: list[str]) -> float:
-    """Average precision: of the positive class (the second label) for two classes, the macro
-    one-vs-rest mean over the classes present in ``y_true`` beyond; unseen classes get probability 0."""
-    full = class_scores(proba, classes, all_classes)
-    if len(all_classes) == 2:
-        return float(average_precision_score(y_true == all_classes[1], full[:, 1]))
-    present = [c for c in all_classes if c in set(y_true)]
-    if len(present) < 2:
-        return math.nan
-    return float(np.mean([average_precision_score(y_true == c, full[:, all_classes.index(c)]) for c in present]))
-
-
-# -- bootstrap: the same metrics on many resamples at once, as weights ----------------------------
-# A resample with replacement is the holdout with integer weights (how often each row was drawn);
-# AUROC, average precision and accuracy of a weighted sample equal those of the repeated rows.
-
-
-def bootstrap_counts(n: int, n_resamples: int, seed: int | np.random.Generator = 0) -> np.ndarray:
-    """``(n_resamples, n)`` draw counts: row i of resample b was drawn ``counts[b, i]`` times."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_resamples, n))
-    flat = (idx + (np.arange(n_resamples) * n)[:, None]).ravel()
-    return np.bincount(flat, minlength=n_resamples * n).reshape(n_resamples, n).astype(np.float64)
-
-
-def _bootstrap_chunks(y: np.ndarray, n_resamples: int, seed: int, cells: int = 2_500_000):
-    """``bootstrap_counts`` in blocks of resamples (memory stays near ``cells`` numbers whatever the
-    holdout size), without the resamples that hold a single class of ``y``."""
-    rng = np.random.default_rng(seed)
-    per_block = max(1, min(n_resamples, cells // max(len(y), 1)))
-    classes = np.unique(y)
-    for start in range(0, n_resamples, per_block):
-        counts = bootstrap_counts(len(y), min(per_block, n_resamples - start), rng)
-        present = np.vstack([counts[:, y == c].sum(1) > 0 for c in classes])
-        yield counts[present.sum(0) >= 2]
-
-
-def _grouped(score: np.ndarray, positive: np.ndarray, weights: np.ndarray, descending: bool):
-    """Positive and negative weight per distinct score value, in score order: (B, groups) each."""
-    order = np.argsort(-score if descending else score, kind="mergesort")
-    s = score[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    w = weights[:, order]
-    pos = positive[order]
-    return np.add.reduceat(w * pos, starts, axis=1), np.add.reduceat(w * ~pos, starts, axis=1)
-
-
-def weighted_auroc(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Binary AUROC (ties count half) for each row of ``weights``; NaN where a class has no weight."""
-    weights = np.atleast_2d(weights)
-    pos_w, neg_w = _grouped(score, positive.astype(bool), weights, descending=False)
-    below = np.cumsum(neg_w, axis=1) - neg_w
-    w1, w0 = pos_w.sum(1), neg_w.sum(1)
-    ok = (w1 > 0) & (w0 > 0)
-    num = (pos_w * (below + 0.5 * neg_w)).sum(1)
-    return np.where(ok, num / np.where(ok, w1 * w0, 1.0), np.nan)
-
-
-def weighted_average_precision(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Average precision (sklearn's step-wise sum, no interpolation) for each row of ``weights``."""
-    weights = np.atleast_2d(weights)
-    pos_w, neg_w = _grouped(score, positive.astype(bool), weights, descending=True)
-    tp, fp = np.cumsum(pos_w, axis=1), np.cumsum(neg_w, axis=1)
-    precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
-    w1, w0 = pos_w.sum(1), neg_w.sum(1)
-    ok = (w1 > 0) & (w0 > 0)
-    return np.where(ok, (pos_w * precision).sum(1) / np.where(ok, w1, 1.0), np.nan)
-
-
-def _metric_draws(metric: str, y: np.ndarray, full: np.ndarray, correct: np.ndarray, labels: list[str],
-                  weights: np.ndarray) -> np.ndarray:
-    """One metric on each weighted resample: binary on the positive class, else the macro mean over
-    the classes present (with both members and non-members) in that resample."""
-    if metric == "accuracy":
-        return weights @ correct.astype(float) / weights.sum(1)
-    fn = weighted_auroc if metric == "auroc" else weighted_average_precision
-    if len(labels) == 2:
-        return fn(y == labels[1], full[:, 1], weights)
-    per_class = np.vstack([fn(y == c, full[:, j], weights) for j, c in enumerate(labels)])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no class is scorable
-        return np.nanmean(per_class, axis=0)
-
-
-def _interval(draws: np.ndarray, level: float) -> Interval | None:
-    draws = draws[np.isfinite(draws)]
-    if draws.size < 10:
-        return None
-    lo, hi = np.percentile(draws, [50 * (1 - level), 50 * (1 + level)])
-    return (float(lo), float(hi))
-
-
-# -- importance ---------------------------------------------------------------------------------
-
-
-def _quick_auroc(y: np.ndarray, proba: np.ndarray, classes: np.ndarray, labels: list[str]) -> float:
-    """``auroc_of`` without sklearn's input checks (equal up to rounding), for the many scorings of
-    permutation importance."""
-    full = class_scores(proba, classes, labels)
-    ones = np.ones((1, len(y)))
-    if len(labels) == 2:
-        return float(weighted_auroc(y == labels[1], full[:, 1], ones)[0])
-    per_class = [weighted_auroc(y == c, full[:, j], ones)[0] for j, c in enumerate(labels) if (y == c).any()]
-    return float(np.mean(per_class)) if len(per_class) >= 2 else math.nan
-
-
-def _column_owners(prep: ColumnTransformer, n_columns: int, columns: list[str]) -> list[int] | None:
-    """For each output feature of a fitted ``ColumnTransformer`` the input column it comes from,
-    following the steps ``feature_pipeline`` uses; None if some step is not understood."""
-    owners: list[int] = []
-    position = {c: i for i, c in enumerate(columns)}
-    for _, trans, cols in prep.transformers_:
-        if isinstance(trans, str) and trans == "drop" or len(cols) == 0:
-            continue
-        current = [position[columns[c]] if isinstance(c, (int, np.integer)) else position[c] for c in cols]
-        steps = [s for _, s in trans.steps] if isinstance(trans, Pipeline) else [trans]
-        for step in steps:
-            if isinstance(step, str) and step == "passthrough":
-                continue
-            if isinstance(step, (StandardScaler, OrdinalEncoder, _Numbers, _Codes)):
-                continue  # one output per input (an ordinal code may stand for a group of rare categories)
-            if isinstance(step, SimpleImputer):
-                if not step.keep_empty_features:
-                    return None
-                indicator = getattr(step, "indicator_", None)
-                current = current + ([current[k] for k in indicator.features_] if indicator is not None else [])
-            elif isinstance(step, OneHotEncoder):
-                if step.drop_idx_ is not None or getattr(step, "_infrequent_enabled", False):
-                    return None
-                current = [owner for owner, cats in zip(current, step.categories_) for _ in range(len(cats))]
-            else:
-                return None
-        owners.extend(current)
-    return owners if len(owners) == n_columns else None
-
-
-def _sklearn_permutations(n: int, n_repeats: int, seed: int) -> list[np.ndarray]:
-    """The row orders ``sklearn.inspection.permutation_importance(random_state=seed)`` applies to
-    every column: one seed for all columns, each repeat shuffling the previous repeat's order."""
-    random_seed = np.random.RandomState(seed).randint(np.iinfo(np.int32).max + 1)
-    rs = np.random.RandomState(random_seed)
-    shuffle, current, out = np.arange(n), np.arange(n), []
-    for _ in range(n_repeats):
-        rs.shuffle(shuffle)
-        current = current[shuffle]
-        out.append(current.copy())
-    return out
-
-
-def permutation_importances(pipe: Pipeline, X: pd.DataFrame, y: np.ndarray, labels: list[str], n_repeats: int = 3,
-                            seed: int = 0, chunk_rows: int = 40_000) -> np.ndarray:
-    """Mean drop in AUROC when each column of the raw frame ``X`` is shuffled (one value per column).
-
-    The same numbers as ``sklearn.inspection.permutation_importance(pipe, X, y, scoring=<auroc_of>,
-    n_repeats, random_state=seed).importances_mean``, computed faster: every preprocessing step is
-    column-wise, so shuffling a raw column equals shuffling the features made from it. ``X`` is
-    transformed once and the permuted copies are scored in a few large predictions.
-    """
-    prep, model = pipe.named_steps["prep"], pipe.named_steps["model"]
-
-    def scorer(est: Any, X_: Any, y_: np.ndarray) -> float:
-        return auroc_of(y_, est.predict_proba(X_), est.classes_, labels)
-
-    Z = prep.transform(X)
-    owners = _column_owners(prep, Z.shape[1], list(X.columns))
-    if owners is None or Z.shape[1] * len(X) > 50_000_000:
-        from sklearn.inspection import permutation_importance
-
-        return permutation_importance(pipe, X, y, scoring=scorer, n_repeats=n_repeats,
-                                      random_state=seed).importances_mean
-    Z = Z.toarray() if hasattr(Z, "toarray") else np.asarray(Z)
-    owners_arr = np.asarray(owners)
-    baseline = _quick_auroc(y, model.predict_proba(Z), model.classes_, labels)
-    perms = _sklearn_permutations(len(X), n_repeats, seed)
-    importances = np.zeros(X.shape[1])
-    todo = [j for j in range(X.shape[1]) if (owners_arr == j).any()]
-    per_chunk = max(1, chunk_rows // (len(X) * n_repeats))
-    for start in range(0, len(todo), per_chunk):
-        block = todo[start:start + per_chunk]
-        copies = []
-        for j in block:
-            feats = np.flatnonzero(owners_arr == j)
-            for perm in perms:
-                Zp = Z.copy()
-                Zp[:, feats] = Z[perm][:, feats]
-                copies.append(Zp)
-        proba = model.predict_proba(np.vstack(copies))
-        for k, j in enumerate(block):
-            drops = []
-            for r in range(n_repeats):
-                rows = slice((k * n_repeats + r) * len(X), (k * n_repeats + r + 1) * len(X))
-                drops.append(baseline - _quick_auroc(y, proba[rows], model.classes_, labels))
-            importances[j] = float(np.mean(drops))
-    return importances
-
-
-def _top(values: dict[str, float], k: int) -> tuple[str, ...]:
-    ranked = sorted(((v, -i, c) for i, (c, v) in enumerate(values.items()) if v > 0), reverse=True)
-    return tuple(c for _, _, c in ranked[:k])
-
-
-def importance_agreement(classifier: str, real: np.ndarray, synthetic: np.ndarray | None, columns: list[str],
-                         n_rows: int, n_repeats: int, top: int = 5) -> ImportanceAgreement:
-    """Spearman correlation of two importance vectors, and each one's top columns."""
-    from scipy.stats import spearmanr
-
-    real_d = {c: float(v) for c, v in zip(columns, real)}
-    synth_d = {c: float(v) for c, v in zip(columns, synthetic)} if synthetic is not None else {c: 0.0 for c in columns}
-    a, b = np.asarray(list(real_d.values())), np.asarray(list(synth_d.values()))
-    rho = math.nan
-    if len(columns) >= 2 and np.ptp(a) > 0 and np.ptp(b) > 0:
-        rho = float(spearmanr(a, b).statistic)
-    return ImportanceAgreement(classifier, rho, _top(real_d, top), _top(synth_d, top), real_d, synth_d, n_rows, n_repeats)
 
 
 # -- curves -------------------------------------------------------------------------------------
