@@ -235,3 +235,15 @@ def test_unknown_suffix(tmp_path):
     (tmp_path / "data.xlsx").write_bytes(b"PK\x03\x04" + os.urandom(64))
     msg = _error(tmp_path / "data.xlsx")
     assert "unknown table format '.xlsx'" in msg and "use .csv or .parquet" in msg
+
+
+def test_atomic_writes_get_a_normal_file_mode(frame, tmp_path):
+    """mkstemp's 0600 must not leak into the release: a shared synthetic.csv gets the umask's mode."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = write_table(frame, tmp_path / "shared.csv")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
