@@ -83,12 +83,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from clinsynth.data.ehr_simulator import simulate_ehr  # the simulated EHR code extract lives in its own module
+
 __all__ = [
     "VISITS",
     "VISIT_MONTHS",
     "DatasetInfo",
     "DATASETS",
     "simulate_trial",
+    "simulate_ehr",
     "load_breast_cancer",
     "load_dataset",
 ]
