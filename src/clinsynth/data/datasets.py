@@ -83,8 +83,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from clinsynth.data.ehr_simulator import simulate_ehr  # the simulated EHR code extract lives in its own module
-
 __all__ = [
     "VISITS",
     "VISIT_MONTHS",
@@ -385,6 +383,15 @@ DATASETS: dict[str, DatasetInfo] = {
         description="Real Wisconsin diagnostic breast cancer table from scikit-learn (569 rows).",
     ),
 }
+
+
+def __getattr__(name: str) -> Callable:
+    """``simulate_ehr`` lives in ``ehr_simulator`` (it needs scipy.sparse); served lazily from here."""
+    if name == "simulate_ehr":
+        from clinsynth.data.ehr_simulator import simulate_ehr
+
+        return simulate_ehr
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_dataset(name: str) -> pd.DataFrame:
