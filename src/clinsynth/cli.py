@@ -137,12 +137,14 @@ def fit(
 def _model_and_params(model: str, param: Optional[list[str]], epochs: Optional[int], select: Optional[str],
                       epsilon: Optional[float], delta: Optional[float]) -> tuple[str, dict[str, Any]]:
     """The registry name (the dp- version with ``--epsilon``) and its checked hyperparameters."""
+    from clinsynth.models.registry import private_model
+
     params = parse_params(param)
     if epochs is not None:
         params["epochs"] = epochs
     if select is not None:
         params["select"] = select
-    name = _private_model(model, epsilon, delta, params)
+    name = private_model(model, epsilon, delta, params)
     _check_params(name, params)
     return name, params
 
@@ -157,26 +159,6 @@ def _check_params(model: str, params: dict[str, Any]) -> None:
         if unknown:
             raise ConfigError(f"--param: model '{model}' has no hyperparameter {', '.join(unknown)} "
                               f"(it takes {', '.join(allowed)}; seed and progress are --seed and --quiet)")
-
-
-def _private_model(model: str, epsilon: Optional[float], delta: Optional[float], params: dict[str, Any]) -> str:
-    """With ``--epsilon``, the DP version of ``model`` and the budget in ``params``."""
-    from clinsynth.models.registry import REGISTRY
-
-    if epsilon is None:
-        if delta is not None:
-            raise ConfigError("--delta needs --epsilon (the privacy budget)")
-        if model.startswith("dp-"):
-            raise ConfigError(f"model '{model}' is differentially private: give its budget with --epsilon (e.g. --epsilon 1)")
-        return model
-    private = model if model.startswith("dp-") else f"dp-{model}"
-    if private not in REGISTRY:
-        raise ConfigError(f"model '{model}' has no differentially private version; "
-                          f"DP models: {', '.join(n for n in REGISTRY if n.startswith('dp-'))}")
-    params["epsilon"] = epsilon
-    if delta is not None:
-        params["delta"] = delta
-    return private
 
 
 def print_ledger(ledger: Any) -> None:
@@ -268,9 +250,9 @@ def run(
     name, params = _model_and_params(model, param, epochs, select, epsilon, delta)
     df = read_table(data)
     table_schema = _load_schema(df, schema_path, target)
-    config = RunConfig(target=table_schema.target, model=name, epsilon=params.pop("epsilon", None),
-                       delta=params.pop("delta", None), params=params, test_size=test_size, n_synthetic=n,
-                       seed=seed, output_format=output_format)
+    params = {k: v for k, v in params.items() if k not in ("epsilon", "delta")}  # the config holds the budget
+    config = RunConfig(target=table_schema.target, model=name, epsilon=epsilon, delta=delta, params=params,
+                       test_size=test_size, n_synthetic=n, seed=seed, output_format=output_format)
     source = {"name": data.name, "path": str(data), "file_sha256": file_hash(data)}
     result = run_release(df, config, output, schema=table_schema, source=source, progress=not quiet,
                          on_step=_step_printer(quiet))

@@ -94,7 +94,8 @@ def run_release(df: pd.DataFrame, config: RunConfig, out_dir: str | Path, schema
     from clinsynth import __version__
     from clinsynth.evaluate.suite import evaluate
     from clinsynth.models.base import library_versions
-    from clinsynth.models.registry import create
+    from clinsynth.models.registry import create, private_model
+    from clinsynth.report.html import write_report
 
     if config.output_format not in ("csv", "parquet"):
         raise ConfigError(f"output format must be csv or parquet, got {config.output_format!r}")
@@ -116,13 +117,8 @@ def run_release(df: pd.DataFrame, config: RunConfig, out_dir: str | Path, schema
     schema = schema or Schema.infer(df, target=config.target)
     schema.validate(df)
     train, test = split_holdout(df, schema.target, config.test_size, seed=config.seed)
-    name = config.model
     params = dict(config.params)
-    if config.epsilon is not None:
-        name = name if name.startswith("dp-") else f"dp-{name}"
-        params["epsilon"] = config.epsilon
-        if config.delta is not None:
-            params["delta"] = config.delta
+    name = private_model(config.model, config.epsilon, config.delta, params)
     model = create(name, seed=config.seed, progress=progress, **params)
     timed("fit", lambda: model.fit(train, schema))
     n = config.n_synthetic or len(train)
@@ -137,7 +133,7 @@ def run_release(df: pd.DataFrame, config: RunConfig, out_dir: str | Path, schema
     metrics = evaluation.to_dict()
     files["metrics"] = out / "metrics.json"
     write_text_atomic(files["metrics"], json.dumps(metrics, indent=1) + "\n")
-    files["report"] = timed("report", lambda: evaluation_report(metrics, out / "report.html"))
+    files["report"] = timed("report", lambda: write_report(metrics, out / "report.html"))
     timings["total"] = round(time.perf_counter() - start, 2)
     manifest = {
         "clinsynth_version": __version__,
@@ -155,12 +151,6 @@ def run_release(df: pd.DataFrame, config: RunConfig, out_dir: str | Path, schema
     files["manifest"] = out / "manifest.json"
     write_text_atomic(files["manifest"], json.dumps(jsonable(manifest), indent=1) + "\n")
     return RunResult(out, files, metrics, manifest, seconds=time.perf_counter() - start)
-
-
-def evaluation_report(metrics: dict[str, Any], path: str | Path) -> Path:
-    from clinsynth.report.html import write_report
-
-    return write_report(metrics, path)
 
 
 def run_demo(out_dir: str | Path = "clinsynth-demo", n: int = 6502, epochs: int = 150, seed: int = 0,

@@ -76,3 +76,21 @@ def load(path: str | Path) -> SynthModel:
     except (json.JSONDecodeError, KeyError):
         raise BundleError(f"'{config}' is damaged: it does not name its model") from None
     return _entry(name).load_class().load(path)
+
+
+def private_model(model: str, epsilon: float | None, delta: float | None, params: dict[str, Any]) -> str:
+    """With ``--epsilon``, the DP version of ``model`` and the budget in ``params``."""
+    if epsilon is None:
+        if delta is not None:
+            raise ConfigError("--delta needs --epsilon (the privacy budget)")
+        if model.startswith("dp-"):
+            raise ConfigError(f"model '{model}' is differentially private: give its budget with --epsilon (e.g. --epsilon 1)")
+        return model
+    private = model if model.startswith("dp-") else f"dp-{model}"
+    if private not in REGISTRY:
+        raise ConfigError(f"model '{model}' has no differentially private version; "
+                          f"DP models: {', '.join(n for n in REGISTRY if n.startswith('dp-'))}")
+    params["epsilon"] = epsilon
+    if delta is not None:
+        params["delta"] = delta
+    return private
