@@ -13,12 +13,14 @@ from clinsynth.errors import (
     SchemaError,
 )
 from clinsynth import evaluate
+from clinsynth.data.ehr import CodeMatrix, attach_static, read_long, to_long, write_long
 from clinsynth.models.registry import create, list_models, load
-from clinsynth.schema import ColumnSpec, LongitudinalGroup, Schema
+from clinsynth.schema import CodeBlock, ColumnSpec, LongitudinalGroup, Schema
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ClinsynthError", "ConfigError", "InputError", "NotFittedError", "PrivacyBudgetError", "SchemaError",
-    "ColumnSpec", "LongitudinalGroup", "Schema", "create", "evaluate", "list_models", "load", "__version__",
+    "CodeBlock", "CodeMatrix", "ColumnSpec", "LongitudinalGroup", "Schema", "attach_static", "create",
+    "read_long", "to_long", "write_long", "evaluate", "list_models", "load", "__version__",
 ]

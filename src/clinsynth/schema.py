@@ -95,8 +95,40 @@ class LongitudinalGroup(BaseModel):
         return self
 
 
+class CodeBlock(BaseModel):
+    """A patients × codes block (diagnoses, drugs) next to the ordinary columns: the "code matrix" kind.
+
+    A patient's codes are a sparse vector over ``vocabulary`` — presence (``binary``) or counts —
+    and travel as a :class:`clinsynth.data.ehr.CodeMatrix`, never as a thousand dense columns.
+    ``public`` says the vocabulary is declared domain knowledge (a code list such as ICD-10),
+    not read from the data: in DP mode a vocabulary that is not public is chosen by a charged
+    mechanism. ``max_count`` caps counts (a public bound, so clipping costs no privacy).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "codes"
+    vocabulary: list[str]
+    binary: bool = True
+    public: bool = Field(default=False, description="the vocabulary is a declared code list, not read from the data")
+    max_count: int | None = Field(default=None, description="counts are capped at this public bound")
+
+    @model_validator(mode="after")
+    def _check(self) -> CodeBlock:
+        if not self.vocabulary:
+            raise ValueError(f"code block '{self.name}' needs a non-empty vocabulary")
+        if len(set(self.vocabulary)) != len(self.vocabulary):
+            dupes = sorted({c for c in self.vocabulary if self.vocabulary.count(c) > 1})
+            raise ValueError(f"code block '{self.name}' repeats codes: {', '.join(dupes[:5])}")
+        if self.max_count is not None and self.max_count < 1:
+            raise ValueError(f"code block '{self.name}': max_count must be ≥ 1, got {self.max_count}")
+        if self.binary and self.max_count is not None:
+            raise ValueError(f"code block '{self.name}': max_count applies to counts, not to binary codes")
+        return self
+
+
 class Schema(BaseModel):
-    """The table's contract: columns, target, longitudinal groups. JSON round-trips."""
+    """The table's contract: columns, target, longitudinal groups, and an optional code block. JSON round-trips."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -104,12 +136,15 @@ class Schema(BaseModel):
     columns: list[ColumnSpec]
     target: str | None = None
     longitudinal: list[LongitudinalGroup] = Field(default_factory=list)
+    codes: CodeBlock | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Schema:
         if self.format_version != FORMAT_VERSION:
             raise ValueError(f"schema format_version {self.format_version} is not supported (this clinsynth reads {FORMAT_VERSION})")
         names = [c.name for c in self.columns]
+        if not names and self.codes is None:
+            raise ValueError("a schema needs at least one column or a code block")
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"columns listed twice: {', '.join(dupes)}")

@@ -52,6 +52,7 @@ from clinsynth.errors import ConfigError, InputError
 
 __all__ = [
     "CodeMatrix",
+    "attach_static",
     "read_long",
     "to_long",
     "write_long",
@@ -74,6 +75,9 @@ class CodeMatrix:
         vocabulary: the code of each column, in column order (tuple of str, unique).
         patient_ids: the id of each row, in row order (numpy array, unique).
         binary: whether entries are presence (0/1) rather than counts.
+        static: optional ordinary columns per patient (age, sex, …), one row per matrix row in
+            the same order, without the id column; with a schema's ``codes`` block this is a
+            mixed table (see :func:`attach_static`).
 
     Any scipy sparse matrix or array is accepted and converted (copied only when it must be).
     """
@@ -82,6 +86,7 @@ class CodeMatrix:
     vocabulary: tuple[str, ...]
     patient_ids: np.ndarray
     binary: bool
+    static: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         m = self.matrix
@@ -124,6 +129,14 @@ class CodeMatrix:
         if not pd.Index(ids).is_unique:
             dupes = pd.Index(ids)[pd.Index(ids).duplicated()].unique()[:5]
             raise InputError(f"patient ids must be unique; repeated: {', '.join(map(str, dupes))}")
+        static = self.static
+        if static is not None:
+            if not isinstance(static, pd.DataFrame):
+                raise InputError(f"static must be a DataFrame, got {type(static).__name__}")
+            if len(static) != ids.shape[0]:
+                raise InputError(f"static columns have {len(static)} rows for {ids.shape[0]} patients")
+            static = static.reset_index(drop=True)
+        object.__setattr__(self, "static", static)
         object.__setattr__(self, "matrix", m)
         object.__setattr__(self, "vocabulary", vocab)
         object.__setattr__(self, "patient_ids", ids)
@@ -204,7 +217,37 @@ class CodeMatrix:
             else:
                 raise InputError(f"rows must be integer positions, a boolean mask or a slice, "
                                  f"got dtype {arr.dtype}")
-        return CodeMatrix(self.matrix[idx], self.vocabulary, self.patient_ids[idx], self.binary)
+        static = None if self.static is None else self.static.iloc[idx]
+        return CodeMatrix(self.matrix[idx], self.vocabulary, self.patient_ids[idx], self.binary, static)
+
+
+def attach_static(codes: CodeMatrix, frame: pd.DataFrame, id_col: str = "patient_id") -> CodeMatrix:
+    """Codes plus per-patient ordinary columns (demographics), matched by patient id: a mixed table.
+
+    No patient is lost: one in ``frame`` without any code gets an all-zero code row (long format
+    cannot hold such a patient, a demographics table can); one with codes but no row in
+    ``frame`` is an error, since its ordinary columns would be invented.
+    """
+    if id_col not in frame.columns:
+        raise InputError(f"the static table has no id column '{id_col}'; columns: {', '.join(map(str, frame.columns[:20]))}")
+    ids = frame[id_col]
+    if ids.isna().any():
+        raise InputError(f"the static table has {int(ids.isna().sum())} rows without a patient id in '{id_col}'")
+    if not ids.is_unique:
+        raise InputError(f"the static table repeats patient ids in '{id_col}', e.g. {ids[ids.duplicated()].iloc[0]!r}")
+    frame_ids = pd.Index(ids.to_numpy(dtype=object))
+    code_ids = pd.Index(np.asarray(codes.patient_ids, dtype=object))
+    absent = code_ids.difference(frame_ids)
+    if len(absent):
+        raise InputError(f"{len(absent)} patients with codes have no row in the static table (e.g. {absent[0]!r})")
+    extra = frame_ids.difference(code_ids, sort=False)
+    matrix, all_ids = codes.matrix, code_ids
+    if len(extra):
+        matrix = sp.vstack([matrix, sp.csr_array((len(extra), codes.n_codes), dtype=np.float32)], format="csr")
+        all_ids = code_ids.append(extra)
+    static = frame.drop(columns=[id_col]).iloc[frame_ids.get_indexer(all_ids)]
+    return CodeMatrix(matrix, codes.vocabulary, np.asarray(all_ids, dtype=object) if len(extra) else codes.patient_ids,
+                      codes.binary, static)
 
 
 # --- long format in -----------------------------------------------------------------------------

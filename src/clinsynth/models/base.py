@@ -142,10 +142,15 @@ class SynthModel(ABC):
         model = cls(**config["params"])
         model.schema_ = Schema.load(path / "schema.json")
         model.n_train_ = config["fitted"].get("n_train")
-        encoder = TableEncoder.from_state_dict(model.schema_, json.loads((path / "encoder.json").read_text()))
+        encoder = cls._encoder_from_state(model.schema_, json.loads((path / "encoder.json").read_text()))
         model._restore(config["fitted"], encoder, path)
         model.encoder_ = encoder
         return model
+
+    @classmethod
+    def _encoder_from_state(cls, schema: Schema, state: dict[str, Any]) -> Any:
+        """The fitted encoder from ``encoder.json`` (models with another encoder override this)."""
+        return TableEncoder.from_state_dict(schema, state)
 
     # -- conditions ----------------------------------------------------------------------
     def _class_probs(self, conditions: Conditions | None) -> np.ndarray:

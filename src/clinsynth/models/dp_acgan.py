@@ -33,16 +33,9 @@ from clinsynth.data.transforms import TableEncoder
 from clinsynth.errors import ConfigError, InputError
 from clinsynth.models.acgan import ACGAN, acgan_loss
 from clinsynth.privacy.dpsgd import PrivateGradient, calibrate_noise, poisson_batches
-from clinsynth.privacy.ledger import Charge, PrivacyLedger, share_noise_multiplier
+from clinsynth.privacy.ledger import Charge, PrivacyLedger, default_delta, share_noise_multiplier
 from clinsynth.schema import Schema
 from clinsynth.selection import SelectionResult, bounded_score_sum, parse_select, private_top
-
-
-def default_delta(n: int) -> float:
-    """min(1e-5, 1/(10 n)), rounded down to one significant digit: never above 1/n."""
-    raw = min(1e-5, 1.0 / (10 * max(n, 1)))
-    exponent = math.floor(math.log10(raw))
-    return math.floor(raw / 10**exponent) * 10**exponent
 
 
 class DPACGAN(ACGAN):

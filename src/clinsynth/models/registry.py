@@ -45,6 +45,41 @@ REGISTRY: dict[str, ModelEntry] = {
             "the AC-GAN with differential privacy end to end: DP public facts, DP-SGD on the discriminator, "
             "private epoch selection, one ledger",
         ),
+        ModelEntry(
+            "medgan",
+            "clinsynth.models.medgan:MedGAN",
+            "medGAN (Choi et al.) for EHR code matrices: pretrained autoencoder, shortcut generator in its "
+            "latent space, minibatch-averaging discriminator",
+        ),
+        ModelEntry(
+            "dp-medgan",
+            "clinsynth.models.medgan:DPMedGAN",
+            "medGAN with DP-SGD on the autoencoder and the discriminator, DP vocabulary, one ledger",
+            defaults={"epsilon": 1.0, "minibatch_averaging": False},
+        ),
+        ModelEntry(
+            "corgan",
+            "clinsynth.models.corgan:CorGAN",
+            "corGAN (Torfi & Fox) for EHR code matrices: 1-D convolutional autoencoder, convolutional (or dense) "
+            "generator and critic, Wasserstein loss",
+        ),
+        ModelEntry(
+            "dp-corgan",
+            "clinsynth.models.corgan:DPCorGAN",
+            "corGAN with DP-SGD on the autoencoder and the critic, DP vocabulary, one ledger",
+            defaults={"epsilon": 1.0, "minibatch_averaging": False},
+        ),
+        ModelEntry(
+            "vae",
+            "clinsynth.models.vae:VAE",
+            "variational autoencoder (the medGAN work's baseline) for code matrices, mixed and ordinary tables",
+        ),
+        ModelEntry(
+            "dp-vae",
+            "clinsynth.models.vae:DPVAE",
+            "the VAE with DP-SGD on the whole network, DP vocabulary and public facts, one ledger",
+            defaults={"epsilon": 1.0},
+        ),
     ]
 }
 

@@ -50,6 +50,22 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Treat subnormal floats as zero on the CPU while a block runs, then restore the setting.
+
+    Weights that weight decay shrinks toward zero (a discriminator's inputs for codes nobody has)
+    become subnormal, and x86 arithmetic on subnormals is ~100× slower: a GAN epoch measured
+    0.6 s went to 27 s after 40 epochs. Flushing them changes values below 1e-38 only. torch
+    cannot read the mode back, so it is restored to its default (off).
+    """
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
 class SpanActivation:
     """Apply each span's activation to raw network outputs, vectorised by span width.
 

@@ -144,7 +144,7 @@ def poisson_batches(n: int, sample_rate: float, steps: int, seed: int) -> Iterat
         yield np.sort(rng.choice(n, size=k, replace=False)) if k else np.empty(0, dtype=np.int64)
 
 
-def calibrate_noise(ledger: PrivacyLedger, make_charge: Callable[[float], Charge],
+def calibrate_noise(ledger: PrivacyLedger, make_charge: Callable[[float], Charge | Sequence[Charge]],
                     reserved: Sequence[Charge] = (), low: float = 0.3, high: float = 200.0,
                     rel_tol: float = 0.005) -> float:
     """Smallest noise multiplier σ with ``ledger + make_charge(σ) + reserved`` within the budget.
@@ -152,9 +152,15 @@ def calibrate_noise(ledger: PrivacyLedger, make_charge: Callable[[float], Charge
     ε falls as σ grows, so bisection works. RDP (fast, an upper bound) brackets σ first; the
     ledger's own accountant then lowers it as far as it allows — PRV at a coarse error (0.01, 25×
     faster; its upper end is used, so it errs high), confirmed once at the ledger's precision.
+    ``make_charge`` may return several charges (phases that share σ, e.g. an autoencoder's
+    pretraining and a GAN's critic); they are calibrated together.
     """
+    def charges(sigma: float) -> list[Charge]:
+        made = make_charge(sigma)
+        return [made] if isinstance(made, Charge) else list(made)
+
     def spend(sigma: float, accountant: str, eps_error: float = 1e-2) -> float:
-        return epsilon_of([*ledger.charges, make_charge(sigma), *reserved], ledger.delta, accountant, eps_error)
+        return epsilon_of([*ledger.charges, *charges(sigma), *reserved], ledger.delta, accountant, eps_error)
 
     def bisect(lo: float, hi: float, accountant: str) -> float:
         while hi / lo > 1 + rel_tol:

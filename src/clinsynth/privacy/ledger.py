@@ -149,6 +149,15 @@ class PrivacyLedger:
         return ledger
 
 
+def default_delta(n: int) -> float:
+    """min(1e-5, 1/(10 n)), rounded down to one significant digit: never above 1/n."""
+    import math
+
+    raw = min(1e-5, 1.0 / (10 * max(n, 1)))
+    exponent = math.floor(math.log10(raw))
+    return math.floor(raw / 10**exponent) * 10**exponent
+
+
 def share_noise_multiplier(share: float, epsilon: float, delta: float) -> float:
     """Noise multiplier of a Gaussian mechanism that takes ``share`` of an (ε, δ) budget.
 

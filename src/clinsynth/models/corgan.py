@@ -1,0 +1,202 @@
+"""corGAN after Torfi & Fox (2020): medGAN's latent-space GAN with convolutions and a Wasserstein loss.
+
+Codes that sit near each other in a code list are often related (ICD chapters), so corGAN's
+autoencoder reads the code vector as a 1-D signal with strided convolutions, and its decoder
+writes it back with upsampling convolutions; generator and critic may be convolutional too
+(``architecture="conv"``) or dense over the convolutional autoencoder (``"dense"``, the variant
+the corGAN code also keeps). Training is a Wasserstein GAN: the critic scores records, its
+weights are clipped to ±``weight_clip`` after every step (the Lipschitz device of the original
+WGAN), and the generator trains every ``d_steps`` critic steps.
+
+Weight clipping is **not** a privacy mechanism. Under DP (``dp-corgan``) the autoencoder's
+pretraining and the critic are DP-SGD phases (per-record gradient clipping and Gaussian noise,
+``models/records.py``); the weight clip is applied after each noised step, as post-processing.
+
+Departures from the published code, on purpose: upsampling + convolution instead of transposed
+convolutions and no batch normalisation in the networks that see real records (both are what
+per-record DP-SGD supports), a per-code bias at the decoder's output (a shared convolution kernel
+cannot give each code its own prevalence), and no 100-step critic warm-up (each critic step on
+real records costs budget under DP; the step count is what the accountant charges).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from clinsynth.errors import ConfigError
+from clinsynth.models.medgan import MedGAN, MinibatchDiscriminator, ShortcutGenerator
+from clinsynth.schema import Schema
+
+ARCHITECTURES = ("conv", "dense")
+_DOWN = 3  # strided convolutions in the encoder and critic: the signal is padded to a multiple of 2**3
+
+
+def _padded(dim: int) -> int:
+    step = 2 ** _DOWN
+    return step * math.ceil(dim / step)
+
+
+class ConvEncoder(nn.Module):
+    """Codes as a 1-D signal → strided convolutions → a dense tanh code layer."""
+
+    def __init__(self, dim: int, latent: int, channels: int):
+        super().__init__()
+        self.dim, self.length = dim, _padded(dim)
+        layers: list[nn.Module] = []
+        c_in = 1
+        for k in range(_DOWN):
+            c_out = channels * 2**k
+            layers += [nn.Conv1d(c_in, c_out, 5, stride=2, padding=2), nn.LeakyReLU(0.2)]
+            c_in = c_out
+        self.conv = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c_in * self.length // 2**_DOWN, latent), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.pad(x, (0, self.length - self.dim)).unsqueeze(1)
+        return self.head(self.conv(x))
+
+
+class ConvDecoder(nn.Module):
+    """Latent code → dense layer → upsampling convolutions → one logit per code (+ a per-code bias)."""
+
+    def __init__(self, dim: int, latent: int, channels: int):
+        super().__init__()
+        self.dim, self.length = dim, _padded(dim)
+        self.top = channels * 2 ** (_DOWN - 1)
+        self.head = nn.Sequential(nn.Linear(latent, self.top * self.length // 2**_DOWN), nn.ReLU())
+        layers: list[nn.Module] = []
+        c_in = self.top
+        for k in reversed(range(_DOWN)):
+            c_out = channels * 2 ** (k - 1) if k else 1
+            layers += [nn.Upsample(scale_factor=2), nn.Conv1d(c_in, c_out, 5, padding=2)]
+            if k:
+                layers.append(nn.ReLU())
+            c_in = c_out
+        self.conv = nn.Sequential(*layers)
+        # a Linear on a constant input is a per-code bias that per-record DP-SGD supports
+        self.code_bias = nn.Linear(1, dim)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        x = self.head(h).view(h.shape[0], self.top, self.length // 2**_DOWN)
+        ones = torch.ones(h.shape[0], 1, device=h.device, dtype=h.dtype)
+        return self.conv(x).squeeze(1)[:, :self.dim] + self.code_bias(ones)
+
+
+class ConvGenerator(nn.Module):
+    """Noise → dense layer → upsampling convolutions with batch norm → latent code (tanh)."""
+
+    def __init__(self, latent: int, channels: int):
+        super().__init__()
+        self.latent, self.channels = latent, channels
+        self.start = math.ceil(latent / 4)
+        self.head = nn.Sequential(nn.Linear(latent, 2 * channels * self.start), nn.BatchNorm1d(2 * channels * self.start),
+                                  nn.ReLU())
+        self.conv = nn.Sequential(
+            nn.Upsample(scale_factor=2), nn.Conv1d(2 * channels, channels, 3, padding=1), nn.BatchNorm1d(channels), nn.ReLU(),
+            nn.Upsample(scale_factor=2), nn.Conv1d(channels, 1, 3, padding=1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.head(z).view(z.shape[0], 2 * self.channels, self.start)
+        return torch.tanh(self.conv(x).squeeze(1)[:, :self.latent] + z)  # shortcut, as medGAN's generator
+
+
+class ConvCritic(nn.Module):
+    """Strided convolutions over the record (and, with ``averaging``, its batch's mean as a 2nd channel) → score."""
+
+    def __init__(self, dim: int, channels: int, averaging: bool):
+        super().__init__()
+        self.dim, self.length, self.averaging = dim, _padded(dim), averaging
+        layers: list[nn.Module] = []
+        c_in = 2 if averaging else 1
+        for k in range(_DOWN):
+            c_out = channels * 2**k
+            layers += [nn.Conv1d(c_in, c_out, 5, stride=2, padding=2), nn.LeakyReLU(0.2)]
+            c_in = c_out
+        self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(c_in * self.length // 2**_DOWN, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.pad(x, (0, self.length - self.dim)).unsqueeze(1)
+        if self.averaging:
+            x = torch.cat([x, x.mean(0, keepdim=True).expand_as(x)], dim=1)
+        return self.net(x).squeeze(1)
+
+
+class CorGAN(MedGAN):
+    """corGAN (``corgan``); ``dp-corgan`` is the same with a privacy budget.
+
+    Parameters (besides medGAN's)
+    -----------------------------
+    architecture : ``"conv"`` generator and critic, or ``"dense"`` ones (over the conv autoencoder).
+    channels : base channel count of every convolution stack.
+    weight_clip : the critic's weights are clamped to ±this after each step (0: off).
+    decoder_lr : learning rate of the decoder's fine-tuning in the generator's steps.
+    """
+
+    name = "corgan"
+
+    def __init__(self, pretrain_epochs: int = 40, epochs: int = 100, batch_size: int = 512,
+                 compress_dim: int = 128, generator_layers: int = 2, disc_hidden: tuple[int, ...] = (256, 256, 256),
+                 minibatch_averaging: bool = True, d_steps: int = 5, lr: float = 1e-3, weight_decay: float = 1e-4,
+                 ae_lr: float = 5e-3, architecture: str = "conv", channels: int = 8, weight_clip: float = 0.01,
+                 decoder_lr: float = 1e-4, **common: Any):
+        super().__init__(pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, compress_dim=compress_dim,
+                         generator_layers=generator_layers, disc_hidden=disc_hidden,
+                         minibatch_averaging=minibatch_averaging, d_steps=d_steps, lr=lr, weight_decay=weight_decay,
+                         ae_lr=ae_lr, **common)
+        self.architecture = architecture
+        self.channels = channels
+        self.weight_clip = weight_clip
+        self.decoder_lr = decoder_lr
+
+    def _validate_model_params(self, schema: Schema) -> None:
+        super()._validate_model_params(schema)
+        bad = []
+        if self.architecture not in ARCHITECTURES:
+            bad.append(f"architecture={self.architecture!r} ('conv' or 'dense')")
+        if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels < 1:
+            bad.append(f"channels={self.channels!r} (a whole number ≥ 1)")
+        if not (isinstance(self.weight_clip, (int, float)) and self.weight_clip >= 0):
+            bad.append(f"weight_clip={self.weight_clip!r} (≥ 0)")
+        if not (isinstance(self.decoder_lr, (int, float)) and self.decoder_lr > 0):
+            bad.append(f"decoder_lr={self.decoder_lr!r} (> 0)")
+        if bad:
+            raise ConfigError(f"{self.name}: invalid hyperparameters: {', '.join(bad)}")
+
+    def _build(self, dim: int, out_dim: int) -> dict[str, nn.Module]:
+        modules: dict[str, nn.Module] = {"encoder": ConvEncoder(dim, self.compress_dim, self.channels),
+                                         "decoder": ConvDecoder(out_dim, self.compress_dim, self.channels)}
+        if self.architecture == "conv":
+            modules["generator"] = ConvGenerator(self.compress_dim, self.channels)
+            modules["discriminator"] = ConvCritic(dim, self.channels, self.minibatch_averaging)
+        else:
+            modules["generator"] = ShortcutGenerator(self.compress_dim, self.generator_layers)
+            modules["discriminator"] = MinibatchDiscriminator(dim, tuple(self.disc_hidden), self.minibatch_averaging)
+        return modules
+
+    # -- the Wasserstein loss -----------------------------------------------------------------
+    def _critic_losses(self, d_real: torch.Tensor | None, d_fake: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        return (None if d_real is None else -d_real), d_fake.mean()
+
+    def _generator_loss(self, d_fake: torch.Tensor) -> torch.Tensor:
+        return -d_fake.mean()
+
+    def _after_critic_step(self) -> None:
+        if self.weight_clip:
+            with torch.no_grad():
+                for p in self.modules_["discriminator"].parameters():
+                    p.clamp_(-self.weight_clip, self.weight_clip)
+
+    def _generator_optimizer(self) -> torch.optim.Optimizer:
+        m = self.modules_
+        return torch.optim.Adam([{"params": m["generator"].parameters()},
+                                 {"params": m["decoder"].parameters(), "lr": self.decoder_lr}],
+                                lr=self.lr, weight_decay=self.weight_decay)
+
+
+class DPCorGAN(CorGAN):
+    """corGAN with differential privacy (``dp-corgan``): DP-SGD on the autoencoder and the critic."""
+
+    name = "dp-corgan"

@@ -1,0 +1,241 @@
+"""medGAN after Choi et al. (2017): a GAN that generates in the latent space of a pretrained autoencoder.
+
+High-dimensional binary or count code vectors are hard for a GAN to emit directly, so an
+autoencoder is pretrained on the real patients first; the generator then produces latent codes,
+the *decoder* maps them to code vectors, and the discriminator compares those with real
+patients. The decoder is fine-tuned by the generator's loss. As in the paper:
+
+* autoencoder with a tanh code layer (``compress_dim``) and a sigmoid output (cross-entropy for
+  binary codes; for counts the codec's log-scaled [0, 1] target);
+* generator of dense layers with batch normalisation and **shortcut connections**
+  (h ← ReLU(BN(W h)) + h), noise of the latent size;
+* discriminator with **minibatch averaging**: each record is shown next to its batch's mean, so a
+  generator emitting one patient over and over is easy to spot (mode collapse);
+* the discriminator trained ``d_steps`` times per generator step, Adam with L2 regularisation.
+
+Under DP (``dp-medgan``) the autoencoder's pretraining and the discriminator see real records, so
+both are DP-SGD phases of one ledger (``models/records.py``). Minibatch averaging mixes records
+inside the discriminator — one patient would move every other's output, and per-record clipping
+would no longer bound its influence — so it is off, and refused, in DP mode; so is batch
+normalisation in any network that sees real records (the generator's is fine: it sees none).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clinsynth.errors import ConfigError
+from clinsynth.models.records import CodeModel, Phase
+from clinsynth.models.training import TrainingProgress
+from clinsynth.schema import Schema
+
+
+class ShortcutGenerator(nn.Module):
+    """Noise → latent code through dense layers with batch norm, each added to its input (medGAN)."""
+
+    def __init__(self, dim: int, layers: int = 2):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim, momentum=0.01), nn.ReLU())
+            for _ in range(layers))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = z
+        for block in self.blocks:
+            h = block(h) + h
+        return torch.tanh(h)  # the encoder's code layer is tanh too
+
+
+class MinibatchDiscriminator(nn.Module):
+    """Dense discriminator; with ``averaging`` every record is concatenated with its batch's mean."""
+
+    def __init__(self, dim: int, hidden: tuple[int, ...], averaging: bool):
+        super().__init__()
+        self.averaging = averaging
+        layers: list[nn.Module] = []
+        width = dim * (2 if averaging else 1)
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.averaging:
+            x = torch.cat([x, x.mean(0, keepdim=True).expand_as(x)], dim=1)
+        return self.net(x).squeeze(1)
+
+
+def dense_autoencoder(dim: int, out_dim: int, compress_dim: int) -> tuple[nn.Module, nn.Module]:
+    encoder = nn.Sequential(nn.Linear(dim, compress_dim), nn.Tanh())
+    decoder = nn.Linear(compress_dim, out_dim)  # logits; the codec applies the output activation
+    return encoder, decoder
+
+
+class MedGAN(CodeModel):
+    """medGAN (``medgan``); ``dp-medgan`` is the same with a privacy budget.
+
+    Parameters
+    ----------
+    pretrain_epochs : autoencoder pretraining epochs.
+    epochs : GAN epochs; batch_size : records per batch (both phases).
+    compress_dim : the autoencoder's code size (= the generator's noise and output size).
+    generator_layers : shortcut blocks in the generator.
+    disc_hidden : the discriminator's hidden widths.
+    minibatch_averaging : show each record with its batch's mean (not under DP).
+    d_steps : discriminator steps per generator step.
+    lr, weight_decay : Adam's learning rate and L2 regularisation for the GAN's networks.
+    ae_lr : the autoencoder's pretraining learning rate.
+    Common parameters (ε, δ, clipping, device, seed, …): see :class:`CodeModel`.
+    """
+
+    name = "medgan"
+    sampling_modules = ("generator", "decoder")
+
+    def __init__(self, pretrain_epochs: int = 40, epochs: int = 100, batch_size: int = 512,
+                 compress_dim: int = 128, generator_layers: int = 2, disc_hidden: tuple[int, ...] = (256, 128),
+                 minibatch_averaging: bool = True, d_steps: int = 2, lr: float = 1e-3,
+                 weight_decay: float = 1e-4, ae_lr: float = 5e-3, **common: Any):
+        super().__init__(**common)
+        self.pretrain_epochs = pretrain_epochs
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.compress_dim = compress_dim
+        self.generator_layers = generator_layers
+        self.disc_hidden = disc_hidden
+        self.minibatch_averaging = minibatch_averaging
+        self.d_steps = d_steps
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.ae_lr = ae_lr
+
+    # -- declaration ---------------------------------------------------------------------------
+    def _phases(self) -> list[Phase]:
+        return [Phase("autoencoder", "autoencoder pretraining", self.pretrain_epochs, self.batch_size),
+                Phase("discriminator", "discriminator training", self.epochs, self.batch_size)]
+
+    def _validate_model_params(self, schema: Schema) -> None:
+        def whole(v: Any, low: int) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+        bad = [f"{k}={getattr(self, k)!r}" for k in ("compress_dim", "d_steps") if not whole(getattr(self, k), 1)]
+        if not whole(self.generator_layers, 0):
+            bad.append(f"generator_layers={self.generator_layers!r}")
+        if not all(whole(h, 1) for h in tuple(self.disc_hidden)):
+            bad.append(f"disc_hidden={self.disc_hidden!r}")
+        for k in ("lr", "weight_decay", "ae_lr"):
+            v = getattr(self, k)
+            if not (isinstance(v, (int, float)) and v >= 0 and (k == "weight_decay" or v > 0)):
+                bad.append(f"{k}={v!r}")
+        if bad:
+            raise ConfigError(f"{self.name}: invalid hyperparameters: {', '.join(bad)}")
+        if self.private and self.minibatch_averaging:
+            raise ConfigError(f"{self.name}: minibatch_averaging mixes records inside the discriminator, which "
+                              "per-record clipping cannot bound; it is unavailable under DP (set it to false)")
+
+    def _build(self, dim: int, out_dim: int) -> dict[str, nn.Module]:
+        encoder, decoder = dense_autoencoder(dim, out_dim, self.compress_dim)
+        return {"encoder": encoder, "decoder": decoder,
+                "generator": ShortcutGenerator(self.compress_dim, self.generator_layers),
+                "discriminator": MinibatchDiscriminator(dim, tuple(self.disc_hidden), self.minibatch_averaging)}
+
+    # -- training --------------------------------------------------------------------------------
+    def _optimizer(self, params, lr: float | None = None) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=lr or self.lr, weight_decay=self.weight_decay)
+
+    def _train(self) -> None:
+        started = time.perf_counter()
+        phases = self._phases()
+        self.history_ = []
+        self._pretrain(phases[0])
+        self._train_gan(phases[1])
+        self.train_seconds_ = time.perf_counter() - started
+
+    def _pretrain(self, phase: Phase) -> None:
+        m = self.modules_
+        autoencoder = nn.Sequential(m["encoder"], m["decoder"])
+        step = self._step(phase, autoencoder, self._optimizer(autoencoder.parameters(), self.ae_lr))
+        loss_of = self.codec_.reconstruction_loss
+        with TrainingProgress(phase.epochs, f"{self.name} autoencoder", self.progress) as bar:
+            for epoch in range(phase.epochs):
+                total, count = 0.0, 0
+                for rows in self._batches(phase, epoch):
+                    if len(rows) == 0:
+                        step(None)
+                        continue
+                    x = self._real(rows)
+                    loss = loss_of(step.real(x), x)
+                    step(loss)
+                    total, count = total + loss.sum().item(), count + len(rows)
+                self.history_.append({"phase": "autoencoder", "loss": total / max(count, 1)})
+                bar.advance(loss=total / max(count, 1))
+        step.finish()
+
+    def _fake(self, batch: int, rng: torch.Generator) -> torch.Tensor:
+        """Generated records as the discriminator sees them (differentiable)."""
+        z = torch.randn(batch, self.compress_dim, generator=rng, device=self.device_)
+        logits = self.modules_["decoder"](self.modules_["generator"](z))
+        return self.codec_.activate(logits, self._spans, 0.2)
+
+    def _generator_optimizer(self) -> torch.optim.Optimizer:
+        """The generator's optimiser; it fine-tunes the decoder too, as in medGAN."""
+        m = self.modules_
+        return self._optimizer(list(m["generator"].parameters()) + list(m["decoder"].parameters()))
+
+    def _critic_losses(self, d_real: torch.Tensor | None, d_fake: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(per-real-record loss, fake-batch loss) of the discriminator: the GAN's cross-entropy."""
+        real = None if d_real is None else F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real), reduction="none")
+        return real, F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+
+    def _generator_loss(self, d_fake: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+
+    def _after_critic_step(self) -> None:
+        """Hook after each discriminator step (WGAN weight clipping in corGAN)."""
+
+    def _train_gan(self, phase: Phase) -> None:
+        m = self.modules_
+        D = m["discriminator"]
+        self._spans = self.codec_.activation(self.device_)
+        rng = torch.Generator(device=self.device_).manual_seed(self.seed + 1)
+        critic = self._step(phase, D, self._optimizer(D.parameters()))
+        opt_g = self._generator_optimizer()
+        batch = min(self.batch_size, self.n_train_)
+        with TrainingProgress(phase.epochs, f"{self.name} GAN", self.progress) as bar:
+            for epoch in range(phase.epochs):
+                sums, steps, g_steps = {"d": 0.0, "g": 0.0}, 0, 0
+                for i, rows in enumerate(self._batches(phase, epoch)):
+                    with torch.no_grad():
+                        x_fake = self._fake(batch, rng)
+                    d_real = critic.real(self._real(rows)) if len(rows) else None
+                    loss_real, loss_fake = self._critic_losses(d_real, critic.public(x_fake))
+                    critic(loss_real, loss_fake)
+                    self._after_critic_step()
+                    sums["d"] += loss_fake.item()
+                    steps += 1
+                    if (i + 1) % self.d_steps == 0:  # the generator's step reads no real record: free under DP
+                        opt_g.zero_grad(set_to_none=True)
+                        loss_g = self._generator_loss(critic.public(self._fake(batch, rng)))
+                        loss_g.backward()
+                        opt_g.step()
+                        sums["g"] += loss_g.item()
+                        g_steps += 1
+                means = {"d_fake": sums["d"] / max(steps, 1), "g": sums["g"] / max(g_steps, 1)}
+                self.history_.append({"phase": "gan", **means})
+                bar.advance(**means)
+        m["discriminator"] = critic.finish()
+
+    # -- sampling --------------------------------------------------------------------------------
+    def _generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        z = torch.randn(n, self.compress_dim, generator=generator, device=self.device_)
+        return self.modules_["decoder"](self.modules_["generator"](z))
+
+
+class DPMedGAN(MedGAN):
+    """medGAN with differential privacy (``dp-medgan``): DP-SGD on the autoencoder and the discriminator."""
+
+    name = "dp-medgan"

@@ -1,0 +1,585 @@
+"""What the EHR code models (medGAN, corGAN, VAE) share: the record codec, the data, DP and persistence.
+
+A patient is one dense feature vector, built a batch at a time: the ordinary columns through the
+:class:`~clinsynth.data.transforms.TableEncoder` (one-hot categories, scaled numbers, missing
+flags, dropout), then the code block — presence 0/1, or counts mapped to [0, 1] by
+log1p(min(x, cap)) / log1p(cap). A network's *output* for a count code is a hurdle: one logit for
+"present" and one for the count given present (log-scaled between 1 and the cap), so a code
+that is rare but, when present, recorded many times keeps both properties. The code matrix stays sparse; only the rows of a batch are ever
+dense, so memory is bounded by the batch, not the data (``../shared/DESIGN.md``, "sparse all the way").
+
+Differential privacy is the same for every code model, so it lives here once
+(:class:`CodeModel`):
+
+* **vocabulary** — declared public in the schema's code block, or chosen by the charged
+  mechanism of :mod:`clinsynth.privacy.vocabulary`;
+* **ordinary columns** — bounds and categories that are not public come from one charged Gaussian
+  release (:mod:`clinsynth.privacy.statistics`), as in ``dp-acgan``;
+* **every network that sees real records** (an autoencoder's pretraining, a GAN's critic, a VAE)
+  is a *phase* trained with DP-SGD on Poisson batches; all phases share one noise multiplier,
+  calibrated together before training so the ledger's total stays within (ε, δ).
+
+A model subclass declares its phases and networks and trains through :meth:`CodeModel._batches`
+and :meth:`CodeModel._step`, which are plain minibatch SGD without a budget and DP-SGD with one.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clinsynth.data.ehr import CodeMatrix, from_dense_rows
+from clinsynth.data.io import write_with
+from clinsynth.data.transforms import Span, TableEncoder
+from clinsynth.errors import ConfigError, InputError, NotFittedError, SchemaError
+from clinsynth.models.base import Conditions, SynthModel
+from clinsynth.models.training import CategoricalNoise, SpanActivation, flush_denormals, resolve_device, seeded
+from clinsynth.privacy.dpsgd import PrivateGradient, calibrate_noise, poisson_batches
+from clinsynth.privacy.ledger import Charge, PrivacyLedger, default_delta, share_noise_multiplier
+from clinsynth.schema import CodeBlock, Schema
+
+BINARIZE = ("round", "sample")
+
+
+# -- the data -----------------------------------------------------------------------------
+def split_input(data: CodeMatrix | pd.DataFrame, tables_ok: bool, model: str) -> tuple[CodeMatrix | None, pd.DataFrame | None]:
+    """(codes, ordinary columns) of what ``fit`` was given."""
+    if isinstance(data, CodeMatrix):
+        return data, data.static
+    if isinstance(data, pd.DataFrame):
+        if not tables_ok:
+            raise InputError(f"{model} models EHR code matrices (clinsynth.read_long); for an ordinary table "
+                             "use 'vae' or 'acgan'")
+        return None, data
+    raise InputError(f"{model}: expected a CodeMatrix or a DataFrame, got {type(data).__name__}")
+
+
+def static_schema(schema: Schema) -> Schema | None:
+    """The ordinary columns' part of a schema (None when there are none)."""
+    if not schema.columns:
+        return None
+    return schema.model_copy(update={"codes": None})
+
+
+def infer_record_schema(codes: CodeMatrix | None, static: pd.DataFrame | None) -> Schema:
+    """A schema for codes (vocabulary read from the data, so not public) plus ordinary columns."""
+    block = None if codes is None else CodeBlock(vocabulary=list(codes.vocabulary), binary=codes.binary)
+    if static is None or static.shape[1] == 0:
+        return Schema(columns=[], codes=block)
+    return Schema.infer(static).model_copy(update={"codes": block})
+
+
+def check_input(schema: Schema, codes: CodeMatrix | None, static: pd.DataFrame | None) -> None:
+    """Raise ``SchemaError`` when the data do not match the schema, before any training."""
+    if (codes is None) != (schema.codes is None):
+        raise SchemaError("the schema has a code block but the data are a plain table" if codes is None
+                          else "the data hold a code matrix but the schema has no code block")
+    if codes is not None:
+        block = schema.codes
+        if tuple(block.vocabulary) != codes.vocabulary:
+            absent = [c for c in codes.vocabulary if c not in set(block.vocabulary)][:5]
+            raise SchemaError("the code matrix's vocabulary differs from the schema's code block"
+                              + (f" (codes not in the schema: {', '.join(absent)})" if absent else " (order)")
+                              + "; read the codes with read_long(vocabulary=schema.codes.vocabulary)")
+        if block.binary != codes.binary:
+            raise SchemaError(f"the schema's code block is {'binary' if block.binary else 'counts'}, "
+                              f"the code matrix {'binary' if codes.binary else 'counts'}")
+    part = static_schema(schema)
+    if part is not None:
+        if static is None:
+            raise SchemaError(f"the schema has ordinary columns ({', '.join(part.names[:5])}) but the data have none; "
+                              "attach them with clinsynth.data.ehr.attach_static")
+        part.validate(static)
+    elif static is not None and static.shape[1]:
+        raise SchemaError(f"the data have ordinary columns ({', '.join(map(str, static.columns[:5]))}) the schema does not list")
+
+
+class RecordCodec:
+    """Ordinary columns then codes, as one feature vector; the loss and the decoding that go with it.
+
+    ``count_cap`` (counts only) is the cap of the log scaling: public in DP mode (the code
+    block's ``max_count``), the data's largest count otherwise.
+    """
+
+    def __init__(self, schema: Schema, table: TableEncoder | None, count_cap: float | None = None):
+        self.schema = schema
+        self.table = table
+        block = schema.codes
+        self.static_dim = table.dim if table is not None else 0
+        self.n_codes = len(block.vocabulary) if block is not None else 0
+        self.binary = block.binary if block is not None else True
+        self.count_cap = count_cap
+        if not self.binary and not (count_cap and count_cap >= 1):
+            raise ConfigError("a count code block needs a count cap ≥ 1")
+        self.dim = self.static_dim + self.n_codes
+        self.out_dim = self.dim + (0 if self.binary else self.n_codes)  # counts: presence and size logits
+        self.static_spans: list[Span] = list(table.spans) if table is not None else []
+        self._softmax = [s for s in self.static_spans if s.activation == "softmax"]
+        self._linear = torch.tensor([s.start for s in self.static_spans if s.activation == "linear"], dtype=torch.long)
+
+    # -- features ------------------------------------------------------------------------
+    def encode_static(self, static: pd.DataFrame | None, n: int) -> np.ndarray:
+        if self.table is None:
+            return np.zeros((n, 0), dtype=np.float32)
+        return self.table.encode(static)
+
+    def scale_codes(self, dense: np.ndarray) -> np.ndarray:
+        if self.binary:
+            return dense
+        return (np.log1p(np.minimum(dense, self.count_cap)) / math.log1p(self.count_cap)).astype(np.float32)
+
+    def features(self, codes: sp.csr_array | None, static_x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Dense features of the patients at ``rows`` (a batch; never the whole table)."""
+        parts = [static_x[rows]] if self.static_dim else []
+        if codes is not None:
+            parts.append(self.scale_codes(codes[rows].toarray()))
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+    # -- training ------------------------------------------------------------------------
+    def reconstruction_loss(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-record negative log-likelihood: cross-entropy per category, squared error per number,
+        Bernoulli (binary) or fractional Bernoulli (scaled counts) per code."""
+        loss = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+        for s in self._softmax:
+            loss = loss + F.cross_entropy(logits[:, s.start:s.stop], x[:, s.start:s.stop].argmax(1), reduction="none")
+        if self._linear.numel():
+            idx = self._linear.to(x.device)
+            loss = loss + 0.5 * ((logits[:, idx] - x[:, idx]) ** 2).sum(1)
+        if self.n_codes:
+            a, v = self.static_dim, self.n_codes
+            if self.binary:
+                loss = loss + F.binary_cross_entropy_with_logits(logits[:, a:], x[:, a:], reduction="none").sum(1)
+            else:
+                present = (x[:, a:] > 0).to(x.dtype)
+                loss = loss + F.binary_cross_entropy_with_logits(logits[:, a:a + v], present, reduction="none").sum(1)
+                size = self._size_of_scaled(x[:, a:])
+                loss = loss + (present * F.binary_cross_entropy_with_logits(logits[:, a + v:], size, reduction="none")).sum(1)
+        return loss
+
+    # counts: x → s = log1p(x) / log1p(cap) (features); given present, size t = log(x) / log(cap) ∈ [0, 1]
+    def _size_of_scaled(self, s: torch.Tensor) -> torch.Tensor:
+        if self.count_cap <= 1:
+            return torch.zeros_like(s)
+        count = torch.expm1(s * math.log1p(self.count_cap)).clamp(min=1.0)
+        return (torch.log(count) / math.log(self.count_cap)).clamp(0.0, 1.0)
+
+    def _count_given_present(self, size_logits: torch.Tensor) -> torch.Tensor:
+        return torch.exp(torch.sigmoid(size_logits) * math.log(max(self.count_cap, 1.0)))
+
+    def activation(self, device: torch.device) -> SpanActivation:
+        return SpanActivation(self.static_spans, device)
+
+    def activate(self, logits: torch.Tensor, spans: SpanActivation, tau: float) -> torch.Tensor:
+        """Network outputs as a discriminator sees records: relaxed one-hots, numbers, code probabilities."""
+        if not self.n_codes:
+            return spans(logits, tau)
+        a, v = self.static_dim, self.n_codes
+        if self.binary:
+            codes = torch.sigmoid(logits[:, a:])
+        else:  # expected scaled count: P(present) × scale(count given present)
+            count = self._count_given_present(logits[:, a + v:])
+            codes = torch.sigmoid(logits[:, a:a + v]) * torch.log1p(count) / math.log1p(self.count_cap)
+        return torch.cat([spans(logits[:, :a], tau), codes], dim=1) if a else codes
+
+    # -- sampling ------------------------------------------------------------------------
+    def decode(self, logits: torch.Tensor, generator: torch.Generator, binarize: str,
+               id_start: int) -> tuple[pd.DataFrame | None, np.ndarray | None]:
+        """(ordinary columns, dense code rows) of generated patients; categories are drawn, not argmaxed."""
+        static = None
+        if self.static_dim:
+            XT = CategoricalNoise(self.static_spans, logits.device)(logits[:, :self.static_dim].T.contiguous(), generator)
+            values, codes = self.table.split_features_major(XT.cpu().numpy())
+            static = self.table.decode_parts(values.T, codes.T, id_start=id_start)
+        if not self.n_codes:
+            return static, None
+        a, v = self.static_dim, self.n_codes
+        p = torch.sigmoid(logits[:, a:a + v])
+        present = torch.rand(p.shape, generator=generator, device=p.device) < p if binarize == "sample" else p > 0.5
+        if self.binary:
+            return static, present.cpu().numpy().astype(np.float32)
+        value = self._count_given_present(logits[:, a + v:])
+        if binarize == "sample":  # stochastic rounding keeps the mean count
+            value = torch.floor(value) + (torch.rand(value.shape, generator=generator, device=value.device) < value - torch.floor(value))
+        else:
+            value = torch.round(value)
+        counts = present * value.clamp(1.0, self.count_cap)
+        return static, counts.cpu().numpy().astype(np.float32)
+
+    # -- persistence -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"table": self.table.state_dict() if self.table is not None else None, "count_cap": self.count_cap}
+
+    @classmethod
+    def from_state_dict(cls, schema: Schema, state: dict[str, Any]) -> RecordCodec:
+        part = static_schema(schema)
+        table = TableEncoder.from_state_dict(part, state["table"]) if part is not None else None
+        return cls(schema, table, state.get("count_cap"))
+
+
+# -- training phases ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Phase:
+    """One network trained on real records: a DP-SGD charge of its own in DP mode."""
+
+    name: str
+    purpose: str
+    epochs: int
+    batch_size: int
+
+
+class RealStep:
+    """One optimiser step whose loss has a part on real records: plain SGD, or DP-SGD.
+
+    ``real`` is the module for real records (per-record clipping hooks in DP mode) and
+    ``public`` the same parameters for everything else (fake records, a generator's step).
+    """
+
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, engine: PrivateGradient | None):
+        self.module, self.optimizer, self.engine = module, optimizer, engine
+        self.real = engine.forward_private if engine is not None else module
+        self.public = engine.public if engine is not None else module
+
+    def __call__(self, per_record_loss: torch.Tensor | None, public_loss: torch.Tensor | None = None) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if public_loss is not None:
+            public_loss.backward()
+        if self.engine is not None:
+            self.engine.add_private_gradient(per_record_loss)
+        elif per_record_loss is not None and per_record_loss.numel():
+            per_record_loss.mean().backward()
+        self.optimizer.step()
+
+    def finish(self) -> nn.Module:
+        """The plain module, hooks removed."""
+        return self.engine.detach() if self.engine is not None else self.module
+
+
+# -- the base model -------------------------------------------------------------------------------
+class CodeModel(SynthModel):
+    """Base of the models over patients' code vectors (with or without ordinary columns).
+
+    Common parameters (every code model takes them)
+    ------------------------------------------------
+    epsilon, delta : the privacy budget; only the ``dp-`` versions take ε (δ ``None``: the default
+        min(1e-5, 1/(10 n))).
+    max_grad_norm : per-record clipping norm of every private phase.
+    accountant : ``"prv"`` or ``"rdp"``.
+    vocab_share, stats_share : parts of the budget (μ², see ``share_noise_multiplier``) for
+        choosing the vocabulary and for the ordinary columns' public facts; each is spent only
+        when needed (a public vocabulary, or public bounds, cost nothing).
+    max_codes_per_patient : per-patient cap of the vocabulary mechanism.
+    binarize : ``"sample"`` (Bernoulli draws from the decoder's probabilities) or ``"round"``
+        (probability > 0.5, as the medGAN code did) for binary codes. Sampling keeps codes the
+        decoder is unsure of at their rate; rounding drops them (measured on the simulated EHR,
+        medGAN 100 epochs: dimension-wise probability correlation 0.95 sampled, 0.88 rounded).
+    device, seed, progress : as for every model.
+    """
+
+    tables_ok: ClassVar[bool] = False
+    _common = ("epsilon", "delta", "max_grad_norm", "accountant", "vocab_share", "stats_share",
+               "max_codes_per_patient", "binarize", "device", "seed", "progress")
+
+    def __init__(self, epsilon: float | None = None, delta: float | None = None, max_grad_norm: float = 1.0,
+                 accountant: str = "prv", vocab_share: float = 0.1, stats_share: float = 0.1,
+                 max_codes_per_patient: int = 50, binarize: str = "sample", device: str = "auto",
+                 seed: int = 0, progress: bool = True):
+        self.epsilon = epsilon
+        self.delta = delta
+        self.max_grad_norm = max_grad_norm
+        self.accountant = accountant
+        self.vocab_share = vocab_share
+        self.stats_share = stats_share
+        self.max_codes_per_patient = max_codes_per_patient
+        self.binarize = binarize
+        self.device = device
+        self.seed = seed
+        self.progress = progress
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        own = [p.name for p in sig.parameters.values() if p.name != "self" and p.kind == p.POSITIONAL_OR_KEYWORD]
+        return own + [c for c in cls._common if c not in own]
+
+    @property
+    def private(self) -> bool:
+        return self.name.startswith("dp-")
+
+    # -- what a code model implements ---------------------------------------------------------------
+    def _phases(self) -> list[Phase]:
+        """The networks trained on real records, in training order."""
+        raise NotImplementedError
+
+    def _build(self, dim: int, out_dim: int) -> dict[str, nn.Module]:
+        """Fresh networks for records of ``dim`` features whose decoders emit ``out_dim`` logits,
+        by name (all of them, also those not saved)."""
+        raise NotImplementedError
+
+    sampling_modules: ClassVar[tuple[str, ...]] = ()
+
+    def _train(self) -> None:
+        """Train ``self.modules_`` through ``self._batches`` / ``self._real`` / ``self._step``."""
+        raise NotImplementedError
+
+    def _generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Logits (n × dim) of ``n`` new patients, as the codec's ``decode`` reads them."""
+        raise NotImplementedError
+
+    def _validate_model_params(self, schema: Schema) -> None:
+        """Raise ``ConfigError`` for the model's own hyperparameters."""
+
+    # -- checks ------------------------------------------------------------------------------
+    def _validate_params(self, schema: Schema) -> None:
+        bad = []
+        if self.private:
+            if not (isinstance(self.epsilon, (int, float)) and 0 < self.epsilon < math.inf):
+                bad.append(f"epsilon={self.epsilon!r} (a positive number)")
+            if self.delta is not None and not (isinstance(self.delta, float) and 0 < self.delta < 1):
+                bad.append(f"delta={self.delta!r} (in (0, 1), or None for the default)")
+            if schema.codes is not None and not schema.codes.binary and schema.codes.max_count is None:
+                bad.append("a count code block needs a public cap under DP: set max_count in the schema's code block")
+        elif self.epsilon is not None or self.delta is not None:
+            raise ConfigError(f"'{self.name}' is not private: for a privacy budget use 'dp-{self.name}' "
+                              "(or --epsilon on the command line)")
+        if not (isinstance(self.max_grad_norm, (int, float)) and self.max_grad_norm > 0):
+            bad.append(f"max_grad_norm={self.max_grad_norm!r} (a positive number)")
+        if self.accountant not in ("prv", "rdp"):
+            bad.append(f"accountant={self.accountant!r} ('prv' or 'rdp')")
+        for share in ("vocab_share", "stats_share"):
+            value = getattr(self, share)
+            if not (isinstance(value, (int, float)) and 0 < value < 1):
+                bad.append(f"{share}={value!r} (between 0 and 1)")
+        if isinstance(self.max_codes_per_patient, bool) or not isinstance(self.max_codes_per_patient, int) \
+                or self.max_codes_per_patient < 1:
+            bad.append(f"max_codes_per_patient={self.max_codes_per_patient!r} (a whole number ≥ 1)")
+        if self.binarize not in BINARIZE:
+            bad.append(f"binarize={self.binarize!r} ('round' or 'sample')")
+        if bad:
+            raise ConfigError(f"{self.name}: invalid settings: {', '.join(bad)}")
+        for phase in self._phases():
+            if isinstance(phase.epochs, bool) or not isinstance(phase.epochs, int) or phase.epochs < 0:
+                raise ConfigError(f"{self.name}: {phase.name} epochs must be a whole number ≥ 0, got {phase.epochs!r}")
+            if isinstance(phase.batch_size, bool) or not isinstance(phase.batch_size, int) or phase.batch_size < 1:
+                raise ConfigError(f"{self.name}: {phase.name} batch_size must be a whole number ≥ 1, got {phase.batch_size!r}")
+        self._validate_model_params(schema)
+        resolve_device(self.device)
+
+    # -- fit -----------------------------------------------------------------------------------
+    def fit(self, data: CodeMatrix | pd.DataFrame, schema: Schema | None = None) -> CodeModel:
+        """Learn from a code matrix (optionally with ordinary columns, ``CodeMatrix.static``) or,
+        for models that take them, an ordinary table. Everything is checked before training."""
+        codes, static = split_input(data, self.tables_ok, self.name)
+        schema = schema or infer_record_schema(codes, static)
+        check_input(schema, codes, static)
+        self._validate_params(schema)
+        n = len(codes) if codes is not None else len(static)
+        self.input_kind_ = "codes" if codes is not None else "table"
+        if self.private:
+            schema, table, codes, static, cap = self._prepare_private(schema, codes, static)
+        else:
+            part = static_schema(schema)
+            table = TableEncoder(part).fit(static) if part is not None else None
+            cap = None
+            if codes is not None and not codes.binary:
+                cap = float(schema.codes.max_count or max(codes.matrix.data.max(initial=1.0), 1.0))
+        self.schema_ = schema
+        codec = RecordCodec(schema, table, cap)
+        self.codec_ = codec
+        self.n_train_ = n
+        self._codes = codes.matrix if codes is not None else None
+        self._static_x = codec.encode_static(static, n)
+        self.device_ = resolve_device(self.device)
+        if self.private:
+            self._calibrate(n)
+        with seeded(self.seed, self.device_), flush_denormals():
+            self.modules_ = {k: m.to(self.device_) for k, m in self._build(codec.dim, codec.out_dim).items()}
+            self._train()
+        for m in self.modules_.values():
+            m.eval()
+        del self._codes, self._static_x
+        self.encoder_ = codec
+        return self
+
+    def _real(self, rows: np.ndarray) -> torch.Tensor:
+        """The real patients at ``rows`` as a dense batch on the device."""
+        x = self.codec_.features(self._codes, self._static_x, np.sort(rows))
+        return torch.as_tensor(x, device=self.device_)
+
+    def _batches(self, phase: Phase, epoch: int) -> Iterator[np.ndarray]:
+        """Row indices of one epoch: Poisson samples under DP (what the accountant assumes),
+        shuffled fixed-size batches otherwise (the last short one dropped when there are several)."""
+        n = self.n_train_
+        if self.private:
+            index = [p.name for p in self._phases()].index(phase.name)
+            yield from poisson_batches(n, self._rates[phase.name], self._steps[phase.name],
+                                       seed=(self.seed * 1_000_003 + index) * 100_003 + epoch)
+            return
+        batch = min(phase.batch_size, n)
+        order = np.random.default_rng((self.seed, epoch, len(phase.name))).permutation(n)
+        for start in range(0, n - batch + 1, batch):
+            yield order[start:start + batch]
+
+    def _step(self, phase: Phase, module: nn.Module, optimizer: torch.optim.Optimizer) -> RealStep:
+        """The update rule for ``module`` in ``phase``: DP-SGD under a budget."""
+        if not self.private:
+            return RealStep(module, optimizer, None)
+        gen = torch.Generator(device=self.device_).manual_seed(self.seed * 31 + len(phase.name))
+        expected = self._rates[phase.name] * self.n_train_
+        return RealStep(module, optimizer, PrivateGradient(module, self.noise_multiplier_, self.max_grad_norm, expected, gen))
+
+    # -- DP ------------------------------------------------------------------------------------
+    def _prepare_private(self, schema: Schema, codes: CodeMatrix | None, static: pd.DataFrame | None):
+        """Ledger, vocabulary and public facts: only charged or declared facts reach the codec."""
+        from clinsynth.privacy.statistics import conform, plan_statistics, release_statistics
+        from clinsynth.privacy.vocabulary import release_vocabulary, vocabulary_charge
+
+        n = len(codes) if codes is not None else len(static)
+        delta = self.delta if self.delta is not None else default_delta(n)
+        if delta > 1.0 / n:
+            raise ConfigError(f"delta={delta:g} is above 1/n = {1 / n:.2g}: that allows releasing a whole record; "
+                              "use a smaller delta (or leave it unset for the default)")
+        self.ledger_ = PrivacyLedger(self.epsilon, delta, self.accountant)
+        rng = np.random.default_rng(self.seed)
+        self.vocabulary_release_ = None
+        if codes is not None and not schema.codes.public:
+            sigma = share_noise_multiplier(self.vocab_share, self.epsilon, delta)
+            charge = vocabulary_charge(sigma, delta / 10, self.max_codes_per_patient)
+            self.ledger_.charge(charge)
+            release = release_vocabulary(codes, sigma, charge.delta, self.max_codes_per_patient, rng)
+            keep = pd.Index(codes.vocabulary).get_indexer(list(release.vocabulary))
+            codes = CodeMatrix(codes.matrix[:, keep], release.vocabulary, codes.patient_ids, codes.binary)
+            schema = schema.model_copy(update={"codes": schema.codes.model_copy(update={"vocabulary": list(release.vocabulary)})})
+            self.vocabulary_release_ = {"threshold": release.threshold, "candidates": release.candidates,
+                                        "kept": len(release.vocabulary)}
+        table = None
+        part = static_schema(schema)
+        if part is not None:
+            plan = plan_statistics(part)
+            sigma = share_noise_multiplier(self.stats_share, self.epsilon, delta)
+            threshold_delta = delta / 10 if plan.categorical else 0.0
+            if plan.n_queries:
+                self.ledger_.charge(Charge(
+                    "gaussian", f"public facts: {len(plan.numeric)} numeric and {len(plan.categorical)} categorical "
+                    "column group(s)", noise_multiplier=sigma, sample_rate=1.0, steps=1, delta=threshold_delta))
+            release = release_statistics(static, part, sigma * math.sqrt(max(plan.n_queries, 1)), threshold_delta, rng)
+            table = TableEncoder(release.schema).fit_from_statistics(release.numeric)
+            static = conform(static, release)
+            schema = release.schema.model_copy(update={"codes": schema.codes})
+        cap = float(schema.codes.max_count) if codes is not None and not codes.binary else None
+        return schema, table, codes, static, cap
+
+    def _calibrate(self, n: int) -> None:
+        """One noise multiplier for every private phase, the smallest that keeps the ledger within ε."""
+        phases = [p for p in self._phases() if p.epochs > 0]
+        for p in phases:
+            if n < 2 * p.batch_size:
+                raise InputError(f"{self.name}: {n} records are too few for {p.name} batch_size={p.batch_size} "
+                                 "(need at least twice as many); lower the batch size")
+        self._rates = {p.name: p.batch_size / n for p in phases}
+        self._steps = {p.name: max(1, round(n / p.batch_size)) for p in phases}
+
+        def charges(sigma: float) -> list[Charge]:
+            return [Charge("dp-sgd", f"{p.purpose}: {p.epochs} epochs × {self._steps[p.name]} steps, Poisson sampling, "
+                           f"clip {self.max_grad_norm:g}", noise_multiplier=sigma, sample_rate=self._rates[p.name],
+                           steps=p.epochs * self._steps[p.name]) for p in phases]
+
+        if not phases:
+            self.noise_multiplier_ = None
+            return
+        sigma = calibrate_noise(self.ledger_, charges)
+        for charge in charges(sigma):
+            self.ledger_.charge(charge)
+        self.noise_multiplier_ = sigma
+
+    # -- sample ----------------------------------------------------------------------------------
+    def sample(self, n: int, conditions: Conditions | None = None, seed: int | None = None,
+               chunk: int = 4096) -> CodeMatrix | pd.DataFrame:
+        """``n`` new patients: a CodeMatrix with new ids (and its ordinary columns), or a table
+        for a model fitted on one. Drawn ``chunk`` patients at a time."""
+        self._check_fitted()
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ConfigError(f"n must be a positive whole number of rows, got {n!r}")
+        if conditions:
+            raise ConfigError(f"{self.name} cannot be conditioned (reshaping is an AC-GAN feature)")
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        gen = torch.Generator(device=self.device_).manual_seed(int(seed))
+        frames: list[pd.DataFrame] = []
+
+        def blocks() -> Iterator[np.ndarray]:
+            with torch.inference_mode():
+                for start in range(0, int(n), chunk):
+                    m = min(chunk, int(n) - start)
+                    static, codes = self.codec_.decode(self._generate(m, gen), gen, self.binarize, start)
+                    if static is not None:
+                        frames.append(static)
+                    if codes is not None:
+                        yield codes
+
+        if self.input_kind_ == "table":
+            for _ in blocks():
+                pass
+            return pd.concat(frames, ignore_index=True)
+        block = self.schema_.codes
+        out = from_dense_rows(blocks(), block.vocabulary, block.binary)
+        if frames:
+            out = CodeMatrix(out.matrix, out.vocabulary, out.patient_ids, out.binary, pd.concat(frames, ignore_index=True))
+        return out
+
+    # -- persistence -----------------------------------------------------------------------------
+    @classmethod
+    def _encoder_from_state(cls, schema: Schema, state: dict[str, Any]) -> RecordCodec:
+        return RecordCodec.from_state_dict(schema, state)
+
+    def _fitted_config(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"input_kind": self.input_kind_, "history": getattr(self, "history_", [])}
+        if self.private:
+            out.update(ledger=self.ledger_.state_dict(), noise_multiplier=self.noise_multiplier_,
+                       vocabulary_release=self.vocabulary_release_)
+        return out
+
+    def _save_weights(self, directory: Path) -> None:
+        state = {name: self.modules_[name].state_dict() for name in self.sampling_modules}
+        write_with(directory / "weights.pt", lambda tmp: torch.save(state, tmp))
+
+    def _restore(self, fitted: dict[str, Any], encoder: RecordCodec, directory: Path) -> None:
+        self.device_ = resolve_device(self.device, fallback_to_cpu=True)
+        self.input_kind_ = fitted["input_kind"]
+        self.history_ = fitted.get("history", [])
+        self.codec_ = encoder
+        if self.private:
+            self.ledger_ = PrivacyLedger.from_state_dict(fitted["ledger"])
+            self.noise_multiplier_ = fitted["noise_multiplier"]
+            self.vocabulary_release_ = fitted.get("vocabulary_release")
+        path = directory / "weights.pt"
+        if not path.is_file():
+            from clinsynth.errors import BundleError
+
+            raise BundleError(f"model bundle '{directory}' is missing weights.pt")
+        state = torch.load(path, map_location=self.device_, weights_only=True)
+        built = self._build(encoder.dim, encoder.out_dim)
+        self.modules_ = {}
+        for name in self.sampling_modules:
+            module = built[name].to(self.device_)
+            module.load_state_dict(state[name])
+            self.modules_[name] = module.eval()
+
+    # the table-model hooks a code model does not use (fit and sample are its own)
+    def _fit(self, df: pd.DataFrame, encoder: TableEncoder) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _sample(self, n: int, class_probs: np.ndarray, seed: int) -> pd.DataFrame:  # pragma: no cover
+        raise NotImplementedError
+
+    def _default_class_probs(self) -> np.ndarray:  # pragma: no cover
+        raise NotFittedError("code models have no class mix")

@@ -1,0 +1,228 @@
+"""The EHR code models (medGAN, corGAN, VAE) and their DP versions: real training, valid output, one ledger."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import clinsynth as cs
+from clinsynth.data.datasets import simulate_trial
+from clinsynth.data.ehr import CodeMatrix, attach_static, read_long, to_long
+from clinsynth.data.ehr_simulator import simulate_ehr
+from clinsynth.errors import ConfigError, InputError, SchemaError
+from clinsynth.models.registry import create
+from clinsynth.privacy.ledger import epsilon_of
+from clinsynth.schema import CodeBlock, Schema
+
+FAST = {
+    "medgan": dict(pretrain_epochs=10, epochs=3, batch_size=128),
+    "corgan": dict(pretrain_epochs=10, epochs=3, batch_size=128, channels=4),
+    "corgan-dense": dict(pretrain_epochs=10, epochs=3, batch_size=128, architecture="dense"),
+    "vae": dict(epochs=4, batch_size=128),
+}
+
+
+def _model(key: str, private: bool = False, **extra):
+    name = key.split("-")[0]
+    return create(("dp-" if private else "") + name, progress=False, **{**FAST[key], **extra})
+
+
+@pytest.fixture(scope="module")
+def ehr():
+    codes, demographics = simulate_ehr(1500, 80, seed=3)
+    return codes, demographics
+
+
+def _check_output(synth: CodeMatrix, real: CodeMatrix, n: int) -> None:
+    assert isinstance(synth, CodeMatrix)
+    assert synth.vocabulary == real.vocabulary
+    assert synth.n_patients == n and synth.binary == real.binary
+    assert not set(synth.patient_ids) & set(real.patient_ids)  # new ids, never real ones
+    assert synth.nnz > 0
+    if synth.binary:
+        assert np.all(synth.matrix.data == 1)
+
+
+@pytest.mark.parametrize("key", list(FAST))
+def test_each_model_trains_and_samples_a_valid_code_matrix(ehr, key):
+    codes, _ = ehr
+    model = _model(key).fit(codes)
+    synth = model.sample(400, seed=1)
+    _check_output(synth, codes, 400)
+    # it learned something: the common codes are more common in the synthetic data than the rare ones
+    prevalence = codes.prevalence()
+    common, rare = np.argsort(-prevalence)[:10], np.argsort(prevalence)[:40]
+    assert synth.prevalence()[common].mean() > synth.prevalence()[rare].mean()
+    assert model.sample(50, seed=5).matrix.toarray().tolist() == model.sample(50, seed=5).matrix.toarray().tolist()
+
+
+def test_medgan_reaches_close_prevalences(ehr):
+    codes, _ = ehr
+    model = create("medgan", progress=False, pretrain_epochs=20, epochs=25, batch_size=128, binarize="sample").fit(codes)
+    r = np.corrcoef(codes.prevalence(), model.sample(3000, seed=2).prevalence())[0, 1]
+    assert r > 0.8
+
+
+def test_vae_reaches_close_prevalences(ehr):
+    codes, _ = ehr
+    model = create("vae", progress=False, epochs=40, batch_size=128).fit(codes)
+    r = np.corrcoef(codes.prevalence(), model.sample(3000, seed=2).prevalence())[0, 1]
+    assert r > 0.9
+
+
+def test_save_and_load_give_the_same_samples(ehr, tmp_path):
+    codes, _ = ehr
+    for key in ("medgan", "corgan", "vae"):
+        model = _model(key).fit(codes)
+        model.save(tmp_path / key)
+        loaded = cs.load(tmp_path / key)
+        a, b = model.sample(200, seed=9), loaded.sample(200, seed=9)
+        assert (a.matrix != b.matrix).nnz == 0
+        assert a.vocabulary == b.vocabulary
+
+
+def test_long_format_in_model_long_format_out(ehr, tmp_path):
+    codes, _ = ehr
+    path = tmp_path / "codes.csv"
+    to_long(codes).to_csv(path, index=False)
+    real = read_long(path)
+    model = _model("medgan").fit(real)
+    synth = model.sample(300, seed=0)
+    back = read_long(to_long(synth), vocabulary=real.vocabulary)
+    assert back.vocabulary == real.vocabulary
+    assert (back.matrix != synth.matrix[np.diff(synth.matrix.indptr) > 0]).nnz == 0
+    assert not set(map(str, back.patient_ids)) & set(map(str, real.patient_ids))
+    assert all(str(i).startswith("syn-") for i in back.patient_ids)
+
+
+def test_counts_come_back_as_whole_counts_within_the_cap():
+    codes, _ = simulate_ehr(1200, 60, seed=1, binary=False)
+    assert not codes.binary and codes.matrix.data.max() > 1
+    model = _model("vae", epochs=15).fit(codes)
+    synth = model.sample(500, seed=0)
+    assert not synth.binary and synth.vocabulary == codes.vocabulary
+    data = synth.matrix.data
+    assert np.all(data == np.round(data)) and data.min() >= 1 and data.max() <= codes.matrix.data.max()
+    assert synth.matrix.data.max() > 1  # counts, not presence
+
+
+def test_mixed_table_of_demographics_and_codes(ehr):
+    codes, demographics = ehr
+    mixed = attach_static(codes, demographics)
+    model = _model("vae", epochs=10).fit(mixed)
+    synth = model.sample(600, seed=0)
+    assert list(synth.static.columns) == ["age", "sex"]
+    assert len(synth.static) == 600 and set(synth.static["sex"]) <= {"F", "M"}
+    assert model.schema_.codes is not None and model.schema_.names == ["age", "sex"]
+    lo, hi = demographics["age"].min(), demographics["age"].max()
+    assert synth.static["age"].between(lo, hi).all()
+    medgan = _model("medgan").fit(mixed)
+    assert list(medgan.sample(50, seed=0).static.columns) == ["age", "sex"]
+
+
+def test_vae_models_an_ordinary_table_with_dropout():
+    df = simulate_trial(n=800, seed=0)
+    schema = Schema.infer(df, target="arm")
+    model = create("vae", progress=False, epochs=5, batch_size=128).fit(df, schema)
+    out = model.sample(500, seed=0)
+    schema.validate(out)
+    sbp = [c for g in schema.longitudinal if g.name.lower().startswith("sbp") for c in g.columns]
+    observed = out[sbp].notna().to_numpy()
+    last = observed.shape[1] - np.argmax(observed[:, ::-1], axis=1)
+    # nobody comes back after leaving: every visit up to the last observed one belongs to the visit timeline
+    assert np.all(observed.any(axis=1) | (last == observed.shape[1]))
+
+
+def test_gan_code_models_refuse_an_ordinary_table():
+    df = simulate_trial(n=200, seed=0)
+    with pytest.raises(InputError, match="code matrices"):
+        create("medgan", progress=False).fit(df)
+
+
+def test_schema_mismatch_is_refused_before_training(ehr):
+    codes, _ = ehr
+    schema = Schema(columns=[], codes=CodeBlock(vocabulary=list(reversed(codes.vocabulary))))
+    with pytest.raises(SchemaError, match="vocabulary"):
+        _model("vae").fit(codes, schema)
+    with pytest.raises(SchemaError, match="counts"):
+        _model("vae").fit(codes, Schema(columns=[], codes=CodeBlock(vocabulary=list(codes.vocabulary), binary=False)))
+
+
+def test_bad_settings_are_refused(ehr):
+    codes, _ = ehr
+    with pytest.raises(ConfigError, match="dp-medgan"):
+        create("medgan", epsilon=1.0, progress=False).fit(codes)
+    with pytest.raises(ConfigError, match="minibatch_averaging"):
+        create("dp-medgan", minibatch_averaging=True, progress=False).fit(codes)
+    with pytest.raises(ConfigError, match="architecture"):
+        create("corgan", architecture="deep", progress=False).fit(codes)
+    with pytest.raises(ConfigError, match="binarize"):
+        create("vae", binarize="maybe", progress=False).fit(codes)
+    with pytest.raises(ConfigError, match="conditioned"):
+        _model("vae", epochs=1).fit(codes).sample(10, conditions={"sex": "F"})
+
+
+# -- DP ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def planted():
+    """3,000 patients; one of them alone holds the code PLANTED-CODE."""
+    codes, _ = simulate_ehr(3000, 60, seed=4)
+    extra = sp.csr_array(np.eye(1, codes.n_patients, 17).T.astype(np.float32))
+    matrix = sp.hstack([codes.matrix, extra], format="csr")
+    return CodeMatrix(matrix, codes.vocabulary + ("PLANTED-CODE",), codes.patient_ids, True)
+
+
+@pytest.mark.parametrize("key", ["medgan", "corgan", "vae"])
+def test_dp_models_charge_every_phase_to_one_ledger(planted, key, tmp_path):
+    model = _model(key, private=True, epsilon=2.0, batch_size=256).fit(planted)
+    ledger = model.ledger_
+    purposes = [c.purpose for c in ledger.charges]
+    assert purposes[0].startswith("vocabulary")
+    phases = [c for c in ledger.charges if c.mechanism == "dp-sgd"]
+    assert len(phases) == (1 if key == "vae" else 2)
+    assert all(c.noise_multiplier == model.noise_multiplier_ for c in phases)
+    assert all(c.sample_rate == pytest.approx(256 / planted.n_patients) for c in phases)
+    assert ledger.spent() <= 2.0
+    # the total is what an independent accountant says for the same charges
+    assert epsilon_of(ledger.charges, ledger.delta, "rdp") >= ledger.spent() - 1e-6
+    # the rare code is not in the DP vocabulary, nor anywhere in the bundle
+    assert "PLANTED-CODE" not in model.schema_.codes.vocabulary
+    synth = model.sample(200, seed=0)
+    assert synth.vocabulary == tuple(model.schema_.codes.vocabulary)
+    model.save(tmp_path / "bundle")
+    for f in (tmp_path / "bundle").iterdir():
+        assert b"PLANTED-CODE" not in f.read_bytes()
+    config = json.loads((tmp_path / "bundle" / "config.json").read_text())
+    assert config["model"] == f"dp-{key}" and config["fitted"]["ledger"]["charges"]
+
+
+def test_dp_with_a_public_vocabulary_charges_no_vocabulary(planted):
+    schema = Schema(columns=[], codes=CodeBlock(vocabulary=list(planted.vocabulary), public=True))
+    model = _model("vae", private=True, epsilon=1.0, batch_size=256).fit(planted, schema)
+    assert [c.mechanism for c in model.ledger_.charges] == ["dp-sgd"]
+    assert model.schema_.codes.vocabulary == list(planted.vocabulary)
+    assert model.ledger_.spent() <= 1.0
+
+
+def test_dp_mixed_table_releases_public_facts_under_the_budget(ehr):
+    codes, demographics = ehr
+    demographics = demographics.assign(age=demographics["age"].where(demographics.index != 5, 98765))
+    mixed = attach_static(codes, demographics)
+    model = _model("vae", private=True, epsilon=2.0, batch_size=128, epochs=3).fit(mixed)
+    mechanisms = [c.purpose.split(":")[0] for c in model.ledger_.charges]
+    assert mechanisms[:2] == ["vocabulary", "public facts"]
+    assert model.ledger_.spent() <= 2.0
+    assert model.schema_.column("age").bounds[1] < 98765  # the outlier did not set the bound
+    assert model.sample(100, seed=0).static["age"].max() < 98765
+
+
+def test_dp_counts_need_a_public_cap():
+    codes, _ = simulate_ehr(1200, 40, seed=1, binary=False)
+    with pytest.raises(ConfigError, match="max_count"):
+        _model("vae", private=True, epochs=1).fit(codes)
+    schema = Schema(columns=[], codes=CodeBlock(vocabulary=list(codes.vocabulary), binary=False, max_count=5, public=True))
+    synth = _model("vae", private=True, epochs=2, batch_size=128).fit(codes, schema).sample(300, seed=0)
+    assert synth.matrix.data.max() <= 5

@@ -1,0 +1,67 @@
+"""The DP vocabulary mechanism: contribution cap, hand-computed threshold, δ of a singleton code."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.stats import norm
+
+from clinsynth.data.ehr import CodeMatrix
+from clinsynth.errors import ConfigError, InputError
+from clinsynth.privacy.vocabulary import cap_codes_per_patient, release_vocabulary, vocabulary_charge
+
+
+def _codes(dense: np.ndarray) -> CodeMatrix:
+    vocab = tuple(f"C{j}" for j in range(dense.shape[1]))
+    return CodeMatrix(sp.csr_array(dense.astype(np.float32)), vocab, np.arange(dense.shape[0]), True)
+
+
+def test_cap_keeps_a_random_subset_of_at_most_cap_codes_per_patient():
+    rng = np.random.default_rng(0)
+    dense = (rng.random((300, 40)) < 0.3).astype(np.float32)
+    m = sp.csr_array(dense)
+    capped = cap_codes_per_patient(m, 5, np.random.default_rng(1))
+    per_row = np.diff(capped.indptr)
+    assert per_row.max() == 5
+    assert np.all(per_row == np.minimum(np.diff(m.indptr), 5))
+    assert np.all(capped.toarray() <= dense)  # a subset of each patient's own codes
+    # random, not the first five columns: every column survives somewhere
+    assert np.all(capped.toarray().sum(0) > 0)
+
+
+def test_threshold_is_the_hand_computed_gaussian_tail():
+    dense = np.zeros((1000, 3))
+    dense[:, 0] = 1
+    dense[:600, 1] = 1
+    release = release_vocabulary(_codes(dense), noise_multiplier=2.0, threshold_delta=1e-6,
+                                 max_codes_per_patient=4, rng=np.random.default_rng(0))
+    std = 2.0 * np.sqrt(4)
+    assert release.threshold == pytest.approx(1 + std * norm.isf(1e-6 / 4))
+    assert release.vocabulary == ("C0", "C1")  # the never-seen C2 is no candidate
+    assert release.candidates == 2
+
+
+def test_a_code_one_patient_holds_is_released_at_most_delta_often():
+    dense = np.zeros((50, 2))
+    dense[:, 0] = 1
+    dense[7] = [0, 1]  # only patient 7 has C1, and nothing else (the cap of 1 keeps it)
+    codes = _codes(dense)
+    delta = 0.2  # large, so the rate is measurable
+    kept = sum("C1" in release_vocabulary(codes, 1.0, delta, 1, np.random.default_rng(s)).vocabulary
+               for s in range(4000))
+    assert kept / 4000 == pytest.approx(delta, abs=0.03)  # the bound is tight for k = 1
+
+
+def test_charge_records_the_threshold_delta():
+    charge = vocabulary_charge(3.0, 1e-6, 50)
+    assert charge.delta == 1e-6 and charge.noise_multiplier == 3.0 and charge.sample_rate == 1.0
+
+
+def test_bad_arguments_and_an_empty_release_are_refused():
+    codes = _codes(np.eye(10))
+    with pytest.raises(ConfigError):
+        release_vocabulary(codes, 0.0, 1e-6, 5, np.random.default_rng(0))
+    with pytest.raises(ConfigError):
+        release_vocabulary(codes, 1.0, 1e-6, 0, np.random.default_rng(0))
+    with pytest.raises(InputError, match="public"):
+        release_vocabulary(codes, 5.0, 1e-6, 5, np.random.default_rng(0))
