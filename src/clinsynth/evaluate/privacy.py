@@ -36,11 +36,15 @@ space and shares the encoded matrices):
   synthetic record guess its sensitive ones, for training records versus holdout records?
 * k-anonymity of the quasi-identifiers — how many training records share the quasi-identifier
   combination of a synthetic record?
+
+The DCR protocol (:func:`dcr_protocol`) and the membership numbers
+(:func:`membership_from_distances`) take distances rather than records, so
+:mod:`clinsynth.evaluate.codes` runs the same attacks on code matrices with the Hamming distance.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -441,25 +445,75 @@ class DCRResult:
         return asdict(self)
 
 
-def _dcr(x_train: np.ndarray, x_test: np.ndarray, x_syn: np.ndarray, max_queries: int, seed: int) -> DCRResult:
+#: ``nearest(query_set, query_rows, reference_set, reference_rows)``: for each query row, the distance
+#: to its nearest reference row, or (distances, how many reference rows lie at that distance);
+#: sets are named ``"train"``, ``"test"`` and ``"synthetic"``.
+Nearest = Callable[[str, np.ndarray, str, np.ndarray], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
+_Found = tuple[np.ndarray, "np.ndarray | None"]
+
+
+def _found(result: np.ndarray | tuple[np.ndarray, np.ndarray]) -> _Found:
+    return (result[0], np.asarray(result[1], dtype=float)) if isinstance(result, tuple) else (result, None)
+
+
+def _nearer_of(a: _Found, b: _Found) -> _Found:
+    """The nearest over two reference sets; tied rows on both sides add up."""
+    (d_a, k_a), (d_b, k_b) = a, b
+    d = np.minimum(d_a, d_b)
+    if k_a is None or k_b is None:
+        return d, None
+    return d, np.where(d_a == d, k_a, 0.0) + np.where(d_b == d, k_b, 0.0)
+
+
+def _share_nearer_of(a: _Found, b: _Found) -> float:
+    """Share of queries nearer to ``a``'s set than ``b``'s. A tie counts half, or, when the number of
+    tied rows is known on both sides, ``k_a / (k_a + k_b)``: the chance that a row drawn at random
+    among all those at the nearest distance is ``a``'s, which keeps the share at its chance level
+    ``n_a / (n_a + n_b)`` for sets of unequal size even when distances tie often (whole-number
+    distances such as Hamming's)."""
+    (d_a, k_a), (d_b, k_b) = a, b
+    if k_a is None or k_b is None:
+        return _share_nearer(d_a, d_b)
+    tie = d_a == d_b
+    weight = np.divide(k_a, k_a + k_b, out=np.full(len(d_a), 0.5), where=tie & (k_a + k_b > 0))
+    return float(np.mean(d_a < d_b) + np.mean(np.where(tie, weight, 0.0)))
+
+
+def dcr_protocol(nearest: Nearest, n_train: int, n_test: int, n_synthetic: int, max_queries: int,
+                 seed: int) -> DCRResult:
+    """The DCR protocol on any record distance (see :class:`DCRResult`): draws the reference
+    subsamples and queries, asks ``nearest`` for the distances and computes the headline.
+
+    Shared by tables (the mixed-type distance) and code matrices (Hamming), so both read alike.
+    Distances that tie count half, or in proportion to the tied rows when ``nearest`` counts
+    them (see :func:`_share_nearer_of`).
+    """
     rng = _rng(seed, 1)
-    n_ref = min(len(x_train), len(x_test))
-    in_train, in_test = _split(rng, len(x_train), n_ref), _split(rng, len(x_test), n_ref)
-    queries = x_syn[_sample(rng, len(x_syn), max_queries)]
-    holdout_queries = x_test[_sample(rng, len(x_test), max_queries)]
-    train_ref, test_ref = x_train[in_train], x_test[in_test]
-    d_train = nearest_distances(queries, train_ref)
-    d_test = nearest_distances(queries, test_ref)
+    n_ref = min(n_train, n_test)
+    in_train, in_test = _split(rng, n_train, n_ref), _split(rng, n_test, n_ref)
+    queries = _sample(rng, n_synthetic, max_queries)
+    holdout_queries = _sample(rng, n_test, max_queries)
+    train_ref, test_ref = np.flatnonzero(in_train), np.flatnonzero(in_test)
+    near_train = _found(nearest("synthetic", queries, "train", train_ref))
+    near_test = _found(nearest("synthetic", queries, "test", test_ref))
     # the whole sets: the subsample's distance, or a nearer one among the rows left out
-    d_full = d_train if in_train.all() else np.minimum(d_train, nearest_distances(queries, x_train[~in_train]))
-    d_full_test = d_test if in_test.all() else np.minimum(d_test, nearest_distances(queries, x_test[~in_test]))
-    d_baseline = nearest_distances(holdout_queries, train_ref)
-    raw = _share_nearer(d_full, d_full_test)
-    chance = len(x_train) / (len(x_train) + len(x_test))
+    full_train = near_train if in_train.all() else _nearer_of(
+        near_train, _found(nearest("synthetic", queries, "train", np.flatnonzero(~in_train))))
+    full_test = near_test if in_test.all() else _nearer_of(
+        near_test, _found(nearest("synthetic", queries, "test", np.flatnonzero(~in_test))))
+    d_baseline = _found(nearest("test", holdout_queries, "train", train_ref))[0]
+    raw = _share_nearer_of(full_train, full_test)
+    chance = n_train / (n_train + n_test)
     low, high = _wilson(raw, len(queries))
     share, low, high = (_size_adjusted(v, chance) for v in (raw, low, high))
-    return DCRResult(share, low, high, raw, chance, _share_nearer(d_train, d_test), len(queries), n_ref,
-                     float(np.median(d_train)), float(np.median(d_test)), float(np.median(d_baseline)))
+    return DCRResult(share, low, high, raw, chance, _share_nearer_of(near_train, near_test), len(queries), n_ref,
+                     float(np.median(near_train[0])), float(np.median(near_test[0])), float(np.median(d_baseline)))
+
+
+def _dcr(x_train: np.ndarray, x_test: np.ndarray, x_syn: np.ndarray, max_queries: int, seed: int) -> DCRResult:
+    sets = {"train": x_train, "test": x_test, "synthetic": x_syn}
+    return dcr_protocol(lambda q, qi, r, ri: nearest_distances(sets[q][qi], sets[r][ri]),
+                        len(x_train), len(x_test), len(x_syn), max_queries, seed)
 
 
 def _size_adjusted(p: float, chance: float) -> float:
@@ -522,17 +576,32 @@ def _precision(flag_members: np.ndarray, flag_non: np.ndarray) -> float:
     return float(flag_members.sum() / flagged) if flagged else float("nan")
 
 
-def _membership(x_members: np.ndarray, x_non: np.ndarray, x_syn: np.ndarray, n_train: int,
-                known_fractions: Sequence[float], fpr: float) -> MembershipInferenceResult:
+def membership_from_distances(d_members: np.ndarray, d_non_members: np.ndarray, n_train: int,
+                              known_fractions: Sequence[float] = KNOWN_FRACTIONS, fpr: float = MIA_FPR,
+                              rng: np.random.Generator | None = None) -> MembershipInferenceResult:
+    """The membership attack's numbers from each record's distance to its nearest synthetic record
+    (members first in their pool's random order, as :func:`_member_pools` draws them).
+
+    The AUROC counts ties half. The threshold flags every record at most ``threshold`` away, so
+    when many distances tie at the threshold (integer distances do) the false-positive rate can
+    overshoot ``fpr``; with ``rng`` the records exactly at the threshold are flagged at random, each
+    with the probability that brings the non-members' expected rate to ``fpr`` — the point of the
+    ROC curve at ``fpr``, interpolated across the tie as the AUROC does.
+    """
     from sklearn.metrics import roc_auc_score
 
     if not 0 < fpr < 1:
         raise ValueError(f"fpr must be between 0 and 1, got {fpr}")
-    d_mem, d_non = np.split(nearest_distances(np.concatenate([x_members, x_non]), x_syn), [len(x_members)])
+    d_mem, d_non = np.asarray(d_members, dtype=float), np.asarray(d_non_members, dtype=float)
     labels = np.r_[np.ones(len(d_mem)), np.zeros(len(d_non))]
     auroc = float(roc_auc_score(labels, -np.r_[d_mem, d_non]))
     threshold = float(np.quantile(d_non, fpr, method="inverted_cdf"))
     flag_mem, flag_non = d_mem <= threshold, d_non <= threshold
+    if rng is not None:
+        at = np.mean(d_non == threshold)  # > 0: the threshold is a non-member's distance
+        keep = (fpr - np.mean(d_non < threshold)) / at
+        flag_mem = (d_mem < threshold) | ((d_mem == threshold) & (rng.random(len(d_mem)) < keep))
+        flag_non = (d_non < threshold) | ((d_non == threshold) & (rng.random(len(d_non)) < keep))
     rows = []
     for f in known_fractions:
         r = round(f * n_train)
@@ -543,6 +612,14 @@ def _membership(x_members: np.ndarray, x_non: np.ndarray, x_syn: np.ndarray, n_t
     return MembershipInferenceResult(auroc, len(d_mem), len(d_non), threshold, float(fpr),
                                      _precision(flag_mem, flag_non), float(flag_mem.mean()), float(flag_non.mean()),
                                      float(np.median(d_mem)), float(np.median(d_non)), rows)
+
+
+def _membership(x_members: np.ndarray, x_non: np.ndarray, x_syn: np.ndarray, n_train: int,
+                known_fractions: Sequence[float], fpr: float) -> MembershipInferenceResult:
+    if not 0 < fpr < 1:
+        raise ValueError(f"fpr must be between 0 and 1, got {fpr}")
+    d_mem, d_non = np.split(nearest_distances(np.concatenate([x_members, x_non]), x_syn), [len(x_members)])
+    return membership_from_distances(d_mem, d_non, n_train, known_fractions, fpr)
 
 
 def membership_inference(real_train: pd.DataFrame, real_test: pd.DataFrame, synthetic: pd.DataFrame,

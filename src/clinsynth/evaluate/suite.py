@@ -4,11 +4,16 @@
 from the caller, what the model promised), never a model, and returns an :class:`Evaluation`
 whose ``to_dict()`` is ``metrics.json``: every number the report shows, and the report is
 drawn from it alone.
+
+Given three :class:`~clinsynth.data.ehr.CodeMatrix` objects instead of frames, it evaluates a
+synthetic code matrix (:func:`clinsynth.evaluate.codes.evaluate_codes`): the metrics then hold
+a ``codes`` section in place of ``fidelity``, ``utility`` and ``privacy_attacks``.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +42,14 @@ class Evaluation:
     privacy_attacks: Any
     guarantee: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
+    codes: dict[str, Any] | None = None  # a code-matrix evaluation (then fidelity … are None)
 
     def to_dict(self) -> dict[str, Any]:
+        if self.codes is not None:
+            metrics = jsonable({**self.context, "guarantee": self.guarantee, "codes": self.codes,
+                                "seconds": self.seconds})
+            metrics["verdicts"] = verdicts(metrics)
+            return metrics
         metrics = {**self.context, "guarantee": self.guarantee, "fidelity": self.fidelity.to_dict(),
                    "utility": self.utility.to_dict() if self.utility is not None else None,
                    "privacy_attacks": self.privacy_attacks.to_dict(), "seconds": self.seconds}
@@ -66,13 +77,49 @@ def _check_columns(name: str, df: pd.DataFrame, schema: Schema) -> None:
         raise InputError(f"{name} table has {len(df)} row(s); evaluation needs at least 2")
 
 
-def evaluate(real_train: pd.DataFrame, real_test: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema,
+def _evaluate_codes(real_train: Any, real_test: Any, synthetic: Any, guarantee: dict[str, Any] | None,
+                    model: dict[str, Any] | None, dataset: str, seed: int, max_queries: int,
+                    progress: Any) -> Evaluation:
+    from clinsynth import __version__
+    from clinsynth.data.ehr import CodeMatrix
+    from clinsynth.evaluate.codes import evaluate_codes
+
+    named = (("real_train", real_train), ("real_test", real_test), ("synthetic", synthetic))
+    others = [f"{name} is a {type(x).__name__}" for name, x in named if not isinstance(x, CodeMatrix)]
+    if others:
+        raise InputError("code matrices are evaluated against code matrices: real_train, real_test and synthetic "
+                         f"must all be CodeMatrix objects, but {', '.join(others)}")
+    codes = evaluate_codes(real_train, real_test, synthetic, seed=seed, max_queries=max_queries, progress=progress)
+    context = {
+        "clinsynth_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "seed": seed,
+        "dataset": {"name": "code matrix" if dataset == "table" else dataset, "kind": "codes",
+                    "n_train": real_train.n_patients, "n_test": real_test.n_patients,
+                    "n_synthetic": synthetic.n_patients, "n_codes": real_train.n_codes, "binary": real_train.binary},
+        "model": model,
+    }
+    return Evaluation(context, None, None, None, guarantee or no_guarantee((model or {}).get("name")),
+                      dict(codes["seconds"]), codes=codes)
+
+
+def evaluate(real_train: Any, real_test: Any, synthetic: Any, schema: Schema | None = None,
              guarantee: dict[str, Any] | None = None, model: dict[str, Any] | None = None,
              dataset: str = "table", seed: int = 0, max_queries: int = 20_000, progress: Any = None) -> Evaluation:
     """Score ``synthetic`` against the records the model saw (``real_train``) and a holdout it
     never saw (``real_test``). ``guarantee`` is what the model promises (see ``no_guarantee``);
-    ``progress(step)`` is called before each step, for a progress display."""
+    ``progress(step)`` is called before each step, for a progress display.
+
+    Frames need their ``schema``; three :class:`~clinsynth.data.ehr.CodeMatrix` objects (same
+    vocabulary) need none and get the code-matrix evaluation."""
     from clinsynth import __version__
+
+    # a CodeMatrix exists only once its module is imported: tables never import it
+    ehr = sys.modules.get("clinsynth.data.ehr")
+    if ehr is not None and any(isinstance(x, ehr.CodeMatrix) for x in (real_train, real_test, synthetic)):
+        return _evaluate_codes(real_train, real_test, synthetic, guarantee, model, dataset, seed, max_queries, progress)
+    if schema is None:
+        raise InputError("evaluating tables needs their schema (schema=…); only code matrices are evaluated without one")
     from clinsynth.evaluate.fidelity import fidelity
     from clinsynth.evaluate.privacy import privacy_attacks
     from clinsynth.evaluate.utility import tstr

@@ -9,14 +9,31 @@ missing guarantee is a warning). They read the metrics dictionary, so a report r
 - Privacy attacks: fail when synthetic rows copy training rows more often than the holdout
   does, or when the distance-to-closest share or the membership-inference AUROC exceeds 0.6;
   caution above 0.55.
+
+Code matrices (patients × codes, :mod:`clinsynth.evaluate.codes`) have their own sections:
+
+- Dimension-wise probability: the correlation of code prevalences ≥ 0.95 passes (medGAN's bar
+  for a good model), ≥ 0.85 is caution.
+- Dimension-wise prediction: mean F1 trained on synthetic over mean F1 trained on real ≥ 0.9
+  passes, ≥ 0.75 caution (as utility).
+- Co-occurrence: the root mean square difference of the pair rates beyond sampling noise,
+  relative to the mean real pair rate, ≤ 0.25 passes, ≤ 0.5 caution (a fresh draw scores about
+  0, a model that keeps prevalences but draws codes independently well above 1).
+- Privacy attacks: as for tables, on the Hamming distance; identical code sets are common among
+  real patients (no code, one common code), so synthetic copies count only beyond the holdout's
+  rate plus twice the standard error of the difference of the two rates.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 DETECTION_PASS, DETECTION_CAUTION = 0.6, 0.8
 UTILITY_PASS, UTILITY_CAUTION = 0.9, 0.75
 ATTACK_CAUTION, ATTACK_FAIL = 0.55, 0.6
+CODE_PROBABILITY_PASS, CODE_PROBABILITY_CAUTION = 0.95, 0.85
+CODE_PREDICTION_PASS, CODE_PREDICTION_CAUTION = 0.9, 0.75
+CO_OCCURRENCE_PASS, CO_OCCURRENCE_CAUTION = 0.25, 0.5
 
 
 def _verdict(section: str, level: str, headline: str) -> dict[str, str]:
@@ -51,12 +68,14 @@ def utility_verdict(utility: dict[str, Any] | None) -> dict[str, str]:
                                       f"(worst: {name.replace('_', ' ')})")
 
 
-def attacks_verdict(attacks: dict[str, Any]) -> dict[str, str]:
+def attacks_verdict(attacks: dict[str, Any], copy_slack: float = 0.0) -> dict[str, str]:
+    """``copy_slack``: how far the synthetic copy rate may exceed the holdout's by chance (0 for
+    tables, where copies are rare; code matrices pass their sampling noise)."""
     copies = attacks["exact_copies"]
     dcr = attacks["distance_to_closest"]["share_closer_to_train"]
     mia = attacks["membership_inference"]["auroc"]
     problems = []
-    if copies["synthetic_rate"] > copies["holdout_rate"] + 0.001 and copies["synthetic_rate"] > 0:
+    if copies["synthetic_rate"] > copies["holdout_rate"] + 0.001 + copy_slack and copies["synthetic_rate"] > 0:
         problems.append(f"{copies['synthetic_rate']:.1%} of synthetic rows copy a training row "
                         f"(a real holdout: {copies['holdout_rate']:.1%})")
     if dcr > ATTACK_CAUTION:
@@ -66,11 +85,63 @@ def attacks_verdict(attacks: dict[str, Any]) -> dict[str, str]:
     if not problems:
         return _verdict("privacy attacks", "pass", f"no copies beyond a real holdout's rate; distance-to-closest share {dcr:.2f}, "
                                                    f"membership-inference AUROC {mia:.2f} (0.5 is ideal)")
-    severe = bool(copies["synthetic_rate"] > copies["holdout_rate"] + 0.01 or dcr > ATTACK_FAIL or (mia or 0) > ATTACK_FAIL)
+    severe = bool(copies["synthetic_rate"] > copies["holdout_rate"] + 0.01 + copy_slack or dcr > ATTACK_FAIL or (mia or 0) > ATTACK_FAIL)
     return _verdict("privacy attacks", "fail" if severe else "caution", "; ".join(problems))
+
+
+def code_probability_verdict(dwp: dict[str, Any]) -> dict[str, str]:
+    corr = dwp.get("correlation")
+    if corr is None:
+        return _verdict("dimension-wise probability", "fail", "code prevalences could not be correlated "
+                                                              "(every code equally common on one side)")
+    level = "pass" if corr >= CODE_PROBABILITY_PASS else "caution" if corr >= CODE_PROBABILITY_CAUTION else "fail"
+    worst = (dwp.get("largest") or [None])[0]
+    tail = (f"; furthest code {worst['code']} ({worst['real']:.1%} real, {worst['synthetic']:.1%} synthetic)"
+            if worst else "")
+    return _verdict("dimension-wise probability", level,
+                    f"code prevalences correlate at r = {corr:.3f} across {dwp['n_codes']:,} codes (1 is ideal){tail}")
+
+
+def code_prediction_verdict(pred: dict[str, Any]) -> dict[str, str]:
+    ratio = pred.get("f1_ratio")
+    if not pred.get("n_scored") or ratio is None:
+        return _verdict("dimension-wise prediction", "info", "no code could be scored (see the skipped codes)")
+    level = "pass" if ratio >= CODE_PREDICTION_PASS else "caution" if ratio >= CODE_PREDICTION_CAUTION else "fail"
+    return _verdict("dimension-wise prediction", level,
+                    f"predicting each of {pred['n_scored']} common codes from the others, models trained on synthetic "
+                    f"data reach {ratio:.0%} of the real-data F1 ({pred['mean_f1_synthetic']:.2f} vs {pred['mean_f1_real']:.2f})")
+
+
+def co_occurrence_verdict(co: dict[str, Any]) -> dict[str, str]:
+    excess = co.get("excess_relative_rms")
+    if excess is None:
+        return _verdict("co-occurrence", "info", "fewer than two codes: no pairs to compare")
+    level = "pass" if excess <= CO_OCCURRENCE_PASS else "caution" if excess <= CO_OCCURRENCE_CAUTION else "fail"
+    base = co.get("holdout_excess_relative_rms")
+    tail = f" (a real holdout: {base:.0%})" if base is not None else ""
+    corr = co.get("correlation")
+    return _verdict("co-occurrence", level,
+                    f"pair rates of the {co['n_codes']} commonest codes differ by {excess:.0%} of the mean rate beyond "
+                    f"sampling noise{tail}" + (f"; correlation {corr:.3f}" if corr is not None else ""))
+
+
+def _copy_slack(copies: dict[str, Any]) -> float:
+    """Twice the standard error of (synthetic copy rate − holdout copy rate) under equal true rates."""
+    h, n_s, n_h = copies["holdout_rate"], copies["n_synthetic"], copies["n_holdout"]
+    return 2.0 * math.sqrt(max(h * (1 - h), 0.0) * (1 / max(n_s, 1) + 1 / max(n_h, 1)))
+
+
+def code_verdicts(codes: dict[str, Any]) -> list[dict[str, str]]:
+    """The verdicts of a code-matrix evaluation (the ``codes`` section), in page order."""
+    return [code_probability_verdict(codes["dimension_wise_probability"]),
+            code_prediction_verdict(codes["dimension_wise_prediction"]),
+            co_occurrence_verdict(codes["co_occurrence"]),
+            attacks_verdict(codes["privacy_attacks"], _copy_slack(codes["privacy_attacks"]["exact_copies"]))]
 
 
 def verdicts(metrics: dict[str, Any]) -> list[dict[str, str]]:
     """The summary table of the report, in page order."""
+    if metrics.get("codes") is not None:
+        return [guarantee_verdict(metrics["guarantee"]), *code_verdicts(metrics["codes"])]
     return [guarantee_verdict(metrics["guarantee"]), fidelity_verdict(metrics["fidelity"]),
             utility_verdict(metrics.get("utility")), attacks_verdict(metrics["privacy_attacks"])]

@@ -152,3 +152,54 @@ def roc_figure(curves: list[dict[str, Any]]) -> str | None:
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
     return _data_uri(fig)
+
+
+def code_prevalence_figure(dwp: dict[str, Any]) -> str | None:
+    """Code prevalences, real (x) vs synthetic (y), with the diagonal: medGAN's scatter on a linear
+    scale (left) and on log scales (right), where the long tail of rare codes can be seen."""
+    real, synthetic = np.asarray(dwp.get("real") or [], dtype=float), np.asarray(dwp.get("synthetic") or [], dtype=float)
+    if real.size == 0:
+        return None
+    plt = _pyplot()
+    fig, (ax, ax_log) = plt.subplots(1, 2, figsize=(8.6, 4.2))
+    top = max(float(real.max()), float(synthetic.max()), 1e-6) * 1.05
+    ax.plot([0, top], [0, top], color="grey", linewidth=0.8)
+    ax.scatter(real, synthetic, s=8, color=SYNTHETIC, edgecolor="black", linewidth=0.2, alpha=0.7)
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    positive = np.concatenate([real[real > 0], synthetic[synthetic > 0]])
+    floor = float(positive.min()) / 2 if positive.size else 1e-6
+    ax_log.plot([floor, top], [floor, top], color="grey", linewidth=0.8)
+    ax_log.scatter(np.maximum(real, floor), np.maximum(synthetic, floor), s=8, color=SYNTHETIC, edgecolor="black",
+                   linewidth=0.2, alpha=0.7)
+    ax_log.set_xscale("log")
+    ax_log.set_yscale("log")
+    ax_log.set_title(f"log scales (0 drawn at {floor:.1g})", fontsize=8)
+    for a in (ax, ax_log):
+        a.set_xlabel("real prevalence")
+        a.set_ylabel("synthetic prevalence")
+        a.grid(alpha=0.3)
+    corr = dwp.get("correlation")
+    shown = f"{real.size:,} codes" + (" (a prevalence-stratified sample)" if dwp.get("scatter_sampled") else "")
+    ax.set_title(f"dimension-wise probability, {shown}" + (f", r = {corr:.3f}" if corr is not None else ""), fontsize=8)
+    fig.tight_layout()
+    return _data_uri(fig)
+
+
+def code_prediction_figure(prediction: dict[str, Any]) -> str | None:
+    """Dimension-wise prediction: each code's holdout F1, model trained on real (x) vs on synthetic (y)."""
+    codes = prediction.get("codes") or []
+    if not codes:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
+    ax.scatter([c["f1_real"] for c in codes], [c["f1_synthetic"] for c in codes], s=14, color=SYNTHETIC,
+               edgecolor="black", linewidth=0.3)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("F1, trained on real")
+    ax.set_ylabel("F1, trained on synthetic")
+    ax.set_title(f"dimension-wise prediction, {len(codes)} codes", fontsize=9)
+    ax.grid(alpha=0.3)
+    return _data_uri(fig)

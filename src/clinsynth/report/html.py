@@ -35,6 +35,10 @@ def _ci(pair: Any, digits: int = 3) -> str:
 
 def build_figures(metrics: dict[str, Any]) -> dict[str, Any]:
     """Every figure of the page from the numbers in ``metrics``."""
+    if metrics.get("codes") is not None:
+        codes = metrics["codes"]
+        return {"code_prevalence": figures.code_prevalence_figure(codes.get("dimension_wise_probability") or {}),
+                "code_prediction": figures.code_prediction_figure(codes.get("dimension_wise_prediction") or {})}
     fidelity = metrics.get("fidelity") or {}
     scores = {c["column"]: c["value"] for c in fidelity.get("columns", [])}
     longitudinal_columns = {c for g in metrics.get("schema", {}).get("longitudinal", []) for c in g.get("columns", [])}
@@ -51,11 +55,14 @@ def build_figures(metrics: dict[str, Any]) -> dict[str, Any]:
 
 REQUIRED = ("clinsynth_version", "created", "dataset", "schema", "guarantee", "fidelity", "utility",
             "privacy_attacks", "verdicts")
+#: A code-matrix evaluation holds a ``codes`` section instead of the table sections.
+REQUIRED_CODES = ("clinsynth_version", "created", "dataset", "guarantee", "codes", "verdicts")
 
 
 def render(metrics: dict[str, Any]) -> str:
     """The page as a string; refuses a dictionary that is not clinsynth's metrics."""
-    missing = [k for k in REQUIRED if k not in metrics] if isinstance(metrics, dict) else list(REQUIRED)
+    required = REQUIRED_CODES if isinstance(metrics, dict) and metrics.get("codes") is not None else REQUIRED
+    missing = [k for k in required if k not in metrics] if isinstance(metrics, dict) else list(REQUIRED)
     if missing:
         raise InputError(f"not a clinsynth metrics file: it lacks {', '.join(missing)} "
                          "(write one with `clinsynth run` or `clinsynth evaluate`)")
