@@ -19,8 +19,8 @@ from clinsynth.schema import CodeBlock, Schema
 
 FAST = {
     "medgan": dict(pretrain_epochs=10, epochs=3, batch_size=128),
-    "corgan": dict(pretrain_epochs=10, epochs=3, batch_size=128, channels=4),
-    "corgan-dense": dict(pretrain_epochs=10, epochs=3, batch_size=128, architecture="dense"),
+    "corgan": dict(pretrain_epochs=10, epochs=3, batch_size=128, architecture="conv"),
+    "corgan-dense": dict(pretrain_epochs=10, epochs=3, batch_size=128),
     "vae": dict(epochs=4, batch_size=128),
 }
 
@@ -197,6 +197,7 @@ def test_dp_models_charge_every_phase_to_one_ledger(planted, key, tmp_path):
         assert b"PLANTED-CODE" not in f.read_bytes()
     config = json.loads((tmp_path / "bundle" / "config.json").read_text())
     assert config["model"] == f"dp-{key}" and config["fitted"]["ledger"]["charges"]
+    assert "history" not in config["fitted"]  # training losses on real records are not released
 
 
 def test_dp_with_a_public_vocabulary_charges_no_vocabulary(planted):
@@ -226,3 +227,12 @@ def test_dp_counts_need_a_public_cap():
     schema = Schema(columns=[], codes=CodeBlock(vocabulary=list(codes.vocabulary), binary=False, max_count=5, public=True))
     synth = _model("vae", private=True, epochs=2, batch_size=128).fit(codes, schema).sample(300, seed=0)
     assert synth.matrix.data.max() <= 5
+
+
+# -- the bar (slow: minutes; `pytest -m slow`) -------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("name, bar", [("medgan", 0.95), ("corgan", 0.95), ("vae", 0.9)])
+def test_dimension_wise_probability_on_the_simulated_ehr(name, bar):
+    codes, _ = simulate_ehr(20_000, 1_000, seed=0)
+    synth = create(name, progress=False, seed=0).fit(codes).sample(20_000, seed=1)
+    assert np.corrcoef(codes.prevalence(), synth.prevalence())[0, 1] >= bar

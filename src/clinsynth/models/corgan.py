@@ -2,9 +2,9 @@
 
 Codes that sit near each other in a code list are often related (ICD chapters), so corGAN's
 autoencoder reads the code vector as a 1-D signal with strided convolutions, and its decoder
-writes it back with upsampling convolutions; generator and critic may be convolutional too
-(``architecture="conv"``) or dense over the convolutional autoencoder (``"dense"``, the variant
-the corGAN code also keeps). Training is a Wasserstein GAN: the critic scores records, its
+writes it back with upsampling convolutions; generator and critic are dense over the
+convolutional autoencoder (``architecture="dense"``, the variant the corGAN code also keeps, and
+the better one measured here) or convolutional too (``"conv"``). Training is a Wasserstein GAN: the critic scores records, its
 weights are clipped to ±``weight_clip`` after every step (the Lipschitz device of the original
 WGAN), and the generator trains every ``d_steps`` critic steps.
 
@@ -129,7 +129,10 @@ class CorGAN(MedGAN):
 
     Parameters (besides medGAN's)
     -----------------------------
-    architecture : ``"conv"`` generator and critic, or ``"dense"`` ones (over the conv autoencoder).
+    architecture : ``"dense"`` generator and critic over the convolutional autoencoder (the
+        default), or ``"conv"`` ones. Measured on ``simulate_ehr(20000, 1000, seed=0)``, 20 + 60
+        epochs, channels 4: dimension-wise probability correlation 0.977 dense, 0.845 conv (whose
+        critic, with kernels of fan-in 5–40, is weak under the ±0.01 weight clip; ±0.1 was worse).
     channels : base channel count of every convolution stack.
     weight_clip : the critic's weights are clamped to ±this after each step (0: off).
     decoder_lr : learning rate of the decoder's fine-tuning in the generator's steps.
@@ -137,10 +140,10 @@ class CorGAN(MedGAN):
 
     name = "corgan"
 
-    def __init__(self, pretrain_epochs: int = 40, epochs: int = 100, batch_size: int = 512,
+    def __init__(self, pretrain_epochs: int = 20, epochs: int = 60, batch_size: int = 512,
                  compress_dim: int = 128, generator_layers: int = 2, disc_hidden: tuple[int, ...] = (256, 256, 256),
-                 minibatch_averaging: bool = True, d_steps: int = 5, lr: float = 1e-3, weight_decay: float = 1e-4,
-                 ae_lr: float = 5e-3, architecture: str = "conv", channels: int = 8, weight_clip: float = 0.01,
+                 minibatch_averaging: bool = True, d_steps: int = 2, lr: float = 1e-3, weight_decay: float = 1e-4,
+                 ae_lr: float = 5e-3, architecture: str = "dense", channels: int = 4, weight_clip: float = 0.01,
                  decoder_lr: float = 1e-4, **common: Any):
         super().__init__(pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, compress_dim=compress_dim,
                          generator_layers=generator_layers, disc_hidden=disc_hidden,

@@ -542,8 +542,10 @@ class CodeModel(SynthModel):
         return RecordCodec.from_state_dict(schema, state)
 
     def _fitted_config(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"input_kind": self.input_kind_, "history": getattr(self, "history_", [])}
-        if self.private:
+        out: dict[str, Any] = {"input_kind": self.input_kind_}
+        if not self.private:  # losses on real records are statistics of them: not in a DP bundle
+            out["history"] = getattr(self, "history_", [])
+        else:
             out.update(ledger=self.ledger_.state_dict(), noise_multiplier=self.noise_multiplier_,
                        vocabulary_release=self.vocabulary_release_)
         return out
