@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,24 +317,24 @@ class CodeModel(SynthModel):
         return self.name.startswith("dp-")
 
     # -- what a code model implements ---------------------------------------------------------------
+    @abstractmethod
     def _phases(self) -> list[Phase]:
         """The networks trained on real records, in training order."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _build(self, dim: int, out_dim: int) -> dict[str, nn.Module]:
         """Fresh networks for records of ``dim`` features whose decoders emit ``out_dim`` logits,
         by name (all of them, also those not saved)."""
-        raise NotImplementedError
 
     sampling_modules: ClassVar[tuple[str, ...]] = ()
 
+    @abstractmethod
     def _train(self) -> None:
         """Train ``self.modules_`` through ``self._batches`` / ``self._real`` / ``self._step``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Logits (n × dim) of ``n`` new patients, as the codec's ``decode`` reads them."""
-        raise NotImplementedError
 
     def _validate_model_params(self, schema: Schema) -> None:
         """Raise ``ConfigError`` for the model's own hyperparameters."""
@@ -576,12 +577,12 @@ class CodeModel(SynthModel):
             module.load_state_dict(state[name])
             self.modules_[name] = module.eval()
 
-    # the table-model hooks a code model does not use (fit and sample are its own)
+    # the table-model hooks: a code model's own fit and sample replace the paths that call them
     def _fit(self, df: pd.DataFrame, encoder: TableEncoder) -> None:  # pragma: no cover
-        raise NotImplementedError
+        raise TypeError(f"{self.name} trains through CodeModel.fit")
 
     def _sample(self, n: int, class_probs: np.ndarray, seed: int) -> pd.DataFrame:  # pragma: no cover
-        raise NotImplementedError
+        raise TypeError(f"{self.name} samples through CodeModel.sample")
 
     def _default_class_probs(self) -> np.ndarray:  # pragma: no cover
         raise NotFittedError("code models have no class mix")
