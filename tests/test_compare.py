@@ -1,0 +1,240 @@
+"""bench/compare.py: aggregation, best-per-column marks, resume, failure propagation, meta.json,
+and one real end-to-end run of a fast clinsynth cell (no peers, no scikit-survival needed)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_compare():
+    spec = importlib.util.spec_from_file_location("bench_compare", REPO / "bench" / "compare.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+cmp = _load_compare()
+
+
+def _row(seed, status="ok", dataset="d", tool="clinsynth", synth="acgan", eps=None, reason=None, **metrics):
+    cell = cmp.Cell(dataset, tool, synth, eps, seed)
+    return cmp.base_row(cell, status, reason, **metrics)
+
+
+# -- aggregation -------------------------------------------------------------------------------
+def test_mean_and_sd_over_the_seeds_that_ran():
+    rows = [_row(0, tstr_trtr_lr=0.8, fit_seconds=10.0), _row(1, tstr_trtr_lr=0.9, fit_seconds=12.0),
+            _row(2, tstr_trtr_lr=1.0, fit_seconds=14.0), _row(3, "failed", reason="MemoryError: boom")]
+    (group,) = cmp.aggregate(rows)
+    assert (group.n_seeds, group.n_ok) == (4, 3)
+    mean, sd, n = group.stats["tstr_trtr_lr"]
+    assert mean == pytest.approx(0.9) and sd == pytest.approx(0.1) and n == 3
+    assert group.stats["fit_seconds"][:2] == pytest.approx((12.0, 2.0))
+    assert group.reasons == ["failed: MemoryError: boom"]
+    assert cmp.fmt(group.stats["tstr_trtr_lr"], 3) == "0.900 ± 0.100"
+    assert cmp.fmt(cmp.mean_sd([0.5]), 3) == "0.500"  # one seed: no spread shown
+    assert cmp.fmt(cmp.mean_sd([]), 3) == "—"
+
+
+def _group(name, eps=None, **means):
+    g = cmp.Group("d", "t", name, eps, "", n_seeds=1, n_ok=1)
+    g.stats = {m.key: (means.get(m.key, math.nan), math.nan, 1 if m.key in means else 0) for m in cmp.METRICS}
+    return g
+
+
+def test_best_per_column_follows_each_metric_direction():
+    a = _group("a", tstr_trtr_rf=0.95, detection_auroc=0.9, dcr_share=0.40, mia_auroc=0.52, exact_copy_rate=0.0,
+               fit_seconds=30.0, sample_rows_per_second=1000.0, fit_peak_rss_mb=900.0)
+    b = _group("b", tstr_trtr_rf=0.90, detection_auroc=0.7, dcr_share=0.55, mia_auroc=0.45, exact_copy_rate=0.1,
+               fit_seconds=10.0, sample_rows_per_second=50000.0, fit_peak_rss_mb=1500.0)
+    marks = cmp.best_marks([a, b])
+    best = {m: name for (i, m) in marks for name in [("a", "b")[i]]}
+    assert best == {"tstr_trtr_rf": "a", "detection_auroc": "b", "dcr_share": "b", "mia_auroc": "a",
+                    "exact_copy_rate": "a", "fit_seconds": "b", "sample_rows_per_second": "b", "fit_peak_rss_mb": "a"}
+
+
+def test_best_is_marked_within_each_epsilon_group_and_not_when_all_tie():
+    groups = [_group("a", tstr_trtr_lr=0.9, detection_auroc=1.0), _group("b", tstr_trtr_lr=0.8, detection_auroc=1.0),
+              _group("c", 1.0, tstr_trtr_lr=0.5), _group("d", 1.0, tstr_trtr_lr=0.6)]
+    marks = cmp.best_marks(groups)
+    assert (0, "tstr_trtr_lr") in marks and (3, "tstr_trtr_lr") in marks
+    assert (1, "tstr_trtr_lr") not in marks and (2, "tstr_trtr_lr") not in marks
+    assert not any(m == "detection_auroc" for _, m in marks)  # 1.000 and 1.000: nothing to point out
+
+
+def test_markdown_bolds_the_best_and_lists_cells_that_could_not_run():
+    rows = [_row(s, synth="acgan", tstr_trtr_lr=v) for s, v in enumerate([0.8, 0.9, 1.0])]
+    rows += [_row(s, synth="vae", tstr_trtr_lr=0.5) for s in range(3)]
+    rows += [_row(0, "timeout", tool="sdv", synth="ctgan", reason="timed out after 3600 s")]
+    text = cmp.render_markdown(rows, host={"platform": "p", "cpu": "c", "cores": "2", "ram": "1 GiB"})
+    acgan = next(ln for ln in text.splitlines() if ln.startswith("| clinsynth:acgan"))
+    assert "**0.900 ± 0.100**" in acgan and "| 3/3 |" in acgan
+    vae = next(ln for ln in text.splitlines() if ln.startswith("| clinsynth:vae"))
+    assert "| 0.500 ± 0.000 |" in vae and "**" not in vae.split("|")[4]
+    ctgan = next(ln for ln in text.splitlines() if ln.startswith("| sdv:ctgan"))
+    assert "0/1" in ctgan and "timeout: timed out after 3600 s" in ctgan
+
+
+# -- resume and failure propagation ----------------------------------------------------------------
+class Recorder:
+    def __init__(self, fail_seeds=(), status="failed"):
+        self.calls, self.fail_seeds, self.status = [], set(fail_seeds), status
+
+    def __call__(self, cell):
+        self.calls.append(cell.key)
+        if cell.seed in self.fail_seeds:
+            return cmp.base_row(cell, self.status, "ValueError: cannot handle this table")
+        return cmp.base_row(cell, "ok", None, tstr_trtr_lr=0.9)
+
+
+def _cells(seeds=(0, 1, 2)):
+    return cmp.build_cells(["breast_cancer"], ["sdv"], ["ctgan"], [None], list(seeds))
+
+
+def test_finished_cells_are_skipped_on_a_second_run(tmp_path):
+    store = cmp.CellStore(tmp_path / "cells.jsonl")
+    first = Recorder()
+    cmp.run_cells(_cells(), store, first, log=lambda _: None)
+    assert len(first.calls) == 3
+    again = Recorder()
+    added = cmp.run_cells(_cells(), cmp.CellStore(tmp_path / "cells.jsonl"), again, log=lambda _: None)
+    assert again.calls == [] and added == []
+
+
+def test_not_installed_is_tried_again_and_failures_only_with_retry(tmp_path):
+    store = cmp.CellStore(tmp_path / "cells.jsonl")
+    cells = _cells(seeds=(0,))
+    store.put(cmp.base_row(cells[0], "not installed", "no venv"))
+    runner = Recorder(fail_seeds={0})
+    cmp.run_cells(cells, store, runner, log=lambda _: None)
+    assert len(runner.calls) == 1 and store.get(cells[0].key)["status"] == "failed"
+    cmp.run_cells(cells, store, runner, log=lambda _: None)
+    assert len(runner.calls) == 1  # a failure is a result
+    cmp.run_cells(cells, store, Recorder(), retry_failed=True, log=lambda _: None)
+    assert store.get(cells[0].key)["status"] == "ok"
+
+
+@pytest.mark.parametrize("status", ["failed", "timeout"])
+def test_a_hopeless_seed_0_spares_the_other_seeds(tmp_path, status):
+    store = cmp.CellStore(tmp_path / "cells.jsonl")
+    runner = Recorder(fail_seeds={0}, status=status)
+    cmp.run_cells(_cells(), store, runner, log=lambda _: None)
+    assert len(runner.calls) == 1
+    rows = [store.get(c.key) for c in _cells()]
+    assert [r["status"] for r in rows] == [status] * 3
+    assert {r["reason"] for r in rows} == {"ValueError: cannot handle this table"}
+    assert [r["ran"] for r in rows] == [True, False, False]
+
+
+def test_a_failed_later_seed_does_not_stop_the_others(tmp_path):
+    store = cmp.CellStore(tmp_path / "cells.jsonl")
+    runner = Recorder(fail_seeds={1})
+    cmp.run_cells(_cells(), store, runner, log=lambda _: None)
+    assert len(runner.calls) == 3
+    (group,) = cmp.aggregate(store.rows.values())
+    assert group.n_ok == 2 and group.reasons == ["failed: ValueError: cannot handle this table"]
+
+
+def test_a_missing_venv_is_recorded_as_not_installed(tmp_path):
+    paths = cmp.Paths(tmp_path / "work", tmp_path / "results", tmp_path / "no-peers", REPO / "bench" / "run_cell.py")
+    (cell,) = _cells(seeds=(0,))
+    row = cmp.run_one(cell, cmp.DatasetFiles("breast_cancer", tmp_path), paths, 10, 100)
+    assert row["status"] == "not installed" and "no-peers/sdv/bin/python" in row["reason"]
+
+
+def test_cells_per_dataset_kind_epsilon_and_seed_order():
+    cells = cmp.build_cells(["breast_cancer", "ehr"], ["clinsynth"], None, [None, 1.0], [1, 0])
+    names = {(c.dataset, c.synthesizer) for c in cells}
+    assert ("breast_cancer", "acgan") in names and ("ehr", "acgan") not in names
+    assert ("ehr", "medgan") in names and ("breast_cancer", "medgan") not in names
+    assert all((c.epsilon is None) != c.synthesizer.startswith("dp-") for c in cells)
+    assert [c.seed for c in cells[:2]] == [0, 1]
+    assert {c.synthesizer for c in cmp.build_cells(["trial"], cmp.TOOLS, ["sdv:ctgan", "aim"], [None, 4.0], [0])} \
+        == {"ctgan", "aim"}
+
+
+# -- data ------------------------------------------------------------------------------------------
+def test_meta_json_from_a_small_frame():
+    df = pd.DataFrame({
+        "x": [1.5, np.nan, 3.25, 2.0],
+        "n": [3, 10, 7, 7],
+        "flag": [0, 1, 1, 0],
+        "yes": [True, False, True, True],
+        "grade": pd.Categorical(["10", "2", "2", "10"], categories=["2", "10", "30"]),
+        "city": ["b", "a", None, "a"],
+        "y": [0, 1, 0, 1],
+    })
+    table, meta = cmp.build_meta(df, "toy", "y")
+    cols = {c["name"]: c for c in meta["columns"]}
+    assert cols["x"] == {"name": "x", "kind": "continuous", "lower": 1.5, "upper": 3.25, "nullable": True}
+    assert cols["n"] == {"name": "n", "kind": "integer", "lower": 3, "upper": 10, "nullable": False}
+    assert cols["flag"]["kind"] == "binary" and cols["flag"]["categories"] == ["0", "1"]
+    assert cols["yes"]["categories"] == ["0", "1"] and list(table["yes"]) == ["1", "0", "1", "1"]
+    assert cols["grade"] == {"name": "grade", "kind": "binary", "categories": ["2", "10"], "nullable": False}
+    assert cols["city"] == {"name": "city", "kind": "binary", "categories": ["a", "b"], "nullable": True}
+    assert cols["y"]["kind"] == "binary" and list(table["y"]) == ["0", "1", "0", "1"]
+    assert table["city"].isna().tolist() == [False, False, True, False]
+    assert cmp.default_delta(455) == 1e-5 and cmp.default_delta(1_000_000) == pytest.approx(1e-7)
+
+
+def test_peer_tables_are_coerced_to_the_schema():
+    meta = {"columns": [{"name": "x", "kind": "continuous", "lower": 0, "upper": 1},
+                        {"name": "c", "kind": "binary", "categories": ["0", "1"]}]}
+    synth = pd.DataFrame({"x": ["0.5", "oops", ""], "c": [1.0, "0", "7"], "extra": [1, 2, 3]})
+    out, notes = cmp.coerce_synthetic(synth, meta)
+    assert out["x"].tolist()[0] == 0.5 and out["x"].isna().tolist() == [False, True, True]
+    assert out["c"].tolist() == ["1", "0", "7"]
+    assert any("x: 1 non-numeric" in n for n in notes) and any("c: 1 value(s) outside" in n for n in notes)
+    with pytest.raises(ValueError, match="lacks 1 column"):
+        cmp.coerce_synthetic(synth.drop(columns=["c"]), meta)
+
+
+# -- a real run -----------------------------------------------------------------------------------
+def _tiny() -> pd.DataFrame:
+    from clinsynth.data.datasets import load_breast_cancer
+
+    df = load_breast_cancer()
+    return df.groupby("diagnosis").head(60)[["mean_radius", "mean_texture", "mean_area", "worst_smoothness",
+                                             "diagnosis"]].reset_index(drop=True)
+
+
+def test_end_to_end_with_a_fast_clinsynth_cell(tmp_path, monkeypatch):
+    monkeypatch.setitem(cmp.DATASETS, "tiny", cmp.Dataset("tiny", "diagnosis", _tiny))
+    args = ["--datasets", "tiny", "--tools", "clinsynth", "--synthesizers", "vae", "--seeds", "0",
+            "--param", "epochs=2", "--speed-rows", "500", "--work-dir", str(tmp_path / "work"),
+            "--results-dir", str(tmp_path / "results")]
+    assert cmp.main(args) == 0
+    meta = json.loads((tmp_path / "work" / "tiny" / "meta.json").read_text())
+    assert (meta["n_train"], meta["n_test"], meta["delta"]) == (96, 24, 1e-5)
+    frame = pd.read_csv(tmp_path / "results" / "compare.csv")
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert row["status"] == "ok", row["reason"]
+    assert (row["tool"], row["synthesizer"], row["cell_params"], row["n_sampled"]) == ("clinsynth", "vae", "epochs=2", 96)
+    for key in ("tstr_trtr_lr", "tstr_trtr_rf", "tstr_trtr_gb"):
+        assert 0 < row[key] < 1.5
+    for key in ("detection_auroc", "dcr_share", "mia_auroc"):
+        assert 0 <= row[key] <= 1
+    assert 0 <= row["exact_copy_rate"] <= 1 and row["fit_seconds"] > 0 and row["sample_rows_per_second"] > 0
+    assert row["fit_peak_rss_mb"] > row["baseline_rss_mb"] > 0
+    assert json.loads(row["params"])["epochs"] == 2
+    assert "| clinsynth:vae [epochs=2] | non-DP | 1/1 |" in (tmp_path / "results" / "compare.md").read_text()
+
+    log = tmp_path / "results" / "compare_cells.jsonl"
+    assert cmp.main(args) == 0  # finished: skipped, nothing appended
+    assert len(log.read_text().splitlines()) == 1
+    assert cmp.main(args + ["--rescore"]) == 0  # scored again from the kept table, same numbers
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2
+    again = json.loads(lines[1])
+    assert again["tstr_trtr_rf"] == pytest.approx(row["tstr_trtr_rf"]) and again["mia_auroc"] == pytest.approx(row["mia_auroc"])
