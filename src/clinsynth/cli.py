@@ -229,7 +229,7 @@ def run(
     target: Annotated[Optional[str], typer.Option(help="Target (class) column: stratifies the split, conditions the model, scores utility.")] = None,
     output: Annotated[Path, typer.Option("--out", "-o", help="Release directory.")] = Path("release"),
     schema_path: Annotated[Optional[Path], typer.Option("--schema", help="Schema JSON (from `clinsynth schema`).")] = None,
-    model: Annotated[str, typer.Option(help="Registered model name (see `clinsynth models`).")] = "acgan",
+    model: Annotated[Optional[str], typer.Option(help="Registered model name (see `clinsynth models`); default acgan, vae with --codes.")] = None,
     epsilon: Annotated[Optional[float], typer.Option(help="Train with differential privacy at this ε (uses the model's dp- version).")] = None,
     delta: Annotated[Optional[float], typer.Option(help="DP δ; default min(1e-5, 1/(10 n)), never above 1/n.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
@@ -240,14 +240,39 @@ def run(
     output_format: Annotated[str, typer.Option("--format", help="Synthetic table format: csv or parquet.")] = "csv",
     seed: Annotated[int, typer.Option(help="Random seed (split, model, sampling, evaluation).")] = 0,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+    codes: Annotated[bool, typer.Option("--codes", help="DATA is EHR codes in long format (patient, code[, count]); "
+                                        "default model vae.", rich_help_panel="EHR codes")] = False,
+    patient_col: Annotated[str, typer.Option(help="Patient id column of the code table.", rich_help_panel="EHR codes")] = "patient_id",
+    code_col: Annotated[str, typer.Option(help="Code column.", rich_help_panel="EHR codes")] = "code",
+    count_col: Annotated[Optional[str], typer.Option(help="Count column (model counts; default: presence).", rich_help_panel="EHR codes")] = None,
+    truncate: Annotated[Optional[int], typer.Option(help="Keep the first N characters of each code (dots removed), e.g. 3 for ICD-9 categories.", rich_help_panel="EHR codes")] = None,
+    min_count: Annotated[int, typer.Option(help="Drop codes held by fewer patients (not with a declared vocabulary).", rich_help_panel="EHR codes")] = 1,
+    vocabulary: Annotated[Optional[Path], typer.Option(help="Declared public code list, one code per line (costs no privacy budget).", rich_help_panel="EHR codes")] = None,
+    static: Annotated[Optional[Path], typer.Option(help="Per-patient table (demographics) to model with the codes.", rich_help_panel="EHR codes")] = None,
+    id_col: Annotated[Optional[str], typer.Option(help="Patient id column of --static (default: --patient-col).", rich_help_panel="EHR codes")] = None,
+    max_count: Annotated[Optional[int], typer.Option(help="Public cap on counts (needed with --count-col under DP).", rich_help_panel="EHR codes")] = None,
 ) -> None:
     """The main job: split, fit, sample, evaluate and write a release (synthetic table, model, report, metrics, manifest)."""
     from clinsynth.data.io import read_table
-    from clinsynth.pipeline import RunConfig, file_hash, run_release
+    from clinsynth.pipeline import CodeColumns, CodeInput, RunConfig, file_hash, run_release
 
     if n is not None and n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
-    name, params = _model_and_params(model, param, epochs, select, epsilon, delta)
+    code_options = {"--count-col": count_col, "--truncate": truncate, "--vocabulary": vocabulary,
+                    "--static": static, "--id-col": id_col, "--max-count": max_count}
+    if codes:
+        _run_codes(data, output, schema_path, model or "vae", epsilon, delta, epochs, select,
+                   param, n, test_size, output_format, seed, quiet, target,
+                   CodeInput(CodeColumns(patient_col, code_col, count_col or "count"), counts=count_col is not None,
+                             truncate=truncate, min_count=min_count,
+                             vocabulary_file=str(vocabulary) if vocabulary is not None else None,
+                             static_file=str(static) if static is not None else None, id_col=id_col,
+                             max_count=max_count))
+        return
+    given = [flag for flag, value in code_options.items() if value is not None] + (["--min-count"] if min_count != 1 else [])
+    if given:
+        raise ConfigError(f"{', '.join(given)} read EHR codes: add --codes (DATA is then long format: patient, code[, count])")
+    name, params = _model_and_params(model or "acgan", param, epochs, select, epsilon, delta)
     df = read_table(data)
     table_schema = _load_schema(df, schema_path, target)
     params = {k: v for k, v in params.items() if k not in ("epsilon", "delta")}  # the config holds the budget
@@ -256,6 +281,37 @@ def run(
     source = {"name": data.name, "path": str(data), "file_sha256": file_hash(data)}
     result = run_release(df, config, output, schema=table_schema, source=source, progress=not quiet,
                          on_step=_step_printer(quiet))
+    _release_summary(result)
+
+
+def _run_codes(data: Path, output: Path, schema_path: Optional[Path], model: str, epsilon: Optional[float],
+               delta: Optional[float], epochs: Optional[int], select: Optional[str], param: Optional[list[str]],
+               n: Optional[int], test_size: float, output_format: str, seed: int, quiet: bool,
+               target: Optional[str], spec: Any) -> None:
+    """`run --codes`: the release of an EHR code table (long format in, long format out)."""
+    from dataclasses import asdict
+
+    from clinsynth.models.records import CodeModel
+    from clinsynth.models.registry import REGISTRY
+    from clinsynth.pipeline import RunConfig, file_hash, read_code_input, run_code_release
+    from clinsynth.schema import Schema
+
+    if target is not None:
+        raise ConfigError("--target does not apply to --codes: a code release is scored code by code "
+                          "(dimension-wise prediction), with no single target")
+    if select is not None:
+        raise ConfigError("--select applies to the AC-GAN's epoch selection, not to the code models")
+    name, params = _model_and_params(model, param, epochs, None, epsilon, delta)
+    code_models = [m for m, e in REGISTRY.items() if issubclass(e.load_class(), CodeModel)]
+    if name not in code_models:
+        raise ConfigError(f"model '{name}' does not model EHR codes; code models: {', '.join(code_models)}")
+    codes, schema = read_code_input(data, spec, Schema.load(schema_path) if schema_path is not None else None)
+    params = {k: v for k, v in params.items() if k not in ("epsilon", "delta")}  # the config holds the budget
+    config = RunConfig(target=None, model=name, epsilon=epsilon, delta=delta, params=params, test_size=test_size,
+                       n_synthetic=n, seed=seed, output_format=output_format)
+    source = {"name": data.name, "path": str(data), "file_sha256": file_hash(data), "read": asdict(spec)}
+    result = run_code_release(codes, config, output, schema=schema, names=spec.columns, source=source,
+                              progress=not quiet, on_step=_step_printer(quiet))
     _release_summary(result)
 
 
@@ -313,16 +369,27 @@ def report(
 
 @app.command()
 def demo(
-    output: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("clinsynth-demo"),
-    epochs: Annotated[int, typer.Option(help="Training epochs (non-DP).")] = 150,
-    epsilon: Annotated[Optional[float], typer.Option(help="Train the DP AC-GAN at this ε instead.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (default clinsynth-demo, or clinsynth-ehr-demo with --ehr).")] = None,
+    ehr: Annotated[bool, typer.Option("--ehr", help="The simulated EHR extract (codes + age, sex) instead of the trial.")] = False,
+    model: Annotated[Optional[str], typer.Option(help="With --ehr: the code model (vae, medgan, corgan).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default: 150 for the trial's AC-GAN, the model's own with --ehr).")] = None,
+    epsilon: Annotated[Optional[float], typer.Option(help="Train the model's DP version at this ε instead.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
-    """`run` on the bundled simulated trial (target arm): synthetic data, model, report, metrics, manifest."""
-    from clinsynth.pipeline import run_demo
+    """`run` on bundled simulated data: the trial (target arm), or with --ehr the EHR code extract."""
+    from clinsynth.pipeline import run_demo, run_ehr_demo
 
-    result = run_demo(output, epochs=epochs, seed=seed, epsilon=epsilon, progress=not quiet, on_step=_step_printer(quiet))
+    if ehr:
+        output = output or Path("clinsynth-ehr-demo")
+        result = run_ehr_demo(output, model=model or "vae", epochs=epochs, seed=seed, epsilon=epsilon,
+                              progress=not quiet, on_step=_step_printer(quiet))
+    else:
+        if model is not None:
+            raise ConfigError("--model chooses the code model of `demo --ehr`; the trial demo runs the AC-GAN")
+        output = output or Path("clinsynth-demo")
+        result = run_demo(output, epochs=150 if epochs is None else epochs, seed=seed, epsilon=epsilon,
+                          progress=not quiet, on_step=_step_printer(quiet))
     _release_summary(result)
     console.print(f"open {output / 'report.html'} in a browser")
 

@@ -1,7 +1,9 @@
 """The end-to-end jobs the CLI exposes, as plain functions: the CLI only parses and prints.
 
 ``run_release`` is the main job (``clinsynth run``): from one table to the five files of a
-release. ``run_demo`` is the same on the bundled simulated trial, the first thing a newcomer runs.
+release; ``run_code_release`` the same for an EHR code matrix (``clinsynth run --codes``), whose
+synthetic patients are written back in long format. ``run_demo`` is either on bundled simulated
+data, the first thing a newcomer runs.
 """
 from __future__ import annotations
 
@@ -74,6 +76,15 @@ class RunConfig:
 
 
 @dataclass
+class CodeColumns:
+    """The column names of a long-format code table, read and written with the same names."""
+
+    patient_col: str = "patient_id"
+    code_col: str = "code"
+    count_col: str = "count"
+
+
+@dataclass
 class RunResult:
     out_dir: Path
     files: dict[str, Path]
@@ -82,77 +93,233 @@ class RunResult:
     seconds: float = 0.0
 
 
+class _Release:
+    """The parts every release shares: checked options, timed steps, metrics, report, manifest.
+
+    Files are written atomically and the manifest last, so a directory with a manifest is
+    complete; an interrupted run leaves the earlier files whole.
+    """
+
+    def __init__(self, config: RunConfig, out_dir: str | Path, on_step: Any = None):
+        if config.output_format not in ("csv", "parquet"):
+            raise ConfigError(f"output format must be csv or parquet, got {config.output_format!r}")
+        if config.n_synthetic is not None and config.n_synthetic < 1:
+            raise ConfigError(f"n_synthetic must be at least 1, got {config.n_synthetic}")
+        self.out = Path(out_dir)
+        if self.out.exists() and not self.out.is_dir():
+            raise ConfigError(f"--out '{self.out}' is a file; a release is a directory of five files")
+        self.config = config
+        self.say = on_step or (lambda name: None)
+        self.timings: dict[str, float] = {}
+        self.start = time.perf_counter()
+
+    def step(self, name: str, fn: Any) -> Any:
+        self.say(name)
+        t = time.perf_counter()
+        result = fn()
+        self.timings[name] = round(time.perf_counter() - t, 2)
+        return result
+
+    def model(self, progress: bool) -> Any:
+        from clinsynth.models.registry import create, private_model
+
+        params = dict(self.config.params)
+        name = private_model(self.config.model, self.config.epsilon, self.config.delta, params)
+        return create(name, seed=self.config.seed, progress=progress, **params)
+
+    def evaluate(self, model: Any, train: Any, test: Any, synthetic: Any, schema: Schema | None,
+                 dataset: str) -> dict[str, Any]:
+        from clinsynth.evaluate.suite import evaluate
+
+        guarantee = self.step("privacy ledger", lambda: guarantee_of(model))
+        evaluation = self.step("evaluate", lambda: evaluate(
+            train, test, synthetic, schema, guarantee=guarantee,
+            model={"name": model.name, "params": jsonable(model.get_params())}, dataset=dataset,
+            seed=self.config.seed, max_queries=self.config.max_queries, progress=self.say))
+        return evaluation.to_dict()
+
+    def finish(self, model: Any, files: dict[str, Path], metrics: dict[str, Any], input_info: dict[str, Any],
+               split: dict[str, Any], extra: dict[str, Any] | None = None) -> RunResult:
+        from clinsynth import __version__
+        from clinsynth.models.base import library_versions
+        from clinsynth.report.html import write_report
+
+        files["metrics"] = self.out / "metrics.json"
+        write_text_atomic(files["metrics"], json.dumps(metrics, indent=1) + "\n")
+        files["report"] = self.step("report", lambda: write_report(metrics, self.out / "report.html"))
+        self.timings["total"] = round(time.perf_counter() - self.start, 2)
+        seed = self.config.seed
+        manifest = {
+            "clinsynth_version": __version__,
+            "created": metrics["created"],
+            "config": jsonable(asdict(self.config)),
+            **(extra or {}),
+            "model": {"name": model.name, "params": jsonable(model.get_params())},
+            "input": input_info,
+            "split": split,
+            "seeds": {"split": seed, "model": seed, "sample": seed, "evaluation": seed},
+            "versions": library_versions(),
+            "device": str(getattr(model, "device_", "cpu")),
+            "timings_seconds": self.timings,
+            "files": {k: {"path": v.name, **({"sha256": file_hash(v)} if v.is_file() else {})} for k, v in files.items()},
+        }
+        files["manifest"] = self.out / "manifest.json"
+        write_text_atomic(files["manifest"], json.dumps(jsonable(manifest), indent=1) + "\n")
+        return RunResult(self.out, files, metrics, manifest, seconds=time.perf_counter() - self.start)
+
+
 def run_release(df: pd.DataFrame, config: RunConfig, out_dir: str | Path, schema: Schema | None = None,
                 source: dict[str, Any] | None = None, progress: bool = True,
                 on_step: Any = None) -> RunResult:
     """The main job: holdout split, fit, sample, evaluate, report, manifest.
 
-    The five files of a release are written atomically, the manifest last, so a directory with a
-    manifest is complete; an interrupted run leaves the earlier files whole. ``on_step(name)``
-    is told each step as it starts (the CLI prints it).
+    ``on_step(name)`` is told each step as it starts (the CLI prints it).
     """
-    from clinsynth import __version__
-    from clinsynth.evaluate.suite import evaluate
-    from clinsynth.models.base import library_versions
-    from clinsynth.models.registry import create, private_model
-    from clinsynth.report.html import write_report
-
-    if config.output_format not in ("csv", "parquet"):
-        raise ConfigError(f"output format must be csv or parquet, got {config.output_format!r}")
-    say = on_step or (lambda name: None)
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-
-    def timed(name: str, fn: Any) -> Any:
-        say(name)
-        t = time.perf_counter()
-        result = fn()
-        timings[name] = round(time.perf_counter() - t, 2)
-        return result
-
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out '{out}' is a file; a release is a directory of five files")
-    out.mkdir(parents=True, exist_ok=True)
+    release = _Release(config, out_dir, on_step)
     schema = schema or Schema.infer(df, target=config.target)
     schema.validate(df)
     train, test = split_holdout(df, schema.target, config.test_size, seed=config.seed)
-    params = dict(config.params)
-    name = private_model(config.model, config.epsilon, config.delta, params)
-    model = create(name, seed=config.seed, progress=progress, **params)
-    timed("fit", lambda: model.fit(train, schema))
+    model = release.model(progress)  # options checked before the output directory is made
+    release.out.mkdir(parents=True, exist_ok=True)
+    release.step("fit", lambda: model.fit(train, schema))
     n = config.n_synthetic or len(train)
-    synthetic = timed("sample", lambda: model.sample(n, seed=config.seed))
-    files = {"synthetic": write_table(synthetic, out / f"synthetic.{config.output_format}"),
-             "model": model.save(out / "model")}
-    guarantee = timed("privacy ledger", lambda: guarantee_of(model))
-    evaluation = timed("evaluate", lambda: evaluate(train, test, synthetic, model.schema_, guarantee=guarantee,
-                                                    model={"name": model.name, "params": jsonable(model.get_params())},
-                                                    dataset=(source or {}).get("name", "table"), seed=config.seed,
-                                                    max_queries=config.max_queries, progress=on_step))
-    metrics = evaluation.to_dict()
-    files["metrics"] = out / "metrics.json"
-    write_text_atomic(files["metrics"], json.dumps(metrics, indent=1) + "\n")
-    files["report"] = timed("report", lambda: write_report(metrics, out / "report.html"))
-    timings["total"] = round(time.perf_counter() - start, 2)
-    manifest = {
-        "clinsynth_version": __version__,
-        "created": metrics["created"],
-        "config": jsonable(asdict(config)),
-        "model": {"name": model.name, "params": jsonable(model.get_params())},
-        "input": {**(source or {}), "rows": len(df), "columns": int(df.shape[1]), "table_sha256": table_hash(df)},
-        "split": {"n_train": len(train), "n_test": len(test), "stratified_by": schema.target},
-        "seeds": {"split": config.seed, "model": config.seed, "sample": config.seed, "evaluation": config.seed},
-        "versions": library_versions(),
-        "device": str(getattr(model, "device_", "cpu")),
-        "timings_seconds": timings,
-        "files": {k: {"path": v.name, **({"sha256": file_hash(v)} if v.is_file() else {})} for k, v in files.items()},
-    }
-    files["manifest"] = out / "manifest.json"
-    write_text_atomic(files["manifest"], json.dumps(jsonable(manifest), indent=1) + "\n")
-    return RunResult(out, files, metrics, manifest, seconds=time.perf_counter() - start)
+    synthetic = release.step("sample", lambda: model.sample(n, seed=config.seed))
+    files = {"synthetic": write_table(synthetic, release.out / f"synthetic.{config.output_format}"),
+             "model": model.save(release.out / "model")}
+    metrics = release.evaluate(model, train, test, synthetic, model.schema_, (source or {}).get("name", "table"))
+    return release.finish(
+        model, files, metrics,
+        input_info={**(source or {}), "rows": len(df), "columns": int(df.shape[1]), "table_sha256": table_hash(df)},
+        split={"n_train": len(train), "n_test": len(test), "stratified_by": schema.target})
 
 
+# -- EHR code matrices -------------------------------------------------------------------------
+def split_patients(codes: Any, test_size: float = 0.2, seed: int = 0) -> tuple[Any, Any]:
+    """Random train/holdout split of a code matrix's patients (with their ordinary columns)."""
+    import numpy as np
+
+    if not 0 < test_size < 1:
+        raise ConfigError(f"test_size must be between 0 and 1, got {test_size}")
+    n = codes.n_patients
+    n_test = int(round(test_size * n))
+    if n_test < 2 or n - n_test < 2:
+        raise ConfigError(f"{n} patients are too few to hold {test_size:.0%} out: "
+                          "training and holdout need at least 2 patients each")
+    order = np.random.default_rng(seed).permutation(n)
+    return codes.subset(np.sort(order[n_test:])), codes.subset(np.sort(order[:n_test]))
+
+
+def codes_hash(codes: Any) -> str:
+    """SHA-256 of a code matrix's content (vocabulary, ids, entries, ordinary columns): the
+    manifest's proof of which input made a release, independent of the long format's row order."""
+    digest = hashlib.sha256("\x1f".join(codes.vocabulary).encode())
+    digest.update("\x1f".join(map(str, codes.patient_ids)).encode())
+    for part in (codes.matrix.indptr, codes.matrix.indices, codes.matrix.data):
+        digest.update(part.tobytes())
+    if codes.static is not None:
+        digest.update(table_hash(codes.static).encode())
+    return digest.hexdigest()
+
+
+def write_codes(codes: Any, out: Path, output_format: str, names: CodeColumns) -> dict[str, Path]:
+    """Synthetic patients as the steward's long format (``synthetic.<fmt>``: id, code[, count]) and,
+    when they have ordinary columns, one row per patient in ``synthetic_static.<fmt>`` — the only
+    place a synthetic patient without any code appears."""
+    from clinsynth.data.ehr import write_long
+
+    files = {"synthetic": write_long(codes, out / f"synthetic.{output_format}", patient_col=names.patient_col,
+                                     code_col=names.code_col, count_col=names.count_col)}
+    if codes.static is not None:
+        static = codes.static.copy()
+        static.insert(0, names.patient_col, codes.patient_ids)
+        files["synthetic_static"] = write_table(static, out / f"synthetic_static.{output_format}")
+    return files
+
+
+@dataclass
+class CodeInput:
+    """How to read a long-format code table for a release (recorded in the manifest)."""
+
+    columns: CodeColumns = field(default_factory=CodeColumns)
+    counts: bool = False  # read the count column (else presence)
+    truncate: int | None = None
+    min_count: int = 1
+    vocabulary_file: str | None = None  # a declared (public) code list
+    static_file: str | None = None  # per-patient ordinary columns (demographics)
+    id_col: str | None = None  # the static table's id column (default: the patient column)
+    max_count: int | None = None  # public cap on counts (needed under DP)
+
+
+def read_code_input(path: str | Path, spec: CodeInput, schema: Schema | None = None) -> tuple[Any, Schema]:
+    """The code matrix (with its ordinary columns) and its schema, as ``clinsynth run --codes`` reads them.
+
+    The vocabulary comes from, in order: the schema's code block, a declared code list (then it is
+    public), or the data (then under DP it is chosen by a charged mechanism).
+    """
+    from clinsynth.data.ehr import attach_static, read_long, read_vocabulary
+    from clinsynth.data.io import read_table
+    from clinsynth.models.records import infer_record_schema
+
+    names = spec.columns
+    if schema is not None and schema.codes is None:
+        raise ConfigError("the schema has no code block; a code release needs one (or no --schema)")
+    if schema is not None and spec.vocabulary_file is not None:
+        raise ConfigError("give the vocabulary once: in the schema's code block or as --vocabulary, not both")
+    declared = (schema.codes.vocabulary if schema is not None
+                else read_vocabulary(spec.vocabulary_file) if spec.vocabulary_file is not None else None)
+    binary = not spec.counts if schema is None else schema.codes.binary
+    if not binary and not spec.counts:
+        raise ConfigError("the schema's code block holds counts: name the count column (--count-col)")
+    codes = read_long(path, patient_col=names.patient_col, code_col=names.code_col,
+                      count_col=names.count_col if not binary else None, binary=binary,
+                      truncate=spec.truncate, min_count=spec.min_count, vocabulary=declared)
+    if spec.static_file is not None:
+        codes = attach_static(codes, read_table(spec.static_file), id_col=spec.id_col or names.patient_col)
+    if schema is None:
+        schema = infer_record_schema(codes, codes.static)
+        update: dict[str, Any] = {"public": spec.vocabulary_file is not None}
+        if spec.max_count is not None:
+            if binary:
+                raise ConfigError("--max-count caps counts: it needs --count-col")
+            update["max_count"] = spec.max_count
+        schema = schema.model_copy(update={"codes": schema.codes.model_copy(update=update)})
+    return codes, schema
+
+
+def run_code_release(codes: Any, config: RunConfig, out_dir: str | Path, schema: Schema | None = None,
+                     names: CodeColumns | None = None, source: dict[str, Any] | None = None,
+                     progress: bool = True, on_step: Any = None) -> RunResult:
+    """``run_release`` for an EHR code matrix (optionally with ordinary columns attached): random
+    patient holdout, fit a code model, sample new patients (new ids), write them in long format,
+    evaluate the code matrix, report, manifest."""
+    from clinsynth.data.ehr import CodeMatrix
+
+    if not isinstance(codes, CodeMatrix):
+        raise ConfigError(f"run_code_release takes a CodeMatrix (clinsynth.read_long), got {type(codes).__name__}")
+    if config.target is not None:
+        raise ConfigError("a code release has no target column: its utility is scored code by code "
+                          "(dimension-wise prediction)")
+    names = names or CodeColumns()
+    release = _Release(config, out_dir, on_step)
+    train, test = split_patients(codes, config.test_size, seed=config.seed)
+    model = release.model(progress)
+    release.out.mkdir(parents=True, exist_ok=True)
+    release.step("fit", lambda: model.fit(train, schema))
+    n = config.n_synthetic or train.n_patients
+    synthetic = release.step("sample", lambda: model.sample(n, seed=config.seed))
+    files = write_codes(synthetic, release.out, config.output_format, names)
+    files["model"] = model.save(release.out / "model")
+    metrics = release.evaluate(model, train, test, synthetic, None, (source or {}).get("name", "code matrix"))
+    return release.finish(
+        model, files, metrics,
+        input_info={**(source or {}), "patients": codes.n_patients, "codes": codes.n_codes, "entries": codes.nnz,
+                    "binary": codes.binary, "static_columns": [] if codes.static is None else list(codes.static.columns),
+                    "content_sha256": codes_hash(codes)},
+        split={"n_train": train.n_patients, "n_test": test.n_patients, "stratified_by": None},
+        extra={"long_format": asdict(names)})
+
+
+# -- demos ---------------------------------------------------------------------------------------
 def run_demo(out_dir: str | Path = "clinsynth-demo", n: int = 6502, epochs: int = 150, seed: int = 0,
              epsilon: float | None = None, progress: bool = True, on_step: Any = None) -> RunResult:
     """``run`` on the bundled simulated trial (target: arm), with the SPRINT AC-GAN."""
@@ -163,3 +330,24 @@ def run_demo(out_dir: str | Path = "clinsynth-demo", n: int = 6502, epochs: int 
     config = RunConfig(target="arm", epsilon=epsilon, params=params, seed=seed)
     source = {"name": "simulated SPRINT-structured trial (clinsynth.data.datasets.simulate_trial)", "n": n, "seed": seed}
     return run_release(df, config, out_dir, source=source, progress=progress, on_step=on_step)
+
+
+def run_ehr_demo(out_dir: str | Path = "clinsynth-ehr-demo", n: int = 10_000, n_codes: int = 1_000,
+                 model: str = "vae", epochs: int | None = None, seed: int = 0, epsilon: float | None = None,
+                 progress: bool = True, on_step: Any = None) -> RunResult:
+    """``run --codes`` on the simulated EHR extract: codes plus age and sex (a mixed table), with the
+    VAE, the code model measured best with and without DP. The code list is the simulator's own,
+    declared public (as an ICD code list would be), so DP spends nothing on choosing it."""
+    from clinsynth.data.datasets import simulate_ehr
+    from clinsynth.data.ehr import attach_static
+    from clinsynth.models.records import infer_record_schema
+
+    codes, people = simulate_ehr(n, n_codes, seed=seed)
+    mixed = attach_static(codes, people, id_col="patient_id")
+    schema = infer_record_schema(mixed, mixed.static)
+    schema = schema.model_copy(update={"codes": schema.codes.model_copy(update={"public": True})})
+    params = {} if epochs is None else {"epochs": epochs}
+    config = RunConfig(target=None, model=model, epsilon=epsilon, params=params, seed=seed)
+    source = {"name": "simulated EHR extract (clinsynth.data.datasets.simulate_ehr)", "n": n, "n_codes": n_codes,
+              "seed": seed}
+    return run_code_release(mixed, config, out_dir, schema=schema, source=source, progress=progress, on_step=on_step)

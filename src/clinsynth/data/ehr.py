@@ -54,6 +54,7 @@ __all__ = [
     "CodeMatrix",
     "attach_static",
     "read_long",
+    "read_vocabulary",
     "to_long",
     "write_long",
     "synthetic_ids",
@@ -353,6 +354,26 @@ def read_long(
             matrix = matrix[:, np.flatnonzero(kept)]
             vocab = [c for c, k in zip(vocab, kept) if k]
     return CodeMatrix(matrix, tuple(vocab), np.asarray(patient_ids.to_numpy()), binary)
+
+
+def read_vocabulary(path: str | Path) -> list[str]:
+    """A declared code list: one code per line (blank lines and ``#`` comments skipped).
+
+    A vocabulary read this way is public knowledge (e.g. the ICD-10 list), so under DP it costs
+    nothing — which is only true if the file was not made from the patients' own codes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"vocabulary file '{path}' does not exist")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(f"vocabulary file '{path}' is not UTF-8 text (one code per line)") from None
+    codes = [line.split("#", 1)[0].strip() for line in lines]
+    codes = [c for c in codes if c]
+    if not codes:
+        raise InputError(f"vocabulary file '{path}' lists no code (one code per line)")
+    return codes
 
 
 def _load(path_or_frame, text_cols: list[str], count_col: str | None) -> tuple[pd.DataFrame, str]:
