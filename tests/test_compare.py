@@ -238,3 +238,43 @@ def test_end_to_end_with_a_fast_clinsynth_cell(tmp_path, monkeypatch):
     assert len(lines) == 2
     again = json.loads(lines[1])
     assert again["tstr_trtr_rf"] == pytest.approx(row["tstr_trtr_rf"]) and again["mia_auroc"] == pytest.approx(row["mia_auroc"])
+
+
+# -- the clinsynth adapter ---------------------------------------------------------------------------
+def _load_adapter():
+    spec = importlib.util.spec_from_file_location("bench_adapter_clinsynth", REPO / "bench" / "adapters" / "clinsynth.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_adapter_declares_meta_bounds_and_categories_public():
+    adapter = _load_adapter()
+    train = pd.DataFrame({"x": [1.0, 2.5, np.nan, 3.0], "n": [1.0, 2.0, 3.0, 4.0], "g": ["a", "a", "a", "a"],
+                          "y": ["0", "1", "0", "1"]})
+    meta = {"target": "y", "columns": [
+        {"name": "x", "kind": "continuous", "lower": 0.0, "upper": 10.0, "nullable": True},
+        {"name": "n", "kind": "integer", "lower": 0, "upper": 9, "nullable": False},
+        {"name": "g", "kind": "binary", "categories": ["a", "b"], "nullable": False},
+        {"name": "y", "kind": "binary", "categories": ["0", "1"], "nullable": False}]}
+    schema = adapter.table_schema(train, meta, "y")
+    x, n, g = schema.column("x"), schema.column("n"), schema.column("g")
+    assert x.public and x.bounds == (0.0, 10.0) and x.missing == "indicator"
+    assert (n.kind, n.bounds, n.decimals) == ("integer", (0.0, 9.0), 0)
+    assert (g.kind, g.categories, g.public) == ("binary", ["a", "b"], True)  # train holds only "a"
+    schema.validate(train)
+
+
+def test_adapter_wide_codes_round_trip_through_a_code_matrix():
+    adapter = _load_adapter()
+    wide = pd.DataFrame({"age": [30.0, 40.0, 50.0], "sex": ["F", "M", "F"],
+                         "A1": ["1", "0", "0"], "B2": ["0", "0", "0"], "C3": ["1", "1", "0"]})
+    codes = ["A1", "B2", "C3"]
+    matrix = adapter.to_code_matrix(wide, codes)
+    assert matrix.vocabulary == tuple(codes) and matrix.nnz == 3 and list(matrix.static.columns) == ["age", "sex"]
+    back = adapter.from_code_matrix(matrix, list(wide.columns), codes)
+    assert back.astype(str).equals(wide.astype(str))
+    fewer = matrix.subset([0, 1, 2])  # a vocabulary without C3 (DP may drop codes): all "0"
+    fewer = type(matrix)(fewer.matrix[:, [0, 1]], ("A1", "B2"), fewer.patient_ids, True, fewer.static)
+    assert adapter.from_code_matrix(fewer, list(wide.columns), codes)["C3"].astype(str).tolist() == ["0", "0", "0"]

