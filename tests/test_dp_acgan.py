@@ -124,3 +124,16 @@ def test_cli_fit_with_epsilon_prints_the_ledger(tmp_path, capsys):
     assert "raise ε" in capsys.readouterr().err  # a budget this small cannot even release the public facts
     assert main(["fit", str(data), "--target", "arm", "--delta", "1e-6", "--out", str(tmp_path / "m3")]) == 1
     assert "--delta needs --epsilon" in capsys.readouterr().err
+
+
+def test_a_small_table_trains_with_the_default_batch_at_a_quarter_of_the_records():
+    """455 records and batch_size=512: the expected Poisson batch becomes 113, which the ledger charges."""
+    df = simulate_trial(n=455, seed=5)
+    schema = Schema.infer(df, target="arm")  # bounds declared public: 455 records are too few to estimate them at ε = 1
+    schema = schema.model_copy(update={"columns": [c.model_copy(update={"public": True}) for c in schema.columns]})
+    model = clinsynth.create("dp-acgan", epsilon=1.0, epochs=2, select="last", progress=False, accountant="rdp")
+    model.fit(df, schema)
+    sgd = next(row for row in model.ledger_.table() if row["mechanism"] == "dp-sgd")
+    assert model.batch_size_ == 113 and sgd["sample_rate"] == pytest.approx(113 / 455)
+    assert sgd["steps"] == 2 * 4 and model.ledger_.spent() <= 1.0
+    assert len(model.sample(50, seed=0)) == 50

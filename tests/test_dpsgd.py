@@ -137,3 +137,16 @@ def test_calibrated_noise_is_the_smallest_that_fits_the_budget():
         assert epsilon_of([*ledger.charges, sgd(sigma * 0.98), *reserved], 1e-5, "rdp") > 1.0
         with pytest.raises(PrivacyBudgetError, match="too small"):
             calibrate_noise(PrivacyLedger(0.001, 1e-5, accountant="rdp"), lambda s: Charge("dp-sgd", "d", s, 0.5, 10_000))
+
+
+def test_expected_batch_is_the_batch_size_or_a_quarter_of_the_records():
+    from clinsynth.errors import InputError
+    from clinsynth.privacy.dpsgd import expected_batch
+
+    assert expected_batch(512, 5201, "m") == 512
+    assert expected_batch(512, 2048, "m") == 512
+    assert expected_batch(512, 2047, "m") == 511
+    assert expected_batch(1000, 455, "m") == 113
+    assert expected_batch(1000, 4, "m") == 1
+    with pytest.raises(InputError, match="3 records are too few"):
+        expected_batch(1000, 3, "m")

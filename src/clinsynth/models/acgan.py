@@ -352,6 +352,10 @@ class ACGAN(SynthModel):
         x = activate(G(z, y, c), self.gumbel_tau)
         return torch.cat([x, c], dim=1)[:, self._assemble_t], y
 
+    def _batch_size(self, n: int) -> int:
+        """Records per step (fake records per step too)."""
+        return min(self.batch_size, n)
+
     def _train(self, features: torch.Tensor, labels: torch.Tensor, device: torch.device) -> None:
         G, D = self.generator_, self.discriminator_
         opt_g = torch.optim.Adam(G.parameters(), lr=self.lr_g, betas=(self.beta1, 0.999))
@@ -362,7 +366,7 @@ class ACGAN(SynthModel):
         self._assemble_t = torch.as_tensor(self.assemble_, device=device)
         snapshots = Snapshots(self.snapshots, self.snapshot_dir)
         n = features.shape[0]
-        batch = min(self.batch_size, n)
+        batch = self._batch_size(n)
         update_d, D = self._discriminator_update(D, opt_d, batch, device)
         self.history_: list[dict[str, float]] = []
         average = self._weight_average(G)

@@ -10,7 +10,7 @@ generator private too. Everything else that reads records is a charged mechanism
 2. **epoch selection** (``select="topK"``) — noisy scores of the candidate epochs
    (``clinsynth.selection``), given ``select_share`` of the budget;
 3. **DP-SGD** on the discriminator (``privacy.dpsgd``) — Poisson sampling with rate
-   ``batch_size / n``, per-record clipping to ``max_grad_norm``, and the smallest noise multiplier
+   ``batch_size / n`` (the batch shrinks to n / 4 on a smaller table, ``dpsgd.expected_batch``), per-record clipping to ``max_grad_norm``, and the smallest noise multiplier
    that keeps 1 + 2 + 3 within ε by the ledger's accountant, fixed before training starts.
 
 Shares are of the budget in Gaussian-DP terms (μ², see ``share_noise_multiplier``): at the
@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 from clinsynth.data.transforms import TableEncoder
-from clinsynth.errors import ConfigError, InputError
+from clinsynth.errors import ConfigError
 from clinsynth.models.acgan import ACGAN, acgan_loss
-from clinsynth.privacy.dpsgd import PrivateGradient, calibrate_noise, poisson_batches
+from clinsynth.privacy.dpsgd import PrivateGradient, calibrate_noise, expected_batch, poisson_batches
 from clinsynth.privacy.ledger import Charge, PrivacyLedger, default_delta, share_noise_multiplier
 from clinsynth.schema import Schema
 from clinsynth.selection import SelectionResult, bounded_score_sum, parse_select, private_top
@@ -140,16 +140,17 @@ class DPACGAN(ACGAN):
     # -- 3. DP-SGD ---------------------------------------------------------------------
     def _fit(self, df: pd.DataFrame, encoder: TableEncoder) -> None:
         n = len(df)
-        if n < 2 * self.batch_size:
-            raise InputError(f"{self.name}: {n} records are too few for batch_size={self.batch_size} "
-                             "(need at least twice as many); lower batch_size")
-        self._sample_rate = self.batch_size / n
-        self._steps_per_epoch = max(1, round(n / self.batch_size))
+        self.batch_size_ = expected_batch(self.batch_size, n, self.name)
+        self._sample_rate = self.batch_size_ / n
+        self._steps_per_epoch = max(1, round(n / self.batch_size_))
         reserved = [self._selection_charge()] if parse_select(self.select) else []
         sigma = calibrate_noise(self.ledger_, self._sgd_charge, reserved)
         self.ledger_.charge(self._sgd_charge(sigma))
         self.noise_multiplier_ = sigma
         super()._fit(df, encoder)
+
+    def _batch_size(self, n: int) -> int:
+        return self.batch_size_  # the expected Poisson batch the ledger charges
 
     def _sgd_charge(self, sigma: float) -> Charge:
         return Charge("dp-sgd", f"discriminator training: {self.epochs} epochs × {self._steps_per_epoch} steps, "

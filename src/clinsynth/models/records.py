@@ -45,7 +45,7 @@ from clinsynth.data.transforms import Span, TableEncoder
 from clinsynth.errors import ConfigError, InputError, NotFittedError, SchemaError
 from clinsynth.models.base import Conditions, SynthModel
 from clinsynth.models.training import CategoricalNoise, SpanActivation, flush_denormals, resolve_device, seeded
-from clinsynth.privacy.dpsgd import PrivateGradient, calibrate_noise, poisson_batches
+from clinsynth.privacy.dpsgd import PrivateGradient, calibrate_noise, expected_batch, poisson_batches
 from clinsynth.privacy.ledger import Charge, PrivacyLedger, default_delta, share_noise_multiplier
 from clinsynth.schema import CodeBlock, Schema
 
@@ -482,12 +482,9 @@ class CodeModel(SynthModel):
     def _calibrate(self, n: int) -> None:
         """One noise multiplier for every private phase, the smallest that keeps the ledger within ε."""
         phases = [p for p in self._phases() if p.epochs > 0]
-        for p in phases:
-            if n < 2 * p.batch_size:
-                raise InputError(f"{self.name}: {n} records are too few for {p.name} batch_size={p.batch_size} "
-                                 "(need at least twice as many); lower the batch size")
-        self._rates = {p.name: p.batch_size / n for p in phases}
-        self._steps = {p.name: max(1, round(n / p.batch_size)) for p in phases}
+        batches = {p.name: expected_batch(p.batch_size, n, f"{self.name} {p.name}") for p in phases}
+        self._rates = {p.name: batches[p.name] / n for p in phases}
+        self._steps = {p.name: max(1, round(n / batches[p.name])) for p in phases}
 
         def charges(sigma: float) -> list[Charge]:
             return [Charge("dp-sgd", f"{p.purpose}: {p.epochs} epochs × {self._steps[p.name]} steps, Poisson sampling, "

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clinsynth.errors import ConfigError, PrivacyBudgetError
+from clinsynth.errors import ConfigError, InputError, PrivacyBudgetError
 from clinsynth.privacy.ledger import Charge, PrivacyLedger, epsilon_of
 
 
@@ -142,6 +142,20 @@ def poisson_batches(n: int, sample_rate: float, steps: int, seed: int) -> Iterat
     for _ in range(steps):
         k = rng.binomial(n, sample_rate)
         yield np.sort(rng.choice(n, size=k, replace=False)) if k else np.empty(0, dtype=np.int64)
+
+
+#: A private batch is at most this share of the records: with fewer records the expected batch shrinks.
+MAX_BATCH_SHARE = 0.25
+
+
+def expected_batch(batch_size: int, n: int, what: str) -> int:
+    """The expected Poisson batch of a DP-SGD phase: ``batch_size``, or a quarter of the records
+    when there are fewer than four batches' worth — so a 455-row table trains with the model's
+    defaults instead of being refused. The sample rate ``batch / n`` is what the ledger charges."""
+    batch = min(int(batch_size), int(n * MAX_BATCH_SHARE))
+    if batch < 1:
+        raise InputError(f"{what}: {n} records are too few for DP-SGD (need at least {int(1 / MAX_BATCH_SHARE)})")
+    return batch
 
 
 def calibrate_noise(ledger: PrivacyLedger, make_charge: Callable[[float], Charge | Sequence[Charge]],
