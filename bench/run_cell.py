@@ -44,6 +44,7 @@ import math
 import platform
 import random
 import resource
+import signal
 import sys
 import time
 import traceback
@@ -389,8 +390,18 @@ def run(args: argparse.Namespace, result: dict) -> None:
         del draw
 
 
+class Terminated(Exception):
+    """The process got SIGTERM (e.g. an orchestrator's timeout)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated(f"signal {signum} (SIGTERM) received: the cell was stopped before it finished")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # a timeout that sends SIGTERM still gets a result.json saying so
+    signal.signal(signal.SIGTERM, _on_sigterm)
     result = {
         "tool": args.tool, "synthesizer": args.synthesizer, "tool_version": None,
         "epsilon": args.epsilon, "delta": None, "seed": args.seed, "params": dict(args.param),

@@ -286,6 +286,9 @@ def fit(train, meta, synthesizer, epsilon, delta, seed, params):
 
 def _privacy_notes(model, synthesizer, n_rows, effective) -> list[str]:
     out = []
+    if synthesizer == "patectgan":
+        out.append("patectgan: its epochs argument is unused; it trains until its moments accountant reaches epsilon "
+                   "(budget checked before each iteration)")
     if synthesizer == "dpctgan":
         eps_list = list(getattr(model, "epsilon_list", []) or [])
         if eps_list:
