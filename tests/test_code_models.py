@@ -236,3 +236,19 @@ def test_dimension_wise_probability_on_the_simulated_ehr(name, bar):
     codes, _ = simulate_ehr(20_000, 1_000, seed=0)
     synth = create(name, progress=False, seed=0).fit(codes).sample(20_000, seed=1)
     assert np.corrcoef(codes.prevalence(), synth.prevalence())[0, 1] >= bar
+
+
+def test_vae_defaults_follow_the_input_kind():
+    """Left unset, epochs/batch/β are the table defaults on a table and the code defaults on codes."""
+    from clinsynth.models.vae import DEFAULTS
+
+    df = simulate_trial(n=300, seed=0)
+    table_vae = create("vae", progress=False, epochs=1).fit(df, Schema.infer(df, target="arm"))
+    assert table_vae._setting("beta") == DEFAULTS["table"]["beta"] == 0.2
+    assert table_vae._phases()[0].batch_size == 128 and table_vae._phases()[0].epochs == 1
+    codes, _ = simulate_ehr(300, 30, seed=0)
+    code_vae = create("vae", progress=False, epochs=1).fit(codes)
+    assert code_vae._setting("beta") == 1.0 and code_vae._phases()[0].batch_size == 256
+    assert create("vae", beta=0.7)._setting("beta") == 0.7
+    with pytest.raises(ConfigError, match="beta"):
+        create("vae", progress=False, epochs=1, beta=-1.0).fit(codes)

@@ -382,9 +382,9 @@ class CodeModel(SynthModel):
         codes, static = split_input(data, self.tables_ok, self.name)
         schema = schema or infer_record_schema(codes, static)
         check_input(schema, codes, static)
+        self.input_kind_ = "codes" if codes is not None else "table"  # some defaults depend on it
         self._validate_params(schema)
         n = len(codes) if codes is not None else len(static)
-        self.input_kind_ = "codes" if codes is not None else "table"
         if self.private:
             schema, table, codes, static, cap = self._prepare_private(schema, codes, static)
         else:
