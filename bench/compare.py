@@ -50,13 +50,15 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from clinsynth.data.io import jsonable, write_text_atomic
 
 BENCH = Path(__file__).resolve().parent
 DISCRETE = ("binary", "categorical")
@@ -258,9 +260,9 @@ def prepare_dataset(dataset: Dataset, work: Path) -> DatasetFiles:
     meta.update(delta=default_delta(len(train)), n_train=len(train), n_test=len(test),
                 split="stratified 80/20 on the target, seed 0")
     files.directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write(files.train_csv, train.to_csv(index=False, na_rep=""))
-    _atomic_write(files.test_csv, test.to_csv(index=False, na_rep=""))
-    _atomic_write(files.meta_json, json.dumps(meta, indent=1) + "\n")  # last: it marks the set complete
+    write_text_atomic(files.train_csv, train.to_csv(index=False, na_rep=""))
+    write_text_atomic(files.test_csv, test.to_csv(index=False, na_rep=""))
+    write_text_atomic(files.meta_json, json.dumps(meta, indent=1) + "\n")  # last: it marks the set complete
     return files
 
 
@@ -476,20 +478,8 @@ class CellStore:
     def put(self, row: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
-            f.write(json.dumps(_jsonable(row)) + "\n")
+            f.write(json.dumps(jsonable(row)) + "\n")
         self.rows[row["key"]] = row
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def base_row(cell: Cell, status: str, reason: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -825,11 +815,11 @@ CSV_COLUMNS = ["dataset", "tool", "synthesizer", "epsilon", "seed", "cell_params
 def write_outputs(rows: Sequence[dict[str, Any]], results: Path) -> tuple[Path, Path]:
     """compare.csv (every cell, failed ones with their reason) and compare.md."""
     results.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame([_jsonable(r) for r in rows])
+    frame = pd.DataFrame([jsonable(r) for r in rows])
     frame = frame.reindex(columns=CSV_COLUMNS + [c for c in frame.columns if c not in CSV_COLUMNS and c != "key"])
     csv_path, md_path = results / "compare.csv", results / "compare.md"
-    _atomic_write(csv_path, frame.to_csv(index=False))
-    _atomic_write(md_path, render_markdown(rows) + "\n")
+    write_text_atomic(csv_path, frame.to_csv(index=False))
+    write_text_atomic(md_path, render_markdown(rows) + "\n")
     return csv_path, md_path
 
 
@@ -853,12 +843,6 @@ def summary(rows: Sequence[dict[str, Any]]) -> list[str]:
                      f" rank {ranked.index(ours) + 1} of {len(ranked)}")
         lines.append(text)
     return lines
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 # -- command line ------------------------------------------------------------------------------------

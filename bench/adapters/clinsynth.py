@@ -14,7 +14,6 @@ wide table. Models run with their registry defaults: the benchmark compares defa
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,17 +115,10 @@ def _value(text: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def fit(train: pd.DataFrame, meta: dict[str, Any], synthesizer: str, epsilon: float | None, delta: float | None,
         seed: int, params: dict[str, Any]) -> tuple[Fitted, dict[str, Any]]:
     """Fit the registry model ``synthesizer`` with its defaults (``params`` override them)."""
+    from clinsynth.data.io import jsonable
     from clinsynth.models.registry import create
 
     if synthesizer not in SYNTHESIZERS:
@@ -154,7 +146,7 @@ def fit(train: pd.DataFrame, meta: dict[str, Any], synthesizer: str, epsilon: fl
         model.fit(data, schema)
     else:
         model.fit(train.reset_index(drop=True), table_schema(train, meta, meta["target"]))
-    effective = {k: _plain(v) for k, v in model.get_params().items() if k != "progress"}
+    effective = {k: jsonable(v) for k, v in model.get_params().items() if k != "progress"}
     ledger = getattr(model, "ledger_", None)
     if ledger is not None:
         effective["epsilon_spent"] = round(float(ledger.spent()), 4)

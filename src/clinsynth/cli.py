@@ -254,12 +254,10 @@ def run(
 ) -> None:
     """The main job: split, fit, sample, evaluate and write a release (synthetic table, model, report, metrics, manifest)."""
     from clinsynth.data.io import read_table
-    from clinsynth.pipeline import CodeColumns, CodeInput, RunConfig, file_hash, run_release
+    from clinsynth.pipeline import CodeColumns, CodeInput, run_release
 
     if n is not None and n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
-    code_options = {"--count-col": count_col, "--truncate": truncate, "--vocabulary": vocabulary,
-                    "--static": static, "--id-col": id_col, "--max-count": max_count}
     if codes:
         _run_codes(data, output, schema_path, model or "vae", epsilon, delta, epochs, select,
                    param, n, test_size, output_format, seed, quiet, target,
@@ -269,17 +267,16 @@ def run(
                              static_file=str(static) if static is not None else None, id_col=id_col,
                              max_count=max_count))
         return
+    code_options = {"--count-col": count_col, "--truncate": truncate, "--vocabulary": vocabulary,
+                    "--static": static, "--id-col": id_col, "--max-count": max_count}
     given = [flag for flag, value in code_options.items() if value is not None] + (["--min-count"] if min_count != 1 else [])
     if given:
         raise ConfigError(f"{', '.join(given)} read EHR codes: add --codes (DATA is then long format: patient, code[, count])")
     name, params = _model_and_params(model or "acgan", param, epochs, select, epsilon, delta)
     df = read_table(data)
     table_schema = _load_schema(df, schema_path, target)
-    params = {k: v for k, v in params.items() if k not in ("epsilon", "delta")}  # the config holds the budget
-    config = RunConfig(target=table_schema.target, model=name, epsilon=epsilon, delta=delta, params=params,
-                       test_size=test_size, n_synthetic=n, seed=seed, output_format=output_format)
-    source = {"name": data.name, "path": str(data), "file_sha256": file_hash(data)}
-    result = run_release(df, config, output, schema=table_schema, source=source, progress=not quiet,
+    config = _release_config(table_schema.target, name, params, epsilon, delta, test_size, n, seed, output_format)
+    result = run_release(df, config, output, schema=table_schema, source=_file_source(data), progress=not quiet,
                          on_step=_step_printer(quiet))
     _release_summary(result)
 
@@ -293,7 +290,7 @@ def _run_codes(data: Path, output: Path, schema_path: Optional[Path], model: str
 
     from clinsynth.models.records import CodeModel
     from clinsynth.models.registry import REGISTRY
-    from clinsynth.pipeline import RunConfig, file_hash, read_code_input, run_code_release
+    from clinsynth.pipeline import read_code_input, run_code_release
     from clinsynth.schema import Schema
 
     if target is not None:
@@ -306,13 +303,28 @@ def _run_codes(data: Path, output: Path, schema_path: Optional[Path], model: str
     if name not in code_models:
         raise ConfigError(f"model '{name}' does not model EHR codes; code models: {', '.join(code_models)}")
     codes, schema = read_code_input(data, spec, Schema.load(schema_path) if schema_path is not None else None)
-    params = {k: v for k, v in params.items() if k not in ("epsilon", "delta")}  # the config holds the budget
-    config = RunConfig(target=None, model=name, epsilon=epsilon, delta=delta, params=params, test_size=test_size,
-                       n_synthetic=n, seed=seed, output_format=output_format)
-    source = {"name": data.name, "path": str(data), "file_sha256": file_hash(data), "read": asdict(spec)}
-    result = run_code_release(codes, config, output, schema=schema, names=spec.columns, source=source,
-                              progress=not quiet, on_step=_step_printer(quiet))
+    config = _release_config(None, name, params, epsilon, delta, test_size, n, seed, output_format)
+    result = run_code_release(codes, config, output, schema=schema, names=spec.columns,
+                              source={**_file_source(data), "read": asdict(spec)}, progress=not quiet,
+                              on_step=_step_printer(quiet))
     _release_summary(result)
+
+
+def _release_config(target: Optional[str], name: str, params: dict[str, Any], epsilon: Optional[float],
+                    delta: Optional[float], test_size: float, n: Optional[int], seed: int, output_format: str) -> Any:
+    """What `run` decides, for the manifest; the budget is the config's, not a model parameter."""
+    from clinsynth.pipeline import RunConfig
+
+    params = {k: v for k, v in params.items() if k not in ("epsilon", "delta")}
+    return RunConfig(target=target, model=name, epsilon=epsilon, delta=delta, params=params, test_size=test_size,
+                     n_synthetic=n, seed=seed, output_format=output_format)
+
+
+def _file_source(data: Path) -> dict[str, Any]:
+    """The input file as the manifest names it."""
+    from clinsynth.pipeline import file_hash
+
+    return {"name": data.name, "path": str(data), "file_sha256": file_hash(data)}
 
 
 @app.command()

@@ -2,8 +2,8 @@
 
 ``run_release`` is the main job (``clinsynth run``): from one table to the five files of a
 release; ``run_code_release`` the same for an EHR code matrix (``clinsynth run --codes``), whose
-synthetic patients are written back in long format. ``run_demo`` is either on bundled simulated
-data, the first thing a newcomer runs.
+synthetic patients are written back in long format. ``run_demo`` and ``run_ehr_demo`` are the
+same on bundled simulated data (the trial, the EHR extract), the first thing a newcomer runs.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
@@ -120,12 +121,18 @@ class _Release:
         self.timings[name] = round(time.perf_counter() - t, 2)
         return result
 
-    def model(self, progress: bool) -> Any:
+    def fit_and_sample(self, train: Any, schema: Schema | None, n_train: int, progress: bool) -> tuple[Any, Any]:
+        """The model (its options checked before the output directory is made), fitted on
+        ``train``, and its synthetic records: as many as it trained on unless configured."""
         from clinsynth.models.registry import create, private_model
 
         params = dict(self.config.params)
         name = private_model(self.config.model, self.config.epsilon, self.config.delta, params)
-        return create(name, seed=self.config.seed, progress=progress, **params)
+        model = create(name, seed=self.config.seed, progress=progress, **params)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.step("fit", lambda: model.fit(train, schema))
+        n = self.config.n_synthetic or n_train
+        return model, self.step("sample", lambda: model.sample(n, seed=self.config.seed))
 
     def evaluate(self, model: Any, train: Any, test: Any, synthetic: Any, schema: Schema | None,
                  dataset: str) -> dict[str, Any]:
@@ -179,11 +186,7 @@ def run_release(df: pd.DataFrame, config: RunConfig, out_dir: str | Path, schema
     schema = schema or Schema.infer(df, target=config.target)
     schema.validate(df)
     train, test = split_holdout(df, schema.target, config.test_size, seed=config.seed)
-    model = release.model(progress)  # options checked before the output directory is made
-    release.out.mkdir(parents=True, exist_ok=True)
-    release.step("fit", lambda: model.fit(train, schema))
-    n = config.n_synthetic or len(train)
-    synthetic = release.step("sample", lambda: model.sample(n, seed=config.seed))
+    model, synthetic = release.fit_and_sample(train, schema, len(train), progress)
     files = {"synthetic": write_table(synthetic, release.out / f"synthetic.{config.output_format}"),
              "model": model.save(release.out / "model")}
     metrics = release.evaluate(model, train, test, synthetic, model.schema_, (source or {}).get("name", "table"))
@@ -196,8 +199,6 @@ def run_release(df: pd.DataFrame, config: RunConfig, out_dir: str | Path, schema
 # -- EHR code matrices -------------------------------------------------------------------------
 def split_patients(codes: Any, test_size: float = 0.2, seed: int = 0) -> tuple[Any, Any]:
     """Random train/holdout split of a code matrix's patients (with their ordinary columns)."""
-    import numpy as np
-
     if not 0 < test_size < 1:
         raise ConfigError(f"test_size must be between 0 and 1, got {test_size}")
     n = codes.n_patients
@@ -302,11 +303,7 @@ def run_code_release(codes: Any, config: RunConfig, out_dir: str | Path, schema:
     names = names or CodeColumns()
     release = _Release(config, out_dir, on_step)
     train, test = split_patients(codes, config.test_size, seed=config.seed)
-    model = release.model(progress)
-    release.out.mkdir(parents=True, exist_ok=True)
-    release.step("fit", lambda: model.fit(train, schema))
-    n = config.n_synthetic or train.n_patients
-    synthetic = release.step("sample", lambda: model.sample(n, seed=config.seed))
+    model, synthetic = release.fit_and_sample(train, schema, train.n_patients, progress)
     files = write_codes(synthetic, release.out, config.output_format, names)
     files["model"] = model.save(release.out / "model")
     metrics = release.evaluate(model, train, test, synthetic, None, (source or {}).get("name", "code matrix"))
