@@ -396,6 +396,8 @@ SYNTHESIZERS: list[Synthesizer] = [
     Synthesizer("clinsynth", "dp-acgan", True, ("table",)),
     Synthesizer("clinsynth", "dp-medgan", True, ("codes",)),
     Synthesizer("clinsynth", "dp-vae", True),
+    Synthesizer("clinsynth", "bayesnet", False, ("table",)),
+    Synthesizer("clinsynth", "dp-bayesnet", True, ("table",)),
     Synthesizer("sdv", "gaussiancopula", False),
     Synthesizer("sdv", "ctgan", False),
     Synthesizer("sdv", "tvae", False),

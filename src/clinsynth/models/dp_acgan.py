@@ -33,7 +33,7 @@ from clinsynth.data.transforms import TableEncoder
 from clinsynth.errors import ConfigError
 from clinsynth.models.acgan import ACGAN, acgan_loss
 from clinsynth.privacy.dpsgd import PrivateGradient, calibrate_noise, expected_batch, poisson_batches
-from clinsynth.privacy.ledger import Charge, PrivacyLedger, default_delta, share_noise_multiplier
+from clinsynth.privacy.ledger import Charge, PrivacyLedger, budget_problems, share_noise_multiplier
 from clinsynth.schema import Schema
 from clinsynth.selection import SelectionResult, bounded_score_sum, parse_select, private_top
 
@@ -85,19 +85,10 @@ class DPACGAN(ACGAN):
     # -- checks ------------------------------------------------------------------------
     def _validate_params(self, schema: Schema) -> None:
         super()._validate_params(schema)
-        bad = []
-        if not (isinstance(self.epsilon, (int, float)) and 0 < self.epsilon < math.inf):
-            bad.append(f"epsilon={self.epsilon!r} (a positive number)")
-        if self.delta is not None and not (isinstance(self.delta, float) and 0 < self.delta < 1):
-            bad.append(f"delta={self.delta!r} (in (0, 1), or None for the default)")
+        bad = budget_problems(self.epsilon, self.delta, self.accountant,
+                              {"stats_share": self.stats_share, "select_share": self.select_share})
         if not (isinstance(self.max_grad_norm, (int, float)) and self.max_grad_norm > 0):
             bad.append(f"max_grad_norm={self.max_grad_norm!r} (a positive number)")
-        for share in ("stats_share", "select_share"):
-            value = getattr(self, share)
-            if not (isinstance(value, (int, float)) and 0 < value < 1):
-                bad.append(f"{share}={value!r} (between 0 and 1)")
-        if self.accountant not in ("prv", "rdp"):
-            bad.append(f"accountant={self.accountant!r} ('prv' or 'rdp')")
         if bad:
             raise ConfigError(f"{self.name}: invalid privacy settings: {', '.join(bad)}")
 
@@ -105,11 +96,8 @@ class DPACGAN(ACGAN):
     def _prepare(self, df: pd.DataFrame, schema: Schema) -> tuple[Schema, TableEncoder, pd.DataFrame]:
         from clinsynth.privacy.statistics import conform, plan_statistics, release_statistics
 
-        delta = self.delta if self.delta is not None else default_delta(len(df))
-        if delta > 1.0 / len(df):
-            raise ConfigError(f"delta={delta:g} is above 1/n = {1 / len(df):.2g}: that allows releasing a whole record; "
-                              "use a smaller delta (or leave it unset for the default)")
-        self.ledger_ = PrivacyLedger(self.epsilon, delta, self.accountant)
+        self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, len(df), self.accountant)
+        delta = self.ledger_.delta
         plan = plan_statistics(schema)
         queries = plan.n_queries + 1  # + the class × dropout table
         sigma = share_noise_multiplier(self.stats_share, self.epsilon, delta)

@@ -46,7 +46,7 @@ from clinsynth.errors import ConfigError, InputError, NotFittedError, SchemaErro
 from clinsynth.models.base import Conditions, SynthModel
 from clinsynth.models.training import CategoricalNoise, SpanActivation, flush_denormals, resolve_device, seeded
 from clinsynth.privacy.dpsgd import PrivateGradient, calibrate_noise, expected_batch, poisson_batches
-from clinsynth.privacy.ledger import Charge, PrivacyLedger, default_delta, share_noise_multiplier
+from clinsynth.privacy.ledger import Charge, PrivacyLedger, share_noise_multiplier
 from clinsynth.schema import CodeBlock, Schema
 
 BINARIZE = ("round", "sample")
@@ -441,15 +441,12 @@ class CodeModel(SynthModel):
     # -- DP ------------------------------------------------------------------------------------
     def _prepare_private(self, schema: Schema, codes: CodeMatrix | None, static: pd.DataFrame | None):
         """Ledger, vocabulary and public facts: only charged or declared facts reach the codec."""
-        from clinsynth.privacy.statistics import conform, plan_statistics, release_statistics
+        from clinsynth.privacy.statistics import charged_release, conform
         from clinsynth.privacy.vocabulary import release_vocabulary, vocabulary_charge
 
         n = len(codes) if codes is not None else len(static)
-        delta = self.delta if self.delta is not None else default_delta(n)
-        if delta > 1.0 / n:
-            raise ConfigError(f"delta={delta:g} is above 1/n = {1 / n:.2g}: that allows releasing a whole record; "
-                              "use a smaller delta (or leave it unset for the default)")
-        self.ledger_ = PrivacyLedger(self.epsilon, delta, self.accountant)
+        self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, n, self.accountant)
+        delta = self.ledger_.delta
         rng = np.random.default_rng(self.seed)
         self.vocabulary_release_ = None
         if codes is not None and not schema.codes.public:
@@ -465,14 +462,7 @@ class CodeModel(SynthModel):
         table = None
         part = static_schema(schema)
         if part is not None:
-            plan = plan_statistics(part)
-            sigma = share_noise_multiplier(self.stats_share, self.epsilon, delta)
-            threshold_delta = delta / 10 if plan.categorical else 0.0
-            if plan.n_queries:
-                self.ledger_.charge(Charge(
-                    "gaussian", f"public facts: {len(plan.numeric)} numeric and {len(plan.categorical)} categorical "
-                    "column group(s)", noise_multiplier=sigma, sample_rate=1.0, steps=1, delta=threshold_delta))
-            release = release_statistics(static, part, sigma * math.sqrt(max(plan.n_queries, 1)), threshold_delta, rng)
+            release = charged_release(static, part, self.ledger_, self.stats_share, rng)
             table = TableEncoder(release.schema).fit_from_statistics(release.numeric)
             static = conform(static, release)
             schema = release.schema.model_copy(update={"codes": schema.codes})

@@ -83,6 +83,18 @@ REGISTRY: dict[str, ModelEntry] = {
             "the VAE with DP-SGD on the whole network, DP vocabulary and public facts, one ledger",
             defaults={"epsilon": 1.0, "epochs": 20, "batch_size": 1000},
         ),
+        ModelEntry(
+            "bayesnet",
+            "clinsynth.models.bayesnet:BayesNet",
+            "Bayesian network over binned columns (PrivBayes-style): the target and one spanning-tree parent "
+            "per column, missingness and dropout as states",
+        ),
+        ModelEntry(
+            "dp-bayesnet",
+            "clinsynth.models.bayesnet:DPBayesNet",
+            "the Bayesian network from noisy histograms: bins and structure sized to the budget, one ledger; "
+            "the choice for small tables under DP",
+        ),
     ]
 }
 

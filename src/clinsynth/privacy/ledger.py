@@ -98,6 +98,16 @@ class PrivacyLedger:
         self.accountant: AccountantName = accountant
         self.charges: list[Charge] = []
 
+    @classmethod
+    def for_records(cls, epsilon: float, delta: float | None, n: int, accountant: AccountantName = "prv") -> PrivacyLedger:
+        """The ledger of a model trained on ``n`` records: δ defaults to ``default_delta(n)`` and
+        may not exceed 1/n (at that level releasing one whole record counts as private)."""
+        delta = delta if delta is not None else default_delta(n)
+        if delta > 1.0 / n:
+            raise ConfigError(f"delta={delta:g} is above 1/n = {1 / n:.2g}: that allows releasing a whole record; "
+                              "use a smaller delta (or leave it unset for the default)")
+        return cls(epsilon, delta, accountant)
+
     def spent(self) -> float:
         """Total ε (at the ledger's δ) of everything charged so far."""
         return epsilon_of(self.charges, self.delta, self.accountant)
@@ -147,6 +157,21 @@ class PrivacyLedger:
         if ledger.spent() > ledger.epsilon * (1 + 1e-9):
             raise ValueError(f"ledger state spends ε = {ledger.spent():.3f}, more than its budget {ledger.epsilon}")
         return ledger
+
+
+def budget_problems(epsilon: Any, delta: Any, accountant: Any = "prv", shares: dict[str, Any] | None = None) -> list[str]:
+    """What is wrong with a DP model's budget settings, one phrase each (empty: nothing)."""
+    bad = []
+    if not (isinstance(epsilon, (int, float)) and 0 < epsilon < float("inf")):
+        bad.append(f"epsilon={epsilon!r} (a positive number)")
+    if delta is not None and not (isinstance(delta, float) and 0 < delta < 1):
+        bad.append(f"delta={delta!r} (in (0, 1), or None for the default)")
+    if accountant not in ("prv", "rdp"):
+        bad.append(f"accountant={accountant!r} ('prv' or 'rdp')")
+    for name, value in (shares or {}).items():
+        if not (isinstance(value, (int, float)) and 0 < value < 1):
+            bad.append(f"{name}={value!r} (between 0 and 1)")
+    return bad
 
 
 def default_delta(n: int) -> float:

@@ -382,6 +382,22 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
                      noisy_counts=report)
 
 
+def charged_release(df: pd.DataFrame, schema: Schema, ledger: Any, share: float,
+                    rng: np.random.Generator) -> DPRelease:
+    """``release_statistics`` at ``share`` of the ledger's budget, charged first (nothing when the
+    schema declares every fact public). Categorical thresholding spends δ/10 outright."""
+    from clinsynth.privacy.ledger import Charge, share_noise_multiplier
+
+    plan = plan_statistics(schema)
+    sigma = share_noise_multiplier(share, ledger.epsilon, ledger.delta)
+    threshold_delta = ledger.delta / 10 if plan.categorical else 0.0
+    if plan.n_queries:
+        ledger.charge(Charge(
+            "gaussian", f"public facts: {len(plan.numeric)} numeric and {len(plan.categorical)} categorical "
+            "column group(s)", noise_multiplier=sigma, sample_rate=1.0, steps=1, delta=threshold_delta))
+    return release_statistics(df, schema, sigma * math.sqrt(max(plan.n_queries, 1)), threshold_delta, rng)
+
+
 def _updated_schema(schema: Schema, updates: dict[str, dict[str, Any]]) -> Schema:
     """A validated copy of ``schema`` with the released values written in."""
     data = schema.model_dump()

@@ -1,0 +1,594 @@
+"""Bayesian-network synthesizer (``bayesnet``, ``dp-bayesnet``), after PrivBayes (Zhang et al., 2017).
+
+Why a second kind of model: on a table of a few hundred rows, DP-SGD's per-step noise drowns what
+a network could learn, while a handful of noisy histograms still carry the signal — the
+marginal-based methods (AIM, MST) win there. This model is the clinsynth way of doing that:
+
+* every column becomes a discrete **variable** over the encoder's spans: numbers in bins (exact
+  values when a column has few), plus a state for *missing* (indicator policy) and one for
+  *after dropout* (longitudinal groups); categories and the dropout visit as they are;
+* the **structure** is the target (when there is one) as every variable's parent, plus at most one
+  more parent per variable from a maximum spanning tree of pairwise dependence (tree-augmented
+  naive Bayes; a Chow–Liu tree without a target). Parents are seen through a coarse view
+  (``parent_bins`` groups of bins) so the tables stay small;
+* each variable's **table** P(variable | parents) is counted once; sampling is ancestral, one
+  vectorised inverse-CDF draw per variable, and decoding goes through the table encoder, so
+  missing codes, dropout (a participant never comes back) and types come out as the schema says.
+
+DP mode (``dp-bayesnet``) charges every use of records to one ledger: the public facts not declared
+(as ``dp-acgan``), the tree (one Gaussian release of all pairwise dependence scores, only when the
+table is large enough for it to be useful) and the tables (one Gaussian release of every
+variable's family histogram; one record moves each by 1, so the L2 sensitivity is √variables).
+Bins then come from the bounds alone (public or released), and their number is chosen so that an
+average cell's count stands ``theta`` noise sds above zero (PrivBayes' "θ-usefulness") — decided
+from n, ε and the schema before any record is read.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clinsynth.data.transforms import NumericCodec, TableEncoder
+from clinsynth.errors import ConfigError
+from clinsynth.models.base import SynthModel, allocate
+from clinsynth.privacy.ledger import Charge, PrivacyLedger, budget_problems, share_noise_multiplier
+from clinsynth.schema import Schema, last_observed_visit
+
+_MAX_STATES = 256      # a categorical with more levels is refused (its tables would be mostly empty)
+_SCORE_SENSITIVITY = 4.0  # |Δ| of one pair's dependence score when one record is added or removed
+
+
+@dataclass
+class Variable:
+    """One discrete variable: a numeric span (``lo``/``hi`` per value state, in encoded units) or a
+    softmax span (its states are its codes). ``coarse`` maps each state to the parent view."""
+
+    name: str
+    states: int
+    coarse: list[int]
+    lo: list[float] | None = None
+    hi: list[float] | None = None
+    missing: int | None = None
+    blank: int | None = None
+    visit: int | None = None      # 1-based visit of a longitudinal column in a dropout timeline
+    timeline: str | None = None   # that timeline's dropout span name
+
+    @property
+    def numeric(self) -> bool:
+        return self.lo is not None
+
+    @property
+    def coarse_states(self) -> int:
+        return max(self.coarse) + 1
+
+
+def coarse_view(n_values: int, extra: int, groups: int) -> list[int]:
+    """Value states in ``groups`` runs of adjacent bins; each extra state (missing, blank) its own."""
+    groups = max(1, min(groups, n_values))
+    runs = (np.arange(n_values) * groups // n_values).tolist()
+    return runs + [groups + k for k in range(extra)]
+
+
+def family_counts(states: np.ndarray, child: int, parents: list[int], variables: list[Variable]) -> np.ndarray:
+    """Counts of (parents' coarse states..., child state) as a (parent configs × child states) table."""
+    index = np.zeros(len(states), dtype=np.int64)
+    configs = 1
+    for p in parents:
+        view = np.asarray(variables[p].coarse)[states[:, p]]
+        index = index * variables[p].coarse_states + view
+        configs *= variables[p].coarse_states
+    size = variables[child].states
+    flat = np.bincount(index * size + states[:, child], minlength=configs * size)
+    return flat.reshape(configs, size).astype(float)
+
+
+def dependence_scores(states: np.ndarray, variables: list[Variable], features: list[int],
+                      target: int | None) -> np.ndarray:
+    """Pairwise dependence of the features' coarse views within each class: Σ |N(t,a,b) − N(t,a)N(t,b)/N(t)|.
+
+    An L1 distance from independence, in records (0 … 2n): one record changes it by < 4, whatever n,
+    so it can be released with Gaussian noise (the mutual information's sensitivity grows as 1/n).
+    """
+    k = len(features)
+    scores = np.zeros((k, k))
+    cls = states[:, target] if target is not None else np.zeros(len(states), dtype=np.int64)
+    n_cls = variables[target].states if target is not None else 1
+    views = [np.asarray(variables[f].coarse)[states[:, f]] for f in features]
+    for i in range(k):
+        for j in range(i + 1, k):
+            a, b = variables[features[i]].coarse_states, variables[features[j]].coarse_states
+            joint = np.bincount((cls * a + views[i]) * b + views[j], minlength=n_cls * a * b).reshape(n_cls, a, b)
+            total = joint.sum(axis=(1, 2), keepdims=True)
+            expected = joint.sum(axis=2, keepdims=True) * joint.sum(axis=1, keepdims=True) / np.maximum(total, 1)
+            scores[i, j] = scores[j, i] = np.abs(joint - expected).sum()
+    return scores
+
+
+def spanning_tree_parents(scores: np.ndarray, allowed: np.ndarray) -> list[int | None]:
+    """Parent of each feature in a maximum spanning tree of ``scores`` (None for roots).
+
+    Pairs not ``allowed`` (a table too large) and pairs with no positive score are never edges, so
+    the result may be a forest. Prim's algorithm from the feature with the largest total score.
+    """
+    k = len(scores)
+    weight = np.where(allowed & (scores > 0), scores, -np.inf)
+    np.fill_diagonal(weight, -np.inf)
+    parents: list[int | None] = [None] * k
+    in_tree = np.zeros(k, dtype=bool)
+    best = np.full(k, -np.inf)
+    link = np.full(k, -1)
+    while not in_tree.all():
+        candidates = np.where(~in_tree, best, -np.inf)
+        if np.isfinite(candidates).any():
+            v = int(np.argmax(candidates))
+            parents[v] = int(link[v])
+        else:  # a new component: start from its strongest feature
+            totals = np.where(~in_tree, np.where(np.isfinite(weight), weight, 0).sum(axis=1), -np.inf)
+            v = int(np.argmax(totals))
+        in_tree[v] = True
+        better = ~in_tree & (weight[v] > best)
+        best[better] = weight[v][better]
+        link[better] = v
+    return parents
+
+
+def topological_order(parents: list[list[int]]) -> list[int]:
+    order: list[int] = []
+    placed: set[int] = set()
+    while len(order) < len(parents):
+        ready = [v for v in range(len(parents)) if v not in placed and all(p in placed for p in parents[v])]
+        if not ready:
+            raise RuntimeError("the network's parents form a cycle")
+        order.extend(ready)
+        placed.update(ready)
+    return order
+
+
+def draw(probs: np.ndarray, config: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """One state per row from row ``config`` of ``probs`` (configs × states), by inverse CDF.
+
+    All rows of the table are laid end to end, row r's CDF shifted by r, so one ``searchsorted``
+    serves every parent configuration at once.
+    """
+    configs, size = probs.shape
+    cdf = np.cumsum(probs, axis=1)
+    cdf /= cdf[:, -1:]
+    flat = (cdf + np.arange(configs)[:, None]).ravel()
+    picked = np.searchsorted(flat, config + u, side="right") - config * size
+    return np.clip(picked, 0, size - 1)
+
+
+def normalise(counts: np.ndarray, backoff: np.ndarray, strength: float) -> np.ndarray:
+    """P(child | parents) from (noisy) counts, shrunk towards ``backoff`` with ``strength`` pseudo-records."""
+    counts = np.clip(counts, 0.0, None)
+    probs = counts + strength * backoff
+    totals = probs.sum(axis=1, keepdims=True)
+    empty = totals[:, 0] <= 0
+    probs[empty] = 1.0
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+class BayesNet(SynthModel):
+    """Tree-augmented Bayesian network over discretised columns (``bayesnet`` in the registry).
+
+    Parameters
+    ----------
+    bins : value bins per numeric column; ``None``: n / 20 within 5…32 (a column with at most
+        that many distinct values keeps them exactly).
+    parent_bins : groups of bins a numeric parent is seen through.
+    structure : ``"tree"`` (the target plus one spanning-tree parent) or ``"naive"`` (the target only).
+    smoothing : pseudo-records per parent configuration, spread as P(child | target).
+    """
+
+    name = "bayesnet"
+
+    def __init__(self, bins: int | None = None, parent_bins: int = 4, structure: str = "tree",
+                 smoothing: float = 1.0, seed: int = 0, progress: bool = True):
+        self.bins = bins
+        self.parent_bins = parent_bins
+        self.structure = structure
+        self.smoothing = smoothing
+        self.seed = seed
+        self.progress = progress
+
+    # -- checks --------------------------------------------------------------------------
+    def _validate_params(self, schema: Schema) -> None:
+        bad = []
+        if self.bins is not None and not (isinstance(self.bins, int) and 2 <= self.bins <= 1000):
+            bad.append(f"bins={self.bins!r} (a whole number from 2 to 1000, or None)")
+        if not (isinstance(self.parent_bins, int) and self.parent_bins >= 1):
+            bad.append(f"parent_bins={self.parent_bins!r} (a whole number ≥ 1)")
+        if self.structure not in self._structures():
+            bad.append(f"structure={self.structure!r} ({' or '.join(map(repr, self._structures()))})")
+        if not (isinstance(self.smoothing, (int, float)) and self.smoothing >= 0):
+            bad.append(f"smoothing={self.smoothing!r} (a number ≥ 0)")
+        if bad:
+            raise ConfigError(f"{self.name}: invalid settings: {', '.join(bad)}")
+        if schema.codes is not None:
+            raise ConfigError(f"{self.name} models ordinary tables; for EHR code matrices use vae, medgan or corgan")
+        wide = [c.name for c in schema.model_columns if len(c.categories or []) > _MAX_STATES]
+        if wide:
+            raise ConfigError(f"{self.name}: column(s) {', '.join(wide)} have more than {_MAX_STATES} categories; "
+                              "group them or mark them as identifiers")
+
+    @staticmethod
+    def _structures() -> tuple[str, ...]:
+        return ("tree", "naive")
+
+    # -- variables -------------------------------------------------------------------------
+    def _value_bins(self, n: int) -> int:
+        return self.bins if self.bins is not None else int(np.clip(n // 20, 5, 32))
+
+    def _numeric_states(self, codec: NumericCodec, z: np.ndarray, bins: int) -> tuple[list[float], list[float]]:
+        """(lo, hi) of each value state in encoded units, from the observed values ``z``."""
+        distinct = np.unique(z)
+        if distinct.size <= bins:
+            return distinct.tolist(), distinct.tolist()
+        cuts = np.unique(np.quantile(z, np.linspace(0, 1, bins + 1)))
+        return cuts[:-1].tolist(), cuts[1:].tolist()
+
+    def _variables(self, encoder: TableEncoder, values: np.ndarray, blank: dict[str, np.ndarray],
+                   missing: dict[str, np.ndarray], bins: int) -> list[Variable]:
+        linear = [s.name for s in encoder.spans if s.activation == "linear"]
+        softmax = [s for s in encoder.spans if s.activation == "softmax" and not s.name.endswith(":missing")]
+        visit_of = {c: (j + 1, t.name) for t in encoder.timelines for g in t.groups for j, c in enumerate(g.columns)}
+        out = []
+        for j, name in enumerate(linear):
+            codec = encoder.codecs[name]
+            skip = missing.get(name, np.zeros(len(values), bool)) | blank.get(name, np.zeros(len(values), bool))
+            lo, hi = self._numeric_states(codec, values[~skip, j], bins)
+            k = len(lo)
+            missing_state = k if name in missing else None
+            blank_state = k + (name in missing) if name in blank else None
+            visit, timeline = visit_of.get(name, (None, None)) if name in blank else (None, None)
+            out.append(Variable(name, k + (name in missing) + (name in blank),
+                                coarse_view(k, (name in missing) + (name in blank), self.parent_bins),
+                                lo=lo, hi=hi, missing=missing_state, blank=blank_state, visit=visit, timeline=timeline))
+        for span in softmax:
+            out.append(Variable(span.name, span.dim, list(range(span.dim))))
+        return out
+
+    def _discretise(self, values: np.ndarray, codes: np.ndarray, encoder: TableEncoder,
+                    blank: dict[str, np.ndarray], missing: dict[str, np.ndarray]) -> np.ndarray:
+        softmax = [s.name for s in encoder.spans if s.activation == "softmax"]
+        states = np.empty((len(values), len(self.variables_)), dtype=np.int64)
+        for v, var in enumerate(self.variables_):
+            if var.numeric:
+                lo = np.asarray(var.lo)
+                j = self._linear_names.index(var.name)
+                # nearest state by lower edge: exact-value states and contiguous bins alike
+                cuts = (lo[1:] + np.asarray(var.hi)[:-1]) / 2
+                s = np.searchsorted(cuts, values[:, j], side="right")
+                if var.missing is not None:
+                    s = np.where(missing[var.name], var.missing, s)
+                if var.blank is not None:
+                    s = np.where(blank[var.name], var.blank, s)
+                states[:, v] = s
+            else:
+                states[:, v] = codes[:, softmax.index(var.name)]
+        return states
+
+    @staticmethod
+    def _gaps(df: pd.DataFrame, encoder: TableEncoder, codes: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(after-dropout, missing-while-attending) masks of the numeric columns that have them."""
+        softmax = [s.name for s in encoder.spans if s.activation == "softmax"]
+        blank: dict[str, np.ndarray] = {}
+        for t in encoder.timelines:
+            mask = t.blank_mask(last_observed_visit(df, t.groups))
+            for g in t.groups:
+                for j, c in enumerate(g.columns):
+                    blank[c] = mask[:, j]
+        missing = {}
+        for name, codec in encoder.codecs.items():
+            if isinstance(codec, NumericCodec) and codec.has_missing:
+                flag = codes[:, softmax.index(f"{name}:missing")].astype(bool)
+                missing[name] = flag & ~blank.get(name, np.zeros(len(df), bool))
+        return blank, missing
+
+    # -- fitting ---------------------------------------------------------------------------
+    def _fit(self, df: pd.DataFrame, encoder: TableEncoder) -> None:
+        values, codes = encoder.split(encoder.encode(df))
+        self._linear_names = [s.name for s in encoder.spans if s.activation == "linear"]
+        blank, missing = self._gaps(df, encoder, codes)
+        self.n_variables_ = sum(s.activation == "linear" or not s.name.endswith(":missing") for s in encoder.spans)
+        self.bins_ = self._value_bins(len(df))
+        self.variables_ = self._variables(encoder, values, blank, missing, self.bins_)
+        states = self._discretise(values, codes, encoder, blank, missing)
+        names = [v.name for v in self.variables_]
+        self.target_ = names.index(self.schema_.target) if self.schema_.target is not None else None
+        self.parents_ = self._learn_structure(states)
+        self.tables_ = self._learn_tables(states)
+        self.order_ = topological_order(self.parents_)
+
+    def _features(self) -> list[int]:
+        return [v for v in range(len(self.variables_)) if v != self.target_]
+
+    def _allowed_pairs(self, features: list[int], max_cells: float) -> np.ndarray:
+        """Which tree edges keep the child's table within ``max_cells`` cells (either direction)."""
+        cls = self.variables_[self.target_].states if self.target_ is not None else 1
+        size = np.array([self.variables_[f].states for f in features], float)
+        view = np.array([self.variables_[f].coarse_states for f in features], float)
+        cells = cls * np.maximum(view[:, None] * size[None, :], view[None, :] * size[:, None])
+        return cells <= max_cells
+
+    def _tree_parents(self, scores: np.ndarray, max_cells: float) -> list[list[int]]:
+        features = self._features()
+        allowed = self._allowed_pairs(features, max_cells)
+        tree = spanning_tree_parents(scores, allowed)
+        base = [self.target_] if self.target_ is not None else []
+        parents: list[list[int]] = [[] for _ in self.variables_]
+        for i, f in enumerate(features):
+            parents[f] = base + ([features[tree[i]]] if tree[i] is not None else [])
+        return parents
+
+    def _learn_structure(self, states: np.ndarray) -> list[list[int]]:
+        if self.structure == "naive" or len(self._features()) < 2:
+            return [[] if v == self.target_ or self.target_ is None else [self.target_] for v in range(len(self.variables_))]
+        scores = dependence_scores(states, self.variables_, self._features(), self.target_)
+        return self._tree_parents(scores, max_cells=max(len(states) / 2, 64))
+
+    def _family(self, states: np.ndarray, v: int) -> np.ndarray:
+        return family_counts(states, v, self.parents_[v], self.variables_)
+
+    def _backoff(self, counts: np.ndarray, v: int) -> np.ndarray:
+        """P(child | target) for each row of a family table (the child's marginal without a target)."""
+        parents = self.parents_[v]
+        if not parents:
+            return np.full_like(counts, 1.0 / counts.shape[1])
+        cls = self.variables_[parents[0]].coarse_states if parents[0] == self.target_ else 1
+        per_class = counts.reshape(cls, -1, counts.shape[1]).sum(axis=1)
+        per_class = np.clip(per_class, 0.0, None) + 1e-9
+        per_class /= per_class.sum(axis=1, keepdims=True)
+        return np.repeat(per_class, counts.shape[0] // cls, axis=0)
+
+    def _learn_tables(self, states: np.ndarray) -> list[np.ndarray]:
+        tables = []
+        for v in range(len(self.variables_)):
+            counts = self._family(states, v)
+            tables.append(normalise(counts, self._backoff(counts, v), self.smoothing))
+        return tables
+
+    # -- sampling ----------------------------------------------------------------------------
+    def _default_class_probs(self) -> np.ndarray:
+        if self.target_ is None:
+            return np.ones(1)
+        n_cats = len(self.schema_.column(self.schema_.target).categories or [])
+        return self.tables_[self.target_][0][:n_cats] / self.tables_[self.target_][0][:n_cats].sum()
+
+    def _sample(self, n: int, class_probs: np.ndarray, seed: int) -> pd.DataFrame:
+        rng = np.random.default_rng(seed)
+        if self.target_ is None and not np.allclose(class_probs, 1.0):
+            raise ConfigError("this model was trained without a target, so it cannot be conditioned")
+        states = np.empty((n, len(self.variables_)), dtype=np.int64)
+        coarse = [np.asarray(v.coarse) for v in self.variables_]
+        for v in self.order_:
+            if v == self.target_:
+                states[:, v] = rng.permutation(np.repeat(np.arange(len(class_probs)), allocate(n, class_probs)))
+                continue
+            config = np.zeros(n, dtype=np.int64)
+            for p in self.parents_[v]:
+                config = config * self.variables_[p].coarse_states + coarse[p][states[:, p]]
+            states[:, v] = draw(self.tables_[v], config, rng.random(n))
+        self._refill_attended(states, rng)
+        return self.encoder_.decode_parts(*self._encoded(states, rng))
+
+    def _refill_attended(self, states: np.ndarray, rng: np.random.Generator) -> None:
+        """A visit the participant attended cannot be "after dropout": draw it again from P(value | target)."""
+        names = [v.name for v in self.variables_]
+        for v, var in enumerate(self.variables_):
+            if var.blank is None or var.timeline is None:
+                continue
+            wrong = (states[:, v] == var.blank) & (states[:, names.index(var.timeline)] >= var.visit)
+            if not wrong.any():
+                continue
+            table = self.tables_[v]
+            cls = self.variables_[self.target_].states if self.parents_[v][:1] == [self.target_] else 1
+            per_class = table.reshape(cls, -1, table.shape[1]).mean(axis=1)
+            per_class[:, var.blank] = 0.0
+            per_class[per_class.sum(axis=1) <= 0] = 1.0
+            per_class[:, var.blank] = 0.0
+            config = states[wrong, self.target_] if cls > 1 else np.zeros(int(wrong.sum()), dtype=np.int64)
+            states[wrong, v] = draw(per_class, config, rng.random(int(wrong.sum())))
+
+    def _encoded(self, states: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The encoder's (values, codes) of sampled states: values uniform within their bin."""
+        softmax = [s.name for s in self.encoder_.spans if s.activation == "softmax"]
+        n = len(states)
+        values = np.zeros((n, len(self._linear_names)))
+        codes = np.zeros((n, len(softmax)), dtype=np.int16)
+        for v, var in enumerate(self.variables_):
+            s = states[:, v]
+            if not var.numeric:
+                codes[:, softmax.index(var.name)] = s
+                continue
+            k = len(var.lo)
+            inside = np.minimum(s, k - 1)
+            lo, hi = np.asarray(var.lo)[inside], np.asarray(var.hi)[inside]
+            values[:, self._linear_names.index(var.name)] = np.where(s < k, lo + rng.random(n) * (hi - lo), 0.0)
+            if var.missing is not None:
+                codes[:, softmax.index(f"{var.name}:missing")] = s == var.missing
+        return values, codes
+
+    # -- persistence ---------------------------------------------------------------------------
+    def _fitted_config(self) -> dict[str, Any]:
+        return {"bins": self.bins_, "target_index": self.target_, "parents": self.parents_,
+                "variables": [asdict(v) for v in self.variables_]}
+
+    def _save_weights(self, directory: Path) -> None:
+        np.savez(directory / "tables.npz", **{f"t{v}": t for v, t in enumerate(self.tables_)})
+
+    def _restore(self, fitted: dict[str, Any], encoder: TableEncoder, directory: Path) -> None:
+        self.bins_ = fitted["bins"]
+        self.target_ = fitted["target_index"]
+        self.parents_ = [list(p) for p in fitted["parents"]]
+        self.variables_ = [Variable(**v) for v in fitted["variables"]]
+        with np.load(Path(directory) / "tables.npz") as saved:
+            self.tables_ = [saved[f"t{v}"] for v in range(len(self.variables_))]
+        self._linear_names = [s.name for s in encoder.spans if s.activation == "linear"]
+        self.order_ = topological_order(self.parents_)
+
+
+class DPBayesNet(BayesNet):
+    """The Bayesian network with differential privacy end to end (``dp-bayesnet`` in the registry).
+
+    Parameters (besides the network's)
+    ----------------------------------
+    epsilon, delta : the budget; ``delta=None`` picks ``default_delta(n)``.
+    stats_share : budget share (μ², see ``share_noise_multiplier``) of the public facts the schema
+        does not declare (nothing is charged when it declares them all).
+    structure_share : share of the tree's dependence scores, when the tree is used.
+    theta : an average cell's count over its noise sd that the bins and the tree must reach.
+    structure : ``"auto"`` (the tree when it reaches ``theta``), ``"tree"`` or ``"naive"``.
+    shrinkage : pseudo-records towards P(child | target), in noise sds.
+    """
+
+    name = "dp-bayesnet"
+
+    def __init__(self, epsilon: float = 1.0, delta: float | None = None, stats_share: float = 0.1,
+                 structure_share: float = 0.2, theta: float = 2.0, structure: str = "auto",
+                 bins: int | None = None, parent_bins: int = 4, shrinkage: float = 1.0,
+                 accountant: str = "prv", seed: int = 0, progress: bool = True):
+        super().__init__(bins=bins, parent_bins=parent_bins, structure=structure, smoothing=0.0, seed=seed,
+                         progress=progress)
+        self.epsilon = epsilon
+        self.delta = delta
+        self.stats_share = stats_share
+        self.structure_share = structure_share
+        self.theta = theta
+        self.shrinkage = shrinkage
+        self.accountant = accountant
+
+    @staticmethod
+    def _structures() -> tuple[str, ...]:
+        return ("auto", "tree", "naive")
+
+    def _validate_params(self, schema: Schema) -> None:
+        super()._validate_params(schema)
+        bad = budget_problems(self.epsilon, self.delta, self.accountant,
+                              {"stats_share": self.stats_share, "structure_share": self.structure_share})
+        if not (isinstance(self.theta, (int, float)) and self.theta > 0):
+            bad.append(f"theta={self.theta!r} (a positive number)")
+        if not (isinstance(self.shrinkage, (int, float)) and self.shrinkage >= 0):
+            bad.append(f"shrinkage={self.shrinkage!r} (a number ≥ 0)")
+        if bad:
+            raise ConfigError(f"{self.name}: invalid settings: {', '.join(bad)}")
+
+    # -- public facts ---------------------------------------------------------------------
+    def _prepare(self, df: pd.DataFrame, schema: Schema) -> tuple[Schema, TableEncoder, pd.DataFrame]:
+        from clinsynth.privacy.statistics import charged_release, conform
+
+        self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, len(df), self.accountant)
+        self._rng = np.random.default_rng(self.seed)
+        self.release_ = charged_release(df, schema, self.ledger_, self.stats_share, self._rng)
+        released = self.release_.schema
+        encoder = TableEncoder(released).fit_from_statistics(self.release_.numeric)
+        return released, encoder, conform(df, self.release_)
+
+    # -- the plan: decided from n, ε and the schema alone ----------------------------------------
+    def _remaining_share(self) -> float:
+        return 1.0 - (self.stats_share if any(c.mechanism == "gaussian" and c.purpose.startswith("public facts")
+                                              for c in self.ledger_.charges) else 0.0)
+
+    def _table_noise(self, share: float) -> float:
+        """Noise sd of each cell of the family tables when they get ``share`` of the budget."""
+        return share_noise_multiplier(share, self.epsilon, self.ledger_.delta) * math.sqrt(self.n_variables_)
+
+    def _value_bins(self, n: int) -> int:
+        if self.bins is not None:
+            return self.bins
+        classes = self._classes()
+        sigma = self._table_noise(self._remaining_share())
+        return int(np.clip(n / (classes * sigma * self.theta), 2, 32))
+
+    def _classes(self) -> int:
+        target = self.schema_.target
+        return len(self.schema_.column(target).categories or []) if target is not None else 1
+
+    def _numeric_states(self, codec: NumericCodec, z: np.ndarray, bins: int) -> tuple[list[float], list[float]]:
+        """Bins from the bounds alone (public or released): the records' values are never looked at."""
+        spec = codec.spec
+        lo, hi = codec._forward(np.array([float(b) for b in self._bounds(spec)]))
+        if spec.kind == "integer":
+            a, b = math.ceil(self._bounds(spec)[0]), math.floor(self._bounds(spec)[1])
+            if b - a + 1 <= bins:
+                exact = codec._forward(np.arange(a, b + 1, dtype=float))
+                return exact.tolist(), exact.tolist()
+        edges = np.linspace(lo, hi, bins + 1)
+        return edges[:-1].tolist(), edges[1:].tolist()
+
+    @staticmethod
+    def _bounds(spec: Any) -> tuple[float, float]:
+        from clinsynth.data.transforms import datetime_days
+
+        if spec.kind == "datetime":
+            return datetime_days(spec.bounds[0]), datetime_days(spec.bounds[1])
+        return float(spec.bounds[0]), float(spec.bounds[1])
+
+    def _use_tree(self, n: int) -> bool:
+        if self.structure != "auto":
+            return self.structure == "tree"
+        features = self._features()
+        if len(features) < 2:
+            return False
+        share = self._remaining_share()
+        sigma_tables = self._table_noise(share - self.structure_share) if share > self.structure_share else math.inf
+        typical = float(np.median([self.variables_[f].states for f in features]))
+        view = float(np.median([self.variables_[f].coarse_states for f in features]))
+        tables_useful = n / (self._classes() * view * typical * sigma_tables) >= self.theta
+        pairs = len(features) * (len(features) - 1) / 2
+        sigma_scores = share_noise_multiplier(self.structure_share, self.epsilon, self.ledger_.delta) * _SCORE_SENSITIVITY * math.sqrt(pairs)
+        return tables_useful and n / sigma_scores >= self.theta
+
+    def _learn_structure(self, states: np.ndarray) -> list[list[int]]:
+        n = len(states)
+        self.tree_ = self._use_tree(n)
+        naive = [[] if v == self.target_ or self.target_ is None else [self.target_] for v in range(len(self.variables_))]
+        self._tables_share = self._remaining_share() - (self.structure_share if self.tree_ else 0.0)
+        if not self.tree_:
+            return naive
+        features = self._features()
+        pairs = len(features) * (len(features) - 1) // 2
+        sigma = share_noise_multiplier(self.structure_share, self.epsilon, self.ledger_.delta)
+        self.ledger_.charge(Charge("gaussian", f"network structure: dependence scores of {pairs} column pairs",
+                                   noise_multiplier=sigma, sample_rate=1.0, steps=1))
+        scores = dependence_scores(states, self.variables_, features, self.target_)
+        noise = self._rng.normal(0.0, sigma * _SCORE_SENSITIVITY * math.sqrt(pairs), size=scores.shape)
+        scores = scores + np.triu(noise, 1) + np.triu(noise, 1).T
+        return self._tree_parents(scores, max_cells=n / (self.theta * self._table_noise(self._tables_share)))
+
+    def _learn_tables(self, states: np.ndarray) -> list[np.ndarray]:
+        from clinsynth.privacy.dpsgd import calibrate_noise
+
+        queries = len(self.variables_)
+
+        def charge(sigma: float) -> Charge:
+            return Charge("gaussian", f"network tables: {queries} family histograms", noise_multiplier=sigma,
+                          sample_rate=1.0, steps=1)
+
+        sigma = calibrate_noise(self.ledger_, charge, low=0.05)
+        self.ledger_.charge(charge(sigma))
+        self.noise_multiplier_ = sigma
+        noise_std = sigma * math.sqrt(queries)  # one record moves each of the `queries` histograms by 1
+        tables = []
+        for v in range(len(self.variables_)):
+            counts = self._family(states, v)
+            noisy = counts + self._rng.normal(0.0, noise_std, size=counts.shape)
+            tables.append(normalise(noisy, self._backoff(noisy, v), self.shrinkage * noise_std))
+        return tables
+
+    # -- persistence ---------------------------------------------------------------------------
+    def _fitted_config(self) -> dict[str, Any]:
+        return {**super()._fitted_config(), "ledger": self.ledger_.state_dict(),
+                "noise_multiplier": self.noise_multiplier_, "tree": self.tree_}
+
+    def _restore(self, fitted: dict[str, Any], encoder: TableEncoder, directory: Path) -> None:
+        super()._restore(fitted, encoder, directory)
+        self.ledger_ = PrivacyLedger.from_state_dict(fitted["ledger"])
+        self.noise_multiplier_ = fitted["noise_multiplier"]
+        self.tree_ = fitted["tree"]
+        self.release_ = None
