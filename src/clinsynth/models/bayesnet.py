@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import ndtr
 
 from clinsynth.data.transforms import NumericCodec, TableEncoder
 from clinsynth.errors import ConfigError
@@ -40,7 +41,8 @@ from clinsynth.privacy.ledger import Charge, PrivacyLedger, budget_problems, sha
 from clinsynth.schema import Schema, last_observed_visit
 
 _MAX_STATES = 256      # a categorical with more levels is refused (its tables would be mostly empty)
-_SCORE_SENSITIVITY = 4.0  # |Δ| of one pair's dependence score when one record is added or removed
+_SCORE_SENSITIVITY = 4.0
+_MIN_TREE_BINS = 4        # fewer bins than this cost more fidelity than the tree brings  # |Δ| of one pair's dependence score when one record is added or removed
 
 
 @dataclass
@@ -499,26 +501,56 @@ class DPBayesNet(BayesNet):
         return share_noise_multiplier(share, self.epsilon, self.ledger_.delta) * math.sqrt(self.n_variables_)
 
     def _value_bins(self, n: int) -> int:
-        if self.bins is not None:
-            return self.bins
-        classes = self._classes()
-        sigma = self._table_noise(self._remaining_share())
-        return int(np.clip(n / (classes * sigma * self.theta), 2, 32))
+        self.tree_, bins = self._plan(n)
+        return bins
+
+    def _plan(self, n: int) -> tuple[bool, int]:
+        """(use the tree, value bins), from n, ε and the schema alone.
+
+        The tree is used when, with at least ``_MIN_TREE_BINS`` bins, both its dependence scores and its
+        three-way tables clear ``theta``; otherwise the naive structure gets all the budget and more bins.
+        """
+        classes, share = self._classes(), self._remaining_share()
+
+        def useful_bins(cells_per_bin: float, sigma: float) -> int:
+            return int(n / (cells_per_bin * sigma * self.theta))
+
+        naive = useful_bins(classes, self._table_noise(share))
+        tree = 0
+        features = self.n_variables_ - (self.schema_.target is not None)
+        if self.structure != "naive" and features >= 2 and share > self.structure_share:
+            pairs = features * (features - 1) / 2
+            sigma_scores = share_noise_multiplier(self.structure_share, self.epsilon, self.ledger_.delta) \
+                * _SCORE_SENSITIVITY * math.sqrt(pairs)
+            if n / sigma_scores >= self.theta or self.structure == "tree":
+                tree = useful_bins(classes * self.parent_bins, self._table_noise(share - self.structure_share))
+        use_tree = self.structure == "tree" or (self.structure == "auto" and tree >= _MIN_TREE_BINS)
+        bins = self.bins if self.bins is not None else (tree if use_tree else naive)
+        return use_tree, int(np.clip(bins, 2, 32))
 
     def _classes(self) -> int:
         target = self.schema_.target
         return len(self.schema_.column(target).categories or []) if target is not None else 1
 
     def _numeric_states(self, codec: NumericCodec, z: np.ndarray, bins: int) -> tuple[list[float], list[float]]:
-        """Bins from the bounds alone (public or released): the records' values are never looked at."""
+        """Bins from released or declared facts alone — the records' values are never looked at.
+
+        Equal-probability bins of the released quantile table (its knots span the noisy histogram's
+        bulk; declared bounds alone give equal widths); a whole-number column whose bounds hold at
+        most ``bins`` values keeps each of them.
+        """
         spec = codec.spec
-        lo, hi = codec._forward(np.array([float(b) for b in self._bounds(spec)]))
         if spec.kind == "integer":
             a, b = math.ceil(self._bounds(spec)[0]), math.floor(self._bounds(spec)[1])
             if b - a + 1 <= bins:
                 exact = codec._forward(np.arange(a, b + 1, dtype=float))
                 return exact.tolist(), exact.tolist()
-        edges = np.linspace(lo, hi, bins + 1)
+        state = self.release_.numeric[spec.name]
+        knots, probs = np.asarray(state["knots"], float), ndtr(np.asarray(state["scores"], float))
+        probs = (probs - probs[0]) / (probs[-1] - probs[0]) if probs[-1] > probs[0] else np.linspace(0, 1, probs.size)
+        edges = codec._forward(np.unique(np.interp(np.linspace(0, 1, bins + 1), probs, knots)))
+        if edges.size < 2:
+            edges = codec._forward(np.array(self._bounds(spec)))
         return edges[:-1].tolist(), edges[1:].tolist()
 
     @staticmethod
@@ -529,24 +561,8 @@ class DPBayesNet(BayesNet):
             return datetime_days(spec.bounds[0]), datetime_days(spec.bounds[1])
         return float(spec.bounds[0]), float(spec.bounds[1])
 
-    def _use_tree(self, n: int) -> bool:
-        if self.structure != "auto":
-            return self.structure == "tree"
-        features = self._features()
-        if len(features) < 2:
-            return False
-        share = self._remaining_share()
-        sigma_tables = self._table_noise(share - self.structure_share) if share > self.structure_share else math.inf
-        typical = float(np.median([self.variables_[f].states for f in features]))
-        view = float(np.median([self.variables_[f].coarse_states for f in features]))
-        tables_useful = n / (self._classes() * view * typical * sigma_tables) >= self.theta
-        pairs = len(features) * (len(features) - 1) / 2
-        sigma_scores = share_noise_multiplier(self.structure_share, self.epsilon, self.ledger_.delta) * _SCORE_SENSITIVITY * math.sqrt(pairs)
-        return tables_useful and n / sigma_scores >= self.theta
-
     def _learn_structure(self, states: np.ndarray) -> list[list[int]]:
         n = len(states)
-        self.tree_ = self._use_tree(n)
         naive = [[] if v == self.target_ or self.target_ is None else [self.target_] for v in range(len(self.variables_))]
         self._tables_share = self._remaining_share() - (self.structure_share if self.tree_ else 0.0)
         if not self.tree_:
@@ -559,7 +575,9 @@ class DPBayesNet(BayesNet):
         scores = dependence_scores(states, self.variables_, features, self.target_)
         noise = self._rng.normal(0.0, sigma * _SCORE_SENSITIVITY * math.sqrt(pairs), size=scores.shape)
         scores = scores + np.triu(noise, 1) + np.triu(noise, 1).T
-        return self._tree_parents(scores, max_cells=n / (self.theta * self._table_noise(self._tables_share)))
+        # the planned table (a numeric child and parent, each with a missing and a dropout state) always fits
+        planned = self._classes() * (self.parent_bins + 2) * (self.bins_ + 2)
+        return self._tree_parents(scores, max_cells=max(n / (self.theta * self._table_noise(self._tables_share)), planned))
 
     def _learn_tables(self, states: np.ndarray) -> list[np.ndarray]:
         from clinsynth.privacy.dpsgd import calibrate_noise
