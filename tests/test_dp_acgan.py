@@ -14,7 +14,7 @@ import clinsynth
 from clinsynth.cli import main
 from clinsynth.data.datasets import simulate_trial
 from clinsynth.errors import PrivacyBudgetError
-from clinsynth.models.dp_acgan import default_delta
+from clinsynth.privacy.ledger import default_delta
 from clinsynth.schema import Schema
 
 FAST = dict(epochs=3, batch_size=256, progress=False, accountant="rdp")
