@@ -268,6 +268,8 @@ class CategoricalCodec:
         if missing is not None and not missing.any():
             missing = None
         dtype = self.spec.dtype or "object"
+        if dtype == "object" and self._text_only and pd.get_option("future.infer_string"):
+            dtype = "str"  # what a DataFrame makes of Python strings anyway, built in Arrow without them
         if dtype in ("str", "string"):
             indices = pa.array(np.minimum(codes, n_cats - 1).astype(np.int32), mask=missing)
             arrow = pa.DictionaryArray.from_arrays(indices, pa.array([str(c) for c in self.categories])).cast(pa.large_string())
@@ -281,6 +283,10 @@ class CategoricalCodec:
                 return typed.astype(dtype)
             return np.where(missing, np.nan, typed.astype(dtype if dtype.startswith("float") else float))
         return lookup[codes]
+
+    @property
+    def _text_only(self) -> bool:
+        return bool(self.categories) and all(isinstance(c, str) for c in self.categories)
 
     def decode(self, code: np.ndarray) -> Any:
         return self.labels(code)
