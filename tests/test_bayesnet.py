@@ -14,7 +14,7 @@ from clinsynth.data.datasets import simulate_trial
 from clinsynth.errors import ConfigError
 from clinsynth.models.bayesnet import TableSampler, dependence_scores, spanning_tree_parents
 from clinsynth.schema import Schema, last_observed_visit
-from test_dp_acgan import PLANTED_CATEGORY, PLANTED_NUMBER, leaks
+from test_dp_acgan import leaks, planted  # noqa: F401 (planted is a fixture)
 
 
 @pytest.fixture(autouse=True)
@@ -120,14 +120,6 @@ def test_bad_settings_are_refused_before_training(trial, trial_schema):
                                 ("dp-bayesnet", {"structure_share": 1.5}, "structure_share")]:
         with pytest.raises(ConfigError, match=match):
             clinsynth.create(name, **kwargs).fit(trial.head(200), trial_schema)
-
-
-@pytest.fixture(scope="module")
-def planted() -> pd.DataFrame:
-    df = simulate_trial(n=3000, seed=3)
-    df.loc[17, "glucose"] = PLANTED_NUMBER
-    df.loc[42, "race"] = PLANTED_CATEGORY
-    return df
 
 
 @pytest.fixture(scope="module")
