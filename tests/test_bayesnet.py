@@ -1,8 +1,6 @@
 """bayesnet and dp-bayesnet: the sampler's exactness, structure, dropout, conditioning, the ledger, leaks."""
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,14 +12,7 @@ from clinsynth.data.datasets import simulate_trial
 from clinsynth.errors import ConfigError
 from clinsynth.models.bayesnet import TableSampler, dependence_scores, spanning_tree_parents
 from clinsynth.schema import Schema, last_observed_visit
-from test_dp_acgan import leaks, planted  # noqa: F401 (planted is a fixture)
-
-
-@pytest.fixture(autouse=True)
-def quiet_accountants():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+from test_dp_acgan import leaks, planted, quiet_accountants  # noqa: F401 (fixtures: planted; autouse: quiet_accountants)
 
 
 @pytest.fixture(scope="module")

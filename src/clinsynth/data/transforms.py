@@ -130,8 +130,7 @@ class NumericCodec:
         x = self._inverse(value.astype(np.float64))
         spec = self.spec
         if spec.bounds is not None:
-            lo, hi = (datetime_days(b) for b in spec.bounds) if spec.kind == "datetime" else map(float, spec.bounds)
-            np.clip(x, lo, hi, out=x)
+            np.clip(x, *numeric_bounds(spec), out=x)
         if spec.kind == "integer":
             np.round(x, out=x)
         elif spec.decimals is not None:
@@ -191,6 +190,14 @@ class PiecewiseLinear:
 def datetime_days(value: Any) -> float:
     """A date or timestamp as days since 1970-01-01, the scale numeric codecs work in."""
     return pd.Timestamp(value).value / _DAY_NS
+
+
+def numeric_bounds(spec: ColumnSpec) -> tuple[float, float]:
+    """A numeric column's bounds as numbers (days since 1970 for dates), as its values are encoded."""
+    lo, hi = spec.bounds
+    if spec.kind == "datetime":
+        return datetime_days(lo), datetime_days(hi)
+    return float(lo), float(hi)
 
 
 def numeric_values(s: pd.Series, kind: str) -> np.ndarray:

@@ -34,15 +34,15 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
-from clinsynth.data.transforms import NumericCodec, TableEncoder
+from clinsynth.data.transforms import NumericCodec, TableEncoder, numeric_bounds
 from clinsynth.errors import ConfigError
 from clinsynth.models.base import SynthModel, allocate
 from clinsynth.privacy.ledger import Charge, PrivacyLedger, budget_problems, share_noise_multiplier
 from clinsynth.schema import Schema, last_observed_visit
 
 _MAX_STATES = 256      # a categorical with more levels is refused (its tables would be mostly empty)
-_SCORE_SENSITIVITY = 4.0
-_MIN_TREE_BINS = 4        # fewer bins than this cost more fidelity than the tree brings  # |Δ| of one pair's dependence score when one record is added or removed
+_SCORE_SENSITIVITY = 4.0  # |Δ| of one pair's dependence score when one record is added or removed
+_MIN_TREE_BINS = 4        # fewer bins than this cost more fidelity than the tree brings
 
 
 @dataclass
@@ -349,9 +349,13 @@ class BayesNet(SynthModel):
             parents[f] = base + ([features[tree[i]]] if tree[i] is not None else [])
         return parents
 
+    def _naive_parents(self) -> list[list[int]]:
+        """The target as every other variable's only parent (no parents without a target)."""
+        return [[] if v == self.target_ or self.target_ is None else [self.target_] for v in range(len(self.variables_))]
+
     def _learn_structure(self, states: np.ndarray) -> list[list[int]]:
         if self.structure == "naive" or len(self._features()) < 2:
-            return [[] if v == self.target_ or self.target_ is None else [self.target_] for v in range(len(self.variables_))]
+            return self._naive_parents()
         scores = dependence_scores(states, self.variables_, self._features(), self.target_)
         return self._tree_parents(scores, max_cells=max(len(states) / 2, 64))
 
@@ -535,14 +539,14 @@ class DPBayesNet(BayesNet):
         self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, len(df), self.accountant)
         self._rng = np.random.default_rng(self.seed)
         self.release_ = charged_release(df, schema, self.ledger_, self.stats_share, self._rng)
+        self._facts_charged = bool(self.ledger_.charges)  # nothing is charged when every fact is declared
         released = self.release_.schema
         encoder = TableEncoder(released).fit_from_statistics(self.release_.numeric)
         return released, encoder, conform(df, self.release_)
 
     # -- the plan: decided from n, ε and the schema alone ----------------------------------------
     def _remaining_share(self) -> float:
-        return 1.0 - (self.stats_share if any(c.mechanism == "gaussian" and c.purpose.startswith("public facts")
-                                              for c in self.ledger_.charges) else 0.0)
+        return 1.0 - (self.stats_share if self._facts_charged else 0.0)
 
     def _table_noise(self, share: float) -> float:
         """Noise sd of each cell of the family tables when they get ``share`` of the budget."""
@@ -589,7 +593,8 @@ class DPBayesNet(BayesNet):
         """
         spec = codec.spec
         if spec.kind == "integer":
-            a, b = math.ceil(self._bounds(spec)[0]), math.floor(self._bounds(spec)[1])
+            lo, hi = numeric_bounds(spec)
+            a, b = math.ceil(lo), math.floor(hi)
             if b - a + 1 <= bins:
                 exact = codec._forward(np.arange(a, b + 1, dtype=float))
                 return exact.tolist(), exact.tolist()
@@ -598,23 +603,14 @@ class DPBayesNet(BayesNet):
         probs = (probs - probs[0]) / (probs[-1] - probs[0]) if probs[-1] > probs[0] else np.linspace(0, 1, probs.size)
         edges = codec._forward(np.unique(np.interp(np.linspace(0, 1, bins + 1), probs, knots)))
         if edges.size < 2:
-            edges = codec._forward(np.array(self._bounds(spec)))
+            edges = codec._forward(np.array(numeric_bounds(spec)))
         return edges[:-1].tolist(), edges[1:].tolist()
-
-    @staticmethod
-    def _bounds(spec: Any) -> tuple[float, float]:
-        from clinsynth.data.transforms import datetime_days
-
-        if spec.kind == "datetime":
-            return datetime_days(spec.bounds[0]), datetime_days(spec.bounds[1])
-        return float(spec.bounds[0]), float(spec.bounds[1])
 
     def _learn_structure(self, states: np.ndarray) -> list[list[int]]:
         n = len(states)
-        naive = [[] if v == self.target_ or self.target_ is None else [self.target_] for v in range(len(self.variables_))]
         self._tables_share = self._remaining_share() - (self.structure_share if self.tree_ else 0.0)
         if not self.tree_:
-            return naive
+            return self._naive_parents()
         features = self._features()
         pairs = len(features) * (len(features) - 1) // 2
         sigma = share_noise_multiplier(self.structure_share, self.epsilon, self.ledger_.delta)

@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtri
 
-from clinsynth.data.transforms import datetime_days, numeric_values
+from clinsynth.data.transforms import datetime_days, numeric_bounds, numeric_values
 from clinsynth.errors import ConfigError, InputError
 from clinsynth.schema import DISCRETE_KINDS, NUMERIC_KINDS, Category, ColumnSpec, Schema
 
@@ -211,7 +211,7 @@ def _quantile_table(edges: np.ndarray, mass: np.ndarray) -> tuple[list[float], l
 
 def _public_numeric_state(spec: ColumnSpec) -> dict[str, Any]:
     """Encoder state from declared bounds alone: a normal spread over them (±2 sd at the bounds)."""
-    lo, hi = (datetime_days(b) for b in spec.bounds) if spec.kind == "datetime" else map(float, spec.bounds)
+    lo, hi = numeric_bounds(spec)
     scale = (hi - lo) / 4 if hi > lo else 1.0
     return {"loc": (lo + hi) / 2, "scale": scale, "knots": [lo, hi], "scores": ndtri(_PUBLIC_PROBS).tolist()}
 
