@@ -10,7 +10,8 @@ from dp_accounting.rdp import rdp_privacy_accountant
 import clinsynth
 from clinsynth.data.datasets import simulate_trial
 from clinsynth.errors import ConfigError
-from clinsynth.models.bayesnet import TableSampler, dependence_scores, spanning_tree_parents
+from clinsynth.models.bayesnet import dependence_scores, spanning_tree_parents
+from clinsynth.models.bayesnet_sampler import CompiledNetwork, TableSampler, uniform_bits
 from clinsynth.schema import Schema, last_observed_visit
 from test_dp_acgan import leaks, planted, quiet_accountants  # noqa: F401 (fixtures: planted; autouse: quiet_accountants)
 
@@ -37,13 +38,59 @@ def test_table_sampler_gives_the_states_a_binary_search_gives():
     probs[3] = 0.0
     probs[3, [0, 8]] = [1.0, 1e-12]    # a CDF step far below any grid cell
     config = rng.integers(0, 6, 50_000)
-    u = rng.random(50_000)
-    cdf = np.cumsum(probs, axis=1) / probs.sum(axis=1, keepdims=True)
-    expected = np.minimum([np.searchsorted(cdf[c], x, side="right") for c, x in zip(config, u)], 8)
+    u = uniform_bits(rng, (50_000,))
+    assert u.dtype == np.uint32 and u.max() < 2**31 and u.max() > 2**31 * 0.999
+    cdf = np.cumsum(probs, axis=1)
+    cdf /= cdf[:, -1:]
+    expected = np.minimum([np.searchsorted(cdf[c], x / 2**31, side="right") for c, x in zip(config, u)], 8)
     np.testing.assert_array_equal(TableSampler(probs)(config, u), expected)
     # and the frequencies are the table's
-    freq = np.bincount(TableSampler(probs[:1])(np.zeros(200_000, int), rng.random(200_000)), minlength=9) / 200_000
+    freq = np.bincount(TableSampler(probs[:1])(np.zeros(200_000, int), uniform_bits(rng, (200_000,))), minlength=9) / 200_000
     np.testing.assert_allclose(freq, probs[0], atol=0.005)
+
+
+def _net(units=None):
+    """Two variables: a binary root, and a numeric child (three bins, one of them an exact value,
+    plus a missing state) whose table depends on the root."""
+    from clinsynth.models.bayesnet import Variable
+    root = Variable("y", 2, [0, 1])
+    child = Variable("x", 4, [0, 0, 1, 2], lo=[0.0, 1.0, 5.0], hi=[1.0, 1.0, 9.0], missing=3)
+    tables = [np.array([[0.3, 0.7]]), np.array([[0.5, 0.2, 0.2, 0.1], [0.1, 0.1, 0.7, 0.1]])]
+    return CompiledNetwork([root, child], [[], [0]], tables, [0, 1], 0, ["x"], ["y", "x:missing"], units)
+
+
+def test_compiled_network_draws_states_and_uniform_values_within_their_bins():
+    n = 200_000
+    labels = np.repeat([0, 1], [60_000, 140_000])
+    values, codes = _net().sample(labels, n, np.random.default_rng(0))  # several blocks
+    assert values.shape == (1, n) and codes.shape == (2, n)
+    np.testing.assert_array_equal(codes[0], labels)
+    x, missing = values[0], codes[1].astype(bool)
+    for y, probs in ((0, [0.5, 0.2, 0.2, 0.1]), (1, [0.1, 0.1, 0.7, 0.1])):
+        rows = labels == y
+        state = np.select([missing[rows], x[rows] == 1.0, x[rows] < 1.0], [3, 1, 0], default=2)
+        np.testing.assert_allclose(np.bincount(state, minlength=4) / rows.sum(), probs, atol=0.006)
+    low, high = x[(x < 1.0) & ~missing], x[(x >= 5.0) & ~missing]
+    assert low.min() >= 0.0 and high.min() >= 5.0 and high.max() < 9.0
+    # within its bin a value is uniform: deciles of each bin hold a tenth each
+    for sample, lo, hi in ((low, 0.0, 1.0), (high, 5.0, 9.0)):
+        share = np.bincount(((sample - lo) / (hi - lo) * 10).astype(int), minlength=10) / sample.size
+        np.testing.assert_allclose(share, 0.1, atol=0.01)
+    assert not ((x > 1.0) & (x < 5.0)).any()
+
+
+def test_compiled_network_folds_an_affine_encoding_into_column_units():
+    labels = np.random.default_rng(1).integers(0, 2, 30_000)
+    encoded, codes = _net().sample(labels, 30_000, np.random.default_rng(2))
+    column, codes2 = _net({"x": (2.5, -1.0)}).sample(labels, 30_000, np.random.default_rng(2))
+    np.testing.assert_array_equal(codes, codes2)
+    np.testing.assert_allclose(column, encoded * 2.5 - 1.0, rtol=1e-12, atol=1e-12)
+
+
+def test_sampling_is_the_same_for_a_seed_and_differs_between_seeds(plain):
+    a, b, c = plain.sample(9000, seed=3), plain.sample(9000, seed=3), plain.sample(9000, seed=4)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a.equals(c)
 
 
 def test_spanning_tree_follows_the_strongest_links_and_respects_forbidden_pairs():

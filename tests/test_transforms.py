@@ -407,3 +407,29 @@ def test_synthetic_ids_never_real(trial, trial_schema):
     assert not set(out["participant_id"]) & set(trial["participant_id"])
     second = enc.decode(enc.encode(trial.iloc[:10]), id_prefix="syn-", id_start=len(trial))
     assert second["participant_id"].iloc[0] == f"syn-{len(trial) + 1:06d}"
+
+
+@pytest.mark.parametrize("labels", [["a", "b", "c"], ["a", "bb", "ccc"], ["é", "b", ""], ["10", "9", "100"], ["yes"]])
+def test_arrow_text_gives_the_labels_with_nulls(labels):
+    from clinsynth.data.transforms import arrow_text
+    rng = np.random.default_rng(0)
+    index = rng.integers(0, len(labels), 1000).astype(np.int16)
+    missing = rng.random(1000) < 0.2
+    for mask in (None, missing):
+        arr = arrow_text(index, labels, mask)
+        arr.validate(full=True)
+        expected = [None if mask is not None and m else labels[i] for i, m in zip(index, missing)]
+        assert arr.to_pylist() == expected
+
+
+def test_decode_in_column_units_matches_decode_of_encoded_values(trial, trial_schema):
+    enc = TableEncoder(trial_schema).fit(trial)
+    values, codes = enc.split(enc.encode(trial))
+    column = values.copy()
+    for name, j in enc._value_col.items():
+        scale, loc = enc.codecs[name].affine()
+        column[:, j] = column[:, j] * scale + loc
+    a = enc.decode_parts(np.asfortranarray(values), codes)
+    b = enc.decode_parts(np.asfortranarray(column), codes, scaled=False)
+    pd.testing.assert_frame_equal(a.drop(columns=[c.name for c in trial_schema.columns if c.kind == "id"]),
+                                  b.drop(columns=[c.name for c in trial_schema.columns if c.kind == "id"]))

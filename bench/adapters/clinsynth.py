@@ -161,4 +161,4 @@ def sample(fitted: Fitted, n: int, seed: int) -> pd.DataFrame:
     out = fitted.model.sample(int(n), seed=seed)
     if fitted.codes:
         return from_code_matrix(out, fitted.columns, fitted.codes)
-    return out[fitted.columns]
+    return out if list(out.columns) == fitted.columns else out[fitted.columns]

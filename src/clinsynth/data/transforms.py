@@ -124,10 +124,20 @@ class NumericCodec:
             return z[:, None]
         return np.column_stack([z, ~miss, miss]).astype(float)
 
+    def affine(self) -> tuple[float, float] | None:
+        """(scale, loc) when the encoding is affine (column = scale · encoded + loc), else None.
+
+        A model that draws values piecewise-linearly can fold this in and hand ``decode`` column
+        units (``scaled=False``), sparing two passes and a copy per column."""
+        assert self.state is not None
+        return None if self.transform == "quantile" else (self.state["scale"], self.state["loc"])
+
     def decode(self, value: np.ndarray, missing_code: np.ndarray | None = None,
-               blank: np.ndarray | None = None) -> pd.Series | np.ndarray:
-        """Values back to the column; ``missing_code`` 1 marks missing, ``blank`` marks after-dropout."""
-        x = self._inverse(value.astype(np.float64))
+               blank: np.ndarray | None = None, scaled: bool = True) -> pd.Series | np.ndarray:
+        """Values back to the column; ``missing_code`` 1 marks missing, ``blank`` marks after-dropout.
+
+        ``scaled=False``: ``value`` is in column units already (decoded in place when float64)."""
+        x = self._inverse(value.astype(np.float64)) if scaled else np.asarray(value, dtype=np.float64)
         spec = self.spec
         if spec.bounds is not None:
             np.clip(x, *numeric_bounds(spec), out=x)
@@ -227,6 +237,40 @@ def _restore_numeric_dtype(x: np.ndarray, dtype: str | None) -> np.ndarray | pd.
         return x
 
 
+def arrow_text(index: np.ndarray, labels: list[str], missing: np.ndarray | None = None) -> pa.Array:
+    """``labels[index]`` as an Arrow large-string array (null where ``missing``), without Python strings.
+
+    When every label has the same byte length (``"0"``/``"1"``, codes) the buffers are written
+    directly — one gather of fixed-width items and a range of offsets — several times faster than
+    Arrow's ``take``, which the other label sets go through.
+    """
+    encoded = [label.encode() for label in labels]
+    n = len(index)
+    validity = None if missing is None else pa.py_buffer(np.packbits(~missing, bitorder="little"))
+    nulls = 0 if missing is None else int(missing.sum())
+    width = len(encoded[0])
+    if width and all(len(b) == width for b in encoded):
+        data = np.take(np.frombuffer(b"".join(encoded), dtype=f"V{width}"), index, mode="clip").view(np.uint8)
+        offsets = np.arange(0, (n + 1) * width, width, dtype=np.int64)
+        return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data), validity, nulls)
+    taken = pa.array(encoded, pa.large_binary()).take(pa.array(index.astype(np.int64, copy=False)))
+    _, offsets, data = taken.buffers()
+    return pa.LargeStringArray.from_buffers(n, offsets, data, validity, nulls)
+
+
+def string_array(arrow: pa.Array, dtype: Any) -> Any:
+    """An Arrow string array as the pandas string ``dtype`` without a copy or a cast.
+
+    ``pd.array`` re-validates and casts (tens of µs a column); pandas ≥ 3 takes the Arrow data
+    as it is when the dtype is a pyarrow ``StringDtype``."""
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        try:
+            return pd.arrays.ArrowStringArray(pa.chunked_array([arrow]), dtype=dtype)
+        except TypeError:  # pandas 2: no dtype argument
+            pass
+    return pd.array(arrow, dtype=dtype)
+
+
 class CategoricalCodec:
     """Binary and categorical columns: a softmax over the categories (+ a slot for missing)."""
 
@@ -278,9 +322,8 @@ class CategoricalCodec:
         if dtype == "object" and self._text_only and pd.get_option("future.infer_string"):
             dtype = "str"  # what a DataFrame makes of Python strings anyway, built in Arrow without them
         if dtype in ("str", "string"):
-            indices = pa.array(np.minimum(codes, n_cats - 1).astype(np.int32), mask=missing)
-            arrow = pa.DictionaryArray.from_arrays(indices, pa.array([str(c) for c in self.categories])).cast(pa.large_string())
-            return pd.array(arrow, dtype=pd.StringDtype("pyarrow", na_value=np.nan)) if dtype == "str" else pd.array(arrow, dtype=dtype)
+            arrow = arrow_text(np.minimum(codes, n_cats - 1), [str(c) for c in self.categories], missing)
+            return string_array(arrow, pd.StringDtype("pyarrow", na_value=np.nan) if dtype == "str" else dtype)
         lookup = np.array(self.categories + [None], dtype=object)
         if dtype == "boolean" or dtype.startswith(("Int", "UInt", "Float")):
             return pd.array(lookup[codes], dtype=dtype)  # nullable: missing as <NA>
@@ -473,8 +516,11 @@ class TableEncoder:
         return self.decode_parts(*self.split(X), id_prefix=id_prefix, id_start=id_start)
 
     def decode_parts(self, values: np.ndarray, codes: np.ndarray, id_prefix: str = "syn-",
-                     id_start: int = 0) -> pd.DataFrame:
-        """``decode`` from ``split``'s output (column-major arrays make this fastest)."""
+                     id_start: int = 0, scaled: bool = True) -> pd.DataFrame:
+        """``decode`` from ``split``'s output (column-major arrays make this fastest).
+
+        ``scaled=False``: ``values`` (float64) are in column units already (see
+        :meth:`NumericCodec.affine`) and are overwritten while decoding."""
         self._check_fitted()
         blank: dict[str, np.ndarray] = {}
         keep: dict[str, np.ndarray] = {}
@@ -499,7 +545,7 @@ class TableEncoder:
                 missing = codes[:, self._code_col[f"{name}:missing"]] if codec.has_missing else None
                 if missing is not None and name in keep:
                     missing = missing.astype(bool) & ~keep[name]
-                out[name] = codec.decode(values[:, self._value_col[name]], missing, blank.get(name))
+                out[name] = codec.decode(values[:, self._value_col[name]], missing, blank.get(name), scaled)
         return pd.DataFrame(out, copy=False)
 
     def _observed_at_last_visit(self, timeline: TimelineCodec, last: np.ndarray,

@@ -37,6 +37,7 @@ from scipy.special import ndtr
 from clinsynth.data.transforms import NumericCodec, TableEncoder, numeric_bounds
 from clinsynth.errors import ConfigError
 from clinsynth.models.base import SynthModel, allocate
+from clinsynth.models.bayesnet_sampler import CompiledNetwork
 from clinsynth.privacy.ledger import Charge, PrivacyLedger, budget_problems, share_noise_multiplier
 from clinsynth.schema import Schema, last_observed_visit
 
@@ -149,41 +150,6 @@ def topological_order(parents: list[list[int]]) -> list[int]:
         order.extend(ready)
         placed.update(ready)
     return order
-
-
-class TableSampler:
-    """Draws states from the rows of a (configs × states) probability table by inverse CDF, fast.
-
-    A lookup grid of ``grid`` cells per row gives each uniform draw the first state whose CDF
-    passes its cell's left edge; the few draws that fall in a cell holding a CDF step are moved on
-    by comparison. Exact (the same states as a binary search) at a few gathers per row.
-    """
-
-    def __init__(self, probs: np.ndarray, grid: int = 1024):
-        configs, size = probs.shape
-        cdf = np.cumsum(probs, axis=1)
-        cdf /= cdf[:, -1:]
-        cdf[:, -1] = np.inf  # u < 1 always stops at the last state
-        self.size, self.grid = size, grid
-        self.cdf = cdf.ravel()
-        left = np.arange(grid) / grid
-        start = np.stack([np.searchsorted(row, left, side="right") for row in cdf])
-        self.lookup = (start + np.arange(configs)[:, None] * size).ravel().astype(np.int64)
-
-    def __call__(self, config: np.ndarray, u: np.ndarray) -> np.ndarray:
-        base = config * self.size
-        flat = self.lookup[config * self.grid + (u * self.grid).astype(np.int64)]
-        moved = np.flatnonzero(u >= self.cdf[flat])
-        while moved.size:  # only draws in a cell that holds a CDF step, and fewer each pass
-            flat[moved] += 1
-            moved = moved[u[moved] >= self.cdf[flat[moved]]]
-        flat -= base
-        return flat
-
-
-def draw(probs: np.ndarray, config: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """One state per row from row ``config`` of ``probs`` (configs × states)."""
-    return TableSampler(probs)(config, u)
 
 
 def normalise(counts: np.ndarray, backoff: np.ndarray, strength: float) -> np.ndarray:
@@ -387,86 +353,29 @@ class BayesNet(SynthModel):
         n_cats = len(self.schema_.column(self.schema_.target).categories or [])
         return self.tables_[self.target_][0][:n_cats] / self.tables_[self.target_][0][:n_cats].sum()
 
-    def _sample(self, n: int, class_probs: np.ndarray, seed: int, chunk: int = 65_536) -> pd.DataFrame:
+    def _sample(self, n: int, class_probs: np.ndarray, seed: int) -> pd.DataFrame:
         if self.target_ is None and not np.allclose(class_probs, 1.0):
             raise ConfigError("this model was trained without a target, so it cannot be conditioned")
         rng = np.random.default_rng(seed)
-        labels = rng.permutation(np.repeat(np.arange(len(class_probs)), allocate(n, class_probs)).astype(np.int32)) \
+        labels = rng.permutation(np.repeat(np.arange(len(class_probs)), allocate(n, class_probs))) \
             if self.target_ is not None else None
-        parts = [self._encoded(self._draw_states(labels[i:i + chunk] if labels is not None else None,
-                                                 min(chunk, n - i), rng), rng)
-                 for i in range(0, n, chunk)]
-        values = np.concatenate([p[0] for p in parts], axis=1)
-        codes = np.concatenate([p[1] for p in parts], axis=1)
-        return self.encoder_.decode_parts(values.T, codes.T)  # transposes: column-major, fastest to decode
-
-    def _draw_states(self, labels: np.ndarray | None, n: int, rng: np.random.Generator) -> np.ndarray:
-        """(variables × n) states, ancestrally: each variable given its parents' coarse states."""
-        states = np.empty((len(self.variables_), n), dtype=np.int32)
-        uniforms = rng.random((len(self.variables_), n), dtype=np.float32)
-        for v in self.order_:
-            if v == self.target_:
-                states[v] = labels
-                continue
-            config = np.zeros(n, dtype=np.int64)
-            for p in self.parents_[v]:
-                config *= self.variables_[p].coarse_states
-                config += self._coarse[p][states[p]]
-            states[v] = self._sampler(v)(config, uniforms[v])
-        self._refill_attended(states, rng)
-        return states
+        network = self._network
+        values, codes = network.sample(labels, n, rng)
+        # transposes: column-major, fastest to decode; values already in column units where foldable
+        return self.encoder_.decode_parts(values.T, codes.T, scaled=network.units is None)
 
     @property
-    def _coarse(self) -> list[np.ndarray]:
-        if getattr(self, "_coarse_cache", (None,))[0] is not self.variables_:
-            self._coarse_cache = (self.variables_, [np.asarray(v.coarse, dtype=np.int64) for v in self.variables_])
-        return self._coarse_cache[1]
-
-    def _sampler(self, v: int) -> TableSampler:
-        cache = self.__dict__.setdefault("_samplers", {})
-        if cache.get(v, (None,))[0] is not self.tables_[v]:
-            cache[v] = (self.tables_[v], TableSampler(self.tables_[v]))
-        return cache[v][1]
-
-    def _refill_attended(self, states: np.ndarray, rng: np.random.Generator) -> None:
-        """A visit the participant attended cannot be "after dropout": draw it again from P(value | target)."""
-        names = [v.name for v in self.variables_]
-        for v, var in enumerate(self.variables_):
-            if var.blank is None or var.timeline is None:
-                continue
-            wrong = (states[v] == var.blank) & (states[names.index(var.timeline)] >= var.visit)
-            if not wrong.any():
-                continue
-            table = self.tables_[v]
-            cls = self.variables_[self.target_].states if self.parents_[v][:1] == [self.target_] else 1
-            per_class = table.reshape(cls, -1, table.shape[1]).mean(axis=1)
-            per_class[:, var.blank] = 0.0
-            per_class[per_class.sum(axis=1) <= 0] = 1.0
-            per_class[:, var.blank] = 0.0
-            config = states[self.target_, wrong].astype(np.int64) if cls > 1 else np.zeros(int(wrong.sum()), dtype=np.int64)
-            states[v, wrong] = draw(per_class, config, rng.random(int(wrong.sum())))
-
-    def _encoded(self, states: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """The encoder's (values, codes), feature-major, of sampled states: values uniform within their bin."""
-        softmax = [s.name for s in self.encoder_.spans if s.activation == "softmax"]
-        n = states.shape[1]
-        values = np.zeros((len(self._linear_names), n))
-        codes = np.zeros((len(softmax), n), dtype=np.int16)
-        u = rng.random((len(self._linear_names), n), dtype=np.float32)
-        for v, var in enumerate(self.variables_):
-            s = states[v]
-            if not var.numeric:
-                codes[softmax.index(var.name)] = s
-                continue
-            j = self._linear_names.index(var.name)
-            extra = var.states - len(var.lo)  # missing and dropout states: value 0, overwritten on decode
-            lo = np.concatenate([var.lo, np.zeros(extra)])
-            width = np.concatenate([np.subtract(var.hi, var.lo), np.zeros(extra)])
-            np.multiply(u[j], width[s], out=values[j])
-            values[j] += lo[s]
-            if var.missing is not None:
-                codes[softmax.index(f"{var.name}:missing")] = s == var.missing
-        return values, codes
+    def _network(self) -> CompiledNetwork:
+        """The fitted tables compiled for sampling, once per fit or load."""
+        cached = self.__dict__.get("_compiled")
+        if cached is None or cached[0] is not self.tables_:
+            softmax = [s.name for s in self.encoder_.spans if s.activation == "softmax"]
+            units = {name: self.encoder_.codecs[name].affine() for name in self._linear_names}
+            cached = (self.tables_, CompiledNetwork(self.variables_, self.parents_, self.tables_, self.order_,
+                                                    self.target_, self._linear_names, softmax,
+                                                    None if None in units.values() else units))
+            self._compiled = cached
+        return cached[1]
 
     # -- persistence ---------------------------------------------------------------------------
     def _fitted_config(self) -> dict[str, Any]:
