@@ -167,7 +167,7 @@ class BayesNet(SynthModel):
 
     Parameters
     ----------
-    bins : value bins per numeric column; ``None``: n / 20 within 5…32 (a column with at most
+    bins : value bins per numeric column; ``None``: n / 20 within 5…64 (a column with at most
         that many distinct values keeps them exactly).
     parent_bins : groups of bins a numeric parent is seen through.
     structure : ``"tree"`` (the target plus one spanning-tree parent) or ``"naive"`` (the target only).
@@ -211,7 +211,7 @@ class BayesNet(SynthModel):
 
     # -- variables -------------------------------------------------------------------------
     def _value_bins(self, n: int) -> int:
-        return self.bins if self.bins is not None else int(np.clip(n // 20, 5, 32))
+        return self.bins if self.bins is not None else int(np.clip(n // 20, 5, 64))
 
     def _numeric_states(self, codec: NumericCodec, z: np.ndarray, bins: int) -> tuple[list[float], list[float]]:
         """(lo, hi) of each value state in encoded units, from the observed values ``z``."""
