@@ -96,11 +96,6 @@ class TableSampler:
         return flat
 
 
-def draw(probs: np.ndarray, config: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One state per row from row ``config`` of ``probs`` (configs × states)."""
-    return TableSampler(probs)(config, uniform_bits(rng, config.shape))
-
-
 class NetworkVariable(Protocol):
     """What sampling needs of a network variable (``bayesnet.Variable`` has it)."""
 
@@ -128,6 +123,9 @@ class _Compiled:
     shift: np.ndarray | None = None  # numeric: flat cell -> value = shift + u · slope
     slope: np.ndarray | None = None
     units: tuple[float, float] = (1.0, 0.0)  # numeric: (scale, loc) folded into shift and slope
+    bin_lo: np.ndarray | None = None     # numeric: each state's value range (0 wide for missing/blank)
+    bin_width: np.ndarray | None = None
+    refill: TableSampler | None = None   # dropout-timeline columns: P(state | target) without "after dropout"
 
 
 class CompiledNetwork:
@@ -151,6 +149,18 @@ class CompiledNetwork:
         names = [var.name for var in variables]
         self.refills = [(v, names.index(var.timeline)) for v, var in enumerate(variables)
                         if var.blank is not None and var.timeline is not None]
+        for v, _ in self.refills:
+            self.compiled[v].refill = TableSampler(self._attended_table(v))
+
+    def _attended_table(self, v: int) -> np.ndarray:
+        """P(state | target) of variable ``v`` with "after dropout" ruled out (for attended visits)."""
+        var, c, table = self.variables[v], self.compiled[v], self.tables[v]
+        classes = self.variables[self.target].states if c.by_target else 1
+        per_class = table.reshape(classes, -1, table.shape[1]).mean(axis=1)
+        per_class[:, var.blank] = 0.0
+        per_class[per_class.sum(axis=1) <= 0] = 1.0
+        per_class[:, var.blank] = 0.0
+        return per_class
 
     def _compile(self, v: int, parents: list[list[int]], value_at: dict[str, int], code_at: dict[str, int],
                  units: tuple[float, float]) -> _Compiled:
@@ -171,9 +181,9 @@ class CompiledNetwork:
         state = (np.arange(configs * size) % size).astype(np.int16)
         if var.lo is None:
             return _Compiled(sampler, others, offsets, by_target, state, None, code_at[var.name])
-        values = len(var.lo)
-        lo = np.concatenate([var.lo, np.zeros(size - values)])[state]   # missing/blank states: value 0,
-        width = np.concatenate([np.subtract(var.hi, var.lo), np.zeros(size - values)])[state]  # NaN on decode
+        extra = np.zeros(size - len(var.lo))  # missing/blank states: value 0, NaN on decode
+        bin_lo, bin_width = np.concatenate([var.lo, extra]), np.concatenate([np.subtract(var.hi, var.lo), extra])
+        lo, width = bin_lo[state], bin_width[state]
         upper = sampler.thresholds.reshape(configs, size).astype(np.float64)
         below = np.concatenate([np.zeros((configs, 1)), upper[:, :-1]], axis=1)  # u in [below, upper): the state
         below, p = below.ravel(), (upper - below).ravel()
@@ -183,7 +193,7 @@ class CompiledNetwork:
         missing_row = code_at[f"{var.name}:missing"] if var.missing is not None else None
         flag = (state == var.missing).astype(np.int16) if var.missing is not None else None
         return _Compiled(sampler, others, offsets, by_target, state, value_at[var.name], missing_row,
-                         flag, shift * scale + loc, slope * scale, units)
+                         flag, shift * scale + loc, slope * scale, units, bin_lo, bin_width)
 
     def sample(self, labels: np.ndarray | None, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(values, codes), feature-major (spans × n), of ``n`` records; ``labels`` fixes the target's.
@@ -245,22 +255,12 @@ class CompiledNetwork:
             wrong = np.flatnonzero((c.state[cells[v]] == var.blank) & (self.compiled[t].state[cells[t]] >= var.visit))
             if not wrong.size:
                 continue
-            table = self.tables[v]
-            by_target = c.by_target > 0
-            classes = self.variables[self.target].states if by_target else 1
-            per_class = table.reshape(classes, -1, table.shape[1]).mean(axis=1)
-            per_class[:, var.blank] = 0.0
-            per_class[per_class.sum(axis=1) <= 0] = 1.0
-            per_class[:, var.blank] = 0.0
-            config = cells[self.target][wrong] if by_target else np.zeros(wrong.size, dtype=np.int64)
-            state = draw(per_class, config, rng)
+            config = cells[self.target][wrong] if c.by_target else np.zeros(wrong.size, dtype=np.int64)
+            state = c.refill(config, uniform_bits(rng, (wrong.size,)))
             if var.lo is None:
                 codes[c.code_row, wrong] = state
                 continue
-            extra = var.states - len(var.lo)
-            lo = np.concatenate([var.lo, np.zeros(extra)])
-            width = np.concatenate([np.subtract(var.hi, var.lo), np.zeros(extra)])
             scale, loc = c.units
-            values[c.value_row, wrong] = (lo[state] + rng.random(wrong.size) * width[state]) * scale + loc
+            values[c.value_row, wrong] = (c.bin_lo[state] + rng.random(wrong.size) * c.bin_width[state]) * scale + loc
             if c.code_row is not None:
                 codes[c.code_row, wrong] = state == var.missing
