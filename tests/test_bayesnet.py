@@ -87,6 +87,55 @@ def test_compiled_network_folds_an_affine_encoding_into_column_units():
     np.testing.assert_allclose(column, encoded * 2.5 - 1.0, rtol=1e-12, atol=1e-12)
 
 
+def _both_draws(network: CompiledNetwork, labels, n: int, seed: int):
+    """(compiled loop, numpy passes) samples of one network from one seed."""
+    assert network.flat is not None, "numba (the test extra) should give the compiled loop"
+    fused = network.sample(labels, n, np.random.default_rng(seed))
+    flat, network.flat = network.flat, None
+    try:
+        passes = network.sample(labels, n, np.random.default_rng(seed))
+    finally:
+        network.flat = flat
+    return fused, passes
+
+
+@pytest.mark.parametrize("target", ["arm", None])
+def test_compiled_loop_draws_what_the_numpy_passes_draw(trial, trial_schema, target):
+    # dropout refills, missing flags, numeric and categorical variables; several blocks, the last short
+    schema = trial_schema if target else Schema.infer(trial)
+    network = clinsynth.create("bayesnet").fit(trial, schema)._network
+    n = 23_457
+    labels = np.random.default_rng(0).integers(0, 2, n) if target else None
+    (values, codes), (values_np, codes_np) = _both_draws(network, labels, n, seed=11)
+    assert network.refills and values.shape[1] == n
+    np.testing.assert_array_equal(values, values_np)
+    np.testing.assert_array_equal(codes, codes_np)
+    # and the redraws at attended visits took part (without them the draw differs)
+    refills, network.refills = network.refills, []
+    try:
+        unrefilled, _ = network.sample(labels, n, np.random.default_rng(11))
+    finally:
+        network.refills = refills
+    assert (unrefilled != values).any()
+
+
+def test_numba_can_be_switched_off(monkeypatch):
+    from clinsynth.models import bayesnet_kernel
+    monkeypatch.setenv("CLINSYNTH_NUMBA", "0")
+    assert bayesnet_kernel._compile() is None
+    monkeypatch.setenv("CLINSYNTH_NUMBA", "1")
+    assert bayesnet_kernel._compile() is not None
+
+
+def test_threads_drawing_from_one_model_get_their_own_work_buffers(plain):
+    from concurrent.futures import ThreadPoolExecutor
+    expected = [plain.sample(30_000, seed=s) for s in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        drawn = list(pool.map(lambda s: plain.sample(30_000, seed=s), range(4)))
+    for a, b in zip(expected, drawn):
+        pd.testing.assert_frame_equal(a, b)
+
+
 def test_sampling_is_the_same_for_a_seed_and_differs_between_seeds(plain):
     a, b, c = plain.sample(9000, seed=3), plain.sample(9000, seed=3), plain.sample(9000, seed=4)
     pd.testing.assert_frame_equal(a, b)

@@ -16,10 +16,13 @@ codes as the encoder's softmax indices, ready for ``TableEncoder.decode_parts``.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from .bayesnet_kernel import FlatNetwork, WorkBuffers, compiled_kernel
 
 _BITS = 31         # uniforms are whole numbers below 2**31: exact comparisons, no float conversion
 _GRID_BITS = 10    # look-up cells per configuration (1024): few enough to build fast, enough that steps are rare
@@ -122,10 +125,15 @@ class _Compiled:
     flag: np.ndarray | None = None   # numeric with a missing state: flat cell -> 1 if missing
     shift: np.ndarray | None = None  # numeric: flat cell -> value = shift + u · slope
     slope: np.ndarray | None = None
-    units: tuple[float, float] = (1.0, 0.0)  # numeric: (scale, loc) folded into shift and slope
-    bin_lo: np.ndarray | None = None     # numeric: each state's value range (0 wide for missing/blank)
-    bin_width: np.ndarray | None = None
-    refill: TableSampler | None = None   # dropout-timeline columns: P(state | target) without "after dropout"
+
+
+@dataclass
+class _Refill:
+    """A dropout-timeline column's redraw at visits the participant attended (never "after dropout")."""
+
+    variable: int
+    timeline: int                  # the dropout variable whose state is the last visit attended
+    attended: _Compiled            # the column as if its only parent were the target, blank ruled out
 
 
 class CompiledNetwork:
@@ -144,13 +152,20 @@ class CompiledNetwork:
         self.n_values, self.n_codes, self.units = len(value_rows), len(code_rows), units
         value_at = {name: j for j, name in enumerate(value_rows)}
         code_at = {name: j for j, name in enumerate(code_rows)}
-        self.compiled = [self._compile(v, parents, value_at, code_at, (units or {}).get(var.name, (1.0, 0.0)))
+        unit_of = lambda var: (units or {}).get(var.name, (1.0, 0.0))  # noqa: E731
+        self.compiled = [self._compile(var, tables[v], parents[v], value_at, code_at, unit_of(var))
                          for v, var in enumerate(variables)]
         names = [var.name for var in variables]
-        self.refills = [(v, names.index(var.timeline)) for v, var in enumerate(variables)
-                        if var.blank is not None and var.timeline is not None]
-        for v, _ in self.refills:
-            self.compiled[v].refill = TableSampler(self._attended_table(v))
+        self.refills = [
+            _Refill(v, names.index(var.timeline), self._compile(
+                var, self._attended_table(v), [target] if self.compiled[v].by_target else [], value_at, code_at,
+                unit_of(var)))
+            for v, var in enumerate(variables) if var.blank is not None and var.timeline is not None]
+        # the fused loops where numba is installed; the numpy passes otherwise (the same numbers)
+        self.flat = FlatNetwork.build(self.compiled, order, target, [
+            (r.variable, r.timeline, self.compiled[r.variable].state == variables[r.variable].blank,
+             self.compiled[r.timeline].state >= variables[r.variable].visit, r.attended)
+            for r in self.refills]) if compiled_kernel() is not None else None
 
     def _attended_table(self, v: int) -> np.ndarray:
         """P(state | target) of variable ``v`` with "after dropout" ruled out (for attended visits)."""
@@ -162,13 +177,12 @@ class CompiledNetwork:
         per_class[:, var.blank] = 0.0
         return per_class
 
-    def _compile(self, v: int, parents: list[list[int]], value_at: dict[str, int], code_at: dict[str, int],
-                 units: tuple[float, float]) -> _Compiled:
-        var, table = self.variables[v], self.tables[v]
+    def _compile(self, var: NetworkVariable, table: np.ndarray, parents: list[int], value_at: dict[str, int],
+                 code_at: dict[str, int], units: tuple[float, float]) -> _Compiled:
         configs, size = table.shape
         sampler = TableSampler(table)
         offsets, by_target, multiplier = [], 0, TableSampler.grid
-        for p in reversed(parents[v]):  # config = ((c_1 · n_2 + c_2) · n_3 + c_3) ...: last parent fastest
+        for p in reversed(parents):  # config = ((c_1 · n_2 + c_2) · n_3 + c_3) ...: last parent fastest
             parent = self.variables[p]
             if p == self.target:  # a categorical seen as itself: its offset is class · multiplier
                 by_target = multiplier
@@ -176,7 +190,7 @@ class CompiledNetwork:
                 parent_cells = np.arange(self.tables[p].size) % parent.states
                 offsets.append(np.asarray(parent.coarse, dtype=np.int64)[parent_cells] * multiplier)
             multiplier *= max(parent.coarse) + 1
-        others = [p for p in parents[v] if p != self.target]
+        others = [p for p in parents if p != self.target]
         offsets.reverse()
         state = (np.arange(configs * size) % size).astype(np.int16)
         if var.lo is None:
@@ -193,7 +207,7 @@ class CompiledNetwork:
         missing_row = code_at[f"{var.name}:missing"] if var.missing is not None else None
         flag = (state == var.missing).astype(np.int16) if var.missing is not None else None
         return _Compiled(sampler, others, offsets, by_target, state, value_at[var.name], missing_row,
-                         flag, shift * scale + loc, slope * scale, units, bin_lo, bin_width)
+                         flag, shift * scale + loc, slope * scale)
 
     def sample(self, labels: np.ndarray | None, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(values, codes), feature-major (spans × n), of ``n`` records; ``labels`` fixes the target's.
@@ -203,16 +217,57 @@ class CompiledNetwork:
         than the draw itself."""
         values = np.empty((self.n_values, n))              # every row is written by its variable
         codes = np.zeros((self.n_codes, n), dtype=np.int16)
-        block = min(n, max(_MIN_BLOCK, _BLOCK_CELLS // len(self.variables)))
+        if self.flat is None:
+            self._sample_passes(labels, n, rng, values, codes)
+        else:
+            self._sample_compiled(labels, n, rng, values, codes)
+        return values, codes
+
+    @property
+    def block_rows(self) -> int:
+        return max(_MIN_BLOCK, _BLOCK_CELLS // len(self.variables))
+
+    def _sample_compiled(self, labels: np.ndarray | None, n: int, rng: np.random.Generator, values: np.ndarray,
+                         codes: np.ndarray) -> None:
+        """The fused loops, with this thread's work buffers: kept from draw to draw, so a draw touches
+        no fresh memory but its output (first touches cost a page fault each)."""
+        flat, work = self.flat, self._work()
+        assert flat is not None
+        for start in range(0, n, work.block):
+            size = min(n, start + work.block) - start
+            u = work.uniforms(rng, len(self.variables) * size).reshape(len(self.variables), size)
+            flat.draw(u, labels, start, work.cells, work.row, values, codes, _BITS, _GRID_BITS)
+            if self.refills:
+                count = flat.attended_blanks(work.cells, size, work.found)
+                total = int(count.sum())
+                if total:
+                    flat.refill(work.cells, work.found, count, work.uniforms(rng, total, refill=True), start,
+                                values, codes, _BITS, _GRID_BITS)
+
+    def _work(self) -> WorkBuffers:
+        local = self.__dict__.get("_local")
+        if local is None:
+            local = self._local = threading.local()
+        if getattr(local, "work", None) is None:
+            local.work = WorkBuffers(self.block_rows, len(self.variables), len(self.refills))
+        return local.work
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_local"}  # thread-local buffers do not copy
+
+    def _sample_passes(self, labels: np.ndarray | None, n: int, rng: np.random.Generator, values: np.ndarray,
+                       codes: np.ndarray) -> None:
+        """The numpy passes, block by block (without numba)."""
+        block = min(n, self.block_rows)
         cells = np.empty((len(self.variables), block), dtype=np.int64)
         work = (np.empty(block, np.int64), np.empty(block, np.int64), np.empty(block))
         for start in range(0, n, block):
             stop = min(n, start + block)
             size = stop - start
-            self._draw_block(labels[start:stop] if labels is not None else None, uniform_bits(rng, (len(self.variables), size)),
-                             cells[:, :size], [w[:size] for w in work], values[:, start:stop], codes[:, start:stop])
-            self._refill_attended(cells[:, :size], values[:, start:stop], codes[:, start:stop], rng)
-        return values, codes
+            u = uniform_bits(rng, (len(self.variables), size))
+            self._draw_block(labels[start:stop] if labels is not None else None, u, cells[:, :size],
+                             [w[:size] for w in work], values[:, start:stop], codes[:, start:stop])
+            self._refill_attended(cells[:, :size], start, values, codes, rng)
 
     def _draw_block(self, labels: np.ndarray | None, u: np.ndarray, cells: np.ndarray, work: list[np.ndarray],
                     values: np.ndarray, codes: np.ndarray) -> None:
@@ -247,20 +302,30 @@ class CompiledNetwork:
         if c.flag is not None:
             np.take(c.flag, cell, out=codes[c.code_row], mode="clip")
 
-    def _refill_attended(self, cells: np.ndarray, values: np.ndarray, codes: np.ndarray,
+    def _refill_attended(self, cells: np.ndarray, start: int, values: np.ndarray, codes: np.ndarray,
                          rng: np.random.Generator) -> None:
-        """A visit the participant attended cannot be "after dropout": draw it again from P(value | target)."""
-        for v, t in self.refills:
-            var, c = self.variables[v], self.compiled[v]
-            wrong = np.flatnonzero((c.state[cells[v]] == var.blank) & (self.compiled[t].state[cells[t]] >= var.visit))
-            if not wrong.size:
+        """A visit the participant attended cannot be "after dropout": draw it again from P(value | target).
+
+        One uniform per redrawn cell, all drawn at once after the rows are known (the same stream
+        the compiled loops use)."""
+        wrongs = [np.flatnonzero((self.compiled[r.variable].state[cells[r.variable]] == self.variables[r.variable].blank)
+                                 & (self.compiled[r.timeline].state[cells[r.timeline]] >= self.variables[r.variable].visit))
+                  for r in self.refills]
+        total = sum(len(w) for w in wrongs)
+        if not total:
+            return
+        bits, at = uniform_bits(rng, (total,)), 0
+        for r, wrong in zip(self.refills, wrongs):
+            c, u = r.attended, bits[at:at + len(wrong)]
+            at += len(wrong)
+            row = TableSampler.grid_cells(u)
+            if c.by_target:
+                row += cells[self.target, wrong] * c.by_target
+            cell = c.sampler.cells(row, u)
+            rows = wrong + start
+            if c.value_row is None:
+                codes[c.code_row, rows] = c.state[cell]
                 continue
-            config = cells[self.target][wrong] if c.by_target else np.zeros(wrong.size, dtype=np.int64)
-            state = c.refill(config, uniform_bits(rng, (wrong.size,)))
-            if var.lo is None:
-                codes[c.code_row, wrong] = state
-                continue
-            scale, loc = c.units
-            values[c.value_row, wrong] = (c.bin_lo[state] + rng.random(wrong.size) * c.bin_width[state]) * scale + loc
-            if c.code_row is not None:
-                codes[c.code_row, wrong] = state == var.missing
+            values[c.value_row, rows] = c.slope[cell] * u + c.shift[cell]
+            if c.flag is not None:
+                codes[c.code_row, rows] = c.flag[cell]
