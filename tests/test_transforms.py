@@ -409,7 +409,8 @@ def test_synthetic_ids_never_real(trial, trial_schema):
     assert second["participant_id"].iloc[0] == f"syn-{len(trial) + 1:06d}"
 
 
-@pytest.mark.parametrize("labels", [["a", "b", "c"], ["a", "bb", "ccc"], ["é", "b", ""], ["10", "9", "100"], ["yes"]])
+@pytest.mark.parametrize("labels", [["a", "b", "c"], ["a", "bb", "ccc"], ["é", "b", ""], ["10", "9", "100"], ["yes"],
+                                    ["", ""]])
 def test_arrow_text_gives_the_labels_with_nulls(labels):
     from clinsynth.data.transforms import arrow_text
     rng = np.random.default_rng(0)

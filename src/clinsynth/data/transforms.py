@@ -13,6 +13,7 @@ back after leaving.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -147,7 +148,7 @@ class NumericCodec:
             np.round(x, spec.decimals, out=x)
         missing = missing_code.astype(bool) if missing_code is not None else None
         if blank is not None:
-            missing = blank if missing is None else missing | blank
+            missing = blank if missing is None else np.logical_or(missing, blank, out=missing)
         if spec.kind == "datetime":
             unit_ns = _DAY_NS if spec.decimals == 0 else 10**9
             ns = np.round(x * _DAY_NS / unit_ns) * unit_ns
@@ -155,8 +156,8 @@ class NumericCodec:
             if spec.dtype and spec.dtype.startswith("datetime64[") and "," not in spec.dtype:
                 ts = ts.astype(spec.dtype)  # the input's resolution: pandas 3 reads dates as datetime64[us]
             return pd.Series(ts).mask(missing).to_numpy() if missing is not None and missing.any() else ts.to_numpy()
-        if missing is not None and missing.any():
-            x[missing] = np.nan
+        if missing is not None:
+            np.copyto(x, np.nan, where=missing)  # one pass; an any() check and a masked write are three
         return _restore_numeric_dtype(x, spec.dtype)
 
 
@@ -251,11 +252,17 @@ def arrow_text(index: np.ndarray, labels: list[str], missing: np.ndarray | None 
     width = len(encoded[0])
     if width and all(len(b) == width for b in encoded):
         data = np.take(np.frombuffer(b"".join(encoded), dtype=f"V{width}"), index, mode="clip").view(np.uint8)
-        offsets = np.arange(0, (n + 1) * width, width, dtype=np.int64)
-        return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data), validity, nulls)
+        return pa.LargeStringArray.from_buffers(n, _fixed_offsets(n, width), pa.py_buffer(data), validity, nulls)
     taken = pa.array(encoded, pa.large_binary()).take(pa.array(index.astype(np.int64, copy=False)))
     _, offsets, data = taken.buffers()
     return pa.LargeStringArray.from_buffers(n, offsets, data, validity, nulls)
+
+
+@functools.lru_cache(maxsize=8)
+def _fixed_offsets(n: int, width: int) -> pa.Buffer:
+    """Offsets 0, width, 2·width … for ``n`` labels: immutable, so one buffer serves every column
+    (and draw) of that length — instead of a fresh array, and its page faults, per column."""
+    return pa.py_buffer(np.arange(0, (n + 1) * width, width, dtype=np.int64))
 
 
 def string_array(arrow: pa.Array, dtype: Any) -> Any:

@@ -6,18 +6,17 @@ write-out — each reading and writing the block's arrays again. The loop here d
 pass per variable, rows innermost so the gathers of different rows stay independent (a loop over
 variables innermost chains each row's loads and runs slower than numpy). It reads the same tables
 and the same uniforms and writes the same numbers, bit for bit; the numpy draw stays the fallback
-where numba is not installed (``pip install "clinsynth[fast]"``) or ``CLINSYNTH_NUMBA=0``.
-
-The first draw in a process compiles the loop (under a second) or loads it from numba's cache.
+where numba is not installed (``pip install "clinsynth[fast]"``) or ``CLINSYNTH_NUMBA=0``
+(see :mod:`clinsynth.compiled`).
 """
 from __future__ import annotations
 
-import os
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+
+from ..compiled import compile_loops
 
 
 @dataclass(frozen=True)
@@ -253,34 +252,13 @@ class Kernels:
     uniform_bits: Callable[..., None]
 
 
-_KERNELS: list[Kernels | None] = []  # [] until first asked for; [None]: not available
-
-
 def compiled_kernel() -> Kernels | None:
     """The compiled loops, or None where numba is missing, fails, or ``CLINSYNTH_NUMBA=0``."""
-    if not _KERNELS:
-        _KERNELS.append(_compile())
-    return _KERNELS[0]
+    loops = compile_loops(_draw_variables, _attended_blanks, _refill, _uniform_bits)
+    return None if loops is None else Kernels(*loops)
 
 
 def _kernels() -> Kernels:
     kernels = compiled_kernel()
     assert kernels is not None, "a FlatNetwork without numba: check compiled_kernel() first"
     return kernels
-
-
-def _compile() -> Kernels | None:
-    if os.environ.get("CLINSYNTH_NUMBA", "1").strip().lower() in ("0", "false", "no", "off"):
-        return None
-    try:
-        import numba
-    except ImportError:
-        return None
-    try:
-        return Kernels(*(numba.njit(cache=True, nogil=True)(f) for f in (_draw_variables, _attended_blanks, _refill, _uniform_bits)))
-    except Exception:  # noqa: BLE001 - no writable cache directory: compile per process instead
-        try:
-            return Kernels(*(numba.njit(nogil=True)(f) for f in (_draw_variables, _attended_blanks, _refill, _uniform_bits)))
-        except Exception as exc:  # noqa: BLE001 - a broken numba install must not stop sampling
-            warnings.warn(f"numba could not compile the network draw ({exc}); sampling with numpy", stacklevel=3)
-            return None
