@@ -371,8 +371,9 @@ class TimelineCodec:
         return out
 
     def blank_mask(self, last: np.ndarray) -> np.ndarray:
-        """(n, n_visits) boolean: True where the visit falls after the participant left."""
-        return np.arange(1, len(self.visits) + 1)[None, :] > last[:, None]
+        """(n_visits, n) boolean: True where the visit falls after the participant left (visit-major:
+        each visit's row is contiguous, as the columns decoded from it are)."""
+        return np.arange(1, len(self.visits) + 1)[:, None] > last[None, :]
 
 
 def synthetic_ids(n: int, prefix: str = "syn-", start: int = 0) -> pd.api.extensions.ExtensionArray:
@@ -536,7 +537,7 @@ class TableEncoder:
             mask = t.blank_mask(last)
             for g in t.groups:
                 for j, c in enumerate(g.columns):
-                    blank[c] = mask[:, j]
+                    blank[c] = mask[j]
             keep.update(self._observed_at_last_visit(t, last, codes))
         n = values.shape[0]
         out: dict[str, Any] = {}
@@ -560,13 +561,15 @@ class TableEncoder:
         """Cells whose missing flag must be overruled: the last visit a participant attended has, by
         definition, an observed measure, so where every flag there says "missing" all are kept."""
         n = len(last)
-        all_missing = np.ones((n, len(timeline.visits)), dtype=bool)
+        all_missing = np.ones((len(timeline.visits), n), dtype=bool)  # visit-major, as blank_mask
         for g in timeline.groups:
             for j, c in enumerate(g.columns):
                 key = f"{c}:missing"
-                all_missing[:, j] &= codes[:, self._code_col[key]].astype(bool) if key in self._code_col else False
-        rows = np.arange(n)
-        fix = (last > 0) & all_missing[rows, np.maximum(last - 1, 0)]
+                if key in self._code_col:
+                    np.logical_and(all_missing[j], codes[:, self._code_col[key]], out=all_missing[j])
+                else:
+                    all_missing[j] = False
+        fix = (last > 0) & all_missing[np.maximum(last - 1, 0), np.arange(n)]
         if not fix.any():
             return {}
         return {c: fix & (last == j + 1) for g in timeline.groups for j, c in enumerate(g.columns)}

@@ -271,7 +271,7 @@ class BayesNet(SynthModel):
             mask = t.blank_mask(last_observed_visit(df, t.groups))
             for g in t.groups:
                 for j, c in enumerate(g.columns):
-                    blank[c] = mask[:, j]
+                    blank[c] = mask[j]
         missing = {}
         for name, codec in encoder.codecs.items():
             if isinstance(codec, NumericCodec) and codec.has_missing:
