@@ -168,6 +168,25 @@ def test_dependence_score_is_zero_for_independent_columns_and_large_for_copies()
     assert scores[0, 2] > 1.2 * 20_000           # a copy: 2 n (1 − 1/3) = 1.33 n
 
 
+def test_heldout_gain_keeps_real_links_and_drops_what_a_small_table_cannot_estimate():
+    from clinsynth.models.bayesnet import Variable, heldout_gains
+    rng = np.random.default_rng(2)
+    n = 3000
+    y = rng.integers(0, 2, n)
+    a = rng.integers(0, 8, n)
+    copy = np.where(rng.random(n) < 0.9, a, rng.integers(0, 8, n))   # a noisy copy of a
+    weak = np.where(rng.random(n) < 0.2, a, rng.integers(0, 8, n))   # a fifth of the time a copy
+    states = np.column_stack([y, a, copy, weak, rng.integers(0, 8, n)])
+    variables = [Variable("y", 2, [0, 1])] + [Variable(f"v{i}", 8, list(range(8))) for i in range(4)]
+    gains = heldout_gains(states, variables, [1, 2, 3, 4], 0, smoothing=0.25)
+    assert gains[0, 1] > 0.5 * n                          # ~ the mutual information of the copy, in nats
+    assert gains[0, 3] < 0 and gains[2, 3] < 0            # independent: the bigger table only costs
+    np.testing.assert_allclose(gains, gains.T)
+    # the weak link pays on many rows, not on a few hundred
+    assert gains[0, 2] > 0
+    assert heldout_gains(states[:300], variables, [1, 2, 3, 4], 0, smoothing=0.25)[0, 2] < 0
+
+
 def test_plain_model_keeps_dropout_missingness_and_visit_correlation(plain, trial, trial_schema):
     synth = plain.sample(6000, seed=1)
     trial_schema.validate(synth)

@@ -8,9 +8,11 @@ marginal-based methods (AIM, MST) win there. This model is the clinsynth way of 
   values when a column has few), plus a state for *missing* (indicator policy) and one for
   *after dropout* (longitudinal groups); categories and the dropout visit as they are;
 * the **structure** is the target (when there is one) as every variable's parent, plus at most one
-  more parent per variable from a maximum spanning tree of pairwise dependence (tree-augmented
-  naive Bayes; a Chow–Liu tree without a target). Parents are seen through a coarse view
-  (``parent_bins`` groups of bins) so the tables stay small;
+  more parent per variable from a maximum spanning tree (tree-augmented naive Bayes; a Chow–Liu
+  tree without a target) of pairwise dependence. Without DP only pairs with a positive held-out
+  log-likelihood gain can be edges, so a link that a table of few rows cannot estimate is left out
+  and the tree thins to a forest on small tables; in DP mode the scores are released with noise. Parents are seen through a coarse
+  view (``parent_bins`` groups of bins) so the tables stay small;
 * each variable's **table** P(variable | parents) is counted once; sampling is ancestral, one
   vectorised inverse-CDF draw per variable, and decoding goes through the table encoder, so
   missing codes, dropout (a participant never comes back) and types come out as the schema says.
@@ -112,6 +114,49 @@ def dependence_scores(states: np.ndarray, variables: list[Variable], features: l
     return scores
 
 
+def heldout_gains(states: np.ndarray, variables: list[Variable], features: list[int], target: int | None,
+                  smoothing: float, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Whether the rows can pay for each pair as a tree edge: the held-out log-likelihood gain (nats,
+    k-fold) of P(child | target, parent's coarse view) over P(child | target), averaged over both
+    directions.
+
+    Why: a table with a parent has several times the cells, and on a few hundred rows its estimate
+    can lose more to noise than the link gains — the held-out gain is negative then, and the pair
+    should be no edge (the tree thins to a forest, down to naive Bayes on tiny tables). Counts per
+    fold are one ``bincount`` per ordered pair; tables are smoothed as the model smooths them
+    (``smoothing`` pseudo-records per child state, spread as P(child | target))."""
+    n, k = len(states), len(features)
+    fold = np.random.default_rng(seed).permutation(n) % folds
+    cls = states[:, target] if target is not None else np.zeros(n, dtype=np.int64)
+    n_cls = variables[target].states if target is not None else 1
+    by_fold_class = fold * n_cls + cls
+    views = [np.asarray(variables[f].coarse)[states[:, f]] for f in features]
+
+    def base(i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(held-out counts, P(child | target) fitted without each fold): (folds, classes, states)."""
+        size = variables[features[i]].states
+        held = np.bincount(by_fold_class * size + states[:, features[i]],
+                           minlength=folds * n_cls * size).reshape(folds, n_cls, size).astype(float)
+        fitted = held.sum(axis=0) - held + 1.0 / size  # one pseudo-record per class: no zero for unseen states
+        return held, fitted / fitted.sum(axis=2, keepdims=True)
+
+    bases = [base(i) for i in range(k)]
+    naive_ll = [float((held * np.log(prob)).sum()) for held, prob in bases]
+    gains = np.zeros((k, k))
+    for i in range(k):
+        size, (_, prior) = variables[features[i]].states, bases[i]
+        for j in range(k):
+            if i == j:
+                continue
+            a = variables[features[j]].coarse_states
+            held = np.bincount((by_fold_class * a + views[j]) * size + states[:, features[i]],
+                               minlength=folds * n_cls * a * size).reshape(folds, n_cls, a, size).astype(float)
+            fitted = held.sum(axis=0) - held + smoothing * size * prior[:, :, None, :]
+            prob = fitted / np.maximum(fitted.sum(axis=3, keepdims=True), 1e-300)
+            gains[i, j] = float((held * np.log(np.maximum(prob, 1e-300))).sum()) - naive_ll[i]
+    return (gains + gains.T) / 2
+
+
 def spanning_tree_parents(scores: np.ndarray, allowed: np.ndarray) -> list[int | None]:
     """Parent of each feature in a maximum spanning tree of ``scores`` (None for roots).
 
@@ -171,13 +216,14 @@ class BayesNet(SynthModel):
         that many distinct values keeps them exactly).
     parent_bins : groups of bins a numeric parent is seen through.
     structure : ``"tree"`` (the target plus one spanning-tree parent) or ``"naive"`` (the target only).
-    smoothing : pseudo-records per parent configuration, spread as P(child | target).
+    smoothing : pseudo-records per child state in each parent configuration, spread as
+        P(child | target): a table with many cells leans more on its target-only estimate.
     """
 
     name = "bayesnet"
 
     def __init__(self, bins: int | None = None, parent_bins: int = 4, structure: str = "tree",
-                 smoothing: float = 1.0, seed: int = 0, progress: bool = True):
+                 smoothing: float = 0.25, seed: int = 0, progress: bool = True):
         self.bins = bins
         self.parent_bins = parent_bins
         self.structure = structure
@@ -322,7 +368,12 @@ class BayesNet(SynthModel):
     def _learn_structure(self, states: np.ndarray) -> list[list[int]]:
         if self.structure == "naive" or len(self._features()) < 2:
             return self._naive_parents()
-        scores = dependence_scores(states, self.variables_, self._features(), self.target_)
+        features = self._features()
+        gains = heldout_gains(states, self.variables_, features, self.target_, max(self.smoothing, 1e-3),
+                              seed=self.seed)
+        # the strongest links among those the rows can pay for (ranked by the gain itself, cheap
+        # tables — a flag, a category — would win over a strong link between two measurements)
+        scores = np.where(gains > 0, dependence_scores(states, self.variables_, features, self.target_), 0.0)
         return self._tree_parents(scores, max_cells=max(len(states) / 2, 64))
 
     def _family(self, states: np.ndarray, v: int) -> np.ndarray:
@@ -343,7 +394,7 @@ class BayesNet(SynthModel):
         tables = []
         for v in range(len(self.variables_)):
             counts = self._family(states, v)
-            tables.append(normalise(counts, self._backoff(counts, v), self.smoothing))
+            tables.append(normalise(counts, self._backoff(counts, v), self.smoothing * self.variables_[v].states))
         return tables
 
     # -- sampling ----------------------------------------------------------------------------

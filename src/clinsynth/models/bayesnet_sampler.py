@@ -233,6 +233,8 @@ class CompiledNetwork:
         no fresh memory but its output (first touches cost a page fault each)."""
         flat, work = self.flat, self._work()
         assert flat is not None
+        if labels is not None:
+            labels = np.ascontiguousarray(labels, dtype=np.int64)  # once, not per block
         for start in range(0, n, work.block):
             size = min(n, start + work.block) - start
             u = work.uniforms(rng, len(self.variables) * size).reshape(len(self.variables), size)
