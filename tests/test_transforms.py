@@ -434,3 +434,28 @@ def test_decode_in_column_units_matches_decode_of_encoded_values(trial, trial_sc
     b = enc.decode_parts(np.asfortranarray(column), codes, scaled=False)
     pd.testing.assert_frame_equal(a.drop(columns=[c.name for c in trial_schema.columns if c.kind == "id"]),
                                   b.drop(columns=[c.name for c in trial_schema.columns if c.kind == "id"]))
+
+
+@pytest.mark.parametrize("kind, decimals, bounds", [("integer", 0, (0.0, 50.0)), ("continuous", 2, (-3.0, 3.0)),
+                                                    ("continuous", -1, None), ("continuous", None, (0.0, 1.0))])
+def test_numeric_decode_compiled_and_numpy_give_the_same_numbers(kind, decimals, bounds, monkeypatch):
+    import clinsynth.compiled
+    from clinsynth.data import transforms
+    from clinsynth.data.transforms import NumericCodec
+    from clinsynth.schema import ColumnSpec
+    spec = ColumnSpec(name="x", kind=kind, decimals=decimals, bounds=bounds, missing="indicator", dtype="float64")
+    codec = NumericCodec(spec)
+    codec.state = {"loc": 0.0, "scale": 1.0}
+    rng = np.random.default_rng(3)
+    value = rng.normal(scale=30.0, size=5000)
+    value[:4] = [0.5, 1.5, -2.5, 12.25]  # halves: np.round's even rounding
+    missing, blank = rng.random(5000) < 0.1, rng.random(5000) < 0.2
+    out = {}
+    for mode in ("1", "0"):
+        monkeypatch.setattr(clinsynth.compiled, "_COMPILED", {})
+        monkeypatch.setenv("CLINSYNTH_NUMBA", mode)
+        out[mode] = codec.decode(value.copy(), missing.astype(np.int16), blank, scaled=False)
+        compiled = clinsynth.compiled.compile_loops(transforms._finish_numeric)
+        assert (compiled is not None) == (mode == "1")  # numba (the test extra) ran the first
+    np.testing.assert_array_equal(out["1"], out["0"])
+    assert np.isnan(out["1"][missing | blank]).all() and not np.isnan(out["1"][~(missing | blank)]).any()

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy.special import ndtri
 
+from clinsynth.compiled import compile_loops
 from clinsynth.errors import NotFittedError, SchemaError
 from clinsynth.schema import ColumnSpec, LongitudinalGroup, Schema, last_observed_visit
 
@@ -140,6 +141,16 @@ class NumericCodec:
         ``scaled=False``: ``value`` is in column units already (decoded in place when float64)."""
         x = self._inverse(value.astype(np.float64)) if scaled else np.asarray(value, dtype=np.float64)
         spec = self.spec
+        loops = compile_loops(_finish_numeric) if spec.kind != "datetime" and x.ndim == 1 else None
+        if loops is not None:  # bounds, rounding and missing values in one pass (the same numbers)
+            lo, hi = numeric_bounds(spec) if spec.bounds is not None else (-np.inf, np.inf)
+            mode, factor = (1, 1.0) if spec.kind == "integer" else (0, 1.0) if spec.decimals is None else \
+                (2, 10.0 ** spec.decimals) if spec.decimals >= 0 else (3, 10.0 ** -spec.decimals)
+            none = np.zeros(0, dtype=bool)
+            loops[0](x, float(lo), float(hi), mode, factor,
+                     none if missing_code is None else np.asarray(missing_code).astype(bool, copy=False),
+                     none if blank is None else np.asarray(blank, dtype=bool))
+            return _restore_numeric_dtype(x, spec.dtype)
         if spec.bounds is not None:
             np.clip(x, *numeric_bounds(spec), out=x)
         if spec.kind == "integer":
@@ -159,6 +170,29 @@ class NumericCodec:
         if missing is not None:
             np.copyto(x, np.nan, where=missing)  # one pass; an any() check and a masked write are three
         return _restore_numeric_dtype(x, spec.dtype)
+
+
+def _finish_numeric(x, lo, hi, mode, factor, missing, blank):  # pragma: no cover (compiled)
+    """:meth:`NumericCodec.decode`'s clip, round (``mode`` 1: to whole numbers, 2: to 1/factor,
+    3: to multiples of factor — as ``np.round`` computes them) and NaN where ``missing`` or
+    ``blank`` (empty: none), in place."""
+    with_missing, with_blank = missing.shape[0] > 0, blank.shape[0] > 0
+    for i in range(x.shape[0]):
+        if (with_missing and missing[i]) or (with_blank and blank[i]):
+            x[i] = np.nan
+            continue
+        v = x[i]
+        if v < lo:
+            v = lo
+        if v > hi:
+            v = hi
+        if mode == 1:
+            v = np.rint(v)
+        elif mode == 2:
+            v = np.rint(v * factor) / factor
+        elif mode == 3:
+            v = np.rint(v / factor) * factor
+        x[i] = v
 
 
 class PiecewiseLinear:
