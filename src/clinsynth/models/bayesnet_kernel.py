@@ -54,10 +54,9 @@ class FlatNetwork:
 
     @classmethod
     def build(cls, compiled: list[Any], order: list[int], target: int | None,
-              refills: list[tuple[int, int, np.ndarray, np.ndarray, Any]]) -> FlatNetwork:
-        """From :class:`~clinsynth.models.bayesnet_sampler.CompiledNetwork`'s per-variable parts;
-        ``refills``: (variable, timeline, is_blank, attends, redraw's compiled parts) per
-        dropout-timeline column."""
+              refills: list[Any]) -> FlatNetwork:
+        """From :class:`~clinsynth.models.bayesnet_sampler.CompiledNetwork`'s per-variable parts and
+        its refills (one per dropout-timeline column)."""
         def joined(parts: list[np.ndarray], dtype: Any) -> tuple[np.ndarray, np.ndarray]:
             starts = np.zeros(len(parts) + 1, dtype=np.int64)
             starts[1:] = np.cumsum([len(p) for p in parts])
@@ -76,25 +75,26 @@ class FlatNetwork:
         parents_at = np.zeros(len(compiled) + 1, dtype=np.int64)
         parents_at[1:] = np.cumsum([len(c.parents) for c in compiled])
         as_int = lambda xs: np.asarray(xs, dtype=np.int64)  # noqa: E731
-        is_blank, is_blank_at = joined([r[2] for r in refills], np.uint8)
-        attends, attends_at = joined([r[3] for r in refills], np.uint8)
+        is_blank, is_blank_at = joined([r.is_blank for r in refills], np.uint8)
+        attends, attends_at = joined([r.attends for r in refills], np.uint8)
         return cls(as_int(order), -1 if target is None else int(target), lookup, lookup_at, thresholds,
                    thresholds_at, parents_at, as_int([p for c in compiled for p in c.parents]), offsets,
                    offsets_at, as_int([c.by_target for c in compiled]), state, state_at, shift, slope, shift_at,
                    flag, flag_at, as_int([-1 if c.value_row is None else c.value_row for c in compiled]),
                    as_int([-1 if c.code_row is None else c.code_row for c in compiled]),
-                   as_int([r[:2] for r in refills]).reshape(len(refills), 2), is_blank, is_blank_at, attends, attends_at,
-                   cls.build([r[4] for r in refills], [], target, []) if refills else None)
+                   as_int([(r.variable, r.timeline) for r in refills]).reshape(len(refills), 2), is_blank,
+                   is_blank_at, attends, attends_at,
+                   cls.build([r.attended for r in refills], [], target, []) if refills else None)
 
-    def draw(self, bits: np.ndarray, labels: np.ndarray | None, start: int, cells: np.ndarray, row: np.ndarray,
+    def draw(self, bits: np.ndarray, labels: np.ndarray, start: int, cells: np.ndarray, row: np.ndarray,
              values: np.ndarray, codes: np.ndarray, u_bits: int, grid_bits: int) -> None:
         """Draw rows ``start … start + bits.shape[1]`` of ``values``/``codes`` in place.
 
-        ``bits``: (variables × rows) uint32 below 2**u_bits; ``cells`` (int32, variables × width) and
-        ``row`` (int64, width): work buffers at least that wide. Whole C-ordered arrays and an offset, never slices: each memory layout is a compile."""
-        kernel = _kernels().draw
-        labels = np.zeros(0, dtype=np.int64) if labels is None else np.ascontiguousarray(labels, dtype=np.int64)
-        kernel(bits, labels, start, self.order, self.target, self.lookup, self.lookup_at, self.thresholds,
+        ``bits``: (variables × rows) uint32 below 2**u_bits; ``labels``: contiguous int64 target
+        codes, or empty without a target; ``cells`` (int32, variables × width) and ``row`` (int64,
+        width): work buffers at least that wide. Whole C-ordered arrays and an offset, never slices:
+        each memory layout is a compile."""
+        _kernels().draw(bits, labels, start, self.order, self.target, self.lookup, self.lookup_at, self.thresholds,
                self.thresholds_at, self.parents_at, self.parents, self.offsets, self.offsets_at, self.by_target,
                self.state, self.state_at, self.shift, self.slope, self.shift_at, self.flag, self.flag_at,
                self.value_row, self.code_row, values, codes, cells, row, u_bits - grid_bits)
@@ -221,7 +221,12 @@ def _attended_blanks(cells, width, refill, is_blank, is_blank_at, attends, atten
 def _refill(cells, found, count, bits, start, target, refill, lookup, lookup_at, thresholds, thresholds_at,
             by_target, state, state_at, shift, slope, shift_at, flag, flag_at, value_row, code_row, values, codes,
             grid_shift):  # pragma: no cover (compiled)
-    """:meth:`FlatNetwork.refill`: the draw's steps for the found rows, with the target as the only parent."""
+    """:meth:`FlatNetwork.refill`: the draw's steps for the found rows, with the target as the only parent.
+
+    The look-up, step and write repeat :func:`_draw_variables`' on purpose: a shared helper would
+    have to be a compiled function itself, compiled at import, where numba is optional and
+    compiles lazily (:mod:`clinsynth.compiled`). Both are held to the numpy passes' numbers by
+    one test (compiled against numpy draws, with refills)."""
     at = 0
     for r in range(refill.shape[0]):
         grid, upper = lookup[lookup_at[r]:lookup_at[r + 1]], thresholds[thresholds_at[r]:thresholds_at[r + 1]]

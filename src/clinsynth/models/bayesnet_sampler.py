@@ -28,6 +28,7 @@ _BITS = 31         # uniforms are whole numbers below 2**31: exact comparisons, 
 _GRID_BITS = 10    # look-up cells per configuration (1024): few enough to build fast, enough that steps are rare
 _BLOCK_CELLS = 262_144  # variables × rows drawn at once: work arrays of a few MB, reused block to block
 _MIN_BLOCK = 4_096      # rows: fewer and numpy's per-call overhead dominates
+_NO_LABELS = np.zeros(0, dtype=np.int64)  # the kernel reads an empty label array as "no target"
 
 
 def uniform_bits(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -134,6 +135,8 @@ class _Refill:
     variable: int
     timeline: int                  # the dropout variable whose state is the last visit attended
     attended: _Compiled            # the column as if its only parent were the target, blank ruled out
+    is_blank: np.ndarray           # the variable's flat cell -> True if "after dropout"
+    attends: np.ndarray            # the timeline's flat cell -> True if this visit was attended
 
 
 class CompiledNetwork:
@@ -159,13 +162,12 @@ class CompiledNetwork:
         self.refills = [
             _Refill(v, names.index(var.timeline), self._compile(
                 var, self._attended_table(v), [target] if self.compiled[v].by_target else [], value_at, code_at,
-                unit_of(var)))
+                unit_of(var)), self.compiled[v].state == var.blank,
+                self.compiled[names.index(var.timeline)].state >= var.visit)
             for v, var in enumerate(variables) if var.blank is not None and var.timeline is not None]
         # the fused loops where numba is installed; the numpy passes otherwise (the same numbers)
-        self.flat = FlatNetwork.build(self.compiled, order, target, [
-            (r.variable, r.timeline, self.compiled[r.variable].state == variables[r.variable].blank,
-             self.compiled[r.timeline].state >= variables[r.variable].visit, r.attended)
-            for r in self.refills]) if compiled_kernel() is not None else None
+        self.flat = (FlatNetwork.build(self.compiled, order, target, self.refills)
+                     if compiled_kernel() is not None else None)
 
     def _attended_table(self, v: int) -> np.ndarray:
         """P(state | target) of variable ``v`` with "after dropout" ruled out (for attended visits)."""
@@ -233,8 +235,8 @@ class CompiledNetwork:
         no fresh memory but its output (first touches cost a page fault each)."""
         flat, work = self.flat, self._work()
         assert flat is not None
-        if labels is not None:
-            labels = np.ascontiguousarray(labels, dtype=np.int64)  # once, not per block
+        # converted once, not per block
+        labels = _NO_LABELS if labels is None else np.ascontiguousarray(labels, dtype=np.int64)
         for start in range(0, n, work.block):
             size = min(n, start + work.block) - start
             u = work.uniforms(rng, len(self.variables) * size).reshape(len(self.variables), size)
