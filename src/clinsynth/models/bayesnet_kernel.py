@@ -90,7 +90,7 @@ class FlatNetwork:
              values: np.ndarray, codes: np.ndarray, u_bits: int, grid_bits: int) -> None:
         """Draw rows ``start … start + bits.shape[1]`` of ``values``/``codes`` in place.
 
-        ``bits``: (variables × rows) uint32 below 2**u_bits; ``labels``: contiguous int64 target
+        ``bits``: (variables × rows) uint32 below 2**u_bits; ``labels``: contiguous int16 target
         codes, or empty without a target; ``cells`` (int32, variables × width) and ``row`` (int64,
         width): work buffers at least that wide. Whole C-ordered arrays and an offset, never slices:
         each memory layout is a compile."""

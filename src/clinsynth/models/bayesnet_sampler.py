@@ -28,7 +28,7 @@ _BITS = 31         # uniforms are whole numbers below 2**31: exact comparisons, 
 _GRID_BITS = 10    # look-up cells per configuration (1024): few enough to build fast, enough that steps are rare
 _BLOCK_CELLS = 262_144  # variables × rows drawn at once: work arrays of a few MB, reused block to block
 _MIN_BLOCK = 4_096      # rows: fewer and numpy's per-call overhead dominates
-_NO_LABELS = np.zeros(0, dtype=np.int64)  # the kernel reads an empty label array as "no target"
+_NO_LABELS = np.zeros(0, dtype=np.int16)  # the kernel reads an empty label array as "no target"
 
 
 def uniform_bits(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -236,7 +236,7 @@ class CompiledNetwork:
         flat, work = self.flat, self._work()
         assert flat is not None
         # converted once, not per block
-        labels = _NO_LABELS if labels is None else np.ascontiguousarray(labels, dtype=np.int64)
+        labels = _NO_LABELS if labels is None else np.ascontiguousarray(labels, dtype=np.int16)
         for start in range(0, n, work.block):
             size = min(n, start + work.block) - start
             u = work.uniforms(rng, len(self.variables) * size).reshape(len(self.variables), size)
