@@ -94,10 +94,11 @@ class FlatNetwork:
         codes, or empty without a target; ``cells`` (int32, variables × width) and ``row`` (int64,
         width): work buffers at least that wide. Whole C-ordered arrays and an offset, never slices:
         each memory layout is a compile."""
-        _kernels().draw(bits, labels, start, self.order, self.target, self.lookup, self.lookup_at, self.thresholds,
-               self.thresholds_at, self.parents_at, self.parents, self.offsets, self.offsets_at, self.by_target,
-               self.state, self.state_at, self.shift, self.slope, self.shift_at, self.flag, self.flag_at,
-               self.value_row, self.code_row, values, codes, cells, row, u_bits - grid_bits)
+        _kernels().draw(bits, labels, start, self.order, self.target, self.lookup, self.lookup_at,
+                        self.thresholds, self.thresholds_at, self.parents_at, self.parents, self.offsets,
+                        self.offsets_at, self.by_target, self.state, self.state_at, self.shift, self.slope,
+                        self.shift_at, self.flag, self.flag_at, self.value_row, self.code_row, values, codes,
+                        cells, row, u_bits - grid_bits)
 
     def attended_blanks(self, cells: np.ndarray, width: int, found: np.ndarray) -> np.ndarray:
         """Per refill, the rows (of the first ``width`` in ``cells``) drawn "after dropout" at a visit
