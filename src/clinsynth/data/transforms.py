@@ -372,6 +372,9 @@ class CategoricalCodec:
         if dtype in ("str", "string"):
             arrow = arrow_text(np.minimum(codes, n_cats - 1), [str(c) for c in self.categories], missing)
             return string_array(arrow, pd.StringDtype("pyarrow", na_value=np.nan) if dtype == "str" else dtype)
+        if dtype == "category":  # a pandas categorical stays one: codes as they are, no labels built
+            index = np.minimum(codes, n_cats - 1) if missing is None else np.where(missing, -1, codes)
+            return pd.Categorical.from_codes(index, categories=self.categories)
         lookup = np.array(self.categories + [None], dtype=object)
         if dtype == "boolean" or dtype.startswith(("Int", "UInt", "Float")):
             return pd.array(lookup[codes], dtype=dtype)  # nullable: missing as <NA>
