@@ -1,7 +1,8 @@
 """The Bayesian network's sampling speed: the compiled draw against the numpy passes, same process.
 
-Fits ``bayesnet`` on the simulated trial (49 columns with dropout and missingness) and on the
-scikit-learn breast cancer table (31 numeric columns), then times, for each, the network draw
+Fits ``bayesnet`` on the simulated trial (49 columns with dropout and missingness), the
+scikit-learn breast cancer table (31 numeric columns) and, with scikit-survival, WHAS500 and
+FLCHAIN (as ``compare.py`` prepares them), then times, for each, the network draw
 alone and the whole ``sample`` (draw, decode, DataFrame) with numba's loops and with numpy's
 passes — the baseline, run in the same process on the same fitted tables, so the ratio does not
 depend on the machine's load. Every timing is the best of ``--repeats`` warm draws (CPU time of
@@ -12,6 +13,7 @@ this thread); the two paths are checked to draw the same numbers.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import time
@@ -38,11 +40,20 @@ def best_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 
 def tables() -> dict[str, tuple[pd.DataFrame, str]]:
+    """The trial and breast cancer; WHAS500 and FLCHAIN too with the bench extra (scikit-survival),
+    prepared as ``compare.py`` prepares them."""
     from sklearn.datasets import load_breast_cancer
 
     bc = load_breast_cancer(as_frame=True).frame
     bc["target"] = bc["target"].astype(str)
-    return {"trial": (simulate_trial(n=5000, seed=0), "arm"), "breast_cancer": (bc, "target")}
+    out = {"trial": (simulate_trial(n=5000, seed=0), "arm"), "breast_cancer": (bc, "target")}
+    if importlib.util.find_spec("sksurv") is not None:
+        from compare import DATASETS, build_meta  # this directory: bench/compare.py
+
+        for name in ("whas500", "flchain"):
+            dataset = DATASETS[name]
+            out[name] = (build_meta(dataset.load(), name, dataset.target)[0], dataset.target)
+    return out
 
 
 def measure(df: pd.DataFrame, target: str, rows: int, repeats: int) -> dict[str, float]:
