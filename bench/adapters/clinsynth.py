@@ -92,15 +92,19 @@ def to_code_matrix(train: pd.DataFrame, codes: list[str]) -> Any:
 def from_code_matrix(synth: Any, columns: list[str], codes: list[str]) -> pd.DataFrame:
     """A sampled CodeMatrix back to the wide table, in the train's column order.
 
-    Codes are "0"/"1" categoricals (text values; a code the model lacks is all "0"): building a
-    thousand text columns value by value would cost more than sampling (measured 1.2-2.2 s vs
-    0.35 s for 20,000 rows × 1,000 codes)."""
-    index = {c: j for j, c in enumerate(synth.vocabulary)}
-    dense = synth.matrix.toarray() > 0
-    absent = np.zeros(synth.n_patients, dtype=np.int8)
-    wide = pd.DataFrame({code: pd.Categorical.from_codes(dense[:, index[code]].astype(np.int8) if code in index
-                                                         else absent, categories=["0", "1"])
-                         for code in codes})
+    Codes are "0"/"1" categoricals (text values; a code the model lacks is all "0"), each built
+    from one contiguous row of a code-major 0/1 array filled from the sparse entries, with one
+    shared dtype: building a thousand text columns value by value, or densifying the whole matrix
+    as floats, costs more than sampling (20,000 rows × 1,000 codes: 1.2-2.2 s as text, 0.21 s
+    through ``toarray``, ~10 ms this way)."""
+    matrix = synth.matrix.tocsr()
+    position = {c: j for j, c in enumerate(synth.vocabulary)}
+    present = np.zeros((len(synth.vocabulary) + 1, synth.n_patients), dtype=np.int8)  # last row: absent
+    rows = np.repeat(np.arange(synth.n_patients), np.diff(matrix.indptr))
+    present[matrix.indices[matrix.data != 0], rows[matrix.data != 0]] = 1
+    dtype = pd.CategoricalDtype(["0", "1"])
+    wide = pd.DataFrame({code: pd.Categorical.from_codes(present[position.get(code, -1)], dtype=dtype, validate=False)
+                         for code in codes}, copy=False)
     static = synth.static if synth.static is not None else pd.DataFrame(index=range(synth.n_patients))
     return pd.concat([static.reset_index(drop=True), wide], axis=1)[columns]
 

@@ -206,8 +206,8 @@ class RecordCodec:
         a, v = self.static_dim, self.n_codes
         p = torch.sigmoid(logits[:, a:a + v])
         present = torch.rand(p.shape, generator=generator, device=p.device) < p if binarize == "sample" else p > 0.5
-        if self.binary:
-            return static, present.cpu().numpy().astype(np.float32)
+        if self.binary:  # as booleans: a float copy of a mostly-zero block is only more to scan
+            return static, present.cpu().numpy()
         value = self._count_given_present(logits[:, a + v:])
         if binarize == "sample":  # stochastic rounding keeps the mean count
             value = torch.floor(value) + (torch.rand(value.shape, generator=generator, device=value.device) < value - torch.floor(value))
