@@ -221,6 +221,14 @@ def test_conditions_reshape_the_class_mix_exactly_and_seeds_reproduce(plain, tmp
         plain.sample(10, conditions={"arm": {"7": 1.0}})
 
 
+def test_resolved_params_record_what_the_data_decided_and_reproduce_the_fit(plain, trial, trial_schema, tmp_path):
+    resolved = plain.resolved_params()
+    assert plain.get_params()["bins"] is None and resolved["bins"] == plain.bins_ >= 2
+    assert clinsynth.load(plain.save(tmp_path / "bn")).resolved_params() == resolved
+    again = clinsynth.create("bayesnet", **resolved).fit(trial, trial_schema)
+    pd.testing.assert_frame_equal(again.sample(300, seed=4), plain.sample(300, seed=4))
+
+
 def test_bad_settings_are_refused_before_training(trial, trial_schema):
     for name, kwargs, match in [("bayesnet", {"structure": "star"}, "structure"),
                                 ("bayesnet", {"bins": 1}, "bins"),
@@ -243,6 +251,7 @@ def test_dp_bundle_holds_no_planted_value(private, planted, tmp_path):
 
 
 def test_dp_ledger_matches_an_independent_accountant_and_stays_within_budget(private):
+    assert private.get_params()["delta"] is None and private.resolved_params()["delta"] == private.ledger_.delta > 0
     charges = private.ledger_.charges
     purposes = [c.purpose for c in charges]
     assert any(p.startswith("public facts") for p in purposes)

@@ -136,6 +136,7 @@ def test_run_writes_a_dp_release_with_its_ledger_on_the_page(dp_release):
     assert "differentially private</strong>" in html and "dp-sgd" in html and "no formal privacy guarantee" not in html
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["epsilon"] == 1.0 and manifest["model"]["name"] == "dp-acgan"
+    assert manifest["model"]["resolved_params"]["delta"] == guarantee["delta"] > 0   # δ as the ledger chose it
     assert manifest["input"]["file_sha256"] == __import__("hashlib").sha256(data.read_bytes()).hexdigest()
     assert manifest["files"]["synthetic"]["sha256"] == __import__("hashlib").sha256((out / "synthetic.csv").read_bytes()).hexdigest()
 

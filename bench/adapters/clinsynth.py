@@ -152,7 +152,7 @@ def fit(train: pd.DataFrame, meta: dict[str, Any], synthesizer: str, epsilon: fl
         model.fit(data, schema)
     else:
         model.fit(train.reset_index(drop=True), table_schema(train, meta, meta["target"]))
-    effective = {k: jsonable(v) for k, v in model.get_params().items() if k != "progress"}
+    effective = {k: jsonable(v) for k, v in model.resolved_params().items() if k != "progress"}
     ledger = getattr(model, "ledger_", None)
     if ledger is not None:
         effective["epsilon_spent"] = round(float(ledger.spent()), 4)

@@ -65,6 +65,19 @@ class SynthModel(ABC):
     def get_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._param_names()}
 
+    def resolved_params(self) -> dict[str, Any]:
+        """The parameters as the fit used them: a ``None`` left for the data to decide (a VAE's
+        epochs, the network's bins, δ) replaced by what was decided, so a release's manifest says
+        what made it and passing these back reproduces the fit."""
+        return {name: self._resolved(name) if value is None else value for name, value in self.get_params().items()}
+
+    def _resolved(self, name: str) -> Any:
+        """What the fit chose for a parameter given as ``None`` (``None`` while unfitted or undecided)."""
+        ledger = getattr(self, "ledger_", None)
+        if name == "delta" and ledger is not None:
+            return ledger.delta
+        return getattr(self, f"{name}_", None)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 

@@ -92,6 +92,12 @@ class VAE(CodeModel):
         value = getattr(self, name)
         return DEFAULTS[getattr(self, "input_kind_", "codes")][name] if value is None else value
 
+    def _resolved(self, name: str) -> Any:
+        kind = getattr(self, "input_kind_", None)  # known once fit has seen the data
+        if kind is not None and name in DEFAULTS[kind]:
+            return self._setting(name)
+        return super()._resolved(name)
+
     def _phases(self) -> list[Phase]:
         return [Phase("vae", "VAE training (encoder and decoder)", self._setting("epochs"), self._setting("batch_size"))]
 
