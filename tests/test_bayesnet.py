@@ -119,6 +119,13 @@ def test_compiled_loop_draws_what_the_numpy_passes_draw(trial, trial_schema, tar
     assert (unrefilled != values).any()
 
 
+def test_compiled_network_refuses_labels_that_do_not_fit_it(plain):
+    network, rng = plain._network, np.random.default_rng(0)
+    for labels in (None, np.zeros(5, np.int16)):  # the loops would read past them (a crash, not an error)
+        with pytest.raises(ValueError, match="10 target codes"):
+            network.sample(labels, 10, rng)
+
+
 def test_numba_can_be_switched_off(monkeypatch):
     import clinsynth.compiled
     from clinsynth.models import bayesnet_kernel

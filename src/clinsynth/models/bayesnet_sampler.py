@@ -217,6 +217,9 @@ class CompiledNetwork:
         Rows go in blocks whose work arrays (uniforms, cells) stay near ``_BLOCK_CELLS`` entries and
         are reused: on a wide table, fresh arrays the size of the whole draw cost more in page faults
         than the draw itself."""
+        # the fused loops index labels unchecked: a wrong length would read past them, not raise
+        if (labels is None) != (self.target is None) or (labels is not None and len(labels) != n):
+            raise ValueError(f"labels must be {'None' if self.target is None else f'{n} target codes'} for this network")
         values = np.empty((self.n_values, n))              # every row is written by its variable
         codes = np.zeros((self.n_codes, n), dtype=np.int16)
         if self.flat is None:
