@@ -101,7 +101,8 @@ def from_code_matrix(synth: Any, columns: list[str], codes: list[str]) -> pd.Dat
     position = {c: j for j, c in enumerate(synth.vocabulary)}
     present = np.zeros((len(synth.vocabulary) + 1, synth.n_patients), dtype=np.int8)  # last row: absent
     rows = np.repeat(np.arange(synth.n_patients), np.diff(matrix.indptr))
-    present[matrix.indices[matrix.data != 0], rows[matrix.data != 0]] = 1
+    stored = matrix.data != 0  # an explicitly stored zero is no code
+    present[matrix.indices[stored], rows[stored]] = 1
     dtype = pd.CategoricalDtype(["0", "1"])
     wide = pd.DataFrame({code: pd.Categorical.from_codes(present[position.get(code, -1)], dtype=dtype, validate=False)
                          for code in codes}, copy=False)
