@@ -82,6 +82,10 @@ class Paths:
     def cells(self) -> Path:
         return self.results / "compare_cells.jsonl"
 
+    @property
+    def speed_cells(self) -> Path:
+        return self.results / "speed_cells.jsonl"
+
     def python(self, tool: str) -> Path:
         """The interpreter of a tool's venv; clinsynth runs in this one."""
         return Path(sys.executable) if tool == "clinsynth" else self.peers / tool / "bin" / "python"
@@ -520,14 +524,24 @@ def run_cells(cells: Sequence[Cell], store: CellStore, runner: Runner, retry_fai
 
 # -- one cell in a subprocess --------------------------------------------------------------------
 RESULT_FIELDS = ("tool_version", "delta", "n_train", "n_sampled", "fit_seconds", "sample_seconds", "speed_rows",
-                 "speed_seconds", "sample_rows_per_second", "baseline_rss_mb", "fit_peak_rss_mb", "fit_memory_mb",
-                 "python", "torch_version")
+                 "speed_seconds", "sample_rows_per_second", "throughput_draws", "throughput_seconds",
+                 "throughput_rows_per_second", "baseline_rss_mb", "fit_peak_rss_mb", "fit_memory_mb", "python",
+                 "torch_version")
 
 
-def cell_command(cell: Cell, files: DatasetFiles, cell_dir: Path, paths: Paths, speed_rows: int) -> list[str]:
+@dataclass(frozen=True)
+class Timing:
+    """How a cell times sampling: ``rows`` per timed draw; draws repeated until ``throughput_seconds``."""
+
+    rows: int = 20_000
+    throughput_seconds: float = 1.0
+
+
+def cell_command(cell: Cell, files: DatasetFiles, cell_dir: Path, paths: Paths, timing: Timing) -> list[str]:
     cmd = [str(paths.python(cell.tool)), str(paths.run_cell), "--tool", cell.tool, "--synthesizer", cell.synthesizer,
            "--train", str(files.train_csv), "--meta", str(files.meta_json), "--seed", str(cell.seed),
-           "--n", str(files.n_train), "--speed-rows", str(speed_rows),
+           "--n", str(files.n_train), "--speed-rows", str(timing.rows),
+           "--throughput-seconds", repr(float(timing.throughput_seconds)),
            "--out", str(cell_dir / "synth.csv"), "--result", str(cell_dir / "result.json")]
     if cell.epsilon is not None:
         cmd += ["--epsilon", repr(float(cell.epsilon))]
@@ -560,22 +574,23 @@ def _last_line(path: Path) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
-def run_one(cell: Cell, files: DatasetFiles, paths: Paths, timeout: float, speed_rows: int) -> dict[str, Any]:
-    """Fit and sample in the tool's venv, then score here; a row whatever happens."""
+def run_one(cell: Cell, files: DatasetFiles, paths: Paths, timeout: float, timing: Timing,
+            scored: bool = True) -> dict[str, Any]:
+    """Fit and sample in the tool's venv, then score here (unless not ``scored``); a row whatever happens."""
     python = paths.python(cell.tool)
     if not python.exists():
         return base_row(cell, "not installed", f"{python} missing (make it with bench/peers/setup.sh)")
-    cell_dir = files.directory / "cells" / cell.dirname
+    cell_dir = files.directory / ("cells" if scored else "speed_cells") / cell.dirname  # never a scored cell's table
     cell_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("synth.csv", "result.json"):
         (cell_dir / stale).unlink(missing_ok=True)
-    status, reason = execute(cell_command(cell, files, cell_dir, paths, speed_rows), cell_dir / "log.txt",
+    status, reason = execute(cell_command(cell, files, cell_dir, paths, timing), cell_dir / "log.txt",
                              timeout, paths.run_cell.parent.parent)
-    return score_cell(cell, files, cell_dir, status, reason)
+    return score_cell(cell, files, cell_dir, status, reason, scored)
 
 
 def score_cell(cell: Cell, files: DatasetFiles, cell_dir: Path, status: str = "ok",
-               reason: str | None = None) -> dict[str, Any]:
+               reason: str | None = None, scored: bool = True) -> dict[str, Any]:
     """The row of a cell whose subprocess has ended: its result.json, and scores when it sampled."""
     result = _read_json(cell_dir / "result.json")
     extra = {k: result.get(k) for k in RESULT_FIELDS}
@@ -584,7 +599,7 @@ def score_cell(cell: Cell, files: DatasetFiles, cell_dir: Path, status: str = "o
     notes = list(result.get("notes") or [])
     if result.get("error"):
         status, reason = ("failed" if status == "ok" else status), result["error"]
-    if status == "ok":
+    if status == "ok" and scored:
         try:
             started = time.perf_counter()
             synth = pd.read_csv(cell_dir / "synth.csv", dtype=str, keep_default_na=False, na_values=[""])
@@ -825,6 +840,77 @@ def write_outputs(rows: Sequence[dict[str, Any]], results: Path) -> tuple[Path, 
     return csv_path, md_path
 
 
+# -- the speed pass: sampling throughput of every synthesizer in one run --------------------------------
+SPEED_COLUMNS = ["dataset", "tool", "synthesizer", "epsilon", "seed", "cell_params", "status", "reason", "ran",
+                 "speed_rows", "sample_rows_per_second", "throughput_draws", "throughput_seconds",
+                 "throughput_rows_per_second", "fit_seconds", "tool_version", "python", "torch_version", "finished_at"]
+
+
+def speed_table(rows: Sequence[dict[str, Any]], dataset: str) -> list[str]:
+    """One dataset's throughputs, and each clinsynth model's against the fastest peer's."""
+    groups = sorted((g for g in aggregate_speed(rows) if g.dataset == dataset), key=_group_order)
+    peers = [g for g in groups if g.tool != "clinsynth" and g.n_ok]
+    fastest = max(peers, key=lambda g: g.stats["throughput_rows_per_second"][0], default=None)
+    top = fastest.stats["throughput_rows_per_second"][0] if fastest else math.nan
+    lines = ["| synthesizer | ε | seeds | first draw rows/s | throughput rows/s | draws | ÷ fastest peer | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for g in groups:
+        rate = g.stats["throughput_rows_per_second"]
+        ratio = rate[0] / top if rate[2] and math.isfinite(top) else math.nan
+        lines.append(f"| {g.label} | {g.eps_group} | {g.n_ok}/{g.n_seeds} | {fmt(g.stats['sample_rows_per_second'], 0)} | "
+                     f"{fmt(rate, 0)} | {fmt(g.stats['throughput_draws'], 0)} | "
+                     f"{'—' if not math.isfinite(ratio) else f'{ratio:,.1f}×'} | "
+                     f"{'; '.join(g.reasons).replace('|', '/')[:200]} |")
+    if fastest is not None:
+        ours = [g for g in groups if g.tool == "clinsynth" and g.n_ok]
+        slowest = min(ours, key=lambda g: g.stats["throughput_rows_per_second"][0], default=None)
+        lines += ["", f"Fastest peer: {fastest.label} ({fastest.eps_group}), {top:,.0f} rows/s."
+                  + (f" Slowest clinsynth model: {slowest.label} ({slowest.eps_group}), "
+                     f"{slowest.stats['throughput_rows_per_second'][0] / top:,.1f}× it." if slowest else "")]
+    return lines
+
+
+def aggregate_speed(rows: Iterable[dict[str, Any]]) -> list[Group]:
+    """``aggregate`` over the speed pass's metrics."""
+    groups = aggregate(rows)
+    ok: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["status"] == "ok":
+            ok.setdefault((r["dataset"], r["tool"], r["synthesizer"], r["epsilon"], r.get("cell_params") or ""), []).append(r)
+    for g in groups:
+        good = ok.get((g.dataset, g.tool, g.synthesizer, g.epsilon, g.cell_params), [])
+        g.stats = {k: mean_sd([r.get(k) for r in good])
+                   for k in ("sample_rows_per_second", "throughput_rows_per_second", "throughput_draws")}
+    return groups
+
+
+def render_speed_markdown(rows: Sequence[dict[str, Any]], host: dict[str, str] | None = None) -> str:
+    host = host or machine()
+    out = ["# Sampling throughput: clinsynth vs SDV and smartnoise-synth, one run", "",
+           f"Made by `bench/compare.py --speed-pass` on {dt.date.today().isoformat()}: {host['cpu']}, "
+           f"{host['cores']} cores, {host['ram']} RAM, no GPU ({host['platform']}).", "",
+           "Every synthesizer is fitted as in `compare.md` (its defaults, the same training split), samples as many "
+           "rows as it trained on, then draws 20,000 rows, timed (\"first draw\": the figure in `compare.md`), and "
+           "again until one second has passed in all; throughput = rows drawn over the time the draws took, the "
+           "first included. A draw of a few milliseconds is at the mercy of page faults and stolen time slices; "
+           "one second of draws is not, and a slow sampler's single draw already lasts that long. Measured in one "
+           "run on one machine, so the ratios compare like with like. Mean ± sd over the seeds run; no scoring.", ""]
+    for dataset in dict.fromkeys(r["dataset"] for r in sorted(rows, key=lambda r: list(DATASETS).index(r["dataset"])
+                                                                  if r["dataset"] in DATASETS else 99)):
+        out += [f"## {dataset}", ""] + speed_table(rows, dataset) + [""]
+    return "\n".join(out)
+
+
+def write_speed_outputs(rows: Sequence[dict[str, Any]], results: Path) -> tuple[Path, Path]:
+    """speed.csv (every speed-pass cell) and speed.md."""
+    results.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame([jsonable(r) for r in rows]).reindex(columns=SPEED_COLUMNS)
+    csv_path, md_path = results / "speed.csv", results / "speed.md"
+    write_text_atomic(csv_path, frame.to_csv(index=False))
+    write_text_atomic(md_path, render_speed_markdown(rows) + "\n")
+    return csv_path, md_path
+
+
 def summary(rows: Sequence[dict[str, Any]]) -> list[str]:
     """A line per dataset × ε group: the best synthesizer by mean TSTR/TRTR (LR, RF, GB) and clinsynth's best."""
     lines = []
@@ -868,7 +954,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="'none' for the non-DP synthesizers, numbers for the DP ones (default: none 1 4)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per cell (default 3600)")
-    p.add_argument("--speed-rows", type=int, default=20_000, help="rows sampled to time sampling speed")
+    p.add_argument("--speed-rows", type=int, default=20_000, help="rows of each timed draw")
+    p.add_argument("--throughput-seconds", type=float, default=1.0,
+                   help="repeat the timed draw until this long has passed in all (throughput; default 1)")
+    p.add_argument("--speed-pass", action="store_true",
+                   help="time sampling only, no scoring, into speed_cells.jsonl / speed.md (e.g. with --seeds 0)")
     p.add_argument("--param", action="append", type=_param, default=[], metavar="KEY=VALUE",
                    help="hyperparameter passed to every selected cell (recorded as part of the cell)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and what is already done, run nothing")
@@ -899,7 +989,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     paths = Paths(args.work_dir, args.results_dir, args.peers_dir, args.run_cell)
     cells = build_cells(args.datasets, args.tools, args.synthesizers, args.epsilons, args.seeds, args.param)
-    store = CellStore(paths.cells)
+    store = CellStore(paths.speed_cells if args.speed_pass else paths.cells)
     if args.dry_run:
         for cell in cells:
             done = store.get(cell.key)
@@ -907,15 +997,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(cells)} cells, {sum(1 for c in cells if (store.get(c.key) or {}).get('status') in FINISHED)} done")
         return 0
     files, missing = prepare_all(args.datasets, paths.work)
-    if args.rescore:
+    timing = Timing(args.speed_rows, args.throughput_seconds)
+    if args.rescore and not args.speed_pass:
         rescore([c for c in cells if c.dataset in files], files, store)
     else:
         def runner(cell: Cell) -> dict[str, Any]:
             if cell.dataset in missing:
                 return base_row(cell, "not installed", missing[cell.dataset])
-            return run_one(cell, files[cell.dataset], paths, args.timeout, args.speed_rows)
+            return run_one(cell, files[cell.dataset], paths, args.timeout, timing, scored=not args.speed_pass)
 
         run_cells(cells, store, runner, retry_failed=args.retry_failed)
+    if args.speed_pass:
+        csv_path, md_path = write_speed_outputs(list(store.rows.values()), paths.results)
+        print(f"wrote {csv_path} and {md_path}")
+        return 0
     csv_path, md_path = write_outputs(list(store.rows.values()), paths.results)
     print(f"wrote {csv_path} and {md_path}")
     for line in summary(list(store.rows.values())):

@@ -298,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epsilon", type=float, default=None, help="privacy budget (DP synthesizers only)")
     p.add_argument("--n", type=int, default=None, help="rows to sample into --out (default: as many as train)")
     p.add_argument("--speed-rows", type=int, default=20000, help="rows of the timed second draw (0: skip)")
+    p.add_argument("--throughput-seconds", type=float, default=0.0,
+                   help="after the timed draw, draw --speed-rows again until this long has passed in all (0: skip)")
     p.add_argument("--out", required=True, help="synthetic table (CSV)")
     p.add_argument("--result", required=True, help="result.json")
     p.add_argument("--param", action="append", default=[], type=parse_param, metavar="KEY=VALUE",
@@ -388,6 +390,26 @@ def run(args: argparse.Namespace, result: dict) -> None:
         if len(draw) != speed_rows:
             notes.append(f"speed draw: asked for {speed_rows} rows, got {len(draw)}")
         del draw
+        if args.throughput_seconds > 0:
+            measure_throughput(adapter, model, speed_rows, args.seed + 2, args.throughput_seconds, dt, result)
+
+
+def measure_throughput(adapter, model, rows: int, seed: int, seconds: float, first: float, result: dict) -> None:
+    """Sampling throughput: the timed draw and more of the same size (seeds ``seed``, ``seed`` + 1, …)
+    until ``seconds`` have passed in all; rows drawn over the time they took, first draw included.
+
+    Why: one draw of a fast sampler lasts a few milliseconds, which a page fault storm or a stolen
+    time slice can double; a slow sampler's single draw is long enough already and is not repeated."""
+    draws, total = 1, first
+    while total < seconds:
+        seed_everything(seed)
+        t0 = time.perf_counter()
+        draw = adapter.sample(model, rows, seed)
+        total += time.perf_counter() - t0
+        del draw
+        draws, seed = draws + 1, seed + 1
+    result.update(throughput_draws=draws, throughput_seconds=round(total, 4),
+                  throughput_rows_per_second=round(draws * rows / total, 1))
 
 
 class Terminated(Exception):
@@ -407,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         "epsilon": args.epsilon, "delta": None, "seed": args.seed, "params": dict(args.param),
         "n_train": None, "n_sampled": None, "fit_seconds": None, "sample_seconds": None,
         "speed_rows": args.speed_rows, "speed_seconds": None, "sample_rows_per_second": None,
+        "throughput_draws": None, "throughput_seconds": None, "throughput_rows_per_second": None,
         "baseline_rss_mb": None, "fit_peak_rss_mb": None, "fit_memory_mb": None,
         "python": platform.python_version(), "python_executable": sys.executable,
         "torch_version": dist_version("torch"), "train": os.path.abspath(args.train),

@@ -119,6 +119,24 @@ def test_compiled_loop_draws_what_the_numpy_passes_draw(trial, trial_schema, tar
     assert (unrefilled != values).any()
 
 
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 255, 256, 257, 6_299, 70_001])
+def test_compiled_shuffle_is_numpys_shuffle_and_leaves_the_stream_where_numpy_does(n):
+    from clinsynth.models.bayesnet_kernel import compiled_kernel, shuffle
+    assert compiled_kernel() is not None  # otherwise this compares numpy with itself
+    for seed in range(3):
+        ours, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
+        for rng in (ours, theirs):  # a half-used 32-bit buffer: the next draw must come from it
+            rng.integers(0, 2**32, size=seed)
+        labels = np.repeat(np.arange(3, dtype=np.int16), [n // 3, n // 3, n - 2 * (n // 3)])
+        expected = labels.copy()
+        theirs.shuffle(expected)
+        shuffle(ours, labels)
+        np.testing.assert_array_equal(labels, expected)
+        assert ours.integers(0, 2**32, size=3).tolist() == theirs.integers(0, 2**32, size=3).tolist()
+        if n > 256:
+            assert not np.array_equal(labels, np.sort(labels))
+
+
 def test_compiled_network_refuses_labels_that_do_not_fit_it(plain):
     network, rng = plain._network, np.random.default_rng(0)
     for labels in (None, np.zeros(5, np.int16)):  # the loops would read past them (a crash, not an error)

@@ -240,6 +240,36 @@ def test_end_to_end_with_a_fast_clinsynth_cell(tmp_path, monkeypatch):
     assert again["tstr_trtr_rf"] == pytest.approx(row["tstr_trtr_rf"]) and again["mia_auroc"] == pytest.approx(row["mia_auroc"])
 
 
+def test_speed_pass_times_repeated_draws_without_scoring_and_keeps_scored_cells_apart(tmp_path, monkeypatch):
+    monkeypatch.setitem(cmp.DATASETS, "tiny", cmp.Dataset("tiny", "diagnosis", _tiny))
+    args = ["--datasets", "tiny", "--tools", "clinsynth", "--synthesizers", "bayesnet", "--seeds", "0",
+            "--speed-rows", "2000", "--throughput-seconds", "0.3", "--work-dir", str(tmp_path / "work"),
+            "--results-dir", str(tmp_path / "results"), "--speed-pass"]
+    assert cmp.main(args) == 0
+    assert not (tmp_path / "results" / "compare_cells.jsonl").exists()  # the scored grid is untouched
+    row = pd.read_csv(tmp_path / "results" / "speed.csv").iloc[0]
+    assert row["status"] == "ok", row["reason"]
+    assert row["throughput_draws"] > 1 and row["throughput_seconds"] >= 0.3
+    assert row["throughput_rows_per_second"] == pytest.approx(
+        row["throughput_draws"] * 2000 / row["throughput_seconds"], rel=1e-3)
+    cells = [json.loads(x) for x in (tmp_path / "results" / "speed_cells.jsonl").read_text().splitlines()]
+    assert "tstr_trtr_lr" not in cells[0]  # not scored
+    assert (tmp_path / "work" / "tiny" / "speed_cells").is_dir() and not (tmp_path / "work" / "tiny" / "cells").exists()
+    assert "| clinsynth:bayesnet | non-DP | 1/1 |" in (tmp_path / "results" / "speed.md").read_text()
+
+
+def test_speed_table_divides_each_throughput_by_the_fastest_peers():
+    rows = [_row(0, synth="bayesnet", throughput_rows_per_second=6e6, sample_rows_per_second=3e6, throughput_draws=300),
+            _row(0, tool="sdv", synth="tvae", throughput_rows_per_second=1.5e5, throughput_draws=8),
+            _row(0, tool="smartnoise", synth="mst", eps=1.0, throughput_rows_per_second=1e5, throughput_draws=5),
+            _row(0, tool="sdv", synth="ctgan", status="timeout", reason="timed out after 9 s")]
+    text = "\n".join(cmp.speed_table(rows, "d"))
+    assert "| clinsynth:bayesnet | non-DP | 1/1 | 3,000,000 | 6,000,000 | 300 | 40.0× |" in text
+    assert "| smartnoise:mst | ε = 1 | 1/1 | — | 100,000 | 5 | 0.7× |" in text
+    assert "timeout: timed out after 9 s" in text
+    assert "Fastest peer: sdv:tvae (non-DP), 150,000 rows/s. Slowest clinsynth model: clinsynth:bayesnet (non-DP), 40.0× it." in text
+
+
 # -- the clinsynth adapter ---------------------------------------------------------------------------
 def _load_adapter():
     spec = importlib.util.spec_from_file_location("bench_adapter_clinsynth", REPO / "bench" / "adapters" / "clinsynth.py")

@@ -412,18 +412,24 @@ def test_synthetic_ids_never_real(trial, trial_schema):
     assert second["participant_id"].iloc[0] == f"syn-{len(trial) + 1:06d}"
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("labels", [["a", "b", "c"], ["a", "bb", "ccc"], ["é", "b", ""], ["10", "9", "100"], ["yes"],
-                                    ["", ""]])
-def test_arrow_text_gives_the_labels_with_nulls(labels):
-    from clinsynth.data.transforms import arrow_text
+                                    ["", ""], ["no", "ok"], ["abc", "def"], ["1995", "2003"], ["abcdefgh", "ijklmnop"]])
+def test_arrow_text_gives_the_labels_with_nulls(labels, compiled, monkeypatch):
+    from clinsynth.data import transforms
+    if not compiled:  # the numpy / Arrow path gives the same arrays
+        monkeypatch.setattr(transforms, "compile_loops", lambda *f: None)
+    else:
+        assert transforms.compile_loops(transforms._label_offsets, transforms._label_bytes) is not None
     rng = np.random.default_rng(0)
-    index = rng.integers(0, len(labels), 1000).astype(np.int16)
+    index = rng.integers(0, len(labels) + 1, 1000).astype(np.int16)  # len(labels): a missing slot's code
     missing = rng.random(1000) < 0.2
     for mask in (None, missing):
-        arr = arrow_text(index, labels, mask)
+        arr = transforms.arrow_text(index, labels, mask)
         arr.validate(full=True)
-        expected = [None if mask is not None and m else labels[i] for i, m in zip(index, missing)]
+        expected = [None if mask is not None and m else labels[min(i, len(labels) - 1)] for i, m in zip(index, missing)]
         assert arr.to_pylist() == expected
+    assert transforms.arrow_text(np.array([-1, 0], np.int64), labels).to_pylist() == [labels[0]] * 2
 
 
 def test_decode_in_column_units_matches_decode_of_encoded_values(trial, trial_schema):

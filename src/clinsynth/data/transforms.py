@@ -281,22 +281,78 @@ SAMPLE_POOL = pa.system_memory_pool()
 def arrow_text(index: np.ndarray, labels: list[str], missing: np.ndarray | None = None) -> pa.Array:
     """``labels[index]`` as an Arrow large-string array (null where ``missing``), without Python strings.
 
-    When every label has the same byte length (``"0"``/``"1"``, codes) the buffers are written
-    directly — one gather of fixed-width items and a range of offsets — several times faster than
-    Arrow's ``take``, which the other label sets go through (from :data:`SAMPLE_POOL`).
+    ``index`` outside ``[0, len(labels))`` is clipped into it (the missing slot reads as the last
+    label, under a null). Where numba is installed one compiled pass writes the bytes straight from
+    the codes, whatever their integer type: no int64 copy of the index, no gather temporaries — each a
+    fresh array whose first touch costs page faults. Without it, numpy and Arrow give the same array:
+    labels of one byte length (``"0"``/``"1"``) as one gather of fixed-width items, others through
+    Arrow's ``take`` (from :data:`SAMPLE_POOL`).
     """
     encoded = [label.encode() for label in labels]
     n = len(index)
     validity = None if missing is None else pa.py_buffer(np.packbits(~missing, bitorder="little"))
     nulls = 0 if missing is None else int(missing.sum())
     width = len(encoded[0])
-    if width and all(len(b) == width for b in encoded):
-        data = np.take(np.frombuffer(b"".join(encoded), dtype=f"V{width}"), index, mode="clip").view(np.uint8)
+    fixed = bool(width) and all(len(b) == width for b in encoded)
+    loops = compile_loops(_label_offsets, _label_bytes, _label_words)
+    if loops is not None:
+        if fixed and width in _WORDS:  # each label one machine word: a plain gather of words
+            data = np.empty(n, dtype=_WORDS[width])
+            loops[2](index, np.frombuffer(b"".join(encoded), dtype=_WORDS[width]), data)
+            return pa.LargeStringArray.from_buffers(n, _fixed_offsets(n, width), pa.py_buffer(data), validity, nulls)
+        lengths = np.array([len(b) for b in encoded], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        blob = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8)
+        if fixed:
+            offsets, total = _fixed_offsets(n, width), n * width
+        else:
+            offsets_array = np.empty(n + 1, dtype=np.int64)
+            total = int(loops[0](index, lengths, offsets_array))
+            offsets = pa.py_buffer(offsets_array)
+        data = np.empty(total, dtype=np.uint8)
+        loops[1](index, blob, starts, lengths, data)
+        return pa.LargeStringArray.from_buffers(n, offsets, pa.py_buffer(data), validity, nulls)
+    index = np.clip(index, 0, len(labels) - 1)
+    if fixed:
+        data = np.take(np.frombuffer(b"".join(encoded), dtype=f"V{width}"), index).view(np.uint8)
         return pa.LargeStringArray.from_buffers(n, _fixed_offsets(n, width), pa.py_buffer(data), validity, nulls)
     taken = pc.take(pa.array(encoded, pa.large_binary(), memory_pool=SAMPLE_POOL),
                     pa.array(index.astype(np.int64, copy=False), memory_pool=SAMPLE_POOL), memory_pool=SAMPLE_POOL)
     _, offsets, data = taken.buffers()
     return pa.LargeStringArray.from_buffers(n, offsets, data, validity, nulls)
+
+
+def _label_offsets(index, lengths, offsets):  # pragma: no cover (compiled)
+    """Arrow offsets of ``labels[index]`` (index clipped into the labels); returns the byte total."""
+    last, total = lengths.shape[0] - 1, 0
+    offsets[0] = 0
+    for i in range(index.shape[0]):
+        total += lengths[min(max(np.int64(index[i]), 0), last)]
+        offsets[i + 1] = total
+    return total
+
+
+def _label_bytes(index, blob, starts, lengths, data):  # pragma: no cover (compiled)
+    """The bytes of ``labels[index]``, back to back (index clipped into the labels)."""
+    last, at = lengths.shape[0] - 1, 0
+    for i in range(index.shape[0]):
+        label = min(max(np.int64(index[i]), 0), last)
+        start, size = starts[label], lengths[label]
+        for k in range(size):
+            data[at + k] = blob[start + k]
+        at += size
+
+
+#: label byte width -> the unsigned word that holds one label ("0", "no", "1995"): one load and
+#: one store a row instead of a byte loop (7x faster for four-byte labels)
+_WORDS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _label_words(index, table, data):  # pragma: no cover (compiled)
+    """``data[i] = table[index[i]]`` (index clipped into the table), for labels of one word each."""
+    last = table.shape[0] - 1
+    for i in range(index.shape[0]):
+        data[i] = table[min(max(np.int64(index[i]), 0), last)]
 
 
 @functools.lru_cache(maxsize=8)
@@ -370,7 +426,7 @@ class CategoricalCodec:
         if dtype == "object" and self._text_only and pd.get_option("future.infer_string"):
             dtype = "str"  # what a DataFrame makes of Python strings anyway, built in Arrow without them
         if dtype in ("str", "string"):
-            arrow = arrow_text(np.minimum(codes, n_cats - 1), [str(c) for c in self.categories], missing)
+            arrow = arrow_text(codes, [str(c) for c in self.categories], missing)
             return string_array(arrow, pd.StringDtype("pyarrow", na_value=np.nan) if dtype == "str" else dtype)
         if dtype == "category":  # a pandas categorical stays one: codes as they are, no labels built
             index = np.minimum(codes, n_cats - 1) if missing is None else np.where(missing, -1, codes)

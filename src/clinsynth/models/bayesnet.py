@@ -39,6 +39,7 @@ from scipy.special import ndtr
 from clinsynth.data.transforms import NumericCodec, TableEncoder, numeric_bounds
 from clinsynth.errors import ConfigError
 from clinsynth.models.base import SynthModel, allocate
+from clinsynth.models.bayesnet_kernel import shuffle
 from clinsynth.models.bayesnet_sampler import CompiledNetwork
 from clinsynth.privacy.ledger import Charge, PrivacyLedger, budget_problems, share_noise_multiplier
 from clinsynth.schema import Schema, last_observed_visit
@@ -411,7 +412,7 @@ class BayesNet(SynthModel):
         labels = None
         if self.target_ is not None:  # int16, the codes' type, shuffled in place: two fewer int64 copies
             labels = np.repeat(np.arange(len(class_probs), dtype=np.int16), allocate(n, class_probs))
-            rng.shuffle(labels)  # the order rng.permutation gives
+            shuffle(rng, labels)  # rng.shuffle's order (which rng.permutation gives), compiled
         network = self._network
         values, codes = network.sample(labels, n, rng)
         # transposes: column-major, fastest to decode; values already in column units where foldable

@@ -142,6 +142,33 @@ class WorkBuffers:
         return out
 
 
+def shuffle(rng: np.random.Generator, x: np.ndarray) -> None:
+    """``rng.shuffle(x)`` for a 1-D array, about twice as fast where numba is installed: the same
+    permutation and the same stream position after it (numpy's Fisher–Yates, mirrored below)."""
+    kernels = compiled_kernel()
+    if kernels is None or x.ndim != 1 or not x.flags.writeable:
+        rng.shuffle(x)
+        return
+    bitgen = rng.bit_generator.ctypes
+    kernels.shuffle(bitgen.next_uint32, bitgen.state_address, x)
+
+
+def _shuffle(next_uint32, state, x):  # pragma: no cover (compiled)
+    """numpy's ``Generator.shuffle``: for i = n−1 … 1 swap x[i] with x[j], j uniform in [0, i] by
+    ``random_interval`` (32-bit draws masked to i's bit length, redrawn while above i)."""
+    for i in range(x.shape[0] - 1, 0, -1):
+        top = np.uint64(i)
+        mask = top
+        for s in (1, 2, 4, 8, 16):
+            mask |= mask >> np.uint64(s)
+        j = np.uint64(next_uint32(state)) & mask
+        while j > top:
+            j = np.uint64(next_uint32(state)) & mask
+        kept = x[i]
+        x[i] = x[j]
+        x[j] = kept
+
+
 def _uniform_bits(next_uint64, state, out):  # pragma: no cover (compiled)
     """Each raw 64-bit draw as two uniforms (low half first), shifted below 2**31; an odd count
     drops the last draw's high half — as ``random_raw(...).view(uint32) >> 1`` does."""
@@ -256,11 +283,12 @@ class Kernels:
     attended_blanks: Callable[..., None]
     refill: Callable[..., None]
     uniform_bits: Callable[..., None]
+    shuffle: Callable[..., None]
 
 
 def compiled_kernel() -> Kernels | None:
     """The compiled loops, or None where numba is missing, fails, or ``CLINSYNTH_NUMBA=0``."""
-    loops = compile_loops(_draw_variables, _attended_blanks, _refill, _uniform_bits)
+    loops = compile_loops(_draw_variables, _attended_blanks, _refill, _uniform_bits, _shuffle)
     return None if loops is None else Kernels(*loops)
 
 
