@@ -690,8 +690,9 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
     return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else math.nan, int(x.size)
 
 
-def aggregate(rows: Iterable[dict[str, Any]]) -> list[Group]:
-    """Rows of cells to one group per dataset × synthesizer × ε × params, in first-seen order."""
+def aggregate(rows: Iterable[dict[str, Any]], keys: Sequence[str] = tuple(m.key for m in METRICS)) -> list[Group]:
+    """Rows of cells to one group per dataset × synthesizer × ε × params, in first-seen order, with the
+    mean and sd of each metric in ``keys``."""
     groups: dict[tuple, Group] = {}
     ok: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -707,7 +708,7 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> list[Group]:
     for k, g in groups.items():
         good = ok.get(k, [])
         g.n_ok = len(good)
-        g.stats = {m.key: mean_sd([r.get(m.key) for r in good]) for m in METRICS}
+        g.stats = {k: mean_sd([r.get(k) for r in good]) for k in keys}
     return list(groups.values())
 
 
@@ -846,9 +847,12 @@ SPEED_COLUMNS = ["dataset", "tool", "synthesizer", "epsilon", "seed", "cell_para
                  "throughput_rows_per_second", "fit_seconds", "tool_version", "python", "torch_version", "finished_at"]
 
 
+SPEED_METRICS = ("sample_rows_per_second", "throughput_rows_per_second", "throughput_draws")
+
+
 def speed_table(rows: Sequence[dict[str, Any]], dataset: str) -> list[str]:
     """One dataset's throughputs, and each clinsynth model's against the fastest peer's."""
-    groups = sorted((g for g in aggregate_speed(rows) if g.dataset == dataset), key=_group_order)
+    groups = sorted((g for g in aggregate(rows, SPEED_METRICS) if g.dataset == dataset), key=_group_order)
     peers = [g for g in groups if g.tool != "clinsynth" and g.n_ok]
     fastest = max(peers, key=lambda g: g.stats["throughput_rows_per_second"][0], default=None)
     top = fastest.stats["throughput_rows_per_second"][0] if fastest else math.nan
@@ -868,20 +872,6 @@ def speed_table(rows: Sequence[dict[str, Any]], dataset: str) -> list[str]:
                   + (f" Slowest clinsynth model: {slowest.label} ({slowest.eps_group}), "
                      f"{slowest.stats['throughput_rows_per_second'][0] / top:,.1f}× it." if slowest else "")]
     return lines
-
-
-def aggregate_speed(rows: Iterable[dict[str, Any]]) -> list[Group]:
-    """``aggregate`` over the speed pass's metrics."""
-    groups = aggregate(rows)
-    ok: dict[tuple, list[dict]] = {}
-    for r in rows:
-        if r["status"] == "ok":
-            ok.setdefault((r["dataset"], r["tool"], r["synthesizer"], r["epsilon"], r.get("cell_params") or ""), []).append(r)
-    for g in groups:
-        good = ok.get((g.dataset, g.tool, g.synthesizer, g.epsilon, g.cell_params), [])
-        g.stats = {k: mean_sd([r.get(k) for r in good])
-                   for k in ("sample_rows_per_second", "throughput_rows_per_second", "throughput_draws")}
-    return groups
 
 
 def render_speed_markdown(rows: Sequence[dict[str, Any]], host: dict[str, str] | None = None) -> str:

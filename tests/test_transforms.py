@@ -420,7 +420,8 @@ def test_arrow_text_gives_the_labels_with_nulls(labels, compiled, monkeypatch):
     if not compiled:  # the numpy / Arrow path gives the same arrays
         monkeypatch.setattr(transforms, "compile_loops", lambda *f: None)
     else:
-        assert transforms.compile_loops(transforms._label_offsets, transforms._label_bytes) is not None
+        assert transforms.compile_loops(transforms._label_offsets, transforms._label_bytes,
+                                       transforms._label_words) is not None
     rng = np.random.default_rng(0)
     index = rng.integers(0, len(labels) + 1, 1000).astype(np.int16)  # len(labels): a missing slot's code
     missing = rng.random(1000) < 0.2
