@@ -414,14 +414,15 @@ def test_synthetic_ids_never_real(trial, trial_schema):
 
 @pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("labels", [["a", "b", "c"], ["a", "bb", "ccc"], ["é", "b", ""], ["10", "9", "100"], ["yes"],
-                                    ["", ""], ["no", "ok"], ["abc", "def"], ["1995", "2003"], ["abcdefgh", "ijklmnop"]])
+                                    ["", ""], ["no", "ok"], ["abc", "def"], ["1995", "2003"], ["abcdefgh", "ijklmnop"],
+                                    ["abcdefghij", "x", "yz"], ["abcdefghij", "klmnopqrst"], ["1", "10", "12345678"]])
 def test_arrow_text_gives_the_labels_with_nulls(labels, compiled, monkeypatch):
     from clinsynth.data import transforms
     if not compiled:  # the numpy / Arrow path gives the same arrays
         monkeypatch.setattr(transforms, "compile_loops", lambda *f: None)
     else:
         assert transforms.compile_loops(transforms._label_offsets, transforms._label_bytes,
-                                       transforms._label_words) is not None
+                                       transforms._label_words, transforms._label_packed) is not None
     rng = np.random.default_rng(0)
     index = rng.integers(0, len(labels) + 1, 1000).astype(np.int16)  # len(labels): a missing slot's code
     missing = rng.random(1000) < 0.2
@@ -431,6 +432,7 @@ def test_arrow_text_gives_the_labels_with_nulls(labels, compiled, monkeypatch):
         expected = [None if mask is not None and m else labels[min(i, len(labels) - 1)] for i, m in zip(index, missing)]
         assert arr.to_pylist() == expected
     assert transforms.arrow_text(np.array([-1, 0], np.int64), labels).to_pylist() == [labels[0]] * 2
+    assert transforms.arrow_text(np.array([], np.int16), labels).to_pylist() == []
 
 
 def test_decode_in_column_units_matches_decode_of_encoded_values(trial, trial_schema):
@@ -469,3 +471,22 @@ def test_numeric_decode_compiled_and_numpy_give_the_same_numbers(kind, decimals,
         assert (compiled is not None) == (mode == "1")  # numba (the test extra) ran the first
     np.testing.assert_array_equal(out["1"], out["0"])
     assert np.isnan(out["1"][missing | blank]).all() and not np.isnan(out["1"][~(missing | blank)]).any()
+
+
+def test_frame_of_builds_the_constructors_frame_on_the_float_block_without_copying():
+    from clinsynth.data import transforms
+    n = 50
+    block = np.random.default_rng(0).normal(size=(3, n))
+    text = pd.array(list("ab") * 25, dtype="str")
+    columns = {"z": block[2], "t": text, "x": block[0], "y": block[1]}
+    frame = transforms.frame_of(columns, n, block, pd.Index(list(columns)))
+    pd.testing.assert_frame_equal(frame, pd.DataFrame(columns))
+    assert list(frame.columns) == ["z", "t", "x", "y"]
+    if transforms.create_dataframe_from_blocks is not None:  # pandas >= 3: the block itself, no copy
+        assert np.shares_memory(frame["x"].to_numpy(), block)
+    # layouts the fast path cannot take go through the constructor, with the same result
+    for other in ({"x": block[0], "y": block[1]},                      # a block row no column holds
+                  {"x": block[0], "y": block[0].copy(), "z": block[2]},  # a column that is no row of it
+                  {"x": block[0], "y": block[0], "z": block[2]},         # one row in two columns
+                  {"x": block[0], "y": block[1], "z": block[2], "o": np.array(["a"] * n, dtype=object)}):
+        pd.testing.assert_frame_equal(transforms.frame_of(other, n, block), pd.DataFrame(other))
