@@ -300,8 +300,8 @@ def arrow_text(index: np.ndarray, labels: list[str], missing: np.ndarray | None 
             data = np.empty(n, dtype=table.words.dtype)
             loops[2](index, table.words, data)
             return pa.LargeStringArray.from_buffers(n, _fixed_offsets(n, width), pa.py_buffer(data), validity, nulls)
-        offsets_array = np.empty(n + 1, dtype=np.int64)
         if table.packed is not None:  # labels of up to 8 bytes: packed into words, one pass
+            offsets_array = np.empty(n + 1, dtype=np.int64)
             words = np.empty(n * int(table.lengths.max()) // 8 + 1, dtype=np.uint64)
             total = int(loops[3](index, table.packed, table.lengths, offsets_array, words))
             data_buffer = pa.py_buffer(words.view(np.uint8)[:total])
@@ -309,6 +309,7 @@ def arrow_text(index: np.ndarray, labels: list[str], missing: np.ndarray | None 
         if width:
             offsets, total = _fixed_offsets(n, width), n * width
         else:
+            offsets_array = np.empty(n + 1, dtype=np.int64)
             total = int(loops[0](index, table.lengths, offsets_array))
             offsets = pa.py_buffer(offsets_array)
         data = np.empty(total, dtype=np.uint8)
@@ -316,7 +317,7 @@ def arrow_text(index: np.ndarray, labels: list[str], missing: np.ndarray | None 
         return pa.LargeStringArray.from_buffers(n, offsets, pa.py_buffer(data), validity, nulls)
     index = np.clip(index, 0, len(labels) - 1)
     if width:
-        data = np.take(np.frombuffer(b"".join(table.encoded), dtype=f"V{width}"), index).view(np.uint8)
+        data = np.take(table.blob.view(f"V{width}"), index).view(np.uint8)
         return pa.LargeStringArray.from_buffers(n, _fixed_offsets(n, width), pa.py_buffer(data), validity, nulls)
     taken = pc.take(pa.array(table.encoded, pa.large_binary(), memory_pool=SAMPLE_POOL),
                     pa.array(index.astype(np.int64, copy=False), memory_pool=SAMPLE_POOL), memory_pool=SAMPLE_POOL)
@@ -347,14 +348,15 @@ class _LabelTable:
 @functools.lru_cache(maxsize=256)
 def _label_table(labels: tuple[str, ...]) -> _LabelTable:
     encoded = tuple(label.encode() for label in labels)
+    joined = b"".join(encoded)
     lengths = np.array([len(b) for b in encoded], dtype=np.int64)
     width = len(encoded[0]) if encoded and all(len(b) == len(encoded[0]) for b in encoded) else 0
-    words = np.frombuffer(b"".join(encoded), dtype=_WORDS[width]) if width in _WORDS else None
+    words = np.frombuffer(joined, dtype=_WORDS[width]) if width in _WORDS else None
     packed = None
     if words is None and encoded and lengths.max() <= 8 and sys.byteorder == "little":
         packed = np.array([int.from_bytes(b, "little") for b in encoded], dtype=np.uint64)
     return _LabelTable(encoded, width, lengths, np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
-                       np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8), words, packed)
+                       np.frombuffer(joined or b"\0", dtype=np.uint8), words, packed)
 
 
 def _label_offsets(index, lengths, offsets):  # pragma: no cover (compiled)
