@@ -41,21 +41,22 @@ def test_run_codes_round_trips_long_format_with_new_ids(ehr_files, tmp_path):
     out = tmp_path / "release"
     assert _run([ehr_files["dx"], "--codes", "--patient-col", "pid", "--code-col", "dx", "--count-col", "visits",
                  "--static", ehr_files["people"], "--epochs", "2", "--out", out]) == 0
-    assert {p.name for p in out.iterdir()} == {"synthetic.csv", "synthetic_static.csv", "model", "report.html",
-                                               "metrics.json", "manifest.json"}
+    share, steward = out / "share", out / "steward"
+    assert {p.name for p in share.iterdir()} == {"synthetic.csv", "synthetic_static.csv", "model", "guarantee.html"}
+    assert {p.name for p in steward.iterdir()} == {"report.html", "metrics.json", "manifest.json"}
     real = pd.read_csv(ehr_files["dx"], dtype={"pid": str, "dx": str})
-    synth = pd.read_csv(out / "synthetic.csv", dtype={"pid": str, "dx": str})
-    static = pd.read_csv(out / "synthetic_static.csv", dtype={"pid": str})
+    synth = pd.read_csv(share / "synthetic.csv", dtype={"pid": str, "dx": str})
+    static = pd.read_csv(share / "synthetic_static.csv", dtype={"pid": str})
     assert list(synth.columns) == ["pid", "dx", "visits"]            # the steward's names come back
     assert set(synth["dx"]) <= set(real["dx"])                        # only codes of the vocabulary
     assert (synth["visits"] >= 1).all() and synth["visits"].dtype.kind == "i"
     assert not set(synth["pid"]) & set(real["pid"])                   # new ids, never real ones
     assert list(static.columns) == ["pid", "age", "sex"] and len(static) == 320 and static["pid"].is_unique
     assert set(synth["pid"]) <= set(static["pid"])                    # every coded patient has demographics
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((steward / "metrics.json").read_text())
     assert metrics["dataset"]["kind"] == "codes" and metrics["dataset"]["n_train"] == 320
     assert metrics["dataset"]["n_test"] == 80 and metrics["codes"]["n_codes"] == real["dx"].nunique() == 58
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((steward / "manifest.json").read_text())
     assert manifest["model"]["name"] == "vae" and manifest["model"]["params"]["epochs"] == 2
     # what the data decided is on record too: the code defaults of batch size and β
     assert manifest["model"]["params"]["batch_size"] is None and manifest["model"]["params"]["beta"] is None
@@ -63,8 +64,8 @@ def test_run_codes_round_trips_long_format_with_new_ids(ehr_files, tmp_path):
     assert (resolved["epochs"], resolved["batch_size"], resolved["beta"]) == (2, 256, 1.0)
     assert manifest["long_format"] == {"patient_col": "pid", "code_col": "dx", "count_col": "visits"}
     assert manifest["input"]["patients"] == 400 and manifest["input"]["static_columns"] == ["age", "sex"]
-    assert set(manifest["files"]) == {"synthetic", "synthetic_static", "model", "metrics", "report"}
-    assert cs.load(out / "model").n_train_ == 320
+    assert set(manifest["files"]) == {"synthetic", "synthetic_static", "model", "guarantee", "metrics", "report"}
+    assert cs.load(share / "model").n_train_ == 320
 
 
 def test_run_codes_under_dp_spends_nothing_on_a_declared_vocabulary(ehr_files, tmp_path):
@@ -72,12 +73,12 @@ def test_run_codes_under_dp_spends_nothing_on_a_declared_vocabulary(ehr_files, t
     assert _run([ehr_files["dx"], "--codes", "--patient-col", "pid", "--code-col", "dx", "--vocabulary",
                  ehr_files["vocab"], "--epsilon", "1", "--model", "medgan", "--epochs", "1",
                  "--param", "pretrain_epochs=1", "--param", "batch_size=64", "--format", "parquet", "--out", out]) == 0
-    guarantee = json.loads((out / "metrics.json").read_text())["guarantee"]
+    guarantee = json.loads((out / "steward" / "metrics.json").read_text())["guarantee"]
     assert guarantee["differentially_private"] and guarantee["model"] == "dp-medgan"
     assert 0.5 < guarantee["spent"] <= 1.0
     purposes = " ".join(row["purpose"] for row in guarantee["charges"]).lower()
     assert "vocabulary" not in purposes and "autoencoder" in purposes
-    synth = pd.read_parquet(out / "synthetic.parquet")
+    synth = pd.read_parquet(out / "share" / "synthetic.parquet")
     assert list(synth.columns) == ["pid", "dx"]                       # presence: no count column
     assert set(synth["dx"]) <= set(read_vocabulary(ehr_files["vocab"]))
 
@@ -159,7 +160,7 @@ def test_run_code_release_refuses_a_target_and_a_table():
 
 def test_ehr_demo_writes_a_release_of_codes_and_demographics(tmp_path):
     result = run_ehr_demo(tmp_path / "demo", n=600, n_codes=50, epochs=2, progress=False)
-    assert {"synthetic", "synthetic_static", "model", "metrics", "report", "manifest"} == set(result.files)
+    assert {"synthetic", "synthetic_static", "model", "guarantee", "metrics", "report", "manifest"} == set(result.files)
     assert [v["section"] for v in result.metrics["verdicts"]][:2] == ["privacy guarantee", "dimension-wise probability"]
     static = pd.read_csv(result.files["synthetic_static"])
     assert len(static) == 480 and set(static["sex"]) <= {"F", "M"}
@@ -170,6 +171,6 @@ def test_ehr_demo_writes_a_release_of_codes_and_demographics(tmp_path):
 def test_demo_ehr_command(tmp_path, capsys):
     out = tmp_path / "ehr-demo"
     assert main(["demo", "--ehr", "--epochs", "1", "--quiet", "--out", str(out)]) == 0
-    assert (out / "manifest.json").is_file() and (out / "synthetic_static.csv").is_file()
+    assert (out / "steward" / "manifest.json").is_file() and (out / "share" / "synthetic_static.csv").is_file()
     assert main(["demo", "--model", "vae", "--quiet", "--out", str(tmp_path / "x")]) == 1
     assert "--model chooses the code model" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The demo end to end, at its default settings: the five release files and the issue's quality bars.
+"""The demo end to end, at its default settings: the release files and the issue's quality bars.
 
 One full training run (~1 minute on 2 cores), shared with the browser test through the
 ``demo_release`` fixture. The bars are the spine's promise: train-on-synthetic AUROC (logistic
@@ -15,31 +15,36 @@ import clinsynth
 from clinsynth.pipeline import table_hash
 
 
-def test_demo_writes_the_five_release_files(demo_release):
+def test_demo_writes_the_release_files(demo_release):
     out = demo_release.out_dir
-    assert {p.name for p in out.iterdir()} >= {"synthetic.csv", "model", "report.html", "metrics.json", "manifest.json"}
-    synth = pd.read_csv(out / "synthetic.csv")
+    assert {p.name for p in out.iterdir()} == {"share", "steward", ".clinsynth.json"}
+    assert {p.name for p in (out / "share").iterdir()} == {"synthetic.csv", "model", "guarantee.html"}
+    assert {p.name for p in (out / "steward").iterdir()} == {"report.html", "metrics.json", "manifest.json"}
+    synth = pd.read_csv(out / "share" / "synthetic.csv")
     assert len(synth) == demo_release.metrics["dataset"]["n_train"] == 5201
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "steward" / "metrics.json").read_text())
     assert {s["classifier"] for s in metrics["utility"]["scores"]} == {"logistic_regression", "random_forest", "gradient_boosting"}
     assert [v["section"] for v in metrics["verdicts"]] == ["privacy guarantee", "fidelity", "utility", "privacy attacks"]
-    model = clinsynth.load(out / "model")
+    model = clinsynth.load(out / "share" / "model")
     assert model.name == "acgan" and model.n_train_ == 5201
-    html = (out / "report.html").read_text()
+    html = (out / "steward" / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5 and "no formal privacy guarantee" in html
+    page = (out / "share" / "guarantee.html").read_text()
+    assert "no formal privacy guarantee" in page and "data:image" not in page
 
 
 def test_manifest_says_what_made_the_release(demo_release):
     from clinsynth.data.datasets import simulate_trial
 
-    manifest = json.loads((demo_release.out_dir / "manifest.json").read_text())
+    manifest = json.loads((demo_release.out_dir / "steward" / "manifest.json").read_text())
     assert manifest["input"]["table_sha256"] == table_hash(simulate_trial(n=6502, seed=0))
     assert manifest["seeds"] == {"split": 0, "model": 0, "sample": 0, "evaluation": 0}
     assert manifest["model"]["name"] == "acgan" and manifest["model"]["params"]["epochs"] == 150
     assert {"torch", "numpy", "pandas", "scikit-learn", "python"} <= set(manifest["versions"])
     assert {"fit", "sample", "evaluate", "report", "total"} <= set(manifest["timings_seconds"])
     assert manifest["split"] == {"n_train": 5201, "n_test": 1301, "stratified_by": "arm"}
-    assert set(manifest["files"]) == {"synthetic", "model", "metrics", "report"}
+    assert set(manifest["files"]) == {"synthetic", "model", "guarantee", "metrics", "report"}
+    assert manifest["files"]["synthetic"]["path"] == "share/synthetic.csv"
 
 
 def test_demo_meets_the_utility_bar(demo_release):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -84,17 +86,27 @@ def _load_schema(data: Any, schema_path: Optional[Path], target: Optional[str]) 
     return Schema.infer(data, target=target)
 
 
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace a previous clinsynth output at --out "
+                                                "(only the files it lists are removed).")]
+ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run into the same --out from its "
+                                             "last checkpoint.")]
+
+
 # -- commands ----------------------------------------------------------------------------
 @app.command()
 def schema(
     data: Annotated[Path, typer.Argument(help="CSV or Parquet table.")],
     target: Annotated[Optional[str], typer.Option(help="Target (class) column.")] = None,
     output: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here instead of standard output.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
 ) -> None:
     """Infer a schema and print it as JSON, for you to edit and pass to `fit --schema`."""
     from clinsynth.data.io import read_table
+    from clinsynth.data.output_dir import check_file_target
     from clinsynth.schema import Schema
 
+    if output is not None:
+        check_file_target(output, overwrite, what="schema")
     inferred = Schema.infer(read_table(data), target=target)
     if output is None:
         sys.stdout.write(inferred.to_json() + "\n")
@@ -118,17 +130,25 @@ def fit(
     delta: Annotated[Optional[float], typer.Option(help="DP δ; default min(1e-5, 1/(10 n)), never above 1/n.")] = None,
     select: Annotated[Optional[str], typer.Option(help="Epoch selection: 'last' or 'topK' (e.g. top5), scored train-on-synthetic/test-on-real.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    overwrite: OverwriteOption = False,
+    resume: ResumeOption = False,
 ) -> None:
     """Train a model on a table and save its bundle."""
     from clinsynth.data.io import read_table
+    from clinsynth.data.output_dir import output_size, staged_output
     from clinsynth.models.registry import create
+    from clinsynth.pipeline import fit_with_checkpoint, run_fingerprint, table_hash
 
     model, params = _model_and_params(model, param, epochs, select, epsilon, delta)
-    df = read_table(data)
-    table_schema = _load_schema(df, schema_path, target)
-    table_schema.validate(df)
-    fitted = create(model, seed=seed, progress=not quiet, **params).fit(df, table_schema)
-    fitted.save(output)
+    reserve = 2 * output_size([data]) + (20 << 20)
+    with staged_output(output, "bundle", overwrite=overwrite, resume=resume, reserve_bytes=reserve) as stage:
+        df = read_table(data)
+        table_schema = _load_schema(df, schema_path, target)
+        table_schema.validate(df)
+        stage.claim(run_fingerprint(model, params, seed, table_schema.to_json(), table_hash(df)))
+        fitted = create(model, seed=seed, progress=not quiet, **params)
+        fit_with_checkpoint(fitted, df, table_schema, stage.checkpoint_dir)
+        fitted.write_bundle(stage.dir)
     console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained on {len(df):,} rows × {df.shape[1]} columns")
     if getattr(fitted, "ledger_", None) is not None:
         print_ledger(fitted.ledger_)
@@ -183,12 +203,15 @@ def sample(
     output: Annotated[Path, typer.Option("--out", "-o", help="Output table (.csv or .parquet).")] = Path("synthetic.csv"),
     condition: Annotated[Optional[list[str]], typer.Option(help="Reshape a class mix: COLUMN=VALUE:WEIGHT,… (e.g. arm=0:0.5,1:0.5).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
 ) -> None:
     """Draw synthetic records from a saved model."""
     from clinsynth.data.io import table_format, write_table
+    from clinsynth.data.output_dir import check_file_target
     from clinsynth.models.registry import load
 
     table_format(output)
+    check_file_target(output, overwrite, what="synthetic table")
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
     model = load(model_dir)
@@ -219,8 +242,14 @@ def _release_summary(result: Any) -> None:
     colours = {"pass": "green", "caution": "yellow", "fail": "red", "warning": "red", "info": "blue"}
     for v in result.metrics["verdicts"]:
         console.print(f"  [{colours.get(v['level'], 'white')}]{v['level']:<8}[/] {v['section']}: {escape(v['headline'])}")
-    names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in result.files.values())
-    console.print(f"[green]wrote[/green] {result.out_dir}/: {names} in {result.seconds:.0f} s")
+    parts: dict[str, list[str]] = {}
+    for p in result.files.values():
+        rel = p.relative_to(result.out_dir)
+        parts.setdefault(rel.parts[0] if len(rel.parts) > 1 else "", []).append(p.name + ("/" if p.is_dir() else ""))
+    listing = " · ".join(f"{folder}/ ({', '.join(names)})" if folder else ", ".join(names) for folder, names in parts.items())
+    console.print(f"[green]wrote[/green] {result.out_dir}/: {listing} in {result.seconds:.0f} s")
+    console.print(f"share [bold]{result.out_dir / 'share'}/[/bold] only; {result.out_dir / 'steward'}/ holds figures "
+                  "computed on the real data and the input's hashes")
 
 
 @app.command()
@@ -251,21 +280,29 @@ def run(
     static: Annotated[Optional[Path], typer.Option(help="Per-patient table (demographics) to model with the codes.", rich_help_panel="EHR codes")] = None,
     id_col: Annotated[Optional[str], typer.Option(help="Patient id column of --static (default: --patient-col).", rich_help_panel="EHR codes")] = None,
     max_count: Annotated[Optional[int], typer.Option(help="Public cap on counts (needed with --count-col under DP).", rich_help_panel="EHR codes")] = None,
+    overwrite: OverwriteOption = False,
+    resume: ResumeOption = False,
 ) -> None:
-    """The main job: split, fit, sample, evaluate and write a release (synthetic table, model, report, metrics, manifest)."""
+    """The main job: split, fit, sample, evaluate and write a release: share/ (synthetic table, model, guarantee page)
+    and steward/ (report, metrics, manifest)."""
     from clinsynth.data.io import read_table
-    from clinsynth.pipeline import CodeColumns, CodeInput, run_release
+    from clinsynth.pipeline import CodeColumns, CodeInput, open_release, run_release
 
     if n is not None and n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
+    if output_format not in ("csv", "parquet"):
+        raise ConfigError(f"--format must be csv or parquet, got {output_format!r}")
     if codes:
-        _run_codes(data, output, schema_path, model or "vae", epsilon, delta, epochs, select,
-                   param, n, test_size, output_format, seed, quiet, target,
-                   CodeInput(CodeColumns(patient_col, code_col, count_col or "count"), counts=count_col is not None,
-                             truncate=truncate, min_count=min_count,
-                             vocabulary_file=str(vocabulary) if vocabulary is not None else None,
-                             static_file=str(static) if static is not None else None, id_col=id_col,
-                             max_count=max_count))
+        spec = CodeInput(CodeColumns(patient_col, code_col, count_col or "count"), counts=count_col is not None,
+                         truncate=truncate, min_count=min_count,
+                         vocabulary_file=str(vocabulary) if vocabulary is not None else None,
+                         static_file=str(static) if static is not None else None, id_col=id_col,
+                         max_count=max_count)
+        name, params = _code_model_and_params(model or "vae", param, epochs, select, epsilon, delta, target)
+        with open_release(output, overwrite=overwrite, resume=resume, inputs=(data, static) if static else (data,)) as stage:
+            result = _run_codes(data, stage, schema_path, name, params, epsilon, delta, n, test_size, output_format,
+                                seed, quiet, spec)
+        _release_summary(result)
         return
     code_options = {"--count-col": count_col, "--truncate": truncate, "--vocabulary": vocabulary,
                     "--static": static, "--id-col": id_col, "--max-count": max_count}
@@ -273,25 +310,21 @@ def run(
     if given:
         raise ConfigError(f"{', '.join(given)} read EHR codes: add --codes (DATA is then long format: patient, code[, count])")
     name, params = _model_and_params(model or "acgan", param, epochs, select, epsilon, delta)
-    df = read_table(data)
-    table_schema = _load_schema(df, schema_path, target)
-    config = _release_config(table_schema.target, name, params, epsilon, delta, test_size, n, seed, output_format)
-    result = run_release(df, config, output, schema=table_schema, source=_file_source(data), progress=not quiet,
-                         on_step=_step_printer(quiet))
+    with open_release(output, overwrite=overwrite, resume=resume, inputs=(data,)) as stage:
+        df = read_table(data)
+        table_schema = _load_schema(df, schema_path, target)
+        config = _release_config(table_schema.target, name, params, epsilon, delta, test_size, n, seed, output_format)
+        result = run_release(df, config, stage, schema=table_schema, source=_file_source(data), progress=not quiet,
+                             on_step=_step_printer(quiet))
     _release_summary(result)
 
 
-def _run_codes(data: Path, output: Path, schema_path: Optional[Path], model: str, epsilon: Optional[float],
-               delta: Optional[float], epochs: Optional[int], select: Optional[str], param: Optional[list[str]],
-               n: Optional[int], test_size: float, output_format: str, seed: int, quiet: bool,
-               target: Optional[str], spec: Any) -> None:
-    """`run --codes`: the release of an EHR code table (long format in, long format out)."""
-    from dataclasses import asdict
-
+def _code_model_and_params(model: str, param: Optional[list[str]], epochs: Optional[int], select: Optional[str],
+                           epsilon: Optional[float], delta: Optional[float],
+                           target: Optional[str]) -> tuple[str, dict[str, Any]]:
+    """`run --codes`: the code model and its options, checked before any output is made."""
     from clinsynth.models.records import CodeModel
     from clinsynth.models.registry import REGISTRY
-    from clinsynth.pipeline import read_code_input, run_code_release
-    from clinsynth.schema import Schema
 
     if target is not None:
         raise ConfigError("--target does not apply to --codes: a code release is scored code by code "
@@ -302,12 +335,23 @@ def _run_codes(data: Path, output: Path, schema_path: Optional[Path], model: str
     code_models = [m for m, e in REGISTRY.items() if issubclass(e.load_class(), CodeModel)]
     if name not in code_models:
         raise ConfigError(f"model '{name}' does not model EHR codes; code models: {', '.join(code_models)}")
+    return name, params
+
+
+def _run_codes(data: Path, stage: Any, schema_path: Optional[Path], name: str, params: dict[str, Any],
+               epsilon: Optional[float], delta: Optional[float], n: Optional[int], test_size: float,
+               output_format: str, seed: int, quiet: bool, spec: Any) -> Any:
+    """`run --codes`: the release of an EHR code table (long format in, long format out)."""
+    from dataclasses import asdict
+
+    from clinsynth.pipeline import read_code_input, run_code_release
+    from clinsynth.schema import Schema
+
     codes, schema = read_code_input(data, spec, Schema.load(schema_path) if schema_path is not None else None)
     config = _release_config(None, name, params, epsilon, delta, test_size, n, seed, output_format)
-    result = run_code_release(codes, config, output, schema=schema, names=spec.columns,
-                              source={**_file_source(data), "read": asdict(spec)}, progress=not quiet,
-                              on_step=_step_printer(quiet))
-    _release_summary(result)
+    return run_code_release(codes, config, stage, schema=schema, names=spec.columns,
+                            source={**_file_source(data), "read": asdict(spec)}, progress=not quiet,
+                            on_step=_step_printer(quiet))
 
 
 def _release_config(target: Optional[str], name: str, params: dict[str, Any], epsilon: Optional[float],
@@ -339,9 +383,15 @@ def evaluate(
     report_path: Annotated[Optional[Path], typer.Option("--report", help="Also write the HTML report here.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing --out / --report files.")] = False,
 ) -> None:
     """Score a synthetic table against the real training and holdout tables: fidelity, utility, privacy attacks."""
     from clinsynth.data.io import read_table
+    from clinsynth.data.output_dir import check_file_target
+
+    check_file_target(output, overwrite, what="metrics file")
+    if report_path is not None:
+        check_file_target(report_path, overwrite, what="report")
     from clinsynth.evaluate.suite import evaluate as evaluate_tables
     from clinsynth.models.registry import load
     from clinsynth.pipeline import guarantee_of
@@ -370,11 +420,14 @@ def evaluate(
 def report(
     metrics: Annotated[Path, typer.Argument(help="metrics.json from `clinsynth run` or `clinsynth evaluate`.")],
     output: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
 ) -> None:
     """Render the self-contained HTML report from a metrics file."""
     from clinsynth.data.io import read_json
+    from clinsynth.data.output_dir import check_file_target
     from clinsynth.report.html import write_report
 
+    check_file_target(output, overwrite, what="report")
     write_report(read_json(metrics, what="metrics file"), output)
     console.print(f"[green]wrote[/green] {output}")
 
@@ -388,6 +441,8 @@ def demo(
     epsilon: Annotated[Optional[float], typer.Option(help="Train the model's DP version at this ε instead.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+    overwrite: OverwriteOption = False,
+    resume: ResumeOption = False,
 ) -> None:
     """`run` on bundled simulated data: the trial (target arm), or with --ehr the EHR code extract."""
     from clinsynth.pipeline import run_demo, run_ehr_demo
@@ -395,15 +450,36 @@ def demo(
     if ehr:
         output = output or Path("clinsynth-ehr-demo")
         result = run_ehr_demo(output, model=model or "vae", epochs=epochs, seed=seed, epsilon=epsilon,
-                              progress=not quiet, on_step=_step_printer(quiet))
+                              progress=not quiet, on_step=_step_printer(quiet), overwrite=overwrite, resume=resume)
     else:
         if model is not None:
             raise ConfigError("--model chooses the code model of `demo --ehr`; the trial demo runs the AC-GAN")
         output = output or Path("clinsynth-demo")
         result = run_demo(output, epochs=150 if epochs is None else epochs, seed=seed, epsilon=epsilon,
-                          progress=not quiet, on_step=_step_printer(quiet))
+                          progress=not quiet, on_step=_step_printer(quiet), overwrite=overwrite, resume=resume)
     _release_summary(result)
-    console.print(f"open {output / 'report.html'} in a browser")
+    console.print(f"open {result.files['report']} in a browser")
+
+
+@contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """While a command runs, SIGTERM (a scheduler's stop, ``kill``) unwinds like Ctrl-C, so a
+    half-built output is cleaned up and a checkpoint kept for --resume. Only the main thread can
+    set a handler; the previous one is restored afterwards."""
+    import signal
+    import threading
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -411,12 +487,13 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        result = app(args=args, standalone_mode=False, prog_name="clinsynth")
+        with _terminate_cleanly():
+            result = app(args=args, standalone_mode=False, prog_name="clinsynth")
         return result if isinstance(result, int) else 0
     except typer.Exit as e:
         return e.exit_code
-    except typer.Abort:
-        console.print("[red]aborted[/red]")
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("[red]aborted[/red]: the output was left as it was (an interrupted fit keeps its checkpoint for --resume)")
         return 130
     except ClickException as e:
         e.show()

@@ -41,3 +41,7 @@ class PrivacyBudgetError(ClinsynthError, RuntimeError):
 
 class BundleError(ClinsynthError, ValueError):
     """A model bundle on disk that is missing parts or does not fit this version."""
+
+
+class OutputError(ClinsynthError):
+    """An output location clinsynth may not or cannot write: not its own, locked, full, read-only."""

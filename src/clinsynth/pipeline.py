@@ -4,12 +4,21 @@
 release; ``run_code_release`` the same for an EHR code matrix (``clinsynth run --codes``), whose
 synthetic patients are written back in long format. ``run_demo`` and ``run_ehr_demo`` are the
 same on bundled simulated data (the trial, the EHR extract), the first thing a newcomer runs.
+
+A release is a folder of two parts (see :mod:`clinsynth.data.output_dir` for how it is written):
+
+* ``share/`` — what may leave the steward's hands: the synthetic table, the model bundle and
+  ``guarantee.html`` (the privacy guarantee and ledger, no figure computed on real records);
+* ``steward/`` — what may not: ``report.html`` and ``metrics.json`` (the evaluation on real data)
+  and ``manifest.json`` (the input's path and hashes, config, seeds, versions, timings).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +28,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from clinsynth.data.io import jsonable, write_table, write_text_atomic
+from clinsynth.data.output_dir import Stage, output_size, staged_output
 from clinsynth.errors import ConfigError
 from clinsynth.schema import Schema
 
@@ -94,21 +104,24 @@ class RunResult:
     seconds: float = 0.0
 
 
+SHARE, STEWARD = "share", "steward"
+
+
 class _Release:
     """The parts every release shares: checked options, timed steps, metrics, report, manifest.
 
-    Files are written atomically and the manifest last, so a directory with a manifest is
-    complete; an interrupted run leaves the earlier files whole.
+    Everything is written into a staging folder (``stage.dir``) that appears at ``--out`` whole
+    when the run ends, so a reader never sees a half-written or mixed release.
     """
 
-    def __init__(self, config: RunConfig, out_dir: str | Path, on_step: Any = None):
-        if config.output_format not in ("csv", "parquet"):
-            raise ConfigError(f"output format must be csv or parquet, got {config.output_format!r}")
-        if config.n_synthetic is not None and config.n_synthetic < 1:
-            raise ConfigError(f"n_synthetic must be at least 1, got {config.n_synthetic}")
-        self.out = Path(out_dir)
-        if self.out.exists() and not self.out.is_dir():
-            raise ConfigError(f"--out '{self.out}' is a file; a release is a directory of five files")
+    def __init__(self, config: RunConfig, stage: Stage, on_step: Any = None):
+        check_run_config(config)
+        self.stage = stage
+        self.out = stage.path
+        self.share = stage.dir / SHARE
+        self.steward = stage.dir / STEWARD
+        self.share.mkdir(exist_ok=True)
+        self.steward.mkdir(exist_ok=True)
         self.config = config
         self.say = on_step or (lambda name: None)
         self.timings: dict[str, float] = {}
@@ -122,15 +135,21 @@ class _Release:
         return result
 
     def fit_and_sample(self, train: Any, schema: Schema | None, n_train: int, progress: bool) -> tuple[Any, Any]:
-        """The model (its options checked before the output directory is made), fitted on
-        ``train``, and its synthetic records: as many as it trained on unless configured."""
-        from clinsynth.models.registry import create, private_model
+        """The model fitted on ``train`` (or, on a resume after the fit, the one saved then) and
+        its synthetic records: as many as it trained on unless configured."""
+        from clinsynth.models.registry import create, load, private_model
 
-        params = dict(self.config.params)
-        name = private_model(self.config.model, self.config.epsilon, self.config.delta, params)
-        model = create(name, seed=self.config.seed, progress=progress, **params)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.step("fit", lambda: model.fit(train, schema))
+        bundle = self.share / "model"
+        if self.stage.done("fit") is not None and bundle.is_dir():
+            self.say("fit (resumed: the model was saved before the interruption)")
+            model = load(bundle)
+        else:
+            params = dict(self.config.params)
+            name = private_model(self.config.model, self.config.epsilon, self.config.delta, params)
+            model = create(name, seed=self.config.seed, progress=progress, **params)
+            self.step("fit", lambda: fit_with_checkpoint(model, train, schema, self.stage.checkpoint_dir))
+            model.write_bundle(bundle)
+            self.stage.mark("fit")
         n = self.config.n_synthetic or n_train
         return model, self.step("sample", lambda: model.sample(n, seed=self.config.seed))
 
@@ -149,11 +168,13 @@ class _Release:
                split: dict[str, Any], extra: dict[str, Any] | None = None) -> RunResult:
         from clinsynth import __version__
         from clinsynth.models.base import library_versions
-        from clinsynth.report.html import write_report
+        from clinsynth.report.html import write_guarantee, write_report
 
-        files["metrics"] = self.out / "metrics.json"
+        files["model"] = self.share / "model"
+        files["guarantee"] = write_guarantee(metrics, self.share / "guarantee.html")
+        files["metrics"] = self.steward / "metrics.json"
         write_text_atomic(files["metrics"], json.dumps(metrics, indent=1) + "\n")
-        files["report"] = self.step("report", lambda: write_report(metrics, self.out / "report.html"))
+        files["report"] = self.step("report", lambda: write_report(metrics, self.steward / "report.html"))
         self.timings["total"] = round(time.perf_counter() - self.start, 2)
         seed = self.config.seed
         manifest = {
@@ -169,32 +190,95 @@ class _Release:
             "versions": library_versions(),
             "device": str(getattr(model, "device_", "cpu")),
             "timings_seconds": self.timings,
-            "files": {k: {"path": v.name, **({"sha256": file_hash(v)} if v.is_file() else {})} for k, v in files.items()},
+            "resumed": self.stage.resumed,
+            "files": {k: {"path": self._relative(v), **({"sha256": file_hash(v)} if v.is_file() else {})}
+                      for k, v in files.items()},
         }
-        files["manifest"] = self.out / "manifest.json"
+        files["manifest"] = self.steward / "manifest.json"
         write_text_atomic(files["manifest"], json.dumps(jsonable(manifest), indent=1) + "\n")
-        return RunResult(self.out, files, metrics, manifest, seconds=time.perf_counter() - self.start)
+        final = {k: self.out / self._relative(v) for k, v in files.items()}
+        return RunResult(self.out, final, metrics, manifest, seconds=time.perf_counter() - self.start)
+
+    def _relative(self, path: Path) -> str:
+        return str(path.relative_to(self.stage.dir))
 
 
-def run_release(df: pd.DataFrame, config: RunConfig, out_dir: str | Path, schema: Schema | None = None,
+def check_run_config(config: RunConfig) -> None:
+    """Options a release cannot run with, refused before anything is read or written."""
+    if config.output_format not in ("csv", "parquet"):
+        raise ConfigError(f"output format must be csv or parquet, got {config.output_format!r}")
+    if config.n_synthetic is not None and config.n_synthetic < 1:
+        raise ConfigError(f"n_synthetic must be at least 1, got {config.n_synthetic}")
+    if not 0 < config.test_size < 1:
+        raise ConfigError(f"test_size must be between 0 and 1, got {config.test_size}")
+
+
+def fit_with_checkpoint(model: Any, data: Any, schema: Schema | None, checkpoint_dir: Path) -> Any:
+    """Fit, keeping per-epoch checkpoints in ``checkpoint_dir`` where the model can (a resume
+    continues from them); a model without checkpoints just fits."""
+    import inspect
+
+    if "checkpoint_dir" in inspect.signature(model.fit).parameters:
+        return model.fit(data, schema, checkpoint_dir=checkpoint_dir)
+    return model.fit(data, schema)
+
+
+def release_reserve(inputs: tuple[str | Path, ...]) -> int:
+    """Free space a release asks for before it starts: the synthetic table is about the size of
+    the input (× 3 for a CSV of a Parquet input and the model), plus 20 MB for the rest."""
+    return 3 * output_size(list(inputs)) + (20 << 20)
+
+
+@contextmanager
+def open_release(out_dir: str | Path, overwrite: bool = False, resume: bool = False,
+                 inputs: tuple[str | Path, ...] = ()) -> Iterator[Stage]:
+    """Check, lock and stage the release folder, before any data is read; commit it whole at the
+    end of the block. ``inputs`` are the files the release reads: their size sets the free space
+    asked for."""
+    with staged_output(out_dir, "release", overwrite=overwrite, resume=resume,
+                       reserve_bytes=release_reserve(inputs)) as stage:
+        yield stage
+
+
+@contextmanager
+def _staged(out: str | Path | Stage, overwrite: bool, resume: bool) -> Iterator[Stage]:
+    if isinstance(out, Stage):
+        yield out
+    else:
+        with open_release(out, overwrite=overwrite, resume=resume) as stage:
+            yield stage
+
+
+def run_fingerprint(*parts: Any) -> str:
+    """What ties an interrupted run to its resume: the same data (a content hash among ``parts``)
+    and the same options."""
+    return hashlib.sha256(json.dumps(jsonable(list(parts)), sort_keys=True).encode()).hexdigest()
+
+
+def run_release(df: pd.DataFrame, config: RunConfig, out_dir: str | Path | Stage, schema: Schema | None = None,
                 source: dict[str, Any] | None = None, progress: bool = True,
-                on_step: Any = None) -> RunResult:
+                on_step: Any = None, overwrite: bool = False, resume: bool = False) -> RunResult:
     """The main job: holdout split, fit, sample, evaluate, report, manifest.
 
-    ``on_step(name)`` is told each step as it starts (the CLI prints it).
+    ``out_dir`` is a folder (checked, locked, written whole: see :func:`open_release`) or a stage
+    the caller opened. ``on_step(name)`` is told each step as it starts (the CLI prints it).
     """
-    release = _Release(config, out_dir, on_step)
+    check_run_config(config)
     schema = schema or Schema.infer(df, target=config.target)
     schema.validate(df)
-    train, test = split_holdout(df, schema.target, config.test_size, seed=config.seed)
-    model, synthetic = release.fit_and_sample(train, schema, len(train), progress)
-    files = {"synthetic": write_table(synthetic, release.out / f"synthetic.{config.output_format}"),
-             "model": model.save(release.out / "model")}
-    metrics = release.evaluate(model, train, test, synthetic, model.schema_, (source or {}).get("name", "table"))
-    return release.finish(
-        model, files, metrics,
-        input_info={**(source or {}), "rows": len(df), "columns": int(df.shape[1]), "table_sha256": table_hash(df)},
-        split={"n_train": len(train), "n_test": len(test), "stratified_by": schema.target})
+    content = table_hash(df)
+    with _staged(out_dir, overwrite, resume) as stage:
+        stage.claim(run_fingerprint(asdict(config), content))
+        release = _Release(config, stage, on_step)
+        train, test = split_holdout(df, schema.target, config.test_size, seed=config.seed)
+        model, synthetic = release.fit_and_sample(train, schema, len(train), progress)
+        files = {"synthetic": write_table(synthetic, release.share / f"synthetic.{config.output_format}")}
+        metrics = release.evaluate(model, train, test, synthetic, model.schema_, (source or {}).get("name", "table"))
+        result = release.finish(
+            model, files, metrics,
+            input_info={**(source or {}), "rows": len(df), "columns": int(df.shape[1]), "table_sha256": content},
+            split={"n_train": len(train), "n_test": len(test), "stratified_by": schema.target})
+    return result
 
 
 # -- EHR code matrices -------------------------------------------------------------------------
@@ -288,9 +372,10 @@ def read_code_input(path: str | Path, spec: CodeInput, schema: Schema | None = N
     return codes, schema
 
 
-def run_code_release(codes: Any, config: RunConfig, out_dir: str | Path, schema: Schema | None = None,
+def run_code_release(codes: Any, config: RunConfig, out_dir: str | Path | Stage, schema: Schema | None = None,
                      names: CodeColumns | None = None, source: dict[str, Any] | None = None,
-                     progress: bool = True, on_step: Any = None) -> RunResult:
+                     progress: bool = True, on_step: Any = None, overwrite: bool = False,
+                     resume: bool = False) -> RunResult:
     """``run_release`` for an EHR code matrix (optionally with ordinary columns attached): random
     patient holdout, fit a code model, sample new patients (new ids), write them in long format,
     evaluate the code matrix, report, manifest."""
@@ -302,24 +387,29 @@ def run_code_release(codes: Any, config: RunConfig, out_dir: str | Path, schema:
         raise ConfigError("a code release has no target column: its utility is scored code by code "
                           "(dimension-wise prediction)")
     names = names or CodeColumns()
-    release = _Release(config, out_dir, on_step)
-    train, test = split_patients(codes, config.test_size, seed=config.seed)
-    model, synthetic = release.fit_and_sample(train, schema, train.n_patients, progress)
-    files = write_codes(synthetic, release.out, config.output_format, names)
-    files["model"] = model.save(release.out / "model")
-    metrics = release.evaluate(model, train, test, synthetic, None, (source or {}).get("name", "code matrix"))
-    return release.finish(
-        model, files, metrics,
-        input_info={**(source or {}), "patients": codes.n_patients, "codes": codes.n_codes, "entries": codes.nnz,
-                    "binary": codes.binary, "static_columns": [] if codes.static is None else list(codes.static.columns),
-                    "content_sha256": codes_hash(codes)},
-        split={"n_train": train.n_patients, "n_test": test.n_patients, "stratified_by": None},
-        extra={"long_format": asdict(names)})
+    check_run_config(config)
+    content = codes_hash(codes)
+    with _staged(out_dir, overwrite, resume) as stage:
+        stage.claim(run_fingerprint(asdict(config), content))
+        release = _Release(config, stage, on_step)
+        train, test = split_patients(codes, config.test_size, seed=config.seed)
+        model, synthetic = release.fit_and_sample(train, schema, train.n_patients, progress)
+        files = write_codes(synthetic, release.share, config.output_format, names)
+        metrics = release.evaluate(model, train, test, synthetic, None, (source or {}).get("name", "code matrix"))
+        result = release.finish(
+            model, files, metrics,
+            input_info={**(source or {}), "patients": codes.n_patients, "codes": codes.n_codes, "entries": codes.nnz,
+                        "binary": codes.binary, "static_columns": [] if codes.static is None else list(codes.static.columns),
+                        "content_sha256": content},
+            split={"n_train": train.n_patients, "n_test": test.n_patients, "stratified_by": None},
+            extra={"long_format": asdict(names)})
+    return result
 
 
 # -- demos ---------------------------------------------------------------------------------------
-def run_demo(out_dir: str | Path = "clinsynth-demo", n: int = 6502, epochs: int = 150, seed: int = 0,
-             epsilon: float | None = None, progress: bool = True, on_step: Any = None) -> RunResult:
+def run_demo(out_dir: str | Path | Stage = "clinsynth-demo", n: int = 6502, epochs: int = 150, seed: int = 0,
+             epsilon: float | None = None, progress: bool = True, on_step: Any = None, overwrite: bool = False,
+             resume: bool = False) -> RunResult:
     """``run`` on the bundled simulated trial (target: arm), with the SPRINT AC-GAN."""
     from clinsynth.data.datasets import simulate_trial
 
@@ -327,12 +417,14 @@ def run_demo(out_dir: str | Path = "clinsynth-demo", n: int = 6502, epochs: int 
     params = {"epochs": epochs} if epsilon is None else {}
     config = RunConfig(target="arm", epsilon=epsilon, params=params, seed=seed)
     source = {"name": "simulated SPRINT-structured trial (clinsynth.data.datasets.simulate_trial)", "n": n, "seed": seed}
-    return run_release(df, config, out_dir, source=source, progress=progress, on_step=on_step)
+    return run_release(df, config, out_dir, source=source, progress=progress, on_step=on_step, overwrite=overwrite,
+                       resume=resume)
 
 
-def run_ehr_demo(out_dir: str | Path = "clinsynth-ehr-demo", n: int = 10_000, n_codes: int = 1_000,
+def run_ehr_demo(out_dir: str | Path | Stage = "clinsynth-ehr-demo", n: int = 10_000, n_codes: int = 1_000,
                  model: str = "vae", epochs: int | None = None, seed: int = 0, epsilon: float | None = None,
-                 progress: bool = True, on_step: Any = None) -> RunResult:
+                 progress: bool = True, on_step: Any = None, overwrite: bool = False,
+                 resume: bool = False) -> RunResult:
     """``run --codes`` on the simulated EHR extract: codes plus age and sex (a mixed table), with the
     VAE, the code model measured best with and without DP. The code list is the simulator's own,
     declared public (as an ICD code list would be), so DP spends nothing on choosing it."""
@@ -348,4 +440,5 @@ def run_ehr_demo(out_dir: str | Path = "clinsynth-ehr-demo", n: int = 10_000, n_
     config = RunConfig(target=None, model=model, epsilon=epsilon, params=params, seed=seed)
     source = {"name": "simulated EHR extract (clinsynth.data.datasets.simulate_ehr)", "n": n, "n_codes": n_codes,
               "seed": seed}
-    return run_code_release(mixed, config, out_dir, schema=schema, source=source, progress=progress, on_step=on_step)
+    return run_code_release(mixed, config, out_dir, schema=schema, source=source, progress=progress, on_step=on_step,
+                            overwrite=overwrite, resume=resume)

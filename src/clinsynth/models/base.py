@@ -10,8 +10,6 @@ from __future__ import annotations
 import inspect
 import json
 import platform
-import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from importlib import metadata
@@ -110,35 +108,38 @@ class SynthModel(ABC):
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         return self._sample(int(n), self._class_probs(conditions), int(seed))
 
-    def save(self, path: str | Path) -> Path:
-        """Write the bundle atomically: a half-written bundle never replaces a good one."""
+    def save(self, path: str | Path, overwrite: bool = True) -> Path:
+        """Write the bundle so that it appears whole or not at all.
+
+        ``path`` must be absent, empty or a previous clinsynth bundle (replaced only with
+        ``overwrite``, and then only the files it listed are removed); a folder holding anything
+        else is refused, never deleted. See :mod:`clinsynth.data.output_dir`.
+        """
+        from clinsynth.data.output_dir import staged_output
+
         self._check_fitted()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            config = {
-                "bundle_format": BUNDLE_FORMAT,
-                "model": self.name,
-                "params": jsonable(self.get_params()),
-                "fitted": jsonable({"n_train": self.n_train_, **self._fitted_config()}),
-                "versions": library_versions(),
-            }
-            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-            (tmp / "schema.json").write_text(self.schema_.to_json() + "\n")
-            (tmp / "encoder.json").write_text(json.dumps(self.encoder_.state_dict(), indent=1) + "\n")
-            self._save_weights(tmp)
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                path.rename(old)
-                tmp.rename(path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return path
+        with staged_output(path, "bundle", overwrite=overwrite) as stage:
+            self.write_bundle(stage.dir)
+        return Path(path)
+
+    def write_bundle(self, directory: str | Path) -> Path:
+        """Write the bundle's files into ``directory`` (made if absent), a folder of our own: a
+        release's staging folder, or :meth:`save`'s."""
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {
+            "bundle_format": BUNDLE_FORMAT,
+            "model": self.name,
+            "params": jsonable(self.get_params()),
+            "fitted": jsonable({"n_train": self.n_train_, **self._fitted_config()}),
+            "versions": library_versions(),
+        }
+        (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (directory / "schema.json").write_text(self.schema_.to_json() + "\n")
+        (directory / "encoder.json").write_text(json.dumps(self.encoder_.state_dict(), indent=1) + "\n")
+        self._save_weights(directory)
+        return directory
 
     @classmethod
     def load(cls, path: str | Path) -> SynthModel:

@@ -66,13 +66,26 @@ def render(metrics: dict[str, Any]) -> str:
     if missing:
         raise InputError(f"not a clinsynth metrics file: it lacks {', '.join(missing)} "
                          "(write one with `clinsynth run` or `clinsynth evaluate`)")
+    return _environment().get_template("report.html.j2").render(m=metrics, fig=build_figures(metrics))
+
+
+def _environment() -> Any:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(loader=PackageLoader("clinsynth.report", "templates"), autoescape=select_autoescape(["html", "j2"]),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = _fmt
     env.filters["ci"] = _ci
-    return env.get_template("report.html.j2").render(m=metrics, fig=build_figures(metrics))
+    return env
+
+
+def write_guarantee(metrics: dict[str, Any], path: str | Path) -> Path:
+    """The shareable page: the privacy guarantee and ledger alone, from the parts of ``metrics``
+    that describe the model (never a figure computed on real records)."""
+    page = {k: metrics.get(k) for k in ("guarantee", "model", "clinsynth_version", "created")}
+    path = Path(path)
+    write_text_atomic(path, _environment().get_template("guarantee_page.html.j2").render(m=page))
+    return path
 
 
 def write_report(metrics: dict[str, Any], path: str | Path) -> Path:
