@@ -233,7 +233,7 @@ def test_models_lists_acgan(capsys):
 
 
 def test_fit_then_sample(capsys, bundle, trial_csv, tmp_path):
-    assert sorted(p.name for p in bundle.iterdir()) >= ["config.json", "encoder.json", "schema.json"]
+    assert {p.name for p in bundle.iterdir()} == {".clinsynth.json", "config.json", "encoder.json", "schema.json", "weights.pt"}
     assert json.loads((bundle / "config.json").read_text())["params"]["epochs"] == 1
     schema = Schema.load(bundle / "schema.json")
     assert schema.target == "arm"

@@ -126,19 +126,23 @@ def dp_release(tmp_path_factory):
 
 def test_run_writes_a_dp_release_with_its_ledger_on_the_page(dp_release):
     data, out = dp_release
-    assert {p.name for p in out.iterdir()} == {"synthetic.csv", "model", "report.html", "metrics.json", "manifest.json"}
-    metrics = json.loads((out / "metrics.json").read_text())
+    assert {p.name for p in out.iterdir()} == {"share", "steward", ".clinsynth.json"}
+    assert {p.name for p in (out / "share").iterdir()} == {"synthetic.csv", "model", "guarantee.html"}
+    assert {p.name for p in (out / "steward").iterdir()} == {"report.html", "metrics.json", "manifest.json"}
+    metrics = json.loads((out / "steward" / "metrics.json").read_text())
     guarantee = metrics["guarantee"]
     assert guarantee["differentially_private"] and guarantee["model"] == "dp-acgan"
     assert guarantee["spent"] <= guarantee["epsilon"] == 1.0 and len(guarantee["charges"]) >= 2
     assert _verdict(metrics, "privacy guarantee")["level"] == "pass"
-    html = (out / "report.html").read_text()
+    html = (out / "steward" / "report.html").read_text()
     assert "differentially private</strong>" in html and "dp-sgd" in html and "no formal privacy guarantee" not in html
-    manifest = json.loads((out / "manifest.json").read_text())
+    page = (out / "share" / "guarantee.html").read_text()  # the shareable page: the ledger, no real-data figure
+    assert "differentially private</strong>" in page and "dp-sgd" in page and "data:image" not in page
+    manifest = json.loads((out / "steward" / "manifest.json").read_text())
     assert manifest["config"]["epsilon"] == 1.0 and manifest["model"]["name"] == "dp-acgan"
     assert manifest["model"]["resolved_params"]["delta"] == guarantee["delta"] > 0   # δ as the ledger chose it
     assert manifest["input"]["file_sha256"] == __import__("hashlib").sha256(data.read_bytes()).hexdigest()
-    assert manifest["files"]["synthetic"]["sha256"] == __import__("hashlib").sha256((out / "synthetic.csv").read_bytes()).hexdigest()
+    assert manifest["files"]["synthetic"]["sha256"] == __import__("hashlib").sha256((out / "share" / "synthetic.csv").read_bytes()).hexdigest()
 
 
 def test_evaluate_and_report_commands_rebuild_the_same_numbers(dp_release, tmp_path):
@@ -149,16 +153,16 @@ def test_evaluate_and_report_commands_rebuild_the_same_numbers(dp_release, tmp_p
     write_table(train, tmp_path / "train.csv")
     write_table(test, tmp_path / "test.csv")
     code = main(["evaluate", "--real-train", str(tmp_path / "train.csv"), "--real-test", str(tmp_path / "test.csv"),
-                 "--synthetic", str(out / "synthetic.csv"), "--model", str(out / "model"), "--quiet",
+                 "--synthetic", str(out / "share" / "synthetic.csv"), "--model", str(out / "share" / "model"), "--quiet",
                  "--out", str(tmp_path / "metrics.json"), "--report", str(tmp_path / "report.html")])
     assert code == 0
     again = json.loads((tmp_path / "metrics.json").read_text())
-    first = json.loads((out / "metrics.json").read_text())
+    first = json.loads((out / "steward" / "metrics.json").read_text())
     assert again["guarantee"]["spent"] == pytest.approx(first["guarantee"]["spent"])
     assert again["privacy_attacks"]["membership_inference"]["auroc"] == pytest.approx(
         first["privacy_attacks"]["membership_inference"]["auroc"], abs=1e-9)
-    assert main(["report", str(out / "metrics.json"), "--out", str(tmp_path / "rebuilt.html")]) == 0
-    assert (tmp_path / "rebuilt.html").read_text() == (out / "report.html").read_text()
+    assert main(["report", str(out / "steward" / "metrics.json"), "--out", str(tmp_path / "rebuilt.html")]) == 0
+    assert (tmp_path / "rebuilt.html").read_text() == (out / "steward" / "report.html").read_text()
 
 
 def test_report_command_refuses_a_file_that_is_not_metrics(tmp_path, capsys):
@@ -183,4 +187,4 @@ def test_run_refuses_bad_options_before_training(tmp_path, capsys):
     assert "csv or parquet" in capsys.readouterr().err
     assert main(["run", str(data), "--target", "arm", "--param", "wings=2", "--out", str(tmp_path / "r"), "--quiet"]) == 1
     assert "has no hyperparameter wings" in capsys.readouterr().err
-    assert not (tmp_path / "r" / "model").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken", "trial.csv"]  # no release, staging or lock left
