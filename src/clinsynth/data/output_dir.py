@@ -111,14 +111,9 @@ def inspect_output(path: str | Path) -> Existing:
 
 
 def _read_marker(path: Path) -> dict[str, Any] | None:
-    marker = path / MARKER
-    if not marker.is_file():
-        return None
-    try:
-        data = json.loads(marker.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    ok = (isinstance(data, dict) and data.get("kind") in _WHAT and isinstance(data.get("files"), list)
+    """A finished output's marker, if it is one we can trust (every listed file inside the output)."""
+    data = _staging_state(path)
+    ok = (data is not None and isinstance(data.get("files"), list)
           and all(isinstance(f, str) and _safe_relative(f) for f in data["files"]))
     return data if ok else None
 
@@ -278,7 +273,7 @@ def _write_marker(directory: Path, kind: Kind, status: str, files: list[str], ex
 
 
 def _staging_state(staging: Path) -> dict[str, Any] | None:
-    """The marker of a staging folder (``status`` partial or complete), or None if it has none."""
+    """The marker of a folder of ours (``status`` partial or complete), or None if it has none."""
     marker = staging / MARKER
     if not marker.is_file():
         return None
