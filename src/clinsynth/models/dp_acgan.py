@@ -102,10 +102,8 @@ class DPACGAN(ACGAN):
         queries = plan.n_queries + 1  # + the class × dropout table
         sigma = share_noise_multiplier(self.stats_share, self.epsilon, delta)
         threshold_delta = delta / 10 if plan.categorical else 0.0
-        self.ledger_.charge(Charge(
-            "gaussian", f"public facts: {len(plan.numeric)} numeric and {len(plan.categorical)} categorical "
-            "column group(s), class × dropout table", noise_multiplier=sigma, sample_rate=1.0, steps=1,
-            delta=threshold_delta))
+        self.ledger_.charge(Charge("gaussian", f"{plan.purpose()}, class × dropout table", noise_multiplier=sigma,
+                                   sample_rate=1.0, steps=1, delta=threshold_delta))
         # one record moves each of the `queries` histograms by ≤ 1: L2 sensitivity √queries
         self._count_noise = sigma * math.sqrt(queries)
         self._rng = np.random.default_rng(self.seed)
