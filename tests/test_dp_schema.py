@@ -15,7 +15,14 @@ import pandas as pd
 import pytest
 
 import clinsynth
-from clinsynth.privacy.statistics import conform, plan_statistics, release_statistics, schema_facts
+from clinsynth.privacy.statistics import (
+    NUMBER_FORMATS,
+    conform,
+    decide_format,
+    plan_statistics,
+    release_statistics,
+    schema_facts,
+)
 from clinsynth.schema import ColumnSpec, LongitudinalGroup, Schema
 from test_dp_acgan import quiet_accountants  # noqa: F401 (autouse)
 
@@ -258,3 +265,20 @@ def test_cli_fit_with_epsilon_prints_the_schema_facts(tmp_path, capsys):
     text = " ".join((out + err).split())  # messages go to stderr
     assert "from structure only" in text and "through the ledger" in text
     assert json.loads((tmp_path / "m" / "config.json").read_text())["model"] == "dp-bayesnet"
+
+
+def test_too_few_records_for_evidence_leave_values_unrounded_rather_than_integers():
+    """350 lab values 1.00 … 1.09 (2 decimals; one bucket of the value grid, so their bounds are
+    released at noise sd 50) whose format counts drown in the noise: no precision has evidence, so
+    none is imposed. Reading "no evidence of decimals" as "integer" (or as a 0/1 flag, since 35 of
+    them are exactly 1) would round every value to 1 and destroy the column."""
+    exact = np.zeros(len(NUMBER_FORMATS))
+    exact[NUMBER_FORMATS.index("1")], exact[NUMBER_FORMATS.index("2 decimals")] = 35, 315
+    facts = decide_format(exact, 50.0, dates=False, may_be_flag=True)
+    assert (facts["kind"], facts["decimals"]) == ("continuous", None)
+    assert decide_format(exact, 10.0, dates=False, may_be_flag=True)["decimals"] == 2  # less noise: evidence
+    assert decide_format(exact, 0.0, dates=False, may_be_flag=True)["decimals"] == 2
+
+    lab = pd.DataFrame({"creatinine": np.random.default_rng(8).integers(100, 110, 350) / 100})
+    release = release_statistics(lab, Schema.infer(lab), 10.0, 1e-5, np.random.default_rng(0))
+    assert release.schema.column("creatinine").decimals == 2

@@ -58,11 +58,14 @@ The mechanism (neighbours differ by adding or removing one record)
   noisy counts. Format, with ``N`` the noisy count of observed cells, a tail of ``m`` buckets is
   *negligible* when its noisy sum is ≤ ``max(4 · noise_std · √m, 1 % of N)``:
 
-  - a scalar number column is the **0/1 flag** when the cells other than 0 and 1 are negligible;
-  - else **decimals** is the smallest ``d`` ≤ 6 whose cells needing more than ``d`` decimals are
-    negligible (``None``, no rounding, when there is none), and the kind is ``integer`` when
-    ``d = 0``, else ``continuous``; a date column has day precision (``decimals 0``) when the
-    cells with a time of day are negligible;
+  - a scalar number column is the **0/1 flag** when the cells at 0 and 1 are *significant* (their
+    noisy sum exceeds 4 noise sds of it) and the others negligible;
+  - else **decimals** is the smallest ``d`` ≤ 6 such that the cells needing at most ``d``
+    decimals are significant and those needing more negligible; ``None`` (no rounding) when there
+    is none — so too few records for evidence leave values unrounded rather than rounded to
+    integers — and the kind is ``integer`` when ``d = 0``, else ``continuous``; a date column has
+    day precision (``decimals 0``) when its midnight cells are significant and those with a time
+    of day negligible;
   - **missing policy** ``indicator`` when the noisy missing count exceeds 4 · ``noise_std``, else
     ``none`` (rare gaps are then filled by :func:`conform`). One group shares one policy.
 
@@ -376,10 +379,21 @@ def _format_histogram(df: pd.DataFrame, specs: list[ColumnSpec], after_dropout: 
     return counts / len(specs)
 
 
+def _significant(counts: np.ndarray, noise_std: float) -> bool:
+    """The noisy counts sum to more than 4 noise sds of their sum: something is really there."""
+    return float(counts.sum()) > _FORMAT_SIGMAS * noise_std * math.sqrt(counts.size)
+
+
 def _negligible(tail: np.ndarray, noise_std: float, observed: float) -> bool:
     """A tail of noisy format counts is noise, or under 1 % of the observed cells."""
     limit = max(_FORMAT_SIGMAS * noise_std * math.sqrt(tail.size), _FORMAT_SHARE * max(observed, 0.0))
     return float(tail.sum()) <= limit
+
+
+def _precise_to(noisy: np.ndarray, start: int, split: int, noise_std: float, observed: float) -> bool:
+    """The cells in classes ``start … split - 1`` are significant and those from ``split`` on
+    negligible: evidence *for* the precision, not just the absence of evidence against it."""
+    return _significant(noisy[start:split], noise_std) and _negligible(noisy[split:], noise_std, observed)
 
 
 def decide_format(noisy: np.ndarray, noise_std: float, dates: bool, may_be_flag: bool) -> dict[str, Any]:
@@ -388,12 +402,12 @@ def decide_format(noisy: np.ndarray, noise_std: float, dates: bool, may_be_flag:
     missing = "indicator" if noisy[0] > _FORMAT_SIGMAS * noise_std else "none"
     observed = float(noisy[1:].sum())
     if dates:
-        return {"kind": "datetime", "decimals": 0 if _negligible(noisy[2:], noise_std, observed) else None,
+        return {"kind": "datetime", "decimals": 0 if _precise_to(noisy, 1, 2, noise_std, observed) else None,
                 "missing": missing}
-    if may_be_flag and _negligible(noisy[3:], noise_std, observed):
+    if may_be_flag and _precise_to(noisy, 1, 3, noise_std, observed):
         return {"kind": "binary", "categories": [0, 1], "decimals": None, "missing": missing,
                 "fallback": 0 if noisy[1] >= noisy[2] else 1}
-    decimals = next((d for d in range(MAX_DECIMALS + 1) if _negligible(noisy[4 + d:], noise_std, observed)), None)
+    decimals = next((d for d in range(MAX_DECIMALS + 1) if _precise_to(noisy, 1, 4 + d, noise_std, observed)), None)
     return {"kind": "integer" if decimals == 0 else "continuous", "decimals": decimals, "missing": missing}
 
 
@@ -723,7 +737,7 @@ def _fill_gaps(s: pd.Series, spec: ColumnSpec, release: DPRelease, after: np.nda
     """Gaps in a column released with missing policy ``none`` (blanks after dropout stay blank)."""
     gaps = s.isna().to_numpy()
     if after is not None:
-        gaps &= ~after
+        gaps = gaps & ~after
     if not gaps.any():
         return s
     return s.mask(gaps, _gap_value(spec, release, s))
