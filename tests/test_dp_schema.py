@@ -268,13 +268,13 @@ def test_cli_fit_with_epsilon_prints_the_schema_facts(tmp_path, capsys):
 
 
 def test_too_few_records_for_evidence_leave_values_unrounded_rather_than_integers():
-    """350 lab values 1.00 … 1.09 (2 decimals; one bucket of the value grid, so their bounds are
-    released at noise sd 50) whose format counts drown in the noise: no precision has evidence, so
+    """350 lab values 1.00 … 1.09 (2 decimals; one bucket of the value grid, so their bounds can be
+    released) whose format counts drown in noise of sd 60: no precision has evidence, so
     none is imposed. Reading "no evidence of decimals" as "integer" (or as a 0/1 flag, since 35 of
     them are exactly 1) would round every value to 1 and destroy the column."""
     exact = np.zeros(len(NUMBER_FORMATS))
     exact[NUMBER_FORMATS.index("1")], exact[NUMBER_FORMATS.index("2 decimals")] = 35, 315
-    facts = decide_format(exact, 50.0, dates=False, may_be_flag=True)
+    facts = decide_format(exact, 60.0, dates=False, may_be_flag=True)
     assert (facts["kind"], facts["decimals"]) == ("continuous", None)
     assert decide_format(exact, 10.0, dates=False, may_be_flag=True)["decimals"] == 2  # less noise: evidence
     assert decide_format(exact, 0.0, dates=False, may_be_flag=True)["decimals"] == 2

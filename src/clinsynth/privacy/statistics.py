@@ -38,11 +38,17 @@ What is public, what is released
 The mechanism (neighbours differ by adding or removing one record)
 ------------------------------------------------------------------
 * A query is one scalar column, or the columns of one longitudinal group pooled (they share
-  bounds and format). A record adds weight ``1/k`` per counted cell of the ``k`` columns in the
-  query, each cell to one bucket, so its total contribution — and the L2 norm of its change to the
-  histogram — is ≤ 1. The whole release has L2 sensitivity ≤ ``sqrt(n_queries)``; the caller
-  passes ``noise_std = noise_multiplier * sqrt(n_queries + extra)`` and charges a Gaussian
-  mechanism with that ``noise_multiplier`` (``sample_rate = 1``, ``steps = 1``).
+  bounds and format). A record adds weight ``w/k`` per counted cell of the ``k`` columns in the
+  query, each cell to one bucket, so the L2 norm of its change to the histogram is ≤ ``w``:
+  ``w = 1`` for value and categorical histograms, ``w =`` :data:`FORMAT_WEIGHT` (0.5) for format
+  histograms, which need far less signal than bounds (their counts sit in one or two classes, a
+  value histogram's spread over dozens of buckets). The whole release has L2 sensitivity
+  ≤ :attr:`StatisticsPlan.sensitivity` ``= sqrt(n_value + n_categorical + w² n_format)``; the
+  caller passes ``noise_std = noise_multiplier * sqrt(sensitivity² + extra)`` and charges a
+  Gaussian mechanism with that ``noise_multiplier`` (``sample_rate = 1``, ``steps = 1``). Format
+  counts are reported in cells (divided by ``w``), with noise sd ``noise_std / w``. A format
+  histogram at full weight would raise every other count's noise by up to 41 % (a table of
+  numbers only); at 0.5, by up to 12 %.
 * Each number query is two histograms (two queries): the **value histogram** counts observed
   values on a **public grid** (buckets of 0.1 in ``asinh(x / 1e-3)``; 30-day buckets for dates);
   the **format histogram** counts each cell in one of the public classes :data:`NUMBER_FORMATS`
@@ -56,18 +62,19 @@ The mechanism (neighbours differ by adding or removing one record)
   :func:`bulk_threshold`; released bounds are its range widened by half its width each side,
   rounded outward to the released precision; loc/scale and the quantile knots come from the bulk's
   noisy counts. Format, with ``N`` the noisy count of observed cells, a tail of ``m`` buckets is
-  *negligible* when its noisy sum is ≤ ``max(4 · noise_std · √m, 1 % of N)``:
+  *negligible* when its noisy sum is ≤ ``max(4 · sd · √m, 1 % of N)`` and *significant* when it
+  exceeds ``3 · sd · √m`` (``sd`` the format counts' noise sd):
 
-  - a scalar number column is the **0/1 flag** when the cells at 0 and 1 are *significant* (their
-    noisy sum exceeds 4 noise sds of it) and the others negligible;
+  - a scalar number column is the **0/1 flag** when the cells at 0 and 1 are significant and the
+    others negligible;
   - else **decimals** is the smallest ``d`` ≤ 6 such that the cells needing at most ``d``
     decimals are significant and those needing more negligible; ``None`` (no rounding) when there
     is none — so too few records for evidence leave values unrounded rather than rounded to
     integers — and the kind is ``integer`` when ``d = 0``, else ``continuous``; a date column has
     day precision (``decimals 0``) when its midnight cells are significant and those with a time
     of day negligible;
-  - **missing policy** ``indicator`` when the noisy missing count exceeds 4 · ``noise_std``, else
-    ``none`` (rare gaps are then filled by :func:`conform`). One group shares one policy.
+  - **missing policy** ``indicator`` when the noisy missing count is significant, else ``none``
+    (rare gaps are then filled by :func:`conform`). One group shares one policy.
 
   The 1 % floor keeps a handful of odd values (too few to matter, possibly typos) from setting a
   whole column's precision; :func:`conform` rounds them, a fixed function of each record.
@@ -119,8 +126,11 @@ _BULK_FALSE_ALARM = 1e-4  # … and so many that a pure-noise bucket anywhere on
 _WIDEN = 0.5              # released bounds: bulk range widened by half its width on each side
 _P_EPS = 1e-6             # as NumericCodec: normal scores stay within ±4.75
 _PUBLIC_PROBS = (0.02, 0.98)
-_FORMAT_SIGMAS = 4.0      # a format tail (or a missing count) is noise below 4 sds of its sum …
+_FORMAT_SIGMAS = 4.0      # a format tail is negligible below 4 sds of its sum …
 _FORMAT_SHARE = 0.01      # … or below 1 % of the observed cells
+_EVIDENCE_SIGMAS = 3.0    # format counts (a missing count) are significant above 3 sds of their sum
+#: A record's weight in a format histogram (1 in the others): see the module docstring.
+FORMAT_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -134,6 +144,12 @@ class StatisticsPlan:
     @property
     def n_queries(self) -> int:
         return len(self.numeric) + len(self.categorical) + len(self.format)
+
+    @property
+    def sensitivity(self) -> float:
+        """The release's L2 sensitivity: one record moves each value and categorical histogram by
+        ≤ 1 and each format histogram by ≤ :data:`FORMAT_WEIGHT`."""
+        return math.sqrt(len(self.numeric) + len(self.categorical) + FORMAT_WEIGHT ** 2 * len(self.format))
 
     def purpose(self) -> str:
         """The ledger's purpose text for this release."""
@@ -380,8 +396,8 @@ def _format_histogram(df: pd.DataFrame, specs: list[ColumnSpec], after_dropout: 
 
 
 def _significant(counts: np.ndarray, noise_std: float) -> bool:
-    """The noisy counts sum to more than 4 noise sds of their sum: something is really there."""
-    return float(counts.sum()) > _FORMAT_SIGMAS * noise_std * math.sqrt(counts.size)
+    """The noisy counts sum to more than 3 noise sds of their sum: something is really there."""
+    return float(counts.sum()) > _EVIDENCE_SIGMAS * noise_std * math.sqrt(counts.size)
 
 
 def _negligible(tail: np.ndarray, noise_std: float, observed: float) -> bool:
@@ -398,8 +414,9 @@ def _precise_to(noisy: np.ndarray, start: int, split: int, noise_std: float, obs
 
 def decide_format(noisy: np.ndarray, noise_std: float, dates: bool, may_be_flag: bool) -> dict[str, Any]:
     """The column facts a noisy format histogram gives (the module docstring's rule): kind,
-    decimals, missing policy, and for a 0/1 flag its more common value (``fallback``)."""
-    missing = "indicator" if noisy[0] > _FORMAT_SIGMAS * noise_std else "none"
+    decimals, missing policy, and for a 0/1 flag its more common value (``fallback``).
+    ``noise_std`` is the sd of each of the ``noisy`` counts."""
+    missing = "indicator" if _significant(noisy[:1], noise_std) else "none"
     observed = float(noisy[1:].sum())
     if dates:
         return {"kind": "datetime", "decimals": 0 if _precise_to(noisy, 1, 2, noise_std, observed) else None,
@@ -413,12 +430,15 @@ def decide_format(noisy: np.ndarray, noise_std: float, dates: bool, may_be_flag:
 
 def _format_query(df: pd.DataFrame, specs: list[ColumnSpec], noise_std: float, rng: np.random.Generator,
                   after_dropout: dict[str, np.ndarray], may_be_flag: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One format histogram at :data:`FORMAT_WEIGHT` (``noise_std`` is the release's; the counts
+    come back in cells, with noise sd ``noise_std / FORMAT_WEIGHT``) and the facts it gives."""
     dates = specs[0].kind == "datetime"
-    noisy = _format_histogram(df, specs, after_dropout)
-    noisy = noisy + rng.normal(0.0, noise_std, noisy.size)
-    facts = decide_format(noisy, noise_std, dates, may_be_flag)
+    weighted = FORMAT_WEIGHT * _format_histogram(df, specs, after_dropout)
+    noisy = (weighted + rng.normal(0.0, noise_std, weighted.size)) / FORMAT_WEIGHT
+    facts = decide_format(noisy, noise_std / FORMAT_WEIGHT, dates, may_be_flag)
     report = {"kind": "format", "columns": [s.name for s in specs],
               "classes": list(DATE_FORMATS if dates else NUMBER_FORMATS), "counts": noisy.tolist(),
+              "noise_sd": noise_std / FORMAT_WEIGHT,
               **{k: v for k, v in facts.items() if k != "fallback"}}
     return facts, report
 
@@ -601,7 +621,7 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
         if problem:
             problems.append(problem)
             continue
-        missing = "indicator" if missing_count > _FORMAT_SIGMAS * noise_std else "none"
+        missing = "indicator" if _significant(np.array([missing_count]), noise_std) else "none"
         report[_query_label(schema, columns)] = {
             "kind": "categorical", "columns": columns, "categories": kept,
             "counts": [released[c] for c in kept], "flag_domain": domain is not None,
@@ -630,7 +650,7 @@ def charged_release(df: pd.DataFrame, schema: Schema, ledger: Any, share: float,
     if plan.n_queries:
         ledger.charge(Charge("gaussian", plan.purpose(), noise_multiplier=sigma, sample_rate=1.0, steps=1,
                              delta=threshold_delta))
-    return release_statistics(df, schema, sigma * math.sqrt(max(plan.n_queries, 1)), threshold_delta, rng)
+    return release_statistics(df, schema, sigma * max(plan.sensitivity, 1.0), threshold_delta, rng)
 
 
 def _updated_schema(schema: Schema, updates: dict[str, dict[str, Any]]) -> Schema:
