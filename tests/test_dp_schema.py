@@ -282,3 +282,20 @@ def test_too_few_records_for_evidence_leave_values_unrounded_rather_than_integer
     lab = pd.DataFrame({"creatinine": np.random.default_rng(8).integers(100, 110, 350) / 100})
     release = release_statistics(lab, Schema.infer(lab), 10.0, 1e-5, np.random.default_rng(0))
     assert release.schema.column("creatinine").decimals == 2
+
+
+def test_the_guarantee_page_lists_what_was_released_and_a_loaded_bundle_says_the_same(tmp_path):
+    from clinsynth.pipeline import guarantee_of
+    from clinsynth.report.html import write_guarantee
+
+    d, _ = neighbours()
+    schema = Schema.infer(d, target="arm").model_dump()
+    schema["columns"][2]["public"] = True  # site's categories declared
+    fitted = clinsynth.create("dp-bayesnet", epsilon=1.0, progress=False).fit(d, Schema.model_validate(schema))
+    guarantee = guarantee_of(fitted)
+    assert guarantee["schema_facts"]["released"] == ["age", "bmi", "arm"]
+    assert guarantee_of(clinsynth.load(fitted.save(tmp_path / "m")))["schema_facts"] == guarantee["schema_facts"]
+    page = write_guarantee({"guarantee": guarantee, "model": {"name": fitted.name}}, tmp_path / "g.html").read_text()
+    assert "taken from the table&#39;s structure only" in page or "taken from the table's structure only" in page
+    assert "Declared public by the data steward (every fact in the schema): site." in page
+    assert "age, bmi, arm" in page
