@@ -669,7 +669,10 @@ def schema_facts(schema: Schema) -> dict[str, Any]:
     declared = [c.name for c in model if c.public]
     released = [c.name for c in model if not c.public]
     ids = [c.name for c in schema.columns if c.kind == "id"]
-    structure = [f"{len(schema.columns)} column names", "each column's value type (number, text, true/false, date)"]
+    structure = [f"{len(schema.columns)} column names", "each column's value type (number, text, true/false, date)"] \
+        if schema.columns else []
+    if schema.codes is not None:
+        structure.append(f"a {'presence' if schema.codes.binary else 'count'} code block")
     if schema.target is not None:
         structure.append(f"target '{schema.target}'")
     if schema.longitudinal:
