@@ -69,18 +69,22 @@ def test_plan_pools_a_longitudinal_group_and_skips_public_columns(trial_schema):
     assert SBP in plan.numeric  # 12 visits, one query
     assert ["age"] in plan.numeric and ["race"] in plan.categorical and ["arm"] in plan.categorical
     assert all("participant_id" not in q for q in plan.numeric + plan.categorical)
-    assert plan.n_queries == 9 + 7  # 6 scalar numbers + 3 groups; 7 discrete columns
+    # 0/1 number columns are numbers whose kind is released (a third value would make them integer)
+    assert ["female"] in plan.numeric and ["female"] in plan.format and ["female"] not in plan.categorical
+    assert plan.format == plan.numeric  # one format histogram per value histogram
+    assert plan.n_queries == 13 + 13 + 3  # 6 scalar numbers + 3 groups + 4 flags, twice; arm, race, smoker
 
     schema = _with(trial_schema, "age", public=True, bounds=(40.0, 100.0))
     schema = _with(schema, "race", public=True)
     schema = _with(schema, "sbp_m03", public=True, bounds=(60.0, 250.0))
     plan = plan_statistics(schema)
     assert ["age"] not in plan.numeric and ["race"] not in plan.categorical
-    assert [c for c in SBP if c != "sbp_m03"] in plan.numeric
-    assert plan.n_queries == 8 + 6
+    assert [c for c in SBP if c != "sbp_m03"] in plan.numeric and [c for c in SBP if c != "sbp_m03"] in plan.format
+    assert plan.n_queries == 12 + 12 + 2
 
-    # "public" without bounds declares nothing about the values: it still needs a query
-    assert ["bmi"] in plan_statistics(_with(trial_schema, "bmi", public=True, bounds=None)).numeric
+    # "public" without bounds declares no values: its bounds still need a query, its format does not
+    plan = plan_statistics(_with(trial_schema, "bmi", public=True, bounds=None))
+    assert ["bmi"] in plan.numeric and ["bmi"] not in plan.format
 
 
 # --- without noise: what the histogram gives, by hand --------------------------------------
@@ -95,8 +99,11 @@ def test_noise_free_release_matches_hand_computation():
     lo_a, _ = _bucket_edges(100.0)
     _, hi_b = _bucket_edges(150.0)
     width = hi_b - lo_a
-    assert release.schema.column("lab").bounds == pytest.approx((lo_a - width / 2, hi_b + width / 2))
-    assert release.schema.column("lab").public is False
+    # whole numbers: released as integer, so the widened bounds are rounded outward to whole numbers
+    assert (release.schema.column("lab").kind, release.schema.column("lab").decimals) == ("integer", 0)
+    assert release.schema.column("lab").bounds == (math.floor(lo_a - width / 2), math.ceil(hi_b + width / 2))
+    assert release.schema.column("lab").public is False and release.schema.column("lab").missing == "indicator"
+    assert release.schema.column("neg").missing == "none"
     observed = [v for v in values if not np.isnan(v)]
     mids = np.array([sum(_bucket_edges(v)) / 2 for v in observed])
     state = release.numeric["lab"]
@@ -109,7 +116,7 @@ def test_noise_free_release_matches_hand_computation():
     # all-negative data: widening stops at 0 (it would reach +4)
     a, b = _bucket_edges(-10.0)[0], _bucket_edges(-1.0)[1]
     assert b + (b - a) / 2 > 0
-    assert release.schema.column("neg").bounds == pytest.approx((a - (b - a) / 2, 0.0))
+    assert release.schema.column("neg").bounds == (math.floor(a - (b - a) / 2), 0.0)
 
 
 def test_noise_free_integers_round_outward_and_stay_non_negative():
@@ -174,7 +181,7 @@ def test_realistic_noise_covers_the_data_and_releases_whole_flag_domains(trial, 
     for flag in ("arm", "female", "ckd", "cvd_history", "statin"):
         assert release.schema.column(flag).categories == [0, 1]
         assert release.schema.column(flag).kind == "binary"
-    assert release.threshold == pytest.approx(category_threshold(20.0, 1e-5, 7))
+    assert release.threshold == pytest.approx(category_threshold(20.0, 1e-5, 3))  # arm, race, smoker
     assert release.threshold_delta == 1e-5
     assert release.fallback["race"] == trial["race"].mode()[0]
     json.dumps(release.noisy_counts)  # JSON-plain, for the report
@@ -271,13 +278,19 @@ def test_conform_clips_numbers_and_dates_and_maps_unknown_categories():
     })
     out = conform(raw, release)
     assert len(out) == len(raw) and list(out.columns) == list(raw.columns)
-    assert out["lab"].iloc[:2].tolist() == [lo, hi] and np.isnan(out["lab"].iloc[2])
+    # lab, when and site were released with missing policy "none" (they had no gaps): a gap gets
+    # the released centre or the most common released category
+    assert release.schema.column("lab").missing == "none" and release.schema.column("lab").decimals is None
+    assert out["lab"].iloc[:2].tolist() == [lo, hi] and out["lab"].iloc[2] == release.numeric["lab"]["loc"]
     assert out["lab"].iloc[3] == raw["lab"].iloc[3]
     assert out["n_visits"].dtype == np.int64 and out["n_visits"].max() <= release.schema.column("n_visits").bounds[1]
     assert out["when"].dtype == raw["when"].dtype
-    assert out["when"].iloc[0] == d_lo and out["when"].iloc[1] == d_hi and pd.isna(out["when"].iloc[2])
-    assert out["site"].tolist()[:3] == ["a", "b", "b"] and pd.isna(out["site"].iloc[3])  # fallback; missing kept
+    centre = (pd.Timestamp("1970-01-01") + pd.Timedelta(days=release.numeric["when"]["loc"])).normalize()
+    assert out["when"].iloc[0] == d_lo and out["when"].iloc[1] == d_hi and out["when"].iloc[2] == centre
+    assert out["site"].tolist() == ["a", "b", "b", "b"]  # fallback for the unknown value and the gap
     assert pd.isna(out["smoker"].iloc[0]) and out["smoker"].iloc[1] == "no"  # indicator: unknown -> missing
+    assert pd.isna(out["smoker"].iloc[2])
+    release.schema.validate(out)
     assert out["site"].dtype == raw["site"].dtype
     assert raw["site"].iloc[1] == "zzz" and raw["lab"].iloc[0] == lo - 100  # input untouched
 
@@ -288,7 +301,8 @@ def test_conform_keeps_dates_held_as_text_as_text():
     out = conform(text, release)
     assert out["when"].dtype == text["when"].dtype
     assert out["when"].iloc[0] == pd.Timestamp(release.schema.column("when").bounds[0]).strftime("%Y-%m-%d")
-    assert out["when"].iloc[1] == "2015-01-10" and pd.isna(out["when"].iloc[2])
+    centre = (pd.Timestamp("1970-01-01") + pd.Timedelta(days=release.numeric["when"]["loc"])).normalize()
+    assert out["when"].iloc[1] == "2015-01-10" and out["when"].iloc[2] == centre.strftime("%Y-%m-%d")  # "none": filled
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -301,23 +315,31 @@ def test_too_few_records_is_an_input_error_naming_the_fix(trial, trial_schema):
                            np.random.default_rng(0))
 
 
-def test_target_and_binary_columns_need_two_released_categories():
+def test_the_target_needs_two_released_categories_other_columns_may_keep_one():
     df = pd.DataFrame({"x": np.arange(200) % 20, "y": ["yes"] * 199 + ["no"]})
     schema = Schema.infer(df, target="y", longitudinal=None)
     with pytest.raises(InputError, match=r"target 'y'"):
         release_statistics(df, schema, 0.0, 1e-5, np.random.default_rng(0))
+    # binary or not was read from the values (2 distinct): the release decides it, no error
     schema = Schema.infer(df, longitudinal=None)
-    with pytest.raises(InputError, match=r"binary column 'y'"):
-        release_statistics(df, schema, 0.0, 1e-5, np.random.default_rng(0))
+    assert schema.column("y").kind == "binary"
+    released = release_statistics(df, schema, 0.0, 1e-5, np.random.default_rng(0)).schema
+    assert (released.column("y").kind, released.column("y").categories) == ("categorical", ["yes"])
 
 
 def test_binary_column_with_more_released_values_becomes_categorical():
-    df = pd.DataFrame({"x": np.arange(30) % 5, "flag": [0, 1, 2] * 10})
+    df = pd.DataFrame({"x": np.arange(30) % 5, "flag": ["a", "b", "c"] * 10})
     schema = Schema(columns=[ColumnSpec(name="x", kind="integer"),
-                             ColumnSpec(name="flag", kind="binary", categories=[0, 1])])
+                             ColumnSpec(name="flag", kind="binary", categories=["a", "b"])])
     release = release_statistics(df, schema, 0.0, 1e-5, np.random.default_rng(0))
     assert release.schema.column("flag").kind == "categorical"
-    assert release.schema.column("flag").categories == [0, 1, 2]
+    assert release.schema.column("flag").categories == ["a", "b", "c"]
+    # a number column said binary is a number: a released third value makes it integer
+    numbers = df.assign(flag=[0, 1, 2] * 10)
+    schema = Schema(columns=[ColumnSpec(name="x", kind="integer"),
+                             ColumnSpec(name="flag", kind="binary", categories=[0, 1])])
+    flag = release_statistics(numbers, schema, 0.0, 1e-5, np.random.default_rng(0)).schema.column("flag")
+    assert (flag.kind, flag.categories, flag.bounds[0]) == ("integer", None, 0.0) and flag.bounds[1] >= 2
 
 
 def test_bad_arguments_are_config_errors(trial, trial_schema):

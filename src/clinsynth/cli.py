@@ -151,7 +151,10 @@ def fit(
         fitted.write_bundle(stage.dir)
     console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained on {len(df):,} rows × {df.shape[1]} columns")
     if getattr(fitted, "ledger_", None) is not None:
+        from clinsynth.privacy.statistics import schema_facts
+
         print_ledger(fitted.ledger_)
+        console.print(escape(schema_facts(fitted.schema_)["summary"]))
 
 
 def _model_and_params(model: str, param: Optional[list[str]], epochs: Optional[int], select: Optional[str],
@@ -247,6 +250,9 @@ def _release_summary(result: Any) -> None:
         rel = p.relative_to(result.out_dir)
         parts.setdefault(rel.parts[0] if len(rel.parts) > 1 else "", []).append(p.name + ("/" if p.is_dir() else ""))
     listing = " · ".join(f"{folder}/ ({', '.join(names)})" if folder else ", ".join(names) for folder, names in parts.items())
+    facts = result.metrics.get("guarantee", {}).get("schema_facts")
+    if facts:
+        console.print(escape(facts["summary"]))
     console.print(f"[green]wrote[/green] {result.out_dir}/: {listing} in {result.seconds:.0f} s")
     console.print(f"share [bold]{result.out_dir / 'share'}/[/bold] only; {result.out_dir / 'steward'}/ holds figures "
                   "computed on the real data and the input's hashes")

@@ -46,12 +46,14 @@ def split_holdout(df: pd.DataFrame, target: str | None, test_size: float = 0.2,
 def guarantee_of(model: Any) -> dict[str, Any]:
     """What a fitted model promises, as the report states it: its ledger, or no guarantee."""
     from clinsynth.evaluate.suite import no_guarantee
+    from clinsynth.privacy.statistics import schema_facts
 
     ledger = getattr(model, "ledger_", None)
     if ledger is None:
         return no_guarantee(model.name)
     return {"differentially_private": True, "model": model.name, "epsilon": ledger.epsilon, "delta": ledger.delta,
-            "spent": ledger.spent(), "accountant": ledger.accountant, "charges": ledger.table()}
+            "spent": ledger.spent(), "accountant": ledger.accountant, "charges": ledger.table(),
+            "schema_facts": schema_facts(model.schema_)}
 
 
 def table_hash(df: pd.DataFrame) -> str:

@@ -99,15 +99,13 @@ class DPACGAN(ACGAN):
         self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, len(df), self.accountant)
         delta = self.ledger_.delta
         plan = plan_statistics(schema)
-        queries = plan.n_queries + 1  # + the class × dropout table
+        sensitivity = math.sqrt(plan.sensitivity ** 2 + 1)  # + the class × dropout table
         sigma = share_noise_multiplier(self.stats_share, self.epsilon, delta)
         threshold_delta = delta / 10 if plan.categorical else 0.0
-        self.ledger_.charge(Charge(
-            "gaussian", f"public facts: {len(plan.numeric)} numeric and {len(plan.categorical)} categorical "
-            "column group(s), class × dropout table", noise_multiplier=sigma, sample_rate=1.0, steps=1,
-            delta=threshold_delta))
-        # one record moves each of the `queries` histograms by ≤ 1: L2 sensitivity √queries
-        self._count_noise = sigma * math.sqrt(queries)
+        self.ledger_.charge(Charge("gaussian", f"{plan.purpose()}, class × dropout table", noise_multiplier=sigma,
+                                   sample_rate=1.0, steps=1, delta=threshold_delta))
+        # one record moves the statistics by ≤ plan.sensitivity (L2) and the class × dropout table by ≤ 1
+        self._count_noise = sigma * sensitivity
         self._rng = np.random.default_rng(self.seed)
         self.release_ = release_statistics(df, schema, self._count_noise, threshold_delta, self._rng)
         released = self.release_.schema

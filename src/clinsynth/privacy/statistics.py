@@ -1,41 +1,96 @@
-"""DP estimates of what the table encoder needs: numeric bounds and scalings, category lists.
+"""DP estimates of what the table encoder needs: the schema's facts, numeric scalings, category lists.
 
-In DP mode the encoder may rely only on what the schema declares public or on DP estimates;
-an inferred schema's bounds and categories were read from the data and would leak (a maximum *is*
-one participant's value). This module releases the estimates with ONE Gaussian mechanism: a set
-of noisy histograms, one per *query*. The caller charges it to the privacy ledger.
+In DP mode the encoder may rely only on what the schema declares public or on DP estimates. An
+inferred schema read *everything* from the data: bounds and categories (a maximum *is* one
+participant's value), but also kinds, decimals, missing-value policies and dtypes — one planted
+value with 4 decimals turned an integer column into ``continuous``/``decimals 4``, one NaN turned
+``missing: none`` into ``indicator``, and the neighbouring datasets were told apart with certainty.
+This module releases all of these with ONE Gaussian mechanism: a set of noisy histograms, one per
+*query*. The caller charges it to the privacy ledger.
 
-What is public
---------------
-* The schema's **structure** — column names, kinds, missing policies, dtypes, decimals, target,
-  longitudinal groups — is metadata the data steward reviews and approves before release; it is
-  treated as public. Its **values** (``bounds``, ``categories``) are public only where the column
-  says ``public: true``; everything else is re-estimated here.
-* **Flag domains** are public by rule: a column whose schema categories are a subset of one of
+What is public, what is released
+--------------------------------
+* **Structure** (public, never read from values by this module): column names; each column's
+  value type as its storage gives it — number, text, true/false or date (a number column is one
+  whose schema kind is ``integer``/``continuous`` or ``binary`` with numeric categories; text and
+  true/false columns are ``binary``/``categorical``); the target; longitudinal groups (by column
+  names); identifier columns (``kind: id``, not modelled); the number of records.
+* **Declared** (public): a column with ``public: true`` keeps every fact written in its spec —
+  kind, decimals, missing policy, dtype, and its bounds or categories when given (a ``public``
+  number without bounds still gets its bounds released).
+* **Released** through the mechanism, for every other model column:
+
+  - numbers: *bounds* and the encoder's scaling (value histogram), and *kind* (``integer``,
+    ``continuous`` or a 0/1 flag), *decimals* and *missing policy* (format histogram);
+  - dates: bounds and scaling, day precision and missing policy;
+  - text, true/false, the target (and numbers declared ``categorical``): *categories*, and with
+    them the kind (``binary`` exactly when two are released, else ``categorical``) and the
+    missing policy (a "missing" count in the same histogram).
+
+  The *dtype* follows from the released facts, as pandas would hold such a column (see
+  :func:`released_dtype`), never from the input's dtype, which one float or one NaN changes.
+* **Flag domains** are public by rule: a category list that is a subset of one of
   :data:`FLAG_DOMAINS` (same Python type: ``{0, 1}``, ``{False, True}``, ``{"0", "1"}``,
-  ``{0.0, 1.0}``) is a flag, and its *whole* flag domain is released without thresholding — a
-  data-independent list. Only observed values outside the domain go through the threshold.
+  ``{0.0, 1.0}``) is released whole, a data-independent list; only observed values outside it go
+  through the threshold. A number column is released as the 0/1 flag when its format histogram
+  says values other than 0 and 1 are negligible.
 
 The mechanism (neighbours differ by adding or removing one record)
 ------------------------------------------------------------------
 * A query is one scalar column, or the columns of one longitudinal group pooled (they share
-  bounds). A record adds weight ``1/k`` per observed value, ``k`` the number of columns in the
-  query, so its total contribution — and the L2 norm of its change to the histogram — is ≤ 1.
-  The whole release has L2 sensitivity ≤ ``sqrt(n_queries)``; the caller passes
-  ``noise_std = noise_multiplier * sqrt(n_queries + extra)`` and charges a Gaussian mechanism
-  with that ``noise_multiplier`` (``sample_rate = 1``, ``steps = 1``).
-* Numeric queries count values on a **public grid** (buckets of 0.1 in ``asinh(x / 1e-3)``;
-  30-day buckets for dates) and add N(0, ``noise_std²``) to every bucket, empty ones included.
-  Everything after is post-processing: the *bulk* is the buckets whose noisy count clears
+  bounds and format). A record adds weight ``w/k`` per counted cell of the ``k`` columns in the
+  query, each cell to one bucket, so the L2 norm of its change to the histogram is ≤ ``w``:
+  ``w = 1`` for value and categorical histograms, ``w =`` :data:`FORMAT_WEIGHT` (0.5) for format
+  histograms, which need far less signal than bounds (their counts sit in one or two classes, a
+  value histogram's spread over dozens of buckets). The whole release has L2 sensitivity
+  ≤ :attr:`StatisticsPlan.sensitivity` ``= sqrt(n_value + n_categorical + w² n_format)``; the
+  caller passes ``noise_std = noise_multiplier * sqrt(sensitivity² + extra)`` and charges a
+  Gaussian mechanism with that ``noise_multiplier`` (``sample_rate = 1``, ``steps = 1``). Format
+  counts are reported in cells (divided by ``w``), with noise sd ``noise_std / w``. A format
+  histogram at full weight would raise every other count's noise by up to 41 % (a table of
+  numbers only); at 0.5, by up to 12 %.
+* Each number query is two histograms (two queries): the **value histogram** counts observed
+  values on a **public grid** (buckets of 0.1 in ``asinh(x / 1e-3)``; 30-day buckets for dates);
+  the **format histogram** counts each cell in one of the public classes :data:`NUMBER_FORMATS`
+  (missing, exactly 0, exactly 1, other whole, 1 … 6 decimals, more) or :data:`DATE_FORMATS`
+  (missing, midnight, a time of day). In a longitudinal group with dropout, the blanks after a
+  participant's last visit are dropout, not missing values, and are not counted. N(0,
+  ``noise_std²``) is added to every bucket, empty ones included. Each query draws its noise from
+  its own generator, seeded from ``rng`` in plan order, so one query's data-dependent candidate
+  list does not shift another's noise.
+* Everything after is post-processing. Values: the *bulk* is the buckets whose noisy count clears
   :func:`bulk_threshold`; released bounds are its range widened by half its width each side,
-  loc/scale and the quantile knots come from the bulk's noisy counts.
+  rounded outward to the released precision; loc/scale and the quantile knots come from the bulk's
+  noisy counts. Format, with ``N`` the noisy count of observed cells, a tail of ``m`` buckets is
+  *negligible* when its noisy sum is ≤ ``max(4 · sd · √m, 1 % of N)`` and *significant* when it
+  exceeds ``3 · sd · √m`` (``sd`` the format counts' noise sd):
+
+  - a scalar number column is the **0/1 flag** when the cells at 0 and 1 are significant and the
+    others negligible;
+  - else **decimals** is the smallest ``d`` ≤ 6 such that the cells needing at most ``d``
+    decimals are significant and those needing more negligible; ``None`` (no rounding) when there
+    is none — so too few records for evidence leave values unrounded rather than rounded to
+    integers — and the kind is ``integer`` when ``d = 0``, else ``continuous``; a date column has
+    day precision (``decimals 0``) when its midnight cells are significant and those with a time
+    of day negligible;
+  - **missing policy** ``indicator`` when the noisy missing count is significant, else ``none``
+    (rare gaps are then filled by :func:`conform`). One group shares one policy.
+
+  The 1 % floor keeps a handful of odd values (too few to matter, possibly typos) from setting a
+  whole column's precision; :func:`conform` rounds them, a fixed function of each record.
 * Categorical queries count the *observed* values (the candidate list depends on the data) and
-  keep a non-flag value only if its noisy count exceeds
-  ``τ = 1 + noise_std · Φ⁻¹(1 − threshold_delta / c)``, ``c`` = the number of columns in
-  categorical queries (fixed by the schema). A value that one record alone holds has count ≤ 1,
-  so it is released with probability ≤ ``threshold_delta / c``, and one record brings at most
-  ``c`` such values: thresholding adds ``threshold_delta`` to the mechanism's δ, which the
-  caller also charges. Noisy counts of values not kept are never released.
+  the missing cells (a data-independent candidate, like the flag domain), and keep a non-flag
+  value only if its noisy count exceeds ``τ = 1 + noise_std · Φ⁻¹(1 − threshold_delta / c)``,
+  ``c`` = the number of columns in categorical queries (fixed by the schema). A value that one
+  record alone holds has count ≤ 1, so it is released with probability ≤ ``threshold_delta / c``,
+  and one record brings at most ``c`` such values: thresholding adds ``threshold_delta`` to the
+  mechanism's δ, which the caller also charges. Noisy counts of values not kept are never
+  released. Numeric labels that are whole numbers are released as ints (``1.0`` → ``1``): a NaN
+  elsewhere in the column makes pandas hold them as floats.
+
+What stays outside: whether a text column is read as dates, or a column of unique values named
+like an identifier as ``id``, is decided by :meth:`clinsynth.schema.Schema.infer` from the values
+before any of this; :func:`schema_facts` lists what a release took from structure.
 """
 from __future__ import annotations
 
@@ -53,6 +108,12 @@ from clinsynth.schema import DISCRETE_KINDS, NUMERIC_KINDS, Category, ColumnSpec
 
 #: Public candidate categories of flag columns; a schema whose list fits one releases all of it.
 FLAG_DOMAINS: tuple[tuple[Category, ...], ...] = ((0, 1), (False, True), ("0", "1"), (0.0, 1.0))
+MAX_DECIMALS = 6
+#: The format classes of a number cell: a record's cell falls in exactly one.
+NUMBER_FORMATS: tuple[str, ...] = ("missing", "0", "1", "whole", *(f"{d} decimal{'s' * (d > 1)}" for d in range(1, MAX_DECIMALS + 1)),
+                                   "more")
+#: The format classes of a date cell.
+DATE_FORMATS: tuple[str, ...] = ("missing", "midnight", "time of day")
 
 _ASINH_UNIT = 1e-3        # t = asinh(x / unit): ~linear below 1e-3, ~log (10 %/bucket) above
 _ASINH_STEP = 0.1
@@ -65,64 +126,95 @@ _BULK_FALSE_ALARM = 1e-4  # … and so many that a pure-noise bucket anywhere on
 _WIDEN = 0.5              # released bounds: bulk range widened by half its width on each side
 _P_EPS = 1e-6             # as NumericCodec: normal scores stay within ±4.75
 _PUBLIC_PROBS = (0.02, 0.98)
+_FORMAT_SIGMAS = 4.0      # a format tail is negligible below 4 sds of its sum …
+_FORMAT_SHARE = 0.01      # … or below 1 % of the observed cells
+_EVIDENCE_SIGMAS = 3.0    # format counts (a missing count) are significant above 3 sds of their sum
+#: A record's weight in a format histogram (1 in the others): see the module docstring.
+FORMAT_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
 class StatisticsPlan:
-    """The queries a DP release needs, fixed by the schema alone (so their number can be charged)."""
+    """The queries a DP release needs, fixed by the schema's structure alone (so their number can be charged)."""
 
     numeric: list[list[str]]
     categorical: list[list[str]]
+    format: list[list[str]] = field(default_factory=list)
 
     @property
     def n_queries(self) -> int:
-        return len(self.numeric) + len(self.categorical)
+        return len(self.numeric) + len(self.categorical) + len(self.format)
+
+    @property
+    def sensitivity(self) -> float:
+        """The release's L2 sensitivity: one record moves each value and categorical histogram by
+        ≤ 1 and each format histogram by ≤ :data:`FORMAT_WEIGHT`."""
+        return math.sqrt(len(self.numeric) + len(self.categorical) + FORMAT_WEIGHT ** 2 * len(self.format))
+
+    def purpose(self) -> str:
+        """The ledger's purpose text for this release."""
+        return (f"public facts: {len(self.numeric)} numeric and {len(self.categorical)} categorical column group(s), "
+                f"{len(self.format)} format histogram(s) (kind, decimals, missing values)")
 
 
 @dataclass
 class DPRelease:
     """What the mechanism released, ready for the encoder (``schema``, ``numeric``) and the report."""
 
-    schema: Schema                      # the input schema with the DP bounds/categories written in
+    schema: Schema                      # the input schema with the DP facts written in
     numeric: dict[str, dict[str, Any]]  # per numeric column: NumericCodec state, loc/scale and knots/scores
-    fallback: dict[str, Any]            # per DP-released categorical column: where unknown values go
+    fallback: dict[str, Any]            # per DP-released discrete column: where unknown values (and gaps) go
     threshold: float                    # τ for categories (0.0 when there was no categorical query)
     threshold_delta: float              # δ the thresholding adds (0.0 when nothing could be thresholded)
     noisy_counts: dict[str, dict[str, Any]] = field(default_factory=dict)  # per query, JSON-plain
 
 
 # ---------------------------------------------------------------------------------------
-def _needs_numeric(spec: ColumnSpec) -> bool:
-    return spec.kind in NUMERIC_KINDS and not (spec.public and spec.bounds is not None)
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
-def _needs_categories(spec: ColumnSpec) -> bool:
-    return spec.kind in DISCRETE_KINDS and not spec.public
+def is_number_column(spec: ColumnSpec, schema: Schema) -> bool:
+    """A model column whose values are numbers by structure and whose kind DP releases: ``integer``,
+    ``continuous``, or ``binary`` with numeric categories (what inference calls a 2-valued number
+    column: one third value would make it ``integer``). The target stays a class label."""
+    if spec.kind in ("integer", "continuous"):
+        return True
+    return (spec.kind == "binary" and spec.name != schema.target
+            and all(_is_number(c) for c in spec.categories or []))
+
+
+def _needs_numeric(spec: ColumnSpec, schema: Schema) -> bool:
+    valued = spec.kind == "datetime" or is_number_column(spec, schema)
+    return valued and not (spec.public and (spec.bounds is not None or spec.kind in DISCRETE_KINDS))
+
+
+def _needs_categories(spec: ColumnSpec, schema: Schema) -> bool:
+    return spec.kind in DISCRETE_KINDS and not spec.public and not is_number_column(spec, schema)
+
+
+def _needs_format(spec: ColumnSpec, schema: Schema) -> bool:
+    return _needs_numeric(spec, schema) and not spec.public
 
 
 def plan_statistics(schema: Schema) -> StatisticsPlan:
     """The queries for every non-public model column; a longitudinal group's columns pool into one."""
     group_of = {c: g.name for g in schema.longitudinal for c in g.columns}
-    numeric: list[list[str]] = []
-    categorical: list[list[str]] = []
-    pooled: dict[tuple[str, bool], list[str]] = {}
+    plan: dict[str, list[list[str]]] = {"numeric": [], "categorical": [], "format": []}
+    pooled: dict[tuple[str, str], list[str]] = {}
     for spec in schema.model_columns:
-        if _needs_numeric(spec):
-            queries, is_numeric = numeric, True
-        elif _needs_categories(spec):
-            queries, is_numeric = categorical, False
-        else:
-            continue
-        group = group_of.get(spec.name)
-        if group is None:
-            queries.append([spec.name])
-            continue
-        key = (group, is_numeric)
-        if key not in pooled:
-            pooled[key] = []
-            queries.append(pooled[key])
-        pooled[key].append(spec.name)
-    return StatisticsPlan(numeric=numeric, categorical=categorical)
+        for part, needed in (("numeric", _needs_numeric), ("format", _needs_format), ("categorical", _needs_categories)):
+            if not needed(spec, schema):
+                continue
+            group = group_of.get(spec.name)
+            if group is None:
+                plan[part].append([spec.name])
+                continue
+            if (group, part) not in pooled:
+                pooled[(group, part)] = []
+                plan[part].append(pooled[(group, part)])
+            pooled[(group, part)].append(spec.name)
+    return StatisticsPlan(**plan)
 
 
 def category_threshold(noise_std: float, threshold_delta: float, n_columns: int) -> float:
@@ -158,11 +250,16 @@ def _bucket(edges: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(edges, x, side="right") - 1, 0, edges.size - 2)
 
 
+def _values(df: pd.DataFrame, spec: ColumnSpec) -> np.ndarray:
+    """The encoder's own reading of a column (dates as days), NaN for missing."""
+    return numeric_values(df[spec.name], "datetime" if spec.kind == "datetime" else "continuous")
+
+
 def _histogram(df: pd.DataFrame, specs: list[ColumnSpec], edges: np.ndarray) -> np.ndarray:
     """Exact weighted counts: each record adds 1/k per observed value of the k query columns."""
     counts = np.zeros(edges.size - 1)
     for spec in specs:
-        x = numeric_values(df[spec.name], spec.kind)  # the encoder's own reading (dates as days)
+        x = _values(df, spec)
         x = x[~np.isnan(x)]
         counts += np.bincount(_bucket(edges, x), minlength=counts.size)
     return counts / len(specs)
@@ -220,7 +317,8 @@ def _numeric_query(df: pd.DataFrame, specs: list[ColumnSpec], noise_std: float,
                    rng: np.random.Generator) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """One noisy histogram and what it yields: per-column bounds and the shared encoder state.
 
-    Returns (result, report), or None when no bucket clears the noise (too few records).
+    ``specs`` carry the released kind and decimals (bounds are rounded to them). Returns
+    (result, report), or None when no bucket clears the noise (too few records).
     """
     kind = "datetime" if specs[0].kind == "datetime" else "number"
     edges = grid_edges(specs[0].kind)
@@ -252,6 +350,132 @@ def _bounds_for_spec(spec: ColumnSpec, bounds: tuple[float, float]) -> tuple[flo
     return bounds
 
 
+# -- format queries -----------------------------------------------------------------------
+def _float_tolerance(dtype: str | None) -> float:
+    """Relative tolerance of "needs d decimals": float32 storage holds 1.2 only as 1.2000000477."""
+    return 4 * float(np.finfo(np.float32).eps) if dtype in ("float32", "Float32") else 1e-9
+
+
+def number_formats(x: np.ndarray, tolerance: float = 1e-9) -> np.ndarray:
+    """Per observed value, its index in :data:`NUMBER_FORMATS`: 1 for 0, 2 for 1, 3 for another
+    whole number, 3 + d for one needing d ≤ 6 decimals, the last for more. A function of the value
+    alone (the tolerance is relative to it), so one record moves one count."""
+    out = np.full(x.shape, len(NUMBER_FORMATS) - 1, dtype=np.intp)
+    atol = tolerance * np.maximum(1.0, np.abs(x))
+    pending = np.ones(x.shape, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        for d in range(MAX_DECIMALS + 1):
+            fits = pending & (np.abs(np.round(x, d) - x) <= atol)
+            out[fits] = 3 + d
+            pending &= ~fits
+    out[x == 0] = 1
+    out[x == 1] = 2
+    return out
+
+
+def _date_formats(days: np.ndarray) -> np.ndarray:
+    """Per observed date (days since 1970), 1 at midnight, 2 with a time of day."""
+    return np.where(days == np.floor(days), 1, 2)
+
+
+def _format_histogram(df: pd.DataFrame, specs: list[ColumnSpec], after_dropout: dict[str, np.ndarray]) -> np.ndarray:
+    """Exact weighted counts of the format classes: each record adds 1/k per counted cell of the k
+    query columns (a blank after the participant's last visit is dropout and is not counted)."""
+    dates = specs[0].kind == "datetime"
+    counts = np.zeros(len(DATE_FORMATS if dates else NUMBER_FORMATS))
+    for spec in specs:
+        x = _values(df, spec)
+        gap = np.isnan(x)
+        if spec.name in after_dropout:
+            gap &= ~after_dropout[spec.name]
+        counts[0] += gap.sum()
+        seen = x[~np.isnan(x)]
+        classes = _date_formats(seen) if dates else number_formats(seen, _float_tolerance(spec.dtype))
+        counts += np.bincount(classes, minlength=counts.size)
+    return counts / len(specs)
+
+
+def _significant(counts: np.ndarray, noise_std: float) -> bool:
+    """The noisy counts sum to more than 3 noise sds of their sum: something is really there."""
+    return float(counts.sum()) > _EVIDENCE_SIGMAS * noise_std * math.sqrt(counts.size)
+
+
+def _negligible(tail: np.ndarray, noise_std: float, observed: float) -> bool:
+    """A tail of noisy format counts is noise, or under 1 % of the observed cells."""
+    limit = max(_FORMAT_SIGMAS * noise_std * math.sqrt(tail.size), _FORMAT_SHARE * max(observed, 0.0))
+    return float(tail.sum()) <= limit
+
+
+def _precise_to(noisy: np.ndarray, start: int, split: int, noise_std: float, observed: float) -> bool:
+    """The cells in classes ``start … split - 1`` are significant and those from ``split`` on
+    negligible: evidence *for* the precision, not just the absence of evidence against it."""
+    return _significant(noisy[start:split], noise_std) and _negligible(noisy[split:], noise_std, observed)
+
+
+def decide_format(noisy: np.ndarray, noise_std: float, dates: bool, may_be_flag: bool) -> dict[str, Any]:
+    """The column facts a noisy format histogram gives (the module docstring's rule): kind,
+    decimals, missing policy, and for a 0/1 flag its more common value (``fallback``).
+    ``noise_std`` is the sd of each of the ``noisy`` counts."""
+    missing = "indicator" if _significant(noisy[:1], noise_std) else "none"
+    observed = float(noisy[1:].sum())
+    if dates:
+        return {"kind": "datetime", "decimals": 0 if _precise_to(noisy, 1, 2, noise_std, observed) else None,
+                "missing": missing}
+    if may_be_flag and _precise_to(noisy, 1, 3, noise_std, observed):
+        return {"kind": "binary", "categories": [0, 1], "decimals": None, "missing": missing,
+                "fallback": 0 if noisy[1] >= noisy[2] else 1}
+    decimals = next((d for d in range(MAX_DECIMALS + 1) if _precise_to(noisy, 1, 4 + d, noise_std, observed)), None)
+    return {"kind": "integer" if decimals == 0 else "continuous", "decimals": decimals, "missing": missing}
+
+
+def _format_query(df: pd.DataFrame, specs: list[ColumnSpec], noise_std: float, rng: np.random.Generator,
+                  after_dropout: dict[str, np.ndarray], may_be_flag: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One format histogram at :data:`FORMAT_WEIGHT` (``noise_std`` is the release's; the counts
+    come back in cells, with noise sd ``noise_std / FORMAT_WEIGHT``) and the facts it gives."""
+    dates = specs[0].kind == "datetime"
+    weighted = FORMAT_WEIGHT * _format_histogram(df, specs, after_dropout)
+    noisy = (weighted + rng.normal(0.0, noise_std, weighted.size)) / FORMAT_WEIGHT
+    facts = decide_format(noisy, noise_std / FORMAT_WEIGHT, dates, may_be_flag)
+    report = {"kind": "format", "columns": [s.name for s in specs],
+              "classes": list(DATE_FORMATS if dates else NUMBER_FORMATS), "counts": noisy.tolist(),
+              "noise_sd": noise_std / FORMAT_WEIGHT,
+              **{k: v for k, v in facts.items() if k != "fallback"}}
+    return facts, report
+
+
+# -- dtypes -------------------------------------------------------------------------------
+def released_dtype(spec: ColumnSpec, kind: str, missing: str, categories: list[Category] | None = None) -> str | None:
+    """The dtype a DP release gives a column: as pandas would hold a column of the released kind
+    and missing policy — whole numbers as ``int64``, or ``float64`` when they have gaps; other
+    numbers ``float64``; 0/1 and whole-number labels likewise; true/false as ``bool``, or
+    ``object`` with gaps. What storage declares and one record cannot change is kept: nullable
+    types (``Int64``, ``Float64``, ``boolean``), ``float32``, text and date dtypes."""
+    dtype = spec.dtype
+    nullable = bool(dtype) and dtype.startswith(("Int", "UInt", "Float"))
+    if kind == "datetime":
+        return dtype
+    if kind in ("integer", "continuous"):
+        if kind == "continuous":
+            return "Float64" if nullable else ("float32" if dtype == "float32" else "float64")
+        return "Int64" if nullable else ("int64" if missing == "none" else "float64")
+    cats = list(categories or [])
+    if cats and all(isinstance(c, bool) for c in cats):
+        return "boolean" if dtype == "boolean" else ("bool" if missing == "none" else "object")
+    if cats and all(_is_number(c) for c in cats):
+        whole = all(isinstance(c, int) for c in cats)
+        if nullable:
+            return "Int64" if whole else "Float64"
+        return "int64" if whole and missing == "none" else "float64"
+    return dtype
+
+
+def _whole_labels(categories: list[Category]) -> list[Category]:
+    """Number labels that are whole as ints (a NaN elsewhere makes pandas read 1 as 1.0)."""
+    if categories and all(_is_number(c) for c in categories) and all(float(c).is_integer() for c in categories):
+        return [int(c) for c in categories]
+    return categories
+
+
 # -- categorical queries ------------------------------------------------------------------
 def flag_domain(categories: list[Category] | None) -> tuple[Category, ...] | None:
     """The flag domain a category list fits (same Python type, subset), or None."""
@@ -265,14 +489,22 @@ def flag_domain(categories: list[Category] | None) -> tuple[Category, ...] | Non
 
 
 def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
+    value = value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # one label whatever dtype a NaN gave the column
+    return value
 
 
-def _observed_counts(df: pd.DataFrame, columns: list[str]) -> dict[Any, float]:
-    """Exact weighted counts of the observed values (1/k per value of the k query columns)."""
+def _observed_counts(df: pd.DataFrame, columns: list[str]) -> tuple[dict[Any, float], float]:
+    """Exact weighted counts of the observed values and of the missing cells (1/k per cell of
+    the k query columns)."""
     values = pd.concat([df[c].dropna() for c in columns], ignore_index=True)
-    counts = values.astype(object).value_counts(sort=False)
-    return {_plain(v): float(n) / len(columns) for v, n in counts.items()}
+    counts: dict[Any, float] = {}
+    for v, n in values.astype(object).value_counts(sort=False).items():
+        key = _plain(v)
+        counts[key] = counts.get(key, 0.0) + float(n) / len(columns)
+    missing = sum(int(df[c].isna().sum()) for c in columns) / len(columns)
+    return counts, missing
 
 
 def sort_categories(categories: list[Category]) -> list[Category]:
@@ -286,24 +518,24 @@ def sort_categories(categories: list[Category]) -> list[Category]:
 
 
 def _categorical_query(df: pd.DataFrame, columns: list[str], domain: tuple[Category, ...] | None,
-                       noise_std: float, tau: float, rng: np.random.Generator) -> dict[Any, float]:
-    """Released categories with their noisy counts: the flag domain whole, other values above τ."""
-    counts = _observed_counts(df, columns)
-    public = list(domain or ())
+                       noise_std: float, tau: float, rng: np.random.Generator) -> tuple[dict[Any, float], float]:
+    """Released categories with their noisy counts (the flag domain whole, other values above τ),
+    and the noisy count of missing cells."""
+    counts, missing = _observed_counts(df, columns)
+    public = list(_whole_labels(list(domain)) if domain else ())
     others = sorted((v for v in counts if v not in set(public)), key=lambda v: (type(v).__name__, str(v)))
     candidates = public + others
-    noisy = np.array([counts.get(v, 0.0) for v in candidates]) + rng.normal(0.0, noise_std, len(candidates))
-    return {v: float(n) for i, (v, n) in enumerate(zip(candidates, noisy)) if i < len(public) or n > tau}
+    noisy = np.array([missing] + [counts.get(v, 0.0) for v in candidates]) + rng.normal(0.0, noise_std, len(candidates) + 1)
+    kept = {v: float(n) for i, (v, n) in enumerate(zip(candidates, noisy[1:])) if i < len(public) or n > tau}
+    return kept, float(noisy[0])
 
 
-def _category_problem(spec: ColumnSpec, kept: list[Category], is_target: bool, is_flag: bool) -> str | None:
+def _category_problem(spec: ColumnSpec, kept: list[Category], is_target: bool) -> str | None:
     fix = "declare its categories public in the schema (\"public\": true with \"categories\") or raise ε"
     if not kept:
         return f"no category of column '{spec.name}' is common enough to release at this ε; {fix}"
-    if len(kept) < 2 and (is_target or (spec.kind == "binary" and not is_flag)):
-        role = "the target" if is_target else "binary column"
-        return (f"only one category ({kept[0]!r}) of {role} '{spec.name}' is common enough to release "
-                f"at this ε; {fix}")
+    if len(kept) < 2 and is_target:
+        return f"only one category ({kept[0]!r}) of the target '{spec.name}' is common enough to release at this ε; {fix}"
     return None
 
 
@@ -325,6 +557,11 @@ def _query_label(schema: Schema, columns: list[str]) -> str:
     return "group:" + next(g.name for g in schema.longitudinal if columns[0] in g.columns)
 
 
+def _query_rngs(rng: np.random.Generator, n: int) -> list[np.random.Generator]:
+    """One generator per query, seeded in plan order: a fixed draw from ``rng`` whatever the data."""
+    return [np.random.default_rng(int(s)) for s in rng.integers(0, 2**63 - 1, size=n)]
+
+
 def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, threshold_delta: float,
                        rng: np.random.Generator) -> DPRelease:
     """Run the one Gaussian mechanism of :func:`plan_statistics`'s queries and post-process it.
@@ -335,25 +572,42 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
     """
     plan = plan_statistics(schema)
     _check_arguments(df, plan, noise_std, threshold_delta)
+    rngs = iter(_query_rngs(rng, plan.n_queries))
+    grouped = {c for g in schema.longitudinal for c in g.columns}
+    after_dropout = schema._after_dropout(df) if plan.format and schema.longitudinal else {}
     updates: dict[str, dict[str, Any]] = {}
-    numeric = {s.name: _public_numeric_state(s) for s in schema.model_columns
-               if s.kind in NUMERIC_KINDS and not _needs_numeric(s)}
+    fallback: dict[str, Any] = {}
     report: dict[str, dict[str, Any]] = {}
+    for columns in plan.format:  # first: the bounds are rounded to the released precision
+        specs = [schema.column(c) for c in columns]
+        facts, report["format:" + _query_label(schema, columns)] = _format_query(
+            df, specs, noise_std, next(rngs), after_dropout, may_be_flag=len(columns) == 1 and columns[0] not in grouped)
+        for spec in specs:
+            if "fallback" in facts:
+                fallback[spec.name] = facts["fallback"]
+            updates[spec.name] = {"kind": facts["kind"], "decimals": facts["decimals"], "missing": facts["missing"],
+                                  "categories": facts.get("categories"), "bounds": None, "public": False,
+                                  "dtype": released_dtype(spec, facts["kind"], facts["missing"], facts.get("categories"))}
+    numeric = {s.name: _public_numeric_state(s) for s in schema.model_columns
+               if s.kind in NUMERIC_KINDS and not _needs_numeric(s, schema)}
     too_few: list[str] = []
     for columns in plan.numeric:
-        specs = [schema.column(c) for c in columns]
-        out = _numeric_query(df, specs, noise_std, rng)
+        specs = [schema.column(c).model_copy(update=updates.get(c, {})) for c in columns]
+        query_rng = next(rngs)
+        if specs[0].kind in DISCRETE_KINDS:  # released as a 0/1 flag: its value histogram is not needed
+            continue
+        out = _numeric_query(df, specs, noise_std, query_rng)
         if out is None:
             too_few.extend(columns)
             continue
         result, report[_query_label(schema, columns)] = out
         for spec in specs:
             numeric[spec.name] = dict(result["state"])
-            updates[spec.name] = {"bounds": _bounds_for_spec(spec, result["bounds"][spec.name]), "public": False}
+            updates.setdefault(spec.name, {}).update(
+                bounds=_bounds_for_spec(spec, result["bounds"][spec.name]), public=False)
 
     n_thresholded = sum(len(q) for q in plan.categorical)
     tau = category_threshold(noise_std, threshold_delta, n_thresholded) if n_thresholded else 0.0
-    fallback: dict[str, Any] = {}
     problems: list[str] = []
     if too_few:
         problems.append(f"too few records for a DP estimate of column(s) {', '.join(too_few)} at this ε; "
@@ -361,20 +615,22 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
     for columns in plan.categorical:
         spec = schema.column(columns[0])
         domain = flag_domain(spec.categories)
-        released = _categorical_query(df, columns, domain, noise_std, tau, rng)
+        released, missing_count = _categorical_query(df, columns, domain, noise_std, tau, next(rngs))
         kept = sort_categories(list(released))
-        problem = _category_problem(spec, kept, spec.name == schema.target, domain is not None)
+        problem = _category_problem(spec, kept, spec.name == schema.target)
         if problem:
             problems.append(problem)
             continue
+        missing = "indicator" if _significant(np.array([missing_count]), noise_std) else "none"
         report[_query_label(schema, columns)] = {
             "kind": "categorical", "columns": columns, "categories": kept,
-            "counts": [released[c] for c in kept], "flag_domain": domain is not None}
+            "counts": [released[c] for c in kept], "flag_domain": domain is not None,
+            "missing_count": missing_count, "missing": missing}
         for name in columns:
             fallback[name] = max(kept, key=lambda c: released[c])
-            kind = schema.column(name).kind
-            updates[name] = {"categories": kept, "public": False,
-                             "kind": "categorical" if kind == "binary" and len(kept) != 2 else kind}
+            kind = "binary" if len(kept) == 2 else "categorical"
+            updates[name] = {"categories": kept, "public": False, "kind": kind, "missing": missing,
+                             "dtype": released_dtype(schema.column(name), kind, missing, kept)}
     if problems:
         raise InputError("; ".join(problems))
     return DPRelease(schema=_updated_schema(schema, updates), numeric=numeric, fallback=fallback,
@@ -392,10 +648,9 @@ def charged_release(df: pd.DataFrame, schema: Schema, ledger: Any, share: float,
     sigma = share_noise_multiplier(share, ledger.epsilon, ledger.delta)
     threshold_delta = ledger.delta / 10 if plan.categorical else 0.0
     if plan.n_queries:
-        ledger.charge(Charge(
-            "gaussian", f"public facts: {len(plan.numeric)} numeric and {len(plan.categorical)} categorical "
-            "column group(s)", noise_multiplier=sigma, sample_rate=1.0, steps=1, delta=threshold_delta))
-    return release_statistics(df, schema, sigma * math.sqrt(max(plan.n_queries, 1)), threshold_delta, rng)
+        ledger.charge(Charge("gaussian", plan.purpose(), noise_multiplier=sigma, sample_rate=1.0, steps=1,
+                             delta=threshold_delta))
+    return release_statistics(df, schema, sigma * max(plan.sensitivity, 1.0), threshold_delta, rng)
 
 
 def _updated_schema(schema: Schema, updates: dict[str, dict[str, Any]]) -> Schema:
@@ -403,6 +658,37 @@ def _updated_schema(schema: Schema, updates: dict[str, dict[str, Any]]) -> Schem
     data = schema.model_dump()
     data["columns"] = [{**c, **updates.get(c["name"], {})} for c in data["columns"]]
     return Schema.model_validate(data)
+
+
+# -- what a release took from where -------------------------------------------------------
+def schema_facts(schema: Schema) -> dict[str, Any]:
+    """What a DP model's schema took from structure only, what the steward declared public and
+    what went through the ledger, for the console and the guarantee page. ``schema`` is the
+    released one (a model's ``schema_``): ``public`` marks declared columns there."""
+    model = schema.model_columns
+    declared = [c.name for c in model if c.public]
+    released = [c.name for c in model if not c.public]
+    ids = [c.name for c in schema.columns if c.kind == "id"]
+    structure = [f"{len(schema.columns)} column names", "each column's value type (number, text, true/false, date)"] \
+        if schema.columns else []
+    if schema.codes is not None:
+        structure.append(f"a {'presence' if schema.codes.binary else 'count'} code block")
+    if schema.target is not None:
+        structure.append(f"target '{schema.target}'")
+    if schema.longitudinal:
+        structure.append(f"{len(schema.longitudinal)} longitudinal group(s) by column name")
+    if ids:
+        structure.append(f"identifier column(s) {', '.join(ids)} (not modelled)")
+    structure.append("the number of records")
+    parts = [f"DP schema — from structure only: {', '.join(structure)}"]
+    if declared:
+        parts.append(f"declared public: {', '.join(declared)}")
+    if released:
+        parts.append(f"released through the ledger: kind, decimals, bounds, categories, missing policy "
+                     f"(and so dtype) of {len(released)} column(s)")
+    if schema.codes is not None:
+        parts.append(f"code vocabulary {'declared public' if schema.codes.public else 'released through the ledger'}")
+    return {"structure": structure, "declared_public": declared, "released": released, "summary": "; ".join(parts)}
 
 
 # -- conforming the training data ---------------------------------------------------------
@@ -416,6 +702,14 @@ def _clip_numeric(s: pd.Series, lo: float, hi: float) -> pd.Series:
     return s.clip(lo, hi)
 
 
+def _round_numeric(s: pd.Series, spec: ColumnSpec) -> pd.Series:
+    """Values to the column's released precision (integers stay as they are)."""
+    digits = 0 if spec.kind == "integer" else spec.decimals
+    if digits is None or pd.api.types.is_integer_dtype(s):
+        return s
+    return s.round(digits)
+
+
 def _clip_datetime(s: pd.Series, bounds: tuple[str, str]) -> pd.Series:
     lo, hi = (pd.Timestamp(b) for b in bounds)
     if pd.api.types.is_datetime64_any_dtype(s):
@@ -427,8 +721,12 @@ def _clip_datetime(s: pd.Series, bounds: tuple[str, str]) -> pd.Series:
     out = s.copy()
     for mask, bound in ((parsed < lo, lo), (parsed > hi, hi)):
         if mask.any():
-            out[mask.to_numpy()] = bound.strftime("%Y-%m-%d") if bound == bound.normalize() else bound.isoformat()
+            out[mask.to_numpy()] = _date_text(bound)
     return out
+
+
+def _date_text(ts: pd.Timestamp) -> str:
+    return ts.strftime("%Y-%m-%d") if ts == ts.normalize() else ts.isoformat()
 
 
 def _map_unknown(s: pd.Series, spec: ColumnSpec, fallback: Any) -> pd.Series:
@@ -440,21 +738,58 @@ def _map_unknown(s: pd.Series, spec: ColumnSpec, fallback: Any) -> pd.Series:
     return s.mask(unknown, fallback)
 
 
+def _gap_value(spec: ColumnSpec, release: DPRelease, s: pd.Series) -> Any:
+    """What fills a gap where the released schema has no room for one: the released centre of a
+    number (at its precision) or date, the most common released category."""
+    if spec.kind in DISCRETE_KINDS:
+        return release.fallback[spec.name]
+    loc = release.numeric[spec.name]["loc"]
+    if spec.kind == "datetime":
+        ts = pd.Timestamp(round(loc * _DAY_NS), unit="ns")
+        ts = ts.normalize() if spec.decimals == 0 else ts.floor("s")
+        if pd.api.types.is_datetime64_any_dtype(s):
+            return ts.tz_localize(s.dt.tz) if s.dt.tz is not None else ts
+        return _date_text(ts)
+    lo, hi = numeric_bounds(spec) if spec.bounds is not None else (-math.inf, math.inf)
+    digits = 0 if spec.kind == "integer" else spec.decimals
+    value = min(max(loc, lo), hi)
+    return float(round(value, digits)) if digits is not None else value
+
+
+def _fill_gaps(s: pd.Series, spec: ColumnSpec, release: DPRelease, after: np.ndarray | None) -> pd.Series:
+    """Gaps in a column released with missing policy ``none`` (blanks after dropout stay blank)."""
+    gaps = s.isna().to_numpy()
+    if after is not None:
+        gaps = gaps & ~after
+    if not gaps.any():
+        return s
+    return s.mask(gaps, _gap_value(spec, release, s))
+
+
 def conform(df: pd.DataFrame, release: DPRelease) -> pd.DataFrame:
     """Fit raw training data into the released schema, record by record, before encoding.
 
-    Numbers (dates too) are clipped into the released bounds; a category the release does not
-    list becomes missing (policy ``indicator``) or the column's fallback. It is a fixed function
-    of each record, so the DP training that follows covers it. Rows and missing values are kept.
+    Numbers (dates too) are clipped into the released bounds and rounded to the released precision;
+    a category the release does not list (a number other than 0 and 1 in a released flag) becomes
+    missing (policy ``indicator``) or the column's fallback; a gap in a column released with
+    policy ``none`` becomes its fallback or released centre. It is a fixed function of each record
+    (given the release), so the DP training that follows covers it. Rows are kept.
     """
     out = df.copy()
-    for spec in release.schema.model_columns:
+    schema = release.schema
+    after = schema._after_dropout(out) if schema.longitudinal else {}
+    for spec in schema.model_columns:
         if spec.name not in out.columns:
             continue
+        s = out[spec.name]
         if spec.kind in ("continuous", "integer") and spec.bounds is not None:
-            out[spec.name] = _clip_numeric(out[spec.name], float(spec.bounds[0]), float(spec.bounds[1]))
+            s = _round_numeric(_clip_numeric(s, float(spec.bounds[0]), float(spec.bounds[1])), spec)
         elif spec.kind == "datetime" and spec.bounds is not None:
-            out[spec.name] = _clip_datetime(out[spec.name], spec.bounds)
+            s = _clip_datetime(s, spec.bounds)
         elif spec.kind in DISCRETE_KINDS and spec.name in release.fallback:
-            out[spec.name] = _map_unknown(out[spec.name], spec, release.fallback[spec.name])
+            s = _map_unknown(s, spec, release.fallback[spec.name])
+        released = spec.name in release.fallback or (spec.name in release.numeric and not spec.public)
+        if released and spec.missing == "none":
+            s = _fill_gaps(s, spec, release, after.get(spec.name))
+        out[spec.name] = s
     return out
