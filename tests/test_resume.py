@@ -29,7 +29,8 @@ VAE = dict(epochs=4, batch_size=64, hidden=(32,), latent_dim=8, seed=2, device="
 MEDGAN = dict(pretrain_epochs=3, epochs=3, batch_size=64, compress_dim=16, disc_hidden=(32,), seed=2, device="cpu",
               progress=False)
 DP_MEDGAN = dict(epsilon=4.0, accountant="rdp", pretrain_epochs=2, epochs=3, batch_size=64, compress_dim=16,
-                 disc_hidden=(32,), minibatch_averaging=False, seed=2, device="cpu", progress=False)
+                 disc_hidden=(32,), minibatch_averaging=False, max_codes_per_patient=5, seed=2, device="cpu",
+                 progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,12 @@ def simple():
 @pytest.fixture(scope="module")
 def codes():
     return simulate_ehr(300, 40, seed=3)[0]
+
+
+@pytest.fixture(scope="module")
+def more_codes():
+    """Enough patients for a DP vocabulary at ε = 4 (20 of 40 codes kept)."""
+    return simulate_ehr(1500, 40, seed=3)[0]
 
 
 class Killed(Exception):
@@ -185,7 +192,8 @@ def test_medgan_killed_in_either_phase_and_resumed_equals_an_uninterrupted_fit(c
     assert (a.matrix != b.matrix).nnz == 0
 
 
-def test_dp_medgan_resume_keeps_vocabulary_and_ledger(codes, tmp_path, monkeypatch):
+def test_dp_medgan_resume_keeps_vocabulary_and_ledger(more_codes, tmp_path, monkeypatch):
+    codes = more_codes
     whole = create("dp-medgan", **DP_MEDGAN).fit(codes)
 
     import clinsynth.models.records as records
@@ -204,6 +212,7 @@ def test_dp_medgan_resume_keeps_vocabulary_and_ledger(codes, tmp_path, monkeypat
     assert trained == [("discriminator", 1), ("discriminator", 2)]
     assert resumed.ledger_.table() == whole.ledger_.table()
     assert resumed.vocabulary_release_ == whole.vocabulary_release_
+    assert len(whole.schema_.codes.vocabulary) < codes.n_codes  # the vocabulary was really released
     assert resumed.schema_.codes.vocabulary == whole.schema_.codes.vocabulary
     for name in ("generator", "decoder"):
         assert_same_state(whole.modules_[name], resumed.modules_[name])
@@ -214,12 +223,14 @@ def test_dp_medgan_resume_keeps_vocabulary_and_ledger(codes, tmp_path, monkeypat
 # -- a checkpoint belongs to one fit -------------------------------------------------------------
 def test_a_checkpoint_of_another_fit_is_refused_in_one_line(trial, tmp_path, monkeypatch):
     df, schema = trial
+    params = {**ACGAN, "select": "last"}
     with epochs_seen(monkeypatch, kill_after=1), pytest.raises(Killed):
-        create("acgan", **ACGAN).fit(df, schema, checkpoint_dir=tmp_path)
+        create("acgan", **params).fit(df, schema, checkpoint_dir=tmp_path)
     cases = [
-        (lambda: create("acgan", **{**ACGAN, "seed": 3}).fit(df, schema, checkpoint_dir=tmp_path), "parameters"),
-        (lambda: create("acgan", **ACGAN).fit(df.iloc[1:], schema, checkpoint_dir=tmp_path), "data"),
-        (lambda: create("acgan", **ACGAN).fit(df, Schema.infer(df, target="sex"), checkpoint_dir=tmp_path), "schema"),
+        (lambda: create("acgan", **{**params, "seed": 3}).fit(df, schema, checkpoint_dir=tmp_path), "parameters"),
+        (lambda: create("acgan", **params).fit(df.iloc[1:], schema, checkpoint_dir=tmp_path), "data"),
+        (lambda: create("acgan", **params).fit(df, Schema.infer(df, target="female"), checkpoint_dir=tmp_path),
+         "schema"),
         (lambda: create("vae", **VAE).fit(df, schema, checkpoint_dir=tmp_path), "model"),
     ]
     for fit, what in cases:
@@ -227,9 +238,8 @@ def test_a_checkpoint_of_another_fit_is_refused_in_one_line(trial, tmp_path, mon
             fit()
         assert "\n" not in str(err.value) and str(tmp_path) in str(err.value)
     # progress is display only: it does not make another fit
-    params = {**ACGAN, "progress": True}
     with epochs_seen(monkeypatch) as trained:
-        create("acgan", **params).fit(df, schema, checkpoint_dir=tmp_path)
+        create("acgan", **{**params, "progress": True}).fit(df, schema, checkpoint_dir=tmp_path)
     assert len(trained) == 4
 
 
@@ -259,9 +269,10 @@ def test_bayesnet_takes_checkpoint_dir_and_just_fits(trial, tmp_path):
 
 def test_a_finished_checkpoint_gives_the_same_model_without_training(trial, tmp_path, monkeypatch):
     df, schema = trial
-    first = create("acgan", **ACGAN).fit(df, schema, checkpoint_dir=tmp_path)
+    params = {**ACGAN, "select": "last"}
+    first = create("acgan", **params).fit(df, schema, checkpoint_dir=tmp_path)
     with epochs_seen(monkeypatch) as trained:
-        again = create("acgan", **ACGAN).fit(df, schema, checkpoint_dir=tmp_path)
+        again = create("acgan", **params).fit(df, schema, checkpoint_dir=tmp_path)
     assert trained == []
     pd.testing.assert_frame_equal(first.sample(100, seed=0), again.sample(100, seed=0))
 

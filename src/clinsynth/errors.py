@@ -41,3 +41,7 @@ class PrivacyBudgetError(ClinsynthError, RuntimeError):
 
 class BundleError(ClinsynthError, ValueError):
     """A model bundle on disk that is missing parts or does not fit this version."""
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint directory that belongs to another fit, is damaged, or cannot be written."""
