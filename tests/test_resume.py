@@ -60,6 +60,14 @@ def more_codes():
     return simulate_ehr(1500, 40, seed=3)[0]
 
 
+@pytest.fixture(autouse=True)
+def checkpoint_every_epoch(monkeypatch):
+    """These tests kill fits after a given epoch: every epoch writes its checkpoint here."""
+    from clinsynth.models.checkpoint import Checkpoint
+
+    monkeypatch.setattr(Checkpoint, "min_interval", 0.0)
+
+
 class Killed(Exception):
     """Stands for the process dying right after a checkpoint was written."""
 
@@ -185,6 +193,9 @@ def test_medgan_killed_in_either_phase_and_resumed_equals_an_uninterrupted_fit(c
                                        lambda m, **kw: m.fit(codes, **kw), kill_after=kill_after)
     everything = [("autoencoder", e) for e in range(3)] + [("discriminator", e) for e in range(3)]
     assert trained == everything[kill_after:]
+    from clinsynth.models.checkpoint import latest
+
+    assert latest(tmp_path) == {"model": "medgan", "phase": "discriminator", "epoch": 3, "epochs": 3}
     for name in ("encoder", "decoder", "generator", "discriminator"):
         assert_same_state(whole.modules_[name], resumed.modules_[name])
     assert whole.history_ == resumed.history_
@@ -268,13 +279,22 @@ def test_bayesnet_takes_checkpoint_dir_and_just_fits(trial, tmp_path):
 
 
 def test_a_finished_checkpoint_gives_the_same_model_without_training(trial, tmp_path, monkeypatch):
+    from clinsynth.models.checkpoint import latest, remove
+
     df, schema = trial
     params = {**ACGAN, "select": "last"}
     first = create("acgan", **params).fit(df, schema, checkpoint_dir=tmp_path)
+    assert latest(tmp_path) == {"model": "acgan", "phase": "gan", "epoch": 5, "epochs": 5}
     with epochs_seen(monkeypatch) as trained:
         again = create("acgan", **params).fit(df, schema, checkpoint_dir=tmp_path)
     assert trained == []
     pd.testing.assert_frame_equal(first.sample(100, seed=0), again.sample(100, seed=0))
+    # remove() deletes what the checkpoint wrote, a kill's leftover temporary file too, and nothing else
+    (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"cut short")
+    (tmp_path / "notes.txt").write_text("the steward's")
+    remove(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    assert latest(tmp_path) is None
 
 
 # -- a real kill ------------------------------------------------------------------------------------
@@ -286,6 +306,7 @@ KILLED_FIT = textwrap.dedent("""
     from clinsynth.schema import Schema
 
     original = checkpoint.Checkpoint.epoch_done
+    checkpoint.Checkpoint.min_interval = 0.0
 
     def slow(self, *args):  # time for the parent to kill us between epochs
         original(self, *args)
@@ -322,6 +343,26 @@ def test_a_fit_killed_by_sigkill_resumes_to_the_uninterrupted_model(trial, tmp_p
     assert 1 <= len(trained) < 6
     assert_same_state(whole.generator_, resumed.generator_)
     pd.testing.assert_frame_equal(whole.sample(300, seed=4), resumed.sample(300, seed=4))
+
+
+def test_fast_epochs_write_a_checkpoint_at_most_once_per_interval_and_after_the_last(trial, tmp_path,
+                                                                                     monkeypatch):
+    from clinsynth.models.checkpoint import Checkpoint, latest
+
+    df, schema = trial
+    monkeypatch.setattr(Checkpoint, "min_interval", 3600.0)
+    writes = []
+    original = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and "fingerprint" in obj:
+            writes.append(obj["epoch"])
+        return original(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    create("acgan", **{**ACGAN, "select": "last"}).fit(df, schema, checkpoint_dir=tmp_path)
+    assert writes == [4]
+    assert latest(tmp_path)["epoch"] == 5
 
 
 # -- progress without a terminal -------------------------------------------------------------------
