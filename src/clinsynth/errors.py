@@ -45,3 +45,7 @@ class BundleError(ClinsynthError, ValueError):
 
 class OutputError(ClinsynthError):
     """An output location clinsynth may not or cannot write: not its own, locked, full, read-only."""
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint directory that belongs to another fit, is damaged, or cannot be written."""

@@ -216,6 +216,7 @@ class ACGAN(SynthModel):
     """
 
     name = "acgan"
+    checkpoints = True
 
     def __init__(self, epochs: int = 150, batch_size: int = 256, noise_dim: int = 32, hidden: int = 128,
                  disc_hidden: int = 256, conv_channels: int = 8, lr_g: float = 2e-4, lr_d: float = 2e-4,
@@ -320,9 +321,10 @@ class ACGAN(SynthModel):
         X = encoder.encode(df)
         labels = self._codes(X, self.target_slice_)
         conditions = self._codes(X, self.condition_slice_)
-        joint = np.zeros((self.n_classes_, max(self.n_conditions_, 1)))
-        np.add.at(joint, (labels, conditions), 1.0)
-        self.condition_table_ = self._condition_table(joint)
+        if not self._resuming():  # a resumed fit has its (under DP: noisy) table from the checkpoint
+            joint = np.zeros((self.n_classes_, max(self.n_conditions_, 1)))
+            np.add.at(joint, (labels, conditions), 1.0)
+            self.condition_table_ = self._condition_table(joint)
         self.class_probs_ = self.condition_table_.sum(axis=1)
         with seeded(self.seed, device):
             self._build(device)
@@ -370,9 +372,12 @@ class ACGAN(SynthModel):
         update_d, D = self._discriminator_update(D, opt_d, batch, device)
         self.history_: list[dict[str, float]] = []
         average = self._weight_average(G)
+        state = {"generator": G, "discriminator": self.discriminator_, "opt_g": opt_g, "opt_d": opt_d, "rng": rng,
+                 "average": average, "snapshots": snapshots, **self._training_objects()}
+        first = self._checkpoint.resume("gan", self.epochs, state)
         started = time.perf_counter()
-        with TrainingProgress(self.epochs, f"{self.name} training", self.progress) as bar:
-            for epoch in range(self.epochs):
+        with TrainingProgress(self.epochs, f"{self.name} training", self.progress, start=first) as bar:
+            for epoch in range(first, self.epochs):
                 sums = {"d_fake": 0.0, "g": 0.0}
                 steps = 0
                 for idx in self._batches(n, batch, epoch, rng):
@@ -395,6 +400,7 @@ class ACGAN(SynthModel):
                 self.history_.append(means)
                 snapshots.add(G if average is None else average.module)
                 bar.advance(**means)
+                self._checkpoint.epoch_done("gan", epoch, state)
         self.train_seconds_ = time.perf_counter() - started  # the loop alone, for throughput benchmarks
         if average is not None:
             G.load_state_dict(average.module.state_dict())
@@ -402,6 +408,19 @@ class ACGAN(SynthModel):
         self._folded = None
         self._finish_training()
         G.eval()
+
+    def _training_objects(self) -> dict[str, Any]:
+        """Further training state a checkpoint must hold (a DP model's noise generator)."""
+        return {}
+
+    def _checkpoint_phases(self) -> list[str]:
+        return ["gan"]
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {"condition_table": self.condition_table_}
+
+    def _load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        self.condition_table_ = np.asarray(state["condition_table"], dtype=float)
 
     def _weight_average(self, G: nn.Module) -> torch.optim.swa_utils.AveragedModel | None:
         """An exponential moving average of the generator's weights (and batch-norm statistics),
@@ -568,7 +587,3 @@ class ACGAN(SynthModel):
         with torch.no_grad():
             out = self.discriminator_(torch.as_tensor(X[:, self.feature_idx_], device=self.device_))
             return -acgan_loss(out, True, labels, reduction="none").cpu().numpy()
-
-    def _conform(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Records as the encoder expects them (a DP model clips them into its released schema)."""
-        return frame

@@ -88,14 +88,36 @@ class SynthModel(ABC):
             raise NotFittedError(f"this {self.name} model is not fitted yet: call fit(df, schema) or clinsynth.load(dir) first")
 
     # -- public API --------------------------------------------------------------------
-    def fit(self, df: pd.DataFrame, schema: Schema | None = None) -> SynthModel:
-        """Validate ``df`` against ``schema`` (inferred if absent), then train."""
+    def fit(self, df: pd.DataFrame, schema: Schema | None = None, *,
+            checkpoint_dir: str | Path | None = None) -> SynthModel:
+        """Validate ``df`` against ``schema`` (inferred if absent), then train.
+
+        ``checkpoint_dir``: a neural model writes a checkpoint there after every epoch and, when
+        the directory already holds one of this same fit (model, parameters, seed, schema, data),
+        continues from it — ending with the model an uninterrupted fit gives; one of another fit
+        is refused (``ConfigError``). See ``clinsynth.models.checkpoint``. Models that fit in
+        seconds (the Bayesian networks) write none and just fit.
+        """
         schema = schema or Schema.infer(df)
         schema.validate(df)
         self._validate_params(schema)
-        self.schema_, encoder, df = self._prepare(df.reset_index(drop=True), schema)
-        self.n_train_ = len(df)
-        self._fit(df, encoder)
+        df = df.reset_index(drop=True)
+        self._checkpoint = self._open_checkpoint(checkpoint_dir, schema, df)
+        try:
+            resumed = self._checkpoint.resumed if self._checkpoint is not None else None
+            if resumed is None:
+                self.schema_, encoder, df = self._prepare(df, schema)
+            else:  # what _prepare made (DP: released and charged) comes back from the checkpoint
+                self.schema_ = Schema.from_json(resumed["schema"], "checkpointed schema")
+                encoder = self._encoder_from_state(self.schema_, resumed["encoder"])
+                self._load_checkpoint_state(resumed["model"])
+                df = self._conform(df)
+            if self._checkpoint is not None:
+                self._checkpoint.prepared(self.schema_, encoder)
+            self.n_train_ = len(df)
+            self._fit(df, encoder)
+        finally:
+            self._checkpoint = None
         self.encoder_ = encoder
         return self
 
@@ -191,6 +213,42 @@ class SynthModel(ABC):
         if probs.sum() <= 0:
             raise ConfigError(f"condition on '{target}': the weights sum to zero")
         return probs / probs.sum()
+
+    # -- checkpoints (neural models) ---------------------------------------------------------
+    #: whether ``fit(checkpoint_dir=...)`` writes per-epoch checkpoints (models that fit in seconds do not)
+    checkpoints: ClassVar[bool] = False
+    _checkpoint: Any = None
+
+    def _checkpoint_phases(self) -> list[str]:
+        """The training phases, in order, that checkpoints name."""
+        return ["train"]
+
+    def _open_checkpoint(self, checkpoint_dir: str | Path | None, schema: Schema, data: Any) -> Any:
+        """This fit's ``Checkpoint`` (a disabled one without a directory), or None for a model
+        that writes none."""
+        if not self.checkpoints:
+            return None
+        from clinsynth.models.checkpoint import Checkpoint
+
+        if checkpoint_dir is None:
+            return Checkpoint.disabled(self, self._checkpoint_phases())
+        return Checkpoint.open(checkpoint_dir, self, schema, data, self._checkpoint_phases())
+
+    def _resuming(self) -> bool:
+        """True while a fit continues from a checkpoint (what came before training is restored)."""
+        return self._checkpoint is not None and self._checkpoint.resumed is not None
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        """Plain data the model computed before training besides schema and encoder (a
+        condition table; under DP the ledger, released facts, RNG state), for the checkpoint."""
+        return {}
+
+    def _load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """Take back what ``_checkpoint_state`` gave, instead of computing (or charging) it again."""
+
+    def _conform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Records as the encoder expects them (a DP model clips them into its released schema)."""
+        return frame
 
     # -- what a model implements -----------------------------------------------------------
     def _numeric_transform(self) -> str:

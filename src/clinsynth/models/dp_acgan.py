@@ -129,10 +129,11 @@ class DPACGAN(ACGAN):
         self.batch_size_ = expected_batch(self.batch_size, n, self.name)
         self._sample_rate = self.batch_size_ / n
         self._steps_per_epoch = max(1, round(n / self.batch_size_))
-        reserved = [self._selection_charge()] if parse_select(self.select) else []
-        sigma = calibrate_noise(self.ledger_, self._sgd_charge, reserved)
-        self.ledger_.charge(self._sgd_charge(sigma))
-        self.noise_multiplier_ = sigma
+        if not self._resuming():  # resumed: σ and its charge are in the checkpointed ledger already
+            reserved = [self._selection_charge()] if parse_select(self.select) else []
+            sigma = calibrate_noise(self.ledger_, self._sgd_charge, reserved)
+            self.ledger_.charge(self._sgd_charge(sigma))
+            self.noise_multiplier_ = sigma
         super()._fit(df, encoder)
 
     def _batch_size(self, n: int) -> int:
@@ -166,6 +167,25 @@ class DPACGAN(ACGAN):
 
     def _finish_training(self) -> None:
         self.discriminator_ = self._engine.detach()
+
+    def _training_objects(self) -> dict[str, Any]:
+        return {"dp_noise": self._engine.generator}
+
+    # -- checkpoints: what was released and charged before training comes back, never again ---------
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {**super()._checkpoint_state(), "ledger": self.ledger_.state_dict(),
+                "release": self.release_.state_dict(), "rng": self._rng.bit_generator.state,
+                "noise_multiplier": self.noise_multiplier_}
+
+    def _load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        from clinsynth.privacy.statistics import DPRelease
+
+        super()._load_checkpoint_state(state)
+        self.ledger_ = PrivacyLedger.from_state_dict(state["ledger"])
+        self.release_ = DPRelease.from_state_dict(state["release"])
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = state["rng"]
+        self.noise_multiplier_ = float(state["noise_multiplier"])
 
     # -- 2. private epoch selection ----------------------------------------------------
     def _selection_charge(self) -> Charge:

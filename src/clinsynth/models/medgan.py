@@ -160,8 +160,10 @@ class MedGAN(CodeModel):
         autoencoder = nn.Sequential(m["encoder"], m["decoder"])
         step = self._step(phase, autoencoder, self._optimizer(autoencoder.parameters(), self.ae_lr))
         loss_of = self.codec_.reconstruction_loss
-        with TrainingProgress(phase.epochs, f"{self.name} autoencoder", self.progress) as bar:
-            for epoch in range(phase.epochs):
+        state = {**m, **step.state_objects("autoencoder")}
+        first = self._checkpoint.resume(phase.name, phase.epochs, state)
+        with TrainingProgress(phase.epochs, f"{self.name} autoencoder", self.progress, start=first) as bar:
+            for epoch in range(first, phase.epochs):
                 total, count = 0.0, 0
                 for rows in self._batches(phase, epoch):
                     if len(rows) == 0:
@@ -173,6 +175,7 @@ class MedGAN(CodeModel):
                     total, count = total + loss.sum().item(), count + len(rows)
                 self.history_.append({"phase": "autoencoder", "loss": total / max(count, 1)})
                 bar.advance(loss=total / max(count, 1))
+                self._checkpoint.epoch_done(phase.name, epoch, state)
         step.finish()
 
     def _fake(self, batch: int, rng: torch.Generator) -> torch.Tensor:
@@ -205,8 +208,10 @@ class MedGAN(CodeModel):
         critic = self._step(phase, D, self._optimizer(D.parameters()))
         opt_g = self._generator_optimizer()
         batch = min(self.batch_size, self.n_train_)
-        with TrainingProgress(phase.epochs, f"{self.name} GAN", self.progress) as bar:
-            for epoch in range(phase.epochs):
+        state = {**m, **critic.state_objects("critic"), "generator_optimizer": opt_g, "rng": rng}
+        first = self._checkpoint.resume(phase.name, phase.epochs, state)
+        with TrainingProgress(phase.epochs, f"{self.name} GAN", self.progress, start=first) as bar:
+            for epoch in range(first, phase.epochs):
                 sums, steps, g_steps = {"d": 0.0, "g": 0.0}, 0, 0
                 for i, rows in enumerate(self._batches(phase, epoch)):
                     with torch.no_grad():
@@ -227,6 +232,7 @@ class MedGAN(CodeModel):
                 means = {"d_fake": sums["d"] / max(steps, 1), "g": sums["g"] / max(g_steps, 1)}
                 self.history_.append({"phase": "gan", **means})
                 bar.advance(**means)
+                self._checkpoint.epoch_done(phase.name, epoch, state)
         m["discriminator"] = critic.finish()
 
     # -- sampling --------------------------------------------------------------------------------

@@ -264,6 +264,13 @@ class RealStep:
         """The plain module, hooks removed."""
         return self.engine.detach() if self.engine is not None else self.module
 
+    def state_objects(self, prefix: str) -> dict[str, Any]:
+        """What a checkpoint keeps of this step: the optimiser and, under DP, the noise generator."""
+        out: dict[str, Any] = {f"{prefix}_optimizer": self.optimizer}
+        if self.engine is not None:
+            out[f"{prefix}_noise"] = self.engine.generator
+        return out
+
 
 # -- the base model -------------------------------------------------------------------------------
 class CodeModel(SynthModel):
@@ -287,6 +294,7 @@ class CodeModel(SynthModel):
     """
 
     tables_ok: ClassVar[bool] = False
+    checkpoints = True
     _common = ("epsilon", "delta", "max_grad_norm", "accountant", "vocab_share", "stats_share",
                "max_codes_per_patient", "binarize", "device", "seed", "progress")
 
@@ -376,40 +384,86 @@ class CodeModel(SynthModel):
         resolve_device(self.device)
 
     # -- fit -----------------------------------------------------------------------------------
-    def fit(self, data: CodeMatrix | pd.DataFrame, schema: Schema | None = None) -> CodeModel:
+    def fit(self, data: CodeMatrix | pd.DataFrame, schema: Schema | None = None, *,
+            checkpoint_dir: str | Path | None = None) -> CodeModel:
         """Learn from a code matrix (optionally with ordinary columns, ``CodeMatrix.static``) or,
-        for models that take them, an ordinary table. Everything is checked before training."""
+        for models that take them, an ordinary table. Everything is checked before training.
+
+        ``checkpoint_dir``: write a checkpoint there after every epoch of every phase, and continue
+        from one of this same fit (see ``SynthModel.fit`` and ``clinsynth.models.checkpoint``).
+        """
         codes, static = split_input(data, self.tables_ok, self.name)
         schema = schema or infer_record_schema(codes, static)
         check_input(schema, codes, static)
         self.input_kind_ = "codes" if codes is not None else "table"  # some defaults depend on it
         self._validate_params(schema)
         n = len(codes) if codes is not None else len(static)
-        if self.private:
-            schema, table, codes, static, cap = self._prepare_private(schema, codes, static)
-        else:
-            part = static_schema(schema)
-            table = TableEncoder(part).fit(static) if part is not None else None
-            cap = None
-            if codes is not None and not codes.binary:
-                cap = float(schema.codes.max_count or max(codes.matrix.data.max(initial=1.0), 1.0))
-        self.schema_ = schema
-        codec = RecordCodec(schema, table, cap)
-        self.codec_ = codec
-        self.n_train_ = n
-        self._codes = codes.matrix if codes is not None else None
-        self._static_x = codec.encode_static(static, n)
-        self.device_ = resolve_device(self.device)
-        if self.private:
-            self._calibrate(n)
-        with seeded(self.seed, self.device_), flush_denormals():
-            self.modules_ = {k: m.to(self.device_) for k, m in self._build(codec.dim, codec.out_dim).items()}
-            self._train()
+        self._checkpoint = self._open_checkpoint(checkpoint_dir, schema, data)
+        try:
+            resumed = self._checkpoint.resumed
+            if resumed is not None:
+                schema, codec, codes, static = self._resume_prepared(resumed, codes, static)
+            else:
+                if self.private:
+                    schema, table, codes, static, cap = self._prepare_private(schema, codes, static)
+                else:
+                    part = static_schema(schema)
+                    table = TableEncoder(part).fit(static) if part is not None else None
+                    cap = None
+                    if codes is not None and not codes.binary:
+                        cap = float(schema.codes.max_count or max(codes.matrix.data.max(initial=1.0), 1.0))
+                codec = RecordCodec(schema, table, cap)
+            self._checkpoint.prepared(schema, codec)
+            self.schema_ = schema
+            self.codec_ = codec
+            self.n_train_ = n
+            self._codes = codes.matrix if codes is not None else None
+            self._static_x = codec.encode_static(static, n)
+            self.device_ = resolve_device(self.device)
+            if self.private:
+                self._calibrate(n)
+            with seeded(self.seed, self.device_), flush_denormals():
+                self.modules_ = {k: m.to(self.device_) for k, m in self._build(codec.dim, codec.out_dim).items()}
+                self._train()
+        finally:
+            self._checkpoint = None
         for m in self.modules_.values():
             m.eval()
         del self._codes, self._static_x
         self.encoder_ = codec
         return self
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _checkpoint_phases(self) -> list[str]:
+        return [p.name for p in self._phases()]
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        if not self.private:
+            return {}
+        return {"ledger": self.ledger_.state_dict(), "noise_multiplier": self.noise_multiplier_,
+                "vocabulary_release": self.vocabulary_release_, "release": self._static_release}
+
+    def _load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        if self.private:
+            self.ledger_ = PrivacyLedger.from_state_dict(state["ledger"])
+            self.noise_multiplier_ = state["noise_multiplier"]
+            self.vocabulary_release_ = state["vocabulary_release"]
+            self._static_release = state["release"]
+
+    def _resume_prepared(self, resumed: dict[str, Any], codes: CodeMatrix | None, static: pd.DataFrame | None):
+        """What ``fit`` prepares before training, from a checkpoint: schema, codec and (DP) the
+        released vocabulary and public facts — restored, never drawn or charged again."""
+        from clinsynth.privacy.statistics import DPRelease, conform
+
+        schema = Schema.from_json(resumed["schema"], "checkpointed schema")
+        codec = RecordCodec.from_state_dict(schema, resumed["encoder"])
+        self._load_checkpoint_state(resumed["model"])
+        if codes is not None and tuple(schema.codes.vocabulary) != codes.vocabulary:  # the DP vocabulary
+            keep = pd.Index(codes.vocabulary).get_indexer(list(schema.codes.vocabulary))
+            codes = CodeMatrix(codes.matrix[:, keep], tuple(schema.codes.vocabulary), codes.patient_ids, codes.binary)
+        if self.private and self._static_release is not None:
+            static = conform(static, DPRelease.from_state_dict(self._static_release))
+        return schema, codec, codes, static
 
     def _real(self, rows: np.ndarray) -> torch.Tensor:
         """The real patients at ``rows`` as a dense batch on the device."""
@@ -449,6 +503,7 @@ class CodeModel(SynthModel):
         delta = self.ledger_.delta
         rng = np.random.default_rng(self.seed)
         self.vocabulary_release_ = None
+        self._static_release = None  # plain data, for a checkpoint
         if codes is not None and not schema.codes.public:
             sigma = share_noise_multiplier(self.vocab_share, self.epsilon, delta)
             charge = vocabulary_charge(sigma, delta / 10, self.max_codes_per_patient)
@@ -463,6 +518,7 @@ class CodeModel(SynthModel):
         part = static_schema(schema)
         if part is not None:
             release = charged_release(static, part, self.ledger_, self.stats_share, rng)
+            self._static_release = release.state_dict()
             table = TableEncoder(release.schema).fit_from_statistics(release.numeric)
             static = conform(static, release)
             schema = release.schema.model_copy(update={"codes": schema.codes})
@@ -483,6 +539,8 @@ class CodeModel(SynthModel):
 
         if not phases:
             self.noise_multiplier_ = None
+            return
+        if self._resuming():  # σ and its charges come back with the checkpointed ledger
             return
         sigma = calibrate_noise(self.ledger_, charges)
         for charge in charges(sigma):

@@ -7,6 +7,9 @@ a forked global RNG, so a seed reproduces a model on CPU.
 from __future__ import annotations
 
 import copy
+import datetime
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from clinsynth.data.io import write_with
@@ -120,6 +124,14 @@ class Snapshots:
     def __len__(self) -> int:
         return len(self._items)
 
+    def paths(self) -> list[Path]:
+        """The snapshot files so far (``"disk"`` mode; empty otherwise)."""
+        return [item for item in self._items if isinstance(item, Path)]
+
+    def restore(self, items: Sequence[dict[str, torch.Tensor] | Path]) -> None:
+        """Take the snapshots of the epochs before a resumed fit (weights, or files in ``"disk"`` mode)."""
+        self._items = list(items)
+
     def __getitem__(self, epoch_index: int) -> dict[str, torch.Tensor]:
         item = self._items[epoch_index]
         if isinstance(item, Path):
@@ -128,28 +140,53 @@ class Snapshots:
 
 
 class TrainingProgress:
-    """A rich progress bar over epochs that shows the latest losses; silent when disabled."""
+    """Progress over epochs with the latest losses: a rich bar on a terminal, plain lines otherwise.
 
-    def __init__(self, total: int, description: str, enabled: bool = True):
+    A batch job's log is not a terminal, and a live bar writes nothing to it until the end; there
+    each epoch may print one plain line to stderr (``name: epoch 12/40  elapsed 0:01:23  g 0.701``),
+    at most one per ``interval`` seconds and always the last epoch. ``start`` is the number of
+    epochs already done (a resumed fit). Silent when disabled.
+    """
+
+    def __init__(self, total: int, description: str, enabled: bool = True, start: int = 0,
+                 interval: float = 10.0):
         self.enabled = enabled
         self.total = total
         self.description = description
+        self.done = start
+        self.interval = interval
         self._progress: Progress | None = None
+        self._plain = False
 
     def __enter__(self) -> TrainingProgress:
-        if self.enabled:
+        if not self.enabled:
+            return self
+        console = Console(stderr=True)
+        if console.is_terminal:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[losses]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+                TextColumn("{task.fields[losses]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=console, transient=False,
             )
             self._progress.__enter__()
-            self._task = self._progress.add_task(self.description, total=self.total, losses="")
+            self._task = self._progress.add_task(self.description, total=self.total, completed=self.done, losses="")
+        else:
+            self._plain = True
+            self._started = self._printed = time.monotonic()
         return self
 
     def advance(self, **losses: float) -> None:
+        self.done += 1
+        text = "  ".join(f"{k} {v:.3f}" for k, v in losses.items())
         if self._progress is not None:
-            text = "  ".join(f"{k} {v:.3f}" for k, v in losses.items())
             self._progress.update(self._task, advance=1, losses=text)
+        elif self._plain:
+            now = time.monotonic()
+            if now - self._printed >= self.interval or self.done >= self.total:
+                self._printed = now
+                elapsed = datetime.timedelta(seconds=round(now - self._started))
+                print(f"{self.description}: epoch {self.done}/{self.total}  elapsed {elapsed}  {text}".rstrip(),
+                      file=sys.stderr, flush=True)
 
     def __exit__(self, *exc: Any) -> None:
         if self._progress is not None:

@@ -125,8 +125,10 @@ class VAE(CodeModel):
         loss_of = self.codec_.reconstruction_loss
         beta = self._setting("beta")
         self.history_ = []
-        with TrainingProgress(phase.epochs, f"{self.name} training", self.progress) as bar:
-            for epoch in range(phase.epochs):
+        state = {"vae": net, **step.state_objects("vae")}
+        first = self._checkpoint.resume(phase.name, phase.epochs, state)
+        with TrainingProgress(phase.epochs, f"{self.name} training", self.progress, start=first) as bar:
+            for epoch in range(first, phase.epochs):
                 total, kl_total, count = 0.0, 0.0, 0
                 for rows in self._batches(phase, epoch):
                     if len(rows) == 0:
@@ -140,6 +142,7 @@ class VAE(CodeModel):
                 means = {"loss": total / max(count, 1), "kl": kl_total / max(count, 1)}
                 self.history_.append(means)
                 bar.advance(**means)
+                self._checkpoint.epoch_done(phase.name, epoch, state)
         self.modules_["vae"] = step.finish()
         self.train_seconds_ = time.perf_counter() - started
 

@@ -168,6 +168,18 @@ class DPRelease:
     threshold_delta: float              # δ the thresholding adds (0.0 when nothing could be thresholded)
     noisy_counts: dict[str, dict[str, Any]] = field(default_factory=dict)  # per query, JSON-plain
 
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data (a resumed fit restores the release instead of drawing and charging it again)."""
+        return {"schema": self.schema.to_json(), "numeric": self.numeric, "fallback": self.fallback,
+                "threshold": self.threshold, "threshold_delta": self.threshold_delta,
+                "noisy_counts": self.noisy_counts}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> DPRelease:
+        return cls(schema=Schema.from_json(state["schema"], "released schema"), numeric=state["numeric"],
+                   fallback=state["fallback"], threshold=float(state["threshold"]),
+                   threshold_delta=float(state["threshold_delta"]), noisy_counts=state.get("noisy_counts", {}))
+
 
 # ---------------------------------------------------------------------------------------
 def _is_number(value: Any) -> bool:
