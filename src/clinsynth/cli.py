@@ -137,7 +137,7 @@ def fit(
     from clinsynth.data.io import read_table
     from clinsynth.data.output_dir import output_size, staged_output
     from clinsynth.models.registry import create
-    from clinsynth.pipeline import fit_with_checkpoint, run_fingerprint, table_hash
+    from clinsynth.pipeline import run_fingerprint, table_hash
 
     model, params = _model_and_params(model, param, epochs, select, epsilon, delta)
     reserve = 2 * output_size([data]) + (20 << 20)
@@ -147,7 +147,7 @@ def fit(
         table_schema.validate(df)
         stage.claim(run_fingerprint(model, params, seed, table_schema.to_json(), table_hash(df)))
         fitted = create(model, seed=seed, progress=not quiet, **params)
-        fit_with_checkpoint(fitted, df, table_schema, stage.checkpoint_dir)
+        fitted.fit(df, table_schema, checkpoint_dir=stage.checkpoint_dir)
         fitted.write_bundle(stage.dir)
     console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained on {len(df):,} rows × {df.shape[1]} columns")
     if getattr(fitted, "ledger_", None) is not None:

@@ -149,7 +149,7 @@ class _Release:
             params = dict(self.config.params)
             name = private_model(self.config.model, self.config.epsilon, self.config.delta, params)
             model = create(name, seed=self.config.seed, progress=progress, **params)
-            self.step("fit", lambda: fit_with_checkpoint(model, train, schema, self.stage.checkpoint_dir))
+            self.step("fit", lambda: model.fit(train, schema, checkpoint_dir=self.stage.checkpoint_dir))
             model.write_bundle(bundle)
             self.stage.mark("fit")
         n = self.config.n_synthetic or n_train
@@ -213,16 +213,6 @@ def check_run_config(config: RunConfig) -> None:
         raise ConfigError(f"n_synthetic must be at least 1, got {config.n_synthetic}")
     if not 0 < config.test_size < 1:
         raise ConfigError(f"test_size must be between 0 and 1, got {config.test_size}")
-
-
-def fit_with_checkpoint(model: Any, data: Any, schema: Schema | None, checkpoint_dir: Path) -> Any:
-    """Fit, keeping per-epoch checkpoints in ``checkpoint_dir`` where the model can (a resume
-    continues from them); a model without checkpoints just fits."""
-    import inspect
-
-    if "checkpoint_dir" in inspect.signature(model.fit).parameters:
-        return model.fit(data, schema, checkpoint_dir=checkpoint_dir)
-    return model.fit(data, schema)
 
 
 def release_reserve(inputs: tuple[str | Path, ...]) -> int:
