@@ -74,6 +74,7 @@ class RunConfig:
     seed: int = 0
     output_format: str = "csv"
     max_queries: int = 20_000
+    csv_safe: bool = True  # quote formula-like text in CSV output (see data.io.write_table)
 
 
 @dataclass
@@ -188,7 +189,7 @@ def run_release(df: pd.DataFrame, config: RunConfig, out_dir: str | Path, schema
     schema.validate(df)
     train, test = split_holdout(df, schema.target, config.test_size, seed=config.seed)
     model, synthetic = release.fit_and_sample(train, schema, len(train), progress)
-    files = {"synthetic": write_table(synthetic, release.out / f"synthetic.{config.output_format}"),
+    files = {"synthetic": write_table(synthetic, release.out / f"synthetic.{config.output_format}", csv_safe=config.csv_safe),
              "model": model.save(release.out / "model")}
     metrics = release.evaluate(model, train, test, synthetic, model.schema_, (source or {}).get("name", "table"))
     return release.finish(
@@ -223,18 +224,18 @@ def codes_hash(codes: Any) -> str:
     return digest.hexdigest()
 
 
-def write_codes(codes: Any, out: Path, output_format: str, names: CodeColumns) -> dict[str, Path]:
+def write_codes(codes: Any, out: Path, output_format: str, names: CodeColumns, csv_safe: bool = True) -> dict[str, Path]:
     """Synthetic patients as the steward's long format (``synthetic.<fmt>``: id, code[, count]) and,
     when they have ordinary columns, one row per patient in ``synthetic_static.<fmt>`` — the only
     place a synthetic patient without any code appears."""
     from clinsynth.data.ehr import write_long
 
     files = {"synthetic": write_long(codes, out / f"synthetic.{output_format}", patient_col=names.patient_col,
-                                     code_col=names.code_col, count_col=names.count_col)}
+                                     code_col=names.code_col, count_col=names.count_col, csv_safe=csv_safe)}
     if codes.static is not None:
         static = codes.static.copy()
         static.insert(0, names.patient_col, codes.patient_ids)
-        files["synthetic_static"] = write_table(static, out / f"synthetic_static.{output_format}")
+        files["synthetic_static"] = write_table(static, out / f"synthetic_static.{output_format}", csv_safe=csv_safe)
     return files
 
 
@@ -305,7 +306,7 @@ def run_code_release(codes: Any, config: RunConfig, out_dir: str | Path, schema:
     release = _Release(config, out_dir, on_step)
     train, test = split_patients(codes, config.test_size, seed=config.seed)
     model, synthetic = release.fit_and_sample(train, schema, train.n_patients, progress)
-    files = write_codes(synthetic, release.out, config.output_format, names)
+    files = write_codes(synthetic, release.out, config.output_format, names, csv_safe=config.csv_safe)
     files["model"] = model.save(release.out / "model")
     metrics = release.evaluate(model, train, test, synthetic, None, (source or {}).get("name", "code matrix"))
     return release.finish(
