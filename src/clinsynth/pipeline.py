@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,8 +30,25 @@ def split_holdout(df: pd.DataFrame, target: str | None, test_size: float = 0.2,
     if not 0 < test_size < 1:
         raise ConfigError(f"test_size must be between 0 and 1, got {test_size}")
     stratify = df[target].astype(str) if target is not None else None
+    _check_split(len(df), test_size, stratify, target)
     train, test = train_test_split(df, test_size=test_size, random_state=seed, stratify=stratify)
     return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def _check_split(n: int, test_size: float, stratify: pd.Series | None, target: str | None) -> None:
+    """Refuse, in one line, a table too small for the holdout (scikit-learn's split would raise)."""
+    n_test = math.ceil(test_size * n)
+    if n_test < 2 or n - n_test < 2:
+        raise ConfigError(f"{n} rows are too few to hold {test_size:.0%} out: training and holdout need "
+                          "at least 2 rows each (more rows, or another --test-size)")
+    if stratify is not None:
+        counts = stratify.value_counts()
+        if counts.min() < 2:
+            raise ConfigError(f"target '{target}' class {counts.idxmin()!r} has only {counts.min()} row: a stratified "
+                              "holdout needs at least 2 of each class (merge or drop that class)")
+        if n_test < len(counts) or n - n_test < len(counts):
+            raise ConfigError(f"{n} rows are too few to hold {test_size:.0%} out stratified by '{target}': training "
+                              f"and holdout each need a row of all {len(counts)} classes (another --test-size)")
 
 
 def guarantee_of(model: Any) -> dict[str, Any]:

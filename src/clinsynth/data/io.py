@@ -97,6 +97,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise InputError(f"file '{path}' is empty")
     fmt = table_format(path)
     if fmt == "parquet":
+        _check_flat_parquet(path)
         try:
             df = pd.read_parquet(path)
         except Exception as e:  # pyarrow raises many types for a non-parquet file
@@ -108,6 +109,22 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if df.shape[0] == 0:
         raise InputError(f"file '{path}' has a header but no rows")
     return df
+
+
+def _check_flat_parquet(path: Path) -> None:
+    """Refuse struct, list and map columns by their Parquet schema, before reading any row: a
+    clinical table here is flat, one value per cell."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception:  # not Parquet at all: read_parquet reports it
+        return
+    nested = [f"column '{f.name}' is nested ({f.type})" for f in schema if pa.types.is_nested(f.type)]
+    if nested:
+        raise InputError(f"file '{path}': {'; '.join(nested)}; clinsynth reads flat tables: "
+                         "flatten each into plain columns (one per field) first")
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
