@@ -84,6 +84,15 @@ def test_carriage_returns_inside_cells_keep_rows_whole(tmp_path):
     assert b"\r" not in (tmp_path / "plain.csv").read_bytes()  # tables without one keep "\n"
 
 
+def test_one_column_of_spaces_keeps_its_rows(tmp_path):
+    """A one-column cell of spaces alone on its line read back as a blank line: the row was lost."""
+    df = pd.DataFrame({"note": pd.Series([None, " ", "x", "  "], dtype=object)})
+    back = read_table(write_table(df, tmp_path / "one.csv"))
+    assert back["note"].tolist()[1:] == [" ", "x", "  "] and back["note"].isna().tolist() == [True, False, False, False]
+    numbers = pd.DataFrame({"x": [1.5, np.nan, -2.0]})
+    pd.testing.assert_frame_equal(read_table(write_table(numbers, tmp_path / "n.csv")), numbers)
+
+
 def test_colliding_category_names_fall_back(tmp_path):
     df = pd.DataFrame({"c": pd.Categorical(["=a", "'=a", "b"])})
     assert csv_safe_frame(df)["c"].astype(object).tolist() == ["'=a", "'=a", "b"]

@@ -67,6 +67,17 @@ def test_infinite_values_are_refused_at_inference(bad, count):
     assert "blank them" in problem
 
 
+def test_infinite_numbers_held_as_objects_are_refused():
+    """An object column of numbers with an inf became a category ``inf`` that JSON cannot hold."""
+    df = _table().assign(flag=pd.Series([None, 0.0] * 29 + [np.inf, 1.0], dtype=object))
+    with pytest.raises(SchemaError) as e:
+        Schema.infer(df)
+    assert e.value.problems == ["column 'flag' has 1 infinite value(s) (inf); blank them (a missing value) "
+                                "or replace them with numbers"]
+    with pytest.raises(SchemaError, match="categories cannot hold NaN or infinite numbers"):
+        Schema.from_json('{"columns": [{"name": "f", "kind": "binary", "categories": [0.0, Infinity]}]}')
+
+
 def test_infinite_values_are_refused_against_a_declared_schema():
     df = _table()
     schema = Schema.infer(df, target="arm")
@@ -298,6 +309,15 @@ def test_nested_python_objects_are_refused_by_schema():
     schema = Schema.infer(_table(10).assign(vitals="x"))
     with pytest.raises(SchemaError, match="column 'vitals' holds nested values"):
         schema.validate(df.drop(columns="codes"))
+
+
+def test_column_names_that_are_not_text():
+    """An int column name became the text "0" in the schema, which then did not match its own frame."""
+    df = pd.DataFrame({0: [1.5, 2.5, 3.5], "b": ["x", "y", "x"]})
+    with pytest.raises(SchemaError, match=r"column names must be text, not 0 \(int\); rename them"):
+        Schema.infer(df)
+    with pytest.raises(SchemaError, match="column names must be text"):
+        Schema.infer(df.set_axis(["0", "b"], axis=1)).validate(df)
 
 
 # --- one-row tables ----------------------------------------------------------------------------------

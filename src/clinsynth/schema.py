@@ -74,6 +74,8 @@ class ColumnSpec(BaseModel):
             if not all(isinstance(b, (int, float)) and abs(b) <= MAX_MAGNITUDE for b in self.bounds):
                 raise ValueError(f"column '{self.name}': bounds {list(self.bounds)} are infinite or beyond "
                                  f"±{MAX_MAGNITUDE:g}, too large to scale; declare finite bounds or none")
+        if any(isinstance(c, float) and not np.isfinite(c) for c in self.categories or []):
+            raise ValueError(f"column '{self.name}': categories cannot hold NaN or infinite numbers")
         if self.kind in DISCRETE_KINDS and not self.categories:
             raise ValueError(f"column '{self.name}': kind {self.kind} needs a non-empty 'categories' list")
         if self.kind == "binary" and len(self.categories or []) != 2:
@@ -333,6 +335,10 @@ def check_frame_basics(df: pd.DataFrame) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise SchemaError(f"duplicate column names: {', '.join(dupes)}; every column needs a unique name")
+    not_text = [c for c in df.columns if not isinstance(c, str)]
+    if not_text:  # a schema names columns by text: 0 and "0" would be different columns
+        raise SchemaError(f"column names must be text, not {_preview(f'{c!r} ({type(c).__name__})' for c in not_text)}; "
+                          "rename them, e.g. df.columns = df.columns.astype(str)")
 
 
 def check_trainable(df: pd.DataFrame) -> None:
@@ -454,6 +460,11 @@ def _infer_column(s: pd.Series, is_target: bool, force_id: bool) -> ColumnSpec:
     mixed = _mixed_types(s)
     if mixed:
         raise SchemaError(f"column '{name}' {mixed}")
+    if s.dtype == object:  # numbers held as Python objects are checked like a numeric column's
+        floats = np.array([v for v in values if isinstance(v, (float, np.floating))], dtype=float)
+        problem = _number_problem(name, floats) if floats.size else None
+        if problem:
+            raise SchemaError(problem)
     missing: MissingPolicy = "indicator" if s.isna().any() else "none"
     dtype = str(s.dtype)
     n_unique = values.nunique()

@@ -170,8 +170,11 @@ def write_table(df: pd.DataFrame, path: str | Path, *, csv_safe: bool = True) ->
             df.to_parquet(tmp, index=False)
         else:
             frame = csv_safe_frame(df) if csv_safe else df
+            # one column: a text cell of spaces alone on its line reads back as a blank line, and
+            # its row is lost; quoting every text cell keeps it
             frame.to_csv(tmp, index=False, sep="\t" if path.suffix.lower() == ".tsv" else ",",
-                         lineterminator="\r\n" if _has_carriage_return(frame) else "\n")
+                         lineterminator="\r\n" if _has_carriage_return(frame) else "\n",
+                         quoting=csv.QUOTE_NONNUMERIC if frame.shape[1] == 1 else csv.QUOTE_MINIMAL)
     return path
 
 
