@@ -149,3 +149,32 @@ def test_run_config_carries_the_switch(tmp_path):
 
     assert RunConfig(target=None).csv_safe is True
     assert RunConfig(target=None, csv_safe=False).csv_safe is False
+
+
+@pytest.mark.slow  # a whole release: its evaluation takes 10-50 s on 2 cores
+def test_run_quotes_by_default(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({"arm": rng.integers(0, 2, 80), "note": rng.choice(["=cmd|' /C calc'!A0", "fine"], 80),
+                       "age": rng.normal(60, 10, 80).round(1)})
+    write_table(df, tmp_path / "t.parquet")
+    assert main(["run", str(tmp_path / "t.parquet"), "--target", "arm", "--model", "bayesnet", "--quiet",
+                 "--out", str(tmp_path / "r")]) == 0, capsys.readouterr().err
+    assert {r[1] for r in _cells(tmp_path / "r" / "synthetic.csv")[1:]} == {"'=cmd|' /C calc'!A0", "fine"}
+    import json
+
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["config"]["csv_safe"] is True
+
+
+def test_run_passes_no_csv_safe_on(tmp_path, monkeypatch):
+    import clinsynth.pipeline
+
+    seen = {}
+
+    def capture(df, config, *args, **kwargs):
+        seen["config"] = config
+        raise SystemExit(0)
+    monkeypatch.setattr(clinsynth.pipeline, "run_release", capture)
+    write_table(pd.DataFrame({"arm": [0, 1] * 10, "x": np.arange(20.0)}), tmp_path / "t.csv")
+    with pytest.raises(SystemExit):
+        main(["run", str(tmp_path / "t.csv"), "--target", "arm", "--no-csv-safe", "--out", str(tmp_path / "r")])
+    assert seen["config"].csv_safe is False

@@ -249,6 +249,7 @@ def test_time_zone_aware_parquet_through_the_cli(capsys, tmp_path):
     assert read_table(tmp_path / "s.csv")["admitted"].str.endswith("+01:00").all()
 
 
+@pytest.mark.slow  # a whole release: its evaluation takes 10-50 s on 2 cores
 def test_release_of_zone_aware_and_mixed_offset_columns(capsys, tmp_path):
     """The whole release (the evaluation reads dates too) on a zone-aware column and mixed offsets."""
     df = _table(120)
@@ -366,6 +367,23 @@ def test_dollar_and_tex_names_render_literally():
     assert matplotlib.rcParams["text.parse_math"] is True  # the user's own settings are left alone
 
 
+def test_report_figures_of_a_table_with_tex_names():
+    """The report's figures from a real fidelity evaluation of a table whose names and labels are TeX."""
+    from clinsynth.evaluate.fidelity import fidelity
+    from clinsynth.report.html import build_figures
+
+    rng = np.random.default_rng(5)
+    real = pd.DataFrame({"arm": rng.integers(0, 2, 150), "$\\cmd$": rng.normal(0, 1, 150).round(2),
+                         "cost_{$}": rng.choice(["$5", "$\\alpha$", "a^b"], 150)})
+    synthetic = real.sample(frac=1.0, random_state=1).reset_index(drop=True).assign(arm=rng.integers(0, 2, 150))
+    schema = Schema.infer(real, target="arm")
+    result = fidelity(real, synthetic, schema).to_dict()
+    drawn = build_figures({"fidelity": result, "utility": {}, "schema": json.loads(schema.to_json())})
+    assert drawn["marginals"].startswith("data:image/png;base64,")
+    assert drawn["associations"].startswith("data:image/png;base64,")
+
+
+@pytest.mark.slow  # a whole release: its evaluation takes 10-50 s on 2 cores
 def test_report_of_a_table_with_a_tex_column_name(tmp_path, capsys):
     rng = np.random.default_rng(5)
     df = pd.DataFrame({"arm": rng.integers(0, 2, 120), "$\\cmd$": rng.normal(0, 1, 120).round(2),
