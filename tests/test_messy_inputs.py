@@ -342,6 +342,10 @@ def test_tables_too_small_to_hold_out(capsys, tmp_path, no_training):
     _table().iloc[:12].to_csv(tmp_path / "twelve.csv", index=False)
     _fails(capsys, ["run", tmp_path / "twelve.csv", "--target", "site", "--model", "bayesnet", "--out", tmp_path / "r",
                     "--test-size", "0.1"], "too few to hold 10% out")
+    rare = _table(50).assign(site=["rare"] + ["a", "b"] * 24 + ["a"])
+    write_table(rare, tmp_path / "rare.csv")
+    _fails(capsys, ["run", tmp_path / "rare.csv", "--target", "site", "--model", "bayesnet", "--out", tmp_path / "r"],
+           "target 'site' class 'rare' has only 1 row: a stratified holdout needs at least 2 of each class")
 
 
 def test_two_rows_can_still_be_modelled():

@@ -371,9 +371,13 @@ def wall_clock(ts: pd.Series) -> pd.Series:
     return ts.dt.tz_localize(None) if getattr(ts.dt, "tz", None) is not None else ts
 
 
+#: What pandas calls an object column that holds only plain values (one C pass decides it).
+_PLAIN_OBJECTS = ("string", "boolean", "integer", "empty", "bytes", "date", "datetime", "time", "period", "interval")
+
+
 def _nested(values: pd.Series) -> str | None:
     """The type of the first nested value (dict, list…) in an object column, or None."""
-    if values.dtype != object:
+    if values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) in _PLAIN_OBJECTS:
         return None
     nested = values.map(lambda v: isinstance(v, (dict, list, tuple, set, np.ndarray)))
     return type(values[nested].iloc[0]).__name__ if nested.any() else None
@@ -460,7 +464,8 @@ def _infer_column(s: pd.Series, is_target: bool, force_id: bool) -> ColumnSpec:
     mixed = _mixed_types(s)
     if mixed:
         raise SchemaError(f"column '{name}' {mixed}")
-    if s.dtype == object:  # numbers held as Python objects are checked like a numeric column's
+    if s.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in _PLAIN_OBJECTS:
+        # numbers held as Python objects are checked like a numeric column's
         floats = np.array([v for v in values if isinstance(v, (float, np.floating))], dtype=float)
         problem = _number_problem(name, floats) if floats.size else None
         if problem:

@@ -120,6 +120,11 @@ class NumericCodec:
         z += self.state["loc"]
         return z
 
+    @functools.cached_property
+    def _clip_bounds(self) -> tuple[float, float]:
+        """:func:`decode_bounds`, worked out once per codec (decoding runs per draw)."""
+        return decode_bounds(self.spec) if self.spec.bounds is not None else (-np.inf, np.inf)
+
     def encode(self, s: pd.Series) -> np.ndarray:
         x = self._raw(s)
         miss = ~np.isfinite(x)
@@ -145,7 +150,7 @@ class NumericCodec:
         spec = self.spec
         loops = compile_loops(_finish_numeric) if spec.kind != "datetime" and x.ndim == 1 else None
         if loops is not None:  # bounds, rounding and missing values in one pass (the same numbers)
-            lo, hi = decode_bounds(spec) if spec.bounds is not None else (-np.inf, np.inf)
+            lo, hi = self._clip_bounds
             mode, factor = (1, 1.0) if spec.kind == "integer" else (0, 1.0) if spec.decimals is None else \
                 (2, 10.0 ** spec.decimals)  # the schema holds decimals to 0..15
             none = np.zeros(0, dtype=bool)
@@ -154,7 +159,7 @@ class NumericCodec:
                      none if blank is None else np.asarray(blank))
             return _restore_numeric_dtype(x, spec.dtype)
         if spec.bounds is not None:
-            np.clip(x, *decode_bounds(spec), out=x)
+            np.clip(x, *self._clip_bounds, out=x)
         if spec.kind == "integer":
             np.round(x, out=x)
         elif spec.decimals is not None:
