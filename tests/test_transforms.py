@@ -449,7 +449,7 @@ def test_decode_in_column_units_matches_decode_of_encoded_values(trial, trial_sc
 
 
 @pytest.mark.parametrize("kind, decimals, bounds", [("integer", 0, (0.0, 50.0)), ("continuous", 2, (-3.0, 3.0)),
-                                                    ("continuous", -1, None), ("continuous", None, (0.0, 1.0))])
+                                                    ("continuous", 1, None), ("continuous", None, (0.0, 1.0))])
 def test_numeric_decode_compiled_and_numpy_give_the_same_numbers(kind, decimals, bounds, monkeypatch):
     import clinsynth.compiled
     from clinsynth.data import transforms

@@ -207,8 +207,10 @@ def sample(
     condition: Annotated[Optional[list[str]], typer.Option(help="Reshape a class mix: COLUMN=VALUE:WEIGHT,… (e.g. arm=0:0.5,1:0.5).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
+    csv_safe: Annotated[bool, typer.Option("--csv-safe/--no-csv-safe", help="Quote text cells that begin with = + - @ (a spreadsheet would run them as formulas) with a leading ' in CSV output.")] = True,
 ) -> None:
     """Draw synthetic records from a saved model."""
+    from clinsynth.data.ehr import CodeMatrix, write_long
     from clinsynth.data.io import table_format, write_table
     from clinsynth.data.output_dir import check_file_target
     from clinsynth.models.registry import load
@@ -219,7 +221,18 @@ def sample(
         raise ConfigError(f"--n must be at least 1, got {n}")
     model = load(model_dir)
     synthetic = model.sample(n, conditions=parse_conditions(condition), seed=seed)
-    write_table(synthetic, output)
+    if isinstance(synthetic, CodeMatrix):  # a code model's patients: the long format
+        static_out = output.with_name(f"{output.stem}_static{output.suffix}")
+        if synthetic.static is not None:
+            check_file_target(static_out, overwrite, what="synthetic per-patient table")
+        write_long(synthetic, output, csv_safe=csv_safe)
+        if synthetic.static is not None:  # patients' ordinary columns, as `run --codes` writes them
+            static = synthetic.static.copy()
+            static.insert(0, "patient_id", synthetic.patient_ids)
+            write_table(static, static_out, csv_safe=csv_safe)
+        console.print(f"[green]wrote[/green] {output}: {synthetic.n_patients:,} synthetic patients, {synthetic.nnz:,} codes")
+        return
+    write_table(synthetic, output, csv_safe=csv_safe)
     mix = ""
     if model.schema_.target is not None:
         shares = synthetic[model.schema_.target].astype(str).value_counts(normalize=True).sort_index()
@@ -275,6 +288,7 @@ def run(
     output_format: Annotated[str, typer.Option("--format", help="Synthetic table format: csv or parquet.")] = "csv",
     seed: Annotated[int, typer.Option(help="Random seed (split, model, sampling, evaluation).")] = 0,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+    csv_safe: Annotated[bool, typer.Option("--csv-safe/--no-csv-safe", help="Quote text cells that begin with = + - @ (a spreadsheet would run them as formulas) with a leading ' in CSV output.")] = True,
     codes: Annotated[bool, typer.Option("--codes", help="DATA is EHR codes in long format (patient, code[, count]); "
                                         "default model vae.", rich_help_panel="EHR codes")] = False,
     patient_col: Annotated[str, typer.Option(help="Patient id column of the code table.", rich_help_panel="EHR codes")] = "patient_id",
@@ -307,7 +321,7 @@ def run(
         name, params = _code_model_and_params(model or "vae", param, epochs, select, epsilon, delta, target)
         with open_release(output, overwrite=overwrite, resume=resume, inputs=(data, static) if static else (data,)) as stage:
             result = _run_codes(data, stage, schema_path, name, params, epsilon, delta, n, test_size, output_format,
-                                seed, quiet, spec)
+                                seed, quiet, csv_safe, spec)
         _release_summary(result)
         return
     code_options = {"--count-col": count_col, "--truncate": truncate, "--vocabulary": vocabulary,
@@ -319,7 +333,8 @@ def run(
     with open_release(output, overwrite=overwrite, resume=resume, inputs=(data,)) as stage:
         df = read_table(data)
         table_schema = _load_schema(df, schema_path, target)
-        config = _release_config(table_schema.target, name, params, epsilon, delta, test_size, n, seed, output_format)
+        config = _release_config(table_schema.target, name, params, epsilon, delta, test_size, n, seed, output_format,
+                                 csv_safe)
         result = run_release(df, config, stage, schema=table_schema, source=_file_source(data), progress=not quiet,
                              on_step=_step_printer(quiet))
     _release_summary(result)
@@ -346,7 +361,7 @@ def _code_model_and_params(model: str, param: Optional[list[str]], epochs: Optio
 
 def _run_codes(data: Path, stage: Any, schema_path: Optional[Path], name: str, params: dict[str, Any],
                epsilon: Optional[float], delta: Optional[float], n: Optional[int], test_size: float,
-               output_format: str, seed: int, quiet: bool, spec: Any) -> Any:
+               output_format: str, seed: int, quiet: bool, csv_safe: bool, spec: Any) -> Any:
     """`run --codes`: the release of an EHR code table (long format in, long format out)."""
     from dataclasses import asdict
 
@@ -354,20 +369,21 @@ def _run_codes(data: Path, stage: Any, schema_path: Optional[Path], name: str, p
     from clinsynth.schema import Schema
 
     codes, schema = read_code_input(data, spec, Schema.load(schema_path) if schema_path is not None else None)
-    config = _release_config(None, name, params, epsilon, delta, test_size, n, seed, output_format)
+    config = _release_config(None, name, params, epsilon, delta, test_size, n, seed, output_format, csv_safe)
     return run_code_release(codes, config, stage, schema=schema, names=spec.columns,
                             source={**_file_source(data), "read": asdict(spec)}, progress=not quiet,
                             on_step=_step_printer(quiet))
 
 
 def _release_config(target: Optional[str], name: str, params: dict[str, Any], epsilon: Optional[float],
-                    delta: Optional[float], test_size: float, n: Optional[int], seed: int, output_format: str) -> Any:
+                    delta: Optional[float], test_size: float, n: Optional[int], seed: int, output_format: str,
+                    csv_safe: bool = True) -> Any:
     """What `run` decides, for the manifest; the budget is the config's, not a model parameter."""
     from clinsynth.pipeline import RunConfig
 
     params = {k: v for k, v in params.items() if k not in ("epsilon", "delta")}
     return RunConfig(target=target, model=name, epsilon=epsilon, delta=delta, params=params, test_size=test_size,
-                     n_synthetic=n, seed=seed, output_format=output_format)
+                     n_synthetic=n, seed=seed, output_format=output_format, csv_safe=csv_safe)
 
 
 def _file_source(data: Path) -> dict[str, Any]:

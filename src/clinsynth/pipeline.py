@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,8 +40,25 @@ def split_holdout(df: pd.DataFrame, target: str | None, test_size: float = 0.2,
     if not 0 < test_size < 1:
         raise ConfigError(f"test_size must be between 0 and 1, got {test_size}")
     stratify = df[target].astype(str) if target is not None else None
+    _check_split(len(df), test_size, stratify, target)
     train, test = train_test_split(df, test_size=test_size, random_state=seed, stratify=stratify)
     return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def _check_split(n: int, test_size: float, stratify: pd.Series | None, target: str | None) -> None:
+    """Refuse, in one line, a table too small for the holdout (scikit-learn's split would raise)."""
+    n_test = math.ceil(test_size * n)
+    if n_test < 2 or n - n_test < 2:
+        raise ConfigError(f"{n} rows are too few to hold {test_size:.0%} out: training and holdout need "
+                          "at least 2 rows each (more rows, or another --test-size)")
+    if stratify is not None:
+        counts = stratify.value_counts()
+        if counts.min() < 2:
+            raise ConfigError(f"target '{target}' class {counts.idxmin()!r} has only {counts.min()} row: a stratified "
+                              "holdout needs at least 2 of each class (merge or drop that class)")
+        if n_test < len(counts) or n - n_test < len(counts):
+            raise ConfigError(f"{n} rows are too few to hold {test_size:.0%} out stratified by '{target}': training "
+                              f"and holdout each need a row of all {len(counts)} classes (another --test-size)")
 
 
 def guarantee_of(model: Any) -> dict[str, Any]:
@@ -86,6 +104,7 @@ class RunConfig:
     seed: int = 0
     output_format: str = "csv"
     max_queries: int = 20_000
+    csv_safe: bool = True  # quote formula-like text in CSV output (see data.io.write_table)
 
 
 @dataclass
@@ -264,7 +283,8 @@ def run_release(df: pd.DataFrame, config: RunConfig, out_dir: str | Path | Stage
         release = _Release(config, stage, on_step)
         train, test = split_holdout(df, schema.target, config.test_size, seed=config.seed)
         model, synthetic = release.fit_and_sample(train, schema, len(train), progress)
-        files = {"synthetic": write_table(synthetic, release.share / f"synthetic.{config.output_format}")}
+        files = {"synthetic": write_table(synthetic, release.share / f"synthetic.{config.output_format}",
+                                                 csv_safe=config.csv_safe)}
         metrics = release.evaluate(model, train, test, synthetic, model.schema_, (source or {}).get("name", "table"))
         result = release.finish(
             model, files, metrics,
@@ -299,18 +319,18 @@ def codes_hash(codes: Any) -> str:
     return digest.hexdigest()
 
 
-def write_codes(codes: Any, out: Path, output_format: str, names: CodeColumns) -> dict[str, Path]:
+def write_codes(codes: Any, out: Path, output_format: str, names: CodeColumns, csv_safe: bool = True) -> dict[str, Path]:
     """Synthetic patients as the steward's long format (``synthetic.<fmt>``: id, code[, count]) and,
     when they have ordinary columns, one row per patient in ``synthetic_static.<fmt>`` — the only
     place a synthetic patient without any code appears."""
     from clinsynth.data.ehr import write_long
 
     files = {"synthetic": write_long(codes, out / f"synthetic.{output_format}", patient_col=names.patient_col,
-                                     code_col=names.code_col, count_col=names.count_col)}
+                                     code_col=names.code_col, count_col=names.count_col, csv_safe=csv_safe)}
     if codes.static is not None:
         static = codes.static.copy()
         static.insert(0, names.patient_col, codes.patient_ids)
-        files["synthetic_static"] = write_table(static, out / f"synthetic_static.{output_format}")
+        files["synthetic_static"] = write_table(static, out / f"synthetic_static.{output_format}", csv_safe=csv_safe)
     return files
 
 
@@ -386,7 +406,7 @@ def run_code_release(codes: Any, config: RunConfig, out_dir: str | Path | Stage,
         release = _Release(config, stage, on_step)
         train, test = split_patients(codes, config.test_size, seed=config.seed)
         model, synthetic = release.fit_and_sample(train, schema, train.n_patients, progress)
-        files = write_codes(synthetic, release.share, config.output_format, names)
+        files = write_codes(synthetic, release.share, config.output_format, names, csv_safe=config.csv_safe)
         metrics = release.evaluate(model, train, test, synthetic, None, (source or {}).get("name", "code matrix"))
         result = release.finish(
             model, files, metrics,

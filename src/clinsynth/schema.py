@@ -33,6 +33,13 @@ DISCRETE_KINDS = ("binary", "categorical")
 MAX_TARGET_CLASSES = 20
 #: A text column with more distinct values than this (and mostly unique) is free text or an id.
 MAX_CATEGORIES = 200
+#: Numbers beyond this magnitude are refused: a mean and standard deviation of them, their squares
+#: and the float32 that networks and scikit-learn compute in would overflow (1e308 sampled as all
+#: NaN; above ~1e38 the evaluation fails). Clinical values (cell counts per litre ~1e12) and
+#: nanosecond timestamps (~1e18) sit far below it.
+MAX_MAGNITUDE = 1e30
+#: Rounding to more decimals than float64 holds digits changes nothing but can overflow.
+MAX_DECIMALS = 15
 _ID_NAME = re.compile(r"(^|_)(id|mrn|maskid|patid|subject|patient)($|_)|(id$)", re.IGNORECASE)
 _VISIT = re.compile(
     r"^(?P<measure>.+?)[_.\-]?(?P<label>rz|bl|baseline|base|screening|(?P<unit>visit|month|week|year|day|v|m|w|y|d|t)(?P<num>\d+))$",
@@ -60,6 +67,15 @@ class ColumnSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> ColumnSpec:
+        if self.decimals is not None and not 0 <= self.decimals <= MAX_DECIMALS:
+            raise ValueError(f"column '{self.name}': decimals must be a whole number from 0 to {MAX_DECIMALS}, "
+                             f"got {self.decimals} (null: no rounding)")
+        if self.bounds is not None and self.kind in ("continuous", "integer"):
+            if not all(isinstance(b, (int, float)) and abs(b) <= MAX_MAGNITUDE for b in self.bounds):
+                raise ValueError(f"column '{self.name}': bounds {list(self.bounds)} are infinite or beyond "
+                                 f"±{MAX_MAGNITUDE:g}, too large to scale; declare finite bounds or none")
+        if any(isinstance(c, float) and not np.isfinite(c) for c in self.categories or []):
+            raise ValueError(f"column '{self.name}': categories cannot hold NaN or infinite numbers")
         if self.kind in DISCRETE_KINDS and not self.categories:
             raise ValueError(f"column '{self.name}': kind {self.kind} needs a non-empty 'categories' list")
         if self.kind == "binary" and len(self.categories or []) != 2:
@@ -230,9 +246,11 @@ class Schema(BaseModel):
     ) -> Schema:
         """Infer a schema from a frame; edit the result (or its JSON) where it guessed wrong.
 
-        Raises one ``SchemaError`` listing every column it cannot read (all missing, mixed types).
+        Raises one ``SchemaError`` listing every column it cannot read (all missing, mixed types,
+        infinite or unscalable numbers, nested values); a one-row table is refused outright.
         """
         check_frame_basics(df)
+        check_trainable(df)
         if target is not None and target not in df.columns:
             raise SchemaError(f"target column '{target}' is not in the table; columns are: {_preview(df.columns)}")
         ids = set(ids)
@@ -317,6 +335,66 @@ def check_frame_basics(df: pd.DataFrame) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise SchemaError(f"duplicate column names: {', '.join(dupes)}; every column needs a unique name")
+    not_text = [c for c in df.columns if not isinstance(c, str)]
+    if not_text:  # a schema names columns by text: 0 and "0" would be different columns
+        raise SchemaError(f"column names must be text, not {_preview(f'{c!r} ({type(c).__name__})' for c in not_text)}; "
+                          "rename them, e.g. df.columns = df.columns.astype(str)")
+
+
+def check_trainable(df: pd.DataFrame) -> None:
+    """A table a model may learn from has at least 2 records: a model of one record can only copy it."""
+    if len(df) < 2:
+        raise SchemaError(f"the table has only {len(df)} row; clinsynth needs at least 2 records to learn from "
+                          "(a model of one record would copy it)")
+
+
+def parse_datetimes(s: pd.Series) -> pd.Series:
+    """Dates and times as a datetime Series, NaT where a value is not one.
+
+    Text with one UTC offset keeps it (a fixed-offset zone); text mixing offsets (or offsets and
+    none) is read as UTC, the one zone that holds them all, where pandas would refuse.
+    """
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return s
+    try:
+        return pd.to_datetime(s, errors="coerce", format="ISO8601")
+    except (ValueError, TypeError):  # "Mixed timezones detected"
+        return pd.to_datetime(s, errors="coerce", format="ISO8601", utc=True)
+
+
+def wall_clock(ts: pd.Series) -> pd.Series:
+    """Zone-aware times as the local times they show (the zone dropped); naive times as they are.
+
+    Models learn dates as wall-clock time, so a column of local midnights stays whole days and
+    bounds read as the steward reads them; the zone, kept in the column's ``dtype``, is put back
+    on decoding."""
+    return ts.dt.tz_localize(None) if getattr(ts.dt, "tz", None) is not None else ts
+
+
+#: What pandas calls an object column that holds only plain values (one C pass decides it).
+_PLAIN_OBJECTS = ("string", "boolean", "integer", "empty", "bytes", "date", "datetime", "time", "period", "interval")
+
+
+def _nested(values: pd.Series) -> str | None:
+    """The type of the first nested value (dict, list…) in an object column, or None."""
+    if values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) in _PLAIN_OBJECTS:
+        return None
+    nested = values.map(lambda v: isinstance(v, (dict, list, tuple, set, np.ndarray)))
+    return type(values[nested].iloc[0]).__name__ if nested.any() else None
+
+
+def _number_problem(name: str, x: np.ndarray) -> str | None:
+    """Infinite numbers, or numbers too large to scale (see ``MAX_MAGNITUDE``), in a column."""
+    infinite = np.isinf(x)
+    if infinite.any():
+        signs = ", ".join(sorted({"inf" if v > 0 else "-inf" for v in x[infinite]}))
+        return (f"column '{name}' has {int(infinite.sum())} infinite value(s) ({signs}); "
+                "blank them (a missing value) or replace them with numbers")
+    huge = np.abs(x) > MAX_MAGNITUDE
+    if huge.any():
+        return (f"column '{name}' has {int(huge.sum())} value(s) beyond ±{MAX_MAGNITUDE:g} (e.g. {x[huge][0]:g}), "
+                "too large to scale; blank them if they are error codes, or rescale the column (another unit)")
+    return None
 
 
 def _preview(names: Iterable[Any], k: int = 8) -> str:
@@ -380,9 +458,18 @@ def _infer_column(s: pd.Series, is_target: bool, force_id: bool) -> ColumnSpec:
         return ColumnSpec(name=name, kind="id", missing="indicator" if s.isna().any() else "none", dtype=str(s.dtype))
     if values.empty:
         raise SchemaError(f"column '{name}' is entirely missing; drop it or declare its kind in the schema")
+    nested = _nested(values)
+    if nested:
+        raise SchemaError(f"column '{name}' holds nested values ({nested}); flatten them into plain columns")
     mixed = _mixed_types(s)
     if mixed:
         raise SchemaError(f"column '{name}' {mixed}")
+    if s.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in _PLAIN_OBJECTS:
+        # numbers held as Python objects are checked like a numeric column's
+        floats = np.array([v for v in values if isinstance(v, (float, np.floating))], dtype=float)
+        problem = _number_problem(name, floats) if floats.size else None
+        if problem:
+            raise SchemaError(problem)
     missing: MissingPolicy = "indicator" if s.isna().any() else "none"
     dtype = str(s.dtype)
     n_unique = values.nunique()
@@ -394,6 +481,9 @@ def _infer_column(s: pd.Series, is_target: bool, force_id: bool) -> ColumnSpec:
         return _datetime_spec(values, common)
     if pd.api.types.is_numeric_dtype(s):
         x = values.to_numpy(dtype=float)
+        problem = _number_problem(name, x)
+        if problem:
+            raise SchemaError(problem)
         whole = bool(np.all(np.mod(x, 1) == 0))
         if _ID_NAME.search(name) and whole and n_unique == len(s) and len(s) > MAX_TARGET_CLASSES:
             return ColumnSpec(kind="id", **common)
@@ -408,9 +498,9 @@ def _infer_column(s: pd.Series, is_target: bool, force_id: bool) -> ColumnSpec:
 
     text = values.astype(str)
     if n_unique > 2 and not is_target:
-        parsed = pd.to_datetime(text.iloc[:1000], errors="coerce", format="ISO8601")
+        parsed = parse_datetimes(text.iloc[:1000])
         if parsed.notna().all() and text.iloc[:1000].str.contains(r"\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}").all():
-            full = pd.to_datetime(text, errors="coerce", format="ISO8601")
+            full = parse_datetimes(text)
             if full.notna().all():
                 return _datetime_spec(full, common)
     if (_ID_NAME.search(name) or n_unique > MAX_CATEGORIES) and n_unique == len(s) and not is_target:
@@ -426,10 +516,16 @@ def _infer_column(s: pd.Series, is_target: bool, force_id: bool) -> ColumnSpec:
 
 
 def _datetime_spec(values: pd.Series, common: dict[str, Any]) -> ColumnSpec:
-    ts = pd.to_datetime(values)
+    """A datetime column: bounds and whole days read on the wall clock; a zone (from a zone-aware
+    column, or from text with UTC offsets) is kept in ``dtype`` so decoding puts it back."""
+    ts = parse_datetimes(values)
+    zone = getattr(ts.dt, "tz", None)
+    ts = wall_clock(ts)
     daily = bool((ts == ts.dt.normalize()).all())
     lo, hi = ts.min(), ts.max()
-    common = {**common, "dtype": common["dtype"] if "datetime" in common["dtype"] else "datetime64[ns]"}
+    dtype = common["dtype"] if "datetime" in common["dtype"] else \
+        "datetime64[ns]" if zone is None else f"datetime64[ns, {zone}]"
+    common = {**common, "dtype": dtype}
     return ColumnSpec(kind="datetime", bounds=(lo.isoformat(), hi.isoformat()), decimals=0 if daily else None, **common)
 
 
@@ -505,6 +601,9 @@ def _column_problems(spec: ColumnSpec, s: pd.Series, after_dropout: np.ndarray |
     problems = []
     if values.empty:
         return [f"column '{name}' is entirely missing"]
+    nested = _nested(values)
+    if nested:
+        return [f"column '{name}' holds nested values ({nested}); flatten them into plain columns"]
     unexplained = s.isna().to_numpy() if after_dropout is None else s.isna().to_numpy() & ~after_dropout
     if spec.missing == "none" and unexplained.any():
         where = "" if after_dropout is None else " before the participant's last visit"
@@ -518,7 +617,7 @@ def _column_problems(spec: ColumnSpec, s: pd.Series, after_dropout: np.ndarray |
                             f"(categories: {_preview(cats, 5)})")
         return problems
     if spec.kind == "datetime":
-        parsed = pd.to_datetime(values, errors="coerce", format="ISO8601") if not pd.api.types.is_datetime64_any_dtype(s) else values
+        parsed = parse_datetimes(values)
         if parsed.isna().any():
             problems.append(f"column '{name}' is datetime but {int(parsed.isna().sum())} value(s) are not dates, e.g. {values[parsed.isna()].iloc[0]!r}")
         return problems
@@ -532,6 +631,9 @@ def _column_problems(spec: ColumnSpec, s: pd.Series, after_dropout: np.ndarray |
             return problems + [f"column '{name}' is {spec.kind} but holds text such as {bad.iloc[0]!r}"]
         values = parsed
     x = values.to_numpy(dtype=float)
+    problem = _number_problem(name, x)
+    if problem:
+        return problems + [problem]
     if spec.kind == "integer" and np.any(np.mod(x, 1) != 0):
         problems.append(f"column '{name}' is integer but holds fractions such as {x[np.mod(x, 1) != 0][0]}")
     if spec.public and spec.bounds is not None:

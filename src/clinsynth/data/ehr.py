@@ -519,10 +519,13 @@ def to_long(codes: CodeMatrix, *, patient_col: str = "patient_id", code_col: str
     return frame
 
 
-def write_long(codes: CodeMatrix, path: str | Path, **names: str) -> Path:
-    """Write :func:`to_long` to CSV or Parquet (by suffix) atomically; returns the path."""
+def write_long(codes: CodeMatrix, path: str | Path, *, csv_safe: bool = True, **names: str) -> Path:
+    """Write :func:`to_long` to CSV or Parquet (by suffix) atomically; returns the path.
+
+    ``csv_safe``: codes and ids a spreadsheet would run as formulas get a leading ``'`` in CSV
+    (see :func:`clinsynth.data.io.write_table`)."""
     table_format(path)  # refuse an unknown suffix before doing any work
-    return write_table(to_long(codes, **names), path)
+    return write_table(to_long(codes, **names), path, csv_safe=csv_safe)
 
 
 # --- generated patients -------------------------------------------------------------------------

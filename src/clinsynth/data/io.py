@@ -97,6 +97,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise InputError(f"file '{path}' is empty")
     fmt = table_format(path)
     if fmt == "parquet":
+        _check_flat_parquet(path)
         try:
             df = pd.read_parquet(path)
         except Exception as e:  # pyarrow raises many types for a non-parquet file
@@ -108,6 +109,22 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if df.shape[0] == 0:
         raise InputError(f"file '{path}' has a header but no rows")
     return df
+
+
+def _check_flat_parquet(path: Path) -> None:
+    """Refuse struct, list and map columns by their Parquet schema, before reading any row: a
+    clinical table here is flat, one value per cell."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception:  # not Parquet at all: read_parquet reports it
+        return
+    nested = [f"column '{f.name}' is nested ({f.type})" for f in schema if pa.types.is_nested(f.type)]
+    if nested:
+        raise InputError(f"file '{path}': {'; '.join(nested)}; clinsynth reads flat tables: "
+                         "flatten each into plain columns (one per field) first")
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -135,16 +152,112 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return df
 
 
-def write_table(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write CSV or Parquet (by suffix) atomically; returns the path written."""
+def write_table(df: pd.DataFrame, path: str | Path, *, csv_safe: bool = True) -> Path:
+    """Write CSV or Parquet (by suffix) atomically; returns the path written.
+
+    ``csv_safe`` (CSV only, on by default): a text cell or column name that a spreadsheet would
+    run as a formula — it begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return —
+    is written with a leading ``'`` (OWASP's rule against CSV injection), e.g. ``=HYPERLINK(…)``
+    as ``'=HYPERLINK(…)``. Numbers are never touched, neither numeric columns nor text that is a
+    plain number such as ``-1`` or ``+2.5`` (a spreadsheet opens those as numbers). Reading such
+    a file back gives the quoted text. ``csv_safe=False`` writes every cell as it is; Parquet is
+    always written as it is (no spreadsheet runs it).
+    """
     path = Path(path)
     fmt = table_format(path)
     with atomic_path(path) as tmp:
         if fmt == "parquet":
             df.to_parquet(tmp, index=False)
         else:
-            df.to_csv(tmp, index=False, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+            frame = csv_safe_frame(df) if csv_safe else df
+            # one column: a text cell of spaces alone on its line reads back as a blank line, and
+            # its row is lost; quoting every text cell keeps it
+            frame.to_csv(tmp, index=False, sep="\t" if path.suffix.lower() == ".tsv" else ",",
+                         lineterminator="\r\n" if _has_carriage_return(frame) else "\n",
+                         quoting=csv.QUOTE_NONNUMERIC if frame.shape[1] == 1 else csv.QUOTE_MINIMAL)
     return path
+
+
+def _has_carriage_return(df: pd.DataFrame) -> bool:
+    """Whether a text cell or name holds a carriage return. Python's CSV writer quotes a cell only
+    for the characters of its line terminator, so with ``\n`` alone a ``\r`` went out bare and
+    split the row in two on reading; such tables are written with ``\r\n`` (RFC 4180's)."""
+    if any("\r" in str(c) for c in df.columns):
+        return True
+    for _, s in df.items():
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            s = pd.Series(s.cat.categories)
+        if pd.api.types.is_string_dtype(s.dtype) or s.dtype == object:
+            try:
+                if s.str.contains("\r", regex=False).fillna(False).to_numpy(dtype=bool).any():
+                    return True
+            except (AttributeError, TypeError):
+                continue
+    return False
+
+
+#: What a spreadsheet runs as a formula when a cell begins with it (OWASP, CSV injection).
+FORMULA_START = r"[=+\-@\t\r]"
+#: ... unless the whole cell is a plain number, which it opens as that number.
+_PLAIN_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+
+
+def _formula_mask(s: pd.Series) -> np.ndarray | None:
+    """Cells of a text column a spreadsheet would run (True), or None when there are none.
+
+    Two vectorised matches (Arrow's regex engine for Arrow strings): the first character, then
+    the plain-number test on the few cells that start like a formula."""
+    try:
+        starts = s.str.match(FORMULA_START)
+    except (AttributeError, TypeError):  # an object column holding no text at all
+        return None
+    starts = starts.fillna(False).to_numpy(dtype=bool, copy=True)
+    if not starts.any():
+        return None
+    number = s[starts].str.fullmatch(_PLAIN_NUMBER).fillna(False).to_numpy(dtype=bool)
+    starts[np.flatnonzero(starts)[number]] = False
+    return starts if starts.any() else None
+
+
+def _quote_column(s: pd.Series) -> pd.Series | None:
+    """``s`` with formula cells prefixed by ``'``, or None when nothing needs it."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        categories = s.cat.categories
+        if not (pd.api.types.is_string_dtype(categories) or categories.dtype == object):
+            return None
+        quoted = _quote_column(pd.Series(categories, dtype=object))
+        if quoted is None:
+            return None
+        if quoted.is_unique:  # a category list is short: rename it, not the cells
+            return s.cat.rename_categories(quoted.tolist())
+        s = s.astype(object)  # '=a' and "'=a" both present: the cells, as text
+    elif not (pd.api.types.is_string_dtype(s.dtype) or s.dtype == object):
+        return None
+    mask = _formula_mask(s)
+    if mask is None:
+        return None
+    out = s.copy()
+    out[mask] = "'" + s[mask].astype(str)
+    return out
+
+
+def csv_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every formula-like text cell and column name quoted (see :func:`write_table`).
+
+    Returns ``df`` itself when nothing needs quoting, else a shallow copy with only the quoted
+    columns replaced; the caller's frame is never modified."""
+    out = df
+    for j, (_, column) in enumerate(df.items()):
+        quoted = _quote_column(column)
+        if quoted is not None:
+            if out is df:
+                out = df.copy(deep=False)
+            out.isetitem(j, quoted)
+    names = _quote_column(pd.Series([str(c) for c in df.columns], dtype=object))
+    if names is not None:
+        out = out.copy(deep=False) if out is df else out
+        out.columns = names.tolist()
+    return out
 
 
 def read_json(path: str | Path, what: str = "JSON file") -> Any:

@@ -14,6 +14,7 @@ back after leaving.
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,7 +27,7 @@ from scipy.special import ndtri
 
 from clinsynth.compiled import compile_loops
 from clinsynth.errors import NotFittedError, SchemaError
-from clinsynth.schema import ColumnSpec, LongitudinalGroup, Schema, last_observed_visit
+from clinsynth.schema import ColumnSpec, LongitudinalGroup, Schema, last_observed_visit, parse_datetimes, wall_clock
 
 Activation = Literal["linear", "softmax"]
 NumericTransform = Literal["standard", "quantile"]
@@ -119,6 +120,11 @@ class NumericCodec:
         z += self.state["loc"]
         return z
 
+    @functools.cached_property
+    def _clip_bounds(self) -> tuple[float, float]:
+        """:func:`decode_bounds`, worked out once per codec (decoding runs per draw)."""
+        return decode_bounds(self.spec) if self.spec.bounds is not None else (-np.inf, np.inf)
+
     def encode(self, s: pd.Series) -> np.ndarray:
         x = self._raw(s)
         miss = ~np.isfinite(x)
@@ -144,16 +150,16 @@ class NumericCodec:
         spec = self.spec
         loops = compile_loops(_finish_numeric) if spec.kind != "datetime" and x.ndim == 1 else None
         if loops is not None:  # bounds, rounding and missing values in one pass (the same numbers)
-            lo, hi = numeric_bounds(spec) if spec.bounds is not None else (-np.inf, np.inf)
+            lo, hi = self._clip_bounds
             mode, factor = (1, 1.0) if spec.kind == "integer" else (0, 1.0) if spec.decimals is None else \
-                (2, 10.0 ** spec.decimals) if spec.decimals >= 0 else (3, 10.0 ** -spec.decimals)
+                (2, 10.0 ** spec.decimals)  # the schema holds decimals to 0..15
             none = np.zeros(0, dtype=bool)
             loops[0](x, float(lo), float(hi), mode, factor,  # flags read as they are: no bool copies
                      none if missing_code is None else np.asarray(missing_code),
                      none if blank is None else np.asarray(blank))
             return _restore_numeric_dtype(x, spec.dtype)
         if spec.bounds is not None:
-            np.clip(x, *numeric_bounds(spec), out=x)
+            np.clip(x, *self._clip_bounds, out=x)
         if spec.kind == "integer":
             np.round(x, out=x)
         elif spec.decimals is not None:
@@ -165,17 +171,39 @@ class NumericCodec:
             unit_ns = _DAY_NS if spec.decimals == 0 else 10**9
             ns = np.round(x * _DAY_NS / unit_ns) * unit_ns
             ts = pd.to_datetime(ns.astype("int64"), unit="ns")
+            zone = _datetime_zone(spec.dtype)
             if spec.dtype and spec.dtype.startswith("datetime64[") and "," not in spec.dtype:
                 ts = ts.astype(spec.dtype)  # the input's resolution: pandas 3 reads dates as datetime64[us]
+            elif zone is not None:  # wall-clock times back into their zone (see schema.wall_clock)
+                ts = localize(ts, spec.dtype)
+                return pd.Series(ts).mask(missing).array if missing is not None and missing.any() else ts.array
             return pd.Series(ts).mask(missing).to_numpy() if missing is not None and missing.any() else ts.to_numpy()
         if missing is not None:
             np.copyto(x, np.nan, where=missing)  # one pass; an any() check and a masked write are three
         return _restore_numeric_dtype(x, spec.dtype)
 
 
+def _datetime_zone(dtype: str | None) -> Any:
+    """The zone of a zone-aware datetime dtype string (``datetime64[us, Europe/Paris]``), else None."""
+    if not dtype or "," not in dtype:
+        return None
+    try:
+        return getattr(pd.api.types.pandas_dtype(dtype), "tz", None)
+    except TypeError:
+        return None
+
+
+def localize(ts: pd.DatetimeIndex, dtype: str) -> pd.DatetimeIndex:
+    """Naive wall-clock times as the zone-aware ``dtype``: a time a DST change skips moves forward
+    past the gap, a time it repeats is read as standard time, so every row gets a valid time."""
+    target = pd.api.types.pandas_dtype(dtype)
+    ts = ts.as_unit(target.unit)
+    return ts.tz_localize(target.tz, ambiguous=np.zeros(len(ts), dtype=bool), nonexistent="shift_forward")
+
+
 def _finish_numeric(x, lo, hi, mode, factor, missing, blank):  # pragma: no cover (compiled)
     """:meth:`NumericCodec.decode`'s clip, round (``mode`` 1: to whole numbers, 2: to 1/factor,
-    3: to multiples of factor — as ``np.round`` computes them) and NaN where ``missing`` or
+    as ``np.round`` computes them) and NaN where ``missing`` or
     ``blank`` (nonzero; empty: none), in place. Every row is computed and the NaN chosen after, not
     branched to: where a sixth of the values are missing, a branch mispredicts often enough to
     double the pass."""
@@ -190,8 +218,6 @@ def _finish_numeric(x, lo, hi, mode, factor, missing, blank):  # pragma: no cove
             v = np.rint(v)
         elif mode == 2:
             v = np.rint(v * factor) / factor
-        elif mode == 3:
-            v = np.rint(v / factor) * factor
         gone = (with_missing and missing[i] != 0) or (with_blank and blank[i] != 0)
         x[i] = np.nan if gone else v
 
@@ -233,9 +259,31 @@ class PiecewiseLinear:
         return xc
 
 
+def decode_bounds(spec: ColumnSpec) -> tuple[float, float]:
+    """The bounds decoded values are clipped to before rounding: the schema's, moved inward onto
+    the rounding grid (whole numbers for integers, multiples of 10^-decimals), so that rounding a
+    clipped value cannot take it outside them (bounds 2.42 with decimals 0 gave 2.0)."""
+    lo, hi = numeric_bounds(spec)
+    digits = 0 if spec.kind == "integer" else spec.decimals
+    if digits is None:
+        return lo, hi
+    factor = 10.0 ** digits
+
+    def onto_grid(bound: float, inward: Any) -> float:
+        k = bound * factor
+        nearest = round(k)
+        # a bound on the grid up to float error (float32 holds 128.12 as 128.11999…) stays where it is
+        return (nearest if abs(k - nearest) <= 1e-6 * max(1.0, abs(k)) else inward(k)) / factor
+
+    inner_lo, inner_hi = onto_grid(lo, math.ceil), onto_grid(hi, math.floor)
+    return (inner_lo, inner_hi) if inner_lo <= inner_hi else (lo, hi)
+
+
 def datetime_days(value: Any) -> float:
-    """A date or timestamp as days since 1970-01-01, the scale numeric codecs work in."""
-    return pd.Timestamp(value).value / _DAY_NS
+    """A date or timestamp as days since 1970-01-01, the scale numeric codecs work in (a time with
+    a zone or offset on its wall clock, as :func:`numeric_values` reads zone-aware columns)."""
+    ts = pd.Timestamp(value)
+    return (ts.tz_localize(None) if ts.tz is not None else ts).value / _DAY_NS
 
 
 def numeric_bounds(spec: ColumnSpec) -> tuple[float, float]:
@@ -250,8 +298,7 @@ def numeric_values(s: pd.Series, kind: str) -> np.ndarray:
     """A numeric column as float64 with NaN for missing; dates (kind ``datetime``) as days since
     1970. The one reading of numbers that encoders, DP statistics and fidelity metrics share."""
     if kind == "datetime":
-        ts = pd.to_datetime(s, errors="coerce", format="ISO8601") if not pd.api.types.is_datetime64_any_dtype(s) else s
-        ts = ts.astype("datetime64[ns]")
+        ts = wall_clock(parse_datetimes(s)).astype("datetime64[ns]")  # a zone's local time (see wall_clock)
         out = ts.to_numpy().astype("int64").astype(float) / _DAY_NS
         out[ts.isna().to_numpy()] = np.nan
         return out
@@ -801,11 +848,42 @@ class TableEncoder:
 
     @classmethod
     def from_state_dict(cls, schema: Schema, state: dict[str, Any]) -> TableEncoder:
+        """The fitted encoder from :meth:`state_dict`; a state that does not fit ``schema`` column for
+        column (a column dropped or added on either side, a scaling that is not a finite number)
+        raises ``SchemaError`` here rather than failing at sampling time."""
+        columns = state.get("columns") if isinstance(state, dict) else None
+        if not isinstance(columns, dict):
+            raise SchemaError("encoder state has no 'columns' object")
         enc = cls(schema, state.get("numeric_transform", "standard"))
-        missing = [n for n in enc.codecs if n not in state.get("columns", {})]
+        missing = [n for n in enc.codecs if n not in columns]
         if missing:
             raise SchemaError("encoder state does not fit the schema; no state for: " + ", ".join(missing))
+        extra = [n for n in columns if n not in enc.codecs]
+        if extra:
+            raise SchemaError("encoder state does not fit the schema; it has columns the schema lacks: " + ", ".join(extra))
         for name, codec in enc.codecs.items():
-            codec.state = state["columns"][name]
+            if isinstance(codec, NumericCodec):
+                _check_numeric_state(name, columns[name], enc.numeric_transform)
+            codec.state = columns[name]
         enc.fitted_ = True
         return enc
+
+
+def _check_numeric_state(name: str, state: Any, transform: str) -> None:
+    """A numeric column's saved scaling: finite numbers of the right shape, or ``SchemaError``."""
+    keys = ("knots", "scores") if transform == "quantile" else ("loc", "scale")
+    if not isinstance(state, dict) or any(k not in state for k in keys):
+        raise SchemaError(f"encoder state of column '{name}' lacks {' and '.join(keys)}")
+    try:
+        values = [np.asarray(state[k], dtype=float) for k in keys]
+    except (TypeError, ValueError):
+        raise SchemaError(f"encoder state of column '{name}' holds a {'/'.join(keys)} that is not numeric") from None
+    if not all(np.isfinite(v).all() for v in values):
+        raise SchemaError(f"encoder state of column '{name}' holds a {'/'.join(keys)} that is not finite")
+    if transform == "quantile":
+        knots, scores = values
+        if knots.ndim != 1 or knots.shape != scores.shape or knots.size < 2 or np.any(np.diff(knots) < 0) \
+                or np.any(np.diff(scores) < 0):
+            raise SchemaError(f"encoder state of column '{name}': knots and scores must be increasing lists of one length")
+    elif values[0].ndim or values[1].ndim or not values[1] > 0:
+        raise SchemaError(f"encoder state of column '{name}': loc must be a number and scale a positive number")

@@ -31,7 +31,7 @@ from clinsynth.evaluate.bootstrap import Interval, _bootstrap_chunks, _interval,
 from clinsynth.evaluate.encoders import _Codes, _Numbers
 from clinsynth.evaluate.importance import ImportanceAgreement, importance_agreement, permutation_importances
 from clinsynth.evaluate.metrics import auprc_of, auroc_of, class_scores
-from clinsynth.schema import Schema
+from clinsynth.schema import Schema, parse_datetimes, wall_clock
 
 CLASSIFIERS = ("logistic_regression", "random_forest")  # the fast pair epoch selection loops over
 REPORT_CLASSIFIERS = ("logistic_regression", "random_forest", "gradient_boosting")  # what tstr reports
@@ -89,7 +89,7 @@ def as_features(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
             continue
         s = df[spec.name]
         if spec.kind == "datetime":
-            s = pd.to_datetime(s, errors="coerce", format="ISO8601") if not pd.api.types.is_datetime64_any_dtype(s) else s
+            s = wall_clock(parse_datetimes(s))  # zone-aware times on their wall clock, as the encoders read them
             s = (s - pd.Timestamp("1970-01-01")).dt.total_seconds() / 86_400
         elif spec.kind in ("binary", "categorical"):
             s = s.astype(object).where(s.notna(), np.nan).map(lambda v: v if v is np.nan else str(v))

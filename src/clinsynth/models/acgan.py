@@ -31,6 +31,7 @@ from torch import nn
 from clinsynth.data.io import write_with
 from clinsynth.data.transforms import NUMERIC_TRANSFORMS, GridLayout, Span, TableEncoder
 from clinsynth.errors import ConfigError
+from clinsynth.models import bundle
 from clinsynth.models.base import SynthModel, allocate
 from clinsynth.models.training import (
     CategoricalNoise,
@@ -564,14 +565,14 @@ class ACGAN(SynthModel):
         self.class_probs_ = self.condition_table_.sum(axis=1)
         self.history_ = fitted.get("history", [])
         self._build(device)
-        state = torch.load(directory / "weights.pt", map_location=device, weights_only=True)
-        self.generator_.load_state_dict(state["generator"])
-        self.discriminator_.load_state_dict(state["discriminator"])
+        state = bundle.load_torch(directory, device)
+        bundle.restore_module(directory, self.generator_, state, "generator")
+        bundle.restore_module(directory, self.discriminator_, state, "discriminator")
         self.generator_.eval()
         self.ensemble_ = []
         for i in range(sum(name.startswith("ensemble.") for name in state)):
             g = self._new_generator()
-            g.load_state_dict(state[f"ensemble.{i}"])
+            bundle.restore_module(directory, g, state, f"ensemble.{i}")
             self.ensemble_.append(g.eval())
         self.selection_ = fitted.get("selection")
         self._folded = None

@@ -21,8 +21,9 @@ import pandas as pd
 
 from clinsynth.data.io import jsonable
 from clinsynth.data.transforms import TableEncoder
-from clinsynth.errors import BundleError, ConfigError, NotFittedError
-from clinsynth.schema import Schema
+from clinsynth.errors import BundleError, ConfigError, NotFittedError, SchemaError
+from clinsynth.models import bundle
+from clinsynth.schema import Schema, check_trainable
 
 BUNDLE_FORMAT = 1
 Conditions = Mapping[str, Mapping[str, float] | str | int]
@@ -100,6 +101,7 @@ class SynthModel(ABC):
         """
         schema = schema or Schema.infer(df)
         schema.validate(df)
+        check_trainable(df)
         self._validate_params(schema)
         df = df.reset_index(drop=True)
         self._checkpoint = self._open_checkpoint(checkpoint_dir, schema, df)
@@ -165,21 +167,45 @@ class SynthModel(ABC):
 
     @classmethod
     def load(cls, path: str | Path) -> SynthModel:
+        """The model a bundle holds; a damaged bundle raises one ``BundleError`` naming the file
+        and the problem (never a traceback from json, torch or numpy)."""
         path = Path(path)
         needed = ["config.json", "schema.json", "encoder.json"]
         absent = [f for f in needed if not (path / f).is_file()]
         if absent:
             raise BundleError(f"model bundle '{path}' is missing {', '.join(absent)}")
-        config = json.loads((path / "config.json").read_text())
+        config = bundle.read_json(path, "config.json")
         if config.get("bundle_format") != BUNDLE_FORMAT:
             raise BundleError(f"model bundle '{path}' has format {config.get('bundle_format')}, this clinsynth reads {BUNDLE_FORMAT}")
         if config.get("model") != cls.name:
             raise BundleError(f"model bundle '{path}' holds a '{config.get('model')}' model, not '{cls.name}'")
-        model = cls(**config["params"])
-        model.schema_ = Schema.load(path / "schema.json")
-        model.n_train_ = config["fitted"].get("n_train")
-        encoder = cls._encoder_from_state(model.schema_, json.loads((path / "encoder.json").read_text()))
-        model._restore(config["fitted"], encoder, path)
+        params = bundle.entry(path, "config.json", config, "params")
+        fitted = bundle.entry(path, "config.json", config, "fitted")
+        try:
+            model = cls(**params)
+        except (TypeError, ValueError) as e:
+            raise bundle.bundle_error(path, "config.json", f"is damaged: its parameters do not fit a {cls.name} "
+                                                           f"model ({bundle.first_line(e)})") from None
+        try:
+            model.schema_ = Schema.load(path / "schema.json")
+        except SchemaError as e:
+            problem = e.problems[0] if e.problems else str(e).split(": ", 1)[-1]
+            raise bundle.bundle_error(path, "schema.json", f"is damaged ({problem})") from None
+        model.n_train_ = fitted.get("n_train")
+        state = bundle.read_json(path, "encoder.json")
+        try:
+            encoder = cls._encoder_from_state(model.schema_, state)
+        except (SchemaError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise bundle.bundle_error(path, "encoder.json", f"does not fit schema.json ({bundle.first_line(e)}): "
+                                                            "one of them was changed or comes from another model") from None
+        try:
+            model._restore(fitted, encoder, path)
+        except BundleError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            what = f"no '{e.args[0]}' entry" if isinstance(e, KeyError) and e.args else bundle.first_line(e)
+            raise bundle.bundle_error(path, "config.json", f"does not restore a {cls.name} model ({what}): its "
+                                                           "fitted state, the schema and the weights do not fit together") from None
         model.encoder_ = encoder
         return model
 

@@ -38,6 +38,7 @@ from scipy.special import ndtr
 
 from clinsynth.data.transforms import NumericCodec, TableEncoder, numeric_bounds
 from clinsynth.errors import ConfigError
+from clinsynth.models import bundle
 from clinsynth.models.base import SynthModel, allocate
 from clinsynth.models.bayesnet_kernel import shuffle
 from clinsynth.models.bayesnet_sampler import CompiledNetwork
@@ -444,10 +445,21 @@ class BayesNet(SynthModel):
         self.target_ = fitted["target_index"]
         self.parents_ = [list(p) for p in fitted["parents"]]
         self.variables_ = [Variable(**v) for v in fitted["variables"]]
-        with np.load(Path(directory) / "tables.npz") as saved:
-            self.tables_ = [saved[f"t{v}"] for v in range(len(self.variables_))]
+        self.tables_ = bundle.load_arrays(Path(directory), "tables.npz", [f"t{v}" for v in range(len(self.variables_))])
+        self._check_tables(Path(directory))
         self._linear_names = [s.name for s in encoder.spans if s.activation == "linear"]
         self.order_ = topological_order(self.parents_)
+
+
+    def _check_tables(self, directory: Path) -> None:
+        """Each loaded table is a finite, non-negative (parent states × states) array, as the sampler
+        indexes it; a table of another network would crash sampling or draw garbage."""
+        for v, (var, table) in enumerate(zip(self.variables_, self.tables_)):
+            rows = int(np.prod([self.variables_[p].coarse_states for p in self.parents_[v]]))
+            if table.shape != (rows, var.states) or not np.isfinite(table).all() or (table < 0).any():
+                raise bundle.bundle_error(directory, "tables.npz", f"does not fit the network in config.json: table t{v} "
+                                                                  f"('{var.name}') has shape {table.shape}, "
+                                                                  f"expected ({rows}, {var.states}) of probabilities")
 
 
 class DPBayesNet(BayesNet):

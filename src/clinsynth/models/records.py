@@ -43,6 +43,7 @@ from clinsynth.data.ehr import CodeMatrix, from_dense_rows
 from clinsynth.data.io import write_with
 from clinsynth.data.transforms import Span, TableEncoder
 from clinsynth.errors import ConfigError, InputError, NotFittedError, SchemaError
+from clinsynth.models import bundle
 from clinsynth.models.base import Conditions, SynthModel
 from clinsynth.models.training import CategoricalNoise, SpanActivation, flush_denormals, resolve_device, seeded
 from clinsynth.privacy.dpsgd import PrivateGradient, calibrate_noise, expected_batch, poisson_batches
@@ -609,17 +610,12 @@ class CodeModel(SynthModel):
             self.ledger_ = PrivacyLedger.from_state_dict(fitted["ledger"])
             self.noise_multiplier_ = fitted["noise_multiplier"]
             self.vocabulary_release_ = fitted.get("vocabulary_release")
-        path = directory / "weights.pt"
-        if not path.is_file():
-            from clinsynth.errors import BundleError
-
-            raise BundleError(f"model bundle '{directory}' is missing weights.pt")
-        state = torch.load(path, map_location=self.device_, weights_only=True)
+        state = bundle.load_torch(directory, self.device_)
         built = self._build(encoder.dim, encoder.out_dim)
         self.modules_ = {}
         for name in self.sampling_modules:
             module = built[name].to(self.device_)
-            module.load_state_dict(state[name])
+            bundle.restore_module(directory, module, state, name)
             self.modules_[name] = module.eval()
 
     # the table-model hooks: a code model's own fit and sample replace the paths that call them

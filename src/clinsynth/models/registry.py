@@ -7,7 +7,6 @@ file in ``models/`` plus one entry here.
 from __future__ import annotations
 
 import importlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -118,13 +117,12 @@ def create(name: str, **hyperparameters: Any) -> SynthModel:
 
 def load(path: str | Path) -> SynthModel:
     """Load a model bundle written by ``model.save(path)``, whatever model it holds."""
+    from clinsynth.models import bundle
+
     config = Path(path) / "config.json"
     if not config.is_file():
         raise BundleError(f"'{path}' is not a clinsynth model bundle (no config.json)")
-    try:
-        name = json.loads(config.read_text())["model"]
-    except (json.JSONDecodeError, KeyError):
-        raise BundleError(f"'{config}' is damaged: it does not name its model") from None
+    name = bundle.entry(Path(path), "config.json", bundle.read_json(Path(path), "config.json"), "model", str)
     return _entry(name).load_class().load(path)
 
 

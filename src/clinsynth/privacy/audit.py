@@ -283,6 +283,10 @@ def _canary_datetimes(spec: ColumnSpec, m: int, rng: np.random.Generator) -> pd.
         ts = ts.dt.tz_convert(tz)
     if spec.decimals == 0:  # a column of whole days stays whole days
         ts = ts.dt.normalize().clip(lower=lo.normalize())
+    if tz is None and spec.dtype and "," in spec.dtype:  # a zone-aware column: its bounds are wall-clock times
+        from clinsynth.data.transforms import localize
+
+        ts = pd.Series(localize(pd.DatetimeIndex(ts), spec.dtype))
     return _as_dtype(ts, spec)
 
 

@@ -104,7 +104,7 @@ from scipy.special import ndtri
 
 from clinsynth.data.transforms import datetime_days, numeric_bounds, numeric_values
 from clinsynth.errors import ConfigError, InputError
-from clinsynth.schema import DISCRETE_KINDS, NUMERIC_KINDS, Category, ColumnSpec, Schema
+from clinsynth.schema import DISCRETE_KINDS, NUMERIC_KINDS, Category, ColumnSpec, Schema, parse_datetimes, wall_clock
 
 #: Public candidate categories of flag columns; a schema whose list fits one releases all of it.
 FLAG_DOMAINS: tuple[tuple[Category, ...], ...] = ((0, 1), (False, True), ("0", "1"), (0.0, 1.0))
@@ -723,13 +723,15 @@ def _round_numeric(s: pd.Series, spec: ColumnSpec) -> pd.Series:
 
 
 def _clip_datetime(s: pd.Series, bounds: tuple[str, str]) -> pd.Series:
+    # bounds are wall-clock times (see schema.wall_clock); one given with an offset is read on its own wall clock
     lo, hi = (pd.Timestamp(b) for b in bounds)
+    lo, hi = (b.tz_localize(None) if b.tz is not None else b for b in (lo, hi))
     if pd.api.types.is_datetime64_any_dtype(s):
         if s.dt.tz is not None:
-            lo, hi = lo.tz_localize(s.dt.tz), hi.tz_localize(s.dt.tz)
+            lo, hi = (b.tz_localize(s.dt.tz, ambiguous=False, nonexistent="shift_forward") for b in (lo, hi))
         return s.clip(lo, hi)
     # dates held as text stay text: only the clipped entries are rewritten
-    parsed = pd.to_datetime(s, errors="coerce", format="ISO8601")
+    parsed = wall_clock(parse_datetimes(s))
     out = s.copy()
     for mask, bound in ((parsed < lo, lo), (parsed > hi, hi)):
         if mask.any():

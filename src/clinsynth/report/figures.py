@@ -4,13 +4,28 @@ the page shows nothing its metrics file does not hold. Each function returns a P
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 REAL, SYNTHETIC = "#1f77b4", "#ff7f0e"
+
+
+def _literal_text(draw: Callable[..., Any]) -> Callable[..., Any]:
+    """Draw with every text shown as written: a column named ``$\\cmd$`` is data, not mathtext
+    (matplotlib parsed it and the report failed after the whole run). Only this figure's text is
+    affected; the caller's matplotlib settings are restored after."""
+    @functools.wraps(draw)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+            return draw(*args, **kwargs)
+    return wrapper
 
 
 def _pyplot() -> Any:
@@ -30,6 +45,7 @@ def _data_uri(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+@_literal_text
 def marginals_figure(marginals: list[dict[str, Any]], scores: dict[str, float], max_panels: int = 24) -> str | None:
     """Small multiples of real vs synthetic shares, the worst-scoring columns first."""
     panels = sorted(marginals, key=lambda m: -scores.get(m["column"], 0.0))[:max_panels]
@@ -61,6 +77,7 @@ def marginals_figure(marginals: list[dict[str, Any]], scores: dict[str, float], 
     return _data_uri(fig)
 
 
+@_literal_text
 def association_heatmap(matrix: dict[str, Any], max_columns: int = 40) -> str | None:
     """Synthetic − real association, red where synthetic is stronger; the most changed columns kept."""
     names = matrix.get("columns") or []
@@ -82,6 +99,7 @@ def association_heatmap(matrix: dict[str, Any], max_columns: int = 40) -> str | 
     return _data_uri(fig)
 
 
+@_literal_text
 def dimension_wise_figure(dwp: dict[str, Any]) -> str | None:
     """medGAN's scatter: each binary column's prevalence, real (x) vs synthetic (y)."""
     if not dwp.get("columns"):
@@ -100,6 +118,7 @@ def dimension_wise_figure(dwp: dict[str, Any]) -> str | None:
     return _data_uri(fig)
 
 
+@_literal_text
 def trajectories_figure(summary: dict[str, Any]) -> str:
     """Per-visit median (IQR shaded) by class, real solid, synthetic dashed: SPRINT's Fig. 2."""
     plt = _pyplot()
@@ -133,6 +152,7 @@ def trajectories_figure(summary: dict[str, Any]) -> str:
     return _data_uri(fig)
 
 
+@_literal_text
 def roc_figure(curves: list[dict[str, Any]]) -> str | None:
     """ROC curves on the real holdout: trained on real (solid) and on synthetic (dashed)."""
     if not curves:
@@ -154,6 +174,7 @@ def roc_figure(curves: list[dict[str, Any]]) -> str | None:
     return _data_uri(fig)
 
 
+@_literal_text
 def code_prevalence_figure(dwp: dict[str, Any]) -> str | None:
     """Code prevalences, real (x) vs synthetic (y), with the diagonal: medGAN's scatter on a linear
     scale (left) and on log scales (right), where the long tail of rare codes can be seen."""
@@ -186,6 +207,7 @@ def code_prevalence_figure(dwp: dict[str, Any]) -> str | None:
     return _data_uri(fig)
 
 
+@_literal_text
 def code_prediction_figure(prediction: dict[str, Any]) -> str | None:
     """Dimension-wise prediction: each code's holdout F1, model trained on real (x) vs on synthetic (y)."""
     codes = prediction.get("codes") or []
