@@ -33,6 +33,16 @@ DP_MEDGAN = dict(epsilon=4.0, accountant="rdp", pretrain_epochs=2, epochs=3, bat
                  progress=False)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny networks on a machine shared by several jobs: torch's thread pool only spins (a 2-s
+    medGAN fit took 16-128 s with it); the results are the same kind either way."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def trial():
     df = simulate_trial(n=200, seed=5)
@@ -300,6 +310,7 @@ def test_a_finished_checkpoint_gives_the_same_model_without_training(trial, tmp_
 # -- a real kill ------------------------------------------------------------------------------------
 KILLED_FIT = textwrap.dedent("""
     import sys, time
+    import torch
     from clinsynth.data.datasets import simulate_trial
     from clinsynth.models import checkpoint
     from clinsynth.models.registry import create
@@ -313,6 +324,7 @@ KILLED_FIT = textwrap.dedent("""
         time.sleep(0.5)
 
     checkpoint.Checkpoint.epoch_done = slow
+    torch.set_num_threads(1)  # as the test process, whose uninterrupted fit it is compared with
     df = simulate_trial(n=200, seed=5)
     create("acgan", **{params!r}).fit(df, Schema.infer(df, target="arm"), checkpoint_dir=sys.argv[1])
     print("finished")
