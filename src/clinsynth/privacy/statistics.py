@@ -444,9 +444,11 @@ def _format_query(df: pd.DataFrame, specs: list[ColumnSpec], noise_std: float, r
 
 
 # -- dtypes -------------------------------------------------------------------------------
-def released_dtype(spec: ColumnSpec, kind: str, missing: str, categories: list[Category] | None = None) -> str | None:
+def released_dtype(spec: ColumnSpec, kind: str, missing: str, categories: list[Category] | None = None,
+                   blanks: bool = False) -> str | None:
     """The dtype a DP release gives a column: as pandas would hold a column of the released kind
-    and missing policy — whole numbers as ``int64``, or ``float64`` when they have gaps; other
+    and missing policy — whole numbers as ``int64``, or ``float64`` when they have gaps (or
+    ``blanks``: a longitudinal column is blank after dropout, whatever its policy); other
     numbers ``float64``; 0/1 and whole-number labels likewise; true/false as ``bool``, or
     ``object`` with gaps. What storage declares and one record cannot change is kept: nullable
     types (``Int64``, ``Float64``, ``boolean``), ``float32``, text and date dtypes."""
@@ -457,7 +459,7 @@ def released_dtype(spec: ColumnSpec, kind: str, missing: str, categories: list[C
     if kind in ("integer", "continuous"):
         if kind == "continuous":
             return "Float64" if nullable else ("float32" if dtype == "float32" else "float64")
-        return "Int64" if nullable else ("int64" if missing == "none" else "float64")
+        return "Int64" if nullable else ("int64" if missing == "none" and not blanks else "float64")
     cats = list(categories or [])
     if cats and all(isinstance(c, bool) for c in cats):
         return "boolean" if dtype == "boolean" else ("bool" if missing == "none" else "object")
@@ -574,6 +576,7 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
     _check_arguments(df, plan, noise_std, threshold_delta)
     rngs = iter(_query_rngs(rng, plan.n_queries))
     grouped = {c for g in schema.longitudinal for c in g.columns}
+    blanks = {c for _, groups in schema.timelines() if all(g.dropout for g in groups) for g in groups for c in g.columns}
     after_dropout = schema._after_dropout(df) if plan.format and schema.longitudinal else {}
     updates: dict[str, dict[str, Any]] = {}
     fallback: dict[str, Any] = {}
@@ -587,7 +590,8 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
                 fallback[spec.name] = facts["fallback"]
             updates[spec.name] = {"kind": facts["kind"], "decimals": facts["decimals"], "missing": facts["missing"],
                                   "categories": facts.get("categories"), "bounds": None, "public": False,
-                                  "dtype": released_dtype(spec, facts["kind"], facts["missing"], facts.get("categories"))}
+                                  "dtype": released_dtype(spec, facts["kind"], facts["missing"], facts.get("categories"),
+                                                          blanks=spec.name in blanks)}
     numeric = {s.name: _public_numeric_state(s) for s in schema.model_columns
                if s.kind in NUMERIC_KINDS and not _needs_numeric(s, schema)}
     too_few: list[str] = []
