@@ -15,14 +15,8 @@ import pandas as pd
 import pytest
 
 import clinsynth
-from clinsynth.privacy.statistics import (
-    NUMBER_FORMATS,
-    conform,
-    decide_format,
-    plan_statistics,
-    release_statistics,
-    schema_facts,
-)
+from clinsynth.privacy.formats import NUMBER_FORMATS, decide_format
+from clinsynth.privacy.statistics import conform, plan_statistics, release_statistics, schema_facts
 from clinsynth.schema import ColumnSpec, LongitudinalGroup, Schema
 from test_dp_acgan import quiet_accountants  # noqa: F401 (autouse)
 
