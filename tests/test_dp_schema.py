@@ -15,14 +15,8 @@ import pandas as pd
 import pytest
 
 import clinsynth
-from clinsynth.privacy.statistics import (
-    NUMBER_FORMATS,
-    conform,
-    decide_format,
-    plan_statistics,
-    release_statistics,
-    schema_facts,
-)
+from clinsynth.privacy.formats import NUMBER_FORMATS, decide_format
+from clinsynth.privacy.statistics import conform, plan_statistics, release_statistics, schema_facts
 from clinsynth.schema import ColumnSpec, LongitudinalGroup, Schema
 from test_dp_acgan import quiet_accountants  # noqa: F401 (autouse)
 
@@ -215,6 +209,9 @@ def test_a_longitudinal_group_releases_one_format_and_counts_only_gaps_before_dr
     release = release_statistics(df, schema, 0.0, 1e-5, np.random.default_rng(0))
     assert {release.schema.column(c).missing for c in df.columns} == {"none"}
     assert {release.schema.column(c).kind for c in df.columns} == {"integer"}
+    # blanks after dropout stay possible: whole numbers held as float64, as pandas holds them
+    assert {release.schema.column(c).dtype for c in df.columns} == {"float64"}
+    assert np.isnan(conform(df, release)["v_3"].iloc[1])  # dropout is not a gap to fill
     gap = df.copy()
     gap.loc[2, "v_2"] = np.nan  # record 3 is seen again at visit 3: an intermittent gap
     release = release_statistics(gap, schema, 0.0, 1e-5, np.random.default_rng(0))

@@ -28,7 +28,8 @@ What is public, what is released
     missing policy (a "missing" count in the same histogram).
 
   The *dtype* follows from the released facts, as pandas would hold such a column (see
-  :func:`released_dtype`), never from the input's dtype, which one float or one NaN changes.
+  :func:`~clinsynth.privacy.formats.released_dtype`), never from the input's dtype, which one
+  float or one NaN changes.
 * **Flag domains** are public by rule: a category list that is a subset of one of
   :data:`FLAG_DOMAINS` (same Python type: ``{0, 1}``, ``{False, True}``, ``{"0", "1"}``,
   ``{0.0, 1.0}``) is released whole, a data-independent list; only observed values outside it go
@@ -51,9 +52,10 @@ The mechanism (neighbours differ by adding or removing one record)
   numbers only); at 0.5, by up to 12 %.
 * Each number query is two histograms (two queries): the **value histogram** counts observed
   values on a **public grid** (buckets of 0.1 in ``asinh(x / 1e-3)``; 30-day buckets for dates);
-  the **format histogram** counts each cell in one of the public classes :data:`NUMBER_FORMATS`
-  (missing, exactly 0, exactly 1, other whole, 1 … 6 decimals, more) or :data:`DATE_FORMATS`
-  (missing, midnight, a time of day). In a longitudinal group with dropout, the blanks after a
+  the **format histogram** counts each cell in one of the public classes ``NUMBER_FORMATS``
+  (missing, exactly 0, exactly 1, other whole, 1 … 6 decimals, more) or ``DATE_FORMATS``
+  (missing, midnight, a time of day; the classes and the rules below are coded in
+  :mod:`clinsynth.privacy.formats`). In a longitudinal group with dropout, the blanks after a
   participant's last visit are dropout, not missing values, and are not counted. N(0,
   ``noise_std²``) is added to every bucket, empty ones included. Each query draws its noise from
   its own generator, seeded from ``rng`` in plan order, so one query's data-dependent candidate
@@ -104,16 +106,20 @@ from scipy.special import ndtri
 
 from clinsynth.data.transforms import datetime_days, numeric_bounds, numeric_values
 from clinsynth.errors import ConfigError, InputError
+from clinsynth.privacy.formats import (
+    DATE_FORMATS,
+    NUMBER_FORMATS,
+    decide_format,
+    format_histogram,
+    is_number,
+    released_dtype,
+    significant,
+    whole_labels,
+)
 from clinsynth.schema import DISCRETE_KINDS, NUMERIC_KINDS, Category, ColumnSpec, Schema, parse_datetimes, wall_clock
 
 #: Public candidate categories of flag columns; a schema whose list fits one releases all of it.
 FLAG_DOMAINS: tuple[tuple[Category, ...], ...] = ((0, 1), (False, True), ("0", "1"), (0.0, 1.0))
-MAX_DECIMALS = 6
-#: The format classes of a number cell: a record's cell falls in exactly one.
-NUMBER_FORMATS: tuple[str, ...] = ("missing", "0", "1", "whole", *(f"{d} decimal{'s' * (d > 1)}" for d in range(1, MAX_DECIMALS + 1)),
-                                   "more")
-#: The format classes of a date cell.
-DATE_FORMATS: tuple[str, ...] = ("missing", "midnight", "time of day")
 
 _ASINH_UNIT = 1e-3        # t = asinh(x / unit): ~linear below 1e-3, ~log (10 %/bucket) above
 _ASINH_STEP = 0.1
@@ -126,9 +132,6 @@ _BULK_FALSE_ALARM = 1e-4  # … and so many that a pure-noise bucket anywhere on
 _WIDEN = 0.5              # released bounds: bulk range widened by half its width on each side
 _P_EPS = 1e-6             # as NumericCodec: normal scores stay within ±4.75
 _PUBLIC_PROBS = (0.02, 0.98)
-_FORMAT_SIGMAS = 4.0      # a format tail is negligible below 4 sds of its sum …
-_FORMAT_SHARE = 0.01      # … or below 1 % of the observed cells
-_EVIDENCE_SIGMAS = 3.0    # format counts (a missing count) are significant above 3 sds of their sum
 #: A record's weight in a format histogram (1 in the others): see the module docstring.
 FORMAT_WEIGHT = 0.5
 
@@ -182,10 +185,6 @@ class DPRelease:
 
 
 # ---------------------------------------------------------------------------------------
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-
-
 def is_number_column(spec: ColumnSpec, schema: Schema) -> bool:
     """A model column whose values are numbers by structure and whose kind DP releases: ``integer``,
     ``continuous``, or ``binary`` with numeric categories (what inference calls a 2-valued number
@@ -193,7 +192,7 @@ def is_number_column(spec: ColumnSpec, schema: Schema) -> bool:
     if spec.kind in ("integer", "continuous"):
         return True
     return (spec.kind == "binary" and spec.name != schema.target
-            and all(_is_number(c) for c in spec.categories or []))
+            and all(is_number(c) for c in spec.categories or []))
 
 
 def _needs_numeric(spec: ColumnSpec, schema: Schema) -> bool:
@@ -363,89 +362,12 @@ def _bounds_for_spec(spec: ColumnSpec, bounds: tuple[float, float]) -> tuple[flo
 
 
 # -- format queries -----------------------------------------------------------------------
-def _float_tolerance(dtype: str | None) -> float:
-    """Relative tolerance of "needs d decimals": float32 storage holds 1.2 only as 1.2000000477."""
-    return 4 * float(np.finfo(np.float32).eps) if dtype in ("float32", "Float32") else 1e-9
-
-
-def number_formats(x: np.ndarray, tolerance: float = 1e-9) -> np.ndarray:
-    """Per observed value, its index in :data:`NUMBER_FORMATS`: 1 for 0, 2 for 1, 3 for another
-    whole number, 3 + d for one needing d ≤ 6 decimals, the last for more. A function of the value
-    alone (the tolerance is relative to it), so one record moves one count."""
-    out = np.full(x.shape, len(NUMBER_FORMATS) - 1, dtype=np.intp)
-    atol = tolerance * np.maximum(1.0, np.abs(x))
-    pending = np.ones(x.shape, dtype=bool)
-    with np.errstate(invalid="ignore"):
-        for d in range(MAX_DECIMALS + 1):
-            fits = pending & (np.abs(np.round(x, d) - x) <= atol)
-            out[fits] = 3 + d
-            pending &= ~fits
-    out[x == 0] = 1
-    out[x == 1] = 2
-    return out
-
-
-def _date_formats(days: np.ndarray) -> np.ndarray:
-    """Per observed date (days since 1970), 1 at midnight, 2 with a time of day."""
-    return np.where(days == np.floor(days), 1, 2)
-
-
-def _format_histogram(df: pd.DataFrame, specs: list[ColumnSpec], after_dropout: dict[str, np.ndarray]) -> np.ndarray:
-    """Exact weighted counts of the format classes: each record adds 1/k per counted cell of the k
-    query columns (a blank after the participant's last visit is dropout and is not counted)."""
-    dates = specs[0].kind == "datetime"
-    counts = np.zeros(len(DATE_FORMATS if dates else NUMBER_FORMATS))
-    for spec in specs:
-        x = _values(df, spec)
-        gap = np.isnan(x)
-        if spec.name in after_dropout:
-            gap &= ~after_dropout[spec.name]
-        counts[0] += gap.sum()
-        seen = x[~np.isnan(x)]
-        classes = _date_formats(seen) if dates else number_formats(seen, _float_tolerance(spec.dtype))
-        counts += np.bincount(classes, minlength=counts.size)
-    return counts / len(specs)
-
-
-def _significant(counts: np.ndarray, noise_std: float) -> bool:
-    """The noisy counts sum to more than 3 noise sds of their sum: something is really there."""
-    return float(counts.sum()) > _EVIDENCE_SIGMAS * noise_std * math.sqrt(counts.size)
-
-
-def _negligible(tail: np.ndarray, noise_std: float, observed: float) -> bool:
-    """A tail of noisy format counts is noise, or under 1 % of the observed cells."""
-    limit = max(_FORMAT_SIGMAS * noise_std * math.sqrt(tail.size), _FORMAT_SHARE * max(observed, 0.0))
-    return float(tail.sum()) <= limit
-
-
-def _precise_to(noisy: np.ndarray, start: int, split: int, noise_std: float, observed: float) -> bool:
-    """The cells in classes ``start … split - 1`` are significant and those from ``split`` on
-    negligible: evidence *for* the precision, not just the absence of evidence against it."""
-    return _significant(noisy[start:split], noise_std) and _negligible(noisy[split:], noise_std, observed)
-
-
-def decide_format(noisy: np.ndarray, noise_std: float, dates: bool, may_be_flag: bool) -> dict[str, Any]:
-    """The column facts a noisy format histogram gives (the module docstring's rule): kind,
-    decimals, missing policy, and for a 0/1 flag its more common value (``fallback``).
-    ``noise_std`` is the sd of each of the ``noisy`` counts."""
-    missing = "indicator" if _significant(noisy[:1], noise_std) else "none"
-    observed = float(noisy[1:].sum())
-    if dates:
-        return {"kind": "datetime", "decimals": 0 if _precise_to(noisy, 1, 2, noise_std, observed) else None,
-                "missing": missing}
-    if may_be_flag and _precise_to(noisy, 1, 3, noise_std, observed):
-        return {"kind": "binary", "categories": [0, 1], "decimals": None, "missing": missing,
-                "fallback": 0 if noisy[1] >= noisy[2] else 1}
-    decimals = next((d for d in range(MAX_DECIMALS + 1) if _precise_to(noisy, 1, 4 + d, noise_std, observed)), None)
-    return {"kind": "integer" if decimals == 0 else "continuous", "decimals": decimals, "missing": missing}
-
-
 def _format_query(df: pd.DataFrame, specs: list[ColumnSpec], noise_std: float, rng: np.random.Generator,
                   after_dropout: dict[str, np.ndarray], may_be_flag: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """One format histogram at :data:`FORMAT_WEIGHT` (``noise_std`` is the release's; the counts
     come back in cells, with noise sd ``noise_std / FORMAT_WEIGHT``) and the facts it gives."""
     dates = specs[0].kind == "datetime"
-    weighted = FORMAT_WEIGHT * _format_histogram(df, specs, after_dropout)
+    weighted = FORMAT_WEIGHT * format_histogram(df, specs, after_dropout)
     noisy = (weighted + rng.normal(0.0, noise_std, weighted.size)) / FORMAT_WEIGHT
     facts = decide_format(noisy, noise_std / FORMAT_WEIGHT, dates, may_be_flag)
     report = {"kind": "format", "columns": [s.name for s in specs],
@@ -453,39 +375,6 @@ def _format_query(df: pd.DataFrame, specs: list[ColumnSpec], noise_std: float, r
               "noise_sd": noise_std / FORMAT_WEIGHT,
               **{k: v for k, v in facts.items() if k != "fallback"}}
     return facts, report
-
-
-# -- dtypes -------------------------------------------------------------------------------
-def released_dtype(spec: ColumnSpec, kind: str, missing: str, categories: list[Category] | None = None) -> str | None:
-    """The dtype a DP release gives a column: as pandas would hold a column of the released kind
-    and missing policy — whole numbers as ``int64``, or ``float64`` when they have gaps; other
-    numbers ``float64``; 0/1 and whole-number labels likewise; true/false as ``bool``, or
-    ``object`` with gaps. What storage declares and one record cannot change is kept: nullable
-    types (``Int64``, ``Float64``, ``boolean``), ``float32``, text and date dtypes."""
-    dtype = spec.dtype
-    nullable = bool(dtype) and dtype.startswith(("Int", "UInt", "Float"))
-    if kind == "datetime":
-        return dtype
-    if kind in ("integer", "continuous"):
-        if kind == "continuous":
-            return "Float64" if nullable else ("float32" if dtype == "float32" else "float64")
-        return "Int64" if nullable else ("int64" if missing == "none" else "float64")
-    cats = list(categories or [])
-    if cats and all(isinstance(c, bool) for c in cats):
-        return "boolean" if dtype == "boolean" else ("bool" if missing == "none" else "object")
-    if cats and all(_is_number(c) for c in cats):
-        whole = all(isinstance(c, int) for c in cats)
-        if nullable:
-            return "Int64" if whole else "Float64"
-        return "int64" if whole and missing == "none" else "float64"
-    return dtype
-
-
-def _whole_labels(categories: list[Category]) -> list[Category]:
-    """Number labels that are whole as ints (a NaN elsewhere makes pandas read 1 as 1.0)."""
-    if categories and all(_is_number(c) for c in categories) and all(float(c).is_integer() for c in categories):
-        return [int(c) for c in categories]
-    return categories
 
 
 # -- categorical queries ------------------------------------------------------------------
@@ -534,7 +423,7 @@ def _categorical_query(df: pd.DataFrame, columns: list[str], domain: tuple[Categ
     """Released categories with their noisy counts (the flag domain whole, other values above τ),
     and the noisy count of missing cells."""
     counts, missing = _observed_counts(df, columns)
-    public = list(_whole_labels(list(domain)) if domain else ())
+    public = list(whole_labels(list(domain)) if domain else ())
     others = sorted((v for v in counts if v not in set(public)), key=lambda v: (type(v).__name__, str(v)))
     candidates = public + others
     noisy = np.array([missing] + [counts.get(v, 0.0) for v in candidates]) + rng.normal(0.0, noise_std, len(candidates) + 1)
@@ -586,6 +475,7 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
     _check_arguments(df, plan, noise_std, threshold_delta)
     rngs = iter(_query_rngs(rng, plan.n_queries))
     grouped = {c for g in schema.longitudinal for c in g.columns}
+    blanks = {c for _, groups in schema.timelines() if all(g.dropout for g in groups) for g in groups for c in g.columns}
     after_dropout = schema._after_dropout(df) if plan.format and schema.longitudinal else {}
     updates: dict[str, dict[str, Any]] = {}
     fallback: dict[str, Any] = {}
@@ -599,7 +489,8 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
                 fallback[spec.name] = facts["fallback"]
             updates[spec.name] = {"kind": facts["kind"], "decimals": facts["decimals"], "missing": facts["missing"],
                                   "categories": facts.get("categories"), "bounds": None, "public": False,
-                                  "dtype": released_dtype(spec, facts["kind"], facts["missing"], facts.get("categories"))}
+                                  "dtype": released_dtype(spec, facts["kind"], facts["missing"], facts.get("categories"),
+                                                          blanks=spec.name in blanks)}
     numeric = {s.name: _public_numeric_state(s) for s in schema.model_columns
                if s.kind in NUMERIC_KINDS and not _needs_numeric(s, schema)}
     too_few: list[str] = []
@@ -633,7 +524,7 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
         if problem:
             problems.append(problem)
             continue
-        missing = "indicator" if _significant(np.array([missing_count]), noise_std) else "none"
+        missing = "indicator" if significant(np.array([missing_count]), noise_std) else "none"
         report[_query_label(schema, columns)] = {
             "kind": "categorical", "columns": columns, "categories": kept,
             "counts": [released[c] for c in kept], "flag_domain": domain is not None,
