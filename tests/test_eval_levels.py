@@ -14,6 +14,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import clinsynth as cs
 from clinsynth.data.datasets import simulate_trial
@@ -331,3 +333,27 @@ def test_code_matrix_full_is_todays_evaluation(codes_world):
     plain = C.evaluate_codes(train, test, other)
     for part in ("dimension_wise_probability", "dimension_wise_prediction", "co_occurrence", "privacy_attacks"):
         assert full[part] == plain[part]
+
+
+# --- the linear parts made cheaper on wide tables: the same numbers -----------------------------------
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-3, 3) | st.floats(-1e3, 1e3), min_size=1, max_size=40),
+       st.lists(st.integers(-3, 3) | st.floats(-1e3, 1e3), min_size=1, max_size=40))
+def test_the_ks_statistic_is_scipys(x, y):
+    from scipy.stats import ks_2samp
+
+    from clinsynth.evaluate.fidelity import ks_statistic
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    assert ks_statistic(x, y) == float(ks_2samp(x, y).statistic)
+
+
+def test_level_shares_are_the_text_shares_in_the_same_order():
+    from clinsynth.evaluate.fidelity import _levels
+
+    columns = [pd.Series(["b", "a", None, "b", "c", "a", "a"]), pd.Series([1, 2, 2, 3, 1, 1], dtype="Int64"),
+               pd.Series([1.0, np.nan, 2.5, 1.0]), pd.Series([True, False, True]),
+               pd.Series(["x", 1, "1", None], dtype=object), pd.Series(pd.Categorical(["u", "v", "u", None]))]
+    for s in columns:
+        old = s.astype(object).where(s.notna(), "<missing>").map(str).value_counts(normalize=True)
+        pd.testing.assert_series_equal(_levels(s), old)
