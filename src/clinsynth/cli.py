@@ -406,18 +406,21 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing --out / --report files.")] = False,
+    level: Annotated[str, typer.Option("--evaluate", help="How much to evaluate: full (every part, within documented "
+                                       "caps), fast (a cheaper first look) or none (no real-data evaluation).")] = "full",
 ) -> None:
     """Score a synthetic table against the real training and holdout tables: fidelity, utility, privacy attacks."""
     from clinsynth.data.io import read_table
     from clinsynth.data.output_dir import check_file_target
-
-    check_file_target(output, overwrite, what="metrics file")
-    if report_path is not None:
-        check_file_target(report_path, overwrite, what="report")
+    from clinsynth.evaluate.bounds import limits_for
     from clinsynth.evaluate.suite import evaluate as evaluate_tables
     from clinsynth.models.registry import load
     from clinsynth.pipeline import guarantee_of
 
+    limits_for(level)  # an unknown level is refused before any file is read
+    check_file_target(output, overwrite, what="metrics file")
+    if report_path is not None:
+        check_file_target(report_path, overwrite, what="report")
     fitted = load(model_dir) if model_dir is not None else None
     train = read_table(real_train)
     if schema_path is None and fitted is not None:
@@ -427,7 +430,7 @@ def evaluate(
     result = evaluate_tables(train, read_table(real_test), read_table(synthetic), table_schema,
                              guarantee=guarantee_of(fitted) if fitted is not None else None,
                              model={"name": fitted.name, "params": fitted.get_params()} if fitted is not None else None,
-                             dataset=real_train.name, seed=seed, progress=_step_printer(quiet))
+                             dataset=real_train.name, seed=seed, progress=_step_printer(quiet), level=level)
     result.to_json(output)
     written = [str(output)]
     if report_path is not None:

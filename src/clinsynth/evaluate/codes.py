@@ -499,16 +499,38 @@ def code_privacy_attacks(real_train: CodeMatrix, real_test: CodeMatrix, synth: C
 
 # --- all of them -----------------------------------------------------------------------------------
 def evaluate_codes(real_train: CodeMatrix, real_test: CodeMatrix, synthetic: CodeMatrix, seed: int = 0,
-                   top_k: int = 50, top_codes: int = 200, max_queries: int = MAX_QUERIES,
-                   progress: Callable[[str], Any] | None = None) -> dict[str, Any]:
+                   top_k: int | None = None, top_codes: int | None = None, max_queries: int = MAX_QUERIES,
+                   progress: Callable[[str], Any] | None = None, level: str = "full") -> dict[str, Any]:
     """Every check of this module on one synthetic code matrix: the ``codes`` section of ``metrics.json``.
 
     JSON-plain (NaN → null), with the verdicts of :func:`clinsynth.evaluate.verdicts.code_verdicts`
     and the seconds each part took. ``progress(step)`` is called before each part.
-    """
-    from clinsynth.evaluate.verdicts import code_verdicts
 
+    ``level`` (see :mod:`clinsynth.evaluate.bounds`): ``full`` predicts the ``top_k`` (50)
+    commonest codes, compares co-occurrence of the ``top_codes`` (200) commonest and asks the
+    attacks at most ``max_queries`` queries, fewer when a nearest-neighbour search would exceed
+    the pair budget; ``fast`` takes 10 codes, 50 codes, 5,000 training rows per regression and
+    2,000 queries; ``none`` reads no patient and returns a section marked ``skipped``. ``capped``
+    lists the caps that applied (the suite moves it to ``metrics["evaluation"]``).
+    """
+    from clinsynth.evaluate import bounds
+    from clinsynth.evaluate.verdicts import CODE_SECTIONS, code_verdicts, skipped_verdict
+
+    limits = bounds.limits_for(level)
+    base = {"level": level, "n_codes": real_train.n_codes, "binary": real_train.binary, "capped": []}
+    if not limits.evaluate:
+        return {**base, "skipped": True, "seconds": {}, "verdicts": [skipped_verdict(s, level) for s in CODE_SECTIONS]}
     check_code_matrices(real_train=real_train, real_test=real_test, synthetic=synthetic)
+    top_k = limits.code_top_k if top_k is None else top_k
+    top_codes = limits.code_top_codes if top_codes is None else top_codes
+    queries = bounds.attack_queries(max_queries, real_train.n_patients, real_test.n_patients, synthetic.n_patients, limits)
+    if queries < min(max_queries, synthetic.n_patients):
+        base["capped"].append({"part": "privacy attacks", "what": "nearest-neighbour queries",
+                               "total": min(max_queries, synthetic.n_patients), "kept": queries})
+    for table, m in (("real training", real_train), ("synthetic", synthetic)):
+        if m.n_patients > limits.code_train_rows:
+            base["capped"].append({"part": "dimension-wise prediction", "what": "rows", "table": table,
+                                   "total": m.n_patients, "kept": limits.code_train_rows})
     seconds: dict[str, float] = {}
 
     def step(name: str, fn: Callable[[], Any]) -> Any:
@@ -521,13 +543,14 @@ def evaluate_codes(real_train: CodeMatrix, real_test: CodeMatrix, synthetic: Cod
 
     dwp = step("dimension-wise probability", lambda: dimension_wise_probability(real_train, synthetic, holdout=real_test))
     pred = step("dimension-wise prediction",
-                lambda: dimension_wise_prediction(real_train, real_test, synthetic, top_k=top_k, seed=seed))
+                lambda: dimension_wise_prediction(real_train, real_test, synthetic, top_k=top_k, seed=seed,
+                                                  max_rows=limits.code_train_rows))
     co = step("co-occurrence", lambda: co_occurrence(real_train, synthetic, top_codes=top_codes, holdout=real_test))
     per_patient = co.pop("codes_per_patient")
     attacks = step("privacy attacks",
-                   lambda: code_privacy_attacks(real_train, real_test, synthetic, max_queries=max_queries, seed=seed))
+                   lambda: code_privacy_attacks(real_train, real_test, synthetic, max_queries=queries, seed=seed))
     section = jsonable({
-        "n_codes": real_train.n_codes, "binary": real_train.binary,
+        **base, "skipped": False,
         "binarised": not real_train.binary,  # counts were compared as presence
         "dimension_wise_probability": dwp, "dimension_wise_prediction": pred, "co_occurrence": co,
         "codes_per_patient": per_patient, "privacy_attacks": attacks, "seconds": seconds,

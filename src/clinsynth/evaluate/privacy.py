@@ -179,8 +179,12 @@ class RecordSpace:
         return [a.spec.name for a in self._axes]
 
     @classmethod
-    def fit(cls, real_train: pd.DataFrame, schema: Schema, columns: Sequence[str] | None = None) -> RecordSpace:
-        """Learn ranges, medians and levels from ``real_train``; ``columns`` defaults to the model columns."""
+    def fit(cls, real_train: pd.DataFrame, schema: Schema, columns: Sequence[str] | None = None,
+            max_levels: int | None = None) -> RecordSpace:
+        """Learn ranges, medians and levels from ``real_train``; ``columns`` defaults to the model columns.
+
+        ``max_levels`` bounds the width of a category: only its ``max_levels`` most common training
+        levels get their own axis, the others share the "other" level (as unseen values do)."""
         specs = _specs(schema, columns)
         _check_frames([s.name for s in specs], real_train=real_train)
         axes: list[_Numeric | _Discrete] = []
@@ -195,8 +199,14 @@ class RecordSpace:
                 span = high - low if high > low else 1.0
                 axes.append(_Numeric(spec, low, span, (float(np.median(x)) - low) / span))
             else:
-                seen = set(_category_text(real_train[spec.name])) | {_label(c) for c in spec.categories or []}
+                text = _category_text(real_train[spec.name])
+                seen = set(text) | {_label(c) for c in spec.categories or []}
                 seen -= {_MISSING, _OTHER}
+                if max_levels is not None and len(seen) > max_levels:
+                    from clinsynth.evaluate.bounds import top_levels
+
+                    observed = pd.Series(text[text != _MISSING], dtype=object)
+                    seen = set(top_levels(observed, max_levels))
                 axes.append(_Discrete(spec, pd.Index([*sorted(seen), _MISSING, _OTHER], dtype=object)))
         return cls(axes)
 
@@ -714,7 +724,8 @@ def _attribute(real_train: pd.DataFrame, real_test: pd.DataFrame, synthetic: pd.
                space: RecordSpace, x_train: np.ndarray, x_test: np.ndarray, x_syn: np.ndarray, members: np.ndarray,
                non: np.ndarray, k: int) -> AttributeInferenceResult:
     sensitive = [c for c in schema.model_columns if c.sensitive]
-    known = [c.name for c in schema.model_columns if not c.sensitive]
+    in_space = set(space.columns)  # the known columns are those the record space compares
+    known = [c.name for c in schema.model_columns if not c.sensitive and c.name in in_space]
     if not sensitive or not known:
         return AttributeInferenceResult(known if sensitive else [], k, 0, 0, [])
     dims = space.indices(known)
@@ -808,21 +819,29 @@ class PrivacyAttackResult:
 
 
 def _encode(real_train: pd.DataFrame, real_test: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema,
-            max_queries: int) -> tuple[RecordSpace, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+            max_queries: int, columns: Sequence[str] | None = None,
+            max_levels: int | None = None) -> tuple[RecordSpace, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     if max_queries < 2:
         raise ValueError(f"max_queries must be at least 2, got {max_queries}")
     _check_frames([c.name for c in schema.model_columns], real_train=real_train, real_test=real_test,
                   synthetic=synthetic)
-    space = RecordSpace.fit(real_train, schema)
+    space = RecordSpace.fit(real_train, schema, columns, max_levels)
     return space, (space.transform(real_train), space.transform(real_test), space.transform(synthetic))
 
 
 def privacy_attacks(real_train: pd.DataFrame, real_test: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema,
                     max_queries: int = MAX_QUERIES, seed: int = 0, attribute_k: int = 1,
-                    known_fractions: Sequence[float] = KNOWN_FRACTIONS, fpr: float = MIA_FPR) -> PrivacyAttackResult:
+                    known_fractions: Sequence[float] = KNOWN_FRACTIONS, fpr: float = MIA_FPR,
+                    distance_columns: Sequence[str] | None = None,
+                    max_levels: int | None = None) -> PrivacyAttackResult:
     """Every attack with one record space fitted on ``real_train``; same numbers as the single
-    functions with the same arguments, deterministic for a ``seed``."""
-    space, (x_train, x_test, x_syn) = _encode(real_train, real_test, synthetic, schema, max_queries)
+    functions with the same arguments, deterministic for a ``seed``.
+
+    ``distance_columns`` and ``max_levels`` bound the record space of the distance attacks (DCR,
+    membership and attribute inference; see :class:`RecordSpace`) on wide tables and many-level
+    categories; exact copies and k-anonymity still compare every column exactly."""
+    space, (x_train, x_test, x_syn) = _encode(real_train, real_test, synthetic, schema, max_queries,
+                                              distance_columns, max_levels)
     members, non = _member_pools(len(x_train), len(x_test), max_queries, seed)
     return PrivacyAttackResult(
         exact_copies(real_train, real_test, synthetic, schema),

@@ -8,6 +8,10 @@ drawn from it alone.
 Given three :class:`~clinsynth.data.ehr.CodeMatrix` objects instead of frames, it evaluates a
 synthetic code matrix (:func:`clinsynth.evaluate.codes.evaluate_codes`): the metrics then hold
 a ``codes`` section in place of ``fidelity``, ``utility`` and ``privacy_attacks``.
+
+``level`` (full, fast, none) sets how much work it may do; the caps that keep ``full`` finite on
+many classes, columns and rows are in :mod:`clinsynth.evaluate.bounds`, and what they changed is
+in ``metrics["evaluation"]``.
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ import pandas as pd
 
 from clinsynth.data.io import jsonable, write_text_atomic
 from clinsynth.errors import InputError
+from clinsynth.evaluate import bounds
+from clinsynth.evaluate.bounds import Limits
 from clinsynth.evaluate.verdicts import verdicts
 from clinsynth.schema import Schema
 
@@ -34,25 +40,33 @@ def no_guarantee(model: str | None = None) -> dict[str, Any]:
 
 @dataclass
 class Evaluation:
-    """Result objects of one evaluation plus the context the report needs to read them."""
+    """Result objects of one evaluation plus the context the report needs to read them.
+
+    A part that was not run (level none) is None; ``evaluation`` holds the level, its limits and
+    the caps that applied (see :mod:`clinsynth.evaluate.bounds`)."""
 
     context: dict[str, Any]
-    fidelity: Any
+    fidelity: Any | None
     utility: Any | None
-    privacy_attacks: Any
+    privacy_attacks: Any | None
     guarantee: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
     codes: dict[str, Any] | None = None  # a code-matrix evaluation (then fidelity … are None)
+    evaluation: dict[str, Any] = field(default_factory=lambda: _evaluation_section(bounds.LEVELS["full"], []))
 
     def to_dict(self) -> dict[str, Any]:
         if self.codes is not None:
-            metrics = jsonable({**self.context, "guarantee": self.guarantee, "codes": self.codes,
-                                "seconds": self.seconds})
+            metrics = jsonable({**self.context, "evaluation": self.evaluation, "guarantee": self.guarantee,
+                                "codes": self.codes, "seconds": self.seconds})
             metrics["verdicts"] = verdicts(metrics)
             return metrics
-        metrics = {**self.context, "guarantee": self.guarantee, "fidelity": self.fidelity.to_dict(),
-                   "utility": self.utility.to_dict() if self.utility is not None else None,
-                   "privacy_attacks": self.privacy_attacks.to_dict(), "seconds": self.seconds}
+
+        def part(result: Any) -> Any:
+            return result.to_dict() if result is not None else None
+
+        metrics = {**self.context, "evaluation": self.evaluation, "guarantee": self.guarantee,
+                   "fidelity": part(self.fidelity), "utility": part(self.utility),
+                   "privacy_attacks": part(self.privacy_attacks), "seconds": self.seconds}
         metrics = jsonable(metrics)
         metrics["verdicts"] = verdicts(metrics)
         return metrics
@@ -77,9 +91,15 @@ def _check_columns(name: str, df: pd.DataFrame, schema: Schema) -> None:
         raise InputError(f"{name} table has {len(df)} row(s); evaluation needs at least 2")
 
 
+def _evaluation_section(limits: Limits, capped: list[dict[str, Any]]) -> dict[str, Any]:
+    """metrics.json's ``evaluation``: the level, its limits, and each cap that applied (part, what,
+    column or table, total, kept)."""
+    return {"level": limits.level, "limits": limits.to_dict(), "capped": capped}
+
+
 def _evaluate_codes(real_train: Any, real_test: Any, synthetic: Any, guarantee: dict[str, Any] | None,
                     model: dict[str, Any] | None, dataset: str, seed: int, max_queries: int,
-                    progress: Any) -> Evaluation:
+                    progress: Any, limits: Limits) -> Evaluation:
     from clinsynth import __version__
     from clinsynth.data.ehr import CodeMatrix
     from clinsynth.evaluate.codes import evaluate_codes
@@ -89,7 +109,8 @@ def _evaluate_codes(real_train: Any, real_test: Any, synthetic: Any, guarantee: 
     if others:
         raise InputError("code matrices are evaluated against code matrices: real_train, real_test and synthetic "
                          f"must all be CodeMatrix objects, but {', '.join(others)}")
-    codes = evaluate_codes(real_train, real_test, synthetic, seed=seed, max_queries=max_queries, progress=progress)
+    codes = evaluate_codes(real_train, real_test, synthetic, seed=seed, max_queries=max_queries, progress=progress,
+                           level=limits.level)
     context = {
         "clinsynth_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -100,45 +121,58 @@ def _evaluate_codes(real_train: Any, real_test: Any, synthetic: Any, guarantee: 
         "model": model,
     }
     return Evaluation(context, None, None, None, guarantee or no_guarantee((model or {}).get("name")),
-                      dict(codes["seconds"]), codes=codes)
+                      dict(codes["seconds"]), codes=codes, evaluation=_evaluation_section(limits, codes.pop("capped")))
 
 
 def evaluate(real_train: Any, real_test: Any, synthetic: Any, schema: Schema | None = None,
              guarantee: dict[str, Any] | None = None, model: dict[str, Any] | None = None,
-             dataset: str = "table", seed: int = 0, max_queries: int = 20_000, progress: Any = None) -> Evaluation:
+             dataset: str = "table", seed: int = 0, max_queries: int = 20_000, progress: Any = None,
+             level: str = "full") -> Evaluation:
     """Score ``synthetic`` against the records the model saw (``real_train``) and a holdout it
     never saw (``real_test``). ``guarantee`` is what the model promises (see ``no_guarantee``);
     ``progress(step)`` is called before each step, for a progress display.
+
+    ``level``: ``"full"`` (every part, within the caps of :mod:`clinsynth.evaluate.bounds`),
+    ``"fast"`` (fewer models, rows, columns and queries: see there) or ``"none"`` (no real-data
+    evaluation: the frames are not read and may be None; the report holds the guarantee and the
+    model). ``metrics["evaluation"]`` records the level and every cap that applied.
 
     Frames need their ``schema``; three :class:`~clinsynth.data.ehr.CodeMatrix` objects (same
     vocabulary) need none and get the code-matrix evaluation."""
     from clinsynth import __version__
 
+    limits = bounds.limits_for(level)
     # a CodeMatrix exists only once its module is imported: tables never import it
     ehr = sys.modules.get("clinsynth.data.ehr")
     if ehr is not None and any(isinstance(x, ehr.CodeMatrix) for x in (real_train, real_test, synthetic)):
-        return _evaluate_codes(real_train, real_test, synthetic, guarantee, model, dataset, seed, max_queries, progress)
+        return _evaluate_codes(real_train, real_test, synthetic, guarantee, model, dataset, seed, max_queries, progress,
+                               limits)
     if schema is None:
         raise InputError("evaluating tables needs their schema (schema=…); only code matrices are evaluated without one")
-    from clinsynth.evaluate.fidelity import fidelity
-    from clinsynth.evaluate.privacy import privacy_attacks
-    from clinsynth.evaluate.utility import tstr
+    if limits.evaluate:
+        for name, df in (("real training", real_train), ("real holdout", real_test), ("synthetic", synthetic)):
+            _check_columns(name, df, schema)
 
-    for name, df in (("real training", real_train), ("real holdout", real_test), ("synthetic", synthetic)):
-        _check_columns(name, df, schema)
+    def size(df: Any) -> int | None:
+        return len(df) if limits.evaluate and df is not None else None
+
     context = {
         "clinsynth_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "seed": seed,
-        "dataset": {"name": dataset, "n_train": len(real_train), "n_test": len(real_test), "n_synthetic": len(synthetic),
-                    "n_columns": len(schema.model_columns)},
+        "dataset": {"name": dataset, "n_train": size(real_train), "n_test": size(real_test),
+                    "n_synthetic": size(synthetic), "n_columns": len(schema.model_columns)},
         "model": model,
         "schema": {"target": schema.target,
                    "longitudinal": [{"name": g.name, "columns": g.columns} for g in schema.longitudinal],
                    "sensitive": [c.name for c in schema.columns if c.sensitive],
                    "quasi_identifiers": [c.name for c in schema.columns if c.quasi_identifier]},
     }
+    guarantee = guarantee or no_guarantee((model or {}).get("name"))
     seconds: dict[str, float] = {}
+    capped: list[dict[str, Any]] = []
+    if not limits.evaluate:
+        return Evaluation(context, None, None, None, guarantee, seconds, evaluation=_evaluation_section(limits, capped))
 
     def step(name: str, fn: Any) -> Any:
         if progress is not None:
@@ -148,8 +182,11 @@ def evaluate(real_train: Any, real_test: Any, synthetic: Any, schema: Schema | N
         seconds[name] = round(time.perf_counter() - start, 2)
         return result
 
-    fid = step("fidelity", lambda: fidelity(real_train, synthetic, schema, seed=seed))
-    util = step("utility", lambda: tstr(real_train, real_test, synthetic, schema, seed=seed)) if schema.target else None
-    attacks = step("privacy attacks", lambda: privacy_attacks(real_train, real_test, synthetic, schema,
-                                                               max_queries=max_queries, seed=seed))
-    return Evaluation(context, fid, util, attacks, guarantee or no_guarantee((model or {}).get("name")), seconds)
+    from clinsynth.evaluate.parts import bounded_attacks, bounded_fidelity, bounded_utility
+
+    fid = step("fidelity", lambda: bounded_fidelity(real_train, synthetic, schema, limits, seed, capped))
+    util = (step("utility", lambda: bounded_utility(real_train, real_test, synthetic, schema, limits, seed, capped))
+            if schema.target else None)
+    attacks = step("privacy attacks", lambda: bounded_attacks(real_train, real_test, synthetic, schema, limits, seed,
+                                                              max_queries, capped))
+    return Evaluation(context, fid, util, attacks, guarantee, seconds, evaluation=_evaluation_section(limits, capped))

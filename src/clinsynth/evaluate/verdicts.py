@@ -1,8 +1,8 @@
 """Verdicts: one line per report section that a board member can read without the tables.
 
 Rules of thumb, stated so a reader can disagree with them (levels: pass, caution, fail; a
-missing guarantee is a warning). They read the metrics dictionary, so a report rebuilt from
-``metrics.json`` states the same verdicts.
+missing guarantee is a warning; a part not run at the evaluation level is skipped). They read the
+metrics dictionary, so a report rebuilt from ``metrics.json`` states the same verdicts.
 
 - Fidelity: detection AUROC ≤ 0.6 passes, ≤ 0.8 is caution, above fails.
 - Utility: the worst TSTR/TRTR AUROC ratio over classifiers ≥ 0.9 passes, ≥ 0.75 caution.
@@ -139,9 +139,24 @@ def code_verdicts(codes: dict[str, Any]) -> list[dict[str, str]]:
             attacks_verdict(codes["privacy_attacks"], _copy_slack(codes["privacy_attacks"]["exact_copies"]))]
 
 
+def skipped_verdict(section: str, level: str) -> dict[str, str]:
+    """A part the evaluation level did not run: said so, never a pass."""
+    why = "no real-data evaluation was asked for" if level == "none" else "not run at this level"
+    return _verdict(section, "skipped", f"not run: evaluation level {level} ({why}; run with --evaluate full to score it)")
+
+
+TABLE_SECTIONS = ("fidelity", "utility", "privacy attacks")
+CODE_SECTIONS = ("dimension-wise probability", "dimension-wise prediction", "co-occurrence", "privacy attacks")
+
+
 def verdicts(metrics: dict[str, Any]) -> list[dict[str, str]]:
     """The summary table of the report, in page order."""
+    level = (metrics.get("evaluation") or {}).get("level", "full")
     if metrics.get("codes") is not None:
+        if metrics["codes"].get("skipped"):
+            return [guarantee_verdict(metrics["guarantee"]), *(skipped_verdict(s, level) for s in CODE_SECTIONS)]
         return [guarantee_verdict(metrics["guarantee"]), *code_verdicts(metrics["codes"])]
+    if metrics.get("fidelity") is None and metrics.get("privacy_attacks") is None:
+        return [guarantee_verdict(metrics["guarantee"]), *(skipped_verdict(s, level) for s in TABLE_SECTIONS)]
     return [guarantee_verdict(metrics["guarantee"]), fidelity_verdict(metrics["fidelity"]),
             utility_verdict(metrics.get("utility")), attacks_verdict(metrics["privacy_attacks"])]
