@@ -71,6 +71,7 @@ def no_training(monkeypatch):
 
 
 FIT = ["--model", "bayesnet", "--target", "arm", "--quiet"]
+RUN = [*FIT, "--evaluate", "fast"]  # the release's files are what these tests check, not its scores
 
 
 # -- 1. clinsynth deletes only what it wrote ----------------------------------------------------------
@@ -86,7 +87,7 @@ def test_run_into_a_folder_with_a_users_model_subfolder_is_refused(capsys, data_
     release = tmp_path / "R"
     (release / "model").mkdir(parents=True)
     (release / "model" / "weights.bin").write_bytes(b"mine")
-    _fails(capsys, ["run", data_dir / "visits.csv", "--out", release, *FIT], "model/")
+    _fails(capsys, ["run", data_dir / "visits.csv", "--out", release, *RUN], "model/")
     assert (release / "model" / "weights.bin").read_bytes() == b"mine"
 
 
@@ -144,7 +145,7 @@ def previous_release(tmp_path_factory) -> tuple[Path, Path]:
     data = root / "visits.csv"
     _table(2000).to_csv(data, index=False)  # DP public facts need some rows at ε = 1
     release = root / "R"
-    assert _main(["run", data, "--out", release, *FIT, "--epsilon", "1"]) == 0
+    assert _main(["run", data, "--out", release, *RUN, "--epsilon", "1"]) == 0
     return data, release
 
 
@@ -165,7 +166,7 @@ def test_a_rerun_killed_in_evaluation_leaves_the_previous_release_whole(previous
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
     monkeypatch.setattr(pipeline._Release, "evaluate", killed)
-    assert _main(["run", data, "--out", release, *FIT, "--overwrite"]) == 130  # non-DP over DP, interrupted
+    assert _main(["run", data, "--out", release, *RUN, "--overwrite"]) == 130  # non-DP over DP, interrupted
     assert _snapshot(release) == before
     assert "differentially private" in (release / "share" / "guarantee.html").read_text()
 
@@ -173,7 +174,7 @@ def test_a_rerun_killed_in_evaluation_leaves_the_previous_release_whole(previous
 def test_a_complete_rerun_in_parquet_leaves_no_stale_csv(previous_release, tmp_path):
     data, release = previous_release
     release = _copy(release, tmp_path)
-    assert _main(["run", data, "--out", release, *FIT, "--overwrite", "--format", "parquet"]) == 0
+    assert _main(["run", data, "--out", release, *RUN, "--overwrite", "--format", "parquet"]) == 0
     share = {p.name for p in (release / "share").iterdir()}
     assert share == {"synthetic.parquet", "model", "guarantee.html"}
     marker = json.loads((release / MARKER).read_text())
@@ -192,7 +193,7 @@ def test_a_second_concurrent_writer_is_refused(capsys, data_dir, tmp_path, no_tr
         "    print('holding', flush=True); time.sleep(30)\n")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "holding"
-        _fails(capsys, ["run", data_dir / "visits.csv", "--out", out, *FIT], "another clinsynth run is writing", "pid")
+        _fails(capsys, ["run", data_dir / "visits.csv", "--out", out, *RUN], "another clinsynth run is writing", "pid")
     finally:
         holder.kill()
         holder.wait()
@@ -214,14 +215,14 @@ def test_an_out_that_is_a_file_is_refused_before_training(capsys, data_dir, tmp_
     target = tmp_path / "existing_file"
     target.write_text("keep me")
     _fails(capsys, ["fit", data_dir / "visits.csv", "--out", target, *FIT], "is a file")
-    _fails(capsys, ["run", data_dir / "visits.csv", "--out", target, *FIT], "is a file")
+    _fails(capsys, ["run", data_dir / "visits.csv", "--out", target, *RUN], "is a file")
     assert target.read_text() == "keep me"
 
 
 def test_a_release_whose_manifest_is_a_folder_is_refused_before_training(capsys, data_dir, tmp_path, no_training):
     out = tmp_path / "R"
     (out / "manifest.json").mkdir(parents=True)
-    _fails(capsys, ["run", data_dir / "visits.csv", "--out", out, *FIT, "--overwrite"], "not a clinsynth output")
+    _fails(capsys, ["run", data_dir / "visits.csv", "--out", out, *RUN, "--overwrite"], "not a clinsynth output")
 
 
 @pytest.fixture
@@ -241,13 +242,13 @@ def read_only_dir(tmp_path) -> Path:
 
 
 def test_a_read_only_out_is_refused_before_training(capsys, data_dir, read_only_dir, no_training):
-    _fails(capsys, ["run", data_dir / "visits.csv", "--out", read_only_dir / "R", *FIT], "not writable")
+    _fails(capsys, ["run", data_dir / "visits.csv", "--out", read_only_dir / "R", *RUN], "not writable")
 
 
 def test_too_little_room_is_refused_before_training(capsys, data_dir, tmp_path, monkeypatch, no_training):
     usage = output_dir.shutil.disk_usage(tmp_path)
     monkeypatch.setattr(output_dir.shutil, "disk_usage", lambda p: usage._replace(free=1 << 20))
-    _fails(capsys, ["run", data_dir / "visits.csv", "--out", tmp_path / "R", *FIT], "is free on that disk")
+    _fails(capsys, ["run", data_dir / "visits.csv", "--out", tmp_path / "R", *RUN], "is free on that disk")
     assert not (tmp_path / "R").exists() and not staging_path(tmp_path / "R").exists()
 
 
@@ -269,12 +270,12 @@ def test_a_full_disk_while_writing_is_one_line_and_keeps_the_previous_release(
     (out / MARKER).write_text(json.dumps({"kind": "release", "files": ["old.txt"]}))
     (out / "old.txt").write_text("the previous release")
     monkeypatch.setattr("clinsynth.pipeline.release_reserve", lambda inputs: 0)  # let the preflight pass
-    _fails(capsys, ["run", data_dir / "visits.csv", "--out", out, *FIT, "--overwrite"],
+    _fails(capsys, ["run", data_dir / "visits.csv", "--out", out, *RUN, "--overwrite"],
            "No space left on device", "the previous output is intact", "--resume")
     assert (out / "old.txt").read_text() == "the previous release"
     assert json.loads((staging_path(out) / MARKER).read_text())["state"]["done"] == {"fit": {}}
     subprocess.run(["mount", "-o", "remount,size=50m", str(small_disk)], check=True)  # the steward frees space
-    assert _main(["run", data_dir / "visits.csv", "--out", out, *FIT, "--overwrite", "--resume"]) == 0
+    assert _main(["run", data_dir / "visits.csv", "--out", out, *RUN, "--overwrite", "--resume"]) == 0
     assert (out / "share" / "synthetic.csv").is_file() and not (out / "old.txt").exists()
     assert not staging_path(out).exists()
 

@@ -92,6 +92,11 @@ ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue an interr
                                              "last checkpoint.")]
 
 
+EvaluateOption = Annotated[str, typer.Option("--evaluate", help="How much to evaluate: full (every part, within "
+                                              "documented caps), fast (a cheaper first look) or none (no real-data "
+                                              "evaluation).")]
+
+
 # -- commands ----------------------------------------------------------------------------
 @app.command()
 def schema(
@@ -302,6 +307,7 @@ def run(
     max_count: Annotated[Optional[int], typer.Option(help="Public cap on counts (needed with --count-col under DP).", rich_help_panel="EHR codes")] = None,
     overwrite: OverwriteOption = False,
     resume: ResumeOption = False,
+    level: EvaluateOption = "full",
 ) -> None:
     """The main job: split, fit, sample, evaluate and write a release: share/ (synthetic table, model, guarantee page)
     and steward/ (report, metrics, manifest)."""
@@ -312,6 +318,9 @@ def run(
         raise ConfigError(f"--n must be at least 1, got {n}")
     if output_format not in ("csv", "parquet"):
         raise ConfigError(f"--format must be csv or parquet, got {output_format!r}")
+    from clinsynth.evaluate.bounds import limits_for
+
+    limits_for(level)
     if codes:
         spec = CodeInput(CodeColumns(patient_col, code_col, count_col or "count"), counts=count_col is not None,
                          truncate=truncate, min_count=min_count,
@@ -321,7 +330,7 @@ def run(
         name, params = _code_model_and_params(model or "vae", param, epochs, select, epsilon, delta, target)
         with open_release(output, overwrite=overwrite, resume=resume, inputs=(data, static) if static else (data,)) as stage:
             result = _run_codes(data, stage, schema_path, name, params, epsilon, delta, n, test_size, output_format,
-                                seed, quiet, csv_safe, spec)
+                                seed, quiet, csv_safe, level, spec)
         _release_summary(result)
         return
     code_options = {"--count-col": count_col, "--truncate": truncate, "--vocabulary": vocabulary,
@@ -334,7 +343,7 @@ def run(
         df = read_table(data)
         table_schema = _load_schema(df, schema_path, target)
         config = _release_config(table_schema.target, name, params, epsilon, delta, test_size, n, seed, output_format,
-                                 csv_safe)
+                                 csv_safe, level)
         result = run_release(df, config, stage, schema=table_schema, source=_file_source(data), progress=not quiet,
                              on_step=_step_printer(quiet))
     _release_summary(result)
@@ -361,7 +370,7 @@ def _code_model_and_params(model: str, param: Optional[list[str]], epochs: Optio
 
 def _run_codes(data: Path, stage: Any, schema_path: Optional[Path], name: str, params: dict[str, Any],
                epsilon: Optional[float], delta: Optional[float], n: Optional[int], test_size: float,
-               output_format: str, seed: int, quiet: bool, csv_safe: bool, spec: Any) -> Any:
+               output_format: str, seed: int, quiet: bool, csv_safe: bool, level: str, spec: Any) -> Any:
     """`run --codes`: the release of an EHR code table (long format in, long format out)."""
     from dataclasses import asdict
 
@@ -369,7 +378,7 @@ def _run_codes(data: Path, stage: Any, schema_path: Optional[Path], name: str, p
     from clinsynth.schema import Schema
 
     codes, schema = read_code_input(data, spec, Schema.load(schema_path) if schema_path is not None else None)
-    config = _release_config(None, name, params, epsilon, delta, test_size, n, seed, output_format, csv_safe)
+    config = _release_config(None, name, params, epsilon, delta, test_size, n, seed, output_format, csv_safe, level)
     return run_code_release(codes, config, stage, schema=schema, names=spec.columns,
                             source={**_file_source(data), "read": asdict(spec)}, progress=not quiet,
                             on_step=_step_printer(quiet))
@@ -377,13 +386,14 @@ def _run_codes(data: Path, stage: Any, schema_path: Optional[Path], name: str, p
 
 def _release_config(target: Optional[str], name: str, params: dict[str, Any], epsilon: Optional[float],
                     delta: Optional[float], test_size: float, n: Optional[int], seed: int, output_format: str,
-                    csv_safe: bool = True) -> Any:
+                    csv_safe: bool = True, level: str = "full") -> Any:
     """What `run` decides, for the manifest; the budget is the config's, not a model parameter."""
     from clinsynth.pipeline import RunConfig
 
     params = {k: v for k, v in params.items() if k not in ("epsilon", "delta")}
     return RunConfig(target=target, model=name, epsilon=epsilon, delta=delta, params=params, test_size=test_size,
-                     n_synthetic=n, seed=seed, output_format=output_format, csv_safe=csv_safe)
+                     n_synthetic=n, seed=seed, output_format=output_format, csv_safe=csv_safe,
+                     evaluate=level)
 
 
 def _file_source(data: Path) -> dict[str, Any]:
@@ -406,8 +416,7 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing --out / --report files.")] = False,
-    level: Annotated[str, typer.Option("--evaluate", help="How much to evaluate: full (every part, within documented "
-                                       "caps), fast (a cheaper first look) or none (no real-data evaluation).")] = "full",
+    level: EvaluateOption = "full",
 ) -> None:
     """Score a synthetic table against the real training and holdout tables: fidelity, utility, privacy attacks."""
     from clinsynth.data.io import read_table

@@ -105,6 +105,7 @@ class RunConfig:
     output_format: str = "csv"
     max_queries: int = 20_000
     csv_safe: bool = True  # quote formula-like text in CSV output (see data.io.write_table)
+    evaluate: str = "full"  # evaluation level: full, fast or none (see clinsynth.evaluate.bounds)
 
 
 @dataclass
@@ -182,7 +183,7 @@ class _Release:
         evaluation = self.step("evaluate", lambda: evaluate(
             train, test, synthetic, schema, guarantee=guarantee,
             model={"name": model.name, "params": jsonable(model.get_params())}, dataset=dataset,
-            seed=self.config.seed, max_queries=self.config.max_queries, progress=self.say))
+            seed=self.config.seed, max_queries=self.config.max_queries, progress=self.say, level=self.config.evaluate))
         return evaluation.to_dict()
 
     def finish(self, model: Any, files: dict[str, Path], metrics: dict[str, Any], input_info: dict[str, Any],
@@ -232,6 +233,9 @@ def check_run_config(config: RunConfig) -> None:
         raise ConfigError(f"n_synthetic must be at least 1, got {config.n_synthetic}")
     if not 0 < config.test_size < 1:
         raise ConfigError(f"test_size must be between 0 and 1, got {config.test_size}")
+    from clinsynth.evaluate.bounds import limits_for
+
+    limits_for(config.evaluate)  # an unknown level is refused here
 
 
 def release_reserve(inputs: tuple[str | Path, ...]) -> int:
