@@ -167,6 +167,7 @@ def test_a_rerun_killed_in_evaluation_leaves_the_previous_release_whole(previous
         raise KeyboardInterrupt
     monkeypatch.setattr(pipeline._Release, "evaluate", killed)
     assert _main(["run", data, "--out", release, *RUN, "--overwrite"]) == 130  # non-DP over DP, interrupted
+    assert "aborted: --out was left as it was" in capsys.readouterr().err
     assert _snapshot(release) == before
     assert "differentially private" in (release / "share" / "guarantee.html").read_text()
 

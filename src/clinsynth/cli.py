@@ -516,6 +516,12 @@ def _terminate_cleanly() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _aborted() -> int:
+    console.print("[red]aborted[/red]: --out was left as it was; an interrupted run keeps what it can reuse "
+                  "(a fitted model, a checkpoint) for --resume")
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors as one red line, exit code 1; bugs keep their traceback."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -525,10 +531,11 @@ def main(argv: list[str] | None = None) -> int:
             result = app(args=args, standalone_mode=False, prog_name="clinsynth")
         return result if isinstance(result, int) else 0
     except typer.Exit as e:
+        if isinstance(e.__cause__, KeyboardInterrupt):  # typer turns Ctrl-C / SIGTERM into Exit(130)
+            return _aborted()
         return e.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        console.print("[red]aborted[/red]: the output was left as it was (an interrupted fit keeps its checkpoint for --resume)")
-        return 130
+        return _aborted()
     except ClickException as e:
         e.show()
         return e.exit_code
