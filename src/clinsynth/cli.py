@@ -529,10 +529,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _terminate_cleanly():
             result = app(args=args, standalone_mode=False, prog_name="clinsynth")
+        if result == 130:  # typer turns Ctrl-C (and our SIGTERM) into a returned exit code 130
+            return _aborted()
         return result if isinstance(result, int) else 0
     except typer.Exit as e:
-        if isinstance(e.__cause__, KeyboardInterrupt):  # typer turns Ctrl-C / SIGTERM into Exit(130)
-            return _aborted()
         return e.exit_code
     except (typer.Abort, KeyboardInterrupt):
         return _aborted()
