@@ -373,3 +373,11 @@ def test_level_shares_are_the_text_shares_in_the_same_order():
     for s in columns:
         old = s.astype(object).where(s.notna(), "<missing>").map(str).value_counts(normalize=True)
         pd.testing.assert_series_equal(_levels(s), old)
+
+
+def test_a_metrics_file_from_before_the_levels_still_renders(split, synthetic):
+    train, test, schema = split
+    metrics = cs.evaluate(real_train=train, real_test=test, synthetic=synthetic, schema=schema, level="fast").to_dict()
+    del metrics["evaluation"]  # as `clinsynth report` meets a metrics.json written before this change
+    html = render(metrics)
+    assert "evaluation level <strong>full</strong>" in html and '<section id="attacks">' in html

@@ -436,7 +436,9 @@ def evaluate(
         table_schema = fitted.schema_
     else:
         table_schema = _load_schema(train, schema_path, target)
-    result = evaluate_tables(train, read_table(real_test), read_table(synthetic), table_schema,
+    skip = level == "none"  # nothing is scored: the holdout and the synthetic table are not read
+    result = evaluate_tables(train, None if skip else read_table(real_test), None if skip else read_table(synthetic),
+                             table_schema,
                              guarantee=guarantee_of(fitted) if fitted is not None else None,
                              model={"name": fitted.name, "params": fitted.get_params()} if fitted is not None else None,
                              dataset=real_train.name, seed=seed, progress=_step_printer(quiet), level=level)
