@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from clinsynth.data.digest import codes_hash, file_hash, table_hash  # noqa: F401 (the manifest's hashes, re-exported)
 from clinsynth.data.io import jsonable, write_table, write_text_atomic
 from clinsynth.data.output_dir import Stage, output_size, staged_output
 from clinsynth.errors import ConfigError
@@ -72,22 +73,6 @@ def guarantee_of(model: Any) -> dict[str, Any]:
     return {"differentially_private": True, "model": model.name, "epsilon": ledger.epsilon, "delta": ledger.delta,
             "spent": ledger.spent(), "accountant": ledger.accountant, "charges": ledger.table(),
             "schema_facts": schema_facts(model.schema_)}
-
-
-def table_hash(df: pd.DataFrame) -> str:
-    """SHA-256 of a table's content as read (column names, then row hashes): the manifest's
-    proof of which input made a release, independent of file format."""
-    digest = hashlib.sha256("\x1f".join(map(str, df.columns)).encode())
-    digest.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
-    return digest.hexdigest()
-
-
-def file_hash(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -309,18 +294,6 @@ def split_patients(codes: Any, test_size: float = 0.2, seed: int = 0) -> tuple[A
                           "training and holdout need at least 2 patients each")
     order = np.random.default_rng(seed).permutation(n)
     return codes.subset(np.sort(order[n_test:])), codes.subset(np.sort(order[:n_test]))
-
-
-def codes_hash(codes: Any) -> str:
-    """SHA-256 of a code matrix's content (vocabulary, ids, entries, ordinary columns): the
-    manifest's proof of which input made a release, independent of the long format's row order."""
-    digest = hashlib.sha256("\x1f".join(codes.vocabulary).encode())
-    digest.update("\x1f".join(map(str, codes.patient_ids)).encode())
-    for part in (codes.matrix.indptr, codes.matrix.indices, codes.matrix.data):
-        digest.update(part.tobytes())
-    if codes.static is not None:
-        digest.update(table_hash(codes.static).encode())
-    return digest.hexdigest()
 
 
 def write_codes(codes: Any, out: Path, output_format: str, names: CodeColumns, csv_safe: bool = True) -> dict[str, Path]:

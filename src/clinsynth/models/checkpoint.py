@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from clinsynth.data.digest import codes_hash, table_hash
 from clinsynth.data.io import jsonable, write_with
 from clinsynth.errors import CheckpointError
 from clinsynth.models.training import Snapshots
@@ -67,25 +68,9 @@ _KEYS = ("format", "fingerprint", "phase", "epoch", "epochs", "prepared", "model
 
 # -- the fingerprint -----------------------------------------------------------------------------
 def data_digest(data: Any) -> str:
-    """SHA-256 of the training data as given: a table (names, dtypes, values) or a ``CodeMatrix``
-    (vocabulary, patient ids, entries and its ordinary columns)."""
-    digest = hashlib.sha256()
-    if isinstance(data, pd.DataFrame):
-        _digest_table(digest, data)
-        return digest.hexdigest()
-    digest.update("\x1f".join(map(str, data.vocabulary)).encode())
-    digest.update("\x1f".join(map(str, data.patient_ids)).encode())
-    digest.update(b"binary" if data.binary else b"counts")
-    for part in (data.matrix.indptr, data.matrix.indices, data.matrix.data):
-        digest.update(np.ascontiguousarray(part).tobytes())
-    if data.static is not None:
-        _digest_table(digest, data.static)
-    return digest.hexdigest()
-
-
-def _digest_table(digest: Any, df: pd.DataFrame) -> None:
-    digest.update("\x1f".join(f"{name}:{dtype}" for name, dtype in df.dtypes.items()).encode())
-    digest.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    """SHA-256 of the training data as given: a table or a ``CodeMatrix`` (the manifest's hashes;
+    dtypes and the code block's kind are in the fingerprint's schema)."""
+    return table_hash(data) if isinstance(data, pd.DataFrame) else codes_hash(data)
 
 
 def _sha(text: str) -> str:
