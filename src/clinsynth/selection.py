@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from clinsynth.errors import ConfigError, SchemaError
+from clinsynth.evaluate.metrics import probabilities
 from clinsynth.evaluate.utility import CLASSIFIERS, as_features, auroc_of, feature_pipeline
 from clinsynth.schema import Schema
 
@@ -54,7 +55,7 @@ def _predictions(synthetic: pd.DataFrame, real_X: pd.DataFrame, schema: Schema, 
         full = np.full((len(real_X), len(labels)), 1.0 / len(labels))
         if len(np.unique(y)) >= 2:
             pipe = feature_pipeline(schema, clf, seed).fit(X, y)
-            proba = pipe.predict_proba(real_X)
+            proba = probabilities(pipe, real_X)
             full[:] = 0.0
             for j, c in enumerate(pipe.classes_):
                 full[:, labels.index(c)] = proba[:, j]

@@ -19,7 +19,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from clinsynth.evaluate.bootstrap import weighted_auroc
 from clinsynth.evaluate.encoders import _Codes, _Numbers
-from clinsynth.evaluate.metrics import auroc_of, class_scores
+from clinsynth.evaluate.metrics import auroc_of, class_scores, probabilities
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def permutation_importances(pipe: Pipeline, X: pd.DataFrame, y: np.ndarray, labe
     prep, model = pipe.named_steps["prep"], pipe.named_steps["model"]
 
     def scorer(est: Any, X_: Any, y_: np.ndarray) -> float:
-        return auroc_of(y_, est.predict_proba(X_), est.classes_, labels)
+        return auroc_of(y_, probabilities(est, X_), est.classes_, labels)
 
     Z = prep.transform(X)
     owners = _column_owners(prep, Z.shape[1], list(X.columns))
@@ -123,7 +123,7 @@ def permutation_importances(pipe: Pipeline, X: pd.DataFrame, y: np.ndarray, labe
                                       random_state=seed).importances_mean
     Z = Z.toarray() if hasattr(Z, "toarray") else np.asarray(Z)
     owners_arr = np.asarray(owners)
-    baseline = _quick_auroc(y, model.predict_proba(Z), model.classes_, labels)
+    baseline = _quick_auroc(y, probabilities(model, Z), model.classes_, labels)
     perms = _sklearn_permutations(len(X), n_repeats, seed)
     importances = np.zeros(X.shape[1])
     todo = [j for j in range(X.shape[1]) if (owners_arr == j).any()]
@@ -137,7 +137,7 @@ def permutation_importances(pipe: Pipeline, X: pd.DataFrame, y: np.ndarray, labe
                 Zp = Z.copy()
                 Zp[:, feats] = Z[perm][:, feats]
                 copies.append(Zp)
-        proba = model.predict_proba(np.vstack(copies))
+        proba = probabilities(model, np.vstack(copies))
         for k, j in enumerate(block):
             drops = []
             for r in range(n_repeats):

@@ -30,7 +30,7 @@ from clinsynth.errors import SchemaError
 from clinsynth.evaluate.bootstrap import Interval, _bootstrap_chunks, _interval, _metric_draws
 from clinsynth.evaluate.encoders import _Codes, _Numbers
 from clinsynth.evaluate.importance import ImportanceAgreement, importance_agreement, permutation_importances
-from clinsynth.evaluate.metrics import auprc_of, auroc_of, class_scores
+from clinsynth.evaluate.metrics import auprc_of, auroc_of, class_scores, probabilities
 from clinsynth.schema import Schema, parse_datetimes, wall_clock
 
 CLASSIFIERS = ("logistic_regression", "random_forest")  # the fast pair epoch selection loops over
@@ -264,7 +264,7 @@ def _fit_and_predict(train: pd.DataFrame, name: str, X_test: pd.DataFrame, schem
         prep, Z, Z_test = fitted_prep[recipe]
         pipe.set_params(prep=prep)
         model = pipe.named_steps["model"].fit(Z, y)
-        out.append(_Fitted(clf, name, model.classes_, model.predict_proba(Z_test), pipe))
+        out.append(_Fitted(clf, name, model.classes_, probabilities(model, Z_test), pipe))
     return out
 
 
