@@ -118,6 +118,7 @@ def _torch_installed() -> bool:
 def limit_torch_threads(n: int = 2) -> str | None:
     if not _torch_installed():
         return None
+    os.environ["CLINSYNTH_THREADS"] = str(n)  # clinsynth gives PyTorch one thread unless told: the same n as every tool
     try:
         import torch
 

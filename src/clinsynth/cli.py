@@ -92,6 +92,11 @@ ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue an interr
                                              "last checkpoint.")]
 
 
+ThreadsOption = Annotated[Optional[int], typer.Option("--threads", help="Threads for PyTorch, numba and BLAS (default: "
+                          "the CPUs this process may use, less those kept busy by others; PyTorch 1). Also CLINSYNTH_THREADS.",
+                          min=1)]
+ModelOption = Annotated[str, typer.Option(help="Registered model name (see `clinsynth models`); auto chooses by the "
+                                          "input's kind, size and ε, and says which and why.")]
 EvaluateOption = Annotated[str, typer.Option("--evaluate", help="How much to evaluate: full (every part, within "
                                               "documented caps), fast (a cheaper first look) or none (no real-data "
                                               "evaluation).")]
@@ -127,7 +132,7 @@ def fit(
     output: Annotated[Path, typer.Option("--out", "-o", help="Directory for the model bundle.")] = Path("model"),
     target: Annotated[Optional[str], typer.Option(help="Target (class) column.")] = None,
     schema_path: Annotated[Optional[Path], typer.Option("--schema", help="Schema JSON (from `clinsynth schema`).")] = None,
-    model: Annotated[str, typer.Option(help="Registered model name (see `clinsynth models`).")] = "acgan",
+    model: ModelOption = "auto",
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     param: Annotated[Optional[list[str]], typer.Option(help="Hyperparameter NAME=VALUE (repeatable).")] = None,
@@ -137,13 +142,16 @@ def fit(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     overwrite: OverwriteOption = False,
     resume: ResumeOption = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Train a model on a table and save its bundle."""
+    from clinsynth import threads as thread_counts
     from clinsynth.data.io import read_table
     from clinsynth.data.output_dir import output_size, staged_output
-    from clinsynth.models.registry import create
+    from clinsynth.models.auto import build, resolve
     from clinsynth.pipeline import run_fingerprint, table_hash
 
+    thread_counts.configure(threads)
     model, params = _model_and_params(model, param, epochs, select, epsilon, delta)
     reserve = 2 * output_size([data]) + (20 << 20)
     with staged_output(output, "bundle", overwrite=overwrite, resume=resume, reserve_bytes=reserve) as stage:
@@ -151,7 +159,10 @@ def fit(
         table_schema = _load_schema(df, schema_path, target)
         table_schema.validate(df)
         stage.claim(run_fingerprint(model, params, seed, table_schema.to_json(), table_hash(df)))
-        fitted = create(model, seed=seed, progress=not quiet, **params)
+        name, choice = resolve(model, df, table_schema, epsilon, delta, params)
+        if choice is not None:
+            console.print(escape(choice.reason))
+        fitted = build(name, params, choice, seed=seed, progress=not quiet)
         fitted.fit(df, table_schema, checkpoint_dir=stage.checkpoint_dir)
         fitted.write_bundle(stage.dir)
     console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained on {len(df):,} rows × {df.shape[1]} columns")
@@ -181,7 +192,7 @@ def _check_params(model: str, params: dict[str, Any]) -> None:
     """Refuse a hyperparameter the model does not take, before reading any data."""
     from clinsynth.models.registry import REGISTRY
 
-    if model in REGISTRY:  # an unknown name is reported by create()
+    if model in REGISTRY and model != "auto":  # an unknown name is reported by create(); auto checks what it chose
         allowed = [p for p in REGISTRY[model].load_class()._param_names() if p not in ("seed", "progress")]
         unknown = sorted(set(params) - set(allowed))
         if unknown:
@@ -213,8 +224,12 @@ def sample(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
     csv_safe: Annotated[bool, typer.Option("--csv-safe/--no-csv-safe", help="Quote text cells that begin with = + - @ (a spreadsheet would run them as formulas) with a leading ' in CSV output.")] = True,
+    threads: ThreadsOption = None,
 ) -> None:
     """Draw synthetic records from a saved model."""
+    from clinsynth import threads as thread_counts
+
+    thread_counts.configure(threads)
     from clinsynth.data.ehr import CodeMatrix, write_long
     from clinsynth.data.io import table_format, write_table
     from clinsynth.data.output_dir import check_file_target
@@ -282,7 +297,7 @@ def run(
     target: Annotated[Optional[str], typer.Option(help="Target (class) column: stratifies the split, conditions the model, scores utility.")] = None,
     output: Annotated[Path, typer.Option("--out", "-o", help="Release directory.")] = Path("release"),
     schema_path: Annotated[Optional[Path], typer.Option("--schema", help="Schema JSON (from `clinsynth schema`).")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Registered model name (see `clinsynth models`); default acgan, vae with --codes.")] = None,
+    model: ModelOption = "auto",
     epsilon: Annotated[Optional[float], typer.Option(help="Train with differential privacy at this ε (uses the model's dp- version).")] = None,
     delta: Annotated[Optional[float], typer.Option(help="DP δ; default min(1e-5, 1/(10 n)), never above 1/n.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
@@ -294,8 +309,8 @@ def run(
     seed: Annotated[int, typer.Option(help="Random seed (split, model, sampling, evaluation).")] = 0,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
     csv_safe: Annotated[bool, typer.Option("--csv-safe/--no-csv-safe", help="Quote text cells that begin with = + - @ (a spreadsheet would run them as formulas) with a leading ' in CSV output.")] = True,
-    codes: Annotated[bool, typer.Option("--codes", help="DATA is EHR codes in long format (patient, code[, count]); "
-                                        "default model vae.", rich_help_panel="EHR codes")] = False,
+    codes: Annotated[bool, typer.Option("--codes", help="DATA is EHR codes in long format (patient, code[, count]).",
+                                        rich_help_panel="EHR codes")] = False,
     patient_col: Annotated[str, typer.Option(help="Patient id column of the code table.", rich_help_panel="EHR codes")] = "patient_id",
     code_col: Annotated[str, typer.Option(help="Code column.", rich_help_panel="EHR codes")] = "code",
     count_col: Annotated[Optional[str], typer.Option(help="Count column (model counts; default: presence).", rich_help_panel="EHR codes")] = None,
@@ -308,9 +323,11 @@ def run(
     overwrite: OverwriteOption = False,
     resume: ResumeOption = False,
     level: EvaluateOption = "full",
+    threads: ThreadsOption = None,
 ) -> None:
     """The main job: split, fit, sample, evaluate and write a release: share/ (synthetic table, model, guarantee page)
     and steward/ (report, metrics, manifest)."""
+    from clinsynth import threads as thread_counts
     from clinsynth.data.io import read_table
     from clinsynth.pipeline import CodeColumns, CodeInput, open_release, run_release
 
@@ -321,13 +338,14 @@ def run(
     from clinsynth.evaluate.bounds import limits_for
 
     limits_for(level)
+    thread_counts.configure(threads)
     if codes:
         spec = CodeInput(CodeColumns(patient_col, code_col, count_col or "count"), counts=count_col is not None,
                          truncate=truncate, min_count=min_count,
                          vocabulary_file=str(vocabulary) if vocabulary is not None else None,
                          static_file=str(static) if static is not None else None, id_col=id_col,
                          max_count=max_count)
-        name, params = _code_model_and_params(model or "vae", param, epochs, select, epsilon, delta, target)
+        name, params = _code_model_and_params(model, param, epochs, select, epsilon, delta, target)
         with open_release(output, overwrite=overwrite, resume=resume, inputs=(data, static) if static else (data,)) as stage:
             result = _run_codes(data, stage, schema_path, name, params, epsilon, delta, n, test_size, output_format,
                                 seed, quiet, csv_safe, level, spec)
@@ -338,7 +356,7 @@ def run(
     given = [flag for flag, value in code_options.items() if value is not None] + (["--min-count"] if min_count != 1 else [])
     if given:
         raise ConfigError(f"{', '.join(given)} read EHR codes: add --codes (DATA is then long format: patient, code[, count])")
-    name, params = _model_and_params(model or "acgan", param, epochs, select, epsilon, delta)
+    name, params = _model_and_params(model, param, epochs, select, epsilon, delta)
     with open_release(output, overwrite=overwrite, resume=resume, inputs=(data,)) as stage:
         df = read_table(data)
         table_schema = _load_schema(df, schema_path, target)
@@ -362,8 +380,8 @@ def _code_model_and_params(model: str, param: Optional[list[str]], epochs: Optio
     if select is not None:
         raise ConfigError("--select applies to the AC-GAN's epoch selection, not to the code models")
     name, params = _model_and_params(model, param, epochs, None, epsilon, delta)
-    code_models = [m for m, e in REGISTRY.items() if issubclass(e.load_class(), CodeModel)]
-    if name not in code_models:
+    code_models = [m for m, e in REGISTRY.items() if m != "auto" and issubclass(e.load_class(), CodeModel)]
+    if name not in code_models + ["auto"]:
         raise ConfigError(f"model '{name}' does not model EHR codes; code models: {', '.join(code_models)}")
     return name, params
 
@@ -417,8 +435,11 @@ def evaluate(
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing --out / --report files.")] = False,
     level: EvaluateOption = "full",
+    threads: ThreadsOption = None,
 ) -> None:
     """Score a synthetic table against the real training and holdout tables: fidelity, utility, privacy attacks."""
+    from clinsynth import threads as thread_counts
+
     from clinsynth.data.io import read_table
     from clinsynth.data.output_dir import check_file_target
     from clinsynth.evaluate.bounds import limits_for
@@ -427,6 +448,7 @@ def evaluate(
     from clinsynth.pipeline import guarantee_of
 
     limits_for(level)  # an unknown level is refused before any file is read
+    thread_counts.configure(threads)
     check_file_target(output, overwrite, what="metrics file")
     if report_path is not None:
         check_file_target(report_path, overwrite, what="report")
@@ -472,26 +494,29 @@ def report(
 def demo(
     output: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (default clinsynth-demo, or clinsynth-ehr-demo with --ehr).")] = None,
     ehr: Annotated[bool, typer.Option("--ehr", help="The simulated EHR extract (codes + age, sex) instead of the trial.")] = False,
-    model: Annotated[Optional[str], typer.Option(help="With --ehr: the code model (vae, medgan, corgan).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default: 150 for the trial's AC-GAN, the model's own with --ehr).")] = None,
+    model: ModelOption = "auto",
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs of a neural model (default: the model's own).")] = None,
     epsilon: Annotated[Optional[float], typer.Option(help="Train the model's DP version at this ε instead.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
     overwrite: OverwriteOption = False,
     resume: ResumeOption = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """`run` on bundled simulated data: the trial (target arm), or with --ehr the EHR code extract."""
+    from clinsynth import threads as thread_counts
     from clinsynth.pipeline import run_demo, run_ehr_demo
 
+    thread_counts.configure(threads)
     if ehr:
+        _code_model_and_params(model, None, epochs, None, epsilon, None, None)
         output = output or Path("clinsynth-ehr-demo")
-        result = run_ehr_demo(output, model=model or "vae", epochs=epochs, seed=seed, epsilon=epsilon,
+        result = run_ehr_demo(output, model=model, epochs=epochs, seed=seed, epsilon=epsilon,
                               progress=not quiet, on_step=_step_printer(quiet), overwrite=overwrite, resume=resume)
     else:
-        if model is not None:
-            raise ConfigError("--model chooses the code model of `demo --ehr`; the trial demo runs the AC-GAN")
+        _model_and_params(model, None, epochs, None, epsilon, None)
         output = output or Path("clinsynth-demo")
-        result = run_demo(output, epochs=150 if epochs is None else epochs, seed=seed, epsilon=epsilon,
+        result = run_demo(output, model=model, epochs=epochs, seed=seed, epsilon=epsilon,
                           progress=not quiet, on_step=_step_printer(quiet), overwrite=overwrite, resume=resume)
     _release_summary(result)
     console.print(f"open {result.files['report']} in a browser")

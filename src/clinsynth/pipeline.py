@@ -80,7 +80,7 @@ class RunConfig:
     """Everything that decides a release, recorded in its manifest."""
 
     target: str | None
-    model: str = "acgan"
+    model: str = "auto"  # a registry name; auto chooses by models.registry.choose_model
     epsilon: float | None = None
     delta: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
@@ -131,6 +131,7 @@ class _Release:
         self.steward.mkdir(exist_ok=True)
         self.config = config
         self.say = on_step or (lambda name: None)
+        self.choice: Any = None  # what auto chose and why, when it chose
         self.timings: dict[str, float] = {}
         self.start = time.perf_counter()
 
@@ -144,16 +145,19 @@ class _Release:
     def fit_and_sample(self, train: Any, schema: Schema | None, n_train: int, progress: bool) -> tuple[Any, Any]:
         """The model fitted on ``train`` (or, on a resume after the fit, the one saved then) and
         its synthetic records: as many as it trained on unless configured."""
-        from clinsynth.models.registry import create, load, private_model
+        from clinsynth.models.auto import build, resolve
+        from clinsynth.models.registry import load
 
+        params = dict(self.config.params)
+        name, self.choice = resolve(self.config.model, train, schema, self.config.epsilon, self.config.delta, params)
+        if self.choice is not None:
+            self.say(self.choice.reason)
         bundle = self.share / "model"
         if self.stage.done("fit") is not None and bundle.is_dir():
             self.say("fit (resumed: the model was saved before the interruption)")
             model = load(bundle)
         else:
-            params = dict(self.config.params)
-            name = private_model(self.config.model, self.config.epsilon, self.config.delta, params)
-            model = create(name, seed=self.config.seed, progress=progress, **params)
+            model = build(name, params, self.choice, seed=self.config.seed, progress=progress)
             self.step("fit", lambda: model.fit(train, schema, checkpoint_dir=self.stage.checkpoint_dir))
             model.write_bundle(bundle)
             self.stage.mark("fit")
@@ -167,9 +171,14 @@ class _Release:
         guarantee = self.step("privacy ledger", lambda: guarantee_of(model))
         evaluation = self.step("evaluate", lambda: evaluate(
             train, test, synthetic, schema, guarantee=guarantee,
-            model={"name": model.name, "params": jsonable(model.get_params())}, dataset=dataset,
+            model=self.model_facts(model), dataset=dataset,
             seed=self.config.seed, max_queries=self.config.max_queries, progress=self.say, level=self.config.evaluate))
         return evaluation.to_dict()
+
+    def model_facts(self, model: Any) -> dict[str, Any]:
+        """The model as the report and manifest name it: name, parameters, and auto's choice."""
+        facts = {"name": model.name, "params": jsonable(model.get_params())}
+        return {**facts, "choice": self.choice.to_dict()} if self.choice is not None else facts
 
     def finish(self, model: Any, files: dict[str, Path], metrics: dict[str, Any], input_info: dict[str, Any],
                split: dict[str, Any], extra: dict[str, Any] | None = None) -> RunResult:
@@ -189,8 +198,7 @@ class _Release:
             "created": metrics["created"],
             "config": jsonable(asdict(self.config)),
             **(extra or {}),
-            "model": {"name": model.name, "params": jsonable(model.get_params()),
-                      "resolved_params": jsonable(model.resolved_params())},
+            "model": {**self.model_facts(model), "resolved_params": jsonable(model.resolved_params())},
             "input": input_info,
             "split": split,
             "seeds": {"split": seed, "model": seed, "sample": seed, "evaluation": seed},
@@ -396,26 +404,26 @@ def run_code_release(codes: Any, config: RunConfig, out_dir: str | Path | Stage,
 
 
 # -- demos ---------------------------------------------------------------------------------------
-def run_demo(out_dir: str | Path | Stage = "clinsynth-demo", n: int = 6502, epochs: int = 150, seed: int = 0,
-             epsilon: float | None = None, progress: bool = True, on_step: Any = None, overwrite: bool = False,
-             resume: bool = False) -> RunResult:
-    """``run`` on the bundled simulated trial (target: arm), with the SPRINT AC-GAN."""
+def run_demo(out_dir: str | Path | Stage = "clinsynth-demo", n: int = 6502, model: str = "auto",
+             epochs: int | None = None, seed: int = 0, epsilon: float | None = None, progress: bool = True,
+             on_step: Any = None, overwrite: bool = False, resume: bool = False) -> RunResult:
+    """``run`` on the bundled simulated trial (target: arm), with the model ``auto`` chooses unless one is named."""
     from clinsynth.data.datasets import simulate_trial
 
     df = simulate_trial(n=n, seed=seed)
-    params = {"epochs": epochs} if epsilon is None else {}
-    config = RunConfig(target="arm", epsilon=epsilon, params=params, seed=seed)
+    params = {} if epochs is None else {"epochs": epochs}
+    config = RunConfig(target="arm", model=model, epsilon=epsilon, params=params, seed=seed)
     source = {"name": "simulated SPRINT-structured trial (clinsynth.data.datasets.simulate_trial)", "n": n, "seed": seed}
     return run_release(df, config, out_dir, source=source, progress=progress, on_step=on_step, overwrite=overwrite,
                        resume=resume)
 
 
 def run_ehr_demo(out_dir: str | Path | Stage = "clinsynth-ehr-demo", n: int = 10_000, n_codes: int = 1_000,
-                 model: str = "vae", epochs: int | None = None, seed: int = 0, epsilon: float | None = None,
+                 model: str = "auto", epochs: int | None = None, seed: int = 0, epsilon: float | None = None,
                  progress: bool = True, on_step: Any = None, overwrite: bool = False,
                  resume: bool = False) -> RunResult:
     """``run --codes`` on the simulated EHR extract: codes plus age and sex (a mixed table), with the
-    VAE, the code model measured best with and without DP. The code list is the simulator's own,
+    code model ``auto`` chooses unless one is named. The code list is the simulator's own,
     declared public (as an ICD code list would be), so DP spends nothing on choosing it."""
     from clinsynth.data.datasets import simulate_ehr
     from clinsynth.data.ehr import attach_static

@@ -28,7 +28,6 @@ tie masks alive at once, so its peak is about 150 MiB beyond the sparse inputs, 
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +37,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from clinsynth import threads
 from clinsynth.data.ehr import CodeMatrix
 from clinsynth.data.io import jsonable
 from clinsynth.errors import InputError
@@ -139,8 +139,8 @@ class HammingNeighbours(NamedTuple):
 
 
 def _workers(n_jobs: int | None) -> int:
-    """Threads for the numeric loops: ``n_jobs``, else the CPU count (at most 4)."""
-    return max(1, int(n_jobs) if n_jobs else min(4, os.cpu_count() or 1))
+    """Threads for the numeric loops: ``n_jobs``, else clinsynth's thread count (at most 4)."""
+    return max(1, int(n_jobs) if n_jobs else min(4, threads.count()))
 
 
 def nearest_hamming(queries: CodeMatrix | sp.sparray, reference: CodeMatrix | sp.sparray,

@@ -26,6 +26,7 @@ from sklearn.metrics import accuracy_score, roc_curve
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from clinsynth import threads
 from clinsynth.errors import SchemaError
 from clinsynth.evaluate.bootstrap import Interval, _bootstrap_chunks, _interval, _metric_draws
 from clinsynth.evaluate.encoders import _Codes, _Numbers
@@ -72,10 +73,10 @@ def feature_pipeline(schema: Schema, classifier: str, seed: int = 0, n_rows: int
         model = LogisticRegression(max_iter=1000)
     elif classifier == "random_forest":
         if n_rows is not None and n_rows > FOREST_ROW_CAP:
-            model = RandomForestClassifier(n_estimators=100, min_samples_leaf=2, max_samples=FOREST_ROW_CAP, n_jobs=-1,
+            model = RandomForestClassifier(n_estimators=100, min_samples_leaf=2, max_samples=FOREST_ROW_CAP, n_jobs=threads.count(),
                                            random_state=seed)
         else:
-            model = RandomForestClassifier(n_estimators=200, min_samples_leaf=2, n_jobs=-1, random_state=seed)
+            model = RandomForestClassifier(n_estimators=200, min_samples_leaf=2, n_jobs=threads.count(), random_state=seed)
     else:
         raise ValueError(f"unknown classifier {classifier!r}; choose from {REPORT_CLASSIFIERS}")
     return Pipeline([("prep", prep), ("model", model)])

@@ -33,6 +33,12 @@ REGISTRY: dict[str, ModelEntry] = {
     entry.name: entry
     for entry in [
         ModelEntry(
+            "auto",
+            "clinsynth.models.auto:AutoModel",
+            "the default: chooses one of the models below by the rule of `choose_model` (input kind, size, ε), "
+            "and says which and why",
+        ),
+        ModelEntry(
             "acgan",
             "clinsynth.models.acgan:ACGAN",
             "class-conditional GAN (SPRINT work): label-embedded noise, convolution over the visit grid, "
@@ -98,6 +104,71 @@ REGISTRY: dict[str, ModelEntry] = {
 }
 
 
+# -- auto: the default model ------------------------------------------------------------------
+@dataclass(frozen=True)
+class InputFacts:
+    """What ``auto`` may know before a record is read: the input's kind and shape and the budget.
+
+    The number of records is the one count it uses; DP releases treat it as public here as
+    everywhere in clinsynth (δ is set from it), never the values.
+    """
+
+    kind: str  # "table" (one row per record) or "codes" (a patient × code matrix)
+    n_records: int  # rows, or patients
+    n_columns: int  # columns, or codes (plus attached per-patient columns)
+    n_visit_groups: int = 0  # longitudinal groups of a wide visit table
+    epsilon: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    name: str  # a registry name: the dp- version when ε is given
+    reason: str  # one sentence for the console, the report header and the manifest
+    facts: InputFacts
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {"chosen": self.name, "by": "auto", "reason": self.reason, "facts": asdict(self.facts)}
+
+
+# The rule, from bench/compare.py (TSTR/TRTR AUROC ratio, mean of LR/RF/GB and 3 seeds; fit seconds),
+# recorded in bench/results/compare.md and the README:
+#  tables: bayesnet is best or within 0.01 of the best on breast cancer (0.992 vs the VAE's 0.999),
+#   WHAS500 (1.003), FLCHAIN (0.996) and the 49-column trial (0.967) and fits in 0.1-0.2 s against
+#   3-120 s for the neural models; under DP dp-bayesnet leads every table at ε = 1 and 4 (0.955-0.993;
+#   the best peer 0.82-0.96, dp-acgan 0.34-0.85), in 1.2-1.4 s.
+#  code matrices: medgan leads the simulated EHR without DP at 4,000 patients (0.964 against the VAE's
+#   0.814) but collapses on a few hundred patients (every code near 50 %), where the VAE keeps
+#   prevalences (r = 0.996 at ~300 patients × 170 codes); under DP dp-medgan leads at ε = 4 (0.855 vs
+#   0.805) and ties at ε = 1 (0.837 vs 0.834).
+CODE_GAN_MIN_PATIENTS = 2_000  # below it the code GANs are not trusted; the VAE is chosen
+
+
+def choose_model(facts: InputFacts) -> ModelChoice:
+    """The model ``auto`` runs for these facts, and the sentence that says why."""
+    dp = facts.epsilon is not None
+    budget = f" at ε = {facts.epsilon:g}" if dp else " without DP"
+    size = f"{facts.n_records:,} {'patients' if facts.kind == 'codes' else 'rows'} × {facts.n_columns:,} " \
+           f"{'codes' if facts.kind == 'codes' else 'columns'}"
+    if facts.kind == "codes":
+        if facts.n_records < CODE_GAN_MIN_PATIENTS:
+            name = "dp-vae" if dp else "vae"
+            why = (f"a code matrix of {size}{budget}: under {CODE_GAN_MIN_PATIENTS:,} patients the code GANs can "
+                   "collapse (every code near 50 %), the VAE keeps the prevalences")
+        else:
+            name = "dp-medgan" if dp else "medgan"
+            why = (f"a code matrix of {size}{budget}: medGAN had the best train-on-synthetic utility on the "
+                   "simulated EHR (bench/compare.py)")
+    elif facts.kind == "table":
+        name = "dp-bayesnet" if dp else "bayesnet"
+        why = (f"a table of {size}{budget}: the Bayesian network had the best or near-best train-on-synthetic "
+               "utility on every benchmark table (bench/compare.py) and fits in seconds")
+    else:
+        raise ConfigError(f"auto chooses for a 'table' or 'codes' input, not {facts.kind!r}")
+    return ModelChoice(name, f"auto chose {name} — {why}", facts)
+
+
 def list_models() -> list[ModelEntry]:
     """Every registered model, in registry order."""
     return list(REGISTRY.values())
@@ -134,7 +205,7 @@ def private_model(model: str, epsilon: float | None, delta: float | None, params
         if model.startswith("dp-"):
             raise ConfigError(f"model '{model}' is differentially private: give its budget with --epsilon (e.g. --epsilon 1)")
         return model
-    private = model if model.startswith("dp-") else f"dp-{model}"
+    private = model if model.startswith("dp-") or model == "auto" else f"dp-{model}"
     if private not in REGISTRY:
         raise ConfigError(f"model '{model}' has no differentially private version; "
                           f"DP models: {', '.join(n for n in REGISTRY if n.startswith('dp-'))}")

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from clinsynth import threads
 from clinsynth.data.io import write_with
 from clinsynth.data.transforms import Span
 from clinsynth.errors import ConfigError
@@ -29,7 +30,10 @@ def resolve_device(device: str | torch.device = "auto", fallback_to_cpu: bool = 
     """``"auto"`` picks CUDA when present, else CPU; anything else is checked, not trusted.
 
     ``fallback_to_cpu`` is for loading: a model trained on a GPU still samples on a CPU-only machine.
+    Every model asks here before its first tensor, so this is also where PyTorch gets its thread
+    count (``clinsynth.threads``).
     """
+    threads.ensure_torch()
     if isinstance(device, torch.device):
         return device
     if device == "auto":

@@ -1,0 +1,85 @@
+"""``auto``: the default model, chosen from the input's kind, size and budget when ``fit`` sees it.
+
+The rule itself is :func:`clinsynth.models.registry.choose_model` (one place, documented there and
+in the README); this file only lets the Python API say ``cs.create("auto", epsilon=1)`` before the
+data is known. After ``fit`` the object stands for the model it chose: ``sample``, ``save``, the
+ledger and the parameters are that model's, and a saved bundle loads back as that model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from clinsynth.errors import ConfigError, NotFittedError
+from clinsynth.models.registry import REGISTRY, InputFacts, ModelChoice, choose_model, create, private_model
+
+
+def input_facts(data: Any, schema: Any = None, epsilon: float | None = None) -> InputFacts:
+    """The facts ``auto`` chooses by, for a table (DataFrame) or a code matrix (``CodeMatrix``)."""
+    from clinsynth.data.ehr import CodeMatrix
+
+    if isinstance(data, CodeMatrix):
+        static = 0 if data.static is None else data.static.shape[1]
+        return InputFacts("codes", data.n_patients, data.n_codes + static, epsilon=epsilon)
+    groups = len(schema.longitudinal) if schema is not None else 0
+    n_columns = len(schema.columns) if schema is not None else data.shape[1]
+    return InputFacts("table", len(data), n_columns, groups, epsilon)
+
+
+def resolve(model: str, data: Any, schema: Any, epsilon: float | None, delta: float | None,
+            params: dict[str, Any]) -> tuple[str, ModelChoice | None]:
+    """The registry name to build for ``model`` (``auto`` chosen for ``data``), with ε and δ put into
+    ``params`` for a DP model; and the choice when ``auto`` made one."""
+    if model != "auto":
+        return private_model(model, epsilon, delta, params), None
+    choice = choose_model(input_facts(data, schema, epsilon))
+    return private_model(choice.name, epsilon, delta, params), choice
+
+
+def build(name: str, params: dict[str, Any], choice: ModelChoice | None = None, **options: Any) -> Any:
+    """``create(name, **params, **options)``; when ``auto`` chose ``name``, a hyperparameter it does not
+    take is refused in one line that names the choice (e.g. ``--epochs`` for the Bayesian network)."""
+    if choice is not None:
+        unknown = sorted(set(params) - set(REGISTRY[name].load_class()._param_names()))
+        if unknown:
+            raise ConfigError(f"{choice.reason}; it takes no {', '.join(unknown)}: name a model that does with "
+                              "--model (see `clinsynth models`), or leave the option out")
+    return create(name, **params, **options)
+
+
+class AutoModel:
+    """Stands for the model :func:`choose_model` picks when :meth:`fit` sees the data."""
+
+    name = "auto"
+
+    def __init__(self, epsilon: float | None = None, delta: float | None = None, **hyperparameters: Any):
+        self.epsilon = epsilon
+        self.delta = delta
+        self.hyperparameters = hyperparameters
+        self.choice_: ModelChoice | None = None
+        self.model_: Any = None
+
+    def get_params(self) -> dict[str, Any]:
+        if self.model_ is not None:
+            return self.model_.get_params()
+        return {"epsilon": self.epsilon, "delta": self.delta, **self.hyperparameters}
+
+    def fit(self, data: Any, schema: Any = None, **fit_options: Any) -> Any:
+        """Choose the model for ``data``, build it with the given hyperparameters, fit it; returns it."""
+        params = dict(self.hyperparameters)
+        name, self.choice_ = resolve("auto", data, schema, self.epsilon, self.delta, params)
+        self.model_ = build(name, params, self.choice_)
+        self.model_.fit(data, schema, **fit_options)
+        return self.model_
+
+    def __getattr__(self, attribute: str) -> Any:
+        model = self.__dict__.get("model_")
+        if model is None:
+            raise NotFittedError("the auto model chooses when it is fitted: call fit(data, schema) first") \
+                if not attribute.startswith("__") else AttributeError(attribute)
+        return getattr(model, attribute)
+
+    def save(self, path: str | Path, overwrite: bool = True) -> Path:
+        if self.model_ is None:
+            raise NotFittedError("the auto model chooses when it is fitted: call fit(data, schema) first")
+        return self.model_.save(path, overwrite=overwrite)
