@@ -33,7 +33,7 @@ def trial_csv(tmp_path_factory) -> Path:
 def bundle(trial_csv, tmp_path_factory) -> Path:
     """A model fitted through the CLI: 1 epoch on 200 rows (a few seconds)."""
     out = tmp_path_factory.mktemp("model") / "bundle"
-    assert main(["fit", str(trial_csv), "--target", "arm", "--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    assert main(["fit", str(trial_csv), "--target", "arm", "--model", "acgan", "--epochs", "1", "--quiet", "--out", str(out)]) == 0
     return out
 
 
@@ -156,11 +156,14 @@ class TestBadInput:
         _fails(capsys, ["fit", trial_csv, "--target", "arm", "--model", "gpt"], "unknown model 'gpt'", "acgan")
 
     def test_bad_hyperparameters(self, capsys, trial_csv):
-        _fails(capsys, ["fit", trial_csv, "--target", "arm", "--param", "bogus=1"],
+        _fails(capsys, ["fit", trial_csv, "--target", "arm", "--model", "acgan", "--param", "bogus=1"],
                "model 'acgan' has no hyperparameter bogus", "epochs")
+        _fails(capsys, ["fit", trial_csv, "--target", "arm", "--epochs", "5"],  # auto chose a model without epochs
+               "model 'bayesnet' (auto's choice for tables like this one; name another with --model) has no "
+               "hyperparameter epochs", "parent_bins")
         _fails(capsys, ["fit", trial_csv, "--target", "arm", "--param", "seed=3"], "no hyperparameter seed", "--seed")
         _fails(capsys, ["fit", trial_csv, "--target", "arm", "--param", "epochs"], "--param 'epochs': expected NAME=VALUE")
-        _fails(capsys, ["fit", trial_csv, "--target", "arm", "--epochs", "0"], "invalid hyperparameters epochs=0")
+        _fails(capsys, ["fit", trial_csv, "--target", "arm", "--model", "acgan", "--epochs", "0"], "invalid hyperparameters epochs=0")
 
 
 # --- sample -----------------------------------------------------------------------------------
@@ -225,10 +228,10 @@ def test_schema_to_file(capsys, trial_csv, tmp_path):
     assert Schema.load(target).target is None
 
 
-def test_models_lists_acgan(capsys):
+def test_models_lists_auto_then_acgan(capsys):
     assert main(["models"]) == 0
     out, _ = capsys.readouterr()
-    assert out.split()[0] == "acgan"
+    assert out.split()[:2] == ["auto", "the"] and "acgan" in out.split()
     assert "class-conditional GAN" in out
 
 

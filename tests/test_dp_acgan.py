@@ -110,7 +110,7 @@ def test_default_delta_is_below_one_over_n():
 def test_cli_fit_with_epsilon_prints_the_ledger(tmp_path, capsys):
     data = tmp_path / "sim.csv"
     simulate_trial(n=2000, seed=5).to_csv(data, index=False)
-    code = main(["fit", str(data), "--target", "arm", "--epsilon", "1", "--epochs", "2", "--quiet",
+    code = main(["fit", str(data), "--target", "arm", "--model", "acgan", "--epsilon", "1", "--epochs", "2", "--quiet",
                  "--param", "batch_size=256", "--out", str(tmp_path / "model")])
     printed = capsys.readouterr().err
     assert code == 0, printed
@@ -119,7 +119,7 @@ def test_cli_fit_with_epsilon_prints_the_ledger(tmp_path, capsys):
     assert 0.5 < total <= 1.0
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["model"] == "dp-acgan" and config["fitted"]["ledger"]["accountant"] == "prv"
-    assert main(["fit", str(data), "--target", "arm", "--epsilon", "0.01", "--epochs", "50", "--quiet",
+    assert main(["fit", str(data), "--target", "arm", "--model", "acgan", "--epsilon", "0.01", "--epochs", "50", "--quiet",
                  "--out", str(tmp_path / "m2")]) == 1
     assert "raise ε" in capsys.readouterr().err  # a budget this small cannot even release the public facts
     assert main(["fit", str(data), "--target", "arm", "--delta", "1e-6", "--out", str(tmp_path / "m3")]) == 1

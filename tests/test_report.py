@@ -118,7 +118,7 @@ def dp_release(tmp_path_factory):
     data = root / "trial.csv"
     write_table(simulate_trial(n=3000, seed=2), data)
     out = root / "release"
-    code = main(["run", str(data), "--target", "arm", "--epsilon", "1", "--epochs", "2", "--select", "last",
+    code = main(["run", str(data), "--target", "arm", "--model", "acgan", "--epsilon", "1", "--epochs", "2", "--select", "last",
                  "--quiet", "--out", str(out)])
     assert code == 0
     return data, out

@@ -160,9 +160,9 @@ def fit(
         table_schema.validate(df)
         stage.claim(run_fingerprint(model, params, seed, table_schema.to_json(), table_hash(df)))
         name, choice = resolve(model, df, table_schema, epsilon, delta, params)
+        fitted = build(name, params, choice, seed=seed, progress=not quiet)
         if choice is not None:
             console.print(escape(choice.reason))
-        fitted = build(name, params, choice, seed=seed, progress=not quiet)
         fitted.fit(df, table_schema, checkpoint_dir=stage.checkpoint_dir)
         fitted.write_bundle(stage.dir)
     console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained on {len(df):,} rows × {df.shape[1]} columns")
@@ -176,7 +176,7 @@ def fit(
 def _model_and_params(model: str, param: Optional[list[str]], epochs: Optional[int], select: Optional[str],
                       epsilon: Optional[float], delta: Optional[float]) -> tuple[str, dict[str, Any]]:
     """The registry name (the dp- version with ``--epsilon``) and its checked hyperparameters."""
-    from clinsynth.models.registry import private_model
+    from clinsynth.models.registry import check_hyperparameters, private_model
 
     params = parse_params(param)
     if epochs is not None:
@@ -184,20 +184,8 @@ def _model_and_params(model: str, param: Optional[list[str]], epochs: Optional[i
     if select is not None:
         params["select"] = select
     name = private_model(model, epsilon, delta, params)
-    _check_params(name, params)
+    check_hyperparameters(name, params)
     return name, params
-
-
-def _check_params(model: str, params: dict[str, Any]) -> None:
-    """Refuse a hyperparameter the model does not take, before reading any data."""
-    from clinsynth.models.registry import REGISTRY
-
-    if model in REGISTRY and model != "auto":  # an unknown name is reported by create(); auto checks what it chose
-        allowed = [p for p in REGISTRY[model].load_class()._param_names() if p not in ("seed", "progress")]
-        unknown = sorted(set(params) - set(allowed))
-        if unknown:
-            raise ConfigError(f"--param: model '{model}' has no hyperparameter {', '.join(unknown)} "
-                              f"(it takes {', '.join(allowed)}; seed and progress are --seed and --quiet)")
 
 
 def print_ledger(ledger: Any) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from clinsynth import threads
 from clinsynth.data.digest import codes_hash, file_hash, table_hash  # noqa: F401 (the manifest's hashes, re-exported)
 from clinsynth.data.io import jsonable, write_table, write_text_atomic
 from clinsynth.data.output_dir import Stage, output_size, staged_output
@@ -204,6 +205,7 @@ class _Release:
             "seeds": {"split": seed, "model": seed, "sample": seed, "evaluation": seed},
             "versions": library_versions(),
             "device": str(getattr(model, "device_", "cpu")),
+            "threads": threads.describe(),
             "timings_seconds": self.timings,
             "resumed": self.stage.resumed,
             "files": {k: {"path": self._relative(v), **({"sha256": file_hash(v)} if v.is_file() else {})}

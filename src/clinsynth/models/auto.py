@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from clinsynth.errors import ConfigError, NotFittedError
-from clinsynth.models.registry import REGISTRY, InputFacts, ModelChoice, choose_model, create, private_model
+from clinsynth.models.registry import InputFacts, ModelChoice, check_hyperparameters, choose_model, create, private_model
 
 
 def input_facts(data: Any, schema: Any = None, epsilon: float | None = None) -> InputFacts:
@@ -40,10 +40,7 @@ def build(name: str, params: dict[str, Any], choice: ModelChoice | None = None, 
     """``create(name, **params, **options)``; when ``auto`` chose ``name``, a hyperparameter it does not
     take is refused in one line that names the choice (e.g. ``--epochs`` for the Bayesian network)."""
     if choice is not None:
-        unknown = sorted(set(params) - set(REGISTRY[name].load_class()._param_names()))
-        if unknown:
-            raise ConfigError(f"{choice.reason}; it takes no {', '.join(unknown)}: name a model that does with "
-                              "--model (see `clinsynth models`), or leave the option out")
+        check_hyperparameters(name, params, choice)
     return create(name, **params, **options)
 
 
@@ -66,9 +63,10 @@ class AutoModel:
 
     def fit(self, data: Any, schema: Any = None, **fit_options: Any) -> Any:
         """Choose the model for ``data``, build it with the given hyperparameters, fit it; returns it."""
-        params = dict(self.hyperparameters)
+        params = {k: v for k, v in self.hyperparameters.items() if k not in ("seed", "progress")}
+        options = {k: v for k, v in self.hyperparameters.items() if k in ("seed", "progress")}
         name, self.choice_ = resolve("auto", data, schema, self.epsilon, self.delta, params)
-        self.model_ = build(name, params, self.choice_)
+        self.model_ = build(name, params, self.choice_, **options)
         self.model_.fit(data, schema, **fit_options)
         return self.model_
 

@@ -61,7 +61,7 @@ def split_input(data: CodeMatrix | pd.DataFrame, tables_ok: bool, model: str) ->
     if isinstance(data, pd.DataFrame):
         if not tables_ok:
             raise InputError(f"{model} models EHR code matrices (clinsynth.read_long); for an ordinary table "
-                             "use 'vae' or 'acgan'")
+                             "leave --model out (auto) or use bayesnet, vae or acgan")
         return None, data
     raise InputError(f"{model}: expected a CodeMatrix or a DataFrame, got {type(data).__name__}")
 

@@ -197,6 +197,18 @@ def load(path: str | Path) -> SynthModel:
     return _entry(name).load_class().load(path)
 
 
+def check_hyperparameters(model: str, params: dict[str, Any], choice: ModelChoice | None = None) -> None:
+    """Refuse, in one line, a hyperparameter ``model`` does not take (``--param``, ``--epochs``, ``--select``)."""
+    if model not in REGISTRY or model == "auto":  # an unknown name is reported by create(); auto checks its choice
+        return
+    allowed = [p for p in _entry(model).load_class()._param_names() if p not in ("seed", "progress")]
+    unknown = sorted(set(params) - set(allowed) - ({"epsilon", "delta"} if choice is not None else set()))
+    if unknown:
+        chosen = f" (auto's choice for {choice.facts.kind}s like this one; name another with --model)" if choice else ""
+        raise ConfigError(f"--param: model '{model}'{chosen} has no hyperparameter {', '.join(unknown)} "
+                          f"(it takes {', '.join(allowed)}; seed and progress are --seed and --quiet)")
+
+
 def private_model(model: str, epsilon: float | None, delta: float | None, params: dict[str, Any]) -> str:
     """With ``--epsilon``, the DP version of ``model`` and the budget in ``params``."""
     if epsilon is None:
