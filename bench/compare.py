@@ -389,11 +389,12 @@ def _score(train: pd.DataFrame, test: pd.DataFrame, synth: pd.DataFrame, schema:
 class Synthesizer:
     tool: str
     name: str
-    dp: bool
+    dp: bool | None  # None: with and without DP (clinsynth's auto, the default of `clinsynth run`)
     data: tuple[str, ...] = ("table", "codes")  # "codes": the wide EHR table
 
 
 SYNTHESIZERS: list[Synthesizer] = [
+    Synthesizer("clinsynth", "auto", None),
     Synthesizer("clinsynth", "acgan", False, ("table",)),
     Synthesizer("clinsynth", "medgan", False, ("codes",)),
     Synthesizer("clinsynth", "vae", False),
@@ -459,7 +460,7 @@ def build_cells(datasets: Sequence[str], tools: Sequence[str], synthesizers: Seq
                 continue
             if wanted and s.name not in wanted and f"{s.tool}:{s.name}" not in wanted:
                 continue
-            for eps in ([e for e in epsilons if e is not None] if s.dp else [e for e in epsilons if e is None]):
+            for eps in (list(epsilons) if s.dp is None else [e for e in epsilons if (e is not None) == s.dp]):
                 for seed in sorted(seeds):
                     cells.append(Cell(name, s.tool, s.name, eps, seed, tuple(params)))
     return cells

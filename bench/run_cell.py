@@ -326,7 +326,9 @@ def run(args: argparse.Namespace, result: dict) -> None:
     synths = getattr(adapter, "SYNTHESIZERS", {})
     if args.synthesizer not in synths:
         raise ValueError(f"tool {args.tool!r} has no synthesizer {args.synthesizer!r}; it has {sorted(synths)}")
-    is_dp = bool(synths[args.synthesizer].get("dp"))
+    is_dp = synths[args.synthesizer].get("dp")
+    if is_dp is None:  # runs with and without DP (clinsynth's auto)
+        is_dp = args.epsilon is not None
     if is_dp and args.epsilon is None:
         raise ValueError(f"{args.tool} {args.synthesizer} is differentially private: --epsilon is required")
     if not is_dp and args.epsilon is not None:

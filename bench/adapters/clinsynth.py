@@ -29,6 +29,7 @@ SYNTHESIZERS: dict[str, dict[str, Any]] = {
     "dp-acgan": {"model": "dp-acgan", "dp": True, "data": ("table",)},
     "dp-vae": {"model": "dp-vae", "dp": True, "data": ("table", "codes")},
     "dp-medgan": {"model": "dp-medgan", "dp": True, "data": ("codes",)},
+    "auto": {"model": "auto", "dp": None, "data": ("table", "codes")},  # `clinsynth run` with no --model; both
     "bayesnet": {"model": "bayesnet", "dp": False, "data": ("table",)},
     "dp-bayesnet": {"model": "dp-bayesnet", "dp": True, "data": ("table",)},
 }
@@ -131,7 +132,7 @@ def fit(train: pd.DataFrame, meta: dict[str, Any], synthesizer: str, epsilon: fl
     if synthesizer not in SYNTHESIZERS:
         raise ValueError(f"unknown clinsynth synthesizer {synthesizer!r}; choose from {', '.join(SYNTHESIZERS)}")
     entry = SYNTHESIZERS[synthesizer]
-    if entry["dp"] != (epsilon is not None):
+    if entry["dp"] is not None and entry["dp"] != (epsilon is not None):
         raise ValueError(f"{synthesizer} {'needs' if entry['dp'] else 'takes no'} --epsilon")
     codes = [c for c in meta.get("codes", []) if c in train.columns]
     data_kind = "codes" if codes else "table"
@@ -139,7 +140,7 @@ def fit(train: pd.DataFrame, meta: dict[str, Any], synthesizer: str, epsilon: fl
         raise ValueError(f"{synthesizer} does not model {'wide code tables' if codes else 'ordinary tables'}")
     hyper = {k: _value(v) for k, v in params.items()}
     hyper.update(seed=seed, progress=False)
-    if entry["dp"]:
+    if epsilon is not None:
         hyper.update(epsilon=float(epsilon), delta=delta)
     model = create(entry["model"], **hyper)
     if codes:
@@ -150,10 +151,13 @@ def fit(train: pd.DataFrame, meta: dict[str, Any], synthesizer: str, epsilon: fl
         static = table_schema(data.static, meta, target)
         schema = Schema(columns=static.columns, target=target, longitudinal=static.longitudinal,
                         codes=CodeBlock(vocabulary=codes, binary=True, public=True))
-        model.fit(data, schema)
+        fitted = model.fit(data, schema)
     else:
-        model.fit(train.reset_index(drop=True), table_schema(train, meta, meta["target"]))
+        fitted = model.fit(train.reset_index(drop=True), table_schema(train, meta, meta["target"]))
+    model = fitted  # auto returns the model it chose
     effective = {k: jsonable(v) for k, v in model.resolved_params().items() if k != "progress"}
+    if synthesizer == "auto":
+        effective["model"] = model.name
     ledger = getattr(model, "ledger_", None)
     if ledger is not None:
         effective["epsilon_spent"] = round(float(ledger.spent()), 4)

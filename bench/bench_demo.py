@@ -1,0 +1,104 @@
+"""The newcomer's path, timed: `clinsynth demo` end to end, and the AC-GAN's fit against TVAE's.
+
+    python bench/bench_demo.py [--runs 3] [--datasets trial breast_cancer whas500 flchain]
+                               [--json bench/results/demo.json]
+
+Issue 22's bars: the demo in at most 60 s on 2 cores, and the AC-GAN's fit within 2× TVAE's on
+every table. The demo runs as a user runs it (a fresh process, default options, ``--quiet``);
+the fits run through ``bench/compare.py``'s cells (each tool in its own venv, the same training
+split, one seed, sampling not scored), all in this one run so the two figures share the machine's
+load. TVAE needs the SDV venv (``bash bench/peers/setup.sh sdv``); without it only the
+clinsynth figures are reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import compare  # noqa: E402  (bench/compare.py: datasets, venvs and the cell runner)
+
+from clinsynth.data.io import jsonable, write_text_atomic  # noqa: E402
+
+
+def time_demo(work: Path, runs: int) -> dict[str, Any]:
+    """Wall seconds of ``clinsynth demo`` in a fresh process, and the manifest's split of the last run."""
+    seconds = []
+    manifest: dict[str, Any] = {}
+    for i in range(runs):
+        out = work / f"demo-{i}"
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "clinsynth.cli", "demo", "--quiet", "--out", str(out)], check=True,
+                       capture_output=True)
+        seconds.append(time.perf_counter() - start)
+        manifest = json.loads((out / "steward" / "manifest.json").read_text())
+    return {"runs": runs, "seconds": [round(s, 1) for s in seconds], "median_seconds": round(statistics.median(seconds), 1),
+            "model": manifest["model"]["name"], "timings_seconds": manifest["timings_seconds"],
+            "threads": manifest.get("threads"), "bar_seconds": 60.0,
+            "met": statistics.median(seconds) <= 60.0}
+
+
+def time_fits(work: Path, datasets: list[str], synthesizers: list[tuple[str, str]], timeout: float) -> list[dict[str, Any]]:
+    """Fit seconds of each synthesizer on each dataset (seed 0, non-DP), through compare.py's cells."""
+    paths = compare.Paths(work=work / "compare", results=work / "results")
+    rows = []
+    for name in datasets:
+        files = compare.prepare_dataset(compare.DATASETS[name], paths.work)
+        for tool, synthesizer in synthesizers:
+            cell = compare.Cell(name, tool, synthesizer, None, 0)
+            row = compare.run_one(cell, files, paths, timeout, compare.Timing(rows=1000, throughput_seconds=0.0),
+                                  scored=False)
+            rows.append({"dataset": name, "synthesizer": f"{tool}:{synthesizer}", "status": row["status"],
+                         "reason": row.get("reason"), "fit_seconds": row.get("fit_seconds")})
+    return rows
+
+
+def fit_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """acgan's fit seconds over TVAE's, per dataset, where both ran."""
+    out = []
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        fit = {r["synthesizer"]: r["fit_seconds"] for r in rows if r["dataset"] == name and r["status"] == "ok"}
+        acgan, tvae = fit.get("clinsynth:acgan"), fit.get("sdv:tvae")
+        ratio = round(acgan / tvae, 2) if acgan and tvae else None
+        out.append({"dataset": name, "acgan_fit_seconds": acgan, "tvae_fit_seconds": tvae, "ratio": ratio,
+                    "bar": 2.0, "met": None if ratio is None else ratio <= 2.0})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--runs", type=int, default=3, help="demo runs (the median is reported)")
+    p.add_argument("--datasets", nargs="+", default=["trial", "breast_cancer", "whas500", "flchain"],
+                   choices=list(compare.DATASETS))
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds per fit")
+    p.add_argument("--no-fits", action="store_true", help="time the demo only")
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="clinsynth-bench-demo-") as tmp:
+        work = Path(tmp)
+        result: dict[str, Any] = {"machine": compare.machine(), "demo": time_demo(work, args.runs)}
+        print(f"demo: median {result['demo']['median_seconds']} s over {args.runs} run(s) "
+              f"({result['demo']['model']}; bar 60 s)", flush=True)
+        if not args.no_fits:
+            synths = [("clinsynth", "acgan"), ("clinsynth", "auto"), ("sdv", "tvae")]
+            rows = time_fits(work, args.datasets, synths, args.timeout)
+            result["fits"] = rows
+            result["acgan_over_tvae"] = fit_ratios(rows)
+            for r in result["acgan_over_tvae"]:
+                print(f"{r['dataset']}: acgan {r['acgan_fit_seconds']} s, TVAE {r['tvae_fit_seconds']} s, "
+                      f"ratio {r['ratio']} (bar 2)", flush=True)
+    if args.json is not None:
+        write_text_atomic(args.json, json.dumps(jsonable(result), indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
