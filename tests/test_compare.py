@@ -157,7 +157,9 @@ def test_cells_per_dataset_kind_epsilon_and_seed_order():
     names = {(c.dataset, c.synthesizer) for c in cells}
     assert ("breast_cancer", "acgan") in names and ("ehr", "acgan") not in names
     assert ("ehr", "medgan") in names and ("breast_cancer", "medgan") not in names
-    assert all((c.epsilon is None) != c.synthesizer.startswith("dp-") for c in cells)
+    assert all((c.epsilon is None) != c.synthesizer.startswith("dp-") for c in cells if c.synthesizer != "auto")
+    assert {(c.dataset, c.epsilon) for c in cells if c.synthesizer == "auto"} == \
+        {("breast_cancer", None), ("breast_cancer", 1.0), ("ehr", None), ("ehr", 1.0)}  # auto: with and without DP
     assert [c.seed for c in cells[:2]] == [0, 1]
     assert {c.synthesizer for c in cmp.build_cells(["trial"], cmp.TOOLS, ["sdv:ctgan", "aim"], [None, 4.0], [0])} \
         == {"ctgan", "aim"}
