@@ -450,6 +450,8 @@ class CodeModel(SynthModel):
             self.noise_multiplier_ = state["noise_multiplier"]
             self.vocabulary_release_ = state["vocabulary_release"]
             self._static_release = state["release"]
+            self.facts_ = {"budget": self._static_release.get("budget", {}),
+                           "queries": self._static_release.get("facts", [])} if self._static_release else {}
 
     def _resume_prepared(self, resumed: dict[str, Any], codes: CodeMatrix | None, static: pd.DataFrame | None):
         """What ``fit`` prepares before training, from a checkpoint: schema, codec and (DP) the
@@ -505,6 +507,7 @@ class CodeModel(SynthModel):
         rng = np.random.default_rng(self.seed)
         self.vocabulary_release_ = None
         self._static_release = None  # plain data, for a checkpoint
+        self.facts_: dict[str, Any] = {}
         if codes is not None and not schema.codes.public:
             sigma = share_noise_multiplier(self.vocab_share, self.epsilon, delta)
             charge = vocabulary_charge(sigma, delta / 10, self.max_codes_per_patient)
@@ -520,6 +523,7 @@ class CodeModel(SynthModel):
         if part is not None:
             release = charged_release(static, part, self.ledger_, self.stats_share, rng)
             self._static_release = release.state_dict()
+            self.facts_ = release.record()
             table = TableEncoder(release.schema).fit_from_statistics(release.numeric)
             static = conform(static, release)
             schema = release.schema.model_copy(update={"codes": schema.codes})
@@ -594,7 +598,7 @@ class CodeModel(SynthModel):
             out["history"] = getattr(self, "history_", [])
         else:
             out.update(ledger=self.ledger_.state_dict(), noise_multiplier=self.noise_multiplier_,
-                       vocabulary_release=self.vocabulary_release_)
+                       vocabulary_release=self.vocabulary_release_, facts_release=self.facts_)
         return out
 
     def _save_weights(self, directory: Path) -> None:
@@ -610,6 +614,7 @@ class CodeModel(SynthModel):
             self.ledger_ = PrivacyLedger.from_state_dict(fitted["ledger"])
             self.noise_multiplier_ = fitted["noise_multiplier"]
             self.vocabulary_release_ = fitted.get("vocabulary_release")
+            self.facts_ = fitted.get("facts_release", {})
         state = bundle.load_torch(directory, self.device_)
         built = self._build(encoder.dim, encoder.out_dim)
         self.modules_ = {}
