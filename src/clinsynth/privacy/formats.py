@@ -27,6 +27,7 @@ DATE_FORMATS: tuple[str, ...] = ("missing", "midnight", "time of day")
 _FORMAT_SIGMAS = 4.0      # a format tail is negligible below 4 sds of its sum …
 _FORMAT_SHARE = 0.01      # … or below 1 % of the observed cells
 _EVIDENCE_SIGMAS = 3.0    # format counts (a missing count) are significant above 3 sds of their sum
+_FLAG_WHOLE_SHARE = 0.1   # a 0/1 flag: other whole numbers evidently (2 sds) under 10 % of the observed cells
 
 
 def is_number(value: Any) -> bool:
@@ -104,7 +105,10 @@ def decide_format(noisy: np.ndarray, noise_std: float, dates: bool, may_be_flag:
     if dates:
         return {"kind": "datetime", "decimals": 0 if _precise_to(noisy, 1, 2, noise_std, observed) else None,
                 "missing": missing}
-    if may_be_flag and _precise_to(noisy, 1, 3, noise_std, observed):
+    # a count read as a flag loses every value above 1: the other whole numbers must be evidently rare,
+    # not merely lost in the noise (on a small table they always are)
+    rare_whole = noisy[3] + 2 * noise_std <= _FLAG_WHOLE_SHARE * observed
+    if may_be_flag and rare_whole and _precise_to(noisy, 1, 3, noise_std, observed):
         return {"kind": "binary", "categories": [0, 1], "decimals": None, "missing": missing,
                 "fallback": 0 if noisy[1] >= noisy[2] else 1}
     decimals = next((d for d in range(MAX_DECIMALS + 1) if _precise_to(noisy, 1, 4 + d, noise_std, observed)), None)

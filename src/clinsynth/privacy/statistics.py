@@ -67,8 +67,9 @@ The mechanism (neighbours differ by adding or removing one record)
   *negligible* when its noisy sum is ≤ ``max(4 · sd · √m, 1 % of N)`` and *significant* when it
   exceeds ``3 · sd · √m`` (``sd`` the format counts' noise sd):
 
-  - a scalar number column is the **0/1 flag** when the cells at 0 and 1 are significant and the
-    others negligible;
+  - a scalar number column is the **0/1 flag** when the cells at 0 and 1 are significant, the
+    others negligible, and the other whole numbers evidently rare (their noisy count plus 2 sds
+    under 10 % of ``N``: a count column read as a flag would lose every value above 1);
   - else **decimals** is the smallest ``d`` ≤ 6 such that the cells needing at most ``d``
     decimals are significant and those needing more negligible; ``None`` (no rounding) when there
     is none — so too few records for evidence leave values unrounded rather than rounded to
@@ -567,6 +568,7 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
     fallback: dict[str, Any] = {}
     report: dict[str, dict[str, Any]] = {}
     records: list[dict[str, Any]] = []
+    notes: list[str] = []
     for columns in plan.format:  # first: the bounds are rounded to the released precision
         specs = [schema.column(c) for c in columns]
         facts, report["format:" + _query_label(schema, columns)] = _format_query(
@@ -591,6 +593,9 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
             continue
         result, report[_query_label(schema, columns)], record = _numeric_query(df, specs, noise_std, query_rng)
         records.append(record)
+        if record["outcome"] == "public default":
+            notes.append(f"column(s) {', '.join(columns)}: no value could be located at this ε; their bounds are the "
+                         f"wide public default for their kind — declare bounds public, or raise ε, to keep their scale")
         for spec in specs:
             numeric[spec.name] = dict(result["state"])
             updates.setdefault(spec.name, {}).update(
@@ -599,7 +604,6 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
     n_thresholded = _thresholded(plan)
     tau = category_threshold(noise_std, threshold_delta, n_thresholded) if n_thresholded else 0.0
     problems: list[tuple[str, float | None]] = []
-    notes: list[str] = []
     for columns in plan.categorical:
         spec = schema.column(columns[0])
         domain = flag_domain(spec.categories)
