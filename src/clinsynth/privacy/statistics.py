@@ -43,16 +43,26 @@ The mechanism (neighbours differ by adding or removing one record)
   query, each cell to one bucket, so the L2 norm of its change to the histogram is ≤ ``w``:
   ``w = 1`` for value and categorical histograms, ``w =`` :data:`FORMAT_WEIGHT` (0.5) for format
   histograms, which need far less signal than bounds (their counts sit in one or two classes, a
-  value histogram's spread over dozens of buckets). The whole release has L2 sensitivity
-  ≤ :attr:`StatisticsPlan.sensitivity` ``= sqrt(n_value + n_categorical + w² n_format)``; the
-  caller passes ``noise_std = noise_multiplier * sqrt(sensitivity² + extra)`` and charges a
-  Gaussian mechanism with that ``noise_multiplier`` (``sample_rate = 1``, ``steps = 1``). Format
-  counts are reported in cells (divided by ``w``), with noise sd ``noise_std / w``. A format
-  histogram at full weight would raise every other count's noise by up to 41 % (a table of
-  numbers only); at 0.5, by up to 12 %.
-* Each number query is two histograms (two queries): the **value histogram** counts observed
-  values on a **public grid** (buckets of 0.1 in ``asinh(x / 1e-3)``; 30-day buckets for dates);
-  the **format histogram** counts each cell in one of the public classes ``NUMBER_FORMATS``
+  value histogram's spread over dozens of buckets), and ``w = w_T ≥ 1`` for the target's
+  categories (:attr:`StatisticsPlan.target_weight`: on a wide table the target gets a fifth of
+  the release's μ², or no class of a tenth of the records clears τ and no model can be trained).
+  The whole release has L2 sensitivity ≤ :attr:`StatisticsPlan.sensitivity` ``= sqrt(n_value +
+  n_categorical − 1 + w_T² + 0.25 n_format + extra)``; the caller passes ``noise_std =
+  noise_multiplier * sensitivity`` and charges a Gaussian mechanism with that ``noise_multiplier``
+  (``sample_rate = 1``, ``steps = 1``). Counts are reported in records (divided by ``w``), with
+  noise sd ``noise_std / w``. A format histogram at full weight would raise every other count's
+  noise by up to 41 % (a table of numbers only); at 0.5, by up to 12 %.
+* How much of the budget the release gets, and when it is refused, is decided from ``n``, ε and
+  the plan before any value is read (:mod:`clinsynth.privacy.facts_budget`, through
+  :func:`charged_release`): the caller's share, raised up to one half for a table with few
+  records per column; refused (:class:`FactsRefusal`, naming the smallest ε that would work)
+  only when not even all the records in one coarse bucket or one category (the target: two
+  classes of half each) could be told from the noise.
+* Each number query is two histograms: the **value histogram** counts observed values on two
+  **public grids** at once — fine (buckets of 0.1 in ``asinh(x / 1e-3)``; 30 days for dates) at
+  weight 0.8 and coarse (16 fine buckets, a factor of ~5; 480 days) at weight 0.6, one record
+  moving the pair by 1 in L2 (:mod:`clinsynth.privacy.histograms`) — and the **format histogram**
+  counts each cell in one of the public classes ``NUMBER_FORMATS``
   (missing, exactly 0, exactly 1, other whole, 1 … 6 decimals, more) or ``DATE_FORMATS``
   (missing, midnight, a time of day; the classes and the rules below are coded in
   :mod:`clinsynth.privacy.formats`). In a longitudinal group with dropout, the blanks after a
@@ -60,10 +70,14 @@ The mechanism (neighbours differ by adding or removing one record)
   ``noise_std²``) is added to every bucket, empty ones included. Each query draws its noise from
   its own generator, seeded from ``rng`` in plan order, so one query's data-dependent candidate
   list does not shift another's noise.
-* Everything after is post-processing. Values: the *bulk* is the buckets whose noisy count clears
-  :func:`bulk_threshold`; released bounds are its range widened by half its width each side,
-  rounded outward to the released precision; loc/scale and the quantile knots come from the bulk's
-  noisy counts. Format, with ``N`` the noisy count of observed cells, a tail of ``m`` buckets is
+* Everything after is post-processing. Values (:mod:`clinsynth.privacy.histograms`): the noisy
+  counts are read at four levels, fine to coarse; the *bulk* of a level is its buckets whose noisy
+  count clears :func:`bulk_threshold`; the finest level holding most of the bulk mass, extended
+  by coarser levels' bulk past its ends, gives the located range and the masses; released bounds
+  are that range widened by half its width each side, rounded outward to the released precision;
+  loc/scale and the quantile knots come from the masses. Where no level locates anything, the
+  bounds are a wide public default by kind (read from no record), with a
+  :class:`~clinsynth.errors.ReleaseWarning`. Format, with ``N`` the noisy count of observed cells, a tail of ``m`` buckets is
   *negligible* when its noisy sum is ≤ ``max(4 · sd · √m, 1 % of N)`` and *significant* when it
   exceeds ``3 · sd · √m`` (``sd`` the format counts' noise sd):
 
@@ -88,12 +102,17 @@ The mechanism (neighbours differ by adding or removing one record)
   record alone holds has count ≤ 1, so it is released with probability ≤ ``threshold_delta / c``,
   and one record brings at most ``c`` such values: thresholding adds ``threshold_delta`` to the
   mechanism's δ, which the caller also charges. Noisy counts of values not kept are never
-  released. Numeric labels that are whole numbers are released as ints (``1.0`` → ``1``): a NaN
+  released. The target must keep two classes, or the release is refused; another column keeps
+  what clears τ — one category (rarer values, if any, are written as it, or as missing where the
+  column has missing values), or for a text column none, whose values become
+  :data:`RARE_LABEL` — with a :class:`~clinsynth.errors.ReleaseWarning`. Numeric labels that are whole numbers are released as ints (``1.0`` → ``1``): a NaN
   elsewhere in the column makes pandas hold them as floats.
 
 What stays outside: whether a text column is read as dates, or a column of unique values named
 like an identifier as ``id``, is decided by :meth:`clinsynth.schema.Schema.infer` from the values
-before any of this; :func:`schema_facts` lists what a release took from structure.
+before any of this; :func:`schema_facts` lists what a release took from structure and, from
+:meth:`DPRelease.record`, how each fact was estimated (grid, public default, merged categories)
+and at what share of the budget.
 """
 from __future__ import annotations
 
