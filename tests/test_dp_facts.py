@@ -15,12 +15,23 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import ndtr
 
 import clinsynth
 from clinsynth.cli import main
 from clinsynth.errors import ReleaseWarning
 from clinsynth.privacy.facts_budget import MAX_SHARE, facts_noise, smallest_epsilon
-from clinsynth.privacy.histograms import PUBLIC_NUMBER_RANGE
+from clinsynth.privacy.histograms import (
+    PUBLIC_NUMBER_RANGE,
+    bucket,
+    composite_state,
+    grid_edges,
+    group_starts,
+    levels,
+    locate,
+    widen,
+    zero_spike,
+)
 from clinsynth.privacy.ledger import PrivacyLedger
 from clinsynth.privacy.statistics import (
     RARE_LABEL,
@@ -31,7 +42,7 @@ from clinsynth.privacy.statistics import (
     plan_statistics,
     release_statistics,
 )
-from clinsynth.schema import Schema
+from clinsynth.schema import ColumnSpec, Schema
 
 SMALLEST = re.compile(r"the smallest ε that would work is ([0-9.]+)")
 
@@ -228,6 +239,66 @@ def test_the_target_is_weighted_up_on_a_wide_table():
     d = pd.DataFrame({f"x{i}": np.arange(100) % (i + 7) for i in range(40)} | {"y": ["a", "b"] * 50})
     plan = plan_statistics(Schema.infer(d, target="y"))
     rest = 40 + 40 * 0.25
-    assert plan.target_weight == pytest.approx(np.sqrt(0.25 * rest))
-    assert plan.sensitivity ** 2 == pytest.approx(rest / 0.8)  # the target takes a fifth of the facts' μ²
+    assert plan.target_weight == pytest.approx(np.sqrt(rest / 9))
+    assert plan.sensitivity ** 2 == pytest.approx(rest / 0.9)  # the target takes a tenth of the facts' μ²
     assert plan_statistics(Schema.infer(d[["x0", "y"]], target="y")).target_weight == 1.0
+
+
+# --- locating values: the composite, by hand --------------------------------------------------
+
+def _fine_counts(values: dict[float, float]) -> np.ndarray:
+    """Exact fine-grid counts with ``count`` records at each value."""
+    edges = grid_edges("number")
+    counts = np.zeros(edges.size - 1)
+    for x, count in values.items():
+        counts[bucket(edges, np.array([x]))[0]] += count
+    return counts
+
+
+def _coarse_from(fine: np.ndarray) -> np.ndarray:
+    starts = group_starts(grid_edges("number").size, 300, 16)
+    return np.add.reduceat(fine, starts[:-1])
+
+
+def test_a_zero_spike_below_the_search_cut_joins_the_located_range():
+    fine = _fine_counts({0.0: 100, 2.0: 500, 3.0: 500, 4.0: 500, 5.0: 500})
+    found = levels("number", fine, 20.0, _coarse_from(fine), 1e6)  # the coarse grid sees nothing
+    assert fine[300] < found[0].cut[300]  # 100 records at 0 do not clear the cut for searching 600 buckets …
+    comp = locate(found, zero_spike("number", fine, 20.0))  # … but 0 is a public location: 4.5 sds
+    assert comp.edges[0] == 0.0 and comp.mass[0] == 100 and "the bucket at 0" in comp.extended_by
+    assert locate(found).edges[0] > 1.0  # without it the range starts at 2
+    state = composite_state(comp, 0.0, 6.0)
+    top_of_zero = grid_edges("number")[301]
+    assert ndtr(np.interp(top_of_zero, state["knots"], state["scores"])) == pytest.approx(100 / 2100, abs=1e-6)
+
+
+def test_a_thin_tail_seen_only_by_the_coarse_grid_extends_the_range_and_the_bounds():
+    body = {float(v): 400.0 for v in range(2, 8)}
+    tail = {float(v): 30.0 for v in np.unique(np.round(np.geomspace(9, 30, 12)))}  # 30 each: under any fine cut
+    fine = _fine_counts(body | tail)
+    found = levels("number", fine, 20.0, _coarse_from(fine), 25.0)
+    comp = locate(found)
+    assert comp.base == "11%" and comp.extended_by == ("×4.95",)
+    assert comp.edges[-1] == pytest.approx(36.565, abs=1e-3)  # the coarse bucket's top: 30 is inside
+    lo, hi = widen(*comp.base_range, ColumnSpec(name="lab", kind="integer"), (comp.edges[0], comp.edges[-1]))
+    assert lo == 0 and 36 <= hi < 40  # the extension's edge, not half the extended width again
+
+
+def test_a_coarse_bucket_past_both_ends_does_not_extend_either():
+    fine = _fine_counts({100.0: 900, 110.0: 900, 121.0: 900, 50.0: 150, 170.0: 150})
+    found = levels("number", fine, 40.0, _coarse_from(fine), 10.0)
+    assert fine[bucket(grid_edges("number"), np.array([50.0]))[0]] < found[0].cut[0]  # stragglers: not bulk
+    comp = locate(found)
+    # [36.6, 181) holds the body and 300 stragglers (> 3 sds) on both sides: which side is unknown
+    assert comp.extended_by == () and comp.edges[0] > 90 and comp.edges[-1] < 140
+
+
+def test_what_the_range_holds_is_counted_as_drawn_not_as_thresholded():
+    # 2 and 7 clear the fine cut, 3 … 6 (90 each) do not: inside the range their mass is set to 0,
+    # but the coarse bucket [1.49, 7.38) that holds them all has nothing more to add below 2
+    fine = _fine_counts({2.0: 800, 3.0: 90, 4.0: 90, 5.0: 90, 6.0: 90, 7.0: 800})
+    found = levels("number", fine, 20.0, _coarse_from(fine), 25.0)
+    assert fine[bucket(grid_edges("number"), np.array([4.0]))[0]] < found[0].cut[0]
+    comp = locate(found)
+    edges = grid_edges("number")
+    assert comp.extended_by == () and comp.edges[0] == edges[bucket(edges, np.array([2.0]))[0]]  # 2's own bucket

@@ -14,6 +14,7 @@ from scipy.special import ndtr, ndtri
 from clinsynth.data.datasets import simulate_trial
 from clinsynth.data.transforms import TableEncoder
 from clinsynth.errors import ConfigError, InputError
+from clinsynth.privacy.histograms import coarse_weight
 from clinsynth.privacy.statistics import (
     FLAG_DOMAINS,
     DPRelease,
@@ -357,8 +358,8 @@ def test_threshold_keeps_a_single_record_below_delta_over_c():
 
 def test_every_released_count_carries_gaussian_noise(trial):
     """Each count carries the noise its report states: the value histogram's fine grid gets
-    weight 0.8 of each record (the coarse grid the rest), so its counts have sd 20 / 0.8; the
-    target's flag counts sd 20 (a table this narrow does not weight the target up)."""
+    weight w_f of each record (the coarse grid the rest: √(1 − w_f²)), so its counts have sd
+    20 / w_f; the target's flag counts sd 20 (a table this narrow does not weight the target up)."""
     df = trial[["age", "arm"]]
     schema = Schema.infer(df, target="arm")
     residuals, flag_residuals = [], []
@@ -371,7 +372,8 @@ def test_every_released_count_carries_gaussian_noise(trial):
         arm = release.noisy_counts["arm"]
         flag_residuals.extend((np.array(arm["counts"]) - df["arm"].value_counts().loc[arm["categories"]].to_numpy())
                               / arm["noise_sd"])
-    assert np.allclose(report["noise_sd"], 20 / 0.8) and arm["noise_sd"] == 20.0
+    w_f = np.sqrt(1 - coarse_weight(len(df), 20.0) ** 2)
+    assert 0.8 <= w_f < 1 and np.allclose(report["noise_sd"], 20 / w_f) and arm["noise_sd"] == 20.0
     for r in (np.array(residuals), np.array(flag_residuals)):
         assert abs(r.mean()) < 4 / np.sqrt(r.size)
         assert 0.85 < r.std() < 1.15

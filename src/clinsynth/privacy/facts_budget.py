@@ -35,8 +35,9 @@ from scipy.special import ndtri
 from clinsynth.privacy.histograms import COARSE_WEIGHT, bulk_threshold, coarse_edges
 
 #: The target's classes get at least this part of the facts' μ² (their noise sets whether any
-#: model can be trained at all, and a class of a tenth of the records must clear it).
-TARGET_SHARE = 0.2
+#: model can be trained at all): on a wide table 3 × less noise than weight 1 would give them,
+#: for at most 5 % more noise on every other count.
+TARGET_SHARE = 0.1
 #: The most of the budget the facts may take (a table with few records per column).
 MAX_SHARE = 0.5
 #: The refusal bar: all records (the target: half of them) in one coarse bucket or category.
@@ -45,7 +46,7 @@ USEFUL_TARGET_FRACTION = 2.0
 #: The share is raised until a third of the records in one coarse bucket or category would clear.
 COMFORT_FRACTION = 3.0
 MARGIN_SIGMAS = 2.0
-_LEVELS = 4  # as histograms.LEVELS: the false-alarm rate each level's cut is set for
+_COARSE_FALSE_ALARM = 1e-5  # as histograms.LEVELS: the coarse grid's share of the false-alarm rate
 
 
 def category_threshold(noise_std: float, threshold_delta: float, n_columns: int) -> float:
@@ -55,7 +56,7 @@ def category_threshold(noise_std: float, threshold_delta: float, n_columns: int)
 
 def _coarse_sigmas(kind: str) -> float:
     """The coarse grid's cut in noise sds (the threshold's factor, as :func:`bulk_threshold`)."""
-    return bulk_threshold(1.0, coarse_edges(kind).size - 1, 1e-4 / _LEVELS)
+    return bulk_threshold(1.0, coarse_edges(kind).size - 1, _COARSE_FALSE_ALARM)
 
 
 def value_limit(n: float, fraction: float, kind: str = "number") -> float:

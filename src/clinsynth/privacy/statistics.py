@@ -44,8 +44,8 @@ The mechanism (neighbours differ by adding or removing one record)
   ``w = 1`` for value and categorical histograms, ``w =`` :data:`FORMAT_WEIGHT` (0.5) for format
   histograms, which need far less signal than bounds (their counts sit in one or two classes, a
   value histogram's spread over dozens of buckets), and ``w = w_T ≥ 1`` for the target's
-  categories (:attr:`StatisticsPlan.target_weight`: on a wide table the target gets a fifth of
-  the release's μ², or no class of a tenth of the records clears τ and no model can be trained).
+  categories (:attr:`StatisticsPlan.target_weight`: on a wide table the target gets a tenth of
+  the release's μ², or its classes drown and no model can be trained).
   The whole release has L2 sensitivity ≤ :attr:`StatisticsPlan.sensitivity` ``= sqrt(n_value +
   n_categorical − 1 + w_T² + 0.25 n_format + extra)``; the caller passes ``noise_std =
   noise_multiplier * sensitivity`` and charges a Gaussian mechanism with that ``noise_multiplier``
@@ -59,9 +59,9 @@ The mechanism (neighbours differ by adding or removing one record)
   only when not even all the records in one coarse bucket or one category (the target: two
   classes of half each) could be told from the noise.
 * Each number query is two histograms: the **value histogram** counts observed values on two
-  **public grids** at once — fine (buckets of 0.1 in ``asinh(x / 1e-3)``; 30 days for dates) at
-  weight 0.8 and coarse (16 fine buckets, a factor of ~5; 480 days) at weight 0.6, one record
-  moving the pair by 1 in L2 (:mod:`clinsynth.privacy.histograms`) — and the **format histogram**
+  **public grids** at once — fine (buckets of 0.1 in ``asinh(x / 1e-3)``; 30 days for dates) and
+  coarse (16 fine buckets, a factor of ~5; 480 days) at weights 0.8 and 0.6 (0.95 and 0.3 on a
+  large table), one record moving the pair by 1 in L2 (:mod:`clinsynth.privacy.histograms`) — and the **format histogram**
   counts each cell in one of the public classes ``NUMBER_FORMATS``
   (missing, exactly 0, exactly 1, other whole, 1 … 6 decimals, more) or ``DATE_FORMATS``
   (missing, midnight, a time of day; the classes and the rules below are coded in
@@ -148,11 +148,10 @@ from clinsynth.privacy.formats import (
     whole_labels,
 )
 from clinsynth.privacy.histograms import (
-    COARSE_WEIGHT,
-    FINE_WEIGHT,
     bucket,
     bulk_threshold,
     coarse_edges,
+    coarse_weight,
     composite_state,
     grid_edges,
     levels,
@@ -161,6 +160,7 @@ from clinsynth.privacy.histograms import (
     public_state,
     step_label,
     widen,
+    zero_spike,
 )
 from clinsynth.schema import DISCRETE_KINDS, NUMERIC_KINDS, Category, ColumnSpec, Schema, parse_datetimes, wall_clock
 
@@ -391,10 +391,13 @@ def _numeric_query(df: pd.DataFrame, specs: list[ColumnSpec], noise_std: float, 
     fine_edges, wide_edges = grid_edges(specs[0].kind), coarse_edges(specs[0].kind)
     noise = rng.normal(0.0, noise_std, fine_edges.size - 1 + wide_edges.size - 1)
     cut = fine_edges.size - 1
-    fine = (FINE_WEIGHT * _histogram(df, specs, fine_edges) + noise[:cut]) / FINE_WEIGHT
-    wide = (COARSE_WEIGHT * _histogram(df, specs, wide_edges) + noise[cut:]) / COARSE_WEIGHT
-    sds = {"fine": noise_std / FINE_WEIGHT, "coarse": noise_std / COARSE_WEIGHT}
-    comp = locate(levels(specs[0].kind, fine, sds["fine"], wide, sds["coarse"]))
+    w_c = coarse_weight(len(df), noise_std)
+    w_f = math.sqrt(1.0 - w_c ** 2)
+    fine = (w_f * _histogram(df, specs, fine_edges) + noise[:cut]) / w_f
+    wide = (w_c * _histogram(df, specs, wide_edges) + noise[cut:]) / w_c
+    sds = {"fine": noise_std / w_f, "coarse": noise_std / w_c}
+    comp = locate(levels(specs[0].kind, fine, sds["fine"], wide, sds["coarse"]),
+                  zero_spike(specs[0].kind, fine, sds["fine"]))
     columns = [s.name for s in specs]
     record = {"columns": columns, "facts": "bounds and scaling",
               "mechanism": f"noisy histogram on public grids: fine ({step_label(specs[0].kind, 'fine', 1)} buckets) "
@@ -407,9 +410,9 @@ def _numeric_query(df: pd.DataFrame, specs: list[ColumnSpec], noise_std: float, 
                    "public range by kind, read from no record"}
         report = {"kind": kind, "columns": columns, "edges": [], "counts": [], "level": "public default"}
         return {"bounds": bounds, "state": state}, report, record
-    a, b = float(comp.edges[0]), float(comp.edges[-1])
-    bounds = {s.name: widen(a, b, s) for s in specs}
-    state = composite_state(comp, *bounds[specs[0].name])
+    outer = (float(comp.edges[0]), float(comp.edges[-1]))
+    bounds = {s.name: widen(*comp.base_range, s, outer) for s in specs}
+    state = composite_state(comp, *bounds[specs[0].name], kind=specs[0].kind)
     outcome = "fine grid" if comp.base == step_label(specs[0].kind, "fine", 1) else "coarser grid"
     record |= {"outcome": outcome, "detail": f"buckets of {comp.base}"
                + (f", extended by buckets of {', '.join(comp.extended_by)}" if comp.extended_by else "")}
