@@ -193,8 +193,8 @@ class FactsRefusal(InputError):
 class StatisticsPlan:
     """The queries a DP release needs, fixed by the schema's structure alone (so their number can be charged).
 
-    ``target`` names the target when its categories are queried (its query is weighted up, see
-    :attr:`target_weight`); ``extra`` is the squared weight of queries the caller adds to the same
+    ``target`` names the target when its categories are queried and thresholded (not a flag
+    domain; its query is weighted up, see :attr:`target_weight`); ``extra`` is the squared weight of queries the caller adds to the same
     mechanism (dp-acgan's class × dropout table)."""
 
     numeric: list[list[str]]
@@ -313,8 +313,9 @@ def plan_statistics(schema: Schema, extra: float = 0.0) -> StatisticsPlan:
                 pooled[(group, part)] = []
                 plan[part].append(pooled[(group, part)])
             pooled[(group, part)].append(spec.name)
-    target = schema.target if [schema.target] in plan["categorical"] else None
-    return StatisticsPlan(**plan, target=target, extra=float(extra))
+    # a target whose categories fit a flag domain is released whole: weighting it up would buy nothing
+    thresholded = [schema.target] in plan["categorical"] and flag_domain(schema.column(schema.target).categories) is None
+    return StatisticsPlan(**plan, target=schema.target if thresholded else None, extra=float(extra))
 
 
 # -- is a useful release possible? (public: the plan, n and the noise only) ---------------------
