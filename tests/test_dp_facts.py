@@ -302,3 +302,15 @@ def test_what_the_range_holds_is_counted_as_drawn_not_as_thresholded():
     comp = locate(found)
     edges = grid_edges("number")
     assert comp.extended_by == () and comp.edges[0] == edges[bucket(edges, np.array([2.0]))[0]]  # 2's own bucket
+
+
+def test_a_tail_holding_most_cells_is_never_negligible_however_noisy():
+    """600 cells, 250 whole and 350 with one decimal, format noise sd 37.7 (a 480-row table at
+    ε = 1): 350 is within 4 sds of a 7-class tail's sum, but it is 58 % of the values — rounding
+    them to integers would be no "precision", it would destroy the column."""
+    from clinsynth.privacy.formats import NUMBER_FORMATS, decide_format
+
+    counts = np.zeros(len(NUMBER_FORMATS))
+    counts[NUMBER_FORMATS.index("whole")], counts[NUMBER_FORMATS.index("1 decimal")] = 250, 350
+    facts = decide_format(counts, 37.7, dates=False, may_be_flag=True)
+    assert (facts["kind"], facts["decimals"]) == ("continuous", 1)

@@ -78,8 +78,10 @@ The mechanism (neighbours differ by adding or removing one record)
   loc/scale and the quantile knots come from the masses. Where no level locates anything, the
   bounds are a wide public default by kind (read from no record), with a
   :class:`~clinsynth.errors.ReleaseWarning`. Format, with ``N`` the noisy count of observed cells, a tail of ``m`` buckets is
-  *negligible* when its noisy sum is ≤ ``max(4 · sd · √m, 1 % of N)`` and *significant* when it
-  exceeds ``3 · sd · √m`` (``sd`` the format counts' noise sd):
+  *negligible* when its noisy sum is ≤ ``max(4 · sd · √m, 1 % of N)`` and not evidently (2 sds)
+  above 10 % of ``N`` (on a small table 4 sds can be most of the cells), and *significant* when it
+  exceeds ``3 · sd · √m``
+  (``sd`` the format counts' noise sd):
 
   - a scalar number column is the **0/1 flag** when the cells at 0 and 1 are significant, the
     others negligible, and the other whole numbers evidently rare (their noisy count plus 2 sds
