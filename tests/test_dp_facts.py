@@ -314,3 +314,17 @@ def test_a_tail_holding_most_cells_is_never_negligible_however_noisy():
     counts[NUMBER_FORMATS.index("whole")], counts[NUMBER_FORMATS.index("1 decimal")] = 250, 350
     facts = decide_format(counts, 37.7, dates=False, may_be_flag=True)
     assert (facts["kind"], facts["decimals"]) == ("continuous", 1)
+
+
+# --- the code models' DP vocabulary --------------------------------------------------------------
+
+def test_a_vocabulary_refused_at_a_tiny_epsilon_names_one_that_releases_it():
+    from clinsynth.data.datasets import simulate_ehr
+
+    codes, _ = simulate_ehr(300, 40, seed=5)
+    with pytest.raises(clinsynth.InputError, match=r"no code's noisy patient count clears") as refused:
+        clinsynth.create("dp-vae", epsilon=0.05, epochs=1, progress=False).fit(codes)
+    smallest = float(SMALLEST.search(str(refused.value)).group(1))
+    assert "(ε = 0.05 here;" in str(refused.value) and 0.05 < smallest < 100
+    model = clinsynth.create("dp-vae", epsilon=smallest, epochs=1, progress=False).fit(codes)
+    assert len(model.schema_.codes.vocabulary) >= 1 and model.ledger_.spent() <= smallest

@@ -28,6 +28,7 @@ query needs, found by bisection (``noise_std`` never grows with ε), rounded up 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from scipy.special import ndtri
@@ -95,31 +96,41 @@ def facts_noise(sensitivity: float, comfort_limit: float, epsilon: float, delta:
     return FactsNoise(share=share, base_share=base_share, noise_multiplier=sigma, noise_std=sigma * sens)
 
 
+def least_epsilon(works: Callable[[float], bool], high: float = 100.0) -> float | None:
+    """The least ε ≤ ``high`` for which ``works(ε)`` (non-decreasing in ε), by bisection on log ε,
+    rounded up to two significant digits (and further up until it works); None if ``high`` fails."""
+    if not works(high):
+        return None
+    lo, hi = math.log(1e-4), math.log(high)
+    if works(math.exp(lo)):
+        hi = lo
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if works(math.exp(mid)) else (mid, hi)
+    eps = _round_up(math.exp(hi))
+    while eps <= high and not works(eps):
+        eps = _round_up(eps * 1.05)
+    return eps if eps <= high else None
+
+
 def smallest_epsilon(sensitivity: float, comfort_limit: float, needed_noise_std: float, delta: float,
                      base_share: float, accountant: str = "prv", threshold_delta: float = 0.0,
                      high: float = 100.0) -> float | None:
     """The least ε at which :func:`facts_noise` gives ``noise_std ≤ needed_noise_std`` and the
-    ledger's ``accountant`` finds the facts' charge within ε, rounded up to two significant
-    digits; None when not even ε = ``high`` does."""
+    ledger's ``accountant`` finds the facts' charge within ε (the GDP rule that chose the noise is
+    exact for PRV; RDP's bound is looser at small ε), rounded up to two significant digits; None
+    when not even ε = ``high`` does."""
     if not needed_noise_std > 0:
         return None
 
     def quiet(eps: float) -> bool:
         return facts_noise(sensitivity, comfort_limit, eps, delta, base_share).noise_std <= needed_noise_std
 
-    if not quiet(high):
+    bound = least_epsilon(quiet, high)
+    if bound is None:
         return None
-    lo, hi = math.log(1e-4), math.log(high)
-    if quiet(math.exp(lo)):
-        hi = lo
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if quiet(math.exp(mid)) else (mid, hi)
-    eps = _round_up(math.exp(hi))
-    # the GDP rule that chose the noise is exact for PRV; RDP's bound is looser at small ε
-    while eps <= high and not _fits(sensitivity, comfort_limit, eps, delta, base_share, accountant, threshold_delta):
-        eps = _round_up(eps * 1.05)
-    return eps if eps <= high else None
+    return least_epsilon(lambda eps: eps >= bound and quiet(eps) and _fits(
+        sensitivity, comfort_limit, eps, delta, base_share, accountant, threshold_delta), high)
 
 
 def _fits(sensitivity: float, comfort_limit: float, epsilon: float, delta: float, base_share: float,
