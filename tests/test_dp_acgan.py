@@ -92,8 +92,12 @@ def test_bundle_round_trip_keeps_the_ledger_and_the_ensemble(private_model, tmp_
 
 def test_spent_budget_and_impossible_settings_are_refused(planted):
     schema = Schema.infer(planted, target="arm")
-    with pytest.raises(PrivacyBudgetError, match="past the budget"):  # RDP's ε of the first charge alone
+    # ε = 0.05 cannot locate any column's values: refused before anything is charged, naming the ε that can
+    with pytest.raises(clinsynth.InputError, match=r"group:sbp.*raise ε \(ε = 0.05 here; the smallest ε that would work is"):
         clinsynth.create("dp-acgan", epsilon=0.05, **FAST).fit(planted, schema)
+    public = schema.model_copy(update={"columns": [c.model_copy(update={"public": True}) for c in schema.columns]})
+    with pytest.raises(PrivacyBudgetError, match="past the budget"):  # RDP's ε of the class table's charge alone
+        clinsynth.create("dp-acgan", epsilon=0.05, **FAST).fit(planted, public)
     with pytest.raises(clinsynth.ConfigError, match="above 1/n"):
         clinsynth.create("dp-acgan", epsilon=1.0, delta=1e-3, **FAST).fit(planted, schema)
     with pytest.raises(clinsynth.ConfigError, match="epsilon"):

@@ -14,6 +14,7 @@ from scipy.special import ndtr, ndtri
 from clinsynth.data.datasets import simulate_trial
 from clinsynth.data.transforms import TableEncoder
 from clinsynth.errors import ConfigError, InputError
+from clinsynth.privacy.histograms import coarse_weight
 from clinsynth.privacy.statistics import (
     FLAG_DOMAINS,
     DPRelease,
@@ -356,19 +357,26 @@ def test_threshold_keeps_a_single_record_below_delta_over_c():
 
 
 def test_every_released_count_carries_gaussian_noise(trial):
+    """Each count carries the noise its report states: the value histogram's fine grid gets
+    weight w_f of each record (the coarse grid the rest: √(1 − w_f²)), so its counts have sd
+    20 / w_f; the target's flag counts sd 20 (a table this narrow does not weight the target up)."""
     df = trial[["age", "arm"]]
     schema = Schema.infer(df, target="arm")
     residuals, flag_residuals = [], []
     for seed in range(60):
         release = release_statistics(df, schema, 20.0, 1e-5, np.random.default_rng(seed))
         report = release.noisy_counts["age"]
+        assert report["level"] == "11%"  # the fine grid located the ages: its own counts are reported
         exact, _ = np.histogram(df["age"], bins=report["edges"])
-        residuals.extend(np.array(report["counts"]) - exact)
+        residuals.extend((np.array(report["counts"]) - exact) / np.array(report["noise_sd"]))
         arm = release.noisy_counts["arm"]
-        flag_residuals.extend(np.array(arm["counts"]) - df["arm"].value_counts().loc[arm["categories"]].to_numpy())
+        flag_residuals.extend((np.array(arm["counts"]) - df["arm"].value_counts().loc[arm["categories"]].to_numpy())
+                              / arm["noise_sd"])
+    w_f = np.sqrt(1 - coarse_weight(len(df), 20.0) ** 2)
+    assert 0.8 <= w_f < 1 and np.allclose(report["noise_sd"], 20 / w_f) and arm["noise_sd"] == 20.0
     for r in (np.array(residuals), np.array(flag_residuals)):
-        assert abs(r.mean()) < 4 * 20 / np.sqrt(r.size)
-        assert 0.85 < r.std() / 20 < 1.15
+        assert abs(r.mean()) < 4 / np.sqrt(r.size)
+        assert 0.85 < r.std() < 1.15
 
 
 def test_bulk_threshold_makes_stray_noise_buckets_rare():

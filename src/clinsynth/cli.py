@@ -170,7 +170,7 @@ def fit(
         from clinsynth.privacy.statistics import schema_facts
 
         print_ledger(fitted.ledger_)
-        console.print(escape(schema_facts(fitted.schema_)["summary"]))
+        console.print(escape(schema_facts(fitted.schema_, getattr(fitted, "facts_", None))["summary"]))
 
 
 def _model_and_params(model: str, param: Optional[list[str]], epochs: Optional[int], select: Optional[str],

@@ -49,3 +49,8 @@ class OutputError(ClinsynthError):
 
 class CheckpointError(ConfigError):
     """A checkpoint directory that belongs to another fit, is damaged, or cannot be written."""
+
+
+class ReleaseWarning(UserWarning):
+    """A DP release that went ahead with less than the data hold: a column's rare categories merged,
+    or a fact taken from a public default. The release's record says the same."""

@@ -73,7 +73,8 @@ def guarantee_of(model: Any) -> dict[str, Any]:
         return no_guarantee(model.name)
     return {"differentially_private": True, "model": model.name, "epsilon": ledger.epsilon, "delta": ledger.delta,
             "spent": ledger.spent(), "accountant": ledger.accountant, "charges": ledger.table(),
-            "schema_facts": schema_facts(model.schema_)}
+            "schema_facts": schema_facts(model.schema_, getattr(model, "facts_", None)),
+            "facts_release": getattr(model, "facts_", None) or {}}
 
 
 @dataclass

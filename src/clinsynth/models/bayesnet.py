@@ -469,7 +469,8 @@ class DPBayesNet(BayesNet):
     ----------------------------------
     epsilon, delta : the budget; ``delta=None`` picks ``default_delta(n)``.
     stats_share : budget share (μ², see ``share_noise_multiplier``) of the public facts the schema
-        does not declare (nothing is charged when it declares them all).
+        does not declare (nothing is charged when it declares them all); raised, up to one half,
+        for a table with few records per column (``privacy.facts_budget``).
     structure_share : share of the tree's dependence scores, when the tree is used.
     theta : an average cell's count over its noise sd that the bins and the tree must reach.
     structure : ``"auto"`` (the tree when it reaches ``theta``), ``"tree"`` or ``"naive"``.
@@ -514,14 +515,17 @@ class DPBayesNet(BayesNet):
         self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, len(df), self.accountant)
         self._rng = np.random.default_rng(self.seed)
         self.release_ = charged_release(df, schema, self.ledger_, self.stats_share, self._rng)
-        self._facts_charged = bool(self.ledger_.charges)  # nothing is charged when every fact is declared
+        self.facts_ = self.release_.record()
+        # nothing is charged when every fact is declared; a table with few records per column gives
+        # the facts more than stats_share (privacy.facts_budget)
+        self._facts_share = self.release_.budget["share"] if self.ledger_.charges else 0.0
         released = self.release_.schema
         encoder = TableEncoder(released).fit_from_statistics(self.release_.numeric)
         return released, encoder, conform(df, self.release_)
 
     # -- the plan: decided from n, ε and the schema alone ----------------------------------------
     def _remaining_share(self) -> float:
-        return 1.0 - (self.stats_share if self._facts_charged else 0.0)
+        return 1.0 - self._facts_share
 
     def _table_noise(self, share: float) -> float:
         """Noise sd of each cell of the family tables when they get ``share`` of the budget."""
@@ -621,11 +625,12 @@ class DPBayesNet(BayesNet):
     # -- persistence ---------------------------------------------------------------------------
     def _fitted_config(self) -> dict[str, Any]:
         return {**super()._fitted_config(), "ledger": self.ledger_.state_dict(),
-                "noise_multiplier": self.noise_multiplier_, "tree": self.tree_}
+                "noise_multiplier": self.noise_multiplier_, "tree": self.tree_, "facts_release": self.facts_}
 
     def _restore(self, fitted: dict[str, Any], encoder: TableEncoder, directory: Path) -> None:
         super()._restore(fitted, encoder, directory)
         self.ledger_ = PrivacyLedger.from_state_dict(fitted["ledger"])
         self.noise_multiplier_ = fitted["noise_multiplier"]
         self.tree_ = fitted["tree"]
+        self.facts_ = fitted.get("facts_release", {})
         self.release_ = None

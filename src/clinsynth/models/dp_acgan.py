@@ -6,7 +6,8 @@ generator private too. Everything else that reads records is a charged mechanism
 
 1. **public facts** — bounds, scaling and categories of the columns the schema does not declare
    public, and the class × dropout table the generator is conditioned on, released by one
-   Gaussian mechanism (``privacy.statistics``) given ``stats_share`` of the budget;
+   Gaussian mechanism (``privacy.statistics``) given ``stats_share`` of the budget, raised for a
+   table with few records per column (``privacy.facts_budget``);
 2. **epoch selection** (``select="topK"``) — noisy scores of the candidate epochs
    (``clinsynth.selection``), given ``select_share`` of the budget;
 3. **DP-SGD** on the discriminator (``privacy.dpsgd``) — Poisson sampling with rate
@@ -21,7 +22,6 @@ The record count n is treated as public, as in Opacus' sample rate.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -94,20 +94,15 @@ class DPACGAN(ACGAN):
 
     # -- 1. public facts ---------------------------------------------------------------
     def _prepare(self, df: pd.DataFrame, schema: Schema) -> tuple[Schema, TableEncoder, pd.DataFrame]:
-        from clinsynth.privacy.statistics import conform, plan_statistics, release_statistics
+        from clinsynth.privacy.statistics import charged_release, conform
 
         self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, len(df), self.accountant)
-        delta = self.ledger_.delta
-        plan = plan_statistics(schema)
-        sensitivity = math.sqrt(plan.sensitivity ** 2 + 1)  # + the class × dropout table
-        sigma = share_noise_multiplier(self.stats_share, self.epsilon, delta)
-        threshold_delta = delta / 10 if plan.categorical else 0.0
-        self.ledger_.charge(Charge("gaussian", f"{plan.purpose()}, class × dropout table", noise_multiplier=sigma,
-                                   sample_rate=1.0, steps=1, delta=threshold_delta))
-        # one record moves the statistics by ≤ plan.sensitivity (L2) and the class × dropout table by ≤ 1
-        self._count_noise = sigma * sensitivity
         self._rng = np.random.default_rng(self.seed)
-        self.release_ = release_statistics(df, schema, self._count_noise, threshold_delta, self._rng)
+        # the class × dropout table is one more query of the same mechanism: one record moves it by ≤ 1
+        self.release_ = charged_release(df, schema, self.ledger_, self.stats_share, self._rng, extra=1.0,
+                                        extra_purpose=", class × dropout table")
+        self._count_noise = self.release_.budget["noise_std"]
+        self.facts_ = self.release_.record()
         released = self.release_.schema
         encoder = TableEncoder(released, self._numeric_transform()).fit_from_statistics(self.release_.numeric)
         return released, encoder, conform(df, self.release_)
@@ -183,6 +178,7 @@ class DPACGAN(ACGAN):
         super()._load_checkpoint_state(state)
         self.ledger_ = PrivacyLedger.from_state_dict(state["ledger"])
         self.release_ = DPRelease.from_state_dict(state["release"])
+        self.facts_ = self.release_.record()
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = state["rng"]
         self.noise_multiplier_ = float(state["noise_multiplier"])
@@ -202,10 +198,11 @@ class DPACGAN(ACGAN):
     # -- persistence ---------------------------------------------------------------------
     def _fitted_config(self) -> dict[str, Any]:
         return {**super()._fitted_config(), "ledger": self.ledger_.state_dict(),
-                "noise_multiplier": self.noise_multiplier_}
+                "noise_multiplier": self.noise_multiplier_, "facts_release": self.facts_}
 
     def _restore(self, fitted: dict[str, Any], encoder: TableEncoder, directory) -> None:
         super()._restore(fitted, encoder, directory)
         self.ledger_ = PrivacyLedger.from_state_dict(fitted["ledger"])
         self.noise_multiplier_ = fitted["noise_multiplier"]
+        self.facts_ = fitted.get("facts_release", {})
         self.release_ = None

@@ -450,6 +450,8 @@ class CodeModel(SynthModel):
             self.noise_multiplier_ = state["noise_multiplier"]
             self.vocabulary_release_ = state["vocabulary_release"]
             self._static_release = state["release"]
+            self.facts_ = {"budget": self._static_release.get("budget", {}),
+                           "queries": self._static_release.get("facts", [])} if self._static_release else {}
 
     def _resume_prepared(self, resumed: dict[str, Any], codes: CodeMatrix | None, static: pd.DataFrame | None):
         """What ``fit`` prepares before training, from a checkpoint: schema, codec and (DP) the
@@ -497,7 +499,7 @@ class CodeModel(SynthModel):
     def _prepare_private(self, schema: Schema, codes: CodeMatrix | None, static: pd.DataFrame | None):
         """Ledger, vocabulary and public facts: only charged or declared facts reach the codec."""
         from clinsynth.privacy.statistics import charged_release, conform
-        from clinsynth.privacy.vocabulary import release_vocabulary, vocabulary_charge
+        from clinsynth.privacy.vocabulary import VocabularyRefusal, release_vocabulary, vocabulary_charge
 
         n = len(codes) if codes is not None else len(static)
         self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, n, self.accountant)
@@ -505,11 +507,17 @@ class CodeModel(SynthModel):
         rng = np.random.default_rng(self.seed)
         self.vocabulary_release_ = None
         self._static_release = None  # plain data, for a checkpoint
+        self.facts_: dict[str, Any] = {}
         if codes is not None and not schema.codes.public:
             sigma = share_noise_multiplier(self.vocab_share, self.epsilon, delta)
             charge = vocabulary_charge(sigma, delta / 10, self.max_codes_per_patient)
             self.ledger_.charge(charge)
-            release = release_vocabulary(codes, sigma, charge.delta, self.max_codes_per_patient, rng)
+            try:
+                release = release_vocabulary(codes, sigma, charge.delta, self.max_codes_per_patient, rng)
+            except VocabularyRefusal as refusal:
+                raise VocabularyRefusal(f"{refusal} (ε = {self.epsilon:g} here; "
+                                        f"{self._vocabulary_epsilon(refusal.needed_noise_multiplier, delta)})",
+                                        refusal.needed_noise_multiplier) from None
             keep = pd.Index(codes.vocabulary).get_indexer(list(release.vocabulary))
             codes = CodeMatrix(codes.matrix[:, keep], release.vocabulary, codes.patient_ids, codes.binary)
             schema = schema.model_copy(update={"codes": schema.codes.model_copy(update={"vocabulary": list(release.vocabulary)})})
@@ -520,11 +528,28 @@ class CodeModel(SynthModel):
         if part is not None:
             release = charged_release(static, part, self.ledger_, self.stats_share, rng)
             self._static_release = release.state_dict()
+            self.facts_ = release.record()
             table = TableEncoder(release.schema).fit_from_statistics(release.numeric)
             static = conform(static, release)
             schema = release.schema.model_copy(update={"codes": schema.codes})
         cap = float(schema.codes.max_count) if codes is not None and not codes.binary else None
         return schema, table, codes, static, cap
+
+    def _vocabulary_epsilon(self, needed: float | None, delta: float) -> str:
+        """The smallest ε at which the vocabulary's noise (``vocab_share`` of it) lets the most
+        common code clear the threshold, and the ledger's accountant finds the charge within ε."""
+        from clinsynth.privacy.facts_budget import least_epsilon
+        from clinsynth.privacy.ledger import epsilon_of
+        from clinsynth.privacy.vocabulary import vocabulary_charge
+
+        def works(eps: float) -> bool:
+            sigma = share_noise_multiplier(self.vocab_share, eps, delta)
+            charge = vocabulary_charge(sigma, delta / 10, self.max_codes_per_patient)
+            return sigma <= needed and epsilon_of([charge], delta, self.accountant) <= eps
+
+        eps = least_epsilon(works) if needed else None
+        return (f"the smallest ε that would work is {eps:g}" if eps is not None
+                else "no ε up to 100 would: declare the vocabulary public")
 
     def _calibrate(self, n: int) -> None:
         """One noise multiplier for every private phase, the smallest that keeps the ledger within ε."""
@@ -594,7 +619,7 @@ class CodeModel(SynthModel):
             out["history"] = getattr(self, "history_", [])
         else:
             out.update(ledger=self.ledger_.state_dict(), noise_multiplier=self.noise_multiplier_,
-                       vocabulary_release=self.vocabulary_release_)
+                       vocabulary_release=self.vocabulary_release_, facts_release=self.facts_)
         return out
 
     def _save_weights(self, directory: Path) -> None:
@@ -610,6 +635,7 @@ class CodeModel(SynthModel):
             self.ledger_ = PrivacyLedger.from_state_dict(fitted["ledger"])
             self.noise_multiplier_ = fitted["noise_multiplier"]
             self.vocabulary_release_ = fitted.get("vocabulary_release")
+            self.facts_ = fitted.get("facts_release", {})
         state = bundle.load_torch(directory, self.device_)
         built = self._build(encoder.dim, encoder.out_dim)
         self.modules_ = {}

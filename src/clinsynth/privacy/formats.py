@@ -25,8 +25,10 @@ NUMBER_FORMATS: tuple[str, ...] = ("missing", "0", "1", "whole",
 DATE_FORMATS: tuple[str, ...] = ("missing", "midnight", "time of day")
 
 _FORMAT_SIGMAS = 4.0      # a format tail is negligible below 4 sds of its sum …
-_FORMAT_SHARE = 0.01      # … or below 1 % of the observed cells
+_FORMAT_SHARE = 0.01      # … or below 1 % of the observed cells, …
+_TAIL_CAP = 0.1           # … and not evidently above 10 % of them
 _EVIDENCE_SIGMAS = 3.0    # format counts (a missing count) are significant above 3 sds of their sum
+_FLAG_WHOLE_SHARE = 0.1   # a 0/1 flag: other whole numbers evidently (2 sds) under 10 % of the observed cells
 
 
 def is_number(value: Any) -> bool:
@@ -84,9 +86,13 @@ def significant(counts: np.ndarray, noise_std: float) -> bool:
 
 
 def _negligible(tail: np.ndarray, noise_std: float, observed: float) -> bool:
-    """A tail of noisy format counts is noise, or under 1 % of the observed cells."""
-    limit = max(_FORMAT_SIGMAS * noise_std * math.sqrt(tail.size), _FORMAT_SHARE * max(observed, 0.0))
-    return float(tail.sum()) <= limit
+    """A tail of noisy format counts is noise, or under 1 % of the observed cells — and not
+    evidently (2 sds) more than a tenth of them (on a small table 4 sds of a tail's sum can be
+    most of the cells: rounding those would destroy the column, not find its precision)."""
+    spread = noise_std * math.sqrt(tail.size)
+    limit = max(_FORMAT_SIGMAS * spread, _FORMAT_SHARE * max(observed, 0.0))
+    total = float(tail.sum())
+    return total <= limit and total - 2 * spread <= _TAIL_CAP * max(observed, 0.0)
 
 
 def _precise_to(noisy: np.ndarray, start: int, split: int, noise_std: float, observed: float) -> bool:
@@ -104,7 +110,10 @@ def decide_format(noisy: np.ndarray, noise_std: float, dates: bool, may_be_flag:
     if dates:
         return {"kind": "datetime", "decimals": 0 if _precise_to(noisy, 1, 2, noise_std, observed) else None,
                 "missing": missing}
-    if may_be_flag and _precise_to(noisy, 1, 3, noise_std, observed):
+    # a count read as a flag loses every value above 1: the other whole numbers must be evidently rare,
+    # not merely lost in the noise (on a small table they always are)
+    rare_whole = noisy[3] + 2 * noise_std <= _FLAG_WHOLE_SHARE * observed
+    if may_be_flag and rare_whole and _precise_to(noisy, 1, 3, noise_std, observed):
         return {"kind": "binary", "categories": [0, 1], "decimals": None, "missing": missing,
                 "fallback": 0 if noisy[1] >= noisy[2] else 1}
     decimals = next((d for d in range(MAX_DECIMALS + 1) if _precise_to(noisy, 1, 4 + d, noise_std, observed)), None)

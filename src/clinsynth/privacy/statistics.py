@@ -43,16 +43,26 @@ The mechanism (neighbours differ by adding or removing one record)
   query, each cell to one bucket, so the L2 norm of its change to the histogram is ≤ ``w``:
   ``w = 1`` for value and categorical histograms, ``w =`` :data:`FORMAT_WEIGHT` (0.5) for format
   histograms, which need far less signal than bounds (their counts sit in one or two classes, a
-  value histogram's spread over dozens of buckets). The whole release has L2 sensitivity
-  ≤ :attr:`StatisticsPlan.sensitivity` ``= sqrt(n_value + n_categorical + w² n_format)``; the
-  caller passes ``noise_std = noise_multiplier * sqrt(sensitivity² + extra)`` and charges a
-  Gaussian mechanism with that ``noise_multiplier`` (``sample_rate = 1``, ``steps = 1``). Format
-  counts are reported in cells (divided by ``w``), with noise sd ``noise_std / w``. A format
-  histogram at full weight would raise every other count's noise by up to 41 % (a table of
-  numbers only); at 0.5, by up to 12 %.
-* Each number query is two histograms (two queries): the **value histogram** counts observed
-  values on a **public grid** (buckets of 0.1 in ``asinh(x / 1e-3)``; 30-day buckets for dates);
-  the **format histogram** counts each cell in one of the public classes ``NUMBER_FORMATS``
+  value histogram's spread over dozens of buckets), and ``w = w_T ≥ 1`` for the target's
+  categories (:attr:`StatisticsPlan.target_weight`: on a wide table the target gets a tenth of
+  the release's μ², or its classes drown and no model can be trained).
+  The whole release has L2 sensitivity ≤ :attr:`StatisticsPlan.sensitivity` ``= sqrt(n_value +
+  n_categorical − 1 + w_T² + 0.25 n_format + extra)``; the caller passes ``noise_std =
+  noise_multiplier * sensitivity`` and charges a Gaussian mechanism with that ``noise_multiplier``
+  (``sample_rate = 1``, ``steps = 1``). Counts are reported in records (divided by ``w``), with
+  noise sd ``noise_std / w``. A format histogram at full weight would raise every other count's
+  noise by up to 41 % (a table of numbers only); at 0.5, by up to 12 %.
+* How much of the budget the release gets, and when it is refused, is decided from ``n``, ε and
+  the plan before any value is read (:mod:`clinsynth.privacy.facts_budget`, through
+  :func:`charged_release`): the caller's share, raised up to one half for a table with few
+  records per column; refused (:class:`FactsRefusal`, naming the smallest ε that would work)
+  only when not even all the records in one coarse bucket or one category (the target: two
+  classes of half each) could be told from the noise.
+* Each number query is two histograms: the **value histogram** counts observed values on two
+  **public grids** at once — fine (buckets of 0.1 in ``asinh(x / 1e-3)``; 30 days for dates) and
+  coarse (16 fine buckets, a factor of ~5; 480 days) at weights 0.8 and 0.6 (0.95 and 0.3 on a
+  large table), one record moving the pair by 1 in L2 (:mod:`clinsynth.privacy.histograms`) — and the **format histogram**
+  counts each cell in one of the public classes ``NUMBER_FORMATS``
   (missing, exactly 0, exactly 1, other whole, 1 … 6 decimals, more) or ``DATE_FORMATS``
   (missing, midnight, a time of day; the classes and the rules below are coded in
   :mod:`clinsynth.privacy.formats`). In a longitudinal group with dropout, the blanks after a
@@ -60,15 +70,22 @@ The mechanism (neighbours differ by adding or removing one record)
   ``noise_std²``) is added to every bucket, empty ones included. Each query draws its noise from
   its own generator, seeded from ``rng`` in plan order, so one query's data-dependent candidate
   list does not shift another's noise.
-* Everything after is post-processing. Values: the *bulk* is the buckets whose noisy count clears
-  :func:`bulk_threshold`; released bounds are its range widened by half its width each side,
-  rounded outward to the released precision; loc/scale and the quantile knots come from the bulk's
-  noisy counts. Format, with ``N`` the noisy count of observed cells, a tail of ``m`` buckets is
-  *negligible* when its noisy sum is ≤ ``max(4 · sd · √m, 1 % of N)`` and *significant* when it
-  exceeds ``3 · sd · √m`` (``sd`` the format counts' noise sd):
+* Everything after is post-processing. Values (:mod:`clinsynth.privacy.histograms`): the noisy
+  counts are read at four levels, fine to coarse; the *bulk* of a level is its buckets whose noisy
+  count clears :func:`bulk_threshold`; the finest level holding most of the bulk mass, extended
+  by coarser levels' bulk past its ends, gives the located range and the masses; released bounds
+  are that range widened by half its width each side, rounded outward to the released precision;
+  loc/scale and the quantile knots come from the masses. Where no level locates anything, the
+  bounds are a wide public default by kind (read from no record), with a
+  :class:`~clinsynth.errors.ReleaseWarning`. Format, with ``N`` the noisy count of observed cells, a tail of ``m`` buckets is
+  *negligible* when its noisy sum is ≤ ``max(4 · sd · √m, 1 % of N)`` and not evidently (2 sds)
+  above 10 % of ``N`` (on a small table 4 sds can be most of the cells), and *significant* when it
+  exceeds ``3 · sd · √m``
+  (``sd`` the format counts' noise sd):
 
-  - a scalar number column is the **0/1 flag** when the cells at 0 and 1 are significant and the
-    others negligible;
+  - a scalar number column is the **0/1 flag** when the cells at 0 and 1 are significant, the
+    others negligible, and the other whole numbers evidently rare (their noisy count plus 2 sds
+    under 10 % of ``N``: a count column read as a flag would lose every value above 1);
   - else **decimals** is the smallest ``d`` ≤ 6 such that the cells needing at most ``d``
     decimals are significant and those needing more negligible; ``None`` (no rounding) when there
     is none — so too few records for evidence leave values unrounded rather than rounded to
@@ -87,25 +104,41 @@ The mechanism (neighbours differ by adding or removing one record)
   record alone holds has count ≤ 1, so it is released with probability ≤ ``threshold_delta / c``,
   and one record brings at most ``c`` such values: thresholding adds ``threshold_delta`` to the
   mechanism's δ, which the caller also charges. Noisy counts of values not kept are never
-  released. Numeric labels that are whole numbers are released as ints (``1.0`` → ``1``): a NaN
+  released. The target must keep two classes, or the release is refused; another column keeps
+  what clears τ — one category (rarer values, if any, are written as it, or as missing where the
+  column has missing values), or for a text column none, whose values become
+  :data:`RARE_LABEL` — with a :class:`~clinsynth.errors.ReleaseWarning`. Numeric labels that are whole numbers are released as ints (``1.0`` → ``1``): a NaN
   elsewhere in the column makes pandas hold them as floats.
 
 What stays outside: whether a text column is read as dates, or a column of unique values named
 like an identifier as ``id``, is decided by :meth:`clinsynth.schema.Schema.infer` from the values
-before any of this; :func:`schema_facts` lists what a release took from structure.
+before any of this; :func:`schema_facts` lists what a release took from structure and, from
+:meth:`DPRelease.record`, how each fact was estimated (grid, public default, merged categories)
+and at what share of the budget.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import ndtri
 
-from clinsynth.data.transforms import datetime_days, numeric_bounds, numeric_values
+from clinsynth.data.transforms import numeric_bounds, numeric_values
 from clinsynth.errors import ConfigError, InputError
+from clinsynth.privacy.facts_budget import (
+    COMFORT_FRACTION,
+    TARGET_SHARE,
+    USEFUL_FRACTION,
+    USEFUL_TARGET_FRACTION,
+    category_limit,
+    category_threshold,
+    facts_noise,
+    smallest_epsilon,
+    value_limit,
+)
 from clinsynth.privacy.formats import (
     DATE_FORMATS,
     NUMBER_FORMATS,
@@ -116,48 +149,95 @@ from clinsynth.privacy.formats import (
     significant,
     whole_labels,
 )
+from clinsynth.privacy.histograms import (
+    bucket,
+    bulk_threshold,
+    coarse_edges,
+    coarse_weight,
+    composite_state,
+    grid_edges,
+    levels,
+    locate,
+    public_default,
+    public_state,
+    step_label,
+    widen,
+    zero_spike,
+)
 from clinsynth.schema import DISCRETE_KINDS, NUMERIC_KINDS, Category, ColumnSpec, Schema, parse_datetimes, wall_clock
+
+__all__ = ["FLAG_DOMAINS", "FORMAT_WEIGHT", "RARE_LABEL", "DPRelease", "FactsRefusal", "StatisticsPlan",
+           "bulk_threshold", "category_threshold", "charged_release", "conform", "flag_domain", "grid_edges",
+           "estimation_summary", "plan_statistics", "release_statistics", "schema_facts", "sort_categories"]
 
 #: Public candidate categories of flag columns; a schema whose list fits one releases all of it.
 FLAG_DOMAINS: tuple[tuple[Category, ...], ...] = ((0, 1), (False, True), ("0", "1"), (0.0, 1.0))
+#: The one category of a text column none of whose values is common enough to release.
+RARE_LABEL = "(rare)"
 
-_ASINH_UNIT = 1e-3        # t = asinh(x / unit): ~linear below 1e-3, ~log (10 %/bucket) above
-_ASINH_STEP = 0.1
-_ASINH_HALF_SPAN = 300    # buckets each side of 0: t in [-30, 30], |x| up to ~5e9
 _DAY_NS = 86_400 * 10**9
-_DATE_STEP_DAYS = 30
-_DATE_SPAN = ("1800-01-01", "2200-01-01")
-_BULK_SIGMAS = 4.0        # a bucket is "bulk" when its noisy count clears ≥ 4 noise sds …
-_BULK_FALSE_ALARM = 1e-4  # … and so many that a pure-noise bucket anywhere on the grid clears it this rarely
-_WIDEN = 0.5              # released bounds: bulk range widened by half its width on each side
-_P_EPS = 1e-6             # as NumericCodec: normal scores stay within ±4.75
-_PUBLIC_PROBS = (0.02, 0.98)
 #: A record's weight in a format histogram (1 in the others): see the module docstring.
 FORMAT_WEIGHT = 0.5
 
 
+class FactsRefusal(InputError):
+    """No useful release of some public fact is possible at this noise.
+
+    ``needed_noise_std`` is the largest noise sd at which it would be (None: at none), so the
+    caller that chose the noise from ε can name the smallest ε that would work."""
+
+    def __init__(self, message: str, needed_noise_std: float | None):
+        super().__init__(message)
+        self.needed_noise_std = needed_noise_std
+
+
 @dataclass(frozen=True)
 class StatisticsPlan:
-    """The queries a DP release needs, fixed by the schema's structure alone (so their number can be charged)."""
+    """The queries a DP release needs, fixed by the schema's structure alone (so their number can be charged).
+
+    ``target`` names the target when its categories are queried and thresholded (not a flag
+    domain; its query is weighted up, see :attr:`target_weight`); ``extra`` is the squared weight of queries the caller adds to the same
+    mechanism (dp-acgan's class × dropout table)."""
 
     numeric: list[list[str]]
     categorical: list[list[str]]
     format: list[list[str]] = field(default_factory=list)
+    target: str | None = None
+    extra: float = 0.0
 
     @property
     def n_queries(self) -> int:
         return len(self.numeric) + len(self.categorical) + len(self.format)
 
     @property
+    def _rest(self) -> float:
+        """Σ w² over every query but the target's."""
+        others = len(self.categorical) - (self.target is not None)
+        return len(self.numeric) + others + FORMAT_WEIGHT ** 2 * len(self.format) + self.extra
+
+    @property
+    def target_weight(self) -> float:
+        """The target query's weight: 1, or enough for :data:`~clinsynth.privacy.facts_budget.TARGET_SHARE`
+        of the release's μ² when many other queries share it (its noise sd is ``noise_std / weight``)."""
+        if self.target is None:
+            return 1.0
+        return max(1.0, math.sqrt(TARGET_SHARE / (1.0 - TARGET_SHARE) * self._rest))
+
+    def weight(self, columns: list[str]) -> float:
+        """A categorical query's weight."""
+        return self.target_weight if columns == [self.target] else 1.0
+
+    @property
     def sensitivity(self) -> float:
-        """The release's L2 sensitivity: one record moves each value and categorical histogram by
-        ≤ 1 and each format histogram by ≤ :data:`FORMAT_WEIGHT`."""
-        return math.sqrt(len(self.numeric) + len(self.categorical) + FORMAT_WEIGHT ** 2 * len(self.format))
+        """The release's L2 sensitivity: one record moves each value histogram pair (fine and coarse
+        grid) and each categorical histogram by ≤ 1 (the target's by ≤ its weight), each format
+        histogram by ≤ :data:`FORMAT_WEIGHT`, and the caller's extra queries by ≤ √extra."""
+        return math.sqrt(self._rest + (self.target_weight ** 2 if self.target is not None else 0.0))
 
     def purpose(self) -> str:
         """The ledger's purpose text for this release."""
-        return (f"public facts: {len(self.numeric)} numeric and {len(self.categorical)} categorical column group(s), "
-                f"{len(self.format)} format histogram(s) (kind, decimals, missing values)")
+        return (f"public facts: {len(self.numeric)} numeric (fine and coarse grid) and {len(self.categorical)} "
+                f"categorical column group(s), {len(self.format)} format histogram(s) (kind, decimals, missing values)")
 
 
 @dataclass
@@ -167,21 +247,30 @@ class DPRelease:
     schema: Schema                      # the input schema with the DP facts written in
     numeric: dict[str, dict[str, Any]]  # per numeric column: NumericCodec state, loc/scale and knots/scores
     fallback: dict[str, Any]            # per DP-released discrete column: where unknown values (and gaps) go
-    threshold: float                    # τ for categories (0.0 when there was no categorical query)
+    threshold: float                    # τ for categories of weight 1 (0.0 when there was no categorical query)
     threshold_delta: float              # δ the thresholding adds (0.0 when nothing could be thresholded)
     noisy_counts: dict[str, dict[str, Any]] = field(default_factory=dict)  # per query, JSON-plain
+    facts: list[dict[str, Any]] = field(default_factory=list)  # per query: how each fact was estimated
+    budget: dict[str, Any] = field(default_factory=dict)       # share, noise (set by charged_release)
 
     def state_dict(self) -> dict[str, Any]:
         """Plain data (a resumed fit restores the release instead of drawing and charging it again)."""
         return {"schema": self.schema.to_json(), "numeric": self.numeric, "fallback": self.fallback,
                 "threshold": self.threshold, "threshold_delta": self.threshold_delta,
-                "noisy_counts": self.noisy_counts}
+                "noisy_counts": self.noisy_counts, "facts": self.facts, "budget": self.budget}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> DPRelease:
         return cls(schema=Schema.from_json(state["schema"], "released schema"), numeric=state["numeric"],
                    fallback=state["fallback"], threshold=float(state["threshold"]),
-                   threshold_delta=float(state["threshold_delta"]), noisy_counts=state.get("noisy_counts", {}))
+                   threshold_delta=float(state["threshold_delta"]), noisy_counts=state.get("noisy_counts", {}),
+                   facts=state.get("facts", []), budget=state.get("budget", {}))
+
+    def record(self) -> dict[str, Any]:
+        """What the release says about itself, for the ledger's reader (the guarantee page, the
+        model bundle): the budget and, per query, the facts, mechanism, noise and outcome. Holds
+        no count and no value that is not in the released schema."""
+        return {"budget": self.budget, "queries": self.facts}
 
 
 # ---------------------------------------------------------------------------------------
@@ -208,8 +297,9 @@ def _needs_format(spec: ColumnSpec, schema: Schema) -> bool:
     return _needs_numeric(spec, schema) and not spec.public
 
 
-def plan_statistics(schema: Schema) -> StatisticsPlan:
-    """The queries for every non-public model column; a longitudinal group's columns pool into one."""
+def plan_statistics(schema: Schema, extra: float = 0.0) -> StatisticsPlan:
+    """The queries for every non-public model column; a longitudinal group's columns pool into one.
+    ``extra``: squared weight of the caller's own queries in the same mechanism."""
     group_of = {c: g.name for g in schema.longitudinal for c in g.columns}
     plan: dict[str, list[list[str]]] = {"numeric": [], "categorical": [], "format": []}
     pooled: dict[tuple[str, str], list[str]] = {}
@@ -225,40 +315,57 @@ def plan_statistics(schema: Schema) -> StatisticsPlan:
                 pooled[(group, part)] = []
                 plan[part].append(pooled[(group, part)])
             pooled[(group, part)].append(spec.name)
-    return StatisticsPlan(**plan)
+    # a target whose categories fit a flag domain is released whole: weighting it up would buy nothing
+    thresholded = [schema.target] in plan["categorical"] and flag_domain(schema.column(schema.target).categories) is None
+    return StatisticsPlan(**plan, target=schema.target if thresholded else None, extra=float(extra))
 
 
-def category_threshold(noise_std: float, threshold_delta: float, n_columns: int) -> float:
-    """τ such that a value one record alone holds clears it with probability ≤ δ / ``n_columns``."""
-    return 1.0 + noise_std * float(-ndtri(threshold_delta / n_columns))
+# -- is a useful release possible? (public: the plan, n and the noise only) ---------------------
+def _thresholded(plan: StatisticsPlan) -> int:
+    return sum(len(q) for q in plan.categorical)
+
+
+def facts_limits(plan: StatisticsPlan, schema: Schema, n: int, threshold_delta: float,
+                 fraction: float, target_fraction: float | None = None) -> dict[str, float]:
+    """Per query that can fail, the largest noise_std at which ``n / fraction`` records (the
+    target: ``n / target_fraction``) in one coarse bucket or one category clear the cut (see
+    :mod:`clinsynth.privacy.facts_budget`). Flag domains are released whole and cannot fail;
+    format queries degrade to "no evidence"."""
+    limits: dict[str, float] = {}
+    for columns in plan.numeric:
+        kind = "datetime" if schema.column(columns[0]).kind == "datetime" else "number"
+        limits[_query_label(schema, columns)] = value_limit(n, fraction, kind)
+    for columns in plan.categorical:
+        if flag_domain(schema.column(columns[0]).categories) is None:
+            f = target_fraction if target_fraction is not None and columns == [plan.target] else fraction
+            limits[_query_label(schema, columns)] = category_limit(n, f, plan.weight(columns), threshold_delta,
+                                                                   _thresholded(plan))
+    return limits
+
+
+def check_useful(plan: StatisticsPlan, schema: Schema, n: int, noise_std: float, threshold_delta: float) -> None:
+    """Refuse, before any value is read, when no useful release is possible: not even all the
+    records in one coarse bucket or one category (the target: two classes of half the records)
+    could be told from the noise."""
+    limits = facts_limits(plan, schema, n, threshold_delta, USEFUL_FRACTION, USEFUL_TARGET_FRACTION)
+    failing = {label: limit for label, limit in limits.items() if noise_std > limit}
+    if not failing:
+        return
+    numbers = [q for q in failing if any(q == _query_label(schema, c) for c in plan.numeric)]
+    categories = [q for q in failing if q not in numbers]
+    parts = []
+    if numbers:
+        parts.append(f"too few records ({n:,}) for a DP estimate of column(s) {', '.join(numbers)} at this ε; "
+                     "declare bounds public in the schema (\"public\": true with \"bounds\") or raise ε")
+    for label in categories:
+        parts.append(f"too few records ({n:,}) to release any category of column '{label}' at this ε; "
+                     "declare its categories public in the schema (\"public\": true with \"categories\") or raise ε")
+    raise FactsRefusal("; ".join(parts), min(failing.values()))
 
 
 # -- numeric queries ----------------------------------------------------------------------
 def _iso_day(days: float) -> str:
     return pd.Timestamp(int(days) * _DAY_NS, unit="ns").isoformat()
-
-
-def grid_edges(kind: str) -> np.ndarray:
-    """The public bucket edges (x space; days since 1970 for dates), strictly increasing."""
-    if kind == "datetime":
-        lo, hi = (datetime_days(d) for d in _DATE_SPAN)
-        n = math.ceil((hi - lo) / _DATE_STEP_DAYS)
-        return lo + _DATE_STEP_DAYS * np.arange(n + 1, dtype=float)
-    # integer steps keep the t = 0 edge exactly 0, so non-negative data never spills below 0
-    t = np.arange(-_ASINH_HALF_SPAN, _ASINH_HALF_SPAN + 1) * _ASINH_STEP
-    return _ASINH_UNIT * np.sinh(t)
-
-
-def bulk_threshold(noise_std: float, n_buckets: int) -> float:
-    """The noisy count a bucket must exceed to be bulk: ≥ 4 sds, and high enough that the
-    largest of ``n_buckets`` pure-noise counts clears it with probability ≤ 1e-4 (5.1 sds on the
-    600-bucket number grid); else one stray bucket in ~60 would stretch bounds to absurd values."""
-    return noise_std * max(_BULK_SIGMAS, float(-ndtri(_BULK_FALSE_ALARM / n_buckets)))
-
-
-def _bucket(edges: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Bucket index per value (``edges[i] <= x < edges[i + 1]``); values off the grid go to its ends."""
-    return np.clip(np.searchsorted(edges, x, side="right") - 1, 0, edges.size - 2)
 
 
 def _values(df: pd.DataFrame, spec: ColumnSpec) -> np.ndarray:
@@ -272,87 +379,51 @@ def _histogram(df: pd.DataFrame, specs: list[ColumnSpec], edges: np.ndarray) -> 
     for spec in specs:
         x = _values(df, spec)
         x = x[~np.isnan(x)]
-        counts += np.bincount(_bucket(edges, x), minlength=counts.size)
+        counts += np.bincount(bucket(edges, x), minlength=counts.size)
     return counts / len(specs)
 
 
-def _widen(a: float, b: float, spec: ColumnSpec) -> tuple[float, float]:
-    """Bounds from the bulk range [a, b]: wider by half its width each side, never across 0
-    for one-signed data (lab values stay non-negative), rounded outward to the column's precision."""
-    pad = _WIDEN * (b - a)
-    lo, hi = a - pad, b + pad
-    if spec.kind == "datetime":  # whole days, kept on the grid (pandas cannot hold dates before 1677)
-        edges = grid_edges("datetime")
-        return float(max(math.floor(lo), edges[0])), float(min(math.ceil(hi), edges[-1]))
-    if a >= 0:
-        lo = max(lo, 0.0)
-    if b <= 0:
-        hi = min(hi, 0.0)
-    digits = 0 if spec.kind == "integer" else spec.decimals
-    if digits is not None:
-        unit = 10.0 ** -digits
-        lo, hi = math.floor(round(lo / unit, 9)) * unit, math.ceil(round(hi / unit, 9)) * unit
-    return float(lo), float(hi)
+def _numeric_query(df: pd.DataFrame, specs: list[ColumnSpec], noise_std: float, rng: np.random.Generator
+                   ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """One noisy value histogram pair (fine and coarse grid, :mod:`clinsynth.privacy.histograms`)
+    and what it yields: per-column bounds, the shared encoder state, the report and the record.
 
-
-def _location_scale(mids: np.ndarray, weights: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
-    """Weighted mean and sd of bucket midpoints; a degenerate sd falls back to a quarter of the bounds."""
-    loc = float(np.average(mids, weights=weights))
-    scale = float(np.sqrt(np.average((mids - loc) ** 2, weights=weights)))
-    if not scale > 1e-12:
-        scale = (hi - lo) / 4 if hi > lo else 1.0
-    return loc, scale
-
-
-def _quantile_table(edges: np.ndarray, mass: np.ndarray) -> tuple[list[float], list[float]]:
-    """NumericCodec's quantile state from a histogram: strictly increasing knots and normal scores.
-
-    Flat stretches of the CDF (buckets with no mass) keep their first edge, except the last
-    point, which keeps the range's right edge; scores must increase strictly for the inverse.
-    """
-    cum = np.concatenate([[0.0], np.cumsum(mass)]) / mass.sum()
-    probs = np.clip(cum, _P_EPS, 1 - _P_EPS)
-    _, keep = np.unique(probs, return_index=True)
-    keep[-1] = probs.size - 1
-    return edges[keep].tolist(), ndtri(probs[keep]).tolist()
-
-
-def _public_numeric_state(spec: ColumnSpec) -> dict[str, Any]:
-    """Encoder state from declared bounds alone: a normal spread over them (±2 sd at the bounds)."""
-    lo, hi = numeric_bounds(spec)
-    scale = (hi - lo) / 4 if hi > lo else 1.0
-    return {"loc": (lo + hi) / 2, "scale": scale, "knots": [lo, hi], "scores": ndtri(_PUBLIC_PROBS).tolist()}
-
-
-def _numeric_query(df: pd.DataFrame, specs: list[ColumnSpec], noise_std: float,
-                   rng: np.random.Generator) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """One noisy histogram and what it yields: per-column bounds and the shared encoder state.
-
-    ``specs`` carry the released kind and decimals (bounds are rounded to them). Returns
-    (result, report), or None when no bucket clears the noise (too few records).
-    """
+    ``specs`` carry the released kind and decimals (bounds are rounded to them). When no level
+    locates any value, the column gets the public default by kind."""
     kind = "datetime" if specs[0].kind == "datetime" else "number"
-    edges = grid_edges(specs[0].kind)
-    noisy = _histogram(df, specs, edges) + rng.normal(0.0, noise_std, edges.size - 1)
-    cut = bulk_threshold(noise_std, edges.size - 1)
-    kept = np.flatnonzero(noisy > cut)
-    if kept.size == 0:
-        return None
-    first, last = int(kept[0]), int(kept[-1])
-    a, b = float(edges[first]), float(edges[last + 1])
-    bounds = {s.name: _widen(a, b, s) for s in specs}
-    lo, hi = bounds[specs[0].name]
-    mids = (edges[kept] + edges[kept + 1]) / 2
-    loc, scale = _location_scale(mids, noisy[kept], lo, hi)
-    # buckets below the cut are mostly noise: as mass they would smear the CDF over empty gaps
-    mass = np.where(noisy > cut, noisy, 0.0)[first:last + 1]
-    knots, scores = _quantile_table(edges[first:last + 2], mass)
-    state = {"loc": loc, "scale": scale, "knots": knots, "scores": scores}
-    report = {"kind": kind, "columns": [s.name for s in specs], "edges": edges[first:last + 2].tolist(),
-              "counts": noisy[first:last + 1].tolist(), "keep_above": cut}
+    fine_edges, wide_edges = grid_edges(specs[0].kind), coarse_edges(specs[0].kind)
+    noise = rng.normal(0.0, noise_std, fine_edges.size - 1 + wide_edges.size - 1)
+    cut = fine_edges.size - 1
+    w_c = coarse_weight(len(df), noise_std)
+    w_f = math.sqrt(1.0 - w_c ** 2)
+    fine = (w_f * _histogram(df, specs, fine_edges) + noise[:cut]) / w_f
+    wide = (w_c * _histogram(df, specs, wide_edges) + noise[cut:]) / w_c
+    sds = {"fine": noise_std / w_f, "coarse": noise_std / w_c}
+    comp = locate(levels(specs[0].kind, fine, sds["fine"], wide, sds["coarse"]),
+                  zero_spike(specs[0].kind, fine, sds["fine"]))
+    columns = [s.name for s in specs]
+    record = {"columns": columns, "facts": "bounds and scaling",
+              "mechanism": f"noisy histogram on public grids: fine ({step_label(specs[0].kind, 'fine', 1)} buckets) "
+                           f"and coarse ({step_label(specs[0].kind, 'coarse', 1)})",
+              "noise_sd": sds}
+    if comp is None:
+        (lo, hi), state = public_default(specs[0])
+        bounds = {s.name: (lo, hi) for s in specs}
+        record |= {"outcome": "public default", "detail": "no bucket of any grid cleared the noise: the wide "
+                   "public range by kind, read from no record"}
+        report = {"kind": kind, "columns": columns, "edges": [], "counts": [], "level": "public default"}
+        return {"bounds": bounds, "state": state}, report, record
+    outer = (float(comp.edges[0]), float(comp.edges[-1]))
+    bounds = {s.name: widen(*comp.base_range, s, outer) for s in specs}
+    state = composite_state(comp, *bounds[specs[0].name], kind=specs[0].kind)
+    outcome = "fine grid" if comp.base == step_label(specs[0].kind, "fine", 1) else "coarser grid"
+    record |= {"outcome": outcome, "detail": f"buckets of {comp.base}"
+               + (f", extended by buckets of {', '.join(comp.extended_by)}" if comp.extended_by else "")}
+    report = {"kind": kind, "columns": columns, "edges": comp.edges.tolist(), "counts": comp.counts.tolist(),
+              "noise_sd": comp.sd.tolist(), "level": comp.base, "extended_by": list(comp.extended_by)}
     if kind == "datetime":
         report["unit"] = "days since 1970-01-01"
-    return {"bounds": bounds, "state": state}, report
+    return {"bounds": bounds, "state": state}, report, record
 
 
 def _bounds_for_spec(spec: ColumnSpec, bounds: tuple[float, float]) -> tuple[float, float] | tuple[str, str]:
@@ -421,7 +492,7 @@ def sort_categories(categories: list[Category]) -> list[Category]:
 def _categorical_query(df: pd.DataFrame, columns: list[str], domain: tuple[Category, ...] | None,
                        noise_std: float, tau: float, rng: np.random.Generator) -> tuple[dict[Any, float], float]:
     """Released categories with their noisy counts (the flag domain whole, other values above τ),
-    and the noisy count of missing cells."""
+    and the noisy count of missing cells; ``noise_std`` is this query's own sd."""
     counts, missing = _observed_counts(df, columns)
     public = list(whole_labels(list(domain)) if domain else ())
     others = sorted((v for v in counts if v not in set(public)), key=lambda v: (type(v).__name__, str(v)))
@@ -431,13 +502,47 @@ def _categorical_query(df: pd.DataFrame, columns: list[str], domain: tuple[Categ
     return kept, float(noisy[0])
 
 
-def _category_problem(spec: ColumnSpec, kept: list[Category], is_target: bool) -> str | None:
-    fix = "declare its categories public in the schema (\"public\": true with \"categories\") or raise ε"
-    if not kept:
-        return f"no category of column '{spec.name}' is common enough to release at this ε; {fix}"
-    if len(kept) < 2 and is_target:
-        return f"only one category ({kept[0]!r}) of the target '{spec.name}' is common enough to release at this ε; {fix}"
-    return None
+_CATEGORY_FIX = "declare its categories public in the schema (\"public\": true with \"categories\") or raise ε"
+
+
+def _rest_noise(n: float, released: dict[Any, float], missing_count: float, classes: int, weight: float,
+                threshold_delta: float, n_thresholded: int) -> float | None:
+    """The largest noise_std at which the records no released category holds (n less the noisy
+    counts released: post-processing) would clear τ, split into ``classes`` categories; None if
+    at no noise. What names the smallest ε when a target's classes could not be released."""
+    rest = (n - sum(released.values()) - max(missing_count, 0.0)) / classes
+    limit = category_limit(rest, 1.0, weight, threshold_delta, n_thresholded)
+    return limit if limit > 0 else None
+
+
+def _category_release(spec: ColumnSpec, schema: Schema, kept: list[Category], released: dict[Any, float],
+                      missing_count: float, n: int, weight: float, threshold_delta: float, n_thresholded: int
+                      ) -> tuple[list[Category], str, str | None, tuple[str, float | None] | None]:
+    """What a categorical query's noisy counts give: (categories, outcome, warning, problem).
+
+    The target needs two released classes, or no model can be trained (a problem: the release is
+    refused). Another column keeps what clears τ: with one category, rarer values (if any: the
+    release cannot tell) are written as it — or as missing when the column has missing values — and
+    the steward is warned; a text column with none gets the one category :data:`RARE_LABEL`."""
+    if spec.name == schema.target and len(kept) < 2:
+        what = (f"only one category ({kept[0]!r}) of the target '{spec.name}' is" if kept
+                else f"no category of the target '{spec.name}' is")
+        needed = _rest_noise(n, released, missing_count, 2 - len(kept), weight, threshold_delta, n_thresholded)
+        return kept, "refused", None, (f"{what} common enough to release at this ε; {_CATEGORY_FIX}", needed)
+    if kept and (len(kept) > 1 or flag_domain(kept) is not None):
+        return kept, "released", None, None
+    if kept:
+        return kept, "one category", (
+            f"column '{spec.name}': only {kept[0]!r} is common enough to release at this ε; rarer values, if any, "
+            f"become {kept[0]!r} (or missing, where the column has missing values) — declare its categories public "
+            "to keep them"), None
+    if all(isinstance(c, str) for c in spec.categories or []):
+        return [RARE_LABEL], "suppressed", (
+            f"column '{spec.name}': no value is common enough to release at this ε; every value becomes "
+            f"{RARE_LABEL!r} — declare its categories public to keep them"), None
+    needed = _rest_noise(n, released, missing_count, 1, weight, threshold_delta, n_thresholded)
+    return kept, "refused", None, (f"no category of column '{spec.name}' is common enough to release at this ε; "
+                                   f"{_CATEGORY_FIX}", needed)
 
 
 # -- the release --------------------------------------------------------------------------
@@ -464,15 +569,22 @@ def _query_rngs(rng: np.random.Generator, n: int) -> list[np.random.Generator]:
 
 
 def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, threshold_delta: float,
-                       rng: np.random.Generator) -> DPRelease:
+                       rng: np.random.Generator, extra: float = 0.0) -> DPRelease:
     """Run the one Gaussian mechanism of :func:`plan_statistics`'s queries and post-process it.
 
-    ``noise_std`` is the sd added to every count; choosing it (and charging the ledger, together
-    with ``threshold_delta``) is the caller's job. Raises ``InputError`` naming every column whose
-    estimate drowned in the noise.
+    ``noise_std`` is the sd added to every weighted count (a query of weight w has noise sd
+    ``noise_std / w`` in records); choosing it (and charging the ledger, together with
+    ``threshold_delta`` and the ``extra`` queries the caller runs in the same mechanism) is the
+    caller's job. Raises :class:`FactsRefusal` — before reading any value — when ``len(df)``
+    records are too few for a useful release at this noise (:func:`check_useful`), and when the
+    target's classes cannot be released. Columns that degrade instead are in :attr:`DPRelease.facts`
+    and, where the steward should know, warned about (:class:`~clinsynth.errors.ReleaseWarning`).
     """
-    plan = plan_statistics(schema)
+    from clinsynth.errors import ReleaseWarning
+
+    plan = plan_statistics(schema, extra)
     _check_arguments(df, plan, noise_std, threshold_delta)
+    check_useful(plan, schema, len(df), noise_std, threshold_delta)
     rngs = iter(_query_rngs(rng, plan.n_queries))
     grouped = {c for g in schema.longitudinal for c in g.columns}
     blanks = {c for _, groups in schema.timelines() if all(g.dropout for g in groups) for g in groups for c in g.columns}
@@ -480,10 +592,16 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
     updates: dict[str, dict[str, Any]] = {}
     fallback: dict[str, Any] = {}
     report: dict[str, dict[str, Any]] = {}
+    records: list[dict[str, Any]] = []
+    notes: list[str] = []
     for columns in plan.format:  # first: the bounds are rounded to the released precision
         specs = [schema.column(c) for c in columns]
         facts, report["format:" + _query_label(schema, columns)] = _format_query(
             df, specs, noise_std, next(rngs), after_dropout, may_be_flag=len(columns) == 1 and columns[0] not in grouped)
+        records.append({"columns": columns, "facts": "kind, decimals, missing values",
+                        "mechanism": "noisy format histogram", "noise_sd": noise_std / FORMAT_WEIGHT,
+                        "outcome": facts["kind"] if facts["kind"] == "binary" or facts["decimals"] is not None
+                        else f"{facts['kind']}, no evidence of a precision: values kept unrounded"})
         for spec in specs:
             if "fallback" in facts:
                 fallback[spec.name] = facts["fallback"]
@@ -491,69 +609,101 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
                                   "categories": facts.get("categories"), "bounds": None, "public": False,
                                   "dtype": released_dtype(spec, facts["kind"], facts["missing"], facts.get("categories"),
                                                           blanks=spec.name in blanks)}
-    numeric = {s.name: _public_numeric_state(s) for s in schema.model_columns
+    numeric = {s.name: public_state(*numeric_bounds(s)) for s in schema.model_columns
                if s.kind in NUMERIC_KINDS and not _needs_numeric(s, schema)}
-    too_few: list[str] = []
     for columns in plan.numeric:
         specs = [schema.column(c).model_copy(update=updates.get(c, {})) for c in columns]
         query_rng = next(rngs)
         if specs[0].kind in DISCRETE_KINDS:  # released as a 0/1 flag: its value histogram is not needed
             continue
-        out = _numeric_query(df, specs, noise_std, query_rng)
-        if out is None:
-            too_few.extend(columns)
-            continue
-        result, report[_query_label(schema, columns)] = out
+        result, report[_query_label(schema, columns)], record = _numeric_query(df, specs, noise_std, query_rng)
+        records.append(record)
+        if record["outcome"] == "public default":
+            notes.append(f"column(s) {', '.join(columns)}: no value could be located at this ε; their bounds are the "
+                         f"wide public default for their kind — declare bounds public, or raise ε, to keep their scale")
         for spec in specs:
             numeric[spec.name] = dict(result["state"])
             updates.setdefault(spec.name, {}).update(
                 bounds=_bounds_for_spec(spec, result["bounds"][spec.name]), public=False)
 
-    n_thresholded = sum(len(q) for q in plan.categorical)
+    n_thresholded = _thresholded(plan)
     tau = category_threshold(noise_std, threshold_delta, n_thresholded) if n_thresholded else 0.0
-    problems: list[str] = []
-    if too_few:
-        problems.append(f"too few records for a DP estimate of column(s) {', '.join(too_few)} at this ε; "
-                        "declare bounds public in the schema (\"public\": true with \"bounds\") or raise ε")
+    problems: list[tuple[str, float | None]] = []
     for columns in plan.categorical:
         spec = schema.column(columns[0])
         domain = flag_domain(spec.categories)
-        released, missing_count = _categorical_query(df, columns, domain, noise_std, tau, next(rngs))
-        kept = sort_categories(list(released))
-        problem = _category_problem(spec, kept, spec.name == schema.target)
+        weight = plan.weight(columns)
+        sd = noise_std / weight
+        tau_q = category_threshold(sd, threshold_delta, n_thresholded)
+        released, missing_count = _categorical_query(df, columns, domain, sd, tau_q, next(rngs))
+        kept, outcome, note, problem = _category_release(
+            spec, schema, sort_categories(list(released)), released, missing_count, len(df), weight,
+            threshold_delta, n_thresholded)
+        records.append({"columns": columns, "facts": "categories, missing values",
+                        "mechanism": "flag domain (public) with noisy counts" if domain is not None
+                        else f"noisy counts, kept above τ = {tau_q:.3g}", "noise_sd": sd, "outcome": outcome})
         if problem:
             problems.append(problem)
             continue
-        missing = "indicator" if significant(np.array([missing_count]), noise_std) else "none"
+        if note:
+            notes.append(note)
+        missing = "indicator" if significant(np.array([missing_count]), sd) else "none"
         report[_query_label(schema, columns)] = {
             "kind": "categorical", "columns": columns, "categories": kept,
-            "counts": [released[c] for c in kept], "flag_domain": domain is not None,
-            "missing_count": missing_count, "missing": missing}
+            "counts": [released.get(c, 0.0) for c in kept], "flag_domain": domain is not None,
+            "missing_count": missing_count, "missing": missing, "threshold": tau_q, "noise_sd": sd}
         for name in columns:
-            fallback[name] = max(kept, key=lambda c: released[c])
+            fallback[name] = max(kept, key=lambda c: released.get(c, 0.0))
             kind = "binary" if len(kept) == 2 else "categorical"
             updates[name] = {"categories": kept, "public": False, "kind": kind, "missing": missing,
                              "dtype": released_dtype(schema.column(name), kind, missing, kept)}
     if problems:
-        raise InputError("; ".join(problems))
+        needed = [p[1] for p in problems]
+        raise FactsRefusal("; ".join(p[0] for p in problems), None if None in needed else min(needed))
+    for note in notes:
+        warnings.warn(note, ReleaseWarning, stacklevel=2)
     return DPRelease(schema=_updated_schema(schema, updates), numeric=numeric, fallback=fallback,
                      threshold=tau, threshold_delta=threshold_delta if n_thresholded else 0.0,
-                     noisy_counts=report)
+                     noisy_counts=report, facts=records)
 
 
-def charged_release(df: pd.DataFrame, schema: Schema, ledger: Any, share: float,
-                    rng: np.random.Generator) -> DPRelease:
-    """``release_statistics`` at ``share`` of the ledger's budget, charged first (nothing when the
-    schema declares every fact public). Categorical thresholding spends δ/10 outright."""
-    from clinsynth.privacy.ledger import Charge, share_noise_multiplier
+def charged_release(df: pd.DataFrame, schema: Schema, ledger: Any, share: float, rng: np.random.Generator,
+                    extra: float = 0.0, extra_purpose: str = "") -> DPRelease:
+    """``release_statistics`` charged to ``ledger`` first (nothing when the schema declares every
+    fact public and there is no ``extra`` query). The facts get ``share`` of the budget, raised for
+    a table with few records per column (:mod:`clinsynth.privacy.facts_budget`); categorical
+    thresholding spends δ/10 outright. A refusal names the smallest ε that would work, computed
+    with the same rule. ``release.budget`` records the share and noise; the caller's extra queries
+    (squared weight ``extra``, named by ``extra_purpose``) get noise sd ``release.budget["noise_std"]``."""
+    from clinsynth.privacy.ledger import Charge
 
-    plan = plan_statistics(schema)
-    sigma = share_noise_multiplier(share, ledger.epsilon, ledger.delta)
+    plan = plan_statistics(schema, extra)
+    n = len(df)
     threshold_delta = ledger.delta / 10 if plan.categorical else 0.0
-    if plan.n_queries:
-        ledger.charge(Charge("gaussian", plan.purpose(), noise_multiplier=sigma, sample_rate=1.0, steps=1,
-                             delta=threshold_delta))
-    return release_statistics(df, schema, sigma * max(plan.sensitivity, 1.0), threshold_delta, rng)
+    comfort = min(facts_limits(plan, schema, n, threshold_delta, COMFORT_FRACTION).values(), default=math.inf)
+    budget = facts_noise(plan.sensitivity, comfort, ledger.epsilon, ledger.delta, share)
+    purpose = plan.purpose() + extra_purpose + f"; {budget.share:.0%} of the budget" + (
+        f" (raised from {share:.0%}: {n:,} records for {plan.n_queries} queries)" if budget.share > share else "")
+    try:
+        check_useful(plan, schema, n, budget.noise_std, threshold_delta)
+        if plan.n_queries or extra:
+            ledger.charge(Charge("gaussian", purpose, noise_multiplier=budget.noise_multiplier, sample_rate=1.0,
+                                 steps=1, delta=threshold_delta))
+        release = release_statistics(df, schema, budget.noise_std, threshold_delta, rng, extra)
+    except FactsRefusal as refusal:
+        eps = smallest_epsilon(plan.sensitivity, comfort, refusal.needed_noise_std or 0.0, ledger.delta, share,
+                               ledger.accountant, threshold_delta)
+        hint = (f"the smallest ε that would work is {eps:g}" if eps is not None
+                else "no ε up to 100 would: declare them public")
+        raise FactsRefusal(f"{refusal} (ε = {ledger.epsilon:g} here; {hint})", refusal.needed_noise_std) from None
+    sens2 = plan.sensitivity ** 2 or 1.0
+    for record in release.facts:  # each query's part of the facts' μ² share: its cost
+        w2 = (FORMAT_WEIGHT ** 2 if record["facts"].startswith("kind") else
+              plan.weight(record["columns"]) ** 2 if record["facts"].startswith("categories") else 1.0)
+        record["budget_share"] = budget.share * w2 / sens2
+    release.budget = {"share": budget.share, "base_share": share, "noise_multiplier": budget.noise_multiplier,
+                      "noise_std": budget.noise_std, "target_weight": plan.target_weight, "records": n}
+    return release
 
 
 def _updated_schema(schema: Schema, updates: dict[str, dict[str, Any]]) -> Schema:
@@ -564,9 +714,53 @@ def _updated_schema(schema: Schema, updates: dict[str, dict[str, Any]]) -> Schem
 
 
 # -- what a release took from where -------------------------------------------------------
-def schema_facts(schema: Schema) -> dict[str, Any]:
+def _columns_of(queries: list[dict[str, Any]], facts: str, *outcomes: str) -> list[str]:
+    return [c for q in queries if q["facts"].startswith(facts) and q["outcome"].startswith(outcomes) for c in q["columns"]]
+
+
+def estimation_summary(release: dict[str, Any] | None) -> dict[str, Any]:
+    """How the released facts were estimated, from a release's :meth:`DPRelease.record`: the
+    budget share, and which columns' bounds came from the fine grid, a coarser grid or the public
+    default, and which categorical columns kept one category or were suppressed."""
+    if not release or not release.get("queries"):
+        return {}
+    queries, budget = release["queries"], release.get("budget", {})
+    return {"share": budget.get("share"), "base_share": budget.get("base_share"),
+            "raised": bool(budget) and budget.get("share", 0) > budget.get("base_share", 0),
+            "fine_grid": _columns_of(queries, "bounds", "fine grid"),
+            "coarser_grid": _columns_of(queries, "bounds", "coarser grid"),
+            "public_default": _columns_of(queries, "bounds", "public default"),
+            "unrounded": _columns_of(queries, "kind", "continuous, no evidence"),
+            "one_category": _columns_of(queries, "categories", "one category"),
+            "suppressed": _columns_of(queries, "categories", "suppressed")}
+
+
+def _estimation_text(est: dict[str, Any]) -> list[str]:
+    parts = []
+    if est.get("share") is not None:
+        parts.append(f"the public facts took {est['share']:.0%} of the budget"
+                     + (f" (raised from {est['base_share']:.0%}: few records per column)" if est["raised"] else ""))
+    located = [f"the fine grid for {len(est['fine_grid'])} column(s)"] if est["fine_grid"] else []
+    if est["coarser_grid"]:
+        located.append(f"a coarser grid for {', '.join(est['coarser_grid'])}")
+    if located:
+        parts.append("bounds from " + " and ".join(located))
+    if est["public_default"]:
+        parts.append(f"no value located, public default bounds for {', '.join(est['public_default'])}")
+    if est["unrounded"]:
+        parts.append(f"no evidence of a precision, values unrounded for {', '.join(est['unrounded'])}")
+    if est["one_category"]:
+        parts.append(f"one category released, rarer values merged, for {', '.join(est['one_category'])}")
+    if est["suppressed"]:
+        parts.append(f"no category released, values written as {RARE_LABEL!r}, for {', '.join(est['suppressed'])}")
+    return parts
+
+
+def schema_facts(schema: Schema, release: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a DP model's schema took from structure only, what the steward declared public and
-    what went through the ledger, for the console and the guarantee page. ``schema`` is the
+    what went through the ledger — and, given the release's record (a model's ``facts_``), how:
+    at what share of the budget, which columns fell back to a coarser grid or a public default,
+    which categories were merged — for the console and the guarantee page. ``schema`` is the
     released one (a model's ``schema_``): ``public`` marks declared columns there."""
     model = schema.model_columns
     declared = [c.name for c in model if c.public]
@@ -591,7 +785,10 @@ def schema_facts(schema: Schema) -> dict[str, Any]:
                      f"(and so dtype) of {len(released)} column(s)")
     if schema.codes is not None:
         parts.append(f"code vocabulary {'declared public' if schema.codes.public else 'released through the ledger'}")
-    return {"structure": structure, "declared_public": declared, "released": released, "summary": "; ".join(parts)}
+    estimation = estimation_summary(release)
+    parts.extend(_estimation_text(estimation) if estimation else [])
+    return {"structure": structure, "declared_public": declared, "released": released,
+            "estimation": estimation, "summary": "; ".join(parts)}
 
 
 # -- conforming the training data ---------------------------------------------------------
@@ -638,7 +835,7 @@ def _map_unknown(s: pd.Series, spec: ColumnSpec, fallback: Any) -> pd.Series:
     unknown = (pd.Index(spec.categories or []).get_indexer(s) < 0) & s.notna().to_numpy()
     if not unknown.any():
         return s
-    if spec.missing == "indicator":
+    if spec.missing == "indicator" and spec.categories != [RARE_LABEL]:
         return s.mask(unknown)
     return s.mask(unknown, fallback)
 

@@ -28,6 +28,16 @@ from clinsynth.privacy.ledger import Charge
 from clinsynth.privacy.statistics import category_threshold
 
 
+class VocabularyRefusal(InputError):
+    """No code clears the threshold. ``needed_noise_multiplier`` is the largest noise multiplier at
+    which the most common code would clear it by 2 noise sds, so the caller, who chose the noise
+    from ε, can name the smallest ε that would work."""
+
+    def __init__(self, message: str, needed_noise_multiplier: float | None):
+        super().__init__(message)
+        self.needed_noise_multiplier = needed_noise_multiplier
+
+
 @dataclass(frozen=True)
 class VocabularyRelease:
     """The codes kept, their noisy patient counts, and the threshold they cleared."""
@@ -62,8 +72,8 @@ def release_vocabulary(codes: CodeMatrix, noise_multiplier: float, threshold_del
                        max_codes_per_patient: int, rng: np.random.Generator) -> VocabularyRelease:
     """Run the mechanism of the module docstring; charging the ledger is the caller's job.
 
-    Kept codes stay in the input's column order. Raises ``InputError`` when no code clears the
-    threshold (too few patients for this ε: declare the vocabulary public or raise ε).
+    Kept codes stay in the input's column order. Raises :class:`VocabularyRefusal` when no code
+    clears the threshold (too few patients for this ε: declare the vocabulary public or raise ε).
     """
     if not noise_multiplier > 0:
         raise ConfigError(f"noise_multiplier must be > 0, got {noise_multiplier}")
@@ -80,8 +90,11 @@ def release_vocabulary(codes: CodeMatrix, noise_multiplier: float, threshold_del
     tau = category_threshold(std, threshold_delta, int(max_codes_per_patient))
     kept = present[noisy >= tau]
     if kept.size == 0:
-        raise InputError(f"no code's noisy patient count clears the DP threshold {tau:.0f} "
-                         f"({codes.n_patients} patients; the most common code is in {int(counts.max())}); "
-                         "declare the vocabulary public (a code list) or raise ε")
+        top = float(counts.max(initial=0.0))
+        z = (tau - 1.0) / std if std > 0 else 0.0
+        needed = (top - 1.0) / ((z + 2.0) * np.sqrt(max_codes_per_patient)) if top > 1 else None
+        raise VocabularyRefusal(f"no code's noisy patient count clears the DP threshold {tau:.0f} "
+                                f"({codes.n_patients} patients; the most common code is in {int(top)}); "
+                                "declare the vocabulary public (a code list) or raise ε", needed)
     return VocabularyRelease(vocabulary=tuple(codes.vocabulary[i] for i in kept),
                              noisy_counts=noisy[noisy >= tau], threshold=float(tau), candidates=int(present.size))
