@@ -80,10 +80,15 @@ def _run(args: list[str], capsys) -> tuple[int, str]:
 
 # --- the brief's tables run ---------------------------------------------------------------------
 
-def test_skewed_counts_without_declared_bounds_run_at_epsilon_1_within_budget(tmp_path, capsys):
+DEFAULT_AND_ACGAN = pytest.mark.parametrize("model", [[], ["--model", "acgan", "--epochs", "2", "--select", "last"]],
+                                            ids=["auto", "acgan"])
+
+
+@DEFAULT_AND_ACGAN
+def test_skewed_counts_without_declared_bounds_run_at_epsilon_1_within_budget(tmp_path, capsys, model):
     df = skewed_counts(600)
     df.to_csv(tmp_path / "labs.csv", index=False)
-    code, text = _run([str(tmp_path / "labs.csv"), "--target", "y", "--epsilon", "1", "--epochs", "2",
+    code, text = _run([str(tmp_path / "labs.csv"), "--target", "y", "--epsilon", "1", *model,
                        "--out", str(tmp_path / "r")], capsys)
     assert code == 0, text
     ledger = _ledger(tmp_path / "r")
@@ -110,12 +115,13 @@ def test_other_dp_models_release_the_same_facts_within_budget(model, params):
     fitted.schema_.validate(fitted.sample(300, seed=0))
 
 
-def test_digits_at_epsilon_1_runs_with_a_larger_share_for_few_records_per_column(tmp_path, capsys):
+@DEFAULT_AND_ACGAN
+def test_digits_at_epsilon_1_runs_with_a_larger_share_for_few_records_per_column(tmp_path, capsys, model):
     from sklearn.datasets import load_digits
 
     load_digits(as_frame=True).frame.to_csv(tmp_path / "digits.csv", index=False)
-    code, text = _run([str(tmp_path / "digits.csv"), "--target", "target", "--epsilon", "1", "--epochs", "1",
-                       "--select", "last", "--out", str(tmp_path / "r")], capsys)
+    code, text = _run([str(tmp_path / "digits.csv"), "--target", "target", "--epsilon", "1", *model,
+                       "--out", str(tmp_path / "r")], capsys)
     assert code == 0, text
     ledger = _ledger(tmp_path / "r")
     assert ledger.spent() <= 1.0
@@ -146,16 +152,17 @@ def _tiny(n: int = 50, seed: int = 0) -> pd.DataFrame:
                          "y": np.array(["no", "yes"] * (n // 2))})
 
 
-def test_epsilon_0_01_on_50_rows_is_refused_naming_the_smallest_epsilon_that_then_runs(tmp_path, capsys):
+@DEFAULT_AND_ACGAN
+def test_epsilon_0_01_on_50_rows_is_refused_naming_the_smallest_epsilon_that_then_runs(tmp_path, capsys, model):
     _tiny().to_csv(tmp_path / "tiny.csv", index=False)
-    code, text = _run([str(tmp_path / "tiny.csv"), "--target", "y", "--epsilon", "0.01", "--epochs", "2",
-                       "--select", "last", "--out", str(tmp_path / "refused")], capsys)
+    code, text = _run([str(tmp_path / "tiny.csv"), "--target", "y", "--epsilon", "0.01", *model,
+                       "--out", str(tmp_path / "refused")], capsys)
     assert code == 1
     assert "too few records (40)" in text and "ε = 0.01 here" in text
     smallest = float(SMALLEST.search(text).group(1))
     assert 0.5 < smallest < 50
-    code, text = _run([str(tmp_path / "tiny.csv"), "--target", "y", "--epsilon", str(smallest), "--epochs", "2",
-                       "--select", "last", "--out", str(tmp_path / "r")], capsys)
+    code, text = _run([str(tmp_path / "tiny.csv"), "--target", "y", "--epsilon", str(smallest), *model,
+                       "--out", str(tmp_path / "r")], capsys)
     assert code == 0, text
     assert _ledger(tmp_path / "r").spent() <= smallest
 

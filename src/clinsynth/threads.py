@@ -11,7 +11,7 @@ turned a 2 s medGAN fit into 16–128 s. So the count comes from what this proce
    average, rounded down), and at least one.
 
 The count is applied to every library at once: environment variables for the libraries not yet
-loaded (and for child processes), numba's and threadpoolctl's limits for those already loaded.
+loaded (and for child processes), threadpoolctl's limits for the BLAS and OpenMP already loaded.
 Nothing else in clinsynth sets a thread count; code that runs its own workers asks :func:`count`.
 
 PyTorch is the exception, by measurement: it runs on ONE thread unless a count is given. Our
@@ -166,23 +166,23 @@ def ensure_torch() -> None:
 
 def _apply(n: int, torch_threads: int) -> None:
     for name in _LIBRARY_VARIABLES:  # read when each library loads, and by child processes
+        if name == "NUMBA_NUM_THREADS" and "numba" in sys.modules:
+            continue  # numba refuses a changed value once its pool has started; its pool is left alone (below)
         os.environ[name] = str(n)
+    # numba: clinsynth's compiled loops are serial (``nogil``, run on threads of our own, sized by
+    # count()), so numba's parallel pool is never started; starting it just to size it would pin
+    # NUMBA_NUM_THREADS for the rest of the process.
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        pass
+    else:
+        _limits.clear()
+        _limits.append(threadpool_limits(limits=n))  # BLAS and OpenMP libraries already loaded
     torch = sys.modules.get("torch")
-    if torch is not None:
+    if torch is not None:  # last: PyTorch's OpenMP may be one of the libraries just limited to n
         torch.set_num_threads(torch_threads)
         try:
             torch.set_num_interop_threads(1)
         except RuntimeError:  # only settable before torch's first parallel work; then it stays
             pass
-    numba = sys.modules.get("numba")
-    if numba is not None:
-        try:
-            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-        except Exception:  # noqa: BLE001 - numba's threading layer could not start: it runs single-threaded
-            pass
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    _limits.clear()
-    _limits.append(threadpool_limits(limits=n))  # BLAS and OpenMP libraries already loaded

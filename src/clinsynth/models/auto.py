@@ -47,14 +47,17 @@ def build(name: str, params: dict[str, Any], choice: ModelChoice | None = None, 
 class AutoModel:
     """Stands for the model :func:`choose_model` picks when :meth:`fit` sees the data."""
 
-    name = "auto"
-
     def __init__(self, epsilon: float | None = None, delta: float | None = None, **hyperparameters: Any):
         self.epsilon = epsilon
         self.delta = delta
         self.hyperparameters = hyperparameters
         self.choice_: ModelChoice | None = None
         self.model_: Any = None
+
+    @property
+    def name(self) -> str:
+        """``auto`` until fitted, then the chosen model's registry name."""
+        return "auto" if self.model_ is None else self.model_.name
 
     def get_params(self) -> dict[str, Any]:
         if self.model_ is not None:
