@@ -47,7 +47,8 @@ from adapters import clinsynth as adapter  # noqa: E402
 TABLES = ("breast_cancer", "whas500", "flchain", "trial")
 #: the acgan defaults before issue 22 (bench/results/compare.md's acgan rows), kept as a baseline
 OLD_ACGAN = {"epochs": 150, "batch_size": 256, "noise_dim": 32, "hidden": 128, "disc_hidden": 256,
-             "conv_channels": 8, "lr_g": 2e-4, "lr_d": 2e-4, "select": "last"}
+             "conv_channels": 8, "lr_g": 2e-4, "lr_d": 2e-4, "select": "last", "weight_average": 0.0,
+             "numeric_transform": "standard", "conditional_critic": False}
 
 
 def tvae_seconds(results: Path = BENCH / "results" / "compare_cells.jsonl") -> dict[str, float]:

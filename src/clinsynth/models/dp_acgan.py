@@ -70,13 +70,12 @@ class DPACGAN(ACGAN):
                  numeric_transform: str = "standard",
                  snapshots: str = "memory", snapshot_dir: str | None = None, select: str = "top5",
                  select_candidates: int = 20, device: str = "auto", seed: int = 0, progress: bool = True,
-                 conditioning: str = "multiply", conditional_critic: bool = False, aux_weight: float = 1.0):
+                 conditional_critic: bool = False, aux_weight: float = 1.0):
         super().__init__(epochs=epochs, batch_size=batch_size, noise_dim=noise_dim, hidden=hidden,
                          disc_hidden=disc_hidden, conv_channels=conv_channels, lr_g=lr_g, lr_d=lr_d, beta1=beta1,
                          gumbel_tau=gumbel_tau, g_steps=g_steps, weight_average=weight_average, numeric_transform=numeric_transform, snapshots=snapshots,
                          snapshot_dir=snapshot_dir, select=select, select_candidates=select_candidates,
-                         device=device, seed=seed, progress=progress, conditioning=conditioning,
-                         conditional_critic=conditional_critic, aux_weight=aux_weight)
+                         device=device, seed=seed, progress=progress, conditional_critic=conditional_critic, aux_weight=aux_weight)
         self.epsilon = epsilon
         self.delta = delta
         self.max_grad_norm = max_grad_norm
