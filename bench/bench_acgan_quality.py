@@ -18,7 +18,8 @@ bar (fit within 2× TVAE's).
     python bench/bench_acgan_quality.py --config old '{"epochs": 150, ...}' --config new '{}'
     python bench/bench_acgan_quality.py --seeds 0 1 2 --json bench/results/acgan_quality.json
 
-``--config NAME JSON`` adds a configuration (acgan hyperparameters; ``"model": "dp-acgan"`` and
+``bench/results/acgan_quality.json`` holds the runs behind the README's acgan figures (old → current
+defaults, and ``dp-acgan`` at ε = 1). ``--config NAME JSON`` adds a configuration (acgan hyperparameters; ``"model": "dp-acgan"`` and
 ``"epsilon": 1`` for the DP model); without any, the registry defaults run as ``default``.
 WHAS500 and FLCHAIN need scikit-survival (the ``bench`` extra).
 """

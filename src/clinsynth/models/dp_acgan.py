@@ -52,7 +52,10 @@ class DPACGAN(ACGAN):
     The defaults differ from the AC-GAN's on purpose (measured on the simulated trial at ε = 1): a
     small discriminator (32 units; noise grows with its parameter count) trained fast (lr 1e-3) for
     few epochs (20; every step costs budget) in large Poisson batches (512), and the private top-5
-    selection (``select="top5"``): single epochs of a DP GAN vary widely in quality.
+    selection (``select="top5"``): single epochs of a DP GAN vary widely in quality. The AC-GAN's
+    fidelity defaults are off here on purpose: quantiles cannot be learned from public bounds, and
+    the weight average measured worse at ε = 1 on the simulated trial (TSTR/TRTR 0.81 → 0.59, seed 0;
+    ``bench/bench_acgan_quality.py``).
 
     Example
     -------
