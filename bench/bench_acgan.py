@@ -71,7 +71,7 @@ def reference_training(model, features: int, n: int, epochs: int) -> float:
     og, od = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999)), torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
     X = torch.randn(n, features)
     y = torch.randint(0, k, (n,))
-    bce, ce, b = torch.nn.functional.binary_cross_entropy_with_logits, torch.nn.functional.cross_entropy, model.batch_size
+    bce, ce, b = torch.nn.functional.binary_cross_entropy_with_logits, torch.nn.functional.cross_entropy, model.batch_size_
 
     def loss(out, real, labels):
         return bce(out[:, 0], torch.full_like(out[:, 0], float(real))) + ce(out[:, 1:], labels)
@@ -104,7 +104,7 @@ def main() -> None:
     t = time.perf_counter()
     model.fit(df, schema)
     train_rate = args.epochs * len(df) / (time.perf_counter() - t)
-    ref_train = reference_training(model, model.feature_idx_.size, len(df), args.epochs)
+    ref_train = reference_training(model, model.critic_idx_.size, len(df), args.epochs)
 
     n = args.rows
     model.sample(10_000, seed=0)  # warm-up

@@ -52,7 +52,10 @@ class DPACGAN(ACGAN):
     The defaults differ from the AC-GAN's on purpose (measured on the simulated trial at ε = 1): a
     small discriminator (32 units; noise grows with its parameter count) trained fast (lr 1e-3) for
     few epochs (20; every step costs budget) in large Poisson batches (512), and the private top-5
-    selection (``select="top5"``): single epochs of a DP GAN vary widely in quality.
+    selection (``select="top5"``): single epochs of a DP GAN vary widely in quality. The AC-GAN's
+    fidelity defaults are off here on purpose: quantiles cannot be learned from public bounds, and
+    the weight average measured worse at ε = 1 on the simulated trial (TSTR/TRTR 0.81 → 0.59, seed 0;
+    ``bench/bench_acgan_quality.py``).
 
     Example
     -------
@@ -69,12 +72,13 @@ class DPACGAN(ACGAN):
                  beta1: float = 0.5, gumbel_tau: float = 0.2, g_steps: int = 1, weight_average: float = 0.0,
                  numeric_transform: str = "standard",
                  snapshots: str = "memory", snapshot_dir: str | None = None, select: str = "top5",
-                 select_candidates: int = 20, device: str = "auto", seed: int = 0, progress: bool = True):
+                 select_candidates: int = 20, device: str = "auto", seed: int = 0, progress: bool = True,
+                 conditional_critic: bool = False, aux_weight: float = 1.0):
         super().__init__(epochs=epochs, batch_size=batch_size, noise_dim=noise_dim, hidden=hidden,
                          disc_hidden=disc_hidden, conv_channels=conv_channels, lr_g=lr_g, lr_d=lr_d, beta1=beta1,
                          gumbel_tau=gumbel_tau, g_steps=g_steps, weight_average=weight_average, numeric_transform=numeric_transform, snapshots=snapshots,
                          snapshot_dir=snapshot_dir, select=select, select_candidates=select_candidates,
-                         device=device, seed=seed, progress=progress)
+                         device=device, seed=seed, progress=progress, conditional_critic=conditional_critic, aux_weight=aux_weight)
         self.epsilon = epsilon
         self.delta = delta
         self.max_grad_norm = max_grad_norm
@@ -131,8 +135,11 @@ class DPACGAN(ACGAN):
             self.noise_multiplier_ = sigma
         super()._fit(df, encoder)
 
-    def _batch_size(self, n: int) -> int:
-        return self.batch_size_  # the expected Poisson batch the ledger charges
+    #: every step costs budget, so the DP model's length is given, never left to the table's size
+    _data_decides: tuple[str, ...] = ()
+
+    def _schedule(self, n: int) -> tuple[int, int]:
+        return self.batch_size_, self.epochs  # the expected Poisson batch the ledger charges
 
     def _sgd_charge(self, sigma: float) -> Charge:
         return Charge("dp-sgd", f"discriminator training: {self.epochs} epochs × {self._steps_per_epoch} steps, "
