@@ -101,9 +101,13 @@ DAMAGES: dict[str, tuple[Callable[[Path, str], None], str, str]] = {
 
 
 def _break_scale(state: dict) -> None:
+    """A scaled column's scale, or a quantile column's first knot, made NaN (json writes and reads it back)."""
     columns = state["columns"] if "columns" in state else state["table"]["columns"]
-    column = next(c for c in columns.values() if isinstance(c, dict) and "scale" in c)
-    column["scale"] = float("nan")  # written as NaN, which json reads back
+    column = next(c for c in columns.values() if isinstance(c, dict) and ("scale" in c or "knots" in c))
+    if "scale" in column:
+        column["scale"] = float("nan")
+    else:
+        column["knots"][0] = float("nan")
 
 
 def _other_weights(bundle: Path, weights: str) -> None:
