@@ -271,3 +271,10 @@ def test_medgan_warns_on_a_few_hundred_patients_and_names_what_to_use():
     codes, _ = simulate_ehr(375, 40, seed=0)
     with pytest.warns(UserWarning, match="codetree"):
         create("medgan", progress=False, pretrain_epochs=1, epochs=1).fit(codes)
+
+
+def test_dp_code_models_warn_on_a_few_hundred_patients():
+    codes, _ = simulate_ehr(375, 40, seed=0)
+    schema = Schema(columns=[], codes=CodeBlock(vocabulary=list(codes.vocabulary), public=True))
+    with pytest.warns(UserWarning, match="few for a differentially private"):
+        create("dp-vae", progress=False, epochs=1).fit(codes, schema)

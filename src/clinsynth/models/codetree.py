@@ -10,9 +10,8 @@ are one- and two-way counts, which for sparse codes are one sparse product ``Z�
   category (its states, missing flags included) or a number in ``bins`` bins;
 * **structure**: a maximum spanning forest of pairwise mutual information. Two codes never seen
   together are no candidate edge (their information is tiny), so the candidates are the non-zero
-  entries of ``ZᵀZ`` and 1,000+ codes stay fast; an edge must pay for its table: information
-  above ``penalty`` × BIC's ``df · log n / 2n``, so on a few hundred patients the tree thins to a
-  forest instead of fitting noise;
+  entries of ``ZᵀZ`` and 1,000+ codes stay fast; ``penalty`` > 0 asks each edge to pay for its
+  table (information above ``penalty`` × BIC's ``df · log n / 2n``), thinning the tree to a forest;
 * **tables**: P(child | parent) from the same counts, shrunk towards the child's marginal by
   ``smoothing`` pseudo-patients;
 * **sampling**: ancestral, one vectorised draw per variable; codes stay boolean; counts (for a
@@ -164,7 +163,10 @@ class CodeTree(CodeModel):
         within 4…8, from the released or declared facts).
     smoothing : pseudo-patients that shrink each row of a table towards the child's marginal
         (under DP: in noise sds of the table counts).
-    penalty : an edge must carry more than ``penalty`` × df · log(n) / 2n nats (BIC at 1; without DP).
+    penalty : an edge must carry more than ``penalty`` × df · log(n) / 2n nats (BIC at 1; without
+        DP). 0, the classic Chow–Liu tree over every pair seen together, measured best on the
+        simulated EHR (co-occurrence 0.26 vs 0.27 at 0.25 and 0.31 at 1; 3 seeds, 10,000 × 1,000)
+        and as good on 300 patients × 170 codes (prevalence r 0.965–0.973).
     max_codes : codes per patient counted under DP (a random subset above it): the sensitivity.
     structure_share : the budget share (μ², see ``share_noise_multiplier``) of the structure's counts.
     Common parameters (ε, δ, vocabulary, ordinary columns' facts, seed): see :class:`CodeModel`.
@@ -175,7 +177,7 @@ class CodeTree(CodeModel):
     _common = ("epsilon", "delta", "accountant", "vocab_share", "stats_share", "max_codes_per_patient", "seed",
                "progress")
 
-    def __init__(self, bins: int | None = None, smoothing: float = 1.0, penalty: float = 1.0, max_codes: int = 24,
+    def __init__(self, bins: int | None = None, smoothing: float = 1.0, penalty: float = 0.0, max_codes: int = 24,
                  structure_share: float = 0.3, **common: Any):
         super().__init__(**common)
         self.bins = bins
