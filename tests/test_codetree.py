@@ -47,13 +47,14 @@ def test_the_tree_keeps_how_codes_go_together(mixed):
         np.tile(np.arange(real.n_patients)[:, None], real.n_codes), axis=0), np.arange(real.n_codes)])
     independent = CodeMatrix(shuffled, real.vocabulary, real.patient_ids, True)
     assert co_occurrence(real, independent, top_codes=100)["excess_relative_rms"] > 0.6
-    # sex-specific codes stay with their sex: codes only women have are drawn for women (tree edges
+    # sex-specific codes stay with their sex: codes only women have are drawn mostly for women (a code
+    # has one parent: some hang off another code or off the codes-per-patient node instead of sex)
     women_only = [j for j in range(real.n_codes)
                   if real.matrix[:, [j]].nnz >= 20 and not (real.matrix[:, [j]].toarray().ravel()
                                                             * (train.static["sex"] == "M").to_numpy()).any()]
     assert women_only
     drawn = synth.matrix[:, women_only].toarray().any(axis=1)
-    assert (synth.static["sex"].to_numpy()[drawn] == "F").mean() >= 0.85  # 55 % of patients are women
+    assert (synth.static["sex"].to_numpy()[drawn] == "F").mean() >= 0.8  # 55 % of patients are women
 
 
 def test_no_collapse_on_a_few_hundred_patients():
@@ -71,7 +72,9 @@ def test_marginals_are_kept_exactly_down_the_tree():
     for v in model.order_:
         p = int(model.parent_[v])
         marginal[int(v)] = model.tables_[v][0] if p < 0 else marginal[p] @ model.tables_[v]
-    model_prevalence = np.array([marginal[v][1] for v in range(codes.n_codes)])
+    first = len(model.static_variables_)  # the codes-per-patient variable comes first
+    assert [v.name for v in model.static_variables_] == ["codes per patient"]
+    model_prevalence = np.array([marginal[first + v][1] for v in range(codes.n_codes)])
     np.testing.assert_allclose(model_prevalence, codes.prevalence(), atol=1e-12)
 
 
@@ -105,7 +108,7 @@ def test_counts_come_back_within_the_cap():
 
 def test_bad_settings_are_refused():
     codes, _ = simulate_ehr(300, 30, seed=0)
-    for bad in ({"bins": 1}, {"smoothing": -1.0}, {"max_codes": 0}, {"structure_share": 1.0}):
+    for bad in ({"bins": 1}, {"smoothing": -1.0}, {"max_codes": 0}, {"structure_share": 1.0}, {"burden": "yes"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             create("codetree", progress=False, **bad).fit(codes)
 

@@ -52,6 +52,8 @@ _SAMPLE_CHUNK = 16_384
 #: under DP a code gets an ordinary-column parent only when its count exceeds this many noise sds
 #: per state of the column
 _USEFUL_SDS = 2.0
+#: states of the codes-per-patient variable: 0, 1–2, 3–5, 6–10, 11–20, 21+ codes
+BURDEN_EDGES = (1, 3, 6, 11, 21)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class StaticVariable:
     states: int
     lo: list[float] | None = None
     hi: list[float] | None = None
+    derived: bool = False  # not a column: codes per patient, modelled and then dropped
 
     @property
     def numeric(self) -> bool:
@@ -169,6 +172,11 @@ class CodeTree(CodeModel):
         and as good on 300 patients × 170 codes (prevalence r 0.965–0.973).
     max_codes : codes per patient counted under DP (a random subset above it): the sensitivity.
     structure_share : the budget share (μ², see ``share_noise_multiplier``) of the structure's counts.
+    burden : model each patient's number of codes (0, 1–2, 3–5, 6–10, 11–20, 21+) as one more
+        variable of the tree, dropped after sampling; ``None``: without DP only. One parent per
+        code cannot hold what makes a patient have many codes at once (frailty, age); a shared
+        node that counts them can: co-occurrence 0.18 vs 0.27 beyond noise (3 seeds,
+        10,000 × 1,000; 12 count bins gave 0.27).
     Common parameters (ε, δ, vocabulary, ordinary columns' facts, seed): see :class:`CodeModel`.
     """
 
@@ -178,8 +186,9 @@ class CodeTree(CodeModel):
                "progress")
 
     def __init__(self, bins: int | None = None, smoothing: float = 1.0, penalty: float = 0.0, max_codes: int = 24,
-                 structure_share: float = 0.3, **common: Any):
+                 structure_share: float = 0.3, burden: bool | None = None, **common: Any):
         super().__init__(**common)
+        self.burden = burden
         self.bins = bins
         self.smoothing = smoothing
         self.penalty = penalty
@@ -217,6 +226,8 @@ class CodeTree(CodeModel):
             bad.append(f"max_codes={self.max_codes!r} (a whole number ≥ 1)")
         if not (number(self.structure_share, 0, strict=True) and self.structure_share < 1):
             bad.append(f"structure_share={self.structure_share!r} (between 0 and 1)")
+        if self.burden is not None and not isinstance(self.burden, bool):
+            bad.append(f"burden={self.burden!r} (true, false or None)")
         if bad:
             raise ConfigError(f"{self.name}: invalid settings: {', '.join(bad)}")
 
@@ -256,6 +267,9 @@ class CodeTree(CodeModel):
             states.append(cats[:, c].astype(np.int64))
         return variables, np.column_stack(states) if states else np.zeros((n, 0), dtype=np.int64)
 
+    def _use_burden(self) -> bool:
+        return (not self.private) if self.burden is None else bool(self.burden)
+
     def _states(self, u: int) -> int:
         return self.static_variables_[u].states if u < len(self.static_variables_) else 2
 
@@ -267,6 +281,10 @@ class CodeTree(CodeModel):
         x = self._codes if self._codes is not None else sp.csr_array((n, 0), dtype=np.float32)
         if self.private:
             x = cap_codes_per_patient(sp.csr_array(x), self.max_codes, rng)
+        if self._use_burden() and x.shape[1]:
+            burden = np.searchsorted(BURDEN_EDGES, np.diff(sp.csr_array(x).indptr), side="right")
+            self.static_variables_.append(StaticVariable("codes per patient", len(BURDEN_EDGES) + 1, derived=True))
+            static_states = np.column_stack([static_states, burden])
         present = sp.csr_array(x, dtype=np.float64, copy=True)
         present.data[:] = 1.0
         sizes = [v.states for v in self.static_variables_]
@@ -554,7 +572,7 @@ class CodeTree(CodeModel):
             for start in range(0, int(n), chunk):
                 m = min(chunk, int(n) - start)
                 static, codes = self._draw(m, rng)
-                if self.static_variables_:
+                if self.codec_.table is not None:
                     frames.append(self._decode_static(static, rng, start))
                 yield codes
 
@@ -606,7 +624,8 @@ class CodeTree(CodeModel):
             var = self.static_variables_[j]
             lo, hi = np.asarray(var.lo)[states[:, j]], np.asarray(var.hi)[states[:, j]]
             values[:, i] = lo + rng.random(states.shape[0]) * (hi - lo)
-        cats = np.ascontiguousarray(states[:, len(numeric):], dtype=np.int16)
+        columns = sum(not var.derived for var in self.static_variables_)
+        cats = np.ascontiguousarray(states[:, len(numeric):columns], dtype=np.int16)
         return table.decode_parts(values, cats, id_start=start)
 
     # -- persistence -------------------------------------------------------------------------------
