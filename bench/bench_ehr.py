@@ -147,7 +147,7 @@ def _fit_sample(name: str, train, seed: int, public: bool = False):
     seconds = time.perf_counter() - start
     synth = model.sample(train.n_patients, seed=seed + 1)
     row = {"model": name, "seed": seed, "fit_seconds": round(seconds, 1),
-           "warned": any("few for a GAN" in str(w.message) for w in caught)}
+           "warned": any(" are few for a" in str(w.message) for w in caught)}
     if hasattr(model, "ledger_"):
         row["epsilon_spent"] = round(model.ledger_.spent(), 3)
     return synth, row
