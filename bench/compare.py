@@ -403,6 +403,8 @@ SYNTHESIZERS: list[Synthesizer] = [
     Synthesizer("clinsynth", "dp-vae", True),
     Synthesizer("clinsynth", "bayesnet", False, ("table",)),
     Synthesizer("clinsynth", "dp-bayesnet", True, ("table",)),
+    Synthesizer("clinsynth", "codetree", False, ("codes",)),
+    Synthesizer("clinsynth", "dp-codetree", True, ("codes",)),
     Synthesizer("sdv", "gaussiancopula", False),
     Synthesizer("sdv", "ctgan", False),
     Synthesizer("sdv", "tvae", False),

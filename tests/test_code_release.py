@@ -174,3 +174,21 @@ def test_demo_ehr_command(tmp_path, capsys):
     assert (out / "steward" / "manifest.json").is_file() and (out / "share" / "synthetic_static.csv").is_file()
     assert main(["demo", "--model", "medgan", "--quiet", "--out", str(tmp_path / "x")]) == 1  # the trial is a table
     assert "medgan models EHR code matrices" in capsys.readouterr().err
+
+
+def test_run_codes_with_the_tree_and_dp_tree(ehr_files, tmp_path):
+    """`--model codetree` (counts, demographics) and its DP version (codes alone: the DP facts of
+    age on 320 patients are another matter) through the whole release."""
+    base = [ehr_files["dx"], "--codes", "--patient-col", "pid", "--code-col", "dx", "--count-col", "visits",
+            "--static", ehr_files["people"]]
+    assert _run([*base, "--model", "codetree", "--out", tmp_path / "tree"]) == 0
+    synth = pd.read_csv(tmp_path / "tree" / "share" / "synthetic.csv", dtype={"pid": str, "dx": str})
+    assert list(synth.columns) == ["pid", "dx", "visits"] and (synth["visits"] >= 1).all()
+    manifest = json.loads((tmp_path / "tree" / "steward" / "manifest.json").read_text())
+    assert manifest["model"]["name"] == "codetree"
+    with pytest.warns(UserWarning, match="few for a differentially private"):
+        assert _run([*base[:-2], "--model", "codetree", "--epsilon", "1", "--max-count", "20",
+                     "--vocabulary", ehr_files["vocab"], "--out", tmp_path / "dp"]) == 0
+    manifest = json.loads((tmp_path / "dp" / "steward" / "manifest.json").read_text())
+    assert manifest["model"]["name"] == "dp-codetree"
+    assert cs.load(tmp_path / "dp" / "share" / "model").ledger_.spent() <= 1.0

@@ -30,6 +30,8 @@ SYNTHESIZERS: dict[str, dict[str, Any]] = {
     "dp-vae": {"model": "dp-vae", "dp": True, "data": ("table", "codes")},
     "dp-medgan": {"model": "dp-medgan", "dp": True, "data": ("codes",)},
     "auto": {"model": "auto", "dp": None, "data": ("table", "codes")},  # `clinsynth run` with no --model; both
+    "codetree": {"model": "codetree", "dp": False, "data": ("codes",)},
+    "dp-codetree": {"model": "dp-codetree", "dp": True, "data": ("codes",)},
     "bayesnet": {"model": "bayesnet", "dp": False, "data": ("table",)},
     "dp-bayesnet": {"model": "dp-bayesnet", "dp": True, "data": ("table",)},
 }

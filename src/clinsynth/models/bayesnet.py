@@ -74,6 +74,39 @@ class Variable:
         return max(self.coarse) + 1
 
 
+def observed_states(z: np.ndarray, bins: int) -> tuple[list[float], list[float]]:
+    """(lo, hi) of each value state in encoded units, from the observed values ``z``: each distinct
+    value when there are at most ``bins``, else quantile bins."""
+    distinct = np.unique(z)
+    if distinct.size <= bins:
+        return distinct.tolist(), distinct.tolist()
+    cuts = np.unique(np.quantile(z, np.linspace(0, 1, bins + 1)))
+    return cuts[:-1].tolist(), cuts[1:].tolist()
+
+
+def released_states(codec: NumericCodec, state: dict[str, Any], bins: int) -> tuple[list[float], list[float]]:
+    """(lo, hi) of each value state in encoded units from released or declared facts alone — the
+    records' values are never looked at.
+
+    Equal-probability bins of the released quantile table ``state`` (its knots span the noisy
+    histogram's bulk; declared bounds alone give equal widths); a whole-number column whose bounds
+    hold at most ``bins`` values keeps each of them.
+    """
+    spec = codec.spec
+    if spec.kind == "integer":
+        lo, hi = numeric_bounds(spec)
+        a, b = math.ceil(lo), math.floor(hi)
+        if b - a + 1 <= bins:
+            exact = codec._forward(np.arange(a, b + 1, dtype=float))
+            return exact.tolist(), exact.tolist()
+    knots, probs = np.asarray(state["knots"], float), ndtr(np.asarray(state["scores"], float))
+    probs = (probs - probs[0]) / (probs[-1] - probs[0]) if probs[-1] > probs[0] else np.linspace(0, 1, probs.size)
+    edges = codec._forward(np.unique(np.interp(np.linspace(0, 1, bins + 1), probs, knots)))
+    if edges.size < 2:
+        edges = codec._forward(np.array(numeric_bounds(spec)))
+    return edges[:-1].tolist(), edges[1:].tolist()
+
+
 def coarse_view(n_values: int, extra: int, groups: int) -> list[int]:
     """Value states in ``groups`` runs of adjacent bins; each extra state (missing, blank) its own."""
     groups = max(1, min(groups, n_values))
@@ -262,12 +295,7 @@ class BayesNet(SynthModel):
         return self.bins if self.bins is not None else int(np.clip(n // 20, 5, 64))
 
     def _numeric_states(self, codec: NumericCodec, z: np.ndarray, bins: int) -> tuple[list[float], list[float]]:
-        """(lo, hi) of each value state in encoded units, from the observed values ``z``."""
-        distinct = np.unique(z)
-        if distinct.size <= bins:
-            return distinct.tolist(), distinct.tolist()
-        cuts = np.unique(np.quantile(z, np.linspace(0, 1, bins + 1)))
-        return cuts[:-1].tolist(), cuts[1:].tolist()
+        return observed_states(z, bins)
 
     def _variables(self, encoder: TableEncoder, values: np.ndarray, blank: dict[str, np.ndarray],
                    missing: dict[str, np.ndarray], bins: int) -> list[Variable]:
@@ -564,26 +592,7 @@ class DPBayesNet(BayesNet):
         return len(self.schema_.column(target).categories or []) if target is not None else 1
 
     def _numeric_states(self, codec: NumericCodec, z: np.ndarray, bins: int) -> tuple[list[float], list[float]]:
-        """Bins from released or declared facts alone — the records' values are never looked at.
-
-        Equal-probability bins of the released quantile table (its knots span the noisy histogram's
-        bulk; declared bounds alone give equal widths); a whole-number column whose bounds hold at
-        most ``bins`` values keeps each of them.
-        """
-        spec = codec.spec
-        if spec.kind == "integer":
-            lo, hi = numeric_bounds(spec)
-            a, b = math.ceil(lo), math.floor(hi)
-            if b - a + 1 <= bins:
-                exact = codec._forward(np.arange(a, b + 1, dtype=float))
-                return exact.tolist(), exact.tolist()
-        state = self.release_.numeric[spec.name]
-        knots, probs = np.asarray(state["knots"], float), ndtr(np.asarray(state["scores"], float))
-        probs = (probs - probs[0]) / (probs[-1] - probs[0]) if probs[-1] > probs[0] else np.linspace(0, 1, probs.size)
-        edges = codec._forward(np.unique(np.interp(np.linspace(0, 1, bins + 1), probs, knots)))
-        if edges.size < 2:
-            edges = codec._forward(np.array(numeric_bounds(spec)))
-        return edges[:-1].tolist(), edges[1:].tolist()
+        return released_states(codec, self.release_.numeric[codec.spec.name], bins)
 
     def _learn_structure(self, states: np.ndarray) -> list[list[int]]:
         n = len(states)

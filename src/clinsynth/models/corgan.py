@@ -139,6 +139,8 @@ class CorGAN(MedGAN):
     """
 
     name = "corgan"
+    prevalence_start = True  # 300 patients × 170 codes: prevalence correlation 0.02–0.14 → 0.94–0.97 (3 seeds)
+    few_patients = 0
 
     def __init__(self, pretrain_epochs: int = 20, epochs: int = 60, batch_size: int = 512,
                  compress_dim: int = 128, generator_layers: int = 2, disc_hidden: tuple[int, ...] = (256, 256, 256),
@@ -178,6 +180,10 @@ class CorGAN(MedGAN):
             modules["generator"] = ShortcutGenerator(self.compress_dim, self.generator_layers)
             modules["discriminator"] = MinibatchDiscriminator(dim, tuple(self.disc_hidden), self.minibatch_averaging)
         return modules
+
+    def _code_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        decoder = self.modules_["decoder"]
+        return decoder.code_bias.bias, decoder.code_bias.weight[:, 0]
 
     # -- the Wasserstein loss -----------------------------------------------------------------
     def _critic_losses(self, d_real: torch.Tensor | None, d_fake: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:

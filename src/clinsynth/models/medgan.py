@@ -22,8 +22,10 @@ normalisation in any network that sees real records (the generator's is fine: it
 from __future__ import annotations
 
 import time
-from typing import Any
+import warnings
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -148,6 +150,10 @@ class MedGAN(CodeModel):
         return torch.optim.Adam(params, lr=lr or self.lr, weight_decay=self.weight_decay)
 
     def _train(self) -> None:
+        if self.n_train_ < self.few_patients:
+            warnings.warn(f"{self.name}: {self.n_train_:,} patients are few for a GAN: below {self.few_patients:,} medGAN's "
+                          "code prevalences drift far from the data's (300 patients × 170 codes: correlation −0.33 to "
+                          "0.41); use codetree (or corgan, vae) for a table this small", UserWarning, stacklevel=4)
         started = time.perf_counter()
         phases = self._phases()
         self.history_ = []
@@ -155,8 +161,36 @@ class MedGAN(CodeModel):
         self._train_gan(phases[1])
         self.train_seconds_ = time.perf_counter() - started
 
+    #: start the decoder at the codes' prevalences (corGAN). Not medGAN's default: measured, it
+    #: lifts medGAN on 300 patients (−0.33 → 0.81–0.86 over three seeds) but drops a short fit on
+    #: 1,500 patients × 80 codes (0.84 → 0.39), so medGAN warns on small data instead.
+    prevalence_start: ClassVar[bool] = False
+    #: below this many patients medGAN warns that it collapses and names the models that do not
+    few_patients: ClassVar[int] = 1000
+
+    def _code_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(bias, weight on a constant input or None) of the decoder's code logits."""
+        return self.modules_["decoder"].bias, None
+
+    def _start_at_prevalence(self) -> None:
+        """Start the decoder's code logits at each code's log-odds of prevalence (without DP: a
+        count of the records). Its output otherwise starts at 0.5 for every code, and on a few
+        hundred patients (one batch per epoch) training ends before it has moved far: medGAN
+        sampled every code of 170 at ~50 % (300 patients, prevalence correlation −0.33)."""
+        if not self.prevalence_start or self.private or self._codes is None:
+            return
+        a, v = self.codec_.static_dim, self.codec_.n_codes
+        p = np.bincount(self._codes.indices, minlength=v) / max(self.n_train_, 1)
+        p = np.clip(p, 0.5 / max(self.n_train_, 1), 1 - 0.5 / max(self.n_train_, 1))
+        bias, weight = self._code_bias()
+        with torch.no_grad():
+            bias[a:a + v] = torch.as_tensor(np.log(p / (1 - p)), dtype=bias.dtype, device=bias.device)
+            if weight is not None:
+                weight[a:a + v] = 0.0
+
     def _pretrain(self, phase: Phase) -> None:
         m = self.modules_
+        self._start_at_prevalence()  # no draw; a resumed fit's checkpoint then restores the weights
         autoencoder = nn.Sequential(m["encoder"], m["decoder"])
         step = self._step(phase, autoencoder, self._optimizer(autoencoder.parameters(), self.ae_lr))
         loss_of = self.codec_.reconstruction_loss

@@ -89,6 +89,19 @@ REGISTRY: dict[str, ModelEntry] = {
             defaults={"epsilon": 1.0, "epochs": 20, "batch_size": 1000},
         ),
         ModelEntry(
+            "codetree",
+            "clinsynth.models.codetree:CodeTree",
+            "Chow–Liu tree over codes and ordinary columns for code matrices: pairwise counts from one sparse "
+            "product, a maximum spanning forest of mutual information, ancestral sampling",
+        ),
+        ModelEntry(
+            "dp-codetree",
+            "clinsynth.models.codetree:DPCodeTree",
+            "the Chow–Liu tree from two Gaussian count releases (structure, then the chosen edges' tables), "
+            "codes capped per patient, DP vocabulary, one ledger",
+            defaults={"epsilon": 1.0},
+        ),
+        ModelEntry(
             "bayesnet",
             "clinsynth.models.bayesnet:BayesNet",
             "Bayesian network over binned columns (PrivBayes-style): the target and one spanning-tree parent "
