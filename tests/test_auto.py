@@ -8,17 +8,17 @@ import pytest
 import clinsynth as cs
 from clinsynth.data.datasets import simulate_trial
 from clinsynth.errors import ConfigError, NotFittedError
-from clinsynth.models.registry import CODE_GAN_MIN_PATIENTS, InputFacts, choose_model
+from clinsynth.models.registry import InputFacts, choose_model
 
 
 @pytest.mark.parametrize("facts, chosen", [
     (InputFacts("table", 455, 31), "bayesnet"),
     (InputFacts("table", 6299, 9, epsilon=1.0), "dp-bayesnet"),
     (InputFacts("table", 120, 50, n_visit_groups=3, epsilon=4.0), "dp-bayesnet"),
-    (InputFacts("codes", 300, 170), "vae"),
-    (InputFacts("codes", 300, 170, epsilon=1.0), "dp-vae"),
-    (InputFacts("codes", CODE_GAN_MIN_PATIENTS, 1002), "medgan"),
-    (InputFacts("codes", 20_000, 1002, epsilon=1.0), "dp-medgan"),
+    (InputFacts("codes", 300, 170), "codetree"),
+    (InputFacts("codes", 300, 170, epsilon=1.0), "dp-codetree"),
+    (InputFacts("codes", 4000, 1002), "codetree"),
+    (InputFacts("codes", 20_000, 1002, epsilon=1.0), "dp-codetree"),
 ])
 def test_the_rule(facts, chosen):
     choice = choose_model(facts)

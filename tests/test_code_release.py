@@ -170,8 +170,10 @@ def test_ehr_demo_writes_a_release_of_codes_and_demographics(tmp_path):
 
 def test_demo_ehr_command(tmp_path, capsys):
     out = tmp_path / "ehr-demo"
-    assert main(["demo", "--ehr", "--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    assert main(["demo", "--ehr", "--quiet", "--out", str(out)]) == 0
     assert (out / "steward" / "manifest.json").is_file() and (out / "share" / "synthetic_static.csv").is_file()
+    manifest = json.loads((out / "steward" / "manifest.json").read_text())
+    assert manifest["model"]["choice"]["chosen"] == "codetree"  # auto's choice for codes
     assert main(["demo", "--model", "medgan", "--quiet", "--out", str(tmp_path / "x")]) == 1  # the trial is a table
     assert "medgan models EHR code matrices" in capsys.readouterr().err
 
