@@ -40,7 +40,7 @@ def _run(args: list[str]) -> int:
 def test_run_codes_round_trips_long_format_with_new_ids(ehr_files, tmp_path):
     out = tmp_path / "release"
     assert _run([ehr_files["dx"], "--codes", "--patient-col", "pid", "--code-col", "dx", "--count-col", "visits",
-                 "--static", ehr_files["people"], "--epochs", "2", "--out", out]) == 0
+                 "--static", ehr_files["people"], "--model", "vae", "--epochs", "2", "--out", out]) == 0
     share, steward = out / "share", out / "steward"
     assert {p.name for p in share.iterdir()} == {"synthetic.csv", "synthetic_static.csv", "model", "guarantee.html"}
     assert {p.name for p in steward.iterdir()} == {"report.html", "metrics.json", "manifest.json"}
@@ -159,7 +159,7 @@ def test_run_code_release_refuses_a_target_and_a_table():
 
 
 def test_ehr_demo_writes_a_release_of_codes_and_demographics(tmp_path):
-    result = run_ehr_demo(tmp_path / "demo", n=600, n_codes=50, epochs=2, progress=False)
+    result = run_ehr_demo(tmp_path / "demo", n=600, n_codes=50, model="vae", epochs=2, progress=False)
     assert {"synthetic", "synthetic_static", "model", "guarantee", "metrics", "report", "manifest"} == set(result.files)
     assert [v["section"] for v in result.metrics["verdicts"]][:2] == ["privacy guarantee", "dimension-wise probability"]
     static = pd.read_csv(result.files["synthetic_static"])

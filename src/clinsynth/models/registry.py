@@ -215,7 +215,8 @@ def check_hyperparameters(model: str, params: dict[str, Any], choice: ModelChoic
     allowed = [p for p in _entry(model).load_class()._param_names() if p not in ("seed", "progress")]
     unknown = sorted(set(params) - set(allowed) - ({"epsilon", "delta"} if choice is not None else set()))
     if unknown:
-        chosen = f" (auto's choice for {choice.facts.kind}s like this one; name another with --model)" if choice else ""
+        kind = "code matrices" if choice is not None and choice.facts.kind == "codes" else "tables"
+        chosen = f" (auto's choice for {kind} like this one; name another with --model)" if choice else ""
         raise ConfigError(f"--param: model '{model}'{chosen} has no hyperparameter {', '.join(unknown)} "
                           f"(it takes {', '.join(allowed)}; seed and progress are --seed and --quiet)")
 
