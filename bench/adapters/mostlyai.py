@@ -48,6 +48,7 @@ Facts this relies on (mostlyai-engine 2.7.3, read from its source in the peer ve
 from __future__ import annotations
 
 import atexit
+import json
 import math
 import shutil
 import tempfile
@@ -171,9 +172,16 @@ def _progress(workspace: Path) -> pd.DataFrame | None:
     return pd.read_csv(files[0]) if files else None
 
 
-def _value_protection_spent(workspace: Path) -> float | None:
-    import json
+def _model_id(workspace: Path) -> str | None:
+    """The model the engine trained (``model=None`` means its default, MOSTLY_AI/Medium)."""
+    files = sorted(workspace.glob("ModelStore/**/model-configs.json"))
+    try:
+        return json.loads(files[0].read_text()).get("model_id") if files else None
+    except (OSError, ValueError):
+        return None
 
+
+def _value_protection_spent(workspace: Path) -> float | None:
     stats = workspace / "ModelStore" / "tgt-stats" / "stats.json"
     try:
         return json.loads(stats.read_text()).get("value_protection_epsilon_spent")
@@ -195,7 +203,8 @@ def fit(train, meta, synthesizer, epsilon, delta, seed, params):
         raise ValueError(f"mostlyai {synthesizer}: unknown hyperparameters {unknown}; it takes "
                          f"{list(_ESTIMATOR_PARAMS)} (+ DP: {list(_DP_PARAMS)}; adapter: {list(_ADAPTER_PARAMS)})")
     if not dp and any(k in params for k in _DP_PARAMS + ("value_protection_share",)):
-        raise ValueError(f"mostlyai {synthesizer}: {[k for k in params if k in _DP_PARAMS]} are DP parameters")
+        raise ValueError(f"mostlyai {synthesizer}: {[k for k in params if k in _DP_PARAMS + ('value_protection_share',)]}"
+                         " are DP parameters")
     _one_thread()
     from mostlyai.engine import TabularARGN
     from mostlyai.engine.domain import DifferentialPrivacyConfig
@@ -205,6 +214,8 @@ def fit(train, meta, synthesizer, epsilon, delta, seed, params):
     temperature = float(params.pop("sampling_temperature", 1.0))
     dp_extra = {k: float(params.pop(k)) for k in _DP_PARAMS if k in params}
     kwargs = dict(params)
+    if kwargs.get("value_protection") is False:
+        share = 0.0  # no value-range step: the whole budget goes to training
     privacy = None
     if dp:
         if delta is None:
@@ -222,12 +233,19 @@ def fit(train, meta, synthesizer, epsilon, delta, seed, params):
     effective["sampling_temperature"] = temperature
     effective["device"] = "cpu"
     effective["torch_threads"] = 1
-    notes = ["mostlyai: no public bounds or category lists (its API takes none): value ranges and categories "
-             "learnt from the data by its value protection" + (" under DP" if dp else ""),
+    protected = bool(estimator.get_params().get("value_protection", True))
+    if protected:
+        ranges = ("value ranges and categories learnt from the data by its value protection"
+                  + (" under DP" if dp else " (rare categories dropped, extremes clipped)"))
+    else:
+        ranges = ("value protection off: value ranges and categories read from the data as they are"
+                  + (", NOT covered by eps" if dp else ""))
+    notes = [f"mostlyai: no public bounds or category lists (its API takes none): {ranges}",
              "mostlyai: trains on 80% of the training split, the other 20% is its validation set "
              "(early stopping, checkpoint choice)",
              f"mostlyai: rare categories resampled from frequent ones at sampling "
              f"(rare_category_replacement_method={replacement})"]
+    effective["model"] = _model_id(workspace) or effective.get("model")
     progress = _progress(workspace)
     if progress is not None and "epoch" in progress:
         effective["epochs_trained"] = float(pd.to_numeric(progress["epoch"], errors="coerce").max())
@@ -240,12 +258,13 @@ def fit(train, meta, synthesizer, epsilon, delta, seed, params):
         effective["value_protection_epsilon_spent"] = _value_protection_spent(workspace)
         report = privacy_report(progress, float(epsilon))
         effective.update(report)
-        notes.append(f"mostlyai: budget eps={float(epsilon):g}: {config['value_protection_epsilon']:g} on value ranges, "
-                     f"the rest on DP-SGD (noise {config['noise_multiplier']:g}, clip {config['max_grad_norm']:g}); "
-                     f"validation rows (20%) choose the checkpoint without noise")
+        on_ranges = f"{config['value_protection_epsilon']:g} on value ranges, the rest" if protected else "all"
+        notes.append(f"mostlyai: budget eps={float(epsilon):g}: {on_ranges} on DP-SGD (noise "
+                     f"{config['noise_multiplier']:g}, clip {config['max_grad_norm']:g}); validation rows (20%) "
+                     "choose the checkpoint without noise")
         reported = report.get("epsilon_reported")
         if reported is not None:
-            notes.append(f"mostlyai: eps reported for the kept checkpoint {reported:.4g} (epoch "
+            notes.append(f"mostlyai: eps reported (2 decimals) for the kept checkpoint {reported:.4g} (epoch "
                          f"{report.get('epoch_kept', math.nan):g} of {report.get('epochs_trained', math.nan):g})")
             if reported > float(epsilon) * (1 + 1e-6):
                 notes.append(f"mostlyai: the kept model's eps {reported:.4g} is ABOVE the budget {float(epsilon):g} "
