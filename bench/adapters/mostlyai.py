@@ -109,7 +109,7 @@ def prepare(train: pd.DataFrame, meta: dict) -> pd.DataFrame:
     for c in meta["columns"]:
         s = train[c["name"]]
         if c["kind"] in ("categorical", "binary"):
-            out[c["name"]] = s.astype(object).where(s.notna(), None).map(lambda v: v if v is None else str(v))
+            out[c["name"]] = pd.Series([str(v) if pd.notna(v) else None for v in s], index=s.index, dtype=object)
         elif c["kind"] == "integer":
             out[c["name"]] = pd.to_numeric(s, errors="raise").round().astype("Int64")
         else:
