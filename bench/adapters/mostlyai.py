@@ -32,6 +32,14 @@ Facts this relies on (mostlyai-engine 2.7.3, read from its source in the peer ve
   value ranges; the adapter keeps that share (``value_protection_share``, default 0.1), so
   at ε = 1 it spends 0.1 on ranges and up to 0.9 on training. δ goes whole to the training
   accountant (the value-range mechanisms are pure ε).
+- **Where its DP value ranges fail**: the value-range budget is split over every column plus
+  the row count, so on a small wide table each column's share is tiny (breast cancer at ε = 4:
+  0.4 / 32 = 0.0125 per column on 455 rows) and its noisy histogram finds no range: the engine
+  then treats every value as protected and the column comes out all missing. The variant
+  ``--param value_protection=false`` (cells labelled ``[value_protection=False]``) turns value
+  protection off: the ranges and categories are then read from the data as they are (the
+  nearest it has to the public bounds the other tools get, but *not* covered by its ε), and
+  the whole budget goes to DP-SGD.
 - **What its DP does not cover**: the validation rows (20 % of the training split) pick the
   kept checkpoint and the stopping epoch through their unnoised loss; whether a column has
   missing or negative values, and the digit ranges and decimal precision of numbers, are
