@@ -36,7 +36,7 @@ Facts this relies on (mostlyai-engine 2.7.3, read from its source in the peer ve
   the row count, so on a small wide table each column's share is tiny (breast cancer at ε = 4:
   0.4 / 32 = 0.0125 per column on 455 rows) and its noisy histogram finds no range: the engine
   then treats every value as protected and the column comes out all missing. The variant
-  ``--param value_protection=false`` (cells labelled ``[value_protection=False]``) turns value
+  ``--param value_protection=false`` (cells labelled ``[value_protection=false]``) turns value
   protection off: the ranges and categories are then read from the data as they are (the
   nearest it has to the public bounds the other tools get, but *not* covered by its ε), and
   the whole budget goes to DP-SGD.
