@@ -1,4 +1,4 @@
-"""clinsynth against SDV and smartnoise-synth, scored by clinsynth's own evaluation, in one run.
+"""clinsynth against SDV, smartnoise-synth and mostlyai-engine, scored by clinsynth's own evaluation, in one run.
 
 For each dataset × synthesizer × ε × seed (a *cell*) the synthesizer is fitted on the real
 training split in a subprocess of ``bench/run_cell.py`` — run by the python of that tool's venv
@@ -24,8 +24,10 @@ Datasets (stratified 80/20 split, seed 0): scikit-learn's breast cancer; scikit-
 dropped) — scikit-survival is GPL-3 and only a ``bench`` extra (``pip install -e ".[bench]"``);
 the simulated trial (target ``arm``); the simulated EHR as one wide table (age, sex = target,
 1,000 codes as "0"/"1" columns; 5,000 patients). Bounds and category lists come from the whole
-dataset and are declared public knowledge for every tool alike (``meta.json``); δ = min(1e-5,
-1/(10 n_train)) is offered to every DP tool (what each used is in its result, and in the report).
+dataset and are declared public knowledge for every tool alike (``meta.json``), as far as its API
+takes them (mostlyai-engine's takes none: it learns them from the data, under DP with part of its
+budget; see ``bench/adapters/mostlyai.py``); δ = min(1e-5, 1/(10 n_train)) is offered to every DP
+tool (what each used is in its result, and in the report).
 
 Every finished cell is appended to ``bench/results/compare_cells.jsonl`` and skipped when the
 script runs again; a failed or timed-out seed 0 is recorded for the other seeds of its
@@ -412,6 +414,8 @@ SYNTHESIZERS: list[Synthesizer] = [
     Synthesizer("smartnoise", "mst", True),
     Synthesizer("smartnoise", "dpctgan", True),
     Synthesizer("smartnoise", "patectgan", True),
+    Synthesizer("mostlyai", "tabularargn", False),
+    Synthesizer("mostlyai", "dp-tabularargn", True),
 ]
 TOOLS = tuple(dict.fromkeys(s.tool for s in SYNTHESIZERS))
 
@@ -798,7 +802,7 @@ def render_markdown(rows: Sequence[dict[str, Any]], host: dict[str, str] | None 
     groups = sorted(aggregate(rows), key=_group_order)
     marks = best_marks(groups)
     index = {id(g): i for i, g in enumerate(groups)}
-    out = ["# clinsynth vs SDV and smartnoise-synth", "",
+    out = ["# clinsynth vs SDV, smartnoise-synth and mostlyai-engine", "",
            f"Made by `bench/compare.py` on {dt.date.today().isoformat()}: {host['cpu']}, {host['cores']} cores, "
            f"{host['ram']} RAM, no GPU ({host['platform']}).", ""]
     out += ["| tool | version | python | torch | δ of its DP runs |", "|---|---|---|---|---|"]
@@ -814,7 +818,8 @@ def render_markdown(rows: Sequence[dict[str, Any]], host: dict[str, str] | None 
             "from synthetic ones. DCR share: share of synthetic rows nearer to a training than to a holdout record, "
             "size-adjusted (0.5 ideal, 1 = copies). MIA: AUROC of the distance-to-synthetic membership attack. Exact "
             "copies: share of synthetic rows equal to a training row. Fit peak MB: peak RSS of the fitting process. "
-            "Bounds and categories of every column are given to every tool as public knowledge; δ = min(1e-5, 1/(10 n)) "
+            "Bounds and categories of every column are given to every tool as public knowledge where its API takes them "
+            "(mostlyai-engine's takes none: it learns value ranges itself, under DP from a tenth of its ε); δ = min(1e-5, 1/(10 n)) "
             "is offered to every DP tool.", ""]
     for dataset in dict.fromkeys(g.dataset for g in groups):
         mine = [g for g in groups if g.dataset == dataset]
@@ -879,7 +884,7 @@ def speed_table(rows: Sequence[dict[str, Any]], dataset: str) -> list[str]:
 
 def render_speed_markdown(rows: Sequence[dict[str, Any]], host: dict[str, str] | None = None) -> str:
     host = host or machine()
-    out = ["# Sampling throughput: clinsynth vs SDV and smartnoise-synth, one run", "",
+    out = ["# Sampling throughput: clinsynth vs SDV, smartnoise-synth and mostlyai-engine, one run", "",
            f"Made by `bench/compare.py --speed-pass` on {dt.date.today().isoformat()}: {host['cpu']}, "
            f"{host['cores']} cores, {host['ram']} RAM, no GPU ({host['platform']}).", "",
            "Every synthesizer is fitted as in `compare.md` (its defaults, the same training split), samples as many "

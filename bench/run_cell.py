@@ -291,7 +291,7 @@ def check_output(df: pd.DataFrame, meta: dict) -> dict:
 # ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tool", required=True, help="sdv | smartnoise | clinsynth")
+    p.add_argument("--tool", required=True, help="sdv | smartnoise | mostlyai | clinsynth")
     p.add_argument("--synthesizer", required=True)
     p.add_argument("--train", required=True, help="training table (CSV)")
     p.add_argument("--meta", required=True, help="meta.json: kinds, public bounds and categories, delta")

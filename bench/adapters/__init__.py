@@ -19,6 +19,7 @@ TOOLS = {
     "sdv": "adapters.sdv",
     "smartnoise": "adapters.smartnoise",
     "clinsynth": "adapters.clinsynth",
+    "mostlyai": "adapters.mostlyai",
 }
 
 

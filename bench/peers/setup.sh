@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Build the virtual environments of the peer tools of the benchmark (issue 6).
 #
-#   bash bench/peers/setup.sh [--force] [sdv] [smartnoise]
+#   bash bench/peers/setup.sh [--force] [sdv] [smartnoise] [mostlyai]
 #
 # Each peer gets its own venv under bench/.peers/<tool>/ (git-ignored), because
 # smartnoise-synth pins an old Opacus (0.14) that must not share an environment
 # with anything else. A venv that finished building (marker file .complete) is
-# skipped on a re-run; --force rebuilds it. With no tool named, both are built.
+# skipped on a re-run; --force rebuilds it. With no tool named, all three are built.
 #
 # In every venv PyTorch is installed FIRST and exactly as `torch==2.13.0`: the
 # CPU wheel of that release is on this machine's disk (pip's find-links), so no
@@ -21,6 +21,19 @@
 #                torch>=1.3, so it installs beside torch 2.13.0 on Python 3.11
 #                (the only Python for which the local torch wheel exists).
 #                snsynth imports `packaging` without declaring it: installed here.
+#   mostlyai   : mostlyai-engine 2.7.3 (Apache-2.0; TabularARGN, DP-SGD through
+#                Opacus >= 1.6). Requires-Python >=3.11,<3.14 and, in its own
+#                metadata, torch>=2.13.0,<2.14.0: the pin below satisfies it, so
+#                no other torch is fetched. It also declares torchvision 0.28
+#                (needs torch==2.13.0 exactly) and torchaudio 2.11 (torch>=2.11):
+#                both install from PyPI beside the CPU torch without moving it.
+#                PyPI's torchvision is built against the CUDA torch and does not
+#                import beside this one ('operator torchvision::nms does not
+#                exist'); `import mostlyai.engine` imports transformers, which
+#                imports any torchvision it finds, so the import fails. Neither
+#                TabularARGN nor its LSTM language path uses torchvision: it is
+#                uninstalled after the install (post_install_for), and the smoke
+#                test checks the engine imports and torchvision stays away.
 #
 # Each venv gets versions.json (python, torch and the tool's key packages, plus
 # the full pip freeze).
@@ -36,12 +49,12 @@ TOOLS=()
 for arg in "$@"; do
   case "$arg" in
     --force) FORCE=1 ;;
-    sdv|smartnoise) TOOLS+=("$arg") ;;
-    -h|--help) sed -n 2,26p "${BASH_SOURCE[0]}"; exit 0 ;;
-    *) echo "setup.sh: unknown argument '$arg' (expected --force, sdv, smartnoise)" >&2; exit 2 ;;
+    sdv|smartnoise|mostlyai) TOOLS+=("$arg") ;;
+    -h|--help) sed -n 2,39p "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "setup.sh: unknown argument '$arg' (expected --force, sdv, smartnoise, mostlyai)" >&2; exit 2 ;;
   esac
 done
-[ ${#TOOLS[@]} -eq 0 ] && TOOLS=(sdv smartnoise)
+[ ${#TOOLS[@]} -eq 0 ] && TOOLS=(sdv smartnoise mostlyai)
 
 find_python311() {
   if [ -n "${PEER_PYTHON:-}" ]; then echo "$PEER_PYTHON"; return 0; fi
@@ -67,6 +80,14 @@ packages_for() {
   case "$1" in
     sdv) echo "sdv pandas numpy" ;;
     smartnoise) echo "smartnoise-synth==1.0.8 opacus==0.14.0 mbi>=1.1.0,<2 packaging pandas numpy" ;;  # packaging: imported by snsynth, not declared
+    mostlyai) echo "mostlyai-engine==2.7.3 pandas numpy" ;;
+  esac
+}
+
+# Steps after the install (what and why: see the header).
+post_install_for() {
+  case "$1" in
+    mostlyai) echo "uninstall -y torchvision" ;;
   esac
 }
 
@@ -75,6 +96,7 @@ smoke_for() {
   case "$1" in
     sdv) echo "import sdv, torch, pandas, numpy; from sdv.single_table import GaussianCopulaSynthesizer, CTGANSynthesizer, TVAESynthesizer; from sdv.metadata import Metadata; print('sdv', sdv.__version__, 'torch', torch.__version__)" ;;
     smartnoise) echo "import torch, opacus, snsynth, mbi; from snsynth import Synthesizer; from snsynth.transform import TableTransformer, BinTransformer, MinMaxTransformer, LabelTransformer, OneHotEncoder, ChainTransformer; import snsynth.aim, snsynth.mst.mst, snsynth.pytorch.nn.dpctgan, snsynth.pytorch.nn.patectgan; print('opacus', opacus.__version__, 'torch', torch.__version__)" ;;
+    mostlyai) echo "import sys, torch, opacus; from mostlyai.engine import TabularARGN; from mostlyai.engine.domain import DifferentialPrivacyConfig, ModelEncodingType, RareCategoryReplacementMethod; import mostlyai.engine._tabular.training, mostlyai.engine._tabular.generation; assert 'torchvision' not in sys.modules, 'the tabular engine imported torchvision'; import mostlyai.engine as me; print('mostlyai-engine', me.__version__, 'opacus', opacus.__version__, 'torch', torch.__version__)" ;;
   esac
 }
 
@@ -83,6 +105,7 @@ key_packages_for() {
   case "$1" in
     sdv) echo "sdv ctgan rdt copulas sdmetrics torch numpy pandas scikit-learn scipy" ;;
     smartnoise) echo "smartnoise-synth smartnoise-sql opacus mbi jax jaxlib opendp pac-synth torch numpy pandas scipy" ;;
+    mostlyai) echo "mostlyai-engine opacus torch torchvision torchaudio transformers datasets pyarrow numpy pandas scikit-learn" ;;
   esac
 }
 
@@ -109,6 +132,13 @@ build() {
   # shellcheck disable=SC2046
   "$pip" install -c "$dir/torch-constraint.txt" $(packages_for "$tool") \
     || { fail "$tool" "pip install $(packages_for "$tool")"; return 1; }
+
+  local post
+  post="$(post_install_for "$tool")"
+  if [ -n "$post" ]; then
+    # shellcheck disable=SC2086
+    "$pip" $post || { fail "$tool" "pip $post"; return 1; }
+  fi
 
   "$py" -c "$(smoke_for "$tool")" || { fail "$tool" "import smoke test"; return 1; }
 
