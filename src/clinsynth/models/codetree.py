@@ -558,14 +558,7 @@ class CodeTree(CodeModel):
     def sample(self, n: int, conditions: Conditions | None = None, seed: int | None = None,
                chunk: int = _SAMPLE_CHUNK) -> CodeMatrix:
         """``n`` new patients (new ids, with their ordinary columns), drawn ``chunk`` at a time."""
-        self._check_fitted()
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise ConfigError(f"n must be a positive whole number of rows, got {n!r}")
-        if conditions:
-            raise ConfigError(f"{self.name} cannot be conditioned (reshaping is an AC-GAN feature)")
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
-        rng = np.random.default_rng(int(seed))
+        rng = np.random.default_rng(self._sample_seed(n, conditions, seed))
         frames: list[pd.DataFrame] = []
 
         def blocks():

@@ -582,18 +582,21 @@ class CodeModel(SynthModel):
         self.noise_multiplier_ = sigma
 
     # -- sample ----------------------------------------------------------------------------------
-    def sample(self, n: int, conditions: Conditions | None = None, seed: int | None = None,
-               chunk: int = 4096) -> CodeMatrix | pd.DataFrame:
-        """``n`` new patients: a CodeMatrix with new ids (and its ordinary columns), or a table
-        for a model fitted on one. Drawn ``chunk`` patients at a time."""
+    def _sample_seed(self, n: int, conditions: Conditions | None, seed: int | None) -> int:
+        """The checks every code model's ``sample`` makes, and the seed it draws with (a fresh one for None)."""
         self._check_fitted()
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ConfigError(f"n must be a positive whole number of rows, got {n!r}")
         if conditions:
             raise ConfigError(f"{self.name} cannot be conditioned (reshaping is an AC-GAN feature)")
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
-        gen = torch.Generator(device=self.device_).manual_seed(int(seed))
+        return int(np.random.SeedSequence().generate_state(1)[0]) if seed is None else int(seed)
+
+    def sample(self, n: int, conditions: Conditions | None = None, seed: int | None = None,
+               chunk: int = 4096) -> CodeMatrix | pd.DataFrame:
+        """``n`` new patients: a CodeMatrix with new ids (and its ordinary columns), or a table
+        for a model fitted on one. Drawn ``chunk`` patients at a time."""
+        seed = self._sample_seed(n, conditions, seed)
+        gen = torch.Generator(device=self.device_).manual_seed(seed)
         frames: list[pd.DataFrame] = []
 
         def blocks() -> Iterator[np.ndarray]:
