@@ -35,17 +35,24 @@ import pandas as pd
 BARS = {"large": {"full": {"seconds": 120}}, "mixed50": {"full": {"seconds": 90, "peak_rss_gb": 4}}}
 
 
+def labs_and_counts(rng: np.random.Generator, latent: np.ndarray, labs: int, counts: int) -> dict[str, np.ndarray]:
+    """Skewed lab values (log-normal, 10–40 % missing) and Poisson counts, driven by ``latent``'s columns."""
+    n = len(latent)
+    cols: dict[str, np.ndarray] = {}
+    for j in range(labs):
+        x = np.exp(0.5 * latent[:, j % 3] + rng.normal(scale=0.6, size=n)) * (10 + j)
+        x[rng.random(n) < 0.1 + 0.3 * (j % 4) / 3] = np.nan
+        cols[f"lab_{j:02d}"] = np.round(x, 2)
+    for j in range(counts):
+        cols[f"count_{j}"] = rng.poisson(np.exp(0.3 * latent[:, j % 3] + 1)).astype(np.int64)
+    return cols
+
+
 def mixed_table(n: int, seed: int) -> pd.DataFrame:
     """50 columns: 25 continuous (log-normal, partly missing), 5 integer, 19 categorical, 1 target."""
     rng = np.random.default_rng(seed)
     latent = rng.normal(size=(n, 3))
-    cols: dict[str, np.ndarray] = {}
-    for j in range(25):
-        x = np.exp(0.5 * latent[:, j % 3] + rng.normal(scale=0.6, size=n)) * (10 + j)
-        x[rng.random(n) < 0.1 + 0.3 * (j % 4) / 3] = np.nan
-        cols[f"lab_{j:02d}"] = np.round(x, 2)
-    for j in range(5):
-        cols[f"count_{j}"] = rng.poisson(np.exp(0.3 * latent[:, j % 3] + 1)).astype(np.int64)
+    cols = labs_and_counts(rng, latent, labs=25, counts=5)
     for j in range(19):
         levels = 2 + j % 7
         logits = latent[:, j % 3, None] * np.linspace(-1, 1, levels) + rng.gumbel(size=(n, levels))
@@ -60,13 +67,7 @@ def mixed30(n: int, seed: int) -> pd.DataFrame:
     11 categorical (2–8 levels, one of 60) and a binary target that depends on several."""
     rng = np.random.default_rng(seed)
     latent = rng.normal(size=(n, 3))
-    cols: dict[str, np.ndarray] = {}
-    for j in range(13):
-        x = np.exp(0.5 * latent[:, j % 3] + rng.normal(scale=0.6, size=n)) * (10 + j)
-        x[rng.random(n) < 0.1 + 0.3 * (j % 4) / 3] = np.nan
-        cols[f"lab_{j:02d}"] = np.round(x, 2)
-    for j in range(4):
-        cols[f"count_{j}"] = rng.poisson(np.exp(0.3 * latent[:, j % 3] + 1)).astype(np.int64)
+    cols = labs_and_counts(rng, latent, labs=13, counts=4)
     days = np.clip(np.round(1000 + 300 * latent[:, 2] + rng.normal(scale=100, size=n)), 0, 3000).astype(int)
     cols["admitted"] = (pd.Timestamp("2015-01-01") + pd.to_timedelta(days, unit="D")).strftime("%Y-%m-%d").to_numpy()
     for j in range(11):
