@@ -213,7 +213,7 @@ def check_hyperparameters(model: str, params: dict[str, Any], choice: ModelChoic
     if model not in REGISTRY or model == "auto":  # an unknown name is reported by create(); auto checks its choice
         return
     allowed = [p for p in _entry(model).load_class()._param_names() if p not in ("seed", "progress")]
-    unknown = sorted(set(params) - set(allowed) - ({"epsilon", "delta"} if choice is not None else set()))
+    unknown = sorted(set(params) - set(allowed))
     if unknown:
         kind = "code matrices" if choice is not None and choice.facts.kind == "codes" else "tables"
         chosen = f" (auto's choice for {kind} like this one; name another with --model)" if choice else ""
