@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -75,15 +76,15 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
     return params
 
 
-def _load_schema(data: Any, schema_path: Optional[Path], target: Optional[str]) -> Any:
+def _load_schema(data: Any, schema_path: Optional[Path], target: Optional[str], privacy_unit: Optional[str] = None) -> Any:
     from clinsynth.schema import Schema
 
     if schema_path is not None:
         schema = Schema.load(schema_path)
         if target is not None and schema.target != target:
             raise ConfigError(f"--target {target} disagrees with the schema's target {schema.target!r}; edit the schema or drop --target")
-        return schema
-    return Schema.infer(data, target=target)
+        return schema.model_copy(update={"privacy_unit": privacy_unit}) if privacy_unit else schema
+    return Schema.infer(data, target=target, privacy_unit=privacy_unit)
 
 
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace a previous clinsynth output at --out "
@@ -97,6 +98,17 @@ ThreadsOption = Annotated[Optional[int], typer.Option("--threads", help="Threads
                           min=1)]
 ModelOption = Annotated[str, typer.Option(help="Registered model name (see `clinsynth models`); auto chooses by the "
                                           "input's kind, size and ε, and says which and why.")]
+class PrivacyUnit(str, Enum):
+    row = "row"
+
+
+def _unit(unit: Optional[PrivacyUnit]) -> Optional[str]:
+    return unit.value if unit is not None else None
+
+
+PrivacyUnitOption = Annotated[Optional[PrivacyUnit], typer.Option(
+    "--privacy-unit", help="Whose data --epsilon protects. 'row' declares each row a different person; without it a "
+    "DP run refuses a table whose identifier column repeats (rows sharing a patient).")]
 EvaluateOption = Annotated[str, typer.Option("--evaluate", help="How much to evaluate: full (every part, within "
                                               "documented caps), fast (a cheaper first look) or none (no real-data "
                                               "evaluation).")]
@@ -143,6 +155,7 @@ def fit(
     overwrite: OverwriteOption = False,
     resume: ResumeOption = False,
     threads: ThreadsOption = None,
+    privacy_unit: PrivacyUnitOption = None,
 ) -> None:
     """Train a model on a table and save its bundle."""
     from clinsynth import threads as thread_counts
@@ -156,7 +169,7 @@ def fit(
     reserve = 2 * output_size([data]) + (20 << 20)
     with staged_output(output, "bundle", overwrite=overwrite, resume=resume, reserve_bytes=reserve) as stage:
         df = read_table(data)
-        table_schema = _load_schema(df, schema_path, target)
+        table_schema = _load_schema(df, schema_path, target, _unit(privacy_unit))
         table_schema.validate(df)
         stage.claim(run_fingerprint(model, params, seed, table_schema.to_json(), table_hash(df)))
         name, choice = resolve(model, df, table_schema, epsilon, delta, params)
@@ -312,6 +325,7 @@ def run(
     resume: ResumeOption = False,
     level: EvaluateOption = "full",
     threads: ThreadsOption = None,
+    privacy_unit: PrivacyUnitOption = None,
 ) -> None:
     """The main job: split, fit, sample, evaluate and write a release: share/ (synthetic table, model, guarantee page)
     and steward/ (report, metrics, manifest)."""
@@ -328,6 +342,8 @@ def run(
     limits_for(level)
     thread_counts.configure(threads)
     if codes:
+        if privacy_unit is not None:
+            raise ConfigError("--privacy-unit is for tables: the privacy unit of --codes is the patient (all of a patient's codes)")
         spec = CodeInput(CodeColumns(patient_col, code_col, count_col or "count"), counts=count_col is not None,
                          truncate=truncate, min_count=min_count,
                          vocabulary_file=str(vocabulary) if vocabulary is not None else None,
@@ -347,7 +363,7 @@ def run(
     name, params = _model_and_params(model, param, epochs, select, epsilon, delta)
     with open_release(output, overwrite=overwrite, resume=resume, inputs=(data,)) as stage:
         df = read_table(data)
-        table_schema = _load_schema(df, schema_path, target)
+        table_schema = _load_schema(df, schema_path, target, _unit(privacy_unit))
         config = _release_config(table_schema.target, name, params, epsilon, delta, test_size, n, seed, output_format,
                                  csv_safe, level)
         result = run_release(df, config, stage, schema=table_schema, source=_file_source(data), progress=not quiet,

@@ -73,8 +73,20 @@ def guarantee_of(model: Any) -> dict[str, Any]:
         return no_guarantee(model.name)
     return {"differentially_private": True, "model": model.name, "epsilon": ledger.epsilon, "delta": ledger.delta,
             "spent": ledger.spent(), "accountant": ledger.accountant, "charges": ledger.table(),
+            "privacy_unit": privacy_unit_of(model),
             "schema_facts": schema_facts(model.schema_, getattr(model, "facts_", None)),
             "facts_release": getattr(model, "facts_", None) or {}}
+
+
+def privacy_unit_of(model: Any) -> str:
+    """Whose data a fitted DP model's guarantee protects, as the guarantee page and manifest say it."""
+    from clinsynth.privacy.unit import PATIENT_UNIT, ROW_UNIT
+
+    if getattr(model.schema_, "codes", None) is not None:
+        return PATIENT_UNIT
+    if model.schema_.privacy_unit == "row":
+        return ROW_UNIT + ", as declared"
+    return ROW_UNIT + ": no identifier column repeated when it was fitted"
 
 
 @dataclass
@@ -207,6 +219,7 @@ class _Release:
             "versions": library_versions(),
             "device": str(getattr(model, "device_", "cpu")),
             "threads": threads.describe(),
+            **({"privacy_unit": privacy_unit_of(model)} if getattr(model, "ledger_", None) is not None else {}),
             "timings_seconds": self.timings,
             "resumed": self.stage.resumed,
             "files": {k: {"path": self._relative(v), **({"sha256": file_hash(v)} if v.is_file() else {})}
@@ -277,6 +290,10 @@ def run_release(df: pd.DataFrame, config: RunConfig, out_dir: str | Path | Stage
     check_run_config(config)
     schema = schema or Schema.infer(df, target=config.target)
     schema.validate(df)
+    if config.epsilon is not None:  # refused on the whole table, before anything is staged or split
+        from clinsynth.privacy.unit import check_privacy_unit
+
+        check_privacy_unit(df, schema)
     content = table_hash(df)
     with _staged(out_dir, overwrite, resume) as stage:
         stage.claim(run_fingerprint(asdict(config), content))

@@ -40,7 +40,7 @@ MAX_CATEGORIES = 200
 MAX_MAGNITUDE = 1e30
 #: Rounding to more decimals than float64 holds digits changes nothing but can overflow.
 MAX_DECIMALS = 15
-_ID_NAME = re.compile(r"(^|_)(id|mrn|maskid|patid|subject|patient)($|_)|(id$)", re.IGNORECASE)
+ID_NAME = re.compile(r"(^|_)(id|mrn|maskid|patid|subject|patient)($|_)|(id$)", re.IGNORECASE)
 _VISIT = re.compile(
     r"^(?P<measure>.+?)[_.\-]?(?P<label>rz|bl|baseline|base|screening|(?P<unit>visit|month|week|year|day|v|m|w|y|d|t)(?P<num>\d+))$",
     re.IGNORECASE,
@@ -153,6 +153,9 @@ class Schema(BaseModel):
     target: str | None = None
     longitudinal: list[LongitudinalGroup] = Field(default_factory=list)
     codes: CodeBlock | None = None
+    # whose data a DP guarantee protects: "row" declares each row a different person; unset, a DP fit
+    # refuses a table whose identifier column repeats (clinsynth.privacy.unit)
+    privacy_unit: Literal["row"] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Schema:
@@ -243,11 +246,14 @@ class Schema(BaseModel):
         target: str | None = None,
         longitudinal: Sequence[LongitudinalGroup] | Literal["auto"] | None = "auto",
         ids: Iterable[str] = (),
+        privacy_unit: Literal["row"] | None = None,
     ) -> Schema:
         """Infer a schema from a frame; edit the result (or its JSON) where it guessed wrong.
 
         Raises one ``SchemaError`` listing every column it cannot read (all missing, mixed types,
         infinite or unscalable numbers, nested values); a one-row table is refused outright.
+        ``privacy_unit="row"`` declares each row a different person, which a DP fit of a table whose
+        identifier column repeats requires (:mod:`clinsynth.privacy.unit`).
         """
         check_frame_basics(df)
         check_trainable(df)
@@ -274,7 +280,7 @@ class Schema(BaseModel):
         groups = detect_longitudinal(df.columns, specs) if longitudinal == "auto" else list(longitudinal or [])
         specs = _longitudinal_missing_policy(df, specs, groups)
         try:
-            return cls(columns=specs, target=target, longitudinal=groups)
+            return cls(columns=specs, target=target, longitudinal=groups, privacy_unit=privacy_unit)
         except ValidationError as e:
             raise SchemaError("inferred schema is inconsistent:", [err["msg"] for err in e.errors()]) from None
 
@@ -485,7 +491,7 @@ def _infer_column(s: pd.Series, is_target: bool, force_id: bool) -> ColumnSpec:
         if problem:
             raise SchemaError(problem)
         whole = bool(np.all(np.mod(x, 1) == 0))
-        if _ID_NAME.search(name) and whole and n_unique == len(s) and len(s) > MAX_TARGET_CLASSES:
+        if ID_NAME.search(name) and whole and n_unique == len(s) and len(s) > MAX_TARGET_CLASSES:
             return ColumnSpec(kind="id", **common)
         if n_unique == 2 or (is_target and n_unique == 1):
             return ColumnSpec(kind="binary" if n_unique == 2 else "categorical",
@@ -503,7 +509,7 @@ def _infer_column(s: pd.Series, is_target: bool, force_id: bool) -> ColumnSpec:
             full = parse_datetimes(text)
             if full.notna().all():
                 return _datetime_spec(full, common)
-    if (_ID_NAME.search(name) or n_unique > MAX_CATEGORIES) and n_unique == len(s) and not is_target:
+    if (ID_NAME.search(name) or n_unique > MAX_CATEGORIES) and n_unique == len(s) and not is_target:
         return ColumnSpec(kind="id", **common)
     if n_unique > MAX_CATEGORIES and n_unique > 0.5 * len(values) and not is_target:
         raise SchemaError(f"column '{name}' has {n_unique} distinct text values in {len(values)} rows: "

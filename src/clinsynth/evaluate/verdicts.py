@@ -44,7 +44,8 @@ def guarantee_verdict(guarantee: dict[str, Any]) -> dict[str, str]:
     if guarantee.get("differentially_private"):
         return _verdict("privacy guarantee", "pass",
                         f"(ε = {guarantee['spent']:.3g}, δ = {guarantee['delta']:.2g})-differential privacy over the whole "
-                        f"fitting pipeline (budget ε = {guarantee['epsilon']:g})")
+                        f"fitting pipeline (budget ε = {guarantee['epsilon']:g}"
+                        + (f"; privacy unit: {guarantee['privacy_unit'].split(' (')[0]})" if guarantee.get("privacy_unit") else ")"))
     return _verdict("privacy guarantee", "warning", "no formal guarantee: the model was trained without differential privacy")
 
 

@@ -673,10 +673,14 @@ def charged_release(df: pd.DataFrame, schema: Schema, ledger: Any, share: float,
     fact public and there is no ``extra`` query). The facts get ``share`` of the budget, raised for
     a table with few records per column (:mod:`clinsynth.privacy.facts_budget`); categorical
     thresholding spends δ/10 outright. A refusal names the smallest ε that would work, computed
-    with the same rule. ``release.budget`` records the share and noise; the caller's extra queries
-    (squared weight ``extra``, named by ``extra_purpose``) get noise sd ``release.budget["noise_std"]``."""
+    with the same rule; a table whose rows share a person (an identifier column repeats) is refused
+    unless the schema declares the row the privacy unit (:mod:`clinsynth.privacy.unit`).
+    ``release.budget`` records the share and noise; the caller's extra queries (squared weight
+    ``extra``, named by ``extra_purpose``) get noise sd ``release.budget["noise_std"]``."""
     from clinsynth.privacy.ledger import Charge
+    from clinsynth.privacy.unit import check_privacy_unit
 
+    check_privacy_unit(df, schema)  # a per-row guarantee on rows that share a person is refused first
     plan = plan_statistics(schema, extra)
     n = len(df)
     threshold_delta = ledger.delta / 10 if plan.categorical else 0.0

@@ -1,0 +1,78 @@
+"""The privacy unit: whose data a DP guarantee protects.
+
+A DP table model's guarantee is about one *record*: neighbouring tables differ by one row. That
+protects a person only when each person has one row. A long-format table (one row per visit)
+gives a patient with 16 visits 16 records, and a per-row ε then says far less about the patient
+than the number printed (group privacy: roughly 16 ε). So before any DP fit of a table, this
+module looks for columns that identify a person and repeat across rows, and refuses unless the
+user has declared that each row is a different person (``Schema.privacy_unit = "row"``).
+
+What counts as a person identifier: a column declared ``kind: id``, or one whose name reads as
+an identifier (``id``, ``patient``, ``subject``, ``mrn``, ``..._id``; see
+:data:`clinsynth.schema.ID_NAME`) and is neither binary nor all-distinct — the rule errs towards
+asking, because a false alarm costs the user one declaration and a miss prints a false guarantee.
+
+EHR code matrices are already one record per patient (all of a patient's codes and per-patient
+columns): their unit is the patient, by construction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from clinsynth.errors import ConfigError
+
+ROW_UNIT = "row (each row is a different person)"
+PATIENT_UNIT = "patient (all codes and per-patient columns of one patient)"
+
+
+class PrivacyUnitError(ConfigError):
+    """A DP fit whose per-row guarantee would not protect the people in the table."""
+
+
+@dataclass(frozen=True)
+class SharedId:
+    """An identifier column whose values repeat: rows that share a person."""
+
+    column: str
+    rows: int  # rows that carry a repeated value
+    ids: int  # distinct values that repeat
+    most: int  # rows of the most frequent value
+
+    def describe(self) -> str:
+        return (f"column '{self.column}' looks like a person identifier and {self.ids:,} of its values repeat "
+                f"({self.rows:,} rows; up to {self.most:,} rows for one value)")
+
+
+def shared_ids(df: pd.DataFrame, schema: Any) -> list[SharedId]:
+    """Identifier-like columns of ``df`` whose values repeat across rows (see the module docstring)."""
+    from clinsynth.schema import ID_NAME
+
+    found = []
+    for spec in schema.columns:
+        if spec.name not in df.columns or spec.kind == "binary":
+            continue
+        if spec.kind != "id" and not ID_NAME.search(spec.name):
+            continue
+        counts = df[spec.name].value_counts(dropna=True)
+        repeated = counts[counts > 1]
+        if len(repeated) and len(counts) > 2:
+            found.append(SharedId(spec.name, int(repeated.sum()), len(repeated), int(repeated.iloc[0])))
+    return found
+
+
+def check_privacy_unit(df: pd.DataFrame, schema: Any) -> str:
+    """The unit a DP fit of ``df`` protects, or ``PrivacyUnitError`` when rows share a person and
+    the schema has not declared that each row is a different person."""
+    if getattr(schema, "privacy_unit", None) == "row":
+        return ROW_UNIT + ", as declared"
+    shared = shared_ids(df, schema)
+    if shared:
+        raise PrivacyUnitError(
+            f"rows share a person: {shared[0].describe()}. A DP guarantee per row would not protect a person "
+            "with several rows (their rows together leak up to that many times ε). Give one row per person "
+            "(e.g. one column per visit), or, if each row really is a different person, declare it: "
+            "privacy unit 'row' (CLI: --privacy-unit row; Python: Schema.infer(..., privacy_unit='row'))")
+    return ROW_UNIT + ": no identifier column repeats"
