@@ -42,7 +42,8 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-import compare  # noqa: E402  (bench/compare.py: loaders, split, scoring schema)
+from compare_datasets import DATASETS, NUMERIC, DatasetFiles, prepare_dataset  # noqa: E402  (bench/compare.py's)
+from compare_scoring import TSTR_CLASSIFIERS, coerce_synthetic  # noqa: E402
 from adapters import clinsynth as adapter  # noqa: E402
 
 TABLES = ("breast_cancer", "whas500", "flchain", "trial")
@@ -66,7 +67,7 @@ def tvae_seconds(results: Path = BENCH / "results" / "compare_cells.jsonl") -> d
 def correlation_gap(real, synth, meta: dict[str, Any]) -> tuple[float, float, str]:
     """Mean and largest |real − synthetic| Pearson correlation over the numeric column pairs, and
     the worst pair: the "invented association" the detection AUROC picks up."""
-    names = [c["name"] for c in meta["columns"] if c["kind"] in compare.NUMERIC]
+    names = [c["name"] for c in meta["columns"] if c["kind"] in NUMERIC]
     if len(names) < 2:
         return 0.0, 0.0, ""
     gap = (real[names].corr() - synth[names].corr()).abs().to_numpy()
@@ -76,7 +77,7 @@ def correlation_gap(real, synth, meta: dict[str, Any]) -> tuple[float, float, st
     return float(values.mean()), float(values[worst]), f"{names[upper[0][worst]]}×{names[upper[1][worst]]}"
 
 
-def run_one(files: compare.DatasetFiles, params: dict[str, Any], seed: int) -> dict[str, float]:
+def run_one(files: DatasetFiles, params: dict[str, Any], seed: int) -> dict[str, float]:
     """Fit, sample n_train rows, score: detection AUROC, TSTR/TRTR ratios, fit seconds."""
     from threadpoolctl import threadpool_limits
 
@@ -92,10 +93,10 @@ def run_one(files: compare.DatasetFiles, params: dict[str, Any], seed: int) -> d
     fitted, _ = adapter.fit(train, meta, model, epsilon, meta["delta"] if epsilon else None, seed,
                             {k: json.dumps(v) for k, v in params.items()})
     fit_s, fit_cpu = time.perf_counter() - started, time.process_time() - cpu
-    synth, _ = compare.coerce_synthetic(adapter.sample(fitted, len(train), seed), meta)
+    synth, _ = coerce_synthetic(adapter.sample(fitted, len(train), seed), meta)
     with threadpool_limits(limits=1):
         utility = tstr(train, files.test, synth, files.schema, seed=seed, n_bootstrap=0, importance=False)
-        ratios = {short: utility.ratio(clf) for short, clf in compare.TSTR_CLASSIFIERS.items()}
+        ratios = {short: utility.ratio(clf) for short, clf in TSTR_CLASSIFIERS.items()}
         detection = detection_auroc(train, synth, files.schema, seed=seed)
     row = {"fit_s": fit_s, "fit_cpu_s": fit_cpu, "detection": detection, **{f"tstr_{k}": v for k, v in ratios.items()},
            "tstr_mean": float(np.mean(list(ratios.values())))}
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = BENCH / ".compare"
     out: dict[str, Any] = {"configs": dict(configs), "tvae_fit_s": tvae, "rows": []}
     for name in args.datasets:
-        files = compare.prepare_dataset(compare.DATASETS[name], work)
+        files = prepare_dataset(DATASETS[name], work)
         base_fit: dict[int, float] = {}
         for config, params in configs:
             for seed in args.seeds:

@@ -48,7 +48,7 @@ def tables() -> dict[str, tuple[pd.DataFrame, str]]:
     bc["target"] = bc["target"].astype(str)
     out = {"trial": (simulate_trial(n=5000, seed=0), "arm"), "breast_cancer": (bc, "target")}
     if importlib.util.find_spec("sksurv") is not None:
-        from compare import DATASETS, build_meta  # this directory: bench/compare.py
+        from compare_datasets import DATASETS, build_meta  # this directory: bench/compare.py's datasets
 
         for name in ("whas500", "flchain"):
             dataset = DATASETS[name]

@@ -24,7 +24,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import compare  # noqa: E402  (bench/compare.py: datasets, venvs and the cell runner)
+from compare_datasets import DATASETS, prepare_dataset  # noqa: E402  (bench/compare.py's datasets)
+from compare_grid import Cell  # noqa: E402
+from compare_report import machine  # noqa: E402
+from compare_runner import Paths, Timing, run_one  # noqa: E402  (each tool in its own venv)
 
 from clinsynth.data.io import jsonable, write_text_atomic  # noqa: E402
 
@@ -48,13 +51,13 @@ def time_demo(work: Path, runs: int) -> dict[str, Any]:
 
 def time_fits(work: Path, datasets: list[str], synthesizers: list[tuple[str, str]], timeout: float) -> list[dict[str, Any]]:
     """Fit seconds of each synthesizer on each dataset (seed 0, non-DP), through compare.py's cells."""
-    paths = compare.Paths(work=work / "compare", results=work / "results")
+    paths = Paths(work=work / "compare", results=work / "results")
     rows = []
     for name in datasets:
-        files = compare.prepare_dataset(compare.DATASETS[name], paths.work)
+        files = prepare_dataset(DATASETS[name], paths.work)
         for tool, synthesizer in synthesizers:
-            cell = compare.Cell(name, tool, synthesizer, None, 0)
-            row = compare.run_one(cell, files, paths, timeout, compare.Timing(rows=1000, throughput_seconds=0.0),
+            cell = Cell(name, tool, synthesizer, None, 0)
+            row = run_one(cell, files, paths, timeout, Timing(rows=1000, throughput_seconds=0.0),
                                   scored=False)
             rows.append({"dataset": name, "synthesizer": f"{tool}:{synthesizer}", "status": row["status"],
                          "reason": row.get("reason"), "fit_seconds": row.get("fit_seconds")})
@@ -77,14 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--runs", type=int, default=3, help="demo runs (the median is reported)")
     p.add_argument("--datasets", nargs="+", default=["trial", "breast_cancer", "whas500", "flchain"],
-                   choices=list(compare.DATASETS))
+                   choices=list(DATASETS))
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per fit")
     p.add_argument("--no-fits", action="store_true", help="time the demo only")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="clinsynth-bench-demo-") as tmp:
         work = Path(tmp)
-        result: dict[str, Any] = {"machine": compare.machine(), "demo": time_demo(work, args.runs)}
+        result: dict[str, Any] = {"machine": machine(), "demo": time_demo(work, args.runs)}
         print(f"demo: median {result['demo']['median_seconds']} s over {args.runs} run(s) "
               f"({result['demo']['model']}; bar 60 s)", flush=True)
         if not args.no_fits:

@@ -15,40 +15,43 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_compare():
-    spec = importlib.util.spec_from_file_location("bench_compare", REPO / "bench" / "compare.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their annotations through it
-    spec.loader.exec_module(module)
-    return module
-
-
-cmp = _load_compare()
+sys.path.insert(0, str(REPO / "bench"))  # bench/compare.py and its modules import each other by name
+try:
+    import compare
+    import compare_datasets
+    import compare_grid
+    import compare_report
+    import compare_runner
+    import compare_scoring
+    import compare_store
+finally:
+    sys.path.remove(str(REPO / "bench"))
 
 
 def _row(seed, status="ok", dataset="d", tool="clinsynth", synth="acgan", eps=None, reason=None, **metrics):
-    cell = cmp.Cell(dataset, tool, synth, eps, seed)
-    return cmp.base_row(cell, status, reason, **metrics)
+    cell = compare_grid.Cell(dataset, tool, synth, eps, seed)
+    return compare_store.base_row(cell, status, reason, **metrics)
 
 
 # -- aggregation -------------------------------------------------------------------------------
 def test_mean_and_sd_over_the_seeds_that_ran():
     rows = [_row(0, tstr_trtr_lr=0.8, fit_seconds=10.0), _row(1, tstr_trtr_lr=0.9, fit_seconds=12.0),
             _row(2, tstr_trtr_lr=1.0, fit_seconds=14.0), _row(3, "failed", reason="MemoryError: boom")]
-    (group,) = cmp.aggregate(rows)
+    (group,) = compare_report.aggregate(rows)
     assert (group.n_seeds, group.n_ok) == (4, 3)
     mean, sd, n = group.stats["tstr_trtr_lr"]
     assert mean == pytest.approx(0.9) and sd == pytest.approx(0.1) and n == 3
     assert group.stats["fit_seconds"][:2] == pytest.approx((12.0, 2.0))
     assert group.reasons == ["failed: MemoryError: boom"]
-    assert cmp.fmt(group.stats["tstr_trtr_lr"], 3) == "0.900 ± 0.100"
-    assert cmp.fmt(cmp.mean_sd([0.5]), 3) == "0.500"  # one seed: no spread shown
-    assert cmp.fmt(cmp.mean_sd([]), 3) == "—"
+    assert compare_report.fmt(group.stats["tstr_trtr_lr"], 3) == "0.900 ± 0.100"
+    assert compare_report.fmt(compare_report.mean_sd([0.5]), 3) == "0.500"  # one seed: no spread shown
+    assert compare_report.fmt(compare_report.mean_sd([]), 3) == "—"
 
 
 def _group(name, eps=None, **means):
-    g = cmp.Group("d", "t", name, eps, "", n_seeds=1, n_ok=1)
-    g.stats = {m.key: (means.get(m.key, math.nan), math.nan, 1 if m.key in means else 0) for m in cmp.METRICS}
+    g = compare_report.Group("d", "t", name, eps, "", n_seeds=1, n_ok=1)
+    g.stats = {m.key: (means.get(m.key, math.nan), math.nan, 1 if m.key in means else 0)
+               for m in compare_report.METRICS}
     return g
 
 
@@ -57,7 +60,7 @@ def test_best_per_column_follows_each_metric_direction():
                fit_seconds=30.0, sample_rows_per_second=1000.0, fit_peak_rss_mb=900.0)
     b = _group("b", tstr_trtr_rf=0.90, detection_auroc=0.7, dcr_share=0.55, mia_auroc=0.45, exact_copy_rate=0.1,
                fit_seconds=10.0, sample_rows_per_second=50000.0, fit_peak_rss_mb=1500.0)
-    marks = cmp.best_marks([a, b])
+    marks = compare_report.best_marks([a, b])
     best = {m: name for (i, m) in marks for name in [("a", "b")[i]]}
     assert best == {"tstr_trtr_rf": "a", "detection_auroc": "b", "dcr_share": "b", "mia_auroc": "a",
                     "exact_copy_rate": "a", "fit_seconds": "b", "sample_rows_per_second": "b", "fit_peak_rss_mb": "a"}
@@ -66,7 +69,7 @@ def test_best_per_column_follows_each_metric_direction():
 def test_best_is_marked_within_each_epsilon_group_and_not_when_all_tie():
     groups = [_group("a", tstr_trtr_lr=0.9, detection_auroc=1.0), _group("b", tstr_trtr_lr=0.8, detection_auroc=1.0),
               _group("c", 1.0, tstr_trtr_lr=0.5), _group("d", 1.0, tstr_trtr_lr=0.6)]
-    marks = cmp.best_marks(groups)
+    marks = compare_report.best_marks(groups)
     assert (0, "tstr_trtr_lr") in marks and (3, "tstr_trtr_lr") in marks
     assert (1, "tstr_trtr_lr") not in marks and (2, "tstr_trtr_lr") not in marks
     assert not any(m == "detection_auroc" for _, m in marks)  # 1.000 and 1.000: nothing to point out
@@ -76,7 +79,7 @@ def test_markdown_bolds_the_best_and_lists_cells_that_could_not_run():
     rows = [_row(s, synth="acgan", tstr_trtr_lr=v) for s, v in enumerate([0.8, 0.9, 1.0])]
     rows += [_row(s, synth="vae", tstr_trtr_lr=0.5) for s in range(3)]
     rows += [_row(0, "timeout", tool="sdv", synth="ctgan", reason="timed out after 3600 s")]
-    text = cmp.render_markdown(rows, host={"platform": "p", "cpu": "c", "cores": "2", "ram": "1 GiB"})
+    text = compare_report.render_markdown(rows, host={"platform": "p", "cpu": "c", "cores": "2", "ram": "1 GiB"})
     acgan = next(ln for ln in text.splitlines() if ln.startswith("| clinsynth:acgan"))
     assert "**0.900 ± 0.100**" in acgan and "| 3/3 |" in acgan
     vae = next(ln for ln in text.splitlines() if ln.startswith("| clinsynth:vae"))
@@ -93,42 +96,43 @@ class Recorder:
     def __call__(self, cell):
         self.calls.append(cell.key)
         if cell.seed in self.fail_seeds:
-            return cmp.base_row(cell, self.status, "ValueError: cannot handle this table")
-        return cmp.base_row(cell, "ok", None, tstr_trtr_lr=0.9)
+            return compare_store.base_row(cell, self.status, "ValueError: cannot handle this table")
+        return compare_store.base_row(cell, "ok", None, tstr_trtr_lr=0.9)
 
 
 def _cells(seeds=(0, 1, 2)):
-    return cmp.build_cells(["breast_cancer"], ["sdv"], ["ctgan"], [None], list(seeds))
+    return compare_grid.build_cells(["breast_cancer"], ["sdv"], ["ctgan"], [None], list(seeds))
 
 
 def test_finished_cells_are_skipped_on_a_second_run(tmp_path):
-    store = cmp.CellStore(tmp_path / "cells.jsonl")
+    store = compare_store.CellStore(tmp_path / "cells.jsonl")
     first = Recorder()
-    cmp.run_cells(_cells(), store, first, log=lambda _: None)
+    compare_runner.run_cells(_cells(), store, first, log=lambda _: None)
     assert len(first.calls) == 3
     again = Recorder()
-    added = cmp.run_cells(_cells(), cmp.CellStore(tmp_path / "cells.jsonl"), again, log=lambda _: None)
+    added = compare_runner.run_cells(_cells(), compare_store.CellStore(tmp_path / "cells.jsonl"), again,
+                                     log=lambda _: None)
     assert again.calls == [] and added == []
 
 
 def test_not_installed_is_tried_again_and_failures_only_with_retry(tmp_path):
-    store = cmp.CellStore(tmp_path / "cells.jsonl")
+    store = compare_store.CellStore(tmp_path / "cells.jsonl")
     cells = _cells(seeds=(0,))
-    store.put(cmp.base_row(cells[0], "not installed", "no venv"))
+    store.put(compare_store.base_row(cells[0], "not installed", "no venv"))
     runner = Recorder(fail_seeds={0})
-    cmp.run_cells(cells, store, runner, log=lambda _: None)
+    compare_runner.run_cells(cells, store, runner, log=lambda _: None)
     assert len(runner.calls) == 1 and store.get(cells[0].key)["status"] == "failed"
-    cmp.run_cells(cells, store, runner, log=lambda _: None)
+    compare_runner.run_cells(cells, store, runner, log=lambda _: None)
     assert len(runner.calls) == 1  # a failure is a result
-    cmp.run_cells(cells, store, Recorder(), retry_failed=True, log=lambda _: None)
+    compare_runner.run_cells(cells, store, Recorder(), retry_failed=True, log=lambda _: None)
     assert store.get(cells[0].key)["status"] == "ok"
 
 
 @pytest.mark.parametrize("status", ["failed", "timeout"])
 def test_a_hopeless_seed_0_spares_the_other_seeds(tmp_path, status):
-    store = cmp.CellStore(tmp_path / "cells.jsonl")
+    store = compare_store.CellStore(tmp_path / "cells.jsonl")
     runner = Recorder(fail_seeds={0}, status=status)
-    cmp.run_cells(_cells(), store, runner, log=lambda _: None)
+    compare_runner.run_cells(_cells(), store, runner, log=lambda _: None)
     assert len(runner.calls) == 1
     rows = [store.get(c.key) for c in _cells()]
     assert [r["status"] for r in rows] == [status] * 3
@@ -137,23 +141,24 @@ def test_a_hopeless_seed_0_spares_the_other_seeds(tmp_path, status):
 
 
 def test_a_failed_later_seed_does_not_stop_the_others(tmp_path):
-    store = cmp.CellStore(tmp_path / "cells.jsonl")
+    store = compare_store.CellStore(tmp_path / "cells.jsonl")
     runner = Recorder(fail_seeds={1})
-    cmp.run_cells(_cells(), store, runner, log=lambda _: None)
+    compare_runner.run_cells(_cells(), store, runner, log=lambda _: None)
     assert len(runner.calls) == 3
-    (group,) = cmp.aggregate(store.rows.values())
+    (group,) = compare_report.aggregate(store.rows.values())
     assert group.n_ok == 2 and group.reasons == ["failed: ValueError: cannot handle this table"]
 
 
 def test_a_missing_venv_is_recorded_as_not_installed(tmp_path):
-    paths = cmp.Paths(tmp_path / "work", tmp_path / "results", tmp_path / "no-peers", REPO / "bench" / "run_cell.py")
+    paths = compare_runner.Paths(tmp_path / "work", tmp_path / "results", tmp_path / "no-peers",
+                                 REPO / "bench" / "run_cell.py")
     (cell,) = _cells(seeds=(0,))
-    row = cmp.run_one(cell, cmp.DatasetFiles("breast_cancer", tmp_path), paths, 10, 100)
+    row = compare_runner.run_one(cell, compare_datasets.DatasetFiles("breast_cancer", tmp_path), paths, 10, 100)
     assert row["status"] == "not installed" and "no-peers/sdv/bin/python" in row["reason"]
 
 
 def test_cells_per_dataset_kind_epsilon_and_seed_order():
-    cells = cmp.build_cells(["breast_cancer", "ehr"], ["clinsynth"], None, [None, 1.0], [1, 0])
+    cells = compare_grid.build_cells(["breast_cancer", "ehr"], ["clinsynth"], None, [None, 1.0], [1, 0])
     names = {(c.dataset, c.synthesizer) for c in cells}
     assert ("breast_cancer", "acgan") in names and ("ehr", "acgan") not in names
     assert ("ehr", "medgan") in names and ("breast_cancer", "medgan") not in names
@@ -161,8 +166,8 @@ def test_cells_per_dataset_kind_epsilon_and_seed_order():
     assert {(c.dataset, c.epsilon) for c in cells if c.synthesizer == "auto"} == \
         {("breast_cancer", None), ("breast_cancer", 1.0), ("ehr", None), ("ehr", 1.0)}  # auto: with and without DP
     assert [c.seed for c in cells[:2]] == [0, 1]
-    assert {c.synthesizer for c in cmp.build_cells(["trial"], cmp.TOOLS, ["sdv:ctgan", "aim"], [None, 4.0], [0])} \
-        == {"ctgan", "aim"}
+    picked = compare_grid.build_cells(["trial"], compare_grid.TOOLS, ["sdv:ctgan", "aim"], [None, 4.0], [0])
+    assert {c.synthesizer for c in picked} == {"ctgan", "aim"}
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -176,7 +181,7 @@ def test_meta_json_from_a_small_frame():
         "city": ["b", "a", None, "a"],
         "y": [0, 1, 0, 1],
     })
-    table, meta = cmp.build_meta(df, "toy", "y")
+    table, meta = compare_datasets.build_meta(df, "toy", "y")
     cols = {c["name"]: c for c in meta["columns"]}
     assert cols["x"] == {"name": "x", "kind": "continuous", "lower": 1.5, "upper": 3.25, "nullable": True}
     assert cols["n"] == {"name": "n", "kind": "integer", "lower": 3, "upper": 10, "nullable": False}
@@ -186,19 +191,33 @@ def test_meta_json_from_a_small_frame():
     assert cols["city"] == {"name": "city", "kind": "binary", "categories": ["a", "b"], "nullable": True}
     assert cols["y"]["kind"] == "binary" and list(table["y"]) == ["0", "1", "0", "1"]
     assert table["city"].isna().tolist() == [False, False, True, False]
-    assert cmp.default_delta(455) == 1e-5 and cmp.default_delta(1_000_000) == pytest.approx(1e-7)
+
+
+def test_delta_offered_to_every_dp_tool_is_the_ledgers_default(tmp_path):
+    """One δ rule: the ledger's. 12,000 training rows is where the benchmark's old rule, min(1e-5, 1/(10 n)),
+    gave 8.3e-6 while a clinsynth model on the same rows picks 8e-6 (rounded down to one digit)."""
+    from clinsynth.privacy.ledger import default_delta
+
+    rng = np.random.default_rng(0)
+    big = compare_datasets.Dataset("big", "y", lambda: pd.DataFrame({"x": rng.normal(size=15_000),
+                                                                     "y": rng.integers(0, 2, 15_000)}))
+    meta = compare_datasets.prepare_dataset(big, tmp_path).meta
+    assert meta["n_train"] == 12_000
+    assert meta["delta"] == default_delta(12_000) == 8e-6
+    small = compare_datasets.prepare_dataset(compare_datasets.Dataset("small", "diagnosis", _tiny), tmp_path).meta
+    assert small["delta"] == default_delta(small["n_train"]) == 1e-5  # every committed dataset: n_train <= 10,000
 
 
 def test_peer_tables_are_coerced_to_the_schema():
     meta = {"columns": [{"name": "x", "kind": "continuous", "lower": 0, "upper": 1},
                         {"name": "c", "kind": "binary", "categories": ["0", "1"]}]}
     synth = pd.DataFrame({"x": ["0.5", "oops", ""], "c": [1.0, "0", "7"], "extra": [1, 2, 3]})
-    out, notes = cmp.coerce_synthetic(synth, meta)
+    out, notes = compare_scoring.coerce_synthetic(synth, meta)
     assert out["x"].tolist()[0] == 0.5 and out["x"].isna().tolist() == [False, True, True]
     assert out["c"].tolist() == ["1", "0", "7"]
     assert any("x: 1 non-numeric" in n for n in notes) and any("c: 1 value(s) outside" in n for n in notes)
     with pytest.raises(ValueError, match="lacks 1 column"):
-        cmp.coerce_synthetic(synth.drop(columns=["c"]), meta)
+        compare_scoring.coerce_synthetic(synth.drop(columns=["c"]), meta)
 
 
 # -- a real run -----------------------------------------------------------------------------------
@@ -211,11 +230,11 @@ def _tiny() -> pd.DataFrame:
 
 
 def test_end_to_end_with_a_fast_clinsynth_cell(tmp_path, monkeypatch):
-    monkeypatch.setitem(cmp.DATASETS, "tiny", cmp.Dataset("tiny", "diagnosis", _tiny))
+    monkeypatch.setitem(compare_datasets.DATASETS, "tiny", compare_datasets.Dataset("tiny", "diagnosis", _tiny))
     args = ["--datasets", "tiny", "--tools", "clinsynth", "--synthesizers", "vae", "--seeds", "0",
             "--param", "epochs=2", "--speed-rows", "500", "--work-dir", str(tmp_path / "work"),
             "--results-dir", str(tmp_path / "results")]
-    assert cmp.main(args) == 0
+    assert compare.main(args) == 0
     meta = json.loads((tmp_path / "work" / "tiny" / "meta.json").read_text())
     assert (meta["n_train"], meta["n_test"], meta["delta"]) == (96, 24, 1e-5)
     frame = pd.read_csv(tmp_path / "results" / "compare.csv")
@@ -233,9 +252,9 @@ def test_end_to_end_with_a_fast_clinsynth_cell(tmp_path, monkeypatch):
     assert "| clinsynth:vae [epochs=2] | non-DP | 1/1 |" in (tmp_path / "results" / "compare.md").read_text()
 
     log = tmp_path / "results" / "compare_cells.jsonl"
-    assert cmp.main(args) == 0  # finished: skipped, nothing appended
+    assert compare.main(args) == 0  # finished: skipped, nothing appended
     assert len(log.read_text().splitlines()) == 1
-    assert cmp.main(args + ["--rescore"]) == 0  # scored again from the kept table, same numbers
+    assert compare.main(args + ["--rescore"]) == 0  # scored again from the kept table, same numbers
     lines = log.read_text().splitlines()
     assert len(lines) == 2
     again = json.loads(lines[1])
@@ -243,11 +262,11 @@ def test_end_to_end_with_a_fast_clinsynth_cell(tmp_path, monkeypatch):
 
 
 def test_speed_pass_times_repeated_draws_without_scoring_and_keeps_scored_cells_apart(tmp_path, monkeypatch):
-    monkeypatch.setitem(cmp.DATASETS, "tiny", cmp.Dataset("tiny", "diagnosis", _tiny))
+    monkeypatch.setitem(compare_datasets.DATASETS, "tiny", compare_datasets.Dataset("tiny", "diagnosis", _tiny))
     args = ["--datasets", "tiny", "--tools", "clinsynth", "--synthesizers", "bayesnet", "--seeds", "0",
             "--speed-rows", "2000", "--throughput-seconds", "0.3", "--work-dir", str(tmp_path / "work"),
             "--results-dir", str(tmp_path / "results"), "--speed-pass"]
-    assert cmp.main(args) == 0
+    assert compare.main(args) == 0
     assert not (tmp_path / "results" / "compare_cells.jsonl").exists()  # the scored grid is untouched
     row = pd.read_csv(tmp_path / "results" / "speed.csv").iloc[0]
     assert row["status"] == "ok", row["reason"]
@@ -265,7 +284,7 @@ def test_speed_table_divides_each_throughput_by_the_fastest_peers():
             _row(0, tool="sdv", synth="tvae", throughput_rows_per_second=1.5e5, throughput_draws=8),
             _row(0, tool="smartnoise", synth="mst", eps=1.0, throughput_rows_per_second=1e5, throughput_draws=5),
             _row(0, tool="sdv", synth="ctgan", status="timeout", reason="timed out after 9 s")]
-    text = "\n".join(cmp.speed_table(rows, "d"))
+    text = "\n".join(compare_report.speed_table(rows, "d"))
     assert "| clinsynth:bayesnet | non-DP | 1/1 | 3,000,000 | 6,000,000 | 300 | 40.0× |" in text
     assert "| smartnoise:mst | ε = 1 | 1/1 | — | 100,000 | 5 | 0.7× |" in text
     assert "timeout: timed out after 9 s" in text
