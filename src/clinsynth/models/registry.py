@@ -194,7 +194,16 @@ def _entry(name: str) -> ModelEntry:
 def create(name: str, **hyperparameters: Any) -> SynthModel:
     """Build a registered model by name, e.g. ``create("acgan", epochs=200)``."""
     entry = _entry(name)
+    unknown, allowed = _unknown_hyperparameters(name, hyperparameters) if name != "auto" else ([], [])  # auto: on its choice
+    if unknown:
+        raise ConfigError(f"model '{name}' has no hyperparameter {', '.join(unknown)} (it takes {', '.join(allowed)})")
     return entry.load_class()(**{**entry.defaults, **hyperparameters})
+
+
+def _unknown_hyperparameters(name: str, params: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The names in ``params`` that model ``name`` does not take, and those it takes."""
+    allowed = list(_entry(name).load_class()._param_names())
+    return sorted(set(params) - set(allowed)), allowed
 
 
 def load(path: str | Path) -> SynthModel:
@@ -212,7 +221,8 @@ def check_hyperparameters(model: str, params: dict[str, Any], choice: ModelChoic
     """Refuse, in one line, a hyperparameter ``model`` does not take (``--param``, ``--epochs``, ``--select``)."""
     if model not in REGISTRY or model == "auto":  # an unknown name is reported by create(); auto checks its choice
         return
-    allowed = [p for p in _entry(model).load_class()._param_names() if p not in ("seed", "progress")]
+    _, allowed = _unknown_hyperparameters(model, {})
+    allowed = [p for p in allowed if p not in ("seed", "progress")]  # the CLI's --seed and --quiet
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         kind = "code matrices" if choice is not None and choice.facts.kind == "codes" else "tables"
