@@ -22,7 +22,6 @@ normalisation in any network that sees real records (the generator's is fine: it
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -84,13 +83,15 @@ class MedGAN(CodeModel):
     Parameters
     ----------
     pretrain_epochs : autoencoder pretraining epochs.
-    epochs : GAN epochs; batch_size : records per batch (both phases).
+    epochs : GAN epochs; batch_size : records per batch (both phases); ``None``: 512, or 32 below
+        1,000 patients without DP (see ``small_batch``).
     compress_dim : the autoencoder's code size (= the generator's noise and output size).
     generator_layers : shortcut blocks in the generator.
     disc_hidden : the discriminator's hidden widths.
     minibatch_averaging : show each record with its batch's mean (not under DP).
     d_steps : discriminator steps per generator step.
-    lr, weight_decay : Adam's learning rate and L2 regularisation for the GAN's networks.
+    lr, weight_decay : Adam's learning rate and L2 regularisation for the GAN's networks (``lr``
+        ``None``: 1e-3, or 1e-4 below 1,000 patients without DP).
     ae_lr : the autoencoder's pretraining learning rate.
     Common parameters (ε, δ, clipping, device, seed, …): see :class:`CodeModel`.
     """
@@ -98,9 +99,9 @@ class MedGAN(CodeModel):
     name = "medgan"
     sampling_modules = ("generator", "decoder")
 
-    def __init__(self, pretrain_epochs: int = 40, epochs: int = 100, batch_size: int = 512,
+    def __init__(self, pretrain_epochs: int = 40, epochs: int = 100, batch_size: int | None = None,
                  compress_dim: int = 128, generator_layers: int = 2, disc_hidden: tuple[int, ...] = (256, 128),
-                 minibatch_averaging: bool = True, d_steps: int = 2, lr: float = 1e-3,
+                 minibatch_averaging: bool = True, d_steps: int = 2, lr: float | None = None,
                  weight_decay: float = 1e-4, ae_lr: float = 5e-3, **common: Any):
         super().__init__(**common)
         self.pretrain_epochs = pretrain_epochs
@@ -117,8 +118,30 @@ class MedGAN(CodeModel):
 
     # -- declaration ---------------------------------------------------------------------------
     def _phases(self) -> list[Phase]:
-        return [Phase("autoencoder", "autoencoder pretraining", self.pretrain_epochs, self.batch_size),
-                Phase("discriminator", "discriminator training", self.epochs, self.batch_size)]
+        return [Phase("autoencoder", "autoencoder pretraining", self.pretrain_epochs, self.batch_size_),
+                Phase("discriminator", "discriminator training", self.epochs, self.batch_size_)]
+
+    #: below ``few_patients`` (without DP) medGAN trains in small batches at a lower rate, its decoder
+    #: started at the codes' prevalences. Its defaults (batch 512, one step per epoch on a few hundred
+    #: patients) collapsed there: on 300 patients × 170 codes, prevalence correlation −0.22 / −0.43
+    #: and 88–100 codes per patient (real: 5); batch 32 at lr 1e-4 from the prevalences: 0.93 / 0.94
+    #: and 4.4–5.0 codes (seeds 0, 1). From 1,000 patients up, batch 512 at lr 1e-3.
+    small_batch: ClassVar[int] = 32
+    small_lr: ClassVar[float] = 1e-4
+
+    def _small_data(self) -> bool:
+        n = getattr(self, "n_input_", None)
+        return n is not None and n < self.few_patients and not self.private
+
+    @property
+    def batch_size_(self) -> int:
+        """The batch size the fit uses: ``batch_size``, or chosen by the number of patients."""
+        return self.batch_size if self.batch_size is not None else self.small_batch if self._small_data() else 512
+
+    @property
+    def lr_(self) -> float:
+        """The GAN's learning rate the fit uses: ``lr``, or chosen by the number of patients."""
+        return self.lr if self.lr is not None else self.small_lr if self._small_data() else 1e-3
 
     def _validate_model_params(self, schema: Schema) -> None:
         def whole(v: Any, low: int) -> bool:
@@ -131,6 +154,8 @@ class MedGAN(CodeModel):
             bad.append(f"disc_hidden={self.disc_hidden!r}")
         for k in ("lr", "weight_decay", "ae_lr"):
             v = getattr(self, k)
+            if k == "lr" and v is None:
+                continue
             if not (isinstance(v, (int, float)) and v >= 0 and (k == "weight_decay" or v > 0)):
                 bad.append(f"{k}={v!r}")
         if bad:
@@ -147,13 +172,9 @@ class MedGAN(CodeModel):
 
     # -- training --------------------------------------------------------------------------------
     def _optimizer(self, params, lr: float | None = None) -> torch.optim.Optimizer:
-        return torch.optim.Adam(params, lr=lr or self.lr, weight_decay=self.weight_decay)
+        return torch.optim.Adam(params, lr=lr or self.lr_, weight_decay=self.weight_decay)
 
     def _train(self) -> None:
-        if self.n_train_ < self.few_patients:
-            warnings.warn(f"{self.name}: {self.n_train_:,} patients are few for a GAN: below {self.few_patients:,} medGAN's "
-                          "code prevalences drift far from the data's (300 patients × 170 codes: correlation −0.33 to "
-                          "0.41); use codetree (or corgan, vae) for a table this small", UserWarning, stacklevel=4)
         started = time.perf_counter()
         phases = self._phases()
         self.history_ = []
@@ -161,11 +182,10 @@ class MedGAN(CodeModel):
         self._train_gan(phases[1])
         self.train_seconds_ = time.perf_counter() - started
 
-    #: start the decoder at the codes' prevalences (corGAN). Not medGAN's default: measured, it
-    #: lifts medGAN on 300 patients (−0.33 → 0.81–0.86 over three seeds) but drops a short fit on
-    #: 1,500 patients × 80 codes (0.84 → 0.39), so medGAN warns on small data instead.
+    #: start the decoder at the codes' prevalences (corGAN). Not medGAN's default from
+    #: ``few_patients`` up: measured, it drops a short fit on 1,500 patients × 80 codes (0.84 → 0.39).
     prevalence_start: ClassVar[bool] = False
-    #: below this many patients medGAN warns that it collapses and names the models that do not
+    #: below this many patients medGAN uses its small-data schedule (``small_batch``, ``small_lr``)
     few_patients: ClassVar[int] = 1000
 
     def _code_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -177,7 +197,7 @@ class MedGAN(CodeModel):
         count of the records). Its output otherwise starts at 0.5 for every code, and on a few
         hundred patients (one batch per epoch) training ends before it has moved far: medGAN
         sampled every code of 170 at ~50 % (300 patients, prevalence correlation −0.33)."""
-        if not self.prevalence_start or self.private or self._codes is None:
+        if not (self.prevalence_start or self._small_data()) or self.private or self._codes is None:
             return
         a, v = self.codec_.static_dim, self.codec_.n_codes
         p = np.bincount(self._codes.indices, minlength=v) / max(self.n_train_, 1)
@@ -241,7 +261,7 @@ class MedGAN(CodeModel):
         rng = torch.Generator(device=self.device_).manual_seed(self.seed + 1)
         critic = self._step(phase, D, self._optimizer(D.parameters()))
         opt_g = self._generator_optimizer()
-        batch = min(self.batch_size, self.n_train_)
+        batch = min(self.batch_size_, self.n_train_)
         state = {**m, **critic.state_objects("critic"), "generator_optimizer": opt_g, "rng": rng}
         first = self._checkpoint.resume(phase.name, phase.epochs, state)
         with TrainingProgress(phase.epochs, f"{self.name} GAN", self.progress, start=first) as bar:

@@ -400,8 +400,9 @@ class CodeModel(SynthModel):
         schema = schema or infer_record_schema(codes, static)
         check_input(schema, codes, static)
         self.input_kind_ = "codes" if codes is not None else "table"  # some defaults depend on it
-        self._validate_params(schema)
         n = len(codes) if codes is not None else len(static)
+        self.n_input_ = n  # and some on the number of patients (public, as everywhere in clinsynth)
+        self._validate_params(schema)
         if self.private and codes is not None and n < DP_FEW_PATIENTS:
             warnings.warn(f"{self.name}: {n:,} patients are few for a differentially private code model at ε = "
                           f"{self.epsilon:g}: the noise swamps most codes' counts (300 patients × 170 codes at ε = 1: "
