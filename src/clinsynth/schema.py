@@ -64,6 +64,8 @@ class ColumnSpec(BaseModel):
     sensitive: bool = False
     quasi_identifier: bool = False
     dtype: str | None = Field(default=None, description="pandas dtype of the input, restored on output")
+    level: Literal["patient", "visit"] | None = Field(
+        default=None, description="long format: constant within every patient, or one value per visit")
 
     @model_validator(mode="after")
     def _check(self) -> ColumnSpec:
@@ -156,6 +158,9 @@ class Schema(BaseModel):
     # whose data a DP guarantee protects: "row" declares each row a different person; unset, a DP fit
     # refuses a table whose identifier column repeats (clinsynth.privacy.unit)
     privacy_unit: Literal["row"] | None = None
+    # long format (one row per visit; clinsynth.long_schema): the patient id and visit-time columns
+    patient: str | None = None
+    time: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Schema:
@@ -185,7 +190,40 @@ class Schema(BaseModel):
                 if c == self.target:
                     raise ValueError(f"the target '{c}' cannot be part of a longitudinal group")
                 seen.add(c)
+        self._check_long(known)
         return self
+
+    def _check_long(self, known: set[str]) -> None:
+        if (self.patient is None) != (self.time is None):
+            raise ValueError("a long-format schema names both its patient and its time column")
+        if self.patient is None:
+            leveled = [c.name for c in self.columns if c.level is not None]
+            if leveled:
+                raise ValueError(f"columns {', '.join(leveled[:5])} have a level (patient or visit) but the schema "
+                                 "names no patient column")
+            return
+        for role, name in (("patient", self.patient), ("time", self.time)):
+            if name not in known:
+                raise ValueError(f"{role} column '{name}' is not a column of the schema")
+        if self.column(self.patient).kind != "id":
+            raise ValueError(f"patient column '{self.patient}' must be of kind id")
+        if self.column(self.time).kind not in ("continuous", "integer", "datetime"):
+            raise ValueError(f"time column '{self.time}' must be continuous, integer or datetime")
+        if self.longitudinal:
+            raise ValueError("a long-format schema (a patient column) has no wide longitudinal groups")
+        if self.privacy_unit == "row":
+            raise ValueError("a long-format schema's privacy unit is the patient, not the row")
+        for c in self.columns:
+            if c.name not in (self.patient, self.time) and c.level is None:
+                raise ValueError(f"column '{c.name}': a long-format schema says of each column whether it is "
+                                 "per 'patient' or per 'visit' (level)")
+        if self.target is not None and self.column(self.target).level != "patient":
+            raise ValueError(f"target '{self.target}' must be a per-patient column (level: patient)")
+
+    @property
+    def is_long(self) -> bool:
+        """One row per visit, several per patient (``patient`` and ``time`` named)."""
+        return self.patient is not None
 
     # -- lookup -------------------------------------------------------------------------
     def column(self, name: str) -> ColumnSpec:
@@ -247,6 +285,8 @@ class Schema(BaseModel):
         longitudinal: Sequence[LongitudinalGroup] | Literal["auto"] | None = "auto",
         ids: Iterable[str] = (),
         privacy_unit: Literal["row"] | None = None,
+        patient: str | None = None,
+        time: str | None = None,
     ) -> Schema:
         """Infer a schema from a frame; edit the result (or its JSON) where it guessed wrong.
 
@@ -254,12 +294,23 @@ class Schema(BaseModel):
         infinite or unscalable numbers, nested values); a one-row table is refused outright.
         ``privacy_unit="row"`` declares each row a different person, which a DP fit of a table whose
         identifier column repeats requires (:mod:`clinsynth.privacy.unit`).
+        ``patient`` and ``time`` name the columns of a long-format table (one row per visit): each other
+        column is then found per patient or per visit (:mod:`clinsynth.long_schema`).
         """
         check_frame_basics(df)
         check_trainable(df)
         if target is not None and target not in df.columns:
             raise SchemaError(f"target column '{target}' is not in the table; columns are: {_preview(df.columns)}")
-        ids = set(ids)
+        if (patient is None) != (time is None):
+            raise SchemaError("a long-format table needs both its patient column and its time column")
+        levels: dict[str, str] = {}
+        if patient is not None:
+            from clinsynth.long_schema import check_layout_columns, infer_levels
+
+            check_layout_columns(df, patient, time, target)
+            levels = infer_levels(df, patient, time, target)
+            longitudinal = []
+        ids = set(ids) | ({patient} if patient is not None else set())
         problems: list[str] = []
         specs: list[ColumnSpec] = []
         for name in df.columns:
@@ -279,8 +330,10 @@ class Schema(BaseModel):
                                   "a target must be a class label (binary or categorical)")
         groups = detect_longitudinal(df.columns, specs) if longitudinal == "auto" else list(longitudinal or [])
         specs = _longitudinal_missing_policy(df, specs, groups)
+        specs = [s.model_copy(update={"level": levels[s.name]}) if s.name in levels else s for s in specs]
         try:
-            return cls(columns=specs, target=target, longitudinal=groups, privacy_unit=privacy_unit)
+            return cls(columns=specs, target=target, longitudinal=groups, privacy_unit=privacy_unit,
+                       patient=patient, time=time)
         except ValidationError as e:
             raise SchemaError("inferred schema is inconsistent:", [err["msg"] for err in e.errors()]) from None
 
@@ -320,6 +373,10 @@ class Schema(BaseModel):
         for spec in self.columns:
             if spec.name in df.columns:
                 problems.extend(_column_problems(spec, df[spec.name], allowed_missing.get(spec.name)))
+        if self.is_long:
+            from clinsynth.long_schema import layout_problems
+
+            problems.extend(layout_problems(df, self))
         if self.target is not None and self.target in df.columns:
             n_classes = df[self.target].nunique(dropna=True)
             if n_classes < 2:

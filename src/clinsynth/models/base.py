@@ -50,6 +50,15 @@ def allocate(n: int, probs: np.ndarray) -> np.ndarray:
     return counts
 
 
+def refuse_long_format(model: str, schema: Schema | None) -> None:
+    """A model of independent records must not see a long-format table as one: its visits are not
+    independent, and a DP guarantee per row would not be per patient."""
+    if schema is not None and schema.is_long:
+        raise ConfigError(f"{model} treats rows as independent records, but this table is long format "
+                          f"(several rows per patient '{schema.patient}'): it needs a model of patients and "
+                          "their visits (no such model is registered yet), or one row per patient")
+
+
 class SynthModel(ABC):
     """Base class of registered generative models."""
 
@@ -100,6 +109,7 @@ class SynthModel(ABC):
         seconds (the Bayesian networks) write none and just fit.
         """
         schema = schema or Schema.infer(df)
+        refuse_long_format(self.name, schema)
         schema.validate(df)
         check_trainable(df)
         self._validate_params(schema)

@@ -45,7 +45,7 @@ from clinsynth.data.io import write_with
 from clinsynth.data.transforms import Span, TableEncoder
 from clinsynth.errors import ConfigError, InputError, NotFittedError, SchemaError
 from clinsynth.models import bundle
-from clinsynth.models.base import Conditions, SynthModel
+from clinsynth.models.base import Conditions, SynthModel, refuse_long_format
 from clinsynth.models.training import CategoricalNoise, SpanActivation, flush_denormals, resolve_device, seeded
 from clinsynth.privacy.dpsgd import PrivateGradient, calibrate_noise, expected_batch, poisson_batches
 from clinsynth.privacy.ledger import Charge, PrivacyLedger, share_noise_multiplier
@@ -396,6 +396,7 @@ class CodeModel(SynthModel):
         ``checkpoint_dir``: write a checkpoint there after every epoch of every phase, and continue
         from one of this same fit (see ``SynthModel.fit`` and ``clinsynth.models.checkpoint``).
         """
+        refuse_long_format(self.name, schema)
         codes, static = split_input(data, self.tables_ok, self.name)
         schema = schema or infer_record_schema(codes, static)
         check_input(schema, codes, static)

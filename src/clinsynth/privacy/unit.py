@@ -66,6 +66,9 @@ def shared_ids(df: pd.DataFrame, schema: Any) -> list[SharedId]:
 def check_privacy_unit(df: pd.DataFrame, schema: Any) -> str:
     """The unit a DP fit of ``df`` protects, or ``PrivacyUnitError`` when rows share a person and
     the schema has not declared that each row is a different person."""
+    if getattr(schema, "patient", None) is not None:
+        raise PrivacyUnitError(f"a per-row DP mechanism was given a long-format table (patient column "
+                               f"'{schema.patient}'): its guarantee would not be per patient")
     if getattr(schema, "privacy_unit", None) == "row":
         return ROW_UNIT + ", as declared"
     shared = shared_ids(df, schema)
