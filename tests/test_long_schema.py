@@ -104,3 +104,18 @@ def test_schema_json_rules_for_long_format():
     no_level = [dict(c, level=None) if c["name"] == "sbp" else c for c in data["columns"]]
     with pytest.raises(SchemaError, match="column 'sbp': a long-format schema says"):
         Schema.from_json(json.dumps({**data, "columns": no_level}))
+
+
+def test_the_holdout_of_a_long_table_keeps_each_patient_whole():
+    from clinsynth.pipeline import split_patients_holdout
+
+    df = visits(200)
+    train, test = split_patients_holdout(df, "pid", "death", 0.25, seed=1)
+    assert len(train) + len(test) == len(df)
+    assert not set(train["pid"]) & set(test["pid"])
+    assert len(set(test["pid"])) == 50
+    per_patient = df.groupby("pid")["death"].first()
+    share = lambda part: per_patient[sorted(set(part["pid"]))].mean()  # noqa: E731
+    assert abs(share(train) - share(test)) < 0.03  # stratified by the per-patient target
+    with pytest.raises(ConfigError, match="3 patients are too few to hold 20% out"):
+        split_patients_holdout(df[df["pid"].isin([500, 501, 502])], "pid", None, 0.2)
