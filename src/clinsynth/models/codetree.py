@@ -47,6 +47,7 @@ from clinsynth.models.bayesnet import observed_states, released_states
 from clinsynth.models.records import CodeModel, Phase, RecordCodec
 from clinsynth.privacy.gaussian import gaussian_release, symmetric_gaussian_release
 from clinsynth.privacy.ledger import Charge, share_noise_multiplier
+from clinsynth.privacy.vocabulary import cap_codes_per_patient
 from clinsynth.schema import Schema
 
 _SAMPLE_CHUNK = 16_384
@@ -89,22 +90,6 @@ def code_pair_tables(n11: np.ndarray, na: np.ndarray, nb: np.ndarray, n: float) 
     na, nb = np.clip(na, 0.0, n), np.clip(nb, 0.0, n)
     n11 = np.clip(n11, np.maximum(0.0, na + nb - n), np.minimum(na, nb))
     return np.stack([np.stack([n - na - nb + n11, nb - n11], -1), np.stack([na - n11, n11], -1)], -2)
-
-
-def cap_codes_per_patient(x: sp.csr_array, cap: int, rng: np.random.Generator) -> sp.csr_array:
-    """``x`` with at most ``cap`` entries per row: a random subset of the codes of a patient above it."""
-    counts = np.diff(x.indptr)
-    if counts.max(initial=0) <= cap:
-        return x
-    row = np.repeat(np.arange(x.shape[0]), counts)
-    order = np.lexsort((rng.random(x.nnz), row))
-    rank = np.empty(x.nnz, dtype=np.int64)
-    rank[order] = np.arange(x.nnz) - x.indptr[row[order]]
-    keep = rank < cap
-    out = sp.csr_array((x.data[keep], x.indices[keep], np.concatenate([[0], np.cumsum(np.minimum(counts, cap))])),
-                       shape=x.shape)
-    out.sort_indices()
-    return out
 
 
 def project_to_totals(rows: np.ndarray, totals: np.ndarray) -> np.ndarray:

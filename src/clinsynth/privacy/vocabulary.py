@@ -60,16 +60,20 @@ def vocabulary_charge(noise_multiplier: float, threshold_delta: float, max_codes
 
 
 def cap_codes_per_patient(matrix: sp.csr_array, cap: int, rng: np.random.Generator) -> sp.csr_array:
-    """Keep at most ``cap`` codes of each patient, a uniform random subset of those with more."""
+    """Keep at most ``cap`` codes of each patient, a uniform random subset of those with more
+    (sorted indices): what bounds one patient's influence on every count a DP code model takes."""
     per_row = np.diff(matrix.indptr)
     if per_row.max(initial=0) <= cap:
         return matrix
     rows = np.repeat(np.arange(matrix.shape[0]), per_row)
     order = np.lexsort((rng.random(matrix.nnz), rows))  # random order within each row
     rank = np.empty(matrix.nnz, dtype=np.int64)
-    rank[order] = np.arange(matrix.nnz) - np.repeat(matrix.indptr[:-1], per_row)
+    rank[order] = np.arange(matrix.nnz) - matrix.indptr[rows[order]]
     keep = rank < cap
-    return sp.csr_array((matrix.data[keep], (rows[keep], matrix.indices[keep])), shape=matrix.shape)
+    indptr = np.concatenate([[0], np.cumsum(np.minimum(per_row, cap))])
+    out = sp.csr_array((matrix.data[keep], matrix.indices[keep], indptr), shape=matrix.shape)
+    out.sort_indices()
+    return out
 
 
 def release_vocabulary(codes: CodeMatrix, noise_multiplier: float, threshold_delta: float,
