@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from clinsynth.privacy.audit import audit_model, epsilon_lower_bound
-from clinsynth.privacy.dpsgd import PrivateGradient, calibrate_noise, poisson_batches
-from clinsynth.privacy.ledger import Charge, PrivacyLedger
+from clinsynth.privacy.dpsgd import PrivateGradient, poisson_batches
+from clinsynth.privacy.ledger import Charge, PrivacyLedger, calibrate_noise
 
 DIM, N_REAL, N_CANARIES, CLAIM, DELTA = 450, 1000, 400, 1.0, 1e-5
 

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from clinsynth.errors import PrivacyBudgetError
-from clinsynth.privacy.dpsgd import PrivateGradient, calibrate_noise, poisson_batches
-from clinsynth.privacy.ledger import Charge, PrivacyLedger, epsilon_of
+from clinsynth.privacy.dpsgd import PrivateGradient, poisson_batches
+from clinsynth.privacy.ledger import Charge, PrivacyLedger, calibrate_noise, epsilon_of
 
 
 def small_net(seed: int = 0) -> nn.Module:

@@ -158,14 +158,14 @@ def test_dp_acgan_resume_keeps_the_ledger_and_never_charges_twice(simple, tmp_pa
         create("dp-acgan", **DP_ACGAN).fit(df, schema, checkpoint_dir=tmp_path)
 
     # resuming must neither re-draw the public facts nor re-calibrate and re-charge DP-SGD
-    import clinsynth.models.dp_acgan as dp_acgan
+    import clinsynth.privacy.ledger as ledger
     import clinsynth.privacy.statistics as statistics
 
     def refuse(*args, **kwargs):
         raise AssertionError("a resumed fit re-ran a charged mechanism")
 
     monkeypatch.setattr(statistics, "release_statistics", refuse)
-    monkeypatch.setattr(dp_acgan, "calibrate_noise", refuse)
+    monkeypatch.setattr(ledger, "calibrate_noise", refuse)
     with epochs_seen(monkeypatch) as trained:
         resumed = create("dp-acgan", **DP_ACGAN).fit(df, schema, checkpoint_dir=tmp_path)
     assert trained == [("gan", 2), ("gan", 3)]
@@ -217,7 +217,7 @@ def test_dp_medgan_resume_keeps_vocabulary_and_ledger(more_codes, tmp_path, monk
     codes = more_codes
     whole = create("dp-medgan", **DP_MEDGAN).fit(codes)
 
-    import clinsynth.models.records as records
+    import clinsynth.privacy.ledger as ledger
     import clinsynth.privacy.vocabulary as vocabulary
 
     with epochs_seen(monkeypatch, kill_after=3), pytest.raises(Killed):
@@ -227,7 +227,7 @@ def test_dp_medgan_resume_keeps_vocabulary_and_ledger(more_codes, tmp_path, monk
         raise AssertionError("a resumed fit re-ran a charged mechanism")
 
     monkeypatch.setattr(vocabulary, "release_vocabulary", refuse)
-    monkeypatch.setattr(records, "calibrate_noise", refuse)
+    monkeypatch.setattr(ledger, "calibrate_noise", refuse)
     with epochs_seen(monkeypatch) as trained:
         resumed = create("dp-medgan", **DP_MEDGAN).fit(codes, checkpoint_dir=tmp_path)
     assert trained == [("discriminator", 1), ("discriminator", 2)]

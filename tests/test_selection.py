@@ -1,11 +1,14 @@
 """Epoch selection: the private score's sensitivity, the noisy top-k, the candidate grid."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from clinsynth.data.datasets import load_breast_cancer
-from clinsynth.errors import ConfigError
+from clinsynth.errors import ConfigError, PrivacyBudgetError
+from clinsynth.privacy.ledger import Charge, PrivacyLedger
 from clinsynth.schema import Schema
 from clinsynth.selection import bounded_score_sum, candidate_epochs, parse_select, private_top, tstr_auroc
 
@@ -34,12 +37,32 @@ def test_scores_prefer_useful_synthetic_data(table):
     assert bounded_score_sum(synthetic, real, schema) > bounded_score_sum(shuffled, real, schema) + 0.2 * len(real)
 
 
-def test_private_top_noise_has_the_stated_scale_and_little_noise_keeps_the_order():
+def _ledger(epsilon: float = 1e4) -> PrivacyLedger:
+    return PrivacyLedger(epsilon, 1e-5, accountant="rdp")
+
+
+def test_private_top_charges_the_ledger_and_adds_the_stated_noise():
     sums = np.array([10.0, 50.0, 30.0, 40.0])
-    result = private_top(sums, 2, [3, 5, 7, 9], noise_multiplier=1e-6, rng=np.random.default_rng(0))
-    assert result.chosen == [5, 9] and result.private and result.noise_std == pytest.approx(2e-6)
-    draws = np.array([private_top(np.zeros(16), 1, list(range(16)), 3.0, np.random.default_rng(s)).noisy for s in range(200)])
-    assert draws.std() == pytest.approx(3.0 * 4, rel=0.05)  # σ × √K
+    ledger = _ledger()
+    charge = Charge("gaussian", "epoch selection", noise_multiplier=0.05, sample_rate=1.0, steps=1)
+    result = private_top(ledger, charge, lambda: sums, 2, [3, 5, 7, 9], np.random.default_rng(0))
+    assert ledger.charges == [charge]  # charged in the same call that drew the noise
+    assert result.chosen == [5, 9] and result.private and result.noise_std == pytest.approx(0.05 * 2)  # σ × √K
+    wide = replace(charge, noise_multiplier=3.0)
+    draws = np.array([private_top(_ledger(), wide, lambda: np.zeros(16), 1, list(range(16)), np.random.default_rng(s)).noisy
+                      for s in range(200)])
+    assert draws.std() == pytest.approx(3.0 * 4, rel=0.05)
+
+
+def test_private_top_refuses_an_overspend_before_any_score_is_computed():
+    def scores():
+        raise AssertionError("scored real records before the ledger accepted the charge")
+
+    ledger = _ledger(epsilon=1.0)
+    with pytest.raises(PrivacyBudgetError):
+        private_top(ledger, Charge("gaussian", "epoch selection", 0.5, 1.0, 1), scores, 1, [0, 1],
+                    np.random.default_rng(0))
+    assert ledger.charges == []
 
 
 def test_candidates_and_select_parsing():

@@ -11,11 +11,14 @@ the private score is a sum with one bounded term per real record: the probabilit
 ``1 − Brier/2`` ∈ [0, 1] of the two classifiers' predictions, averaged. Adding or removing a
 record moves each candidate's sum by at most 1, the vector of K sums by at most √K (L2); Gaussian
 noise of std ``noise_multiplier × √K`` is added to each and the top k noisy sums win — the top-k
-is post-processing of one Gaussian mechanism, which the ledger composes exactly with DP-SGD.
+is post-processing of one Gaussian mechanism, which the ledger composes exactly with DP-SGD. The
+mechanism (charge, noise, top k) is ``clinsynth.privacy.top_k``; this module computes the scores.
 """
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +27,7 @@ import pandas as pd
 from clinsynth.errors import ConfigError, SchemaError
 from clinsynth.evaluate.metrics import probabilities
 from clinsynth.evaluate.utility import CLASSIFIERS, as_features, auroc_of, feature_pipeline
+from clinsynth.privacy.ledger import Charge, PrivacyLedger
 from clinsynth.schema import Schema
 
 
@@ -115,11 +119,16 @@ def select_top(scores: np.ndarray, k: int, candidates: list[int]) -> list[int]:
     return [candidates[i] for i in order]
 
 
-def private_top(score_sums: np.ndarray, k: int, candidates: list[int], noise_multiplier: float,
-                rng: np.random.Generator) -> SelectionResult:
-    """Top k of the Gaussian-noised score sums (L2 sensitivity √K, see the module docstring)."""
-    sums = np.asarray(score_sums, dtype=float)
-    std = noise_multiplier * np.sqrt(sums.size)
-    noisy = sums + rng.normal(0.0, std, size=sums.size)
-    return SelectionResult(candidates, select_top(noisy, k, candidates), noisy=noisy.tolist(), noise_std=float(std),
-                           private=True)
+def private_top(ledger: PrivacyLedger, charge: Charge, score_sums: Callable[[], np.ndarray], k: int,
+                candidates: list[int], rng: np.random.Generator) -> SelectionResult:
+    """The top k candidates by their Gaussian-noised score sums, charged to ``ledger`` in the same call.
+
+    ``score_sums`` computes one :func:`bounded_score_sum` per candidate; it runs only after the
+    ledger accepted ``charge`` (an overspend is refused before any score is computed). L2
+    sensitivity √K, see the module docstring; the mechanism is :func:`clinsynth.privacy.top_k.noisy_top_k`.
+    """
+    from clinsynth.privacy.top_k import noisy_top_k
+
+    result = noisy_top_k(ledger, charge, math.sqrt(len(candidates)), score_sums, k, rng)
+    return SelectionResult(candidates, [candidates[i] for i in result.top], noisy=result.noisy.tolist(),
+                           noise_std=float(result.noise_std), private=True)

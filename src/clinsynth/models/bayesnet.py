@@ -42,6 +42,7 @@ from clinsynth.models import bundle
 from clinsynth.models.base import SynthModel, allocate
 from clinsynth.models.bayesnet_kernel import shuffle
 from clinsynth.models.bayesnet_sampler import CompiledNetwork
+from clinsynth.privacy.gaussian import gaussian_release, symmetric_gaussian_release
 from clinsynth.privacy.ledger import Charge, PrivacyLedger, budget_problems, share_noise_multiplier
 from clinsynth.schema import Schema, last_observed_visit
 
@@ -602,34 +603,30 @@ class DPBayesNet(BayesNet):
         features = self._features()
         pairs = len(features) * (len(features) - 1) // 2
         sigma = share_noise_multiplier(self.structure_share, self.epsilon, self.ledger_.delta)
-        self.ledger_.charge(Charge("gaussian", f"network structure: dependence scores of {pairs} column pairs",
-                                   noise_multiplier=sigma, sample_rate=1.0, steps=1))
-        scores = dependence_scores(states, self.variables_, features, self.target_)
-        noise = self._rng.normal(0.0, sigma * _SCORE_SENSITIVITY * math.sqrt(pairs), size=scores.shape)
-        scores = scores + np.triu(noise, 1) + np.triu(noise, 1).T
+        charge = Charge("gaussian", f"network structure: dependence scores of {pairs} column pairs",
+                        noise_multiplier=sigma, sample_rate=1.0, steps=1)
+        # each pair's score moves by ≤ _SCORE_SENSITIVITY when a record comes or goes: √pairs of them in L2
+        scores = symmetric_gaussian_release(
+            self.ledger_, charge, _SCORE_SENSITIVITY * math.sqrt(pairs),
+            lambda: dependence_scores(states, self.variables_, features, self.target_), self._rng, diagonal=False).values[0]
         # the planned table (a numeric child and parent, each with a missing and a dropout state) always fits
         planned = self._classes() * (self.parent_bins + 2) * (self.bins_ + 2)
         return self._tree_parents(scores, max_cells=max(n / (self.theta * self._table_noise(self._tables_share)), planned))
 
     def _learn_tables(self, states: np.ndarray) -> list[np.ndarray]:
-        from clinsynth.privacy.dpsgd import calibrate_noise
-
         queries = len(self.variables_)
 
         def charge(sigma: float) -> Charge:
             return Charge("gaussian", f"network tables: {queries} family histograms", noise_multiplier=sigma,
                           sample_rate=1.0, steps=1)
 
-        sigma = calibrate_noise(self.ledger_, charge, low=0.05)
-        self.ledger_.charge(charge(sigma))
-        self.noise_multiplier_ = sigma
-        noise_std = sigma * math.sqrt(queries)  # one record moves each of the `queries` histograms by 1
-        tables = []
-        for v in range(len(self.variables_)):
-            counts = self._family(states, v)
-            noisy = counts + self._rng.normal(0.0, noise_std, size=counts.shape)
-            tables.append(normalise(noisy, self._backoff(noisy, v), self.shrinkage * noise_std))
-        return tables
+        # one record moves each of the `queries` histograms by 1: √queries in L2; σ is what the budget has left
+        release = gaussian_release(self.ledger_, charge, math.sqrt(queries),
+                                   lambda: [self._family(states, v) for v in range(queries)], self._rng, low=0.05)
+        self.noise_multiplier_ = release.charge.noise_multiplier
+        noise_std = release.noise_std
+        return [normalise(noisy, self._backoff(noisy, v), self.shrinkage * noise_std)
+                for v, noisy in enumerate(release.values)]
 
     # -- persistence ---------------------------------------------------------------------------
     def _fitted_config(self) -> dict[str, Any]:

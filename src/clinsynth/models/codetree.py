@@ -45,7 +45,9 @@ from clinsynth.models import bundle
 from clinsynth.models.base import Conditions
 from clinsynth.models.bayesnet import observed_states, released_states
 from clinsynth.models.records import CodeModel, Phase, RecordCodec
+from clinsynth.privacy.gaussian import gaussian_release, symmetric_gaussian_release
 from clinsynth.privacy.ledger import Charge, share_noise_multiplier
+from clinsynth.privacy.vocabulary import cap_codes_per_patient
 from clinsynth.schema import Schema
 
 _SAMPLE_CHUNK = 16_384
@@ -88,22 +90,6 @@ def code_pair_tables(n11: np.ndarray, na: np.ndarray, nb: np.ndarray, n: float) 
     na, nb = np.clip(na, 0.0, n), np.clip(nb, 0.0, n)
     n11 = np.clip(n11, np.maximum(0.0, na + nb - n), np.minimum(na, nb))
     return np.stack([np.stack([n - na - nb + n11, nb - n11], -1), np.stack([na - n11, n11], -1)], -2)
-
-
-def cap_codes_per_patient(x: sp.csr_array, cap: int, rng: np.random.Generator) -> sp.csr_array:
-    """``x`` with at most ``cap`` entries per row: a random subset of the codes of a patient above it."""
-    counts = np.diff(x.indptr)
-    if counts.max(initial=0) <= cap:
-        return x
-    row = np.repeat(np.arange(x.shape[0]), counts)
-    order = np.lexsort((rng.random(x.nnz), row))
-    rank = np.empty(x.nnz, dtype=np.int64)
-    rank[order] = np.arange(x.nnz) - x.indptr[row[order]]
-    keep = rank < cap
-    out = sp.csr_array((x.data[keep], x.indices[keep], np.concatenate([[0], np.cumsum(np.minimum(counts, cap))])),
-                       shape=x.shape)
-    out.sort_indices()
-    return out
 
 
 def project_to_totals(rows: np.ndarray, totals: np.ndarray) -> np.ndarray:
@@ -406,27 +392,33 @@ class CodeTree(CodeModel):
             tables.append(np.where(totals > 0, counts / np.where(totals > 0, totals, 1.0), marginal[None, :]))
         self.tables_ = tables
 
-    def _count_histogram(self, x: sp.csr_array, noise_std: float = 0.0, rng: np.random.Generator | None = None) -> None:
-        """Counts given present, per code, in buckets (count matrices only)."""
-        if self.codec_.binary or x.shape[1] == 0:
-            self.count_edges_, self.count_probs_ = None, None
-            return
+    def _has_count_histogram(self, x: sp.csr_array) -> bool:
+        return not self.codec_.binary and x.shape[1] > 0
+
+    def _count_cells(self, x: sp.csr_array) -> np.ndarray:
+        """Patients per code and bucket of its count given present (count matrices only)."""
         edges = count_buckets(self.codec_.count_cap)
         coo = sp.coo_array(x)
         bucket = np.searchsorted(edges, np.minimum(coo.data, edges[-1] - 1), side="right") - 1
         hist = np.zeros((x.shape[1], edges.size - 1))
         np.add.at(hist, (coo.col, bucket), 1.0)
-        if noise_std > 0:
-            hist += rng.normal(0.0, noise_std, size=hist.shape)
+        return hist
+
+    def _count_histogram(self, hist: np.ndarray | None) -> None:
+        """Each code's distribution of counts given present, from (noisy) cells; None: a binary matrix."""
+        if hist is None:
+            self.count_edges_, self.count_probs_ = None, None
+            return
         hist = np.clip(hist, 0.0, None) + 1e-3
-        self.count_edges_, self.count_probs_ = edges, hist / hist.sum(axis=1, keepdims=True)
+        self.count_edges_ = count_buckets(self.codec_.count_cap)
+        self.count_probs_ = hist / hist.sum(axis=1, keepdims=True)
 
     def _fit_counts(self, gram: sp.csr_array, x: sp.csr_array) -> None:
         u, v, w = self._candidate_edges(gram, dense=False, gate=None)
         self.parent_, self.order_ = spanning_forest(len(self.static_variables_) + x.shape[1], u, v, w)
         self._tables(lambda p, c: self._joint(gram, p, c), np.asarray(gram.diagonal(), float), self.smoothing,
                      per_row=False)
-        self._count_histogram(x)
+        self._count_histogram(self._count_cells(x) if self._has_count_histogram(x) else None)
 
     def _fit_private(self, gram: sp.csr_array, z: sp.csr_array, x: sp.csr_array, rng: np.random.Generator) -> None:
         """Two Gaussian releases: the codes' tree, then every table (see the module docstring).
@@ -436,21 +428,19 @@ class CodeTree(CodeModel):
         noise which columns go with which code costs much. So every code whose tree leaves it a
         root gets the ordinary-column variable it is most informative about as its parent (chosen
         on the measured tables), and those variables get a tree of their own."""
-        from clinsynth.privacy.dpsgd import calibrate_noise
-
         offsets, k = self._layout
         s_vars, n_codes, n = len(self.static_variables_), x.shape[1], float(self.n_train_)
         c = self.max_codes
         counts = not self.codec_.binary
         # 1. structure: every code pair's joint count (and each code's count), once
         sigma1 = share_noise_multiplier(self.structure_share, self.epsilon, self.ledger_.delta)
-        self.ledger_.charge(Charge("gaussian", f"tree structure: one- and two-way counts of {n_codes} codes "
-                                   f"(capped at {c} per patient)", noise_multiplier=sigma1, sample_rate=1.0, steps=1))
-        sd1 = sigma1 * math.sqrt(c * (c + 1) / 2)
-        noisy = gram[k:, k:].toarray()
-        noise = np.triu(rng.normal(0.0, sd1, size=noisy.shape))
-        noisy += noise + np.triu(noise, 1).T
-        del noise
+        structure = Charge("gaussian", f"tree structure: one- and two-way counts of {n_codes} codes "
+                           f"(capped at {c} per patient)", noise_multiplier=sigma1, sample_rate=1.0, steps=1)
+        # a patient with m ≤ c codes moves m(m+1)/2 entries of the upper triangle by 1
+        released = symmetric_gaussian_release(self.ledger_, structure, math.sqrt(c * (c + 1) / 2),
+                                              lambda: gram[k:, k:].toarray(), rng, diagonal=True)
+        noisy, sd1 = released.values[0], released.noise_std
+        del released
         a, b = np.triu_indices(n_codes, 1)
         na1 = np.diagonal(noisy).copy()
         tables = code_pair_tables(noisy[a, b], na1[a], na1[b], n)
@@ -469,19 +459,22 @@ class CodeTree(CodeModel):
                           f"{pairs} column pairs, {edges} code pairs" + (", counts given present" if counts else ""),
                           noise_multiplier=sigma, sample_rate=1.0, steps=1)
 
-        sigma2 = calibrate_noise(self.ledger_, charge, low=0.05)
-        self.ledger_.charge(charge(sigma2))
-        self.noise_multiplier_ = sigma2
-        sd2 = sigma2 * sensitivity
-        exact = gram[:k].toarray() if k else np.zeros((0, k + n_codes))  # columns' rows: with columns and codes
-        diag = np.asarray(gram.diagonal(), float) + rng.normal(0.0, sd2, size=k + n_codes)
+        children = np.flatnonzero(code_parent >= 0)
+
+        def measure() -> list[np.ndarray]:
+            out = [np.asarray(gram.diagonal(), float),  # one-way counts
+                   gram[:k].toarray() if k else np.zeros((0, k + n_codes)),  # columns' rows (off-diagonal blocks used)
+                   np.array([float(gram[k + int(code_parent[ch]), k + int(ch)]) for ch in children])]  # the codes' edges
+            return out + ([self._count_cells(x)] if self._has_count_histogram(x) else [])
+
+        release = gaussian_release(self.ledger_, charge, sensitivity, measure, rng, low=0.05)
+        self.noise_multiplier_ = release.charge.noise_multiplier
+        sd2 = release.noise_std
+        diag, columns, cells = release.values[:3]
+        hist = release.values[3] if len(release.values) > 3 else None
         w1, w2 = 1 / sd1**2, 1 / sd2**2  # the codes' one-way counts: both releases, weighted by precision
         diag[k:] = (na1 * w1 + diag[k:] * w2) / (w1 + w2)
-        columns = exact + rng.normal(0.0, sd2, size=exact.shape)  # noise on off-diagonal blocks only is used
-        pair_cells = {}
-        for child in np.flatnonzero(code_parent >= 0):
-            parent = int(code_parent[child])
-            pair_cells[int(child)] = float(gram[k + parent, k + int(child)]) + rng.normal(0.0, sd2)
+        pair_cells = {int(ch): float(cell) for ch, cell in zip(children, cells)}
         # the columns' own tree (MI of their measured tables), then each code root's best column
         parent = np.full(s_vars + n_codes, -1, dtype=np.int64)
         joints: dict[int, np.ndarray] = {}
@@ -522,7 +515,7 @@ class CodeTree(CodeModel):
         self.order_ = np.concatenate([static_order, s_vars + code_order]).astype(np.int64)
         self._tables(lambda p, ch: self._joint_from_cells(joints[ch], diag, p, ch), diag, self.smoothing * sd2,
                      per_row=True)
-        self._count_histogram(x, sd2, rng)
+        self._count_histogram(hist)
 
     def _joint_cells(self, gram: sp.csr_array, parent: int, child: int) -> np.ndarray:
         """The measured counts of an edge: patients with both (codes), with the code in each state

@@ -32,8 +32,8 @@ from torch import nn
 from clinsynth.data.transforms import TableEncoder
 from clinsynth.errors import ConfigError
 from clinsynth.models.acgan import ACGAN, acgan_loss
-from clinsynth.privacy.dpsgd import PrivateGradient, calibrate_noise, expected_batch, poisson_batches
-from clinsynth.privacy.ledger import Charge, PrivacyLedger, budget_problems, share_noise_multiplier
+from clinsynth.privacy.dpsgd import PrivateGradient, expected_batch, poisson_batches
+from clinsynth.privacy.ledger import Charge, PrivacyLedger, budget_problems, charge_calibrated, share_noise_multiplier
 from clinsynth.schema import Schema
 from clinsynth.selection import SelectionResult, bounded_score_sum, parse_select, private_top
 
@@ -105,14 +105,13 @@ class DPACGAN(ACGAN):
         # the class × dropout table is one more query of the same mechanism: one record moves it by ≤ 1
         self.release_ = charged_release(df, schema, self.ledger_, self.stats_share, self._rng, extra=1.0,
                                         extra_purpose=", class × dropout table")
-        self._count_noise = self.release_.budget["noise_std"]
         self.facts_ = self.release_.record()
         released = self.release_.schema
         encoder = TableEncoder(released, self._numeric_transform()).fit_from_statistics(self.release_.numeric)
         return released, encoder, conform(df, self.release_)
 
     def _condition_table(self, counts: np.ndarray) -> np.ndarray:
-        noisy = np.clip(counts + self._rng.normal(0.0, self._count_noise, size=counts.shape), 0.0, None)
+        noisy = np.clip(self.release_.extra.answer(counts), 0.0, None)  # charged with the public facts
         if noisy.sum() <= 0:
             noisy = np.ones_like(noisy)
         return noisy / noisy.sum()
@@ -130,9 +129,7 @@ class DPACGAN(ACGAN):
         self._steps_per_epoch = max(1, round(n / self.batch_size_))
         if not self._resuming():  # resumed: σ and its charge are in the checkpointed ledger already
             reserved = [self._selection_charge()] if parse_select(self.select) else []
-            sigma = calibrate_noise(self.ledger_, self._sgd_charge, reserved)
-            self.ledger_.charge(self._sgd_charge(sigma))
-            self.noise_multiplier_ = sigma
+            self.noise_multiplier_ = charge_calibrated(self.ledger_, self._sgd_charge, reserved)
         super()._fit(df, encoder)
 
     #: every step costs budget, so the DP model's length is given, never left to the table's size
@@ -197,10 +194,10 @@ class DPACGAN(ACGAN):
                       noise_multiplier=sigma, sample_rate=1.0, steps=1)
 
     def _choose(self, frames: list[pd.DataFrame], real: pd.DataFrame, candidates: list[int], k: int) -> SelectionResult:
-        charge = self._selection_charge()
-        self.ledger_.charge(charge)  # raises before any score is computed if it would overspend
-        sums = np.array([bounded_score_sum(f, real, self.schema_, seed=self.seed) for f in frames])
-        return private_top(sums, k, candidates, charge.noise_multiplier, self._rng)
+        def score_sums() -> np.ndarray:  # run only once the ledger has accepted the charge
+            return np.array([bounded_score_sum(f, real, self.schema_, seed=self.seed) for f in frames])
+
+        return private_top(self.ledger_, self._selection_charge(), score_sums, k, candidates, self._rng)
 
     # -- persistence ---------------------------------------------------------------------
     def _fitted_config(self) -> dict[str, Any]:

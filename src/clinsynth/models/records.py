@@ -47,8 +47,8 @@ from clinsynth.errors import ConfigError, InputError, NotFittedError, SchemaErro
 from clinsynth.models import bundle
 from clinsynth.models.base import Conditions, SynthModel, refuse_long_format
 from clinsynth.models.training import CategoricalNoise, SpanActivation, flush_denormals, resolve_device, seeded
-from clinsynth.privacy.dpsgd import PrivateGradient, calibrate_noise, expected_batch, poisson_batches
-from clinsynth.privacy.ledger import Charge, PrivacyLedger, share_noise_multiplier
+from clinsynth.privacy.dpsgd import PrivateGradient, expected_batch, poisson_batches
+from clinsynth.privacy.ledger import Charge, PrivacyLedger, budget_problems, charge_calibrated
 from clinsynth.schema import CodeBlock, Schema
 
 BINARIZE = ("round", "sample")
@@ -353,25 +353,15 @@ class CodeModel(SynthModel):
 
     # -- checks ------------------------------------------------------------------------------
     def _validate_params(self, schema: Schema) -> None:
-        bad = []
-        if self.private:
-            if not (isinstance(self.epsilon, (int, float)) and 0 < self.epsilon < math.inf):
-                bad.append(f"epsilon={self.epsilon!r} (a positive number)")
-            if self.delta is not None and not (isinstance(self.delta, float) and 0 < self.delta < 1):
-                bad.append(f"delta={self.delta!r} (in (0, 1), or None for the default)")
-            if schema.codes is not None and not schema.codes.binary and schema.codes.max_count is None:
-                bad.append("a count code block needs a public cap under DP: set max_count in the schema's code block")
-        elif self.epsilon is not None or self.delta is not None:
+        if not self.private and (self.epsilon is not None or self.delta is not None):
             raise ConfigError(f"'{self.name}' is not private: for a privacy budget use 'dp-{self.name}' "
                               "(or --epsilon on the command line)")
+        bad = budget_problems(self.epsilon, self.delta, self.accountant,
+                              {"vocab_share": self.vocab_share, "stats_share": self.stats_share}, private=self.private)
+        if self.private and schema.codes is not None and not schema.codes.binary and schema.codes.max_count is None:
+            bad.append("a count code block needs a public cap under DP: set max_count in the schema's code block")
         if not (isinstance(self.max_grad_norm, (int, float)) and self.max_grad_norm > 0):
             bad.append(f"max_grad_norm={self.max_grad_norm!r} (a positive number)")
-        if self.accountant not in ("prv", "rdp"):
-            bad.append(f"accountant={self.accountant!r} ('prv' or 'rdp')")
-        for share in ("vocab_share", "stats_share"):
-            value = getattr(self, share)
-            if not (isinstance(value, (int, float)) and 0 < value < 1):
-                bad.append(f"{share}={value!r} (between 0 and 1)")
         if isinstance(self.max_codes_per_patient, bool) or not isinstance(self.max_codes_per_patient, int) \
                 or self.max_codes_per_patient < 1:
             bad.append(f"max_codes_per_patient={self.max_codes_per_patient!r} (a whole number ≥ 1)")
@@ -509,25 +499,16 @@ class CodeModel(SynthModel):
     def _prepare_private(self, schema: Schema, codes: CodeMatrix | None, static: pd.DataFrame | None):
         """Ledger, vocabulary and public facts: only charged or declared facts reach the codec."""
         from clinsynth.privacy.statistics import charged_release, conform
-        from clinsynth.privacy.vocabulary import VocabularyRefusal, release_vocabulary, vocabulary_charge
+        from clinsynth.privacy.vocabulary import charged_vocabulary
 
         n = len(codes) if codes is not None else len(static)
         self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, n, self.accountant)
-        delta = self.ledger_.delta
         rng = np.random.default_rng(self.seed)
         self.vocabulary_release_ = None
         self._static_release = None  # plain data, for a checkpoint
         self.facts_: dict[str, Any] = {}
         if codes is not None and not schema.codes.public:
-            sigma = share_noise_multiplier(self.vocab_share, self.epsilon, delta)
-            charge = vocabulary_charge(sigma, delta / 10, self.max_codes_per_patient)
-            self.ledger_.charge(charge)
-            try:
-                release = release_vocabulary(codes, sigma, charge.delta, self.max_codes_per_patient, rng)
-            except VocabularyRefusal as refusal:
-                raise VocabularyRefusal(f"{refusal} (ε = {self.epsilon:g} here; "
-                                        f"{self._vocabulary_epsilon(refusal.needed_noise_multiplier, delta)})",
-                                        refusal.needed_noise_multiplier) from None
+            release = charged_vocabulary(codes, self.ledger_, self.vocab_share, self.max_codes_per_patient, rng)
             keep = pd.Index(codes.vocabulary).get_indexer(list(release.vocabulary))
             codes = CodeMatrix(codes.matrix[:, keep], release.vocabulary, codes.patient_ids, codes.binary)
             schema = schema.model_copy(update={"codes": schema.codes.model_copy(update={"vocabulary": list(release.vocabulary)})})
@@ -544,22 +525,6 @@ class CodeModel(SynthModel):
             schema = release.schema.model_copy(update={"codes": schema.codes})
         cap = float(schema.codes.max_count) if codes is not None and not codes.binary else None
         return schema, table, codes, static, cap
-
-    def _vocabulary_epsilon(self, needed: float | None, delta: float) -> str:
-        """The smallest ε at which the vocabulary's noise (``vocab_share`` of it) lets the most
-        common code clear the threshold, and the ledger's accountant finds the charge within ε."""
-        from clinsynth.privacy.facts_budget import least_epsilon
-        from clinsynth.privacy.ledger import epsilon_of
-        from clinsynth.privacy.vocabulary import vocabulary_charge
-
-        def works(eps: float) -> bool:
-            sigma = share_noise_multiplier(self.vocab_share, eps, delta)
-            charge = vocabulary_charge(sigma, delta / 10, self.max_codes_per_patient)
-            return sigma <= needed and epsilon_of([charge], delta, self.accountant) <= eps
-
-        eps = least_epsilon(works) if needed else None
-        return (f"the smallest ε that would work is {eps:g}" if eps is not None
-                else "no ε up to 100 would: declare the vocabulary public")
 
     def _calibrate(self, n: int) -> None:
         """One noise multiplier for every private phase, the smallest that keeps the ledger within ε."""
@@ -578,10 +543,7 @@ class CodeModel(SynthModel):
             return
         if self._resuming():  # σ and its charges come back with the checkpointed ledger
             return
-        sigma = calibrate_noise(self.ledger_, charges)
-        for charge in charges(sigma):
-            self.ledger_.charge(charge)
-        self.noise_multiplier_ = sigma
+        self.noise_multiplier_ = charge_calibrated(self.ledger_, charges)
 
     # -- sample ----------------------------------------------------------------------------------
     def _sample_seed(self, n: int, conditions: Conditions | None, seed: int | None) -> int:

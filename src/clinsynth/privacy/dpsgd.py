@@ -12,22 +12,22 @@ Three things make the printed ε true, and each is here rather than left to the 
 * **Poisson sampling.** ``poisson_batches`` includes every record in every step independently with
   probability ``sample_rate`` — the sampling the accountant's amplification assumes (shuffled
   fixed-size batches are not). An empty batch still releases noise.
-* **Noise calibrated before training.** ``calibrate_noise`` finds the smallest noise multiplier
-  whose charge, composed with everything already in the ledger and what is reserved for later
-  (e.g. epoch selection), stays within the budget.
+* **Noise calibrated and charged before training.** ``ledger.charge_calibrated`` finds the
+  smallest noise multiplier whose charge, composed with everything already in the ledger and what
+  is reserved for later (e.g. epoch selection), stays within the budget, and charges it in the
+  same call; the model builds its ``PrivateGradient`` with that multiplier.
 """
 from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from clinsynth.errors import ConfigError, InputError, PrivacyBudgetError
-from clinsynth.privacy.ledger import Charge, PrivacyLedger, epsilon_of
+from clinsynth.errors import ConfigError, InputError
 
 
 class PrivateGradient:
@@ -156,47 +156,3 @@ def expected_batch(batch_size: int, n: int, what: str) -> int:
     if batch < 1:
         raise InputError(f"{what}: {n} records are too few for DP-SGD (need at least {int(1 / MAX_BATCH_SHARE)})")
     return batch
-
-
-def calibrate_noise(ledger: PrivacyLedger, make_charge: Callable[[float], Charge | Sequence[Charge]],
-                    reserved: Sequence[Charge] = (), low: float = 0.3, high: float = 200.0,
-                    rel_tol: float = 0.005) -> float:
-    """Smallest noise multiplier σ with ``ledger + make_charge(σ) + reserved`` within the budget.
-
-    ε falls as σ grows, so bisection works. RDP (fast, an upper bound) brackets σ first; the
-    ledger's own accountant then lowers it as far as it allows — PRV at a coarse error (0.01, 25×
-    faster; its upper end is used, so it errs high), confirmed once at the ledger's precision.
-    ``make_charge`` may return several charges (phases that share σ, e.g. an autoencoder's
-    pretraining and a GAN's critic); they are calibrated together.
-    """
-    def charges(sigma: float) -> list[Charge]:
-        made = make_charge(sigma)
-        return [made] if isinstance(made, Charge) else list(made)
-
-    def spend(sigma: float, accountant: str, eps_error: float = 1e-2) -> float:
-        return epsilon_of([*ledger.charges, *charges(sigma), *reserved], ledger.delta, accountant, eps_error)
-
-    def bisect(lo: float, hi: float, accountant: str) -> float:
-        while hi / lo > 1 + rel_tol:
-            mid = (lo * hi) ** 0.5
-            if spend(mid, accountant) <= ledger.epsilon:
-                hi = mid
-            else:
-                lo = mid
-        return hi
-
-    if spend(high, "rdp") > ledger.epsilon:
-        raise PrivacyBudgetError(
-            f"the budget ε = {ledger.epsilon:g} is too small for this training even with noise multiplier {high:g} "
-            f"(already charged: {ledger.spent():.3f}); raise ε, train fewer epochs or use a smaller batch")
-    sigma = bisect(low, high, "rdp") if spend(low, "rdp") > ledger.epsilon else low
-    if ledger.accountant == "rdp" or sigma <= low:
-        return sigma
-    if spend(sigma, ledger.accountant) > ledger.epsilon:  # PRV's error band can sit above RDP's bound
-        sigma = bisect(sigma, high, ledger.accountant)
-    else:
-        floor = max(low, sigma / 2)
-        sigma = floor if spend(floor, ledger.accountant) <= ledger.epsilon else bisect(floor, sigma, ledger.accountant)
-    while spend(sigma, ledger.accountant, eps_error=1e-3) > ledger.epsilon:  # the ledger's own precision
-        sigma *= 1 + rel_tol
-    return sigma

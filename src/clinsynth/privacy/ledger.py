@@ -11,12 +11,17 @@ A mechanism may also spend some δ outright (``Charge.delta``): releasing only t
 noisy count clears a threshold fails with probability at most that δ. Such δ is set aside first,
 and the accountant composes the Gaussians at what is left (δ_total − Σ δ_charge): the union bound
 that makes the total (ε, δ) hold.
+
+Noise calibration sits here, with the accountant it inverts: ``calibrate_noise`` finds the smallest
+noise multiplier a charge may have within what is left, ``charge_calibrated`` finds it and charges
+it in one call, so the σ a mechanism then uses is the σ the ledger holds.
 """
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
 import numpy as np
 
@@ -159,12 +164,15 @@ class PrivacyLedger:
         return ledger
 
 
-def budget_problems(epsilon: Any, delta: Any, accountant: Any = "prv", shares: dict[str, Any] | None = None) -> list[str]:
-    """What is wrong with a DP model's budget settings, one phrase each (empty: nothing)."""
+def budget_problems(epsilon: Any, delta: Any, accountant: Any = "prv", shares: dict[str, Any] | None = None,
+                    private: bool = True) -> list[str]:
+    """What is wrong with a model's budget settings, one phrase each (empty: nothing): the one
+    check every model runs. ``private=False`` (a model that takes the settings but runs without a
+    budget) leaves ε and δ unchecked; the caller refuses them if set."""
     bad = []
-    if not (isinstance(epsilon, (int, float)) and 0 < epsilon < float("inf")):
+    if private and not (isinstance(epsilon, (int, float)) and 0 < epsilon < float("inf")):
         bad.append(f"epsilon={epsilon!r} (a positive number)")
-    if delta is not None and not (isinstance(delta, float) and 0 < delta < 1):
+    if private and delta is not None and not (isinstance(delta, float) and 0 < delta < 1):
         bad.append(f"delta={delta!r} (in (0, 1), or None for the default)")
     if accountant not in ("prv", "rdp"):
         bad.append(f"accountant={accountant!r} ('prv' or 'rdp')")
@@ -205,3 +213,67 @@ def share_noise_multiplier(share: float, epsilon: float, delta: float) -> float:
 
     mu = brentq(lambda m: gdp_delta(m) - delta, 1e-6, 100.0)
     return 1.0 / (mu * math.sqrt(share))
+
+
+# -- calibration: the accountant run backwards -------------------------------------------------
+#: σ → the charge(s) a mechanism with noise multiplier σ would make
+MakeCharge = Callable[[float], Union[Charge, Sequence[Charge]]]
+
+
+def calibrate_noise(ledger: PrivacyLedger, make_charge: MakeCharge,
+                    reserved: Sequence[Charge] = (), low: float = 0.3, high: float = 200.0,
+                    rel_tol: float = 0.005) -> float:
+    """Smallest noise multiplier σ with ``ledger + make_charge(σ) + reserved`` within the budget.
+
+    ε falls as σ grows, so bisection works. RDP (fast, an upper bound) brackets σ first; the
+    ledger's own accountant then lowers it as far as it allows — PRV at a coarse error (0.01, 25×
+    faster; its upper end is used, so it errs high), confirmed once at the ledger's precision.
+    ``make_charge`` may return several charges (phases that share σ, e.g. an autoencoder's
+    pretraining and a GAN's critic); they are calibrated together.
+    """
+    def charges(sigma: float) -> list[Charge]:
+        made = make_charge(sigma)
+        return [made] if isinstance(made, Charge) else list(made)
+
+    def spend(sigma: float, accountant: str, eps_error: float = 1e-2) -> float:
+        return epsilon_of([*ledger.charges, *charges(sigma), *reserved], ledger.delta, accountant, eps_error)
+
+    def bisect(lo: float, hi: float, accountant: str) -> float:
+        while hi / lo > 1 + rel_tol:
+            mid = (lo * hi) ** 0.5
+            if spend(mid, accountant) <= ledger.epsilon:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    if spend(high, "rdp") > ledger.epsilon:
+        raise PrivacyBudgetError(
+            f"the budget ε = {ledger.epsilon:g} is too small for this training even with noise multiplier {high:g} "
+            f"(already charged: {ledger.spent():.3f}); raise ε, train fewer epochs or use a smaller batch")
+    sigma = bisect(low, high, "rdp") if spend(low, "rdp") > ledger.epsilon else low
+    if ledger.accountant == "rdp" or sigma <= low:
+        return sigma
+    if spend(sigma, ledger.accountant) > ledger.epsilon:  # PRV's error band can sit above RDP's bound
+        sigma = bisect(sigma, high, ledger.accountant)
+    else:
+        floor = max(low, sigma / 2)
+        sigma = floor if spend(floor, ledger.accountant) <= ledger.epsilon else bisect(floor, sigma, ledger.accountant)
+    while spend(sigma, ledger.accountant, eps_error=1e-3) > ledger.epsilon:  # the ledger's own precision
+        sigma *= 1 + rel_tol
+    return sigma
+
+
+def charge_calibrated(ledger: PrivacyLedger, make_charge: MakeCharge, reserved: Sequence[Charge] = (),
+                      low: float = 0.3) -> float:
+    """Calibrate σ (:func:`calibrate_noise`) and charge ``make_charge(σ)`` to ``ledger`` in one call.
+
+    Returns σ, the noise multiplier every charge made holds: a DP-SGD engine or a Gaussian release
+    built with it adds the noise the ledger accounts for. ``reserved`` is left within the budget,
+    not charged (the caller charges it later, e.g. epoch selection after training).
+    """
+    sigma = calibrate_noise(ledger, make_charge, reserved, low=low)
+    made = make_charge(sigma)
+    for charge in [made] if isinstance(made, Charge) else list(made):
+        ledger.charge(charge)
+    return sigma

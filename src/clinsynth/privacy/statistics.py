@@ -6,7 +6,8 @@ participant's value), but also kinds, decimals, missing-value policies and dtype
 value with 4 decimals turned an integer column into ``continuous``/``decimals 4``, one NaN turned
 ``missing: none`` into ``indicator``, and the neighbouring datasets were told apart with certainty.
 This module releases all of these with ONE Gaussian mechanism: a set of noisy histograms, one per
-*query*. The caller charges it to the privacy ledger.
+*query*. :func:`charged_release` charges it to the privacy ledger in the same call that adds
+the noise (``release_statistics``, the uncharged core, is for tests and for it).
 
 What is public, what is released
 --------------------------------
@@ -166,7 +167,7 @@ from clinsynth.privacy.histograms import (
 )
 from clinsynth.schema import DISCRETE_KINDS, NUMERIC_KINDS, Category, ColumnSpec, Schema, parse_datetimes, wall_clock
 
-__all__ = ["FLAG_DOMAINS", "FORMAT_WEIGHT", "RARE_LABEL", "DPRelease", "FactsRefusal", "StatisticsPlan",
+__all__ = ["FLAG_DOMAINS", "FORMAT_WEIGHT", "RARE_LABEL", "DPRelease", "ExtraQuery", "FactsRefusal", "StatisticsPlan",
            "bulk_threshold", "category_threshold", "charged_release", "conform", "flag_domain", "grid_edges",
            "estimation_summary", "plan_statistics", "release_statistics", "schema_facts", "sort_categories"]
 
@@ -240,6 +241,26 @@ class StatisticsPlan:
                 f"categorical column group(s), {len(self.format)} format histogram(s) (kind, decimals, missing values)")
 
 
+class ExtraQuery:
+    """The caller's own query inside a release's Gaussian mechanism (dp-acgan's class × dropout
+    table): charged with the release by :func:`charged_release`, answered here once, with the
+    release's generator, when the caller has counted it. One record moves its counts by at most
+    ``weight`` in L2 (``weight² = extra``), so counts in records get noise sd ``noise_std / weight``.
+    A second answer would be a second release the ledger never saw, so it is refused."""
+
+    def __init__(self, noise_std: float, weight: float, rng: np.random.Generator):
+        self.noise_sd = noise_std / weight
+        self._rng: np.random.Generator | None = rng
+
+    def answer(self, counts: np.ndarray) -> np.ndarray:
+        """``counts`` plus the release's noise (noisy counts may be negative: clip them afterwards)."""
+        if self._rng is None:
+            raise RuntimeError("the extra query of a release was answered already; its charge covers one answer")
+        rng, self._rng = self._rng, None
+        counts = np.asarray(counts, dtype=float)
+        return counts + rng.normal(0.0, self.noise_sd, size=counts.shape)
+
+
 @dataclass
 class DPRelease:
     """What the mechanism released, ready for the encoder (``schema``, ``numeric``) and the report."""
@@ -252,6 +273,7 @@ class DPRelease:
     noisy_counts: dict[str, dict[str, Any]] = field(default_factory=dict)  # per query, JSON-plain
     facts: list[dict[str, Any]] = field(default_factory=list)  # per query: how each fact was estimated
     budget: dict[str, Any] = field(default_factory=dict)       # share, noise (set by charged_release)
+    extra: ExtraQuery | None = None     # the caller's own query, when charged_release was given one (not saved)
 
     def state_dict(self) -> dict[str, Any]:
         """Plain data (a resumed fit restores the release instead of drawing and charging it again)."""
@@ -675,8 +697,9 @@ def charged_release(df: pd.DataFrame, schema: Schema, ledger: Any, share: float,
     thresholding spends δ/10 outright. A refusal names the smallest ε that would work, computed
     with the same rule; a table whose rows share a person (an identifier column repeats) is refused
     unless the schema declares the row the privacy unit (:mod:`clinsynth.privacy.unit`).
-    ``release.budget`` records the share and noise; the caller's extra queries (squared weight
-    ``extra``, named by ``extra_purpose``) get noise sd ``release.budget["noise_std"]``."""
+    ``release.budget`` records the share and noise. The caller's extra query (squared weight
+    ``extra``, named by ``extra_purpose``) is charged here too and answered through
+    ``release.extra`` (:class:`ExtraQuery`), with this release's generator ``rng``."""
     from clinsynth.privacy.ledger import Charge
     from clinsynth.privacy.unit import check_privacy_unit
 
@@ -707,6 +730,8 @@ def charged_release(df: pd.DataFrame, schema: Schema, ledger: Any, share: float,
         record["budget_share"] = budget.share * w2 / sens2
     release.budget = {"share": budget.share, "base_share": share, "noise_multiplier": budget.noise_multiplier,
                       "noise_std": budget.noise_std, "target_weight": plan.target_weight, "records": n}
+    if extra:
+        release.extra = ExtraQuery(budget.noise_std, math.sqrt(extra), rng)
     return release
 
 

@@ -14,6 +14,10 @@ A code held by one patient alone — the only kind whose *presence* differs betw
 data sets — clears τ with probability at most δ_v / k, so at most δ_v for the k codes a patient can
 hold: that δ_v is spent outright (``Charge.delta``), the counts are a Gaussian mechanism with
 noise multiplier σ. The released counts are noisy and may be used freely afterwards.
+
+A model calls :func:`charged_vocabulary`: it chooses σ from its share of the budget, charges the
+ledger and runs the mechanism in one call, and names the smallest ε that would work when no code
+clears the threshold. :func:`release_vocabulary` is the uncharged core it runs.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import scipy.sparse as sp
 
 from clinsynth.data.ehr import CodeMatrix
 from clinsynth.errors import ConfigError, InputError
-from clinsynth.privacy.ledger import Charge
+from clinsynth.privacy.ledger import Charge, PrivacyLedger, epsilon_of, share_noise_multiplier
 from clinsynth.privacy.statistics import category_threshold
 
 
@@ -56,21 +60,25 @@ def vocabulary_charge(noise_multiplier: float, threshold_delta: float, max_codes
 
 
 def cap_codes_per_patient(matrix: sp.csr_array, cap: int, rng: np.random.Generator) -> sp.csr_array:
-    """Keep at most ``cap`` codes of each patient, a uniform random subset of those with more."""
+    """Keep at most ``cap`` codes of each patient, a uniform random subset of those with more
+    (sorted indices): what bounds one patient's influence on every count a DP code model takes."""
     per_row = np.diff(matrix.indptr)
     if per_row.max(initial=0) <= cap:
         return matrix
     rows = np.repeat(np.arange(matrix.shape[0]), per_row)
     order = np.lexsort((rng.random(matrix.nnz), rows))  # random order within each row
     rank = np.empty(matrix.nnz, dtype=np.int64)
-    rank[order] = np.arange(matrix.nnz) - np.repeat(matrix.indptr[:-1], per_row)
+    rank[order] = np.arange(matrix.nnz) - matrix.indptr[rows[order]]
     keep = rank < cap
-    return sp.csr_array((matrix.data[keep], (rows[keep], matrix.indices[keep])), shape=matrix.shape)
+    indptr = np.concatenate([[0], np.cumsum(np.minimum(per_row, cap))])
+    out = sp.csr_array((matrix.data[keep], matrix.indices[keep], indptr), shape=matrix.shape)
+    out.sort_indices()
+    return out
 
 
 def release_vocabulary(codes: CodeMatrix, noise_multiplier: float, threshold_delta: float,
                        max_codes_per_patient: int, rng: np.random.Generator) -> VocabularyRelease:
-    """Run the mechanism of the module docstring; charging the ledger is the caller's job.
+    """Run the mechanism of the module docstring, uncharged (models call :func:`charged_vocabulary`).
 
     Kept codes stay in the input's column order. Raises :class:`VocabularyRefusal` when no code
     clears the threshold (too few patients for this ε: declare the vocabulary public or raise ε).
@@ -98,3 +106,39 @@ def release_vocabulary(codes: CodeMatrix, noise_multiplier: float, threshold_del
                                 "declare the vocabulary public (a code list) or raise ε", needed)
     return VocabularyRelease(vocabulary=tuple(codes.vocabulary[i] for i in kept),
                              noisy_counts=noisy[noisy >= tau], threshold=float(tau), candidates=int(present.size))
+
+
+def charged_vocabulary(codes: CodeMatrix, ledger: PrivacyLedger, share: float, max_codes_per_patient: int,
+                       rng: np.random.Generator) -> VocabularyRelease:
+    """The DP vocabulary at ``share`` of the ledger's budget (μ², see ``share_noise_multiplier``),
+    charged and released in one call: a Gaussian mechanism whose threshold spends δ/10 outright.
+
+    A refusal (no code clears the threshold) names the smallest ε at which the most common code
+    would, found with the same rule; the charge stays in the ledger (the counts were drawn).
+    """
+    sigma = share_noise_multiplier(share, ledger.epsilon, ledger.delta)
+    charge = vocabulary_charge(sigma, ledger.delta / 10, max_codes_per_patient)
+    ledger.charge(charge)
+    try:
+        return release_vocabulary(codes, sigma, charge.delta, max_codes_per_patient, rng)
+    except VocabularyRefusal as refusal:
+        hint = _smallest_epsilon_hint(refusal.needed_noise_multiplier, share, ledger, max_codes_per_patient)
+        raise VocabularyRefusal(f"{refusal} (ε = {ledger.epsilon:g} here; {hint})",
+                                refusal.needed_noise_multiplier) from None
+
+
+def _smallest_epsilon_hint(needed: float | None, share: float, ledger: PrivacyLedger, max_codes_per_patient: int) -> str:
+    """The smallest ε at which the vocabulary's noise (``share`` of it) lets the most common code
+    clear the threshold, and the ledger's accountant finds the charge within ε."""
+    from clinsynth.privacy.facts_budget import least_epsilon
+
+    delta = ledger.delta
+
+    def works(eps: float) -> bool:
+        sigma = share_noise_multiplier(share, eps, delta)
+        charge = vocabulary_charge(sigma, delta / 10, max_codes_per_patient)
+        return sigma <= needed and epsilon_of([charge], delta, ledger.accountant) <= eps
+
+    eps = least_epsilon(works) if needed else None
+    return (f"the smallest ε that would work is {eps:g}" if eps is not None
+            else "no ε up to 100 would: declare the vocabulary public")
