@@ -117,15 +117,19 @@ def _visit_days(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _ou(rng: np.random.Generator, gaps: np.ndarray, sd: float, innovations: np.ndarray | None = None) -> np.ndarray:
-    """Continuous-time AR(1) (Ornstein-Uhlenbeck) deviation at each visit, stationary SD ``sd``."""
+    """Continuous-time AR(1) (Ornstein-Uhlenbeck) deviation at each visit, stationary SD ``sd``.
+
+    ``gaps`` (n × k) are the days since the previous visit; the recursion runs over the k visit
+    slots on visit-major (k × n) copies so each step reads contiguous memory."""
     n, k = gaps.shape
-    eps = rng.standard_normal((n, k)) if innovations is None else innovations
-    out = np.empty((n, k))
-    out[:, 0] = sd * eps[:, 0]
-    rho = np.exp(-np.nan_to_num(gaps, nan=0.0) / AR_DAYS)
+    eps = (rng.standard_normal((n, k)) if innovations is None else innovations).T.copy()
+    rho = np.exp(-gaps.T / AR_DAYS)
+    scale = sd * np.sqrt(1.0 - rho**2)
+    out = np.empty((k, n))
+    out[0] = sd * eps[0]
     for j in range(1, k):
-        out[:, j] = rho[:, j] * out[:, j - 1] + sd * np.sqrt(1.0 - rho[:, j] ** 2) * eps[:, j]
-    return out
+        out[j] = rho[j] * out[j - 1] + scale[j] * eps[j]
+    return out.T
 
 
 def simulate_long_trial(n_patients: int = 5000, seed: int = 0) -> pd.DataFrame:
@@ -249,24 +253,21 @@ def simulate_long_trial(n_patients: int = 5000, seed: int = 0) -> pd.DataFrame:
             values[miss] = np.nan
 
     # --- assemble: rows in patient, then day order ------------------------------------------------
-    counts = kept.sum(axis=1)
-    flat = kept.ravel()  # kept is a prefix of each row, so row-major order = (patient, day)
-
-    def per_patient(x: np.ndarray) -> np.ndarray:
-        return np.repeat(x, counts)
-
-    return pd.DataFrame({
-        "patient_id": per_patient(_participant_ids(n)),
-        "day": days.ravel()[flat].astype(np.int64),
-        "arm": per_patient(arm),
-        "sex": per_patient(np.where(male == 1, "M", "F").astype(object)),
-        "age": per_patient(age),
-        "race": per_patient(race),
-        "diabetes": per_patient(diabetes),
-        "event": per_patient(event),
-        "sbp": sbp.ravel()[flat],
-        "dbp": dbp.ravel()[flat],
-        "egfr": egfr.ravel()[flat],
-        "glucose": glucose.ravel()[flat],
-        "meds": meds.ravel()[flat],
+    # kept is a prefix of each row, so the row-major order of kept slots is (patient, day).
+    # Per-patient columns are built once per patient and taken per visit (text converted once).
+    patients = pd.DataFrame({
+        "patient_id": _participant_ids(n),
+        "day": np.zeros(n, dtype=np.int64),
+        "arm": arm,
+        "sex": np.where(male == 1, "M", "F").astype(object),
+        "age": age,
+        "race": race,
+        "diabetes": diabetes,
+        "event": event,
     })
+    flat = kept.ravel()
+    frame = patients.take(np.repeat(np.arange(n), kept.sum(axis=1))).reset_index(drop=True)
+    frame["day"] = days.ravel()[flat].astype(np.int64)
+    labs = np.stack([x.ravel()[flat] for x in (sbp, dbp, egfr, glucose, meds)])
+    return pd.concat([frame, pd.DataFrame(labs.T, columns=["sbp", "dbp", "egfr", "glucose", "meds"], copy=False)],
+                     axis=1)
