@@ -56,8 +56,8 @@ def test_small_n_and_bad_n():
 
 def test_visit_counts_between_1_and_20_and_varied(patients):
     v = patients["visits"]
-    assert v.min() == 1 and v.max() == MAX_VISITS
-    assert v.nunique() == MAX_VISITS  # every count from 1 to 20 occurs
+    assert MAX_VISITS == 20 and v.min() == 1 and v.max() == 20
+    assert v.nunique() == 20  # every count from 1 to 20 occurs
     assert 9.0 < v.mean() < 14.0  # measured 11.5
 
 
@@ -189,10 +189,10 @@ def test_wide_columns_follow_the_trial_convention_and_are_detected(long):
 
 def test_nearest_grid_time_ties_collisions_and_off_grid():
     df = pd.DataFrame({
-        "id": ["a"] * 6 + ["b"] * 2,
-        "day": [0, 45, 100, 170, 190, 400, 0, 88],
-        "sex": ["F"] * 6 + ["M"] * 2,
-        "x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+        "id": ["a"] * 6 + ["b"] * 2 + ["c"],
+        "day": [0, 45, 100, 170, 190, 400, 0, 88, 45],
+        "sex": ["F"] * 6 + ["M"] * 3,
+        "x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
     })
     wide = to_wide(df, "id", "day", [0, 90, 180], keep_time=True)
     a = wide.set_index("id").loc["a"]
@@ -203,12 +203,14 @@ def test_nearest_grid_time_ties_collisions_and_off_grid():
     assert wide.attrs["dropped_visits"] == 3
     b = wide.set_index("id").loc["b"]
     assert b["x_m03"] == 8.0 and np.isnan(b["x_m06"]) and np.isnan(b["day_m06"])
+    c = wide.set_index("id").loc["c"]
+    assert c["x_m00"] == 9.0 and np.isnan(c["x_m03"])  # halfway, alone: the earlier grid time
     back = to_long(wide, "id", "day", [0, 90, 180])
-    assert back["day"].tolist() == [0, 100, 170, 0, 88]  # actual times come back
+    assert back["day"].tolist() == [0, 100, 170, 0, 88, 45]  # actual times come back
     with pytest.raises(InputError, match="3 visit.*1 farther than 45 days.*2 on a grid time already taken"):
         to_wide(df, "id", "day", [0, 90, 180], strict=True)
     narrow = to_wide(df, "id", "day", [0, 90, 180], tolerance=5)
-    assert narrow.attrs["dropped_visits"] == 5  # kept: a's day 0, b's days 0 and 88
+    assert narrow.attrs["dropped_visits"] == 6  # kept: a's day 0, b's days 0 and 88
 
 
 def test_to_wide_errors_name_the_column():
