@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clinsynth.data.datasets import DATASETS, load_dataset
 from clinsynth.data.long_trial import MAX_VISITS, SCHEDULE_DAYS, simulate_long_trial
@@ -241,3 +243,24 @@ def test_dates_become_days_since_the_first_visit():
 def test_grid_labels_fall_back_to_days_when_months_collide():
     assert grid_labels([0, 7, 14]) == ["d000", "d007", "d014"]
     assert grid_labels([0, 1826, 3653]) == ["m000", "m060", "m120"]  # widened past 99 months
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sets(st.integers(0, 5), min_size=1), st.sampled_from(["F", "M"]),
+                          st.lists(st.none() | st.floats(-1e6, 1e6), min_size=12, max_size=12)),
+                min_size=1, max_size=8),
+       st.booleans())
+def test_round_trip_property(patients, text_ids):
+    """Any grid-aligned long table (gaps, missing values, visits with every value missing) survives
+    long -> wide -> long with the time columns kept."""
+    grid = [0, 30, 60, 91, 120, 150]
+    rows = []
+    for i, (slots, sex, values) in enumerate(patients):
+        for k, slot in enumerate(sorted(slots)):
+            pid = f"p{i}" if text_ids else i * 7
+            rows.append((pid, grid[slot], sex, np.nan if values[2 * k] is None else values[2 * k],
+                         np.nan if values[2 * k + 1] is None else values[2 * k + 1]))
+    df = pd.DataFrame(rows, columns=["id", "t", "sex", "x", "y"])
+    wide = to_wide(df, "id", "t", grid, keep_time=True, per_patient=["sex"])
+    assert wide.attrs["dropped_visits"] == 0
+    pd.testing.assert_frame_equal(to_long(wide, "id", "t", grid), df)

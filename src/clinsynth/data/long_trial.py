@@ -62,7 +62,17 @@ Assumptions of the simulation (numbers are design targets, not fitted to any dat
   before an event each lab is in addition missing with probability 0.35 (SBP/DBP together).
 
 Measured on ``simulate_long_trial(5000, seed=0)`` (this machine, 2 shared cores):
-MEASURED_PLACEHOLDER
+57,546 visits. Visits per patient: mean 11.5, median 11, 10/25/75/90 % quantiles 4/8/16/19;
+2.7 % of patients have 1 visit, 6.2 % have 20, every count from 1 to 20 occurs. Gaps between
+visits: median 89 days, 5-95 % range 41-113. Event rate 15.8 % (placebo 17.8 %, active 13.8 %);
+event patients have 6.8 visits on average, the others 12.4. Of patients without an event,
+6.4 % leave before day 400 (dropout; the administrative end is >= 540 days). Missing rates:
+sbp/dbp 2.5 %, egfr 6.7 %, glucose 8.4 %, meds 3.6 %; at an event patient's last visit
+32-38 % per lab against 2-8 % elsewhere (5-15×). Correlation between a patient's first and
+last observed value (patients with >= 5 visits): sbp 0.66, egfr 0.89. Skewness: egfr 0.79,
+glucose 1.95. Generation: 0.25 s (``simulate_trial(5000)``: 0.07 s in the same run);
+50,000 patients (574,696 visits): 2.6-6 s, and :func:`~clinsynth.data.long_wide.to_wide` of
+them on a 90-day grid 2.7 s (machine load 8-14 on 2 cores, so these are upper figures).
 
 Only numpy and pandas are used; everything is vectorised over patients (loops only over the
 ≤ 20 visit slots); same ``seed``, same frame.
@@ -141,8 +151,8 @@ def simulate_long_trial(n_patients: int = 5000, seed: int = 0) -> pd.DataFrame:
     in the module docstring. Vectorised over patients; deterministic for a given ``seed``.
 
     Args:
-        n_patients: Number of patients (>= 1). 5,000 takes well under a second, 50,000
-            (about 580,000 visits) a few seconds.
+        n_patients: Number of patients (>= 1). 5,000 (about 57,500 visits) takes a quarter
+            of a second, 50,000 (about 575,000 visits) a few seconds.
         seed: Seed for ``numpy.random.default_rng``; same seed, same frame.
 
     Returns:

@@ -15,7 +15,10 @@ converts between them.
   and between equally near ones the **earlier** visit; the other is dropped.
 
 The number of dropped visits is in ``wide.attrs["dropped_visits"]``; ``strict=True`` refuses
-to drop any. A grid time without a visit gives NaN in every visit column of that patient.
+to drop any. On :func:`~clinsynth.data.long_trial.simulate_long_trial` (5,000 patients) with the
+grid 0, 90, …, 1710 and the default tolerance (45 days), 2,997 of 57,546 visits (5.2 %) are
+dropped: 2,993 (mostly the unscheduled ones) share a grid time with a nearer visit, 4 lie past the grid.
+A grid time without a visit gives NaN in every visit column of that patient.
 Per-patient columns (constant within every patient, e.g. arm, sex, baseline age, outcome)
 appear once; the other columns become one column per grid time, named
 ``<column>_<label>``. Labels default to months, ``m00, m03, m06, …`` (grid days / 30.4375,
@@ -30,7 +33,8 @@ Round trip: ``to_long(to_wide(df, ...), ...)`` equals ``df`` exactly when every 
 on the grid, rows are ordered by patient (first appearance) then time, the columns are the
 patient, the time, the per-patient columns and the visit columns in that order, and visit
 columns are float64 (a wide table holds NaN, so integer visit columns come back float64).
-A visit whose every visit column is missing needs ``keep_time=True`` to survive.
+A visit whose every visit column is missing needs ``keep_time=True`` to survive. A datetime
+time column comes back as days since the patient's first visit (the wide table holds no dates).
 """
 from __future__ import annotations
 
@@ -177,8 +181,8 @@ def to_wide(df: pd.DataFrame, patient: str, time: str, grid: Sequence[float], *,
     if strict and dropped:
         n_off = int((~on_grid).sum())
         raise InputError(f"{dropped} visit(s) of '{time}' do not fit the grid ({n_off} farther than {tol:g} days from "
-                         f"every grid time, {dropped - n_off} on a grid time already taken); widen tolerance or "
-                         "change the grid")
+                         f"every grid time, {dropped - n_off} on a grid time already taken); widen the tolerance, use a "
+                         "finer grid, or leave strict off to keep the nearest visit per grid time")
 
     n_pat = len(uniques)
     firsts = np.unique(codes, return_index=True)[1]
