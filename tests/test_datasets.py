@@ -243,7 +243,7 @@ def test_load_breast_cancer():
 
 
 def test_registry_entries():
-    assert set(DATASETS) == {"trial", "breast_cancer"}
+    assert set(DATASETS) == {"trial", "long_trial", "breast_cancer"}
     assert DATASETS["trial"].loader is simulate_trial and DATASETS["trial"].target == "arm"
     assert DATASETS["breast_cancer"].loader is load_breast_cancer
     assert DATASETS["breast_cancer"].target == "diagnosis"

@@ -89,6 +89,7 @@ __all__ = [
     "DatasetInfo",
     "DATASETS",
     "simulate_trial",
+    "simulate_long_trial",
     "simulate_ehr",
     "load_breast_cancer",
     "load_dataset",
@@ -338,6 +339,14 @@ def simulate_trial(n: int = 6502, seed: int = 0) -> pd.DataFrame:
     return pd.concat([baseline, longitudinal], axis=1)
 
 
+def _long_trial() -> pd.DataFrame:
+    """Loader of the ``long_trial`` entry: :func:`simulate_long_trial` at its defaults (imported
+    here because ``long_trial`` builds on this module's helpers)."""
+    from clinsynth.data.long_trial import simulate_long_trial
+
+    return simulate_long_trial()
+
+
 def load_breast_cancer() -> pd.DataFrame:
     """Return scikit-learn's Wisconsin diagnostic breast cancer table (real, public, 569 rows).
 
@@ -367,6 +376,8 @@ class DatasetInfo:
     loader: Callable[[], pd.DataFrame]
     target: str
     description: str
+    patient: str | None = None  # long format (one row per visit): the patient id column ...
+    time: str | None = None     # ... and the visit time column; None for one row per record
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -375,6 +386,15 @@ DATASETS: dict[str, DatasetInfo] = {
         loader=simulate_trial,
         target="arm",
         description="SIMULATED SPRINT-structured BP trial: 6502 participants, wide, 12 visits.",
+    ),
+    "long_trial": DatasetInfo(
+        name="long_trial",
+        loader=_long_trial,
+        target="event",
+        description="SIMULATED cardio-renal trial in long format: 5000 patients, one row per visit, "
+                    "1-20 irregular visits.",
+        patient="patient_id",
+        time="day",
     ),
     "breast_cancer": DatasetInfo(
         name="breast_cancer",
@@ -386,7 +406,12 @@ DATASETS: dict[str, DatasetInfo] = {
 
 
 def __getattr__(name: str) -> Callable:
-    """``simulate_ehr`` lives in ``ehr_simulator`` (it needs scipy.sparse); served lazily from here."""
+    """``simulate_ehr`` lives in ``ehr_simulator`` (it needs scipy.sparse) and ``simulate_long_trial``
+    in ``long_trial`` (it imports this module); both are served lazily from here."""
+    if name == "simulate_long_trial":
+        from clinsynth.data.long_trial import simulate_long_trial
+
+        return simulate_long_trial
     if name == "simulate_ehr":
         from clinsynth.data.ehr_simulator import simulate_ehr
 
