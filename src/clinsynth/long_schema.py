@@ -64,13 +64,10 @@ def _dates(s: pd.Series) -> bool:
 
 def infer_levels(df: pd.DataFrame, patient: str, time: str, target: str | None) -> dict[str, str]:
     """``"patient"`` or ``"visit"`` for every column but the patient and time columns."""
-    groups = df.groupby(df[patient], sort=False)
-    levels = {}
-    for name in df.columns:
-        if name in (patient, time):
-            continue
-        constant = bool((groups[name].nunique(dropna=False) <= 1).all())
-        levels[name] = "patient" if constant else "visit"
+    from clinsynth.data.long_wide import patient_level_columns
+
+    per_patient = set(patient_level_columns(df, patient, exclude=[time]))
+    levels = {name: "patient" if name in per_patient else "visit" for name in df.columns if name not in (patient, time)}
     if target is not None and levels.get(target) == "visit":
         example = _varying_patient(df, patient, target)
         raise SchemaError(f"target '{target}' varies within patient {example!r}: a long-format target belongs to "
