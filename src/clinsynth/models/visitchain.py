@@ -748,9 +748,12 @@ class DPVisitChain(VisitChain):
         bounds = spec.bounds if spec.public else None
         if spec.kind == "datetime":
             return spec.model_copy(update={"bounds": bounds, "decimals": start.decimals})
-        whole = start.kind == "integer" and gap.kind == "integer"
-        decimals = 0 if whole else (None if start.decimals is None or gap.decimals is None
-                                    else max(start.decimals, gap.decimals))
+        # a start that is 0 for every patient (days since baseline) is released as a 0/1 flag: whole numbers
+        flag = start.kind == "binary" and all(float(c).is_integer() for c in start.categories or [])
+        whole = (start.kind == "integer" or flag) and gap.kind == "integer"
+        start_decimals = 0 if flag else start.decimals
+        decimals = 0 if whole else (None if start_decimals is None or gap.decimals is None
+                                    else max(start_decimals, gap.decimals))
         return spec.model_copy(update={"bounds": bounds, "kind": "integer" if whole else "continuous",
                                        "decimals": decimals, "dtype": "int64" if whole else "float64"})
 
