@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clinsynth.data.transforms import CategoricalCodec, NumericCodec, TableEncoder, numeric_values
+from clinsynth.data.transforms import CategoricalCodec, NumericCodec, TableEncoder, numeric_values, synthetic_ids
 from clinsynth.errors import ConfigError
 from clinsynth.models import bundle
 from clinsynth.models.bayesnet import (BayesNet, DPBayesNet, Variable, coarse_view, normalise, observed_states,
@@ -485,8 +485,6 @@ class VisitChain(PatientModel):
         unbounded = time.model_copy(update={"bounds": None})
         out: dict[str, Any] = {}
         expanded = people.iloc[owner].reset_index(drop=True)
-        from clinsynth.data.transforms import synthetic_ids
-
         for spec in schema.columns:
             if spec.name == layout.patient:
                 out[spec.name] = np.asarray(synthetic_ids(len(count)), dtype=object)[owner]
