@@ -22,6 +22,7 @@ from clinsynth.data.datasets import simulate_trial
 from clinsynth.data.ehr import CodeMatrix
 from clinsynth.data.ehr_simulator import simulate_ehr
 from clinsynth.errors import ClinsynthError, NotFittedError
+from clinsynth.models.long_base import PatientModel
 from clinsynth.models.records import CodeModel
 from clinsynth.models.registry import REGISTRY, create, load
 from clinsynth.schema import Schema
@@ -48,6 +49,10 @@ def takes_codes(name: str) -> bool:
     return issubclass(REGISTRY[name].load_class(), CodeModel)
 
 
+def takes_patients(name: str) -> bool:
+    return issubclass(REGISTRY[name].load_class(), PatientModel)
+
+
 def build(name: str, seed: int = 0):
     params = dict(FAST.get(name, {}))
     if name.startswith("dp-"):
@@ -60,7 +65,28 @@ def fitted(name: str, table: pd.DataFrame, codes: CodeMatrix):
         warnings.simplefilter("ignore")  # small-data and merged-category warnings are tested elsewhere
         if takes_codes(name):
             return build(name).fit(codes)
+        if takes_patients(name):
+            visits = planted_visits()
+            return build(name).fit(visits, Schema.infer(visits, target="death", patient="pid", time="day"))
         return build(name).fit(table, Schema.infer(table, target="arm"))
+
+
+def planted_visits() -> pd.DataFrame:
+    """1,500 patients' visits (tests/long_visits.py); one visit alone holds the planted number and category."""
+    from long_visits import simulate_visits
+
+    df = simulate_visits(1500, seed=5)
+    df["egfr"] = df["egfr"].astype(float)
+    df.loc[17, "egfr"] = PLANTED_NUMBER
+    df.loc[42, "symptom"] = PLANTED_CATEGORY
+    return df
+
+
+def size(sample) -> int:
+    """Records drawn: patients for a code matrix or a table of visits, rows otherwise."""
+    if isinstance(sample, CodeMatrix):
+        return sample.n_patients
+    return sample["pid"].nunique() if "pid" in sample.columns and "day" in sample.columns else len(sample)
 
 
 def same(a, b) -> bool:
@@ -105,7 +131,7 @@ def test_sample_is_reproducible_and_survives_save_and_load(name, models, table, 
     first = model.sample(50, seed=11)
     assert same(first, model.sample(50, seed=11))
     assert not same(first, model.sample(50, seed=12))
-    assert (first.n_patients if isinstance(first, CodeMatrix) else len(first)) == 50
+    assert size(first) == 50
     reloaded = load(model.save(tmp_path / "bundle"))
     assert reloaded.name == name
     assert same(first, reloaded.sample(50, seed=11))
@@ -147,7 +173,7 @@ def test_dp_bundle_holds_no_raw_value(name, models, table, codes, tmp_path):
     assert raw_values(model.save(tmp_path / "dp")) == []
 
 
-@pytest.mark.parametrize("name", ["bayesnet", "codetree"])
+@pytest.mark.parametrize("name", ["bayesnet", "codetree", "visitchain"])
 def test_the_raw_value_check_finds_what_a_non_dp_bundle_keeps(name, models, table, codes, tmp_path):
     # the check above can fail: the same data through a non-private model leaves the values in its bundle
     assert raw_values(model_for(name, models, table, codes).save(tmp_path / "plain")) != []

@@ -99,6 +99,8 @@ def privacy_unit_of(model: Any) -> str:
     """Whose data a fitted DP model's guarantee protects, as the guarantee page and manifest say it."""
     from clinsynth.privacy.unit import PATIENT_UNIT, ROW_UNIT
 
+    if getattr(model, "privacy_unit_", None):  # a model of patients states its unit and contribution bound
+        return model.privacy_unit_
     if getattr(model.schema_, "codes", None) is not None:
         return PATIENT_UNIT
     if model.schema_.privacy_unit == "row":

@@ -56,7 +56,7 @@ def refuse_long_format(model: str, schema: Schema | None) -> None:
     if schema is not None and schema.is_long:
         raise ConfigError(f"{model} treats rows as independent records, but this table is long format "
                           f"(several rows per patient '{schema.patient}'): it needs a model of patients and "
-                          "their visits (no such model is registered yet), or one row per patient")
+                          "their visits (visitchain, or dp-visitchain under DP), or one row per patient")
 
 
 class SynthModel(ABC):

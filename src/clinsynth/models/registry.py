@@ -113,6 +113,20 @@ REGISTRY: dict[str, ModelEntry] = {
             "the Bayesian network from noisy histograms: bins and structure sized to the budget, one ledger; "
             "the choice for small tables under DP",
         ),
+        ModelEntry(
+            "visitchain",
+            "clinsynth.models.visitchain:VisitChain",
+            "patients with their visits (long format): the Bayesian network per patient (columns, number of "
+            "visits, start) and a Markov chain over visits (values, missing states, gaps) given the class and "
+            "the visits remaining",
+        ),
+        ModelEntry(
+            "dp-visitchain",
+            "clinsynth.models.visitchain:DPVisitChain",
+            "the visit chain with DP per patient: noisy per-patient network and transition tables, each "
+            "patient's visits capped and its counts in each table summing to 1, one ledger",
+            defaults={"epsilon": 1.0},
+        ),
     ]
 }
 

@@ -1,0 +1,169 @@
+"""The counting model of patients and their visits (visitchain, dp-visitchain; issue 21, item 2):
+synthetic patients keep visit counts, increasing times, per-patient columns, missingness before
+the end, within-patient correlation and a difference by class; DP is per patient, on one ledger."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from long_visits import simulate_visits
+from scipy.stats import ks_2samp
+
+import clinsynth as cs
+from clinsynth.errors import ConfigError
+from clinsynth.models.registry import load
+from clinsynth.pipeline import guarantee_of, privacy_unit_of
+from clinsynth.schema import Schema
+
+PER_PATIENT = ["arm", "sex", "age", "death"]
+
+
+def per_patient(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per patient: visits, first/last sbp, last egfr, class."""
+    df = df.sort_values(["pid", "day"], kind="stable")
+    g = df.groupby("pid", sort=False)
+    return pd.DataFrame({"visits": g.size(), "sbp_first": g["sbp"].first(), "sbp_last": g["sbp"].last(),
+                         "egfr_last": g["egfr"].last(), "death": g["death"].first()})
+
+
+def missing_share(df: pd.DataFrame, column: str) -> tuple[float, float]:
+    """(share missing at each patient's last visit, share missing ≥ 3 visits before the end)."""
+    df = df.sort_values(["pid", "day"], kind="stable")
+    g = df.groupby("pid", sort=False)
+    remaining = g["day"].transform("size") - 1 - g.cumcount()
+    return float(df.loc[remaining == 0, column].isna().mean()), float(df.loc[remaining >= 3, column].isna().mean())
+
+
+@pytest.fixture(scope="module")
+def real() -> pd.DataFrame:
+    return simulate_visits(3000, seed=0)
+
+
+@pytest.fixture(scope="module")
+def schema(real) -> Schema:
+    return Schema.infer(real, target="death", patient="pid", time="day")
+
+
+@pytest.fixture(scope="module")
+def model(real, schema):
+    return cs.create("visitchain", progress=False).fit(real, schema)
+
+
+@pytest.fixture(scope="module")
+def synthetic(model) -> pd.DataFrame:
+    return model.sample(3000, seed=1)
+
+
+@pytest.fixture(scope="module")
+def dp_model(real, schema):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cs.create("dp-visitchain", epsilon=4.0, progress=False).fit(real, schema)
+
+
+def test_visits_per_patient_are_close(real, synthetic, dp_model):
+    assert synthetic["pid"].nunique() == 3000
+    assert ks_2samp(per_patient(real)["visits"], per_patient(synthetic)["visits"]).statistic <= 0.1
+    dp = dp_model.sample(3000, seed=1)
+    assert ks_2samp(per_patient(real)["visits"], per_patient(dp)["visits"]).statistic <= 0.1
+
+
+@pytest.mark.parametrize("which", ["visitchain", "dp-visitchain"])
+def test_patients_are_well_formed(which, synthetic, dp_model, real):
+    sample = synthetic if which == "visitchain" else dp_model.sample(500, seed=3)
+    assert list(sample.columns) == list(real.columns)
+    ordered = sample.sort_values(["pid", "day"], kind="stable")
+    assert ordered.index.equals(sample.index)  # patients come out in order, visits by time
+    g = sample.groupby("pid", sort=False)
+    assert (g["day"].diff().dropna() > 0).all()  # strictly increasing times
+    assert (g[PER_PATIENT].nunique(dropna=False) <= 1).all().all()  # per-patient columns constant
+    assert not set(sample["pid"]) & set(real["pid"])  # new ids
+    assert set(sample["symptom"]) <= {"none", "mild", "severe"}
+    assert sample["day"].dtype == real["day"].dtype and (g["day"].first() >= 0).all()
+
+
+def test_missingness_before_the_end_is_reproduced(real, synthetic):
+    real_end, real_mid = missing_share(real, "egfr")
+    syn_end, syn_mid = missing_share(synthetic, "egfr")
+    assert real_end > 0.3 and real_mid < 0.1  # the data has it
+    assert abs(syn_end - real_end) < 0.07 and abs(syn_mid - real_mid) < 0.03
+    assert syn_end > 3 * syn_mid
+
+
+def test_within_patient_correlation_is_kept(real, synthetic):
+    summary = per_patient(synthetic)
+    several = summary[summary["visits"] >= 3].dropna()
+    real_summary = per_patient(real).query("visits >= 3").dropna()
+    assert np.corrcoef(real_summary["sbp_first"], real_summary["sbp_last"])[0, 1] > 0.7
+    assert np.corrcoef(several["sbp_first"], several["sbp_last"])[0, 1] > 0.3
+
+
+def test_a_difference_by_class_is_reproduced(real, synthetic):
+    for frame in (real, synthetic):
+        summary = per_patient(frame)
+        by_class = summary.groupby("death")[["egfr_last", "visits"]].mean()
+        assert by_class.loc[0, "egfr_last"] - by_class.loc[1, "egfr_last"] > 8
+        assert by_class.loc[0, "visits"] - by_class.loc[1, "visits"] > 4
+
+
+def test_conditions_reshape_the_class_mix(model):
+    sample = model.sample(200, conditions={"death": {"1": 1.0}}, seed=4)
+    assert set(sample["death"]) == {1}
+
+
+@pytest.mark.parametrize("which", ["visitchain", "dp-visitchain"])
+def test_save_and_load_give_the_same_sample(which, model, dp_model, tmp_path):
+    fitted = model if which == "visitchain" else dp_model
+    first = fitted.sample(300, seed=7)
+    again = load(fitted.save(tmp_path / which))
+    assert again.name == which
+    pd.testing.assert_frame_equal(first, again.sample(300, seed=7))
+    assert not first.equals(fitted.sample(300, seed=8))
+
+
+def test_dp_ledger_is_per_patient_and_within_budget(dp_model):
+    ledger = dp_model.ledger_
+    assert ledger.spent() <= 4.0
+    purposes = [c.purpose for c in ledger.charges]
+    assert any(p.startswith("per-patient table") for p in purposes)
+    assert any("visit chain" in p and "at most 20 visits per patient" in p for p in purposes)
+    unit = privacy_unit_of(dp_model)
+    assert unit.startswith("patient (all rows of one patient)") and "20 visits" in unit
+    guarantee = guarantee_of(dp_model)
+    assert guarantee["privacy_unit"] == unit and guarantee["spent"] <= 4.0
+
+
+def test_dp_caps_each_patients_visits(real, schema):
+    """A patient's visits beyond the cap are not counted, and each patient's weights in a table sum to 1."""
+    from clinsynth.models.visitchain import Layout, split_visits
+
+    model = cs.create("dp-visitchain", max_visits_dp=4)
+    parts = split_visits(real.sort_values(["pid", "day"]).reset_index(drop=True), Layout.of(schema),
+                         schema.column("day"))
+    counted = model._counted(parts)
+    per_patient_rows = np.bincount(parts.patient[counted])
+    assert per_patient_rows.max() <= 4
+    long = parts.count > 4
+    # the first 2 and the last 2 visits are kept, the one right after the cut is not counted
+    assert (per_patient_rows[long] == 3).all()
+
+
+def test_a_long_format_table_is_needed(real):
+    wide = Schema.infer(real.drop(columns=["pid", "day"]).head(500), target="death")
+    with pytest.raises(ConfigError, match="long-format tables .* patient and time columns"):
+        cs.create("visitchain").fit(real.drop(columns=["pid", "day"]).head(500), wide)
+    with pytest.raises(ConfigError, match="positive whole number of patients"):
+        cs.create("visitchain").fit(real.head(400), Schema.infer(real.head(400), target="death", patient="pid",
+                                                                  time="day")).sample(0)
+
+
+def test_dates_as_the_time_column():
+    df = simulate_visits(400, seed=2)
+    df["day"] = pd.Timestamp("2021-03-01") + pd.to_timedelta(df["day"] + 7 * (df["pid"] % 30), unit="D")
+    schema = Schema.infer(df, target="death", patient="pid", time="day")
+    sample = cs.create("visitchain").fit(df, schema).sample(300, seed=0)
+    assert pd.api.types.is_datetime64_any_dtype(sample["day"])
+    assert (sample.groupby("pid")["day"].diff().dropna() > pd.Timedelta(0)).all()
+    assert (sample["day"] == sample["day"].dt.normalize()).all()  # whole days, as the input
