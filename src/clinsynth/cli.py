@@ -76,15 +76,21 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
     return params
 
 
-def _load_schema(data: Any, schema_path: Optional[Path], target: Optional[str], privacy_unit: Optional[str] = None) -> Any:
+def _load_schema(data: Any, schema_path: Optional[Path], target: Optional[str], privacy_unit: Optional[str] = None,
+                 patient: Optional[str] = None, time: Optional[str] = None) -> Any:
     from clinsynth.schema import Schema
 
+    if (patient is None) != (time is None):
+        raise ConfigError("a long-format table (one row per visit) needs both --patient-col and --time-col")
     if schema_path is not None:
         schema = Schema.load(schema_path)
         if target is not None and schema.target != target:
             raise ConfigError(f"--target {target} disagrees with the schema's target {schema.target!r}; edit the schema or drop --target")
+        if patient is not None and (schema.patient, schema.time) != (patient, time):
+            raise ConfigError(f"--patient-col {patient} --time-col {time} disagree with the schema's patient "
+                              f"{schema.patient!r} and time {schema.time!r}; edit the schema or drop the options")
         return schema.model_copy(update={"privacy_unit": privacy_unit}) if privacy_unit else schema
-    return Schema.infer(data, target=target, privacy_unit=privacy_unit)
+    return Schema.infer(data, target=target, privacy_unit=privacy_unit, patient=patient, time=time)
 
 
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace a previous clinsynth output at --out "
@@ -106,6 +112,18 @@ def _unit(unit: Optional[PrivacyUnit]) -> Optional[str]:
     return unit.value if unit is not None else None
 
 
+PatientOption = Annotated[Optional[str], typer.Option(
+    "--patient-col", help="Patient id column: of a long-format table (one row per visit; with --time-col), or of "
+    "the --codes table (default patient_id).", rich_help_panel="Long format (visits)")]
+TimeOption = Annotated[Optional[str], typer.Option(
+    "--time-col", help="Visit time column of a long-format table: numbers (e.g. days since baseline) or dates.",
+    rich_help_panel="Long format (visits)")]
+MaxVisitsOption = Annotated[int, typer.Option(
+    "--max-visits", min=1, help="A patient with more visits is refused (or cut, with --truncate-visits).",
+    rich_help_panel="Long format (visits)")]
+TruncateOption = Annotated[bool, typer.Option(
+    "--truncate-visits", help="Keep each patient's first --max-visits visits instead of refusing.",
+    rich_help_panel="Long format (visits)")]
 PrivacyUnitOption = Annotated[Optional[PrivacyUnit], typer.Option(
     "--privacy-unit", help="Whose data --epsilon protects. 'row' declares each row a different person; without it a "
     "DP run refuses a table whose identifier column repeats (rows sharing a patient).")]
@@ -156,6 +174,10 @@ def fit(
     resume: ResumeOption = False,
     threads: ThreadsOption = None,
     privacy_unit: PrivacyUnitOption = None,
+    patient_col: PatientOption = None,
+    time_col: TimeOption = None,
+    max_visits: MaxVisitsOption = 100,
+    truncate_visits: TruncateOption = False,
 ) -> None:
     """Train a model on a table and save its bundle."""
     from clinsynth import threads as thread_counts
@@ -169,8 +191,12 @@ def fit(
     reserve = 2 * output_size([data]) + (20 << 20)
     with staged_output(output, "bundle", overwrite=overwrite, resume=resume, reserve_bytes=reserve) as stage:
         df = read_table(data)
-        table_schema = _load_schema(df, schema_path, target, _unit(privacy_unit))
+        table_schema = _load_schema(df, schema_path, target, _unit(privacy_unit), patient_col, time_col)
         table_schema.validate(df)
+        if table_schema.is_long:
+            from clinsynth.long_schema import limit_visits
+
+            df = limit_visits(df, table_schema.patient, table_schema.time, max_visits, truncate_visits)
         stage.claim(run_fingerprint(model, params, seed, table_schema.to_json(), table_hash(df)))
         name, choice = resolve(model, df, table_schema, epsilon, delta, params)
         fitted = build(name, params, choice, seed=seed, progress=not quiet)
@@ -312,7 +338,10 @@ def run(
     csv_safe: Annotated[bool, typer.Option("--csv-safe/--no-csv-safe", help="Quote text cells that begin with = + - @ (a spreadsheet would run them as formulas) with a leading ' in CSV output.")] = True,
     codes: Annotated[bool, typer.Option("--codes", help="DATA is EHR codes in long format (patient, code[, count]).",
                                         rich_help_panel="EHR codes")] = False,
-    patient_col: Annotated[str, typer.Option(help="Patient id column of the code table.", rich_help_panel="EHR codes")] = "patient_id",
+    patient_col: PatientOption = None,
+    time_col: TimeOption = None,
+    max_visits: MaxVisitsOption = 100,
+    truncate_visits: TruncateOption = False,
     code_col: Annotated[str, typer.Option(help="Code column.", rich_help_panel="EHR codes")] = "code",
     count_col: Annotated[Optional[str], typer.Option(help="Count column (model counts; default: presence).", rich_help_panel="EHR codes")] = None,
     truncate: Annotated[Optional[int], typer.Option(help="Keep the first N characters of each code (dots removed), e.g. 3 for ICD-9 categories.", rich_help_panel="EHR codes")] = None,
@@ -344,7 +373,9 @@ def run(
     if codes:
         if privacy_unit is not None:
             raise ConfigError("--privacy-unit is for tables: the privacy unit of --codes is the patient (all of a patient's codes)")
-        spec = CodeInput(CodeColumns(patient_col, code_col, count_col or "count"), counts=count_col is not None,
+        if time_col is not None:
+            raise ConfigError("--time-col is for long-format tables; --codes reads patient, code[, count]")
+        spec = CodeInput(CodeColumns(patient_col or "patient_id", code_col, count_col or "count"), counts=count_col is not None,
                          truncate=truncate, min_count=min_count,
                          vocabulary_file=str(vocabulary) if vocabulary is not None else None,
                          static_file=str(static) if static is not None else None, id_col=id_col,
@@ -363,9 +394,10 @@ def run(
     name, params = _model_and_params(model, param, epochs, select, epsilon, delta)
     with open_release(output, overwrite=overwrite, resume=resume, inputs=(data,)) as stage:
         df = read_table(data)
-        table_schema = _load_schema(df, schema_path, target, _unit(privacy_unit))
+        table_schema = _load_schema(df, schema_path, target, _unit(privacy_unit), patient_col, time_col)
         config = _release_config(table_schema.target, name, params, epsilon, delta, test_size, n, seed, output_format,
                                  csv_safe, level)
+        config.max_visits, config.truncate_visits = max_visits, truncate_visits
         result = run_release(df, config, stage, schema=table_schema, source=_file_source(data), progress=not quiet,
                              on_step=_step_printer(quiet))
     _release_summary(result)

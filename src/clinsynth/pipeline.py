@@ -118,7 +118,9 @@ class RunConfig:
     delta: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
     test_size: float = 0.2
-    n_synthetic: int | None = None  # default: as many as the training split
+    n_synthetic: int | None = None  # default: as many as the training split (patients, for a long table)
+    max_visits: int = 100  # long format: a patient with more visits is refused ...
+    truncate_visits: bool = False  # ... or, with this, cut to their first max_visits visits
     seed: int = 0
     output_format: str = "csv"
     max_queries: int = 20_000
@@ -309,7 +311,11 @@ def run_release(df: pd.DataFrame, config: RunConfig, out_dir: str | Path | Stage
     check_run_config(config)
     schema = schema or Schema.infer(df, target=config.target)
     schema.validate(df)
-    if config.epsilon is not None:  # refused on the whole table, before anything is staged or split
+    if schema.is_long:  # patients with too many visits: refused, or cut when the config asks
+        from clinsynth.long_schema import limit_visits
+
+        df = limit_visits(df, schema.patient, schema.time, config.max_visits, config.truncate_visits)
+    elif config.epsilon is not None:  # refused on the whole table, before anything is staged or split
         from clinsynth.privacy.unit import check_privacy_unit
 
         check_privacy_unit(df, schema)
@@ -317,15 +323,22 @@ def run_release(df: pd.DataFrame, config: RunConfig, out_dir: str | Path | Stage
     with _staged(out_dir, overwrite, resume) as stage:
         stage.claim(run_fingerprint(asdict(config), content))
         release = _Release(config, stage, on_step)
-        train, test = split_holdout(df, schema.target, config.test_size, seed=config.seed)
-        model, synthetic = release.fit_and_sample(train, schema, len(train), progress)
+        if schema.is_long:
+            train, test = split_patients_holdout(df, schema.patient, schema.target, config.test_size, seed=config.seed)
+            n_train, unit = int(train[schema.patient].nunique()), "patients"
+        else:
+            train, test = split_holdout(df, schema.target, config.test_size, seed=config.seed)
+            n_train, unit = len(train), "rows"
+        model, synthetic = release.fit_and_sample(train, schema, n_train, progress)
         files = {"synthetic": write_table(synthetic, release.share / f"synthetic.{config.output_format}",
                                                  csv_safe=config.csv_safe)}
         metrics = release.evaluate(model, train, test, synthetic, model.schema_, (source or {}).get("name", "table"))
         result = release.finish(
             model, files, metrics,
             input_info={**(source or {}), "rows": len(df), "columns": int(df.shape[1]), "table_sha256": content},
-            split={"n_train": len(train), "n_test": len(test), "stratified_by": schema.target})
+            split={"n_train": len(train), "n_test": len(test), "stratified_by": schema.target,
+                   **({"n_train_patients": n_train, "n_test_patients": int(test[schema.patient].nunique()),
+                       "by": "patient"} if unit == "patients" else {})})
     return result
 
 

@@ -15,12 +15,16 @@ from clinsynth.models.registry import InputFacts, ModelChoice, check_hyperparame
 
 
 def input_facts(data: Any, schema: Any = None, epsilon: float | None = None) -> InputFacts:
-    """The facts ``auto`` chooses by, for a table (DataFrame) or a code matrix (``CodeMatrix``)."""
+    """The facts ``auto`` chooses by, for a table (DataFrame; long format when ``schema`` names a patient
+    column) or a code matrix (``CodeMatrix``)."""
     from clinsynth.data.ehr import CodeMatrix
 
     if isinstance(data, CodeMatrix):
         static = 0 if data.static is None else data.static.shape[1]
         return InputFacts("codes", data.n_patients, data.n_codes + static, epsilon=epsilon)
+    if schema is not None and schema.is_long:
+        patients = int(data[schema.patient].nunique())
+        return InputFacts("patients", patients, len(schema.columns) - 2, epsilon=epsilon)
     groups = len(schema.longitudinal) if schema is not None else 0
     n_columns = len(schema.columns) if schema is not None else data.shape[1]
     return InputFacts("table", len(data), n_columns, groups, epsilon)

@@ -140,7 +140,7 @@ class InputFacts:
     everywhere in clinsynth (δ is set from it), never the values.
     """
 
-    kind: str  # "table" (one row per record) or "codes" (a patient × code matrix)
+    kind: str  # "table" (one row per record), "codes" (a patient × code matrix) or "patients" (long format)
     n_records: int  # rows, or patients
     n_columns: int  # columns, or codes (plus attached per-patient columns)
     n_visit_groups: int = 0  # longitudinal groups of a wide visit table
@@ -178,7 +178,7 @@ def choose_model(facts: InputFacts) -> ModelChoice:
     """The model ``auto`` runs for these facts, and the sentence that says why."""
     dp = facts.epsilon is not None
     budget = f" at ε = {facts.epsilon:g}" if dp else " without DP"
-    size = f"{facts.n_records:,} {'patients' if facts.kind == 'codes' else 'rows'} × {facts.n_columns:,} " \
+    size = f"{facts.n_records:,} {'rows' if facts.kind == 'table' else 'patients'} × {facts.n_columns:,} " \
            f"{'codes' if facts.kind == 'codes' else 'columns'}"
     if facts.kind == "codes":
         name = "dp-codetree" if dp else "codetree"
@@ -189,8 +189,13 @@ def choose_model(facts: InputFacts) -> ModelChoice:
         name = "dp-bayesnet" if dp else "bayesnet"
         why = (f"a table of {size}{budget}: the Bayesian network had the best or near-best train-on-synthetic "
                "utility on every benchmark table (bench/compare.py) and fits in seconds")
+    elif facts.kind == "patients":
+        name = "dp-visitchain" if dp else "visitchain"
+        why = (f"a long-format table of {size}{budget}: the visit chain draws each patient's columns once, then "
+               "their visits in order (gaps, labs and missing values given the previous visit), fits in seconds"
+               + (" and bounds each patient's contribution, so ε is per patient" if dp else ""))
     else:
-        raise ConfigError(f"auto chooses for a 'table' or 'codes' input, not {facts.kind!r}")
+        raise ConfigError(f"auto chooses for a 'table', 'codes' or 'patients' input, not {facts.kind!r}")
     return ModelChoice(name, f"auto chose {name} — {why}", facts)
 
 

@@ -697,7 +697,7 @@ class DPVisitChain(VisitChain):
         return np.asarray(variable.coarse), variable.coarse_states
 
     def _learn_tables(self, states: np.ndarray, cls: np.ndarray, parts: Visits) -> list[np.ndarray]:
-        from clinsynth.privacy.dpsgd import calibrate_noise
+        from clinsynth.privacy.gaussian import gaussian_release
 
         counted = self._counted(parts)
         weights = []
@@ -706,7 +706,6 @@ class DPVisitChain(VisitChain):
             per_patient = np.bincount(parts.patient[rows], minlength=len(parts.count))
             weights.append(np.where(rows, 1.0 / np.maximum(per_patient[parts.patient], 1), 0.0))
         tables = len(self.variables_)
-        counts = self._counts(states, cls, parts, [weights[0]] * (tables - 1) + [weights[1]])
 
         def charge(sigma: float) -> Charge:
             return Charge("gaussian", f"visit chain: {tables} transition tables ({PATIENT_ROWS_UNIT}; at most "
@@ -714,15 +713,12 @@ class DPVisitChain(VisitChain):
                                       f"to 1: L2 sensitivity √{tables})",
                           noise_multiplier=sigma, sample_rate=1.0, steps=1)
 
-        sigma = calibrate_noise(self.ledger_, charge, low=0.05)
-        self.ledger_.charge(charge(sigma))
-        self.noise_multiplier_ = sigma
-        noise_std = sigma * math.sqrt(tables)
-        out = []
-        for c in counts:
-            noisy = c + self._rng.normal(0.0, noise_std, size=c.shape)
-            out.append(normalise(noisy, self._backoff(noisy), self.shrinkage * noise_std))
-        return out
+        # one patient's weights sum to ≤ 1 in each table: √tables over all of them
+        release = gaussian_release(self.ledger_, charge, math.sqrt(tables),
+                                   lambda: self._counts(states, cls, parts, [weights[0]] * (tables - 1) + [weights[1]]),
+                                   self._rng)
+        self.noise_multiplier_ = release.charge.noise_multiplier
+        return [normalise(noisy, self._backoff(noisy), self.shrinkage * release.noise_std) for noisy in release.values]
 
     def _output_schema(self, schema: Schema) -> Schema:
         """The long schema with the released facts written in (per-patient columns from the

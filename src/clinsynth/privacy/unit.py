@@ -5,7 +5,8 @@ protects a person only when each person has one row. A long-format table (one ro
 gives a patient with 16 visits 16 records, and a per-row ε then says far less about the patient
 than the number printed (group privacy: roughly 16 ε). So before any DP fit of a table, this
 module looks for columns that identify a person and repeat across rows, and refuses unless the
-user has declared that each row is a different person (``Schema.privacy_unit = "row"``).
+user has declared that each row is a different person (``Schema.privacy_unit = "row"``); a long
+table named as such (``Schema.patient``) goes to a model of patients, whose unit is the patient.
 
 What counts as a person identifier: a column declared ``kind: id``, or one whose name reads as
 an identifier (``id``, ``patient``, ``subject``, ``mrn``, ``..._id``; see
@@ -75,7 +76,9 @@ def check_privacy_unit(df: pd.DataFrame, schema: Any) -> str:
     if shared:
         raise PrivacyUnitError(
             f"rows share a person: {shared[0].describe()}. A DP guarantee per row would not protect a person "
-            "with several rows (their rows together leak up to that many times ε). Give one row per person "
-            "(e.g. one column per visit), or, if each row really is a different person, declare it: "
-            "privacy unit 'row' (CLI: --privacy-unit row; Python: Schema.infer(..., privacy_unit='row'))")
+            "with several rows (their rows together leak up to that many times ε). Name the patient and time "
+            f"columns for patient-level DP (CLI: --patient-col {shared[0].column} --time-col <time>; Python: "
+            f"Schema.infer(..., patient='{shared[0].column}', time=...)), or, if each row really is a different "
+            "person, declare it: privacy unit 'row' (CLI: --privacy-unit row; Python: Schema.infer(..., "
+            "privacy_unit='row'))")
     return ROW_UNIT + ": no identifier column repeats"
