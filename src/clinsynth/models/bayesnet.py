@@ -97,13 +97,13 @@ def released_states(codec: NumericCodec, state: dict[str, Any], bins: int) -> tu
         lo, hi = numeric_bounds(spec)
         a, b = math.ceil(lo), math.floor(hi)
         if b - a + 1 <= bins:
-            exact = codec._forward(np.arange(a, b + 1, dtype=float))
+            exact = codec.encode_values(np.arange(a, b + 1, dtype=float))
             return exact.tolist(), exact.tolist()
     knots, probs = np.asarray(state["knots"], float), ndtr(np.asarray(state["scores"], float))
     probs = (probs - probs[0]) / (probs[-1] - probs[0]) if probs[-1] > probs[0] else np.linspace(0, 1, probs.size)
-    edges = codec._forward(np.unique(np.interp(np.linspace(0, 1, bins + 1), probs, knots)))
+    edges = codec.encode_values(np.unique(np.interp(np.linspace(0, 1, bins + 1), probs, knots)))
     if edges.size < 2:
-        edges = codec._forward(np.array(numeric_bounds(spec)))
+        edges = codec.encode_values(np.array(numeric_bounds(spec)))
     return edges[:-1].tolist(), edges[1:].tolist()
 
 
