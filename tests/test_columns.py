@@ -10,11 +10,11 @@ from test_same_samples import mixed_table
 import clinsynth.compiled
 from clinsynth.data.columns import PLAIN, Rounding, column_paths
 from clinsynth.data.datasets import simulate_trial
-from clinsynth.data.fast_columns import FastColumns, fast_columns
+from clinsynth.data.fast_columns import fast_columns
 from clinsynth.data.transforms import TableEncoder
 from clinsynth.schema import Schema
 
-FAST = FastColumns()
+FAST = fast_columns()  # numba: the test extra
 
 
 def _switch(monkeypatch: pytest.MonkeyPatch, fast: bool) -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from clinsynth.data.datasets import simulate_trial
+from clinsynth.data.fast_columns import create_dataframe_from_blocks, fast_columns
 from clinsynth.data.transforms import PiecewiseLinear, TableEncoder, synthetic_ids
 from clinsynth.errors import NotFittedError, SchemaError
 from clinsynth.schema import Schema, last_observed_visit
@@ -440,3 +441,16 @@ def test_decode_and_decode_parts_leave_their_inputs_as_they_were(trial, trial_sc
             enc.decode_parts(v, c, scaled=scaled)
             np.testing.assert_array_equal(v, v_before)
             np.testing.assert_array_equal(c, c_before)
+
+
+def test_decode_parts_given_its_values_decodes_them_in_place_to_the_same_frame(trial):
+    floats = trial[[c for c in trial.columns if trial[c].dtype == np.float64] + ["arm"]]
+    enc = TableEncoder(Schema.infer(floats, target="arm")).fit(floats)
+    values, codes = enc.split(enc.encode(floats))
+    values = np.asfortranarray(values.astype(np.float64))
+    expected = enc.decode_parts(values, codes)
+    given = values.copy(order="F")
+    frame = enc.decode_parts(given, codes, overwrite_values=True)
+    pd.testing.assert_frame_equal(frame, expected)
+    if fast_columns() is not None and create_dataframe_from_blocks is not None:  # the frame keeps the given memory
+        assert np.shares_memory(frame[floats.columns[0]].to_numpy(), given)

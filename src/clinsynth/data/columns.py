@@ -73,8 +73,13 @@ class PlainColumns:
 PLAIN = PlainColumns()
 
 
-def column_paths() -> ColumnPaths:
-    """The fast path where its compiled loops are available, else the plain one."""
-    from clinsynth.data.fast_columns import fast_columns  # here: fast_columns builds on this module
+_FAST_PATHS: list[Any] = []  # fast_columns.fast_columns, imported on first use (that module builds on this one)
 
-    return fast_columns() or PLAIN
+
+def column_paths() -> ColumnPaths:
+    """The fast path where its compiled loops are available, else the plain one (a dict look-up
+    per call: decoding asks once per column)."""
+    if not _FAST_PATHS:
+        from clinsynth.data.fast_columns import fast_columns
+        _FAST_PATHS.append(fast_columns)
+    return _FAST_PATHS[0]() or PLAIN

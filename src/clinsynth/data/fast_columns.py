@@ -60,19 +60,21 @@ def _finish_numeric(x, out, lo, hi, mode, factor, missing, blank):  # pragma: no
 SAMPLE_POOL = pa.system_memory_pool()
 
 
-def arrow_text(index: np.ndarray, labels: tuple[str, ...], missing: np.ndarray | None = None) -> pa.Array:
+def arrow_text(loops: tuple[Any, ...], index: np.ndarray, labels: tuple[str, ...],
+               missing: np.ndarray | None = None) -> pa.Array:
     """``labels[index]`` as an Arrow large-string array (null where ``missing``), without Python strings.
 
     ``index`` outside ``[0, len(labels))`` is clipped into it (the missing slot reads as the last
     label, under a null). One compiled pass writes the bytes straight from the codes, whatever their
     integer type: no int64 copy of the index, no gather temporaries — each a fresh array whose first
-    touch costs page faults. Needs numba (:func:`fast_columns` is None without it).
+    touch costs page faults. ``loops``: the compiled :func:`_label_offsets`, :func:`_label_bytes`,
+    :func:`_label_words` and :func:`_label_packed`.
     """
     table = _label_table(labels)
     n = len(index)
     validity = None if missing is None else pa.py_buffer(np.packbits(~missing, bitorder="little"))
     nulls = 0 if missing is None else int(missing.sum())
-    offsets_of, write_bytes, write_words, write_packed = _text_loops()
+    offsets_of, write_bytes, write_words, write_packed = loops
     if table.words is not None:  # each label one machine word: a plain gather of words
         data = np.empty(n, dtype=table.words.dtype)
         write_words(index, table.words, data)
@@ -237,10 +239,8 @@ def frame_of(columns: dict[str, Any], n: int, block: np.ndarray | None, names: p
 
 
 
-def _text_loops() -> tuple[Any, ...]:
-    loops = compile_loops(_label_offsets, _label_bytes, _label_words, _label_packed)
-    assert loops is not None, "arrow_text without numba: use column_paths()"
-    return loops
+_LOOPS = (_finish_numeric, _label_offsets, _label_bytes, _label_words, _label_packed)
+_NONE = np.zeros(0, dtype=bool)  # the numeric loop reads an empty flag array as "none"
 
 
 class FastColumns:
@@ -248,28 +248,30 @@ class FastColumns:
 
     memory_pool = SAMPLE_POOL
 
+    def __init__(self, loops: tuple[Any, ...]):
+        self.loops = loops
+
     def text(self, index: np.ndarray, labels: tuple[str, ...], missing: np.ndarray | None, dtype: Any) -> Any:
-        return string_array(arrow_text(index, labels, missing), dtype)
+        return string_array(arrow_text(self.loops[1:], index, labels, missing), dtype)
 
     def finish_numeric(self, x: np.ndarray, out: np.ndarray, rounding: Rounding, missing: np.ndarray | None,
                        blank: np.ndarray | None) -> None:
         mode = 0 if rounding.decimals is None else 1 if rounding.decimals == 0 else 2
-        _numeric_loop()(x, out, float(rounding.lo), float(rounding.hi), mode, 10.0 ** (rounding.decimals or 0),
-                        _NONE if missing is None else missing, _NONE if blank is None else blank)
+        self.loops[0](x, out, float(rounding.lo), float(rounding.hi), mode, 10.0 ** (rounding.decimals or 0),
+                      _NONE if missing is None else missing, _NONE if blank is None else blank)
 
     def frame(self, columns: dict[str, Any], n: int, block: np.ndarray | None, names: pd.Index | None) -> pd.DataFrame:
         return frame_of(columns, n, block, names)
 
 
-_NONE = np.zeros(0, dtype=bool)  # the numeric loop reads an empty flag array as "none"
-_FAST = FastColumns()
-
-
-def _numeric_loop() -> Any:
-    return compile_loops(_finish_numeric)[0]
+_FAST: list[FastColumns] = []  # the one instance, for the loops compile_loops gave
 
 
 def fast_columns() -> FastColumns | None:
     """The fast path, or None where numba is missing, fails, or ``CLINSYNTH_NUMBA=0``."""
-    loops = (compile_loops(_finish_numeric), compile_loops(_label_offsets, _label_bytes, _label_words, _label_packed))
-    return None if None in loops else _FAST
+    loops = compile_loops(*_LOOPS)
+    if loops is None:
+        return None
+    if not _FAST or _FAST[0].loops is not loops:
+        _FAST[:] = [FastColumns(loops)]
+    return _FAST[0]

@@ -173,14 +173,19 @@ class TableEncoder:
         Identifier columns get fresh ids (``syn-000001``…), never real ones.
         """
         self._check_fitted()
-        return self.decode_parts(*self.split(X), id_prefix=id_prefix, id_start=id_start)
+        values, codes = self.split(X)  # fresh arrays of its own: they may be decoded in place
+        return self.decode_parts(values, codes, id_prefix=id_prefix, id_start=id_start, overwrite_values=True)
 
-    def decode_parts(self, values: np.ndarray, codes: np.ndarray, id_prefix: str = "syn-",
-                     id_start: int = 0, scaled: bool = True) -> pd.DataFrame:
+    def decode_parts(self, values: np.ndarray, codes: np.ndarray, *, id_prefix: str = "syn-", id_start: int = 0,
+                     scaled: bool = True, overwrite_values: bool = False) -> pd.DataFrame:
         """``decode`` from ``split``'s output (column-major arrays make this fastest); the inputs are
         only read.
 
-        ``scaled=False``: ``values`` are in column units already (see :meth:`NumericCodec.affine`)."""
+        ``scaled=False``: ``values`` are in column units already (see :meth:`NumericCodec.affine`).
+        ``overwrite_values=True`` (as ``scipy.linalg``'s ``overwrite_a``): the caller gives
+        ``values`` up; when they are column-major float64 they are decoded in place and the frame
+        keeps their memory. A sampler's own buffer is spared a second one of its size, whose fresh
+        pages cost as much as the decoding (glibc returns a freed pair of them to the system)."""
         self._check_fitted()
         blank: dict[str, np.ndarray] = {}
         keep: dict[str, np.ndarray] = {}
@@ -192,7 +197,8 @@ class TableEncoder:
                     blank[c] = mask[j]
             keep.update(self._observed_at_last_visit(t, last, codes))
         n = values.shape[0]
-        block = np.empty((values.shape[1], n))  # the float columns' rows: the frame's block, no copy
+        in_place = overwrite_values and values.dtype == np.float64 and values.T.flags.c_contiguous
+        block = values.T if in_place else np.empty((values.shape[1], n))  # float columns' rows: the frame's block
         out: dict[str, Any] = {}
         for spec in self.schema.columns:
             name = spec.name

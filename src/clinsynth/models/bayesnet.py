@@ -445,7 +445,7 @@ class BayesNet(SynthModel):
         network = self._network
         values, codes = network.sample(labels, n, rng)
         # transposes: column-major, fastest to decode; values already in column units where foldable
-        return self.encoder_.decode_parts(values.T, codes.T, scaled=network.units is None)
+        return self.encoder_.decode_parts(values.T, codes.T, scaled=network.units is None, overwrite_values=True)
 
     @property
     def _network(self) -> CompiledNetwork:
@@ -455,8 +455,8 @@ class BayesNet(SynthModel):
             softmax = [s.name for s in self.encoder_.spans if s.activation == "softmax"]
             units = {name: self.encoder_.codecs[name].affine() for name in self._linear_names}
             cached = (self.tables_, CompiledNetwork(self.variables_, self.parents_, self.tables_, self.order_,
-                                                    self.target_, self._linear_names, softmax,
-                                                    None if None in units.values() else units))
+                                                    self.target_, value_rows=self._linear_names, code_rows=softmax,
+                                                    units=None if None in units.values() else units))
             self._compiled = cached
         return cached[1]
 
