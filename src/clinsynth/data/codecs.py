@@ -113,12 +113,14 @@ class NumericCodec:
         return (x - self.state["loc"]) / self.state["scale"]
 
     def _column_units(self, value: np.ndarray, scaled: bool, out: np.ndarray | None) -> np.ndarray:
-        """``value`` in column units as float64: written to ``out`` (or a fresh array) when
-        ``scaled``, else ``value`` itself; ``value`` is only read."""
+        """``value`` in column units as float64, written to ``out`` (a fresh array when None; ``value``
+        itself is written to only when it is ``out``)."""
         assert self.state is not None
-        if not scaled:
-            return np.asarray(value, dtype=np.float64)
         out = np.empty(len(value)) if out is None else out
+        if not scaled:
+            if out is not value:
+                np.copyto(out, value)
+            return out
         if self.transform == "quantile":
             np.copyto(out, value)
             return self._table()[2](out, out=out)
@@ -152,21 +154,19 @@ class NumericCodec:
                scaled: bool = True, *, out: np.ndarray | None = None) -> pd.Series | np.ndarray:
         """Values back to the column; ``missing_code`` nonzero marks missing, ``blank`` after-dropout.
 
-        ``scaled=False``: ``value`` is in column units already. ``value`` is never written to; the
-        numbers go to ``out`` (float64, one per row) when it is given: a row of the frame's block."""
+        ``scaled=False``: ``value`` is in column units already. The numbers go to ``out`` (float64,
+        one per row; a fresh array when None): a row of the frame's block. ``value`` is written to
+        only when it is ``out`` (a caller decoding its own buffer in place)."""
         if self.spec.kind == "datetime":
-            x = self._column_units(value, scaled, None)
-            return self._dates(x if scaled else x.copy(), missing_code, blank)
+            return self._dates(self._column_units(value, scaled, None), missing_code, blank)
         x = self._column_units(value, scaled, out)
-        if out is None:
-            out = x if scaled else np.empty(len(x))
-        column_paths().finish_numeric(x, out, self._rounding, missing_code, blank)
-        return _restore_numeric_dtype(out, self.spec.dtype)
+        column_paths().finish_numeric(x, self._rounding, missing_code, blank)
+        return _restore_numeric_dtype(x, self.spec.dtype)
 
     def _dates(self, x: np.ndarray, missing_code: np.ndarray | None, blank: np.ndarray | None) -> Any:
         """Days since 1970 (``x``, overwritten) to the column's dates, NaT where missing or blank."""
         spec = self.spec
-        PLAIN.finish_numeric(x, x, self._rounding, None, None)
+        PLAIN.finish_numeric(x, self._rounding, None, None)
         missing = missing_code.astype(bool) if missing_code is not None else None
         if blank is not None:
             missing = blank if missing is None else np.logical_or(missing, blank, out=missing)

@@ -36,10 +36,10 @@ class ColumnPaths(Protocol):
         """``labels[index]`` (index clipped into the labels; null where ``missing``) as a pandas
         string array of ``dtype``."""
 
-    def finish_numeric(self, x: np.ndarray, out: np.ndarray, rounding: Rounding, missing: np.ndarray | None,
+    def finish_numeric(self, x: np.ndarray, rounding: Rounding, missing: np.ndarray | None,
                        blank: np.ndarray | None) -> None:
-        """``x`` clipped and rounded by ``rounding`` into ``out`` (float64; may be ``x`` itself),
-        NaN where ``missing`` or ``blank`` is nonzero."""
+        """``x`` (float64) clipped and rounded by ``rounding``, NaN where ``missing`` or ``blank`` is
+        nonzero, in place."""
 
     def frame(self, columns: dict[str, Any], n: int, block: np.ndarray | None, names: pd.Index | None) -> pd.DataFrame:
         """``pd.DataFrame(columns)``; ``block``: a (columns × n) float64 array some columns are rows
@@ -55,16 +55,16 @@ class PlainColumns:
         positions = pa.array(np.clip(index, 0, len(labels) - 1).astype(np.int64, copy=False), mask=missing)
         return pd.array(pa.array(labels, pa.large_string()).take(positions), dtype=dtype)
 
-    def finish_numeric(self, x: np.ndarray, out: np.ndarray, rounding: Rounding, missing: np.ndarray | None,
+    def finish_numeric(self, x: np.ndarray, rounding: Rounding, missing: np.ndarray | None,
                        blank: np.ndarray | None) -> None:
-        np.clip(x, rounding.lo, rounding.hi, out=out)
+        np.clip(x, rounding.lo, rounding.hi, out=x)
         if rounding.decimals is not None:
-            np.round(out, rounding.decimals, out=out)
+            np.round(x, rounding.decimals, out=x)
         gone = None if missing is None else missing.astype(bool)
         if blank is not None:
             gone = blank if gone is None else np.logical_or(gone, blank, out=gone)
         if gone is not None:
-            np.copyto(out, np.nan, where=gone)
+            np.copyto(x, np.nan, where=gone)
 
     def frame(self, columns: dict[str, Any], n: int, block: np.ndarray | None, names: pd.Index | None) -> pd.DataFrame:
         return pd.DataFrame(columns, copy=False)

@@ -212,8 +212,9 @@ class TableEncoder:
                 missing = codes[:, self._code_col[f"{name}:missing"]] if codec.has_missing else None
                 if missing is not None and name in keep:
                     missing = missing.astype(bool) & ~keep[name]
-                j = self._value_col[name]
-                out[name] = codec.decode(values[:, j], missing, blank.get(name), scaled, out=block[j])
+                value = values[:, self._value_col[name]]
+                target = value if in_place else block[self._value_col[name]]
+                out[name] = codec.decode(value, missing, blank.get(name), scaled, out=target)
         return column_paths().frame(out, n, block, self._column_index)
 
     @functools.cached_property
