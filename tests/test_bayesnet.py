@@ -56,7 +56,8 @@ def _net(units=None):
     root = Variable("y", 2, [0, 1])
     child = Variable("x", 4, [0, 0, 1, 2], lo=[0.0, 1.0, 5.0], hi=[1.0, 1.0, 9.0], missing=3)
     tables = [np.array([[0.3, 0.7]]), np.array([[0.5, 0.2, 0.2, 0.1], [0.1, 0.1, 0.7, 0.1]])]
-    return CompiledNetwork([root, child], [[], [0]], tables, [0, 1], 0, ["x"], ["y", "x:missing"], units)
+    return CompiledNetwork([root, child], [[], [0]], tables, [0, 1], 0, value_rows=["x"], code_rows=["y", "x:missing"],
+                           units=units)
 
 
 def test_compiled_network_draws_states_and_uniform_values_within_their_bins():

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from clinsynth.data.datasets import simulate_trial
+from clinsynth.data.fast_columns import create_dataframe_from_blocks, fast_columns
 from clinsynth.data.transforms import PiecewiseLinear, TableEncoder, synthetic_ids
 from clinsynth.errors import NotFittedError, SchemaError
 from clinsynth.schema import Schema, last_observed_visit
@@ -412,34 +413,11 @@ def test_synthetic_ids_never_real(trial, trial_schema):
     assert second["participant_id"].iloc[0] == f"syn-{len(trial) + 1:06d}"
 
 
-@pytest.mark.parametrize("compiled", [True, False])
-@pytest.mark.parametrize("labels", [["a", "b", "c"], ["a", "bb", "ccc"], ["é", "b", ""], ["10", "9", "100"], ["yes"],
-                                    ["", ""], ["no", "ok"], ["abc", "def"], ["1995", "2003"], ["abcdefgh", "ijklmnop"],
-                                    ["abcdefghij", "x", "yz"], ["abcdefghij", "klmnopqrst"], ["1", "10", "12345678"]])
-def test_arrow_text_gives_the_labels_with_nulls(labels, compiled, monkeypatch):
-    from clinsynth.data import transforms
-    if not compiled:  # the numpy / Arrow path gives the same arrays
-        monkeypatch.setattr(transforms, "compile_loops", lambda *f: None)
-    else:
-        assert transforms.compile_loops(transforms._label_offsets, transforms._label_bytes,
-                                       transforms._label_words, transforms._label_packed) is not None
-    rng = np.random.default_rng(0)
-    index = rng.integers(0, len(labels) + 1, 1000).astype(np.int16)  # len(labels): a missing slot's code
-    missing = rng.random(1000) < 0.2
-    for mask in (None, missing):
-        arr = transforms.arrow_text(index, labels, mask)
-        arr.validate(full=True)
-        expected = [None if mask is not None and m else labels[min(i, len(labels) - 1)] for i, m in zip(index, missing)]
-        assert arr.to_pylist() == expected
-    assert transforms.arrow_text(np.array([-1, 0], np.int64), labels).to_pylist() == [labels[0]] * 2
-    assert transforms.arrow_text(np.array([], np.int16), labels).to_pylist() == []
-
-
 def test_decode_in_column_units_matches_decode_of_encoded_values(trial, trial_schema):
     enc = TableEncoder(trial_schema).fit(trial)
     values, codes = enc.split(enc.encode(trial))
     column = values.copy()
-    for name, j in enc._value_col.items():
+    for j, name in enumerate(s.name for s in enc.spans if s.activation == "linear"):
         scale, loc = enc.codecs[name].affine()
         column[:, j] = column[:, j] * scale + loc
     a = enc.decode_parts(np.asfortranarray(values), codes)
@@ -448,45 +426,31 @@ def test_decode_in_column_units_matches_decode_of_encoded_values(trial, trial_sc
                                   b.drop(columns=[c.name for c in trial_schema.columns if c.kind == "id"]))
 
 
-@pytest.mark.parametrize("kind, decimals, bounds", [("integer", 0, (0.0, 50.0)), ("continuous", 2, (-3.0, 3.0)),
-                                                    ("continuous", 1, None), ("continuous", None, (0.0, 1.0))])
-def test_numeric_decode_compiled_and_numpy_give_the_same_numbers(kind, decimals, bounds, monkeypatch):
-    import clinsynth.compiled
-    from clinsynth.data import transforms
-    from clinsynth.data.transforms import NumericCodec
-    from clinsynth.schema import ColumnSpec
-    spec = ColumnSpec(name="x", kind=kind, decimals=decimals, bounds=bounds, missing="indicator", dtype="float64")
-    codec = NumericCodec(spec)
-    codec.state = {"loc": 0.0, "scale": 1.0}
-    rng = np.random.default_rng(3)
-    value = rng.normal(scale=30.0, size=5000)
-    value[:4] = [0.5, 1.5, -2.5, 12.25]  # halves: np.round's even rounding
-    missing, blank = rng.random(5000) < 0.1, rng.random(5000) < 0.2
-    out = {}
-    for mode in ("1", "0"):
-        monkeypatch.setattr(clinsynth.compiled, "_COMPILED", {})
-        monkeypatch.setenv("CLINSYNTH_NUMBA", mode)
-        out[mode] = codec.decode(value.copy(), missing.astype(np.int16), blank, scaled=False)
-        compiled = clinsynth.compiled.compile_loops(transforms._finish_numeric)
-        assert (compiled is not None) == (mode == "1")  # numba (the test extra) ran the first
-    np.testing.assert_array_equal(out["1"], out["0"])
-    assert np.isnan(out["1"][missing | blank]).all() and not np.isnan(out["1"][~(missing | blank)]).any()
+@pytest.mark.parametrize("transform", ["standard", "quantile"])
+def test_decode_and_decode_parts_leave_their_inputs_as_they_were(trial, trial_schema, transform):
+    enc = TableEncoder(trial_schema, numeric_transform=transform).fit(trial)
+    X = enc.encode(trial)
+    before = X.copy()
+    enc.decode(X)
+    np.testing.assert_array_equal(X, before)
+    values, codes = enc.split(X)
+    for scaled in (True, False):
+        for layout in (np.asfortranarray, np.ascontiguousarray):
+            v, c = layout(values.astype(np.float64)), layout(codes)
+            v_before, c_before = v.copy(), c.copy()
+            enc.decode_parts(v, c, scaled=scaled)
+            np.testing.assert_array_equal(v, v_before)
+            np.testing.assert_array_equal(c, c_before)
 
 
-def test_frame_of_builds_the_constructors_frame_on_the_float_block_without_copying():
-    from clinsynth.data import transforms
-    n = 50
-    block = np.random.default_rng(0).normal(size=(3, n))
-    text = pd.array(list("ab") * 25, dtype="str")
-    columns = {"z": block[2], "t": text, "x": block[0], "y": block[1]}
-    frame = transforms.frame_of(columns, n, block, pd.Index(list(columns)))
-    pd.testing.assert_frame_equal(frame, pd.DataFrame(columns))
-    assert list(frame.columns) == ["z", "t", "x", "y"]
-    if transforms.create_dataframe_from_blocks is not None:  # pandas >= 3: the block itself, no copy
-        assert np.shares_memory(frame["x"].to_numpy(), block)
-    # layouts the fast path cannot take go through the constructor, with the same result
-    for other in ({"x": block[0], "y": block[1]},                      # a block row no column holds
-                  {"x": block[0], "y": block[0].copy(), "z": block[2]},  # a column that is no row of it
-                  {"x": block[0], "y": block[0], "z": block[2]},         # one row in two columns
-                  {"x": block[0], "y": block[1], "z": block[2], "o": np.array(["a"] * n, dtype=object)}):
-        pd.testing.assert_frame_equal(transforms.frame_of(other, n, block), pd.DataFrame(other))
+def test_decode_parts_given_its_values_decodes_them_in_place_to_the_same_frame(trial):
+    floats = trial[[c for c in trial.columns if trial[c].dtype == np.float64] + ["arm"]]
+    enc = TableEncoder(Schema.infer(floats, target="arm")).fit(floats)
+    values, codes = enc.split(enc.encode(floats))
+    values = np.asfortranarray(values.astype(np.float64))
+    expected = enc.decode_parts(values, codes)
+    given = values.copy(order="F")
+    frame = enc.decode_parts(given, codes, overwrite_values=True)
+    pd.testing.assert_frame_equal(frame, expected)
+    if fast_columns() is not None and create_dataframe_from_blocks is not None:  # the frame keeps the given memory
+        assert np.shares_memory(frame[floats.columns[0]].to_numpy(), given)

@@ -1,7 +1,9 @@
 """Optional numba compilation for the few hot loops numpy cannot fuse (the ``fast`` extra).
 
 Every compiled loop has a numpy fallback that gives the same numbers, so numba stays optional:
-``pip install "clinsynth[fast]"`` adds it, ``CLINSYNTH_NUMBA=0`` switches it off. Compiled code is
+``pip install "clinsynth[fast]"`` adds it, ``CLINSYNTH_NUMBA=0`` switches it off — and with it
+every fast path: the Bayesian network's kernel (``models/bayesnet_kernel.py``) and decoding's fast
+column path (``data/fast_columns.py``, behind ``data/columns.py``). Compiled code is
 cached on disk (numba's cache) where the package directory or the user cache is writable, so only
 the first use on a machine pays for the compilation.
 """

@@ -576,8 +576,8 @@ class ACGAN(SynthModel):
                 y_block, c_block = labels[first:first + block], conditions[first:first + block]
                 m = len(y_block)
                 # feature-major blocks: rows here are columns of the table, so every step is contiguous
-                values_t = np.empty((len(enc._linear_idx), m), dtype=np.float32)
-                codes_t = np.empty((enc._n_codes, m), dtype=np.int16)
+                values_t = np.empty((enc.n_values, m), dtype=np.float32)
+                codes_t = np.empty((enc.n_codes, m), dtype=np.int16)
                 XT = np.zeros((enc.dim, min(chunk, m)), dtype=np.float32)
                 for i, s in enumerate(range(0, m, chunk)):
                     e = min(s + chunk, m)

@@ -98,13 +98,13 @@ def released_states(codec: NumericCodec, state: dict[str, Any], bins: int) -> tu
         lo, hi = numeric_bounds(spec)
         a, b = math.ceil(lo), math.floor(hi)
         if b - a + 1 <= bins:
-            exact = codec._forward(np.arange(a, b + 1, dtype=float))
+            exact = codec.encode_values(np.arange(a, b + 1, dtype=float))
             return exact.tolist(), exact.tolist()
     knots, probs = np.asarray(state["knots"], float), ndtr(np.asarray(state["scores"], float))
     probs = (probs - probs[0]) / (probs[-1] - probs[0]) if probs[-1] > probs[0] else np.linspace(0, 1, probs.size)
-    edges = codec._forward(np.unique(np.interp(np.linspace(0, 1, bins + 1), probs, knots)))
+    edges = codec.encode_values(np.unique(np.interp(np.linspace(0, 1, bins + 1), probs, knots)))
     if edges.size < 2:
-        edges = codec._forward(np.array(numeric_bounds(spec)))
+        edges = codec.encode_values(np.array(numeric_bounds(spec)))
     return edges[:-1].tolist(), edges[1:].tolist()
 
 
@@ -446,7 +446,7 @@ class BayesNet(SynthModel):
         network = self._network
         values, codes = network.sample(labels, n, rng)
         # transposes: column-major, fastest to decode; values already in column units where foldable
-        return self.encoder_.decode_parts(values.T, codes.T, scaled=network.units is None)
+        return self.encoder_.decode_parts(values.T, codes.T, scaled=network.units is None, overwrite_values=True)
 
     @property
     def _network(self) -> CompiledNetwork:
@@ -456,8 +456,8 @@ class BayesNet(SynthModel):
             softmax = [s.name for s in self.encoder_.spans if s.activation == "softmax"]
             units = {name: self.encoder_.codecs[name].affine() for name in self._linear_names}
             cached = (self.tables_, CompiledNetwork(self.variables_, self.parents_, self.tables_, self.order_,
-                                                    self.target_, self._linear_names, softmax,
-                                                    None if None in units.values() else units))
+                                                    self.target_, value_rows=self._linear_names, code_rows=softmax,
+                                                    units=None if None in units.values() else units))
             self._compiled = cached
         return cached[1]
 

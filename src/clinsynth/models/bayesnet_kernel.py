@@ -12,111 +12,137 @@ where numba is not installed (``pip install "clinsynth[fast]"``) or ``CLINSYNTH_
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from ..compiled import compile_loops
 
 
-@dataclass(frozen=True)
-class FlatNetwork:
-    """Every variable's tables concatenated, with per-variable starts: what a compiled loop can read.
+class Tables(NamedTuple):
+    """Every variable's look-up tables concatenated, with per-variable starts (``x[x_at[v]:x_at[v+1]]``).
 
     Cells are the variable's own flat cells (config · states + state), as the numpy draw's."""
 
-    order: np.ndarray       # variables in draw order
-    target: int             # the target's index, −1 without one
-    lookup: np.ndarray      # int32: grid row → flat cell, ~cell where the grid cell holds a step
+    lookup: np.ndarray         # int32: grid row → flat cell, ~cell where the grid cell holds a step
     lookup_at: np.ndarray
-    thresholds: np.ndarray  # uint32: flat cell → upper CDF threshold
+    thresholds: np.ndarray     # uint32: flat cell → upper CDF threshold
     thresholds_at: np.ndarray
-    parents_at: np.ndarray  # CSR over variables: parents[parents_at[v]:parents_at[v+1]]
-    parents: np.ndarray
-    offsets: np.ndarray     # per (variable, parent): parent's flat cell → grid-row offset
-    offsets_at: np.ndarray
-    by_target: np.ndarray   # grid-row offset per target class (0: the target is no parent)
-    state: np.ndarray       # int16: flat cell → state (categorical code)
+    by_target: np.ndarray      # grid-row offset per target class (0: the target is no parent)
+    state: np.ndarray          # int16: flat cell → state (categorical code)
     state_at: np.ndarray
-    shift: np.ndarray       # numeric: flat cell → value = shift + u · slope
+    shift: np.ndarray          # numeric: flat cell → value = shift + u · slope
     slope: np.ndarray
     shift_at: np.ndarray
-    flag: np.ndarray        # int16: numeric with a missing state: flat cell → 1 if missing
-    flag_at: np.ndarray     # −1: no missing flag
-    value_row: np.ndarray   # −1: categorical
-    code_row: np.ndarray    # categorical: its codes row; numeric: its missing flag's row (−1: none)
-    refills: np.ndarray     # (variable, its timeline) per dropout-timeline column, as CompiledNetwork.refills
-    is_blank: np.ndarray    # uint8, per refill: the variable's flat cell → 1 if "after dropout"
+    flag: np.ndarray           # int16: numeric with a missing state: flat cell → 1 if missing
+    flag_at: np.ndarray        # −1: no missing flag
+    value_row: np.ndarray      # −1: categorical
+    code_row: np.ndarray       # categorical: its codes row; numeric: its missing flag's row (−1: none)
+
+
+class Graph(NamedTuple):
+    """The draw order and, per variable, its parents (but the target) and their offsets."""
+
+    order: np.ndarray          # variables in draw order
+    target: int                # the target's index, −1 without one
+    parents_at: np.ndarray     # CSR over variables: parents[parents_at[v]:parents_at[v+1]]
+    parents: np.ndarray
+    offsets: np.ndarray        # per (variable, parent): parent's flat cell → grid-row offset
+    offsets_at: np.ndarray
+
+
+class Refills(NamedTuple):
+    """Per dropout-timeline column (as ``CompiledNetwork.refills``): which cells are "after dropout"."""
+
+    pairs: np.ndarray          # (variable, its timeline) per refill
+    is_blank: np.ndarray       # uint8, per refill: the variable's flat cell → 1 if "after dropout"
     is_blank_at: np.ndarray
-    attends: np.ndarray     # uint8, per refill: the timeline's flat cell → 1 if that visit was attended
+    attends: np.ndarray        # uint8, per refill: the timeline's flat cell → 1 if that visit was attended
     attends_at: np.ndarray
-    attended: FlatNetwork | None  # per refill, its redraw (the column given the target alone) as a variable
+
+
+class Block(NamedTuple):
+    """Rows ``start …`` of the outputs (spans × rows, C-ordered) and the work arrays one block uses:
+    whole arrays and an offset, never slices (each memory layout is a compile)."""
+
+    start: int
+    values: np.ndarray
+    codes: np.ndarray
+    cells: np.ndarray          # int32, variables × block width
+    row: np.ndarray            # int64, block width
+
+
+def _joined(parts: list[np.ndarray], dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    starts = np.zeros(len(parts) + 1, dtype=np.int64)
+    starts[1:] = np.cumsum([len(p) for p in parts])
+    data = np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+    return np.ascontiguousarray(data), starts
+
+
+def _as_int(xs: Any) -> np.ndarray:
+    return np.asarray(xs, dtype=np.int64)
+
+
+def flat_tables(compiled: list[Any]) -> Tables:
+    """:class:`Tables` from :class:`~clinsynth.models.bayesnet_sampler.CompiledNetwork`'s per-variable parts."""
+    empty_f, empty_i = np.zeros(0), np.zeros(0, np.int16)
+    lookup, lookup_at = _joined([c.sampler.lookup for c in compiled], np.int32)
+    thresholds, thresholds_at = _joined([c.sampler.thresholds for c in compiled], np.uint32)
+    state, state_at = _joined([c.state for c in compiled], np.int16)
+    shift, shift_at = _joined([c.shift if c.shift is not None else empty_f for c in compiled], np.float64)
+    slope, _ = _joined([c.slope if c.slope is not None else empty_f for c in compiled], np.float64)
+    flag, flag_at = _joined([c.flag if c.flag is not None else empty_i for c in compiled], np.int16)
+    flag_at = np.where([c.flag is not None for c in compiled] + [True], flag_at, -1)
+    return Tables(lookup, lookup_at, thresholds, thresholds_at, _as_int([c.by_target for c in compiled]), state,
+                  state_at, shift, slope, shift_at, flag, flag_at,
+                  _as_int([-1 if c.value_row is None else c.value_row for c in compiled]),
+                  _as_int([-1 if c.code_row is None else c.code_row for c in compiled]))
+
+
+@dataclass(frozen=True)
+class FlatNetwork:
+    """The network as flat arrays a compiled loop can read: its tables, graph and dropout refills,
+    and per refill its redraw (the column given the target alone) as tables of its own."""
+
+    tables: Tables
+    graph: Graph
+    refills: Refills
+    attended: Tables | None
 
     @classmethod
-    def build(cls, compiled: list[Any], order: list[int], target: int | None,
-              refills: list[Any]) -> FlatNetwork:
+    def build(cls, compiled: list[Any], order: list[int], target: int | None, refills: list[Any]) -> FlatNetwork:
         """From :class:`~clinsynth.models.bayesnet_sampler.CompiledNetwork`'s per-variable parts and
         its refills (one per dropout-timeline column)."""
-        def joined(parts: list[np.ndarray], dtype: Any) -> tuple[np.ndarray, np.ndarray]:
-            starts = np.zeros(len(parts) + 1, dtype=np.int64)
-            starts[1:] = np.cumsum([len(p) for p in parts])
-            data = np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
-            return np.ascontiguousarray(data), starts
-
-        empty_f, empty_i = np.zeros(0), np.zeros(0, np.int16)
-        lookup, lookup_at = joined([c.sampler.lookup for c in compiled], np.int32)
-        thresholds, thresholds_at = joined([c.sampler.thresholds for c in compiled], np.uint32)
-        offsets, offsets_at = joined([o for c in compiled for o in c.offsets], np.int64)
-        state, state_at = joined([c.state for c in compiled], np.int16)
-        shift, shift_at = joined([c.shift if c.shift is not None else empty_f for c in compiled], np.float64)
-        slope, _ = joined([c.slope if c.slope is not None else empty_f for c in compiled], np.float64)
-        flag, flag_at = joined([c.flag if c.flag is not None else empty_i for c in compiled], np.int16)
-        flag_at = np.where([c.flag is not None for c in compiled] + [True], flag_at, -1)
+        offsets, offsets_at = _joined([o for c in compiled for o in c.offsets], np.int64)
         parents_at = np.zeros(len(compiled) + 1, dtype=np.int64)
         parents_at[1:] = np.cumsum([len(c.parents) for c in compiled])
-        as_int = lambda xs: np.asarray(xs, dtype=np.int64)  # noqa: E731
-        is_blank, is_blank_at = joined([r.is_blank for r in refills], np.uint8)
-        attends, attends_at = joined([r.attends for r in refills], np.uint8)
-        return cls(as_int(order), -1 if target is None else int(target), lookup, lookup_at, thresholds,
-                   thresholds_at, parents_at, as_int([p for c in compiled for p in c.parents]), offsets,
-                   offsets_at, as_int([c.by_target for c in compiled]), state, state_at, shift, slope, shift_at,
-                   flag, flag_at, as_int([-1 if c.value_row is None else c.value_row for c in compiled]),
-                   as_int([-1 if c.code_row is None else c.code_row for c in compiled]),
-                   as_int([(r.variable, r.timeline) for r in refills]).reshape(len(refills), 2), is_blank,
-                   is_blank_at, attends, attends_at,
-                   cls.build([r.attended for r in refills], [], target, []) if refills else None)
+        graph = Graph(_as_int(order), -1 if target is None else int(target), parents_at,
+                      _as_int([p for c in compiled for p in c.parents]), offsets, offsets_at)
+        is_blank, is_blank_at = _joined([r.is_blank for r in refills], np.uint8)
+        attends, attends_at = _joined([r.attends for r in refills], np.uint8)
+        pairs = _as_int([(r.variable, r.timeline) for r in refills]).reshape(len(refills), 2)
+        return cls(flat_tables(compiled), graph, Refills(pairs, is_blank, is_blank_at, attends, attends_at),
+                   flat_tables([r.attended for r in refills]) if refills else None)
 
-    def draw(self, bits: np.ndarray, labels: np.ndarray, start: int, cells: np.ndarray, row: np.ndarray,
-             values: np.ndarray, codes: np.ndarray, u_bits: int, grid_bits: int) -> None:
-        """Draw rows ``start … start + bits.shape[1]`` of ``values``/``codes`` in place.
+    def draw(self, bits: np.ndarray, labels: np.ndarray, block: Block, grid_shift: int) -> None:
+        """Draw rows ``block.start … + bits.shape[1]`` of the block's outputs in place.
 
-        ``bits``: (variables × rows) uint32 below 2**u_bits; ``labels``: contiguous int16 target
-        codes, or empty without a target; ``cells`` (int32, variables × width) and ``row`` (int64,
-        width): work buffers at least that wide. Whole C-ordered arrays and an offset, never slices:
-        each memory layout is a compile."""
-        _kernels().draw(bits, labels, start, self.order, self.target, self.lookup, self.lookup_at,
-                        self.thresholds, self.thresholds_at, self.parents_at, self.parents, self.offsets,
-                        self.offsets_at, self.by_target, self.state, self.state_at, self.shift, self.slope,
-                        self.shift_at, self.flag, self.flag_at, self.value_row, self.code_row, values, codes,
-                        cells, row, u_bits - grid_bits)
+        ``bits``: (variables × rows) uint32 uniforms; ``labels``: contiguous int16 target codes, or
+        empty without a target; ``grid_shift``: uniform bits minus grid bits (a uniform's grid cell)."""
+        _kernels().draw(self.tables, self.graph, bits, labels, block, grid_shift)
 
     def attended_blanks(self, cells: np.ndarray, width: int, found: np.ndarray) -> np.ndarray:
         """Per refill, the rows (of the first ``width`` in ``cells``) drawn "after dropout" at a visit
         the participant attended: ``found[r, :count[r]]``, ascending; returns ``count``."""
-        count = np.zeros(len(self.refills), dtype=np.int64)
-        _kernels().attended_blanks(cells, width, self.refills, self.is_blank, self.is_blank_at, self.attends,
-                                   self.attends_at, found, count)
+        count = np.zeros(len(self.refills.pairs), dtype=np.int64)
+        _kernels().attended_blanks(self.refills, cells, width, found, count)
         return count
 
-    def refill(self, cells: np.ndarray, found: np.ndarray, count: np.ndarray, bits: np.ndarray, start: int,
-               values: np.ndarray, codes: np.ndarray, u_bits: int, grid_bits: int) -> None:
+    def refill(self, block: Block, found: np.ndarray, count: np.ndarray, bits: np.ndarray, grid_shift: int) -> None:
         """Redraw :meth:`attended_blanks`' rows from their ``attended`` tables, one uniform (``bits``,
-        in refill then row order) each, written at ``start`` + row."""
-        a = self.attended
-        assert a is not None
-        _kernels().refill(cells, found, count, bits, start, self.target, self.refills, a.lookup, a.lookup_at,
-                          a.thresholds, a.thresholds_at, a.by_target, a.state, a.state_at, a.shift, a.slope,
-                          a.shift_at, a.flag, a.flag_at, a.value_row, a.code_row, values, codes, u_bits - grid_bits)
+        in refill then row order) each, written at ``block.start`` + row."""
+        assert self.attended is not None
+        _kernels().refill(self.attended, self.refills, self.graph.target, block, found, count, bits, grid_shift)
 
 
 class WorkBuffers:
@@ -181,12 +207,18 @@ def _uniform_bits(next_uint64, state, out):  # pragma: no cover (compiled)
         out[n - 1] = np.uint32(next_uint64(state) & 0xFFFFFFFF) >> 1
 
 
-def _draw_variables(bits, labels, start, order, target, lookup, lookup_at, thresholds, thresholds_at, parents_at,
-                    parents, offsets, offsets_at, by_target, state, state_at, shift, slope, shift_at, flag,
-                    flag_at, value_row, code_row, values, codes, cells, row, grid_shift):  # pragma: no cover (compiled)
-    """The numpy draw's steps, each one loop over the block's rows (see :class:`FlatNetwork` for the
-    arrays). One-dimensional views of every row and table, taken once per variable, let the
-    compiler keep their addresses in registers instead of re-deriving them per element."""
+def _draw_variables(tables, graph, bits, labels, block, grid_shift):  # pragma: no cover (compiled)
+    """The numpy draw's steps, each one loop over the block's rows (see :class:`Tables`,
+    :class:`Graph`, :class:`Block` for the arrays). One-dimensional views of every row and table,
+    taken once per variable, let the compiler keep their addresses in registers instead of
+    re-deriving them per element."""
+    lookup, lookup_at, thresholds, thresholds_at = tables.lookup, tables.lookup_at, tables.thresholds, tables.thresholds_at
+    by_target, state, state_at, shift, slope = tables.by_target, tables.state, tables.state_at, tables.shift, tables.slope
+    shift_at, flag, flag_at, value_row, code_row = tables.shift_at, tables.flag, tables.flag_at, tables.value_row, \
+        tables.code_row
+    order, target, parents_at, parents = graph.order, graph.target, graph.parents_at, graph.parents
+    offsets, offsets_at = graph.offsets, graph.offsets_at
+    start, values, codes, cells, row = block.start, block.values, block.codes, block.cells, block.row
     n = bits.shape[1]
     for k in range(order.shape[0]):
         v = order[k]
@@ -232,9 +264,10 @@ def _draw_variables(bits, labels, start, order, target, lookup, lookup_at, thres
                 out[i] = of_state[own[i]]
 
 
-def _attended_blanks(cells, width, refill, is_blank, is_blank_at, attends, attends_at, found,
-                     count):  # pragma: no cover (compiled)
+def _attended_blanks(refills, cells, width, found, count):  # pragma: no cover (compiled)
     """:meth:`FlatNetwork.attended_blanks`: one pass over two cell rows per dropout-timeline column."""
+    refill, is_blank, is_blank_at = refills.pairs, refills.is_blank, refills.is_blank_at
+    attends, attends_at = refills.attends, refills.attends_at
     for r in range(refill.shape[0]):
         own, line = cells[refill[r, 0]], cells[refill[r, 1]]
         blank, attended = is_blank[is_blank_at[r]:is_blank_at[r + 1]], attends[attends_at[r]:attends_at[r + 1]]
@@ -246,15 +279,18 @@ def _attended_blanks(cells, width, refill, is_blank, is_blank_at, attends, atten
         count[r] = m
 
 
-def _refill(cells, found, count, bits, start, target, refill, lookup, lookup_at, thresholds, thresholds_at,
-            by_target, state, state_at, shift, slope, shift_at, flag, flag_at, value_row, code_row, values, codes,
-            grid_shift):  # pragma: no cover (compiled)
+def _refill(tables, refills, target, block, found, count, bits, grid_shift):  # pragma: no cover (compiled)
     """:meth:`FlatNetwork.refill`: the draw's steps for the found rows, with the target as the only parent.
 
     The look-up, step and write repeat :func:`_draw_variables`' on purpose: a shared helper would
     have to be a compiled function itself, compiled at import, where numba is optional and
     compiles lazily (:mod:`clinsynth.compiled`). Both are held to the numpy passes' numbers by
     one test (compiled against numpy draws, with refills)."""
+    lookup, lookup_at, thresholds, thresholds_at = tables.lookup, tables.lookup_at, tables.thresholds, tables.thresholds_at
+    by_target, state, state_at, shift, slope = tables.by_target, tables.state, tables.state_at, tables.shift, tables.slope
+    shift_at, flag, flag_at, value_row, code_row = tables.shift_at, tables.flag, tables.flag_at, tables.value_row, \
+        tables.code_row
+    refill, start, values, codes, cells = refills.pairs, block.start, block.values, block.codes, block.cells
     at = 0
     for r in range(refill.shape[0]):
         grid, upper = lookup[lookup_at[r]:lookup_at[r + 1]], thresholds[thresholds_at[r]:thresholds_at[r + 1]]

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .bayesnet_kernel import FlatNetwork, WorkBuffers, compiled_kernel
+from .bayesnet_kernel import Block, FlatNetwork, WorkBuffers, compiled_kernel
 
 _BITS = 31         # uniforms are whole numbers below 2**31: exact comparisons, no float conversion
 _GRID_BITS = 10    # look-up cells per configuration (1024): few enough to build fast, enough that steps are rare
@@ -149,7 +149,7 @@ class CompiledNetwork:
     """
 
     def __init__(self, variables: list[NetworkVariable], parents: list[list[int]], tables: list[np.ndarray],
-                 order: list[int], target: int | None, value_rows: list[str], code_rows: list[str],
+                 order: list[int], target: int | None, *, value_rows: list[str], code_rows: list[str],
                  units: dict[str, tuple[float, float]] | None = None):
         self.variables, self.tables, self.order, self.target = variables, tables, order, target
         self.n_values, self.n_codes, self.units = len(value_rows), len(code_rows), units
@@ -243,13 +243,13 @@ class CompiledNetwork:
         for start in range(0, n, work.block):
             size = min(n, start + work.block) - start
             u = work.uniforms(rng, len(self.variables) * size).reshape(len(self.variables), size)
-            flat.draw(u, labels, start, work.cells, work.row, values, codes, _BITS, _GRID_BITS)
+            block = Block(start, values, codes, work.cells, work.row)
+            flat.draw(u, labels, block, _BITS - _GRID_BITS)
             if self.refills:
                 count = flat.attended_blanks(work.cells, size, work.found)
                 total = int(count.sum())
                 if total:
-                    flat.refill(work.cells, work.found, count, work.uniforms(rng, total, refill=True), start,
-                                values, codes, _BITS, _GRID_BITS)
+                    flat.refill(block, work.found, count, work.uniforms(rng, total, refill=True), _BITS - _GRID_BITS)
 
     def _work(self) -> WorkBuffers:
         local = self.__dict__.get("_local")
