@@ -29,8 +29,14 @@ def test_the_rule(facts, chosen):
 
 
 def test_unknown_kind_is_refused():
-    with pytest.raises(ConfigError, match="'table' or 'codes'"):
-        choose_model(InputFacts("patients", 10, 3))
+    with pytest.raises(ConfigError, match="'table', 'codes' or 'patients'"):
+        choose_model(InputFacts("visits", 10, 3))
+
+
+def test_long_format_gets_the_visit_chain():
+    assert choose_model(InputFacts("patients", 2000, 11)).name == "visitchain"
+    choice = choose_model(InputFacts("patients", 2000, 11, epsilon=1.0))
+    assert choice.name == "dp-visitchain" and "2,000 patients × 11 columns at ε = 1" in choice.reason
 
 
 def test_api_auto_fits_the_chosen_model_and_saves_it(tmp_path):

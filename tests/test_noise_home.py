@@ -34,6 +34,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     # simulators make up data from published summary figures; they read no record
     ("data/datasets.py", WILDCARD): "the simulated trial",
     ("data/ehr_simulator.py", WILDCARD): "the simulated EHR",
+    ("data/long_trial.py", WILDCARD): "the simulated long-format trial",
     # a generator's latent noise: the input of a network, not a perturbation of anything measured
     ("models/acgan.py", "ACGAN._fake"): "AC-GAN latent noise for fake training records",
     ("models/acgan.py", "ACGAN._sample"): "AC-GAN latent noise when sampling synthetic records",

@@ -114,13 +114,14 @@ class NumericCodec:
 
     def _column_units(self, value: np.ndarray, scaled: bool, out: np.ndarray | None) -> np.ndarray:
         """``value`` in column units as float64, written to ``out`` (a fresh array when None; ``value``
-        itself is written to only when it is ``out``)."""
-        assert self.state is not None
+        itself is written to only when it is ``out``). Values already in column units need no fitted
+        state (a caller may use an unfitted codec just to round, bound and type them)."""
         out = np.empty(len(value)) if out is None else out
         if not scaled:
             if out is not value:
                 np.copyto(out, value)
             return out
+        assert self.state is not None
         if self.transform == "quantile":
             np.copyto(out, value)
             return self._table()[2](out, out=out)
