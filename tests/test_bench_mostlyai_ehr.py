@@ -35,17 +35,17 @@ def test_epochs_to_budget_is_the_first_epoch_over_the_budget():
     assert est_mod.epochs_to_budget(noise, q, steps, delta, 3.6) > est_mod.epochs_to_budget(noise, q, steps, delta, 0.9)
 
 
-def _estimate(non_dp_min: float, dp1_min: float, dp4_min: float) -> dict:
-    return {"tool_version": "2.7.3",
-            "non_dp": {"cell_seconds_lower_bound": non_dp_min * 60, "seconds_per_epoch": 200.0, "min_epochs": 5},
-            "dp": {"seconds_per_epoch": 900.0, "progress": {"epoch": 0.25},
-                   "cells": {"1": {"cell_seconds_lower_bound": dp1_min * 60, "min_epochs": 3},
-                             "4": {"cell_seconds_lower_bound": dp4_min * 60, "min_epochs": 5}}}}
+def _estimate(setup_s: float, epoch_s: float, dp_epoch_s: float) -> dict:
+    """Measured figures; the bound is setup + the fewest epochs × one epoch."""
+    return {"tool_version": "2.7.3", "load_average_at_start": [1.0, 1.0, 1.0],
+            "non_dp": {"setup_seconds": setup_s, "seconds_per_epoch": epoch_s, "min_epochs": 5},
+            "dp": {"setup_seconds": setup_s, "seconds_per_epoch": dp_epoch_s, "progress": {"epoch": 0.25},
+                   "cells": {"1": {"min_epochs": 2}, "4": {"min_epochs": 5}}}}
 
 
 def test_record_marks_only_cells_over_the_limit_and_compare_then_skips_them(tmp_path):
     estimate, cells = tmp_path / "est.json", tmp_path / "compare_cells.jsonl"
-    estimate.write_text(json.dumps(_estimate(20, 50, 80)))
+    estimate.write_text(json.dumps(_estimate(60, 228, 1470)))  # 20, 50 and 124 min
     kept = cmp.base_row(cmp.Cell("ehr", "mostlyai", "dp-tabularargn", 4.0, 2), "ok")
     cmp.CellStore(cells).put(kept)  # a cell that did run is never overwritten by an estimate
     est_mod.main(["record", "--out", str(estimate), "--cells", str(cells), "--limit-minutes", "30"])
