@@ -148,7 +148,7 @@ def record(args: argparse.Namespace) -> None:
     nd["cell_seconds_lower_bound"] = nd["setup_seconds"] + nd["min_epochs"] * nd["seconds_per_epoch"]
     for cell in dp["cells"].values():  # the bound from the measured figures (sampling not included)
         cell["cell_seconds_lower_bound"] = dp["setup_seconds"] + cell["min_epochs"] * dp["seconds_per_epoch"]
-    load = est.get("load_average_at_start", [None])[0]
+    loads = [x for x in (est.get("load_average_at_start") or [])[:1] + (est.get("load_average_at_end") or [])[::2]]
     store = compare.CellStore(args.cells or compare.Paths().cells)
     plans = [(None, "tabularargn", est["non_dp"]["cell_seconds_lower_bound"],
               f"one epoch {est['non_dp']['seconds_per_epoch']:.0f} s, at least {est['non_dp']['min_epochs']} epochs")]
@@ -160,7 +160,7 @@ def record(args: argparse.Namespace) -> None:
         if seconds <= limit:
             print(f"ehr mostlyai:{synthesizer} eps={eps}: ~{seconds / 60:.0f} min, under the limit: run it with compare.py")
             continue
-        at = f" at load {load:.1f}" if load is not None else ""
+        at = f" under a load of {min(loads):.0f}-{max(loads):.0f}" if loads else ""
         reason = (f"not run: estimated at least {seconds / 60:.0f} min on this 2-core machine{at} ({why}, plus setup; "
                   f"sampling on top; bench/results/mostlyai_ehr.json), over the {args.limit_minutes:g}-min limit")
         for seed in args.seeds:
