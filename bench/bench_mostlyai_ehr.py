@@ -140,7 +140,9 @@ def measure(args: argparse.Namespace) -> None:
 
 def record(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(BENCH))
-    import compare
+    from compare_grid import Cell
+    from compare_runner import Paths
+    from compare_store import CellStore, base_row
 
     est = json.loads(args.out.read_text())
     limit = args.limit_minutes * 60
@@ -149,7 +151,7 @@ def record(args: argparse.Namespace) -> None:
     for cell in dp["cells"].values():  # the bound from the measured figures (sampling not included)
         cell["cell_seconds_lower_bound"] = dp["setup_seconds"] + cell["min_epochs"] * dp["seconds_per_epoch"]
     loads = [x for x in (est.get("load_average_at_start") or [])[:1] + (est.get("load_average_at_end") or [])[::2]]
-    store = compare.CellStore(args.cells or compare.Paths().cells)
+    store = CellStore(args.cells or Paths().cells)
     plans = [(None, "tabularargn", est["non_dp"]["cell_seconds_lower_bound"],
               f"one epoch {est['non_dp']['seconds_per_epoch']:.0f} s, at least {est['non_dp']['min_epochs']} epochs")]
     for eps, cell in est["dp"]["cells"].items():
@@ -164,10 +166,10 @@ def record(args: argparse.Namespace) -> None:
         reason = (f"not run: estimated at least {seconds / 60:.0f} min on this 2-core machine{at} ({why}, plus setup; "
                   f"sampling on top; bench/results/mostlyai_ehr.json), over the {args.limit_minutes:g}-min limit")
         for seed in args.seeds:
-            cell = compare.Cell("ehr", "mostlyai", synthesizer, eps, seed)
+            cell = Cell("ehr", "mostlyai", synthesizer, eps, seed)
             if (store.get(cell.key) or {}).get("status") == "ok":
                 continue
-            store.put(compare.base_row(cell, "timeout", reason, ran=False, estimated_seconds=seconds,
+            store.put(base_row(cell, "timeout", reason, ran=False, estimated_seconds=seconds,
                                        tool_version=est.get("tool_version")))
         print(f"ehr mostlyai:{synthesizer} eps={eps}: {reason}")
 

@@ -22,7 +22,14 @@ def _load(name: str, path: Path):
 
 
 est_mod = _load("bench_mostlyai_ehr_for_test", REPO / "bench" / "bench_mostlyai_ehr.py")
-cmp = _load("bench_compare_for_mostlyai_ehr", REPO / "bench" / "compare.py")
+sys.path.insert(0, str(REPO / "bench"))  # bench/compare.py's modules import each other by name
+try:
+    import compare_grid
+    import compare_report
+    import compare_runner
+    import compare_store
+finally:
+    sys.path.remove(str(REPO / "bench"))
 
 
 def test_epochs_to_budget_is_the_first_epoch_over_the_budget():
@@ -46,11 +53,11 @@ def _estimate(setup_s: float, epoch_s: float, dp_epoch_s: float) -> dict:
 def test_record_marks_only_cells_over_the_limit_and_compare_then_skips_them(tmp_path):
     estimate, cells = tmp_path / "est.json", tmp_path / "compare_cells.jsonl"
     estimate.write_text(json.dumps(_estimate(60, 228, 1470)))  # 20, 50 and 124 min
-    kept = cmp.base_row(cmp.Cell("ehr", "mostlyai", "dp-tabularargn", 4.0, 2), "ok")
-    cmp.CellStore(cells).put(kept)  # a cell that did run is never overwritten by an estimate
+    kept = compare_store.base_row(compare_grid.Cell("ehr", "mostlyai", "dp-tabularargn", 4.0, 2), "ok")
+    compare_store.CellStore(cells).put(kept)  # a cell that did run is never overwritten by an estimate
     est_mod.main(["record", "--out", str(estimate), "--cells", str(cells), "--limit-minutes", "30"])
 
-    store = cmp.CellStore(cells)
+    store = compare_store.CellStore(cells)
     marked = {k: r for k, r in store.rows.items() if r["status"] == "timeout"}
     assert sorted(marked) == sorted([f"ehr|mostlyai:dp-tabularargn|1|{s}|" for s in range(3)]
                                     + [f"ehr|mostlyai:dp-tabularargn|4|{s}|" for s in range(2)])
@@ -60,9 +67,9 @@ def test_record_marks_only_cells_over_the_limit_and_compare_then_skips_them(tmp_
     assert store.get("ehr|mostlyai:tabularargn|non-DP|0|") is None  # 20 min: left for compare.py to run
 
     ran = []
-    todo = cmp.build_cells(["ehr"], ["mostlyai"], None, [None, 1.0, 4.0], [0, 1, 2])
-    cmp.run_cells(todo, store, lambda c: ran.append(c.key) or cmp.base_row(c, "ok"), log=lambda _: None)
+    todo = compare_grid.build_cells(["ehr"], ["mostlyai"], None, [None, 1.0, 4.0], [0, 1, 2])
+    compare_runner.run_cells(todo, store, lambda c: ran.append(c.key) or compare_store.base_row(c, "ok"), log=lambda _: None)
     assert sorted(ran) == [f"ehr|mostlyai:tabularargn|non-DP|{s}|" for s in range(3)]
-    assert "not run: estimated at least 50 min" in cmp.render_markdown(list(store.rows.values()),
+    assert "not run: estimated at least 50 min" in compare_report.render_markdown(list(store.rows.values()),
                                                                        host={"cpu": "x", "cores": "2", "ram": "1",
                                                                              "platform": "p"})
