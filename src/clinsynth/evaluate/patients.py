@@ -1,0 +1,475 @@
+"""Evaluation of synthetic *patients*: long-format tables, one row per visit (issue 21, item 4).
+
+A row-wise evaluation of a visit table judges visits as if they were independent people. Here
+the unit is the patient: how many visits each has, how far apart they are, whether their times
+run forward, what a lab looks like at the k-th visit, how a lab at one visit predicts the next,
+how trajectories differ by class, and (in :mod:`clinsynth.evaluate.patient_features`) whether a
+classifier trained on synthetic patients works on real ones and whether the attacks of
+:mod:`clinsynth.evaluate.privacy` can tell training patients from holdout patients.
+
+Pure functions of three long-format frames (real training, real holdout, synthetic) and a
+:class:`LongLayout` naming the columns; :func:`evaluate_patients` runs them all and returns a
+JSON-able dict for ``metrics.json`` and the report.
+
+Conventions (the same for real and synthetic tables):
+
+* **labs** are the numeric visit columns; other visit columns are listed in ``notes`` and not
+  summarised;
+* **time** is a number (days since the patient's baseline, used as it is) or a date/datetime
+  (days since the patient's first visit); gaps and follow-up are differences of it, in days;
+* metrics other than the ordering checks read each patient's rows sorted by time; the
+  ordering checks read the rows in the order given, as the long-format contract says they come;
+* **"real"** is the training table; the holdout gives the baseline a fresh real sample shows
+  (``ks_holdout``), which is what "close enough" looks like at this sample size.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clinsynth.data.io import jsonable
+from clinsynth.data.transforms import numeric_values
+from clinsynth.errors import SchemaError
+from clinsynth.evaluate.fidelity import ks_statistic
+from clinsynth.evaluate.privacy import _label
+from clinsynth.schema import parse_datetimes
+
+#: Per-visit-index marginals are computed for visits 1..MAX_INDEX (or fewer, if no real patient has more).
+MAX_INDEX = 20
+#: Trajectory bins, in days since baseline, and at most this many of them (later times share the last bin).
+BIN_DAYS = 90.0
+MAX_BINS = 40
+#: Fewer pairs than this and a correlation is reported as undefined (None).
+MIN_PAIRS = 3
+
+
+@dataclass(frozen=True)
+class LongLayout:
+    """Which column is which in a long-format table.
+
+    ``patient`` and ``time`` name the id and visit-time columns; ``patient_columns`` are constant
+    within a patient (arm, sex, baseline age, outcome), ``visit_columns`` vary by visit (labs).
+    ``target``, if given, is a per-patient class label (the outcome the utility test predicts).
+    """
+
+    patient: str
+    time: str
+    patient_columns: tuple[str, ...] = ()
+    visit_columns: tuple[str, ...] = ()
+    target: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patient_columns", tuple(self.patient_columns))
+        object.__setattr__(self, "visit_columns", tuple(self.visit_columns))
+        problems = []
+        if self.patient == self.time:
+            problems.append(f"'{self.patient}' is given as both the patient and the time column")
+        named = [*self.patient_columns, *self.visit_columns]
+        for key in (self.patient, self.time):
+            if key in named:
+                problems.append(f"'{key}' is the patient or time column; leave it out of the patient/visit columns")
+        both = sorted(set(self.patient_columns) & set(self.visit_columns))
+        if both:
+            problems.append(f"column(s) {', '.join(both)} are listed as both per-patient and per-visit; choose one")
+        if self.target is not None and self.target in self.visit_columns:
+            problems.append(f"the target '{self.target}' is a visit column; a patient-level target must be constant "
+                            "within a patient (list it under the patient columns)")
+        if self.target in (self.patient, self.time):
+            problems.append(f"the target '{self.target}' cannot be the patient or time column")
+        if problems:
+            raise SchemaError("the long-format layout is inconsistent:", problems)
+        if self.target is not None and self.target not in self.patient_columns:
+            object.__setattr__(self, "patient_columns", (*self.patient_columns, self.target))
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column the evaluation reads."""
+        return [self.patient, self.time, *self.patient_columns, *self.visit_columns]
+
+
+# --- reading one table -----------------------------------------------------------------------------
+@dataclass
+class Visits:
+    """One long-format table read for the evaluation.
+
+    ``rows`` holds every visit with a time, sorted by (patient, time), with columns ``_pid``
+    (patient number 0..n−1, in order of first appearance), ``_t`` (days), ``_since`` (days since
+    baseline), ``_index`` (visit number 1..n within the patient), the labs and the patient columns.
+    The ordering checks are per patient, on the rows as given.
+    """
+
+    name: str
+    rows: pd.DataFrame
+    ids: np.ndarray  # original patient id of each _pid
+    labs: list[str]
+    increasing: np.ndarray  # per patient: times strictly increasing in row order (and none missing)
+    after_last: np.ndarray  # per patient: some row lies later than the patient's last row
+    varying: np.ndarray  # per patient: a per-patient column takes more than one value
+    rows_without_time: int
+
+    @property
+    def n_patients(self) -> int:
+        return len(self.ids)
+
+    def counts(self) -> np.ndarray:
+        """Visits (rows with a time) per patient."""
+        return np.bincount(self.rows["_pid"].to_numpy(), minlength=self.n_patients)
+
+
+def lab_columns(real: pd.DataFrame, layout: LongLayout) -> tuple[list[str], list[str]]:
+    """(numeric visit columns, the others), as the real training table holds them."""
+    labs, other = [], []
+    for c in layout.visit_columns:
+        s = real[c]
+        numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+        (labs if numeric else other).append(c)
+    return labs, other
+
+
+def _time_is_date(s: pd.Series, name: str, column: str) -> bool:
+    if pd.api.types.is_bool_dtype(s):
+        raise SchemaError(f"the time column '{column}' of the {name} table is true/false; "
+                          "it must be a number (days since baseline) or a date")
+    if pd.api.types.is_numeric_dtype(s):
+        return False
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return True
+    values = s.dropna()
+    parsed = parse_datetimes(values.astype(str))
+    if len(values) and parsed.notna().all():
+        return True
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().all():
+        return False
+    bad = values[parsed.isna() & numbers.isna()].iloc[0]
+    raise SchemaError(f"the time column '{column}' of the {name} table holds {bad!r}, neither a number nor a date; "
+                      "give days since baseline or dates")
+
+
+def _check_columns(df: pd.DataFrame, layout: LongLayout, name: str) -> None:
+    if not isinstance(df, pd.DataFrame) or len(df) == 0:
+        raise SchemaError(f"the {name} table is empty; the patient evaluation needs at least one visit")
+    absent = [c for c in layout.columns if c not in df.columns]
+    if absent:
+        raise SchemaError(f"the {name} table lacks column(s) {', '.join(absent)} named in the long-format layout; "
+                          "pass the layout of this table")
+    missing_ids = int(df[layout.patient].isna().sum())
+    if missing_ids:
+        raise SchemaError(f"{missing_ids} row(s) of the {name} table have no patient id in '{layout.patient}'; "
+                          "every visit must belong to a patient")
+
+
+def read_visits(df: pd.DataFrame, layout: LongLayout, name: str, labs: Sequence[str], is_date: bool) -> Visits:
+    """Read one table (see :class:`Visits`); ``is_date`` says how its time column is read."""
+    _check_columns(df, layout, name)
+    pid, ids = pd.factorize(df[layout.patient], sort=False)
+    n = len(ids)
+    if is_date:
+        t = numeric_values(df[layout.time], "datetime")
+    else:
+        t = pd.to_numeric(df[layout.time], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        bad = df[layout.time].notna().to_numpy() & np.isnan(t)
+        if bad.any():
+            raise SchemaError(f"the time column '{layout.time}' of the {name} table holds "
+                              f"{df[layout.time][bad].iloc[0]!r}, not a number like the real table's; "
+                              "give the same kind of time in every table")
+    has_time = np.isfinite(t)
+
+    # ordering, on the rows as given
+    step_ok = np.ones(len(df), dtype=bool)
+    same = pid[1:] == pid[:-1]
+    step_ok[1:] = ~same | (t[1:] > t[:-1])  # NaN compares False: a missing time breaks the order
+    increasing = np.bincount(pid, weights=(~(step_ok & has_time)).astype(float), minlength=n) == 0
+    last_row = np.zeros(n, dtype=np.int64)
+    last_row[pid] = np.arange(len(df))  # the later assignment wins: each patient's last row
+    t_last = t[last_row]
+    later = np.nan_to_num(t, nan=-np.inf) > np.nan_to_num(t_last[pid], nan=np.inf)
+    after_last = np.bincount(pid, weights=later.astype(float), minlength=n) > 0
+    varying = np.zeros(n, dtype=bool)
+    for c in layout.patient_columns:  # pid numbers every row's patient 0..n-1, so groups come out in that order
+        varying |= df[c].groupby(pid, sort=True).nunique(dropna=False).to_numpy() > 1
+
+    frame = {"_pid": pid, "_t": t}
+    for c in labs:
+        frame[c] = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    rows = pd.DataFrame(frame)
+    for c in layout.patient_columns:
+        rows[c] = df[c].to_numpy()
+    rows = rows[has_time].sort_values(["_pid", "_t"], kind="stable").reset_index(drop=True)
+    p = rows["_pid"].to_numpy()
+    first = np.full(n, np.nan)
+    start = np.r_[True, p[1:] != p[:-1]] if len(p) else np.zeros(0, dtype=bool)
+    first[p[start]] = rows["_t"].to_numpy()[start]
+    rows["_since"] = rows["_t"] - first[p] if is_date else rows["_t"]
+    rows["_index"] = rows.groupby("_pid").cumcount() + 1
+    return Visits(name, rows, np.asarray(ids), list(labs), increasing, after_last, varying, int((~has_time).sum()))
+
+
+# --- shape: visits, gaps, order ----------------------------------------------------------------------
+def _summary(x: np.ndarray) -> dict[str, Any]:
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return {"n": 0, "mean": None, "median": None, "q1": None, "q3": None}
+    q1, med, q3 = np.quantile(x, [0.25, 0.5, 0.75])
+    return {"n": int(x.size), "mean": float(x.mean()), "median": float(med), "q1": float(q1), "q3": float(q3)}
+
+
+def _ks(x: np.ndarray, y: np.ndarray) -> float | None:
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    return ks_statistic(x, y) if x.size and y.size else None
+
+
+def visits_per_patient(real: Visits, synthetic: Visits, holdout: Visits | None = None) -> dict[str, Any]:
+    """Distribution of the number of visits per patient; ``ks`` real vs synthetic (0 = same)."""
+    r, s = real.counts().astype(float), synthetic.counts().astype(float)
+    top = int(max(r.max(initial=0), s.max(initial=0)))
+    shares = [{"visits": k, "real": float(np.mean(r == k)), "synthetic": float(np.mean(s == k))} for k in range(1, top + 1)]
+    return {"real": _summary(r), "synthetic": _summary(s), "ks": _ks(r, s),
+            "ks_holdout": _ks(r, holdout.counts().astype(float)) if holdout is not None else None, "shares": shares}
+
+
+def gaps(v: Visits) -> np.ndarray:
+    """Days between consecutive visits of each patient (in time order)."""
+    p, t = v.rows["_pid"].to_numpy(), v.rows["_t"].to_numpy()
+    return (t[1:] - t[:-1])[p[1:] == p[:-1]]
+
+
+def gap_distribution(real: Visits, synthetic: Visits, holdout: Visits | None = None) -> dict[str, Any]:
+    """Time between consecutive visits, real vs synthetic (KS; ``ties`` = share of zero gaps, duplicate times)."""
+    r, s = gaps(real), gaps(synthetic)
+    return {"real": _summary(r), "synthetic": _summary(s), "ks": _ks(r, s),
+            "ks_holdout": _ks(r, gaps(holdout)) if holdout is not None else None,
+            "ties_real": float(np.mean(r == 0)) if r.size else None,
+            "ties_synthetic": float(np.mean(s == 0)) if s.size else None}
+
+
+def _empty(v: Visits) -> np.ndarray:
+    """Per visit (sorted rows): every lab missing."""
+    if not v.labs:
+        return np.zeros(len(v.rows), dtype=bool)
+    return v.rows[v.labs].isna().to_numpy().all(axis=1)
+
+
+def ordering(v: Visits) -> dict[str, Any]:
+    """The long-format contract, checked on one table.
+
+    ``strictly_increasing``: share of patients whose times rise strictly from row to row (none
+    missing). ``after_last_visit``: share of patients with a row later than their last row (an
+    observation after dropout). ``empty_visits``: share of visits with every lab missing;
+    ``empty_last_visit``: share of patients whose last visit has every lab missing.
+    ``patient_columns_vary``: share of patients whose per-patient columns are not constant.
+    """
+    empty = _empty(v)
+    p = v.rows["_pid"].to_numpy()
+    last = np.r_[p[1:] != p[:-1], True] if len(p) else np.zeros(0, dtype=bool)
+    n = max(v.n_patients, 1)
+    return {"n_patients": v.n_patients, "n_visits": len(v.rows), "rows_without_time": v.rows_without_time,
+            "strictly_increasing": float(v.increasing.mean()) if v.n_patients else None,
+            "after_last_visit": float(v.after_last.mean()) if v.n_patients else None,
+            "empty_visits": float(empty.mean()) if empty.size else None,
+            "empty_last_visit": float(empty[last].sum() / n),
+            "patient_columns_vary": float(v.varying.mean()) if v.n_patients else None}
+
+
+# --- per-visit-index marginals ---------------------------------------------------------------------
+def visit_index_marginals(real: Visits, synthetic: Visits, max_index: int = MAX_INDEX) -> dict[str, Any]:
+    """For visit k = 1..K (K = the most visits a real patient has, at most ``max_index``) and each
+    lab: visits at that index, share missing, mean/median/quartiles, real and synthetic, and the
+    KS statistic of the observed values. ``by_index`` averages the KS over labs per index."""
+    top = int(min(max_index, real.counts().max(initial=0)))
+    ri, si = real.rows["_index"].to_numpy(), synthetic.rows["_index"].to_numpy()
+    rows, by_index = [], []
+    for k in range(1, top + 1):
+        rk, sk = ri == k, si == k
+        ks_values, miss_diffs = [], []
+        for lab in real.labs:
+            x, y = real.rows[lab].to_numpy()[rk], synthetic.rows[lab].to_numpy()[sk]
+            mr = float(np.mean(np.isnan(x))) if x.size else None
+            ms = float(np.mean(np.isnan(y))) if y.size else None
+            ks = _ks(x, y)
+            if ks is not None:
+                ks_values.append(ks)
+            if mr is not None and ms is not None:
+                miss_diffs.append(abs(mr - ms))
+            rows.append({"index": k, "lab": lab, "n_real": int(x.size), "n_synthetic": int(y.size),
+                         "missing_real": mr, "missing_synthetic": ms, "real": _summary(x), "synthetic": _summary(y),
+                         "ks": ks})
+        by_index.append({"index": k, "patients_real": int(rk.sum()), "patients_synthetic": int(sk.sum()),
+                         "mean_ks": float(np.mean(ks_values)) if ks_values else None,
+                         "max_ks": float(np.max(ks_values)) if ks_values else None,
+                         "mean_missing_difference": float(np.mean(miss_diffs)) if miss_diffs else None})
+    means = [b["mean_ks"] for b in by_index if b["mean_ks"] is not None]
+    return {"max_index": top, "rows": rows, "by_index": by_index, "mean_ks": float(np.mean(means)) if means else None}
+
+
+# --- within-patient correlation ----------------------------------------------------------------------
+def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
+    if x.size < MIN_PAIRS or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def first_last_pairs(v: Visits, lab: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each patient's first and last observed value of ``lab`` (patients with ≥ 2 observations)."""
+    obs = v.rows.loc[v.rows[lab].notna(), ["_pid", lab]]
+    g = obs.groupby("_pid", sort=True)[lab]
+    both = pd.DataFrame({"first": g.first(), "last": g.last(), "n": g.size()})
+    both = both[both["n"] >= 2]
+    return both["first"].to_numpy(dtype=float), both["last"].to_numpy(dtype=float)
+
+
+def lag1_pairs(v: Visits, lab: str) -> tuple[np.ndarray, np.ndarray]:
+    """Values of ``lab`` at consecutive visits of the same patient, both observed."""
+    p, x = v.rows["_pid"].to_numpy(), v.rows[lab].to_numpy(dtype=float)
+    keep = (p[1:] == p[:-1]) & np.isfinite(x[1:]) & np.isfinite(x[:-1])
+    return x[:-1][keep], x[1:][keep]
+
+
+def within_patient_correlations(real: Visits, synthetic: Visits) -> dict[str, Any]:
+    """Pearson correlation of each lab between a patient's first and last observed value, and
+    between consecutive visits (lag 1), real vs synthetic, with the absolute differences."""
+    rows = []
+    for lab in real.labs:
+        row: dict[str, Any] = {"lab": lab}
+        for key, pairs in (("first_last", first_last_pairs), ("lag1", lag1_pairs)):
+            rx, ry = pairs(real, lab)
+            sx, sy = pairs(synthetic, lab)
+            r, s = _pearson(rx, ry), _pearson(sx, sy)
+            row[key] = {"real": r, "synthetic": s, "abs_difference": abs(r - s) if r is not None and s is not None else None,
+                        "n_real": int(rx.size), "n_synthetic": int(sx.size)}
+        rows.append(row)
+
+    def mean_diff(key: str) -> float | None:
+        d = [r[key]["abs_difference"] for r in rows if r[key]["abs_difference"] is not None]
+        return float(np.mean(d)) if d else None
+
+    return {"labs": rows, "mean_abs_difference_first_last": mean_diff("first_last"),
+            "mean_abs_difference_lag1": mean_diff("lag1")}
+
+
+# --- trajectories by class -------------------------------------------------------------------------
+def class_labels(values: pd.Series) -> np.ndarray:
+    """A class column as text (``1``, ``1.0`` and ``"1"`` alike), missing as None."""
+    return np.array([_label(v) if present else None for v, present in zip(values.to_numpy(dtype=object), values.notna())],
+                    dtype=object)
+
+
+def trajectories(real: Visits, synthetic: Visits, target: str | None, bin_days: float = BIN_DAYS,
+                 max_bins: int = MAX_BINS) -> dict[str, Any]:
+    """Median and quartiles of each lab per time bin (days since baseline, ``bin_days`` wide), by
+    class of ``target``, real and synthetic; and per bin the share of the class's patients still
+    in follow-up (last visit at or after the bin's start). Times before 0 fall in the first bin,
+    times past the last bin (which ends at the real tables' longest follow-up, at most
+    ``max_bins`` bins) in the last. A plain table: the report plots it."""
+    if not bin_days > 0:
+        raise ValueError(f"bin_days must be positive, got {bin_days}")
+    longest = float(np.nanmax(real.rows["_since"].to_numpy(), initial=0.0))
+    n_bins = int(min(max_bins, max(1, math.floor(longest / bin_days) + 1)))
+    classes: list[str | None] = [None]
+    if target is not None:
+        classes = sorted({c for c in class_labels(real.rows[target]) if c is not None}, key=str)
+    labs_rows, follow_rows = [], []
+    for source, v in (("real", real), ("synthetic", synthetic)):
+        since = v.rows["_since"].to_numpy()
+        b = np.clip(np.floor(since / bin_days), 0, n_bins - 1).astype(int)
+        p = v.rows["_pid"].to_numpy()
+        last_since = np.full(v.n_patients, np.nan)
+        last_since[p] = since  # rows sorted by time: the last assignment is the last visit
+        labels = class_labels(v.rows[target]) if target is not None else np.full(len(v.rows), None, dtype=object)
+        patient_class = np.full(v.n_patients, None, dtype=object)
+        patient_class[p] = labels  # per-patient column: the last row's value stands for the patient
+        for cls in classes:
+            in_class = labels == cls if cls is not None else np.ones(len(v.rows), dtype=bool)
+            members = patient_class == cls if cls is not None else np.ones(v.n_patients, dtype=bool)
+            ends = last_since[members]
+            for k in range(n_bins):
+                follow_rows.append({"class": cls, "source": source, "bin": k, "start": k * bin_days,
+                                    "n_patients": int(members.sum()),
+                                    "in_follow_up": float(np.mean(ends >= k * bin_days)) if ends.size else None})
+            sub = v.rows.loc[in_class, v.labs].assign(_bin=b[in_class])
+            grouped = sub.groupby("_bin")
+            stats = {q: grouped.quantile(q) for q in (0.25, 0.5, 0.75)}
+            counts = grouped.count()
+            for lab in v.labs:
+                for k in range(n_bins):
+                    n = int(counts[lab].get(k, 0)) if lab in counts else 0
+                    labs_rows.append({"class": cls, "source": source, "lab": lab, "bin": k, "start": k * bin_days,
+                                      "n": n, **{name: (float(stats[q][lab].get(k)) if n else None)
+                                                 for name, q in (("q1", 0.25), ("median", 0.5), ("q3", 0.75))}})
+    return {"by": target, "bin_days": float(bin_days), "n_bins": n_bins, "classes": classes, "labs": list(real.labs),
+            "rows": labs_rows, "follow_up": follow_rows}
+
+
+# --- everything ----------------------------------------------------------------------------------------
+@dataclass
+class PatientTables:
+    """The three tables read alike (labs and time kind decided by the real training table)."""
+
+    train: Visits
+    test: Visits
+    synthetic: Visits
+    notes: list[str] = field(default_factory=list)
+
+
+def read_tables(train: pd.DataFrame, test: pd.DataFrame, synthetic: pd.DataFrame, layout: LongLayout) -> PatientTables:
+    """Validate and read the three long-format tables the same way."""
+    for name, df in (("real training", train), ("real holdout", test), ("synthetic", synthetic)):
+        _check_columns(df, layout, name)
+    is_date = _time_is_date(train[layout.time], "real training", layout.time)
+    labs, other = lab_columns(train, layout)
+    notes = []
+    if other:
+        notes.append(f"visit column(s) {', '.join(other)} are not numbers; the patient evaluation summarises numeric labs only")
+    tables = [read_visits(df, layout, name, labs, is_date)
+              for name, df in (("real training", train), ("real holdout", test), ("synthetic", synthetic))]
+    for v in tables:
+        if v.rows_without_time:
+            notes.append(f"{v.rows_without_time} row(s) of the {v.name} table have no time; they fail the ordering "
+                         "check and are left out of the other metrics")
+    return PatientTables(*tables, notes=notes)
+
+
+def evaluate_patients(train: pd.DataFrame, test: pd.DataFrame, synthetic: pd.DataFrame, layout: LongLayout,
+                      seed: int = 0, *, bin_days: float = BIN_DAYS, max_index: int = MAX_INDEX, max_bins: int = MAX_BINS,
+                      utility: bool = True, privacy: bool = True, classifiers: tuple[str, ...] | None = None,
+                      n_bootstrap: int = 200, importance: bool = False, max_queries: int | None = None) -> dict[str, Any]:
+    """Every patient-level metric of a synthetic long-format table, as plain JSON.
+
+    ``train``/``test`` are the real training and holdout visits (no patient in both), ``synthetic``
+    the model's visits. ``classifiers`` (default: the report's three), ``n_bootstrap`` and
+    ``importance`` go to the utility test on patient features, ``max_queries`` to the privacy
+    attacks (see :mod:`clinsynth.evaluate.patient_features`). The utility part needs
+    ``layout.target`` and both classes in the holdout; without them it is None with a note.
+
+    Example::
+
+        layout = LongLayout("id", "day", patient_columns=("arm", "sex"), visit_columns=("sbp", "egfr"), target="death")
+        metrics = evaluate_patients(train_visits, test_visits, synthetic_visits, layout, seed=0)
+        metrics["visits_per_patient"]["ks"], metrics["utility"]["ratios"]
+    """
+    from clinsynth.evaluate import patient_features as pf
+
+    tables = read_tables(train, test, synthetic, layout)
+    out: dict[str, Any] = {
+        "unit": "patient",
+        "layout": asdict(layout),
+        "labs": list(tables.train.labs),
+        "visits_per_patient": visits_per_patient(tables.train, tables.synthetic, tables.test),
+        "gaps": gap_distribution(tables.train, tables.synthetic, tables.test),
+        "ordering": {"real": ordering(tables.train), "synthetic": ordering(tables.synthetic)},
+        "visit_index": visit_index_marginals(tables.train, tables.synthetic, max_index),
+        "correlations": within_patient_correlations(tables.train, tables.synthetic),
+        "trajectories": trajectories(tables.train, tables.synthetic, layout.target, bin_days, max_bins),
+    }
+    features = pf.feature_tables(tables, layout)
+    out["features"] = list(features.schema.names)
+    out["utility"] = pf.patient_utility(features, seed, classifiers=classifiers, n_bootstrap=n_bootstrap,
+                                        importance=importance) if utility else None
+    out["privacy_attacks"] = pf.patient_privacy(features, seed, max_queries=max_queries) if privacy else None
+    out["notes"] = tables.notes + features.notes
+    return jsonable(out)
