@@ -75,12 +75,14 @@ class LongLayout:
                 problems.append(f"'{key}' is the patient or time column; leave it out of the patient/visit columns")
         both = sorted(set(self.patient_columns) & set(self.visit_columns))
         if both:
-            problems.append(f"column(s) {', '.join(both)} are listed as both per-patient and per-visit; choose one")
+            problems.append(f"column(s) {', '.join(map(repr, both))} are listed as both per-patient and per-visit; choose one")
         if self.target is not None and self.target in self.visit_columns:
             problems.append(f"the target '{self.target}' is a visit column; a patient-level target must be constant "
                             "within a patient (list it under the patient columns)")
         if self.target in (self.patient, self.time):
             problems.append(f"the target '{self.target}' cannot be the patient or time column")
+        if len(problems) == 1:
+            raise SchemaError(f"the long-format layout is inconsistent: {problems[0]}")
         if problems:
             raise SchemaError("the long-format layout is inconsistent:", problems)
         if self.target is not None and self.target not in self.patient_columns:
