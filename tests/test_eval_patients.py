@@ -88,6 +88,15 @@ def test_fresh_draw_is_close_but_not_identical(fresh):
     assert fresh["utility"]["ratios"]["logistic_regression"]["auroc"] > 0.9
 
 
+def test_synthetic_patients_with_shuffled_outcomes_are_useless(tables):
+    train, test, _ = tables
+    rng = np.random.default_rng(0)
+    ids = train["id"].unique()
+    outcome = dict(zip(ids, rng.permutation(train.groupby("id", sort=False)["death"].first().to_numpy())))
+    m = evaluate_patients(train, test, train.assign(death=train["id"].map(outcome)), LAYOUT, privacy=False, **FAST)
+    assert m["utility"]["ratios"]["logistic_regression"]["auroc"] < 0.85
+
+
 def test_patient_attacks_catch_a_copy_and_not_a_fresh_draw(copied, fresh):
     c, f = copied["privacy_attacks"], fresh["privacy_attacks"]
     assert c["unit"] == f["unit"] == "patient"
