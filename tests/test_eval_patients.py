@@ -16,6 +16,7 @@ from clinsynth.errors import SchemaError
 from clinsynth.evaluate.patient_features import feature_tables, patient_features
 from clinsynth.evaluate.patients import LongLayout, evaluate_patients, read_tables
 from clinsynth.report.figures import patient_trajectories_figure
+from clinsynth.schema import Schema
 
 LAYOUT = LongLayout("id", "day", patient_columns=("arm", "sex"), visit_columns=("sbp", "egfr"), target="death")
 FAST = {"classifiers": ("logistic_regression",), "n_bootstrap": 20}
@@ -107,6 +108,21 @@ def test_patient_attacks_catch_a_copy_and_not_a_fresh_draw(copied, fresh):
     assert c["membership_inference"]["auroc"] > 0.95
     assert 0.35 < f["membership_inference"]["auroc"] < 0.65
     assert c["membership_inference"]["n_members"] == 300
+
+
+def test_table_schema_flags_reach_the_patient_attacks(tables):
+    train, test, _ = tables
+    schema = Schema.infer(train, target="death", ids=["id"])
+    flags = {"sbp": {"sensitive": True}, "sex": {"quasi_identifier": True}, "arm": {"kind": "categorical"}}
+    schema = schema.model_copy(update={"columns": [c.model_copy(update=flags.get(c.name, {})) for c in schema.columns]})
+    m = evaluate_patients(train, test, train.copy(), LAYOUT, utility=False, table_schema=schema)
+    attacks = m["privacy_attacks"]
+    assert [c["column"] for c in attacks["attribute_inference"]["columns"]] == ["sbp_first", "sbp_last"]
+    assert all(c["leak"] > 0 for c in attacks["attribute_inference"]["columns"])  # a copy gives members away
+    assert attacks["k_anonymity"]["quasi_identifiers"] == ["sex"]
+    assert feature_tables(read_tables(train, test, train, LAYOUT), LAYOUT, schema).schema.column("arm").kind == "categorical"
+    plain = evaluate_patients(train, test, train.copy(), LAYOUT, utility=False)["privacy_attacks"]
+    assert "attribute_inference" not in plain and "k_anonymity" not in plain
 
 
 def test_metrics_are_plain_json(fresh):

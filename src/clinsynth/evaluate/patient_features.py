@@ -85,17 +85,31 @@ def _patient_spec(name: str, values: pd.Series, is_target: bool) -> ColumnSpec:
     return ColumnSpec(name=name, kind="binary" if len(cats) == 2 else "categorical", categories=cats, missing=missing)
 
 
-def feature_schema(train: pd.DataFrame, test: pd.DataFrame, layout: LongLayout) -> Schema:
+def feature_schema(train: pd.DataFrame, test: pd.DataFrame, layout: LongLayout, table_schema: Schema | None = None) -> Schema:
     """The patient features' schema: per-patient columns by their type in the training features
-    (the target's classes from training and holdout), everything derived a continuous number."""
+    (the target's classes from training and holdout), everything derived a continuous number.
+
+    With ``table_schema`` (the long table's own schema), a per-patient column it describes keeps
+    that description (kind, categories, ``sensitive``, ``quasi_identifier``), and ``<lab>_first``
+    / ``<lab>_last`` are ``sensitive`` when the lab is: the patient-level attribute-inference and
+    k-anonymity attacks then run on them."""
+    known = {c.name: c for c in table_schema.columns} if table_schema is not None else {}
+    lab_of = {f"{lab}_{end}": lab for lab in layout.visit_columns for end in ("first", "last")}
     specs = []
     for name in train.columns:
-        if name in layout.patient_columns:
+        missing = "indicator" if train[name].isna().any() else "none"
+        if name in layout.patient_columns and name in known:
+            specs.append(known[name].model_copy(update={"missing": missing}))
+        elif name in layout.patient_columns:
             values = pd.concat([train[name], test[name]]) if name == layout.target else train[name]
             specs.append(_patient_spec(name, values, name == layout.target))
         else:
-            specs.append(ColumnSpec(name=name, kind="continuous", missing="indicator" if train[name].isna().any() else "none"))
-    return Schema(columns=specs, target=layout.target)
+            lab = known.get(lab_of.get(name, ""))
+            specs.append(ColumnSpec(name=name, kind="continuous", missing=missing, sensitive=bool(lab and lab.sensitive)))
+    try:
+        return Schema(columns=specs, target=layout.target)
+    except ValueError as e:
+        raise SchemaError(f"the patient features do not fit the table's schema: {e}") from None
 
 
 @dataclass
@@ -109,13 +123,14 @@ class FeatureTables:
     notes: list[str] = field(default_factory=list)
 
 
-def feature_tables(tables: PatientTables, layout: LongLayout) -> FeatureTables:
-    """Patient features of the real training, real holdout and synthetic tables, read alike."""
+def feature_tables(tables: PatientTables, layout: LongLayout, table_schema: Schema | None = None) -> FeatureTables:
+    """Patient features of the real training, real holdout and synthetic tables, read alike
+    (``table_schema``: see :func:`feature_schema`)."""
     train, test, synthetic = (patient_features(v, layout) for v in (tables.train, tables.test, tables.synthetic))
     if layout.target is not None and train[layout.target].nunique() < 2:
         raise SchemaError(f"the real training patients hold one class of the target '{layout.target}'; "
                           "the patient evaluation needs at least two")
-    return FeatureTables(train, test, synthetic, feature_schema(train, test, layout))
+    return FeatureTables(train, test, synthetic, feature_schema(train, test, layout, table_schema))
 
 
 def patient_utility(features: FeatureTables, seed: int = 0, *, classifiers: tuple[str, ...] | None = None,
@@ -137,10 +152,12 @@ def patient_utility(features: FeatureTables, seed: int = 0, *, classifiers: tupl
 
 
 def patient_privacy(features: FeatureTables, seed: int = 0, *, max_queries: int | None = None) -> dict[str, Any]:
-    """Exact copies, distance to closest record and membership inference of
-    :mod:`clinsynth.evaluate.privacy`, with one record per patient (its features)."""
+    """The attacks of :mod:`clinsynth.evaluate.privacy` with one record per patient (its features):
+    exact copies, distance to closest record, membership inference (member = a training patient),
+    and, when the schema flags columns, attribute inference and k-anonymity."""
     result = privacy_attacks(features.train, features.test, features.synthetic, features.schema,
                              max_queries=max_queries or MAX_QUERIES, seed=seed)
-    return {"unit": "patient", "n_features": len(features.schema.columns),
-            "exact_copies": result.exact_copies.to_dict(), "distance_to_closest": result.dcr.to_dict(),
-            "membership_inference": result.membership.to_dict()}
+    return {"unit": "patient", "n_features": len(features.schema.model_columns),
+            **{k: v for k, v in result.to_dict().items()
+               if k in ("exact_copies", "distance_to_closest", "membership_inference")
+               or (k == "attribute_inference" and v["columns"]) or (k == "k_anonymity" and v["quasi_identifiers"])}}

@@ -103,9 +103,9 @@ def within_patient_correlations(real: Visits, synthetic: Visits) -> dict[str, An
 
 # --- trajectories by class -------------------------------------------------------------------------
 def class_labels(values: pd.Series) -> np.ndarray:
-    """A class column as text (``1``, ``1.0`` and ``"1"`` alike), missing as None."""
-    return np.array([_label(v) if present else None for v, present in zip(values.to_numpy(dtype=object), values.notna())],
-                    dtype=object)
+    """A class column as text (``1``, ``1.0`` and ``"1"`` alike), missing as None; each distinct value labelled once."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return np.array([*(_label(u) for u in uniques), None], dtype=object)[codes]
 
 
 def trajectories(real: Visits, synthetic: Visits, target: str | None, bin_days: float = BIN_DAYS,

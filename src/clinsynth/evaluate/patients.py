@@ -37,7 +37,7 @@ from clinsynth.data.io import jsonable
 from clinsynth.data.transforms import numeric_values
 from clinsynth.errors import SchemaError
 from clinsynth.evaluate.fidelity import ks_statistic
-from clinsynth.schema import parse_datetimes
+from clinsynth.schema import Schema, parse_datetimes
 
 #: Per-visit-index marginals are computed for visits 1..MAX_INDEX (or fewer, if no real patient has more).
 MAX_INDEX = 20
@@ -308,13 +308,16 @@ def read_tables(train: pd.DataFrame, test: pd.DataFrame, synthetic: pd.DataFrame
 def evaluate_patients(train: pd.DataFrame, test: pd.DataFrame, synthetic: pd.DataFrame, layout: LongLayout,
                       seed: int = 0, *, bin_days: float = BIN_DAYS, max_index: int = MAX_INDEX, max_bins: int = MAX_BINS,
                       utility: bool = True, privacy: bool = True, classifiers: tuple[str, ...] | None = None,
-                      n_bootstrap: int = 200, importance: bool = False, max_queries: int | None = None) -> dict[str, Any]:
+                      n_bootstrap: int = 200, importance: bool = False, max_queries: int | None = None,
+                      table_schema: Schema | None = None) -> dict[str, Any]:
     """Every patient-level metric of a synthetic long-format table, as plain JSON.
 
     ``train``/``test`` are the real training and holdout visits (no patient in both), ``synthetic``
     the model's visits. ``classifiers`` (default: the report's three), ``n_bootstrap`` and
     ``importance`` go to the utility test on patient features, ``max_queries`` to the privacy
-    attacks (see :mod:`clinsynth.evaluate.patient_features`). The utility part needs
+    attacks, ``table_schema`` (the long table's schema, optional) to the patient features' column
+    kinds and sensitive/quasi-identifier flags (see :mod:`clinsynth.evaluate.patient_features`).
+    The utility part needs
     ``layout.target`` and both classes in the holdout; without them it is None with a note.
 
     Example::
@@ -339,7 +342,7 @@ def evaluate_patients(train: pd.DataFrame, test: pd.DataFrame, synthetic: pd.Dat
         "correlations": within_patient_correlations(tables.train, tables.synthetic),
         "trajectories": trajectories(tables.train, tables.synthetic, layout.target, bin_days, max_bins),
     }
-    features = pf.feature_tables(tables, layout)
+    features = pf.feature_tables(tables, layout, table_schema)
     out["features"] = list(features.schema.names)
     out["utility"] = pf.patient_utility(features, seed, classifiers=classifiers, n_bootstrap=n_bootstrap,
                                         importance=importance) if utility else None
