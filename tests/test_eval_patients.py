@@ -144,6 +144,19 @@ def test_reversed_visit_order_is_caught(tables):
     assert m["visits_per_patient"]["ks"] == 0.0 and m["gaps"]["ks"] == 0.0 and m["visit_index"]["mean_ks"] == 0.0
 
 
+def test_order_is_checked_within_each_patient_when_patients_interleave(tables):
+    train, test, _ = tables
+    several = float(np.mean(train.groupby("id").size() > 1))
+    forward = train.sort_values("day", kind="stable")  # patients interleaved, each in time order: fine
+    backward = train.sort_values("day", ascending=False, kind="stable")  # interleaved and each reversed
+    m_forward = evaluate_patients(train, test, forward, LAYOUT, utility=False, privacy=False)
+    m_backward = evaluate_patients(train, test, backward, LAYOUT, utility=False, privacy=False)
+    assert m_forward["ordering"]["synthetic"]["strictly_increasing"] == 1.0
+    assert m_forward["ordering"]["synthetic"]["after_last_visit"] == 0.0
+    assert m_backward["ordering"]["synthetic"]["strictly_increasing"] == pytest.approx(1 - several)
+    assert m_backward["ordering"]["synthetic"]["after_last_visit"] == pytest.approx(several)
+
+
 def test_duplicate_times_are_not_increasing(tables):
     train, test, _ = tables
     syn = train.copy()

@@ -180,11 +180,12 @@ def read_visits(df: pd.DataFrame, layout: LongLayout, name: str, labs: Sequence[
                               "give the same kind of time in every table")
     has_time = np.isfinite(t)
 
-    # ordering, on the rows as given
+    # ordering, on each patient's rows in the order given (patients may interleave)
+    by_patient = np.argsort(pid, kind="stable")
+    ps, ts = pid[by_patient], t[by_patient]
     step_ok = np.ones(len(df), dtype=bool)
-    same = pid[1:] == pid[:-1]
-    step_ok[1:] = ~same | (t[1:] > t[:-1])  # NaN compares False: a missing time breaks the order
-    increasing = np.bincount(pid, weights=(~(step_ok & has_time)).astype(float), minlength=n) == 0
+    step_ok[1:] = (ps[1:] != ps[:-1]) | (ts[1:] > ts[:-1])  # NaN compares False: a missing time breaks the order
+    increasing = np.bincount(ps, weights=(~(step_ok & np.isfinite(ts))).astype(float), minlength=n) == 0
     last_row = np.zeros(n, dtype=np.int64)
     last_row[pid] = np.arange(len(df))  # the later assignment wins: each patient's last row
     t_last = t[last_row]
