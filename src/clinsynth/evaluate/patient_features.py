@@ -99,7 +99,10 @@ def feature_schema(train: pd.DataFrame, test: pd.DataFrame, layout: LongLayout, 
     for name in train.columns:
         missing = "indicator" if train[name].isna().any() else "none"
         if name in layout.patient_columns and name in known:
-            specs.append(known[name].model_copy(update={"missing": missing}))
+            spec = known[name]
+            # one row per patient: a long-format "level" no longer applies (the feature schema names no patient column)
+            level = {"level": None} if "level" in type(spec).model_fields else {}
+            specs.append(spec.model_copy(update={"missing": missing, **level}))
         elif name in layout.patient_columns:
             values = pd.concat([train[name], test[name]]) if name == layout.target else train[name]
             specs.append(_patient_spec(name, values, name == layout.target))
