@@ -153,6 +153,53 @@ def trajectories_figure(summary: dict[str, Any]) -> str:
 
 
 @_literal_text
+def patient_trajectories_figure(trajectories: dict[str, Any], max_labs: int = 4, min_n: int = 5) -> str | None:
+    """Long-format trajectories by class (``metrics["patients"]["trajectories"]``): per lab the median
+    per time bin, real solid with its IQR shaded, synthetic dashed; last panel the share of each
+    class's patients still in follow-up. At most ``max_labs`` labs, in the table's order; a bin with
+    fewer than ``min_n`` observations of a lab is not drawn (its median is noise)."""
+    labs = (trajectories.get("labs") or [])[:max_labs]
+    follow = trajectories.get("follow_up") or []
+    if not follow:
+        return None
+    plt = _pyplot()
+    rows, classes = trajectories.get("rows") or [], trajectories.get("classes") or [None]
+    width = trajectories.get("bin_days") or 1.0
+    starts = sorted({r["start"] for r in follow})
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(1, len(labs) + 1, figsize=(3.6 * (len(labs) + 1), 3.4), squeeze=False)
+    by = trajectories.get("by")
+
+    def series(source_rows: list[dict[str, Any]], key: str) -> list[float]:
+        at = {r["start"]: r.get(key) for r in source_rows if r.get("n", min_n) >= min_n}
+        return [np.nan if at.get(x) is None else at[x] for x in starts]
+
+    for i, cls in enumerate(classes):
+        colour = colours[i % len(colours)]
+        for source, style in (("real", "-"), ("synthetic", "--")):
+            label = f"{by}={cls} {source}" if by else source
+            for ax, lab in zip(axes[0], labs):
+                part = [r for r in rows if r["class"] == cls and r["source"] == source and r["lab"] == lab]
+                ax.plot(starts, series(part, "median"), style, color=colour, label=label,
+                        marker="o" if source == "real" else None, markersize=3)
+                if source == "real":
+                    ax.fill_between(starts, series(part, "q1"), series(part, "q3"), color=colour, alpha=0.12)
+            part = [r for r in follow if r["class"] == cls and r["source"] == source]
+            axes[0][-1].plot(starts, series(part, "in_follow_up"), style, color=colour, label=label)
+    for ax, lab in zip(axes[0], labs):
+        ax.set_title(f"{lab}: median by {width:g}-day bin (real IQR shaded)", fontsize=8)
+    axes[0][-1].set_title("share still in follow-up", fontsize=8)
+    axes[0][-1].set_ylim(0, 1.02)
+    for ax in axes[0]:
+        ax.set_xlabel("days since baseline", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    return _data_uri(fig)
+
+
+@_literal_text
 def roc_figure(curves: list[dict[str, Any]]) -> str | None:
     """ROC curves on the real holdout: trained on real (solid) and on synthetic (dashed)."""
     if not curves:
