@@ -56,3 +56,28 @@ def test_long_options_are_checked(visits_csv, tmp_path, capsys):
     assert _run(visits_csv, tmp_path / "z", "--max-visits", "5", "--truncate-visits") == 0
     synthetic = pd.read_csv(tmp_path / "z" / "share" / "synthetic.csv")
     assert synthetic.groupby("patient_id").size().max() <= 5
+
+
+def test_evaluation_of_a_long_table_compares_patients(tmp_path):
+    from clinsynth.evaluate.suite import evaluate
+    from clinsynth.models.registry import create
+    from clinsynth.pipeline import split_patients_holdout
+    from clinsynth.schema import Schema
+
+    df = simulate_long_trial(500, seed=3)
+    schema = Schema.infer(df, target="event", patient="patient_id", time="day")
+    train, test = split_patients_holdout(df, "patient_id", "event", 0.3, seed=0)
+    synthetic = create("visitchain", seed=0).fit(train, schema).sample(train["patient_id"].nunique(), seed=0)
+    result = evaluate(train, test, synthetic, schema, level="fast", seed=0)
+    metrics = result.to_dict()
+    patients = metrics["patients"]
+    assert patients["unit"] == "patient"
+    assert patients["ordering"]["synthetic"]["strictly_increasing"] == 1.0
+    assert patients["visits_per_patient"]["ks"] < 0.15
+    # every part reads one record per patient: the attacks' training side is the training patients
+    n_train = train["patient_id"].nunique()
+    assert metrics["dataset"]["n_train"] == n_train and metrics["dataset"]["n_synthetic"] == n_train
+    assert metrics["privacy_attacks"]["exact_copies"]["n_holdout"] == test["patient_id"].nunique()
+    assert {"n_visits", "follow_up_days", "sbp_first", "sbp_last"} <= set(patients["features"])
+    html = result.to_html(tmp_path / "report.html").read_text()
+    assert 'id="patients"' in html and "Within-patient correlation" in html

@@ -86,6 +86,12 @@ class LongLayout:
         if self.target is not None and self.target not in self.patient_columns:
             object.__setattr__(self, "patient_columns", (*self.patient_columns, self.target))
 
+    @classmethod
+    def from_schema(cls, schema: Schema) -> LongLayout:
+        """The layout a long-format schema declares (``Schema.patient``, ``time``, column levels)."""
+        return cls(schema.patient, schema.time, tuple(c.name for c in schema.columns if c.level == "patient"),
+                   tuple(c.name for c in schema.columns if c.level == "visit"), schema.target)
+
     @property
     def columns(self) -> list[str]:
         """Every column the evaluation reads."""

@@ -52,6 +52,7 @@ class Evaluation:
     guarantee: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
     codes: dict[str, Any] | None = None  # a code-matrix evaluation (then fidelity … are None)
+    patients: dict[str, Any] | None = None  # a long table's patient-level shape (then fidelity … read patients)
     evaluation: dict[str, Any] = field(default_factory=lambda: _evaluation_section(bounds.LEVELS["full"], []))
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,7 +67,8 @@ class Evaluation:
 
         metrics = {**self.context, "evaluation": self.evaluation, "guarantee": self.guarantee,
                    "fidelity": part(self.fidelity), "utility": part(self.utility),
-                   "privacy_attacks": part(self.privacy_attacks), "seconds": self.seconds}
+                   "privacy_attacks": part(self.privacy_attacks), "seconds": self.seconds,
+                   **({"patients": self.patients} if self.patients is not None else {})}
         metrics = jsonable(metrics)
         metrics["verdicts"] = verdicts(metrics)
         return metrics
@@ -149,6 +151,10 @@ def evaluate(real_train: Any, real_test: Any, synthetic: Any, schema: Schema | N
                                limits)
     if schema is None:
         raise InputError("evaluating tables needs their schema (schema=…); only code matrices are evaluated without one")
+    patients = None
+    if schema.is_long and limits.evaluate:  # patients, not rows: every part below reads one record per patient
+        real_train, real_test, synthetic, schema, patients = _patient_records(real_train, real_test, synthetic,
+                                                                               schema, seed, limits, progress)
     if limits.evaluate:
         for name, df in (("real training", real_train), ("real holdout", real_test), ("synthetic", synthetic)):
             _check_columns(name, df, schema)
@@ -189,4 +195,25 @@ def evaluate(real_train: Any, real_test: Any, synthetic: Any, schema: Schema | N
             if schema.target else None)
     attacks = step("privacy attacks", lambda: bounded_attacks(real_train, real_test, synthetic, schema, limits, seed,
                                                               max_queries, capped))
-    return Evaluation(context, fid, util, attacks, guarantee, seconds, evaluation=_evaluation_section(limits, capped))
+    return Evaluation(context, fid, util, attacks, guarantee, seconds, evaluation=_evaluation_section(limits, capped),
+                      patients=patients)
+
+
+def _patient_records(real_train: pd.DataFrame, real_test: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema,
+                     seed: int, limits: Limits, progress: Any) -> tuple[Any, ...]:
+    """A long table's three sides as one record per patient (per-patient columns, first and last
+    value of each lab, visits, follow-up, missing share: :mod:`clinsynth.evaluate.patient_features`)
+    with their schema — so fidelity, utility and the attacks compare patients, and membership means
+    a patient — plus the patient-level shape (visits per patient, gaps, order, per-visit marginals,
+    within-patient correlation, trajectories: :func:`clinsynth.evaluate.patients.evaluate_patients`)."""
+    from clinsynth.evaluate.patient_features import feature_tables
+    from clinsynth.evaluate.patients import LongLayout, evaluate_patients, read_tables
+
+    if progress is not None:
+        progress("patients")
+    layout = LongLayout.from_schema(schema)
+    shape = evaluate_patients(real_train, real_test, synthetic, layout, seed, utility=False, privacy=False,
+                              table_schema=schema)
+    features = feature_tables(read_tables(real_train, real_test, synthetic, layout), layout, schema)
+    shape["notes"] = shape.get("notes", []) + features.notes
+    return features.train, features.test, features.synthetic, features.schema, shape

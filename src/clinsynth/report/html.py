@@ -50,6 +50,8 @@ def build_figures(metrics: dict[str, Any]) -> dict[str, Any]:
         "dimension_wise": figures.dimension_wise_figure(fidelity.get("dimension_wise_probability") or {}),
         "trajectories": [(s["group"], figures.trajectories_figure(s)) for s in fidelity.get("longitudinal", [])],
         "roc": figures.roc_figure(utility.get("curves") or []),
+        "patient_trajectories": (figures.patient_trajectories_figure(metrics["patients"]["trajectories"])
+                                 if metrics.get("patients") else None),
     }
 
 
