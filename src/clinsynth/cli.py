@@ -528,8 +528,11 @@ def report(
 
 @app.command()
 def demo(
-    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (default clinsynth-demo, or clinsynth-ehr-demo with --ehr).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (default clinsynth-demo, "
+                                                   "clinsynth-ehr-demo with --ehr, clinsynth-long-demo with --long).")] = None,
     ehr: Annotated[bool, typer.Option("--ehr", help="The simulated EHR extract (codes + age, sex) instead of the trial.")] = False,
+    long: Annotated[bool, typer.Option("--long", help="The simulated long-format trial (one row per visit, 5,000 "
+                                       "patients) instead of the wide one; under --epsilon the guarantee is per patient.")] = False,
     model: ModelOption = "auto",
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs of a neural model (default: the model's own).")] = None,
     epsilon: Annotated[Optional[float], typer.Option(help="Train the model's DP version at this ε instead.")] = None,
@@ -539,12 +542,20 @@ def demo(
     resume: ResumeOption = False,
     threads: ThreadsOption = None,
 ) -> None:
-    """`run` on bundled simulated data: the trial (target arm), or with --ehr the EHR code extract."""
+    """`run` on bundled simulated data: the trial (target arm), with --ehr the EHR code extract, with --long the
+    long-format trial (one row per visit; target event)."""
     from clinsynth import threads as thread_counts
-    from clinsynth.pipeline import run_demo, run_ehr_demo
+    from clinsynth.pipeline import run_demo, run_ehr_demo, run_long_demo
 
     thread_counts.configure(threads)
-    if ehr:
+    if ehr and long:
+        raise ConfigError("--ehr and --long are two different demos: choose one")
+    if long:
+        _model_and_params(model, None, epochs, None, epsilon, None)
+        output = output or Path("clinsynth-long-demo")
+        result = run_long_demo(output, model=model, epochs=epochs, seed=seed, epsilon=epsilon,
+                               progress=not quiet, on_step=_step_printer(quiet), overwrite=overwrite, resume=resume)
+    elif ehr:
         _code_model_and_params(model, None, epochs, None, epsilon, None, None)
         output = output or Path("clinsynth-ehr-demo")
         result = run_ehr_demo(output, model=model, epochs=epochs, seed=seed, epsilon=epsilon,

@@ -3,7 +3,8 @@
 ``run_release`` is the main job (``clinsynth run``): from one table to the five files of a
 release; ``run_code_release`` the same for an EHR code matrix (``clinsynth run --codes``), whose
 synthetic patients are written back in long format. ``run_demo`` and ``run_ehr_demo`` are the
-same on bundled simulated data (the trial, the EHR extract), the first thing a newcomer runs.
+same on bundled simulated data (the trial, the EHR extract), the first thing a newcomer runs;
+``run_long_demo`` the same on the simulated long-format trial (one row per visit).
 
 A release is a folder of two parts (see :mod:`clinsynth.data.output_dir` for how it is written):
 
@@ -468,6 +469,24 @@ def run_demo(out_dir: str | Path | Stage = "clinsynth-demo", n: int = 6502, mode
     source = {"name": "simulated SPRINT-structured trial (clinsynth.data.datasets.simulate_trial)", "n": n, "seed": seed}
     return run_release(df, config, out_dir, source=source, progress=progress, on_step=on_step, overwrite=overwrite,
                        resume=resume)
+
+
+def run_long_demo(out_dir: str | Path | Stage = "clinsynth-long-demo", n: int = 5_000, model: str = "auto",
+                  epochs: int | None = None, seed: int = 0, epsilon: float | None = None, progress: bool = True,
+                  on_step: Any = None, overwrite: bool = False, resume: bool = False) -> RunResult:
+    """``run --patient-col patient_id --time-col day`` on the simulated long-format trial (one row per
+    visit, 1–20 visits, dropout, labs missing before events; target: event), with the model ``auto``
+    chooses for patients unless one is named. Under ε the guarantee is per patient."""
+    from clinsynth.data.long_trial import simulate_long_trial
+
+    df = simulate_long_trial(n, seed=seed)
+    schema = Schema.infer(df, target="event", patient="patient_id", time="day")
+    params = {} if epochs is None else {"epochs": epochs}
+    config = RunConfig(target="event", model=model, epsilon=epsilon, params=params, seed=seed)
+    source = {"name": "simulated long-format trial (clinsynth.data.long_trial.simulate_long_trial)", "n_patients": n,
+              "seed": seed}
+    return run_release(df, config, out_dir, schema=schema, source=source, progress=progress, on_step=on_step,
+                       overwrite=overwrite, resume=resume)
 
 
 def run_ehr_demo(out_dir: str | Path | Stage = "clinsynth-ehr-demo", n: int = 10_000, n_codes: int = 1_000,
