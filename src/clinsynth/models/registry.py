@@ -113,6 +113,19 @@ REGISTRY: dict[str, ModelEntry] = {
             "the Bayesian network from noisy histograms: bins and structure sized to the budget, one ledger; "
             "the choice for small tables under DP",
         ),
+        ModelEntry(
+            "visitrnn",
+            "clinsynth.models.visitrnn:VisitRNN",
+            "long-format patients (one row per visit): a VAE over the per-patient columns, then a GRU over "
+            "visits (gap, labs with missing flags, a stop token), so visit counts vary and times increase",
+        ),
+        ModelEntry(
+            "dp-visitrnn",
+            "clinsynth.models.visitrnn:DPVisitRNN",
+            "visitrnn with DP per patient: public facts from one row per patient, DP-SGD with Poisson "
+            "sampling of patients (one sample = all of a patient's visits), one ledger",
+            defaults={"epsilon": 1.0},
+        ),
     ]
 }
 
