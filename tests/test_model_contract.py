@@ -25,6 +25,7 @@ from clinsynth.errors import ClinsynthError, NotFittedError
 from clinsynth.models.records import CodeModel
 from clinsynth.models.registry import REGISTRY, create, load
 from clinsynth.schema import Schema
+from long_visits import long_trial
 
 MODELS = [name for name in REGISTRY if name != "auto"]  # auto stands for one of these (tests/test_auto.py)
 PLANTED_NUMBER = 98765.4321
@@ -41,11 +42,18 @@ FAST = {
     "dp-corgan": dict(pretrain_epochs=1, epochs=1),
     "vae": dict(epochs=1),
     "dp-vae": dict(epochs=1),
+    "visitrnn": dict(epochs=1),
+    "dp-visitrnn": dict(epochs=1),
 }
 
 
 def takes_codes(name: str) -> bool:
     return issubclass(REGISTRY[name].load_class(), CodeModel)
+
+
+def takes_visits(name: str) -> bool:
+    """A model of the patients family: long-format tables, one row per visit."""
+    return getattr(REGISTRY[name].load_class(), "long_format", False)
 
 
 def build(name: str, seed: int = 0):
@@ -60,6 +68,9 @@ def fitted(name: str, table: pd.DataFrame, codes: CodeMatrix):
         warnings.simplefilter("ignore")  # small-data and merged-category warnings are tested elsewhere
         if takes_codes(name):
             return build(name).fit(codes)
+        if takes_visits(name):
+            visits = planted_visits()
+            return build(name).fit(visits, Schema.infer(visits, target="death", patient="pid", time="day"))
         return build(name).fit(table, Schema.infer(table, target="arm"))
 
 
@@ -76,6 +87,15 @@ def table() -> pd.DataFrame:
     df = simulate_trial(n=600, seed=3)
     df.loc[17, "glucose"] = PLANTED_NUMBER
     df.loc[42, "race"] = PLANTED_CATEGORY
+    return df
+
+
+def planted_visits() -> pd.DataFrame:
+    """A long-format trial of 300 patients; one visit of one patient holds the unique extreme eGFR,
+    one patient the unique sex category (on all of their rows)."""
+    df = long_trial(300, 8, seed=3)
+    df.loc[17, "egfr"] = PLANTED_NUMBER
+    df.loc[df["pid"] == df.loc[42, "pid"], "sex"] = PLANTED_CATEGORY
     return df
 
 
@@ -105,7 +125,8 @@ def test_sample_is_reproducible_and_survives_save_and_load(name, models, table, 
     first = model.sample(50, seed=11)
     assert same(first, model.sample(50, seed=11))
     assert not same(first, model.sample(50, seed=12))
-    assert (first.n_patients if isinstance(first, CodeMatrix) else len(first)) == 50
+    assert (first.n_patients if isinstance(first, CodeMatrix) else
+            first["pid"].nunique() if takes_visits(name) else len(first)) == 50  # patients, each with visits
     reloaded = load(model.save(tmp_path / "bundle"))
     assert reloaded.name == name
     assert same(first, reloaded.sample(50, seed=11))
@@ -147,7 +168,7 @@ def test_dp_bundle_holds_no_raw_value(name, models, table, codes, tmp_path):
     assert raw_values(model.save(tmp_path / "dp")) == []
 
 
-@pytest.mark.parametrize("name", ["bayesnet", "codetree"])
+@pytest.mark.parametrize("name", ["bayesnet", "codetree", "visitrnn"])
 def test_the_raw_value_check_finds_what_a_non_dp_bundle_keeps(name, models, table, codes, tmp_path):
     # the check above can fail: the same data through a non-private model leaves the values in its bundle
     assert raw_values(model_for(name, models, table, codes).save(tmp_path / "plain")) != []
