@@ -124,7 +124,9 @@ REGISTRY: dict[str, ModelEntry] = {
             "clinsynth.models.visitrnn:DPVisitRNN",
             "visitrnn with DP per patient: public facts from one row per patient, DP-SGD with Poisson "
             "sampling of patients (one sample = all of a patient's visits), one ledger",
-            defaults={"epsilon": 1.0},
+            # fewer, larger Poisson batches: each step costs budget, and per-patient gradients through
+            # the GRU's recurrence cost more than the fused non-DP step (bench/bench_visitrnn.py)
+            defaults={"epsilon": 1.0, "epochs": 20, "batch_size": 500},
         ),
     ]
 }
