@@ -42,6 +42,8 @@ FAST = {
     "dp-corgan": dict(pretrain_epochs=1, epochs=1),
     "vae": dict(epochs=1),
     "dp-vae": dict(epochs=1),
+    "visitrnn": dict(epochs=1),
+    "dp-visitrnn": dict(epochs=1),
 }
 
 
@@ -50,7 +52,9 @@ def takes_codes(name: str) -> bool:
 
 
 def takes_patients(name: str) -> bool:
-    return issubclass(REGISTRY[name].load_class(), PatientModel)
+    """A model of the patients family: long-format tables, one row per visit."""
+    cls = REGISTRY[name].load_class()
+    return issubclass(cls, PatientModel) or getattr(cls, "long_format", False)
 
 
 def build(name: str, seed: int = 0):
@@ -173,7 +177,7 @@ def test_dp_bundle_holds_no_raw_value(name, models, table, codes, tmp_path):
     assert raw_values(model.save(tmp_path / "dp")) == []
 
 
-@pytest.mark.parametrize("name", ["bayesnet", "codetree", "visitchain"])
+@pytest.mark.parametrize("name", ["bayesnet", "codetree", "visitchain", "visitrnn"])
 def test_the_raw_value_check_finds_what_a_non_dp_bundle_keeps(name, models, table, codes, tmp_path):
     # the check above can fail: the same data through a non-private model leaves the values in its bundle
     assert raw_values(model_for(name, models, table, codes).save(tmp_path / "plain")) != []

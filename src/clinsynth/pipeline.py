@@ -98,12 +98,14 @@ def guarantee_of(model: Any) -> dict[str, Any]:
 
 def privacy_unit_of(model: Any) -> str:
     """Whose data a fitted DP model's guarantee protects, as the guarantee page and manifest say it."""
-    from clinsynth.privacy.unit import PATIENT_UNIT, ROW_UNIT
+    from clinsynth.privacy.unit import LONG_PATIENT_UNIT, PATIENT_UNIT, ROW_UNIT
 
     if getattr(model, "privacy_unit_", None):  # a model of patients states its unit and contribution bound
         return model.privacy_unit_
     if getattr(model.schema_, "codes", None) is not None:
         return PATIENT_UNIT
+    if model.schema_.is_long:  # a long-format model: every row of a patient is one sample
+        return LONG_PATIENT_UNIT
     if model.schema_.privacy_unit == "row":
         return ROW_UNIT + ", as declared"
     return ROW_UNIT + ": no identifier column repeated when it was fitted"

@@ -68,11 +68,12 @@ class PrivateGradient:
         self.expected_batch_size = float(expected_batch_size)
         self.generator = generator
 
-    def forward_private(self, x: torch.Tensor) -> torch.Tensor:
-        """The module on real records, with per-record norm capture on."""
+    def forward_private(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The module on real records (every input batch-first: one row per record), with per-record
+        norm capture on."""
         self.sampled.enable_hooks()
         try:
-            return self.sampled(x)
+            return self.sampled(*inputs)
         finally:
             self.sampled.disable_hooks()
 

@@ -27,6 +27,8 @@ from clinsynth.errors import ConfigError
 
 ROW_UNIT = "row (each row is a different person)"
 PATIENT_UNIT = "patient (all codes and per-patient columns of one patient)"
+#: the unit of a long-format (one row per visit) model's guarantee: a patient and every row they have
+LONG_PATIENT_UNIT = "patient (all rows of one patient)"
 
 
 class PrivacyUnitError(ConfigError):
