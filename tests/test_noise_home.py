@@ -42,6 +42,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("models/medgan.py", "MedGAN._generate"): "medGAN latent noise when sampling",
     ("models/vae.py", "VAE._generate"): "VAE prior draws when sampling",
     ("models/vae.py", "VAENet.forward"): "VAE reparameterisation (the model's own sampling; DP-SGD makes its training private)",
+    ("models/visitrnn.py", "VisitNet.forward"): "the patient VAE's reparameterisation (DP-SGD makes training private)",
+    ("models/visitrnn.py", "VisitRNN._sample_chunk"): "the patient VAE's prior draws when sampling",
+    ("models/visitrnn.py", "VisitCodec.draw"): "a visit's numbers drawn from the model's own Gaussians when sampling",
     # drawing categories from a generator's logits
     ("models/training.py", "SpanActivation.__call__"): "Gumbel-softmax relaxation of generated categories while training",
     ("models/training.py", "CategoricalNoise.__call__"): "Gumbel-max draws of synthetic categories from generated logits",

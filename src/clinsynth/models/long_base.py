@@ -24,10 +24,11 @@ import pandas as pd
 
 from clinsynth.errors import ConfigError, SchemaError
 from clinsynth.models.base import Conditions, SynthModel
+from clinsynth.privacy.unit import LONG_PATIENT_UNIT
 from clinsynth.schema import Schema, check_trainable
 
 #: how a fitted DP model of patients names its privacy unit (the guarantee page, manifest, ledger reader)
-PATIENT_ROWS_UNIT = "patient (all rows of one patient)"
+PATIENT_ROWS_UNIT = LONG_PATIENT_UNIT
 
 
 def require_long(model: str, schema: Schema | None) -> Schema:

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clinsynth.data.codecs import decode_bounds
 from clinsynth.data.io import write_with
 from clinsynth.data.transforms import NumericCodec, TableEncoder, numeric_values, synthetic_ids
 from clinsynth.errors import ConfigError, InputError, SchemaError
@@ -471,8 +472,8 @@ class VisitRNN(SynthModel):
 
     def _calibrate(self, n: int) -> None:
         """The DP-SGD charge: Poisson sampling of patients, one noise multiplier within what is left of ε."""
-        from clinsynth.privacy.dpsgd import calibrate_noise, expected_batch
-        from clinsynth.privacy.ledger import Charge
+        from clinsynth.privacy.dpsgd import expected_batch
+        from clinsynth.privacy.ledger import Charge, charge_calibrated
 
         batch = expected_batch(self.batch_size, n, f"{self.name} patients")
         self.sample_rate_ = batch / n
@@ -484,9 +485,7 @@ class VisitRNN(SynthModel):
                           f"all visits), clip {self.max_grad_norm:g} per patient", noise_multiplier=sigma,
                           sample_rate=self.sample_rate_, steps=self.epochs * self.steps_per_epoch_)
 
-        sigma = calibrate_noise(self.ledger_, charge)
-        self.ledger_.charge(charge(sigma))
-        self.noise_multiplier_ = sigma
+        self.noise_multiplier_ = charge_calibrated(self.ledger_, charge)
 
     # -- training ------------------------------------------------------------------------------
     def _batches(self, epoch: int) -> Any:
@@ -630,7 +629,8 @@ class VisitRNN(SynthModel):
             t = np.where(~first & (t <= prev), np.nextafter(prev, np.inf), t)
         keep = np.ones(len(t), dtype=bool)
         if t_spec.bounds is not None:
-            keep = t <= t_codec._clip_bounds[1] + 1e-9 * max(1.0, abs(t_codec._clip_bounds[1]))
+            hi = decode_bounds(t_spec)[1]
+            keep = t <= hi + 1e-9 * max(1.0, abs(hi))
             keep |= first  # the first visit's time is within bounds already
         patient, t, visits = patient[keep], t[keep], visits[keep].reset_index(drop=True)
         per_patient = static.iloc[patient].reset_index(drop=True)
