@@ -26,6 +26,15 @@ from clinsynth.data.transforms import Span
 from clinsynth.errors import ConfigError
 
 
+def mlp(sizes: list[int]) -> torch.nn.Sequential:
+    """Dense layers of ``sizes`` (input, hidden…, output) with ReLU between them, none after the last."""
+    layers: list[torch.nn.Module] = []
+    for a, b in zip(sizes[:-2], sizes[1:-1]):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    layers.append(torch.nn.Linear(sizes[-2], sizes[-1]))
+    return torch.nn.Sequential(*layers)
+
+
 def resolve_device(device: str | torch.device = "auto", fallback_to_cpu: bool = False) -> torch.device:
     """``"auto"`` picks CUDA when present, else CPU; anything else is checked, not trusted.
 

@@ -20,16 +20,8 @@ from torch import nn
 
 from clinsynth.errors import ConfigError
 from clinsynth.models.records import CodeModel, Phase
-from clinsynth.models.training import TrainingProgress
+from clinsynth.models.training import TrainingProgress, mlp
 from clinsynth.schema import Schema
-
-
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-2], sizes[1:-1]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    layers.append(nn.Linear(sizes[-2], sizes[-1]))
-    return nn.Sequential(*layers)
 
 
 class VAENet(nn.Module):
@@ -38,8 +30,8 @@ class VAENet(nn.Module):
     def __init__(self, dim: int, out_dim: int, hidden: tuple[int, ...], latent: int):
         super().__init__()
         self.latent = latent
-        self.encoder = _mlp([dim, *hidden, 2 * latent])
-        self.decoder = _mlp([latent, *reversed(hidden), out_dim])
+        self.encoder = mlp([dim, *hidden, 2 * latent])
+        self.decoder = mlp([latent, *reversed(hidden), out_dim])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, log_var = self.encoder(x).chunk(2, dim=1)

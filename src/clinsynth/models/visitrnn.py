@@ -61,7 +61,7 @@ from clinsynth.long_schema import MAX_VISITS
 from clinsynth.models import bundle
 from clinsynth.models.base import Conditions, SynthModel
 from clinsynth.models.records import RealStep, RecordCodec
-from clinsynth.models.training import CategoricalNoise, TrainingProgress, flush_denormals, resolve_device, seeded
+from clinsynth.models.training import CategoricalNoise, TrainingProgress, flush_denormals, mlp, resolve_device, seeded
 from clinsynth.privacy.unit import LONG_PATIENT_UNIT
 from clinsynth.schema import ColumnSpec, Schema, check_trainable
 
@@ -229,14 +229,6 @@ class VisitCodec:
 
 
 # -- the network ---------------------------------------------------------------------------------
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-2], sizes[1:-1]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    layers.append(nn.Linear(sizes[-2], sizes[-1]))
-    return nn.Sequential(*layers)
-
-
 class VisitNet(nn.Module):
     """The patient VAE and the visit GRU. ``private`` builds Opacus' ``DPGRU`` (per-sample gradients
     through the recurrence) instead of the fused ``nn.GRU``; both hold the same parameters under
@@ -245,8 +237,8 @@ class VisitNet(nn.Module):
     def __init__(self, static_dim: int, visit_dim: int, out_dim: int, hidden: int, latent: int, private: bool = False):
         super().__init__()
         self.latent = latent
-        self.encoder = _mlp([static_dim, hidden, 2 * latent])
-        self.decoder = _mlp([latent, hidden, static_dim])
+        self.encoder = mlp([static_dim, hidden, 2 * latent])
+        self.decoder = mlp([latent, hidden, static_dim])
         self.start = nn.Linear(static_dim, hidden)
         in_dim = visit_dim + 2 + static_dim
         if private:
@@ -255,7 +247,7 @@ class VisitNet(nn.Module):
             self.gru: nn.Module = DPGRU(in_dim, hidden, batch_first=True)
         else:
             self.gru = nn.GRU(in_dim, hidden, batch_first=True)
-        self.head = _mlp([hidden, hidden, out_dim])
+        self.head = mlp([hidden, hidden, out_dim])
 
     def forward(self, s: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(static logits, KL, step outputs) for patients' static features ``s`` (B × static dim)
