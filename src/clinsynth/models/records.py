@@ -48,7 +48,8 @@ from clinsynth.models import bundle
 from clinsynth.models.base import Conditions, SynthModel, refuse_long_format
 from clinsynth.models.training import CategoricalNoise, SpanActivation, flush_denormals, resolve_device, seeded
 from clinsynth.privacy.dpsgd import PrivateGradient, expected_batch, poisson_batches
-from clinsynth.privacy.ledger import Charge, PrivacyLedger, budget_problems, charge_calibrated
+from clinsynth.privacy.budget import Privacy
+from clinsynth.privacy.ledger import Charge, PrivacyLedger, charge_calibrated
 from clinsynth.schema import CodeBlock, Schema
 
 BINARIZE = ("round", "sample")
@@ -64,7 +65,7 @@ def split_input(data: CodeMatrix | pd.DataFrame, tables_ok: bool, model: str) ->
     if isinstance(data, pd.DataFrame):
         if not tables_ok:
             raise InputError(f"{model} models EHR code matrices (clinsynth.read_long); for an ordinary table "
-                             "leave --model out (auto) or use bayesnet, vae or acgan")
+                             "use auto, bayesnet, vae or acgan")
         return None, data
     raise InputError(f"{model}: expected a CodeMatrix or a DataFrame, got {type(data).__name__}")
 
@@ -282,13 +283,11 @@ class CodeModel(SynthModel):
 
     Common parameters (every code model takes them)
     ------------------------------------------------
-    epsilon, delta : the privacy budget; only the ``dp-`` versions take ε (δ ``None``: the default
-        min(1e-5, 1/(10 n))).
+    privacy : a ``clinsynth.Privacy`` budget (ε, δ, accountant, the ordinary columns' facts'
+        share); with one the model is its ``dp-`` alias and every phase below is private.
     max_grad_norm : per-record clipping norm of every private phase.
-    accountant : ``"prv"`` or ``"rdp"``.
-    vocab_share, stats_share : parts of the budget (μ², see ``share_noise_multiplier``) for
-        choosing the vocabulary and for the ordinary columns' public facts; each is spent only
-        when needed (a public vocabulary, or public bounds, cost nothing).
+    vocab_share : the budget's part (μ², see ``share_noise_multiplier``) for choosing the
+        vocabulary; spent only when needed (a public vocabulary costs nothing).
     max_codes_per_patient : per-patient cap of the vocabulary mechanism.
     binarize : ``"sample"`` (Bernoulli draws from the decoder's probabilities) or ``"round"``
         (probability > 0.5, as the medGAN code did) for binary codes. Sampling keeps codes the
@@ -299,34 +298,26 @@ class CodeModel(SynthModel):
 
     tables_ok: ClassVar[bool] = False
     checkpoints = True
-    _common = ("epsilon", "delta", "max_grad_norm", "accountant", "vocab_share", "stats_share",
-               "max_codes_per_patient", "binarize", "device", "seed", "progress")
+    _common = ("privacy", "max_grad_norm", "vocab_share", "max_codes_per_patient", "binarize", "device", "seed",
+               "progress")
 
-    def __init__(self, epsilon: float | None = None, delta: float | None = None, max_grad_norm: float = 1.0,
-                 accountant: str = "prv", vocab_share: float = 0.1, stats_share: float = 0.1,
+    def __init__(self, privacy: Privacy | None = None, max_grad_norm: float = 1.0, vocab_share: float = 0.1,
                  max_codes_per_patient: int = 50, binarize: str = "sample", device: str = "auto",
                  seed: int = 0, progress: bool = True):
-        self.epsilon = epsilon
-        self.delta = delta
         self.max_grad_norm = max_grad_norm
-        self.accountant = accountant
         self.vocab_share = vocab_share
-        self.stats_share = stats_share
         self.max_codes_per_patient = max_codes_per_patient
         self.binarize = binarize
         self.device = device
         self.seed = seed
         self.progress = progress
+        self._given(privacy)
 
     @classmethod
     def _param_names(cls) -> list[str]:
         sig = inspect.signature(cls.__init__)
         own = [p.name for p in sig.parameters.values() if p.name != "self" and p.kind == p.POSITIONAL_OR_KEYWORD]
         return own + [c for c in cls._common if c not in own]
-
-    @property
-    def private(self) -> bool:
-        return self.name.startswith("dp-")
 
     # -- what a code model implements ---------------------------------------------------------------
     @abstractmethod
@@ -353,11 +344,9 @@ class CodeModel(SynthModel):
 
     # -- checks ------------------------------------------------------------------------------
     def _validate_params(self, schema: Schema) -> None:
-        if not self.private and (self.epsilon is not None or self.delta is not None):
-            raise ConfigError(f"'{self.name}' is not private: for a privacy budget use 'dp-{self.name}' "
-                              "(or --epsilon on the command line)")
-        bad = budget_problems(self.epsilon, self.delta, self.accountant,
-                              {"vocab_share": self.vocab_share, "stats_share": self.stats_share}, private=self.private)
+        bad = []
+        if not (isinstance(self.vocab_share, (int, float)) and 0 < self.vocab_share < 1):
+            bad.append(f"vocab_share={self.vocab_share!r} (between 0 and 1)")
         if self.private and schema.codes is not None and not schema.codes.binary and schema.codes.max_count is None:
             bad.append("a count code block needs a public cap under DP: set max_count in the schema's code block")
         if not (isinstance(self.max_grad_norm, (int, float)) and self.max_grad_norm > 0):
@@ -396,7 +385,7 @@ class CodeModel(SynthModel):
         self._validate_params(schema)
         if self.private and codes is not None and n < DP_FEW_PATIENTS:
             warnings.warn(f"{self.name}: {n:,} patients are few for a differentially private code model at ε = "
-                          f"{self.epsilon:g}: the noise swamps most codes' counts (300 patients × 170 codes at ε = 1: "
+                          f"{self.privacy.epsilon:g}: the noise swamps most codes' counts (300 patients × 170 codes at ε = 1: "
                           "prevalence correlation 0.37 for dp-codetree, ≤ 0 for the DP networks); raise ε or release "
                           "without DP only where that is allowed", UserWarning, stacklevel=2)
         self._checkpoint = self._open_checkpoint(checkpoint_dir, schema, data)
@@ -502,7 +491,7 @@ class CodeModel(SynthModel):
         from clinsynth.privacy.vocabulary import charged_vocabulary
 
         n = len(codes) if codes is not None else len(static)
-        self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, n, self.accountant)
+        self.ledger_ = self.privacy.ledger(n)
         rng = np.random.default_rng(self.seed)
         self.vocabulary_release_ = None
         self._static_release = None  # plain data, for a checkpoint
@@ -517,7 +506,7 @@ class CodeModel(SynthModel):
         table = None
         part = static_schema(schema)
         if part is not None:
-            release = charged_release(static, part, self.ledger_, self.stats_share, rng)
+            release = charged_release(static, part, self.ledger_, self.privacy.stats_share, rng)
             self._static_release = release.state_dict()
             self.facts_ = release.record()
             table = TableEncoder(release.schema).fit_from_statistics(release.numeric)
@@ -592,9 +581,8 @@ class CodeModel(SynthModel):
         out: dict[str, Any] = {"input_kind": self.input_kind_}
         if not self.private:  # losses on real records are statistics of them: not in a DP bundle
             out["history"] = getattr(self, "history_", [])
-        else:
-            out.update(ledger=self.ledger_.state_dict(), noise_multiplier=self.noise_multiplier_,
-                       vocabulary_release=self.vocabulary_release_, facts_release=self.facts_)
+        else:  # the ledger, σ and the facts' record: SynthModel._fitted_privacy
+            out["vocabulary_release"] = self.vocabulary_release_
         return out
 
     def _save_weights(self, directory: Path) -> None:
@@ -606,11 +594,8 @@ class CodeModel(SynthModel):
         self.input_kind_ = fitted["input_kind"]
         self.history_ = fitted.get("history", [])
         self.codec_ = encoder
-        if self.private:
-            self.ledger_ = PrivacyLedger.from_state_dict(fitted["ledger"])
-            self.noise_multiplier_ = fitted["noise_multiplier"]
+        if self.private:  # the ledger, σ and the facts' record: SynthModel._restore_privacy
             self.vocabulary_release_ = fitted.get("vocabulary_release")
-            self.facts_ = fitted.get("facts_release", {})
         state = bundle.load_torch(directory, self.device_)
         built = self._build(encoder.dim, encoder.out_dim)
         self.modules_ = {}
