@@ -2,6 +2,8 @@
 
 Each command parses its options, calls one API function and prints one summary line. Any
 ``ClinsynthError`` becomes one red line and a non-zero exit; ``--debug`` shows the traceback.
+Library errors speak of settings (epsilon, a hyperparameter); ``_options`` prefixes the flags that
+gave them. Size: ~600 lines, most of them typer option declarations (one per flag, with its help).
 """
 from __future__ import annotations
 
@@ -172,9 +174,9 @@ def fit(
         df = read_table(data)
         table_schema = _load_schema(df, schema_path, target, _unit(privacy_unit))
         table_schema.validate(df)
-        stage.claim(run_fingerprint(model, params, seed, table_schema.to_json(), table_hash(df)))
+        stage.claim(run_fingerprint(model, params, privacy, seed, table_schema.to_json(), table_hash(df)))
         name, choice = resolve(model, df, table_schema, privacy)
-        with _options("--param"):
+        with _param_options(params):
             fitted = build(name, params, choice, privacy, seed=seed, progress=not quiet)
         if choice is not None:
             console.print(escape(choice.reason))
@@ -197,14 +199,20 @@ def _privacy(epsilon: Optional[float], delta: Optional[float]) -> Any:
 
 
 @contextmanager
-def _options(flags: str, hint: str = "") -> Iterator[None]:
-    """A library error about a setting, printed with the command-line flags that gave it."""
+def _options(flags: str, hint: str = "", kind: type[ConfigError] = ConfigError) -> Iterator[None]:
+    """A library error of ``kind`` about a setting, printed with the command-line flags that gave it."""
     try:
         yield
-    except ConfigError as e:
-        if type(e) is not ConfigError:
-            raise
-        raise ConfigError(f"{flags}: {e}{hint}") from None
+    except kind as e:
+        raise type(e)(f"{flags}: {e}{hint}") from None
+
+
+def _param_options(params: dict[str, Any]) -> Any:
+    """Hyperparameter refusals (``HyperparameterError``) named by the flags that give hyperparameters."""
+    from clinsynth.errors import HyperparameterError
+
+    reserved = " (seed and progress are --seed and --quiet)" if {"seed", "progress"} & set(params) else ""
+    return _options("--param", reserved, HyperparameterError)
 
 
 def _model_and_params(model: str, param: Optional[list[str]], epochs: Optional[int], select: Optional[str],
@@ -219,8 +227,7 @@ def _model_and_params(model: str, param: Optional[list[str]], epochs: Optional[i
         params["select"] = select
     with _options("--model", "" if privacy is not None else " (give it with --epsilon)"):
         name = private_name(model, privacy)
-    reserved = sorted({"seed", "progress"} & set(params))
-    with _options("--param", "; seed and progress are --seed and --quiet" if reserved else ""):
+    with _param_options(params):
         check_hyperparameters(name, params)
     return name, params
 
@@ -392,7 +399,7 @@ def run(
         df = read_table(data)
         table_schema = _load_schema(df, schema_path, target, _unit(privacy_unit))
         config = RunConfig(target=table_schema.target, model=name, params=params, **settings)
-        with _options("--param"):
+        with _param_options(params):
             result = run_release(df, config, stage, schema=table_schema, source=_file_source(data),
                                  progress=not quiet, on_step=_step_printer(quiet))
     _release_summary(result)
@@ -424,7 +431,7 @@ def _run_codes(data: Path, stage: Any, schema_path: Optional[Path], config: Any,
     from clinsynth.schema import Schema
 
     codes, schema = read_code_input(data, spec, Schema.load(schema_path) if schema_path is not None else None)
-    with _options("--param"):
+    with _param_options(config.params):
         return run_code_release(codes, config, stage, schema=schema, names=spec.columns,
                                 source={**_file_source(data), "read": asdict(spec)}, progress=not quiet,
                                 on_step=_step_printer(quiet))

@@ -28,6 +28,10 @@ in SPRINT's design it saw the record alone and only its class head knew the labe
 trial still, where every deep model measured is). Tried and not kept: a 128-unit discriminator (cheaper steps,
 worse detection), a 128-dimensional noise vector (no change on the trial), dropping the class
 term from the generator's loss (worse utility).
+
+Size: ~650 lines, one model kept whole (its networks, the encoded layout, the training loop, epoch
+selection and the fast folded sampler read the same index maps); what DP changes lives apart, in
+``acgan_training.py``.
 """
 from __future__ import annotations
 
@@ -316,7 +320,7 @@ class ACGAN(SynthModel):
         resolve_device(self.device)
         if parse_select(self.select):
             if schema.target is None:
-                raise ConfigError(f"select={self.select!r} scores epochs by predicting the target: set the schema's target")
+                raise ConfigError(f"select={self.select!r} scores epochs by predicting the target: set a target column in the schema")
             if self.snapshots == "off":
                 raise ConfigError(f"select={self.select!r} needs the epoch snapshots: set snapshots to 'memory' or 'disk'")
 

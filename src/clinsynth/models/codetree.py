@@ -636,8 +636,7 @@ class CodeTree(CodeModel):
         self.input_kind_ = fitted["input_kind"]
         self.codec_ = encoder
         self.modules_ = {}
-        if self.private:  # the ledger, σ and the facts' record: SynthModel._restore_privacy
-            self.vocabulary_release_ = fitted.get("vocabulary_release")
+        self._reader().restore(fitted)
         self.static_variables_ = [StaticVariable(**v) for v in fitted["static_variables"]]
         self.parent_ = np.asarray(fitted["parents"], dtype=np.int64)
         self.order_ = np.asarray(fitted["order"], dtype=np.int64)

@@ -3,6 +3,15 @@
 Entries name their class as ``"module:Class"`` and are imported only when used, so listing the
 registry (``clinsynth models``) and ``import clinsynth`` never load PyTorch. A new model is a new
 file in ``models/`` plus one entry here.
+
+Differential privacy is given, not subclassed: a model whose constructor takes
+``privacy: Privacy | None = None`` (stored by ``SynthModel._given``) declares its DP version with
+one more line, ``dp_alias("<name>", "<summary>", defaults={...})`` — the name ``dp-<name>``, ε = 1
+unless given, and the hyperparameters that suit a budget. ``create("<name>", privacy=Privacy(…))``,
+``create("dp-<name>", epsilon=…)``, ``--epsilon`` and saved ``dp-<name>`` bundles then all work.
+The older style — a ``dp-<name>`` entry naming a class of its own that takes ``epsilon=``,
+``delta=`` … itself — still works (``create``, ``--epsilon`` and bundles pass the budget to it
+as those keywords).
 """
 from __future__ import annotations
 
@@ -12,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clinsynth.errors import BundleError, ConfigError
+from clinsynth.errors import BundleError, ConfigError, HyperparameterError
 from clinsynth.privacy.budget import PRIVACY_FIELDS, Privacy, as_privacy, split_budget
 
 if TYPE_CHECKING:
@@ -36,6 +45,8 @@ class ModelEntry:
     privacy_defaults: dict[str, Any] = field(default_factory=dict)
 
     def load_class(self) -> type[SynthModel]:
+        if self.private_of is not None:  # an alias builds the class of the model it names
+            return _entry(self.private_of).load_class()
         module, _, cls = self.target.partition(":")
         return getattr(importlib.import_module(module), cls)
 
@@ -50,20 +61,11 @@ class ModelEntry:
 
 
 def dp_alias(of: str, summary: str, defaults: dict[str, Any] | None = None, epsilon: float = 1.0) -> ModelEntry:
-    """``dp-<of>``: model ``of`` given a privacy budget (ε = ``epsilon`` unless the caller gives one)
-    and the hyperparameter ``defaults`` measured to suit one."""
-    return ModelEntry(f"dp-{of}", _BASE[of], summary, dict(defaults or {}), private_of=of,
+    """``dp-<of>``: registered model ``of`` given a privacy budget (ε = ``epsilon`` unless the caller
+    gives one) and the hyperparameter ``defaults`` measured to suit one. The model's class takes
+    ``privacy=`` (see ``SynthModel._given``)."""
+    return ModelEntry(f"dp-{of}", f"alias of {of}", summary, dict(defaults or {}), private_of=of,
                       privacy_defaults={"epsilon": epsilon})
-
-
-_BASE = {
-    "acgan": "clinsynth.models.acgan:ACGAN",
-    "medgan": "clinsynth.models.medgan:MedGAN",
-    "corgan": "clinsynth.models.corgan:CorGAN",
-    "vae": "clinsynth.models.vae:VAE",
-    "codetree": "clinsynth.models.codetree:CodeTree",
-    "bayesnet": "clinsynth.models.bayesnet:BayesNet",
-}
 
 REGISTRY: dict[str, ModelEntry] = {
     entry.name: entry
@@ -76,7 +78,7 @@ REGISTRY: dict[str, ModelEntry] = {
         ),
         ModelEntry(
             "acgan",
-            _BASE["acgan"],
+            "clinsynth.models.acgan:ACGAN",
             "class-conditional GAN (SPRINT work): label-embedded noise, convolution over the visit grid, "
             "real/fake + class heads",
         ),
@@ -93,7 +95,7 @@ REGISTRY: dict[str, ModelEntry] = {
         ),
         ModelEntry(
             "medgan",
-            _BASE["medgan"],
+            "clinsynth.models.medgan:MedGAN",
             "medGAN (Choi et al.) for EHR code matrices: pretrained autoencoder, shortcut generator in its "
             "latent space, minibatch-averaging discriminator",
         ),
@@ -105,7 +107,7 @@ REGISTRY: dict[str, ModelEntry] = {
         ),
         ModelEntry(
             "corgan",
-            _BASE["corgan"],
+            "clinsynth.models.corgan:CorGAN",
             "corGAN (Torfi & Fox) for EHR code matrices: 1-D convolutional autoencoder, convolutional (or dense) "
             "generator and critic, Wasserstein loss",
         ),
@@ -116,7 +118,7 @@ REGISTRY: dict[str, ModelEntry] = {
         ),
         ModelEntry(
             "vae",
-            _BASE["vae"],
+            "clinsynth.models.vae:VAE",
             "variational autoencoder (the medGAN work's baseline) for code matrices, mixed and ordinary tables",
         ),
         dp_alias(
@@ -126,7 +128,7 @@ REGISTRY: dict[str, ModelEntry] = {
         ),
         ModelEntry(
             "codetree",
-            _BASE["codetree"],
+            "clinsynth.models.codetree:CodeTree",
             "Chow–Liu tree over codes and ordinary columns for code matrices: pairwise counts from one sparse "
             "product, a maximum spanning forest of mutual information, ancestral sampling",
         ),
@@ -137,7 +139,7 @@ REGISTRY: dict[str, ModelEntry] = {
         ),
         ModelEntry(
             "bayesnet",
-            _BASE["bayesnet"],
+            "clinsynth.models.bayesnet:BayesNet",
             "Bayesian network over binned columns (PrivBayes-style): the target and one spanning-tree parent "
             "per column, missingness and dropout as states",
         ),
@@ -288,7 +290,7 @@ def _refuse_unknown(name: str, params: dict[str, Any], allowed: list[str]) -> No
     unknown = sorted(set(params) - set(allowed) - {"privacy"})
     if unknown:
         takes = [p for p in allowed if p != "privacy"]
-        raise ConfigError(f"model '{name}' has no hyperparameter {', '.join(unknown)} (it takes {', '.join(takes)})")
+        raise HyperparameterError(f"model '{name}' has no hyperparameter {', '.join(unknown)} (it takes {', '.join(takes)})")
 
 
 def load(path: str | Path) -> SynthModel:
@@ -324,7 +326,7 @@ def check_hyperparameters(model: str, params: dict[str, Any], choice: ModelChoic
         kind = "code matrices" if choice is not None and choice.facts.kind == "codes" else "tables"
         chosen = f" (auto's choice for {kind} like this one; name another model to use its hyperparameters)" if choice else ""
         own = f"; {' and '.join(reserved)} are set by the run, not as hyperparameters" if set(unknown) & set(reserved) else ""
-        raise ConfigError(f"model '{model}'{chosen} has no hyperparameter {', '.join(unknown)} "
+        raise HyperparameterError(f"model '{model}'{chosen} has no hyperparameter {', '.join(unknown)} "
                           f"(it takes {', '.join(allowed)}{own})")
 
 
