@@ -121,3 +121,35 @@ def test_a_dp_model_registered_in_the_older_style_still_works(monkeypatch):
     assert hyperparameters("dp-legacy") == ["epsilon", "delta", "depth", "seed"]
     with pytest.raises(ConfigError, match="no hyperparameter width"):
         create("dp-legacy", width=3)
+
+
+from clinsynth.models.vae import VAE  # noqa: E402
+
+
+class StyleVAE(VAE):
+    """A new model written in today's style on a base that takes ``privacy``..."""
+
+    name = "stylevae"
+
+
+class DPStyleVAE(StyleVAE):
+    """...with an empty dp- subclass and ε among its registry defaults, as the older entries had."""
+
+    name = "dp-stylevae"
+
+
+def test_an_empty_dp_subclass_in_todays_style_is_given_its_budget(monkeypatch, tmp_path):
+    from clinsynth.data.ehr_simulator import simulate_ehr
+
+    monkeypatch.setitem(REGISTRY, "stylevae", ModelEntry("stylevae", "test_privacy_given:StyleVAE", "new"))
+    monkeypatch.setitem(REGISTRY, "dp-stylevae", ModelEntry("dp-stylevae", "test_privacy_given:DPStyleVAE", "new, DP",
+                                                            defaults={"epsilon": 1.0, "epochs": 1, "batch_size": 256}))
+    model = create("dp-stylevae", progress=False)
+    assert type(model) is DPStyleVAE and model.name == "dp-stylevae" and model.privacy.epsilon == 1.0
+    assert create("stylevae", epsilon=3.0).name == "dp-stylevae"  # found by its dp- name
+    codes, _ = simulate_ehr(1200, 25, seed=2)
+    model = create("dp-stylevae", epsilon=4.0, progress=False).fit(codes)
+    assert 0 < model.ledger_.spent() <= 4.0
+    loaded = cs.load(model.save(tmp_path / "m"))
+    assert loaded.name == "dp-stylevae" and loaded.ledger_.spent() == model.ledger_.spent()
+    assert (loaded.sample(40, seed=1).matrix != model.sample(40, seed=1).matrix).nnz == 0

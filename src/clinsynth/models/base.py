@@ -77,7 +77,7 @@ class SynthModel(ABC):
     def _given(self, privacy: Privacy | dict[str, Any] | None) -> None:
         """Store the budget this model is given; with one, it answers to its ``dp-`` name."""
         self.privacy = as_privacy(privacy)
-        if self.privacy is not None:
+        if self.privacy is not None and not type(self).name.startswith("dp-"):  # (a dp- subclass keeps its name)
             self.name = f"dp-{type(self).name}"  # the registry alias: reports, manifests and bundles say it
 
     @property
@@ -213,7 +213,7 @@ class SynthModel(ABC):
         if config.get("bundle_format") != BUNDLE_FORMAT:
             raise BundleError(f"model bundle '{path}' has format {config.get('bundle_format')}, this clinsynth reads {BUNDLE_FORMAT}")
         takes_privacy = "privacy" in cls._param_names()
-        names = (cls.name, f"dp-{cls.name}") if takes_privacy else (cls.name,)
+        names = (cls.name, f"dp-{cls.name}") if takes_privacy and not cls.name.startswith("dp-") else (cls.name,)
         if config.get("model") not in names:
             raise BundleError(f"model bundle '{path}' holds a '{config.get('model')}' model, not '{cls.name}'")
         params = bundle.entry(path, "config.json", config, "params")

@@ -9,9 +9,9 @@ Differential privacy is given, not subclassed: a model whose constructor takes
 one more line, ``dp_alias("<name>", "<summary>", defaults={...})`` — the name ``dp-<name>``, ε = 1
 unless given, and the hyperparameters that suit a budget. ``create("<name>", privacy=Privacy(…))``,
 ``create("dp-<name>", epsilon=…)``, ``--epsilon`` and saved ``dp-<name>`` bundles then all work.
-The older style — a ``dp-<name>`` entry naming a class of its own that takes ``epsilon=``,
-``delta=`` … itself — still works (``create``, ``--epsilon`` and bundles pass the budget to it
-as those keywords).
+The older style still works: a ``dp-<name>`` entry (ε among its ``defaults``) naming a class of
+its own — one that takes ``epsilon=``, ``delta=`` … itself gets the budget as those keywords; an
+empty ``dp-`` subclass of a model that takes ``privacy=`` gets it as a ``Privacy``.
 """
 from __future__ import annotations
 
@@ -54,6 +54,14 @@ class ModelEntry:
     def is_private(self) -> bool:
         """A DP name: a ``dp-`` alias, or (the older style) a ``dp-`` class of its own."""
         return self.private_of is not None or self.name.startswith("dp-")
+
+    def split_defaults(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """(budget defaults of a DP name, or None; the other hyperparameter defaults). An entry
+        in the older style keeps ε among its ``defaults``; it counts as a budget default here."""
+        if not self.is_private:
+            return None, dict(self.defaults)
+        budget = {**{k: v for k, v in self.defaults.items() if k in PRIVACY_FIELDS}, **self.privacy_defaults}
+        return budget, {k: v for k, v in self.defaults.items() if k not in PRIVACY_FIELDS}
 
     def takes_privacy(self) -> bool:
         """The class is given a ``Privacy`` (``privacy=``); the older style takes ``epsilon=`` … itself."""
@@ -279,11 +287,12 @@ def create(name: str, privacy: Privacy | None = None, **hyperparameters: Any) ->
                                if k not in PRIVACY_FIELDS or k in _constructor_names(entry.load_class())}
         _refuse_unknown(entry.name, hyperparameters, _constructor_names(entry.load_class()))
         return entry.load_class()(**{**entry.defaults, **hyperparameters})
-    budget, params = split_budget(hyperparameters, privacy, entry.privacy_defaults if entry.is_private else None)
-    if entry.is_private and budget is None:  # pragma: no cover (a dp- alias always has a default ε)
+    budget_defaults, defaults = entry.split_defaults()
+    budget, params = split_budget(hyperparameters, privacy, budget_defaults)
+    if entry.is_private and budget is None:  # a dp- entry registered without a default ε
         raise ConfigError(f"model '{entry.name}' is differentially private: give it a budget, e.g. privacy=Privacy(epsilon=1)")
     _refuse_unknown(entry.name, params, _constructor_names(entry.load_class()))
-    return entry.load_class()(**{**entry.defaults, **params}, privacy=budget)
+    return entry.load_class()(**{**defaults, **params}, privacy=budget)
 
 
 def _refuse_unknown(name: str, params: dict[str, Any], allowed: list[str]) -> None:
@@ -309,9 +318,10 @@ def bundle_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     alias's defaults under them, and the budget as one ``Privacy`` — also from a bundle saved
     before ``Privacy`` existed, which kept ε, δ, the accountant and the share as flat parameters."""
     entry = _entry(name)
-    budget, rest = split_budget(params, params.get("privacy"), entry.privacy_defaults if entry.is_private else None)
+    budget_defaults, defaults = entry.split_defaults()
+    budget, rest = split_budget(params, params.get("privacy"), budget_defaults)
     rest.pop("privacy", None)
-    return {**entry.defaults, **rest, "privacy": budget}
+    return {**defaults, **rest, "privacy": budget}
 
 
 def check_hyperparameters(model: str, params: dict[str, Any], choice: ModelChoice | None = None,
