@@ -181,7 +181,7 @@ def test_bundle_trained_on_cuda_loads_on_cpu(fitted, tmp_path):
 
 
 def test_epoch_selection_keeps_the_best_scored_epochs_as_the_ensemble(trial, tmp_path, monkeypatch):
-    import clinsynth.models.acgan as acgan_module
+    import clinsynth.models.acgan_training as acgan_training
 
     schema = Schema.infer(trial, target="arm")
     model = clinsynth.create("acgan", epochs=6, batch_size=128, progress=False, select="top2", select_candidates=3)
@@ -192,7 +192,7 @@ def test_epoch_selection_keeps_the_best_scored_epochs_as_the_ensemble(trial, tmp
         scored.append(len(scored))
         return [0.6, 0.9, 0.7][len(scored) - 1]
 
-    monkeypatch.setattr(acgan_module, "tstr_auroc", by_order)
+    monkeypatch.setattr(acgan_training, "tstr_auroc", by_order)  # the plain training component scores epochs
     model.fit(trial, schema)
     assert model.selection_["candidates"] == [2, 4, 6]  # 1-based, evenly spaced, ending with the last
     assert model.selection_["chosen"] == [4, 6] and model.selection_["scores"] == [0.6, 0.9, 0.7]

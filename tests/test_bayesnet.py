@@ -277,7 +277,8 @@ def test_dp_bundle_holds_no_planted_value(private, planted, tmp_path):
 
 
 def test_dp_ledger_matches_an_independent_accountant_and_stays_within_budget(private):
-    assert private.get_params()["delta"] is None and private.resolved_params()["delta"] == private.ledger_.delta > 0
+    assert private.get_params()["privacy"].delta is None
+    assert private.resolved_params()["privacy"].delta == private.ledger_.delta > 0
     charges = private.ledger_.charges
     purposes = [c.purpose for c in charges]
     assert any(p.startswith("public facts") for p in purposes)

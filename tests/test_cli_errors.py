@@ -159,8 +159,8 @@ class TestBadInput:
         _fails(capsys, ["fit", trial_csv, "--target", "arm", "--model", "acgan", "--param", "bogus=1"],
                "model 'acgan' has no hyperparameter bogus", "epochs")
         _fails(capsys, ["fit", trial_csv, "--target", "arm", "--epochs", "5"],  # auto chose a model without epochs
-               "model 'bayesnet' (auto's choice for tables like this one; name another with --model) has no "
-               "hyperparameter epochs", "parent_bins")
+               "--param: model 'bayesnet' (auto's choice for tables like this one; name another model to use its "
+               "hyperparameters) has no hyperparameter epochs", "parent_bins")
         _fails(capsys, ["fit", trial_csv, "--target", "arm", "--param", "seed=3"], "no hyperparameter seed", "--seed")
         _fails(capsys, ["fit", trial_csv, "--target", "arm", "--param", "epochs"], "--param 'epochs': expected NAME=VALUE")
         _fails(capsys, ["fit", trial_csv, "--target", "arm", "--model", "acgan", "--epochs", "0"], "invalid hyperparameters epochs=0")

@@ -153,8 +153,8 @@ def test_schema_mismatch_is_refused_before_training(ehr):
 
 def test_bad_settings_are_refused(ehr):
     codes, _ = ehr
-    with pytest.raises(ConfigError, match="dp-medgan"):
-        create("medgan", epsilon=1.0, progress=False).fit(codes)
+    with pytest.raises(ConfigError, match="delta set without epsilon"):
+        create("medgan", delta=1e-6, progress=False)
     with pytest.raises(ConfigError, match="minibatch_averaging"):
         create("dp-medgan", minibatch_averaging=True, progress=False).fit(codes)
     with pytest.raises(ConfigError, match="architecture"):

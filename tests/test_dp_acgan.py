@@ -127,7 +127,7 @@ def test_cli_fit_with_epsilon_prints_the_ledger(tmp_path, capsys):
                  "--out", str(tmp_path / "m2")]) == 1
     assert "raise ε" in capsys.readouterr().err  # a budget this small cannot even release the public facts
     assert main(["fit", str(data), "--target", "arm", "--delta", "1e-6", "--out", str(tmp_path / "m3")]) == 1
-    assert "--delta needs --epsilon" in capsys.readouterr().err
+    assert "error: --epsilon/--delta: delta needs epsilon" in capsys.readouterr().err
 
 
 def test_a_small_table_trains_with_the_default_batch_at_a_quarter_of_the_records():

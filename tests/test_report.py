@@ -140,7 +140,8 @@ def test_run_writes_a_dp_release_with_its_ledger_on_the_page(dp_release):
     assert "differentially private</strong>" in page and "dp-sgd" in page and "data:image" not in page
     manifest = json.loads((out / "steward" / "manifest.json").read_text())
     assert manifest["config"]["epsilon"] == 1.0 and manifest["model"]["name"] == "dp-acgan"
-    assert manifest["model"]["resolved_params"]["delta"] == guarantee["delta"] > 0   # δ as the ledger chose it
+    assert manifest["model"]["params"]["privacy"]["delta"] is None  # the budget the model was given
+    assert manifest["model"]["resolved_params"]["privacy"]["delta"] == guarantee["delta"] > 0   # δ as the ledger chose it
     assert manifest["input"]["file_sha256"] == __import__("hashlib").sha256(data.read_bytes()).hexdigest()
     assert manifest["files"]["synthetic"]["sha256"] == __import__("hashlib").sha256((out / "share" / "synthetic.csv").read_bytes()).hexdigest()
 

@@ -158,6 +158,7 @@ def fit(train: pd.DataFrame, meta: dict[str, Any], synthesizer: str, epsilon: fl
         fitted = model.fit(train.reset_index(drop=True), table_schema(train, meta, meta["target"]))
     model = fitted  # auto returns the model it chose
     effective = {k: jsonable(v) for k, v in model.resolved_params().items() if k != "progress"}
+    effective.update(effective.pop("privacy", None) or {})  # ε, δ (as the ledger chose it), accountant, share: flat, as the store reads them
     if synthesizer == "auto":
         effective["model"] = model.name
     ledger = getattr(model, "ledger_", None)

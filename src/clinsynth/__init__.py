@@ -14,13 +14,15 @@ from clinsynth.errors import (
 )
 from clinsynth import evaluate
 from clinsynth.data.ehr import CodeMatrix, attach_static, read_long, to_long, write_long
-from clinsynth.models.registry import create, list_models, load
+from clinsynth.models.registry import create, hyperparameters, list_models, load
+from clinsynth.privacy.budget import Privacy
 from clinsynth.schema import CodeBlock, ColumnSpec, LongitudinalGroup, Schema
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ClinsynthError", "ConfigError", "InputError", "NotFittedError", "PrivacyBudgetError", "SchemaError",
-    "CodeBlock", "CodeMatrix", "ColumnSpec", "LongitudinalGroup", "Schema", "attach_static", "create",
+    "CodeBlock", "CodeMatrix", "ColumnSpec", "LongitudinalGroup", "Privacy", "Schema", "attach_static", "create",
+    "hyperparameters",
     "read_long", "to_long", "write_long", "evaluate", "list_models", "load", "__version__",
 ]

@@ -2,6 +2,8 @@
 
 Each command parses its options, calls one API function and prints one summary line. Any
 ``ClinsynthError`` becomes one red line and a non-zero exit; ``--debug`` shows the traceback.
+Library errors speak of settings (epsilon, a hyperparameter); ``_options`` prefixes the flags that
+gave them. Size: ~600 lines, most of them typer option declarations (one per flag, with its help).
 """
 from __future__ import annotations
 
@@ -187,7 +189,8 @@ def fit(
     from clinsynth.pipeline import run_fingerprint, table_hash
 
     thread_counts.configure(threads)
-    model, params = _model_and_params(model, param, epochs, select, epsilon, delta)
+    privacy = _privacy(epsilon, delta)
+    model, params = _model_and_params(model, param, epochs, select, privacy)
     reserve = 2 * output_size([data]) + (20 << 20)
     with staged_output(output, "bundle", overwrite=overwrite, resume=resume, reserve_bytes=reserve) as stage:
         df = read_table(data)
@@ -197,9 +200,10 @@ def fit(
             from clinsynth.long_schema import limit_visits
 
             df = limit_visits(df, table_schema.patient, table_schema.time, max_visits, truncate_visits)
-        stage.claim(run_fingerprint(model, params, seed, table_schema.to_json(), table_hash(df)))
-        name, choice = resolve(model, df, table_schema, epsilon, delta, params)
-        fitted = build(name, params, choice, seed=seed, progress=not quiet)
+        stage.claim(run_fingerprint(model, params, privacy, seed, table_schema.to_json(), table_hash(df)))
+        name, choice = resolve(model, df, table_schema, privacy)
+        with _param_options(params):
+            fitted = build(name, params, choice, privacy, seed=seed, progress=not quiet)
         if choice is not None:
             console.print(escape(choice.reason))
         fitted.fit(df, table_schema, checkpoint_dir=stage.checkpoint_dir)
@@ -212,18 +216,45 @@ def fit(
         console.print(escape(schema_facts(fitted.schema_, getattr(fitted, "facts_", None))["summary"]))
 
 
+def _privacy(epsilon: Optional[float], delta: Optional[float]) -> Any:
+    """``--epsilon``/``--delta`` as the one ``Privacy`` the model is given (None without ``--epsilon``)."""
+    from clinsynth.privacy.budget import budget
+
+    with _options("--epsilon/--delta"):
+        return budget(epsilon, delta)
+
+
+@contextmanager
+def _options(flags: str, hint: str = "", kind: type[ConfigError] = ConfigError) -> Iterator[None]:
+    """A library error of ``kind`` about a setting, printed with the command-line flags that gave it."""
+    try:
+        yield
+    except kind as e:
+        raise type(e)(f"{flags}: {e}{hint}") from None
+
+
+def _param_options(params: dict[str, Any]) -> Any:
+    """Hyperparameter refusals (``HyperparameterError``) named by the flags that give hyperparameters."""
+    from clinsynth.errors import HyperparameterError
+
+    reserved = " (seed and progress are --seed and --quiet)" if {"seed", "progress"} & set(params) else ""
+    return _options("--param", reserved, HyperparameterError)
+
+
 def _model_and_params(model: str, param: Optional[list[str]], epochs: Optional[int], select: Optional[str],
-                      epsilon: Optional[float], delta: Optional[float]) -> tuple[str, dict[str, Any]]:
-    """The registry name (the dp- version with ``--epsilon``) and its checked hyperparameters."""
-    from clinsynth.models.registry import check_hyperparameters, private_model
+                      privacy: Any) -> tuple[str, dict[str, Any]]:
+    """The registry name (the dp- alias under a budget) and its checked hyperparameters."""
+    from clinsynth.models.registry import check_hyperparameters, private_name
 
     params = parse_params(param)
     if epochs is not None:
         params["epochs"] = epochs
     if select is not None:
         params["select"] = select
-    name = private_model(model, epsilon, delta, params)
-    check_hyperparameters(name, params)
+    with _options("--model", "" if privacy is not None else " (give it with --epsilon)"):
+        name = private_name(model, privacy)
+    with _param_options(params):
+        check_hyperparameters(name, params)
     return name, params
 
 
@@ -360,7 +391,7 @@ def run(
     and steward/ (report, metrics, manifest)."""
     from clinsynth import threads as thread_counts
     from clinsynth.data.io import read_table
-    from clinsynth.pipeline import CodeColumns, CodeInput, open_release, run_release
+    from clinsynth.pipeline import CodeColumns, CodeInput, RunConfig, open_release, run_release
 
     if n is not None and n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
@@ -370,6 +401,9 @@ def run(
 
     limits_for(level)
     thread_counts.configure(threads)
+    privacy = _privacy(epsilon, delta)
+    settings = dict(epsilon=epsilon, delta=delta, test_size=test_size, n_synthetic=n, seed=seed,
+                    output_format=output_format, csv_safe=csv_safe, evaluate=level)
     if codes:
         if privacy_unit is not None:
             raise ConfigError("--privacy-unit is for tables: the privacy unit of --codes is the patient (all of a patient's codes)")
@@ -380,10 +414,10 @@ def run(
                          vocabulary_file=str(vocabulary) if vocabulary is not None else None,
                          static_file=str(static) if static is not None else None, id_col=id_col,
                          max_count=max_count)
-        name, params = _code_model_and_params(model, param, epochs, select, epsilon, delta, target)
+        name, params = _code_model_and_params(model, param, epochs, select, privacy, target)
+        config = RunConfig(target=None, model=name, params=params, **settings)
         with open_release(output, overwrite=overwrite, resume=resume, inputs=(data, static) if static else (data,)) as stage:
-            result = _run_codes(data, stage, schema_path, name, params, epsilon, delta, n, test_size, output_format,
-                                seed, quiet, csv_safe, level, spec)
+            result = _run_codes(data, stage, schema_path, config, spec, quiet)
         _release_summary(result)
         return
     code_options = {"--count-col": count_col, "--truncate": truncate, "--vocabulary": vocabulary,
@@ -391,21 +425,20 @@ def run(
     given = [flag for flag, value in code_options.items() if value is not None] + (["--min-count"] if min_count != 1 else [])
     if given:
         raise ConfigError(f"{', '.join(given)} read EHR codes: add --codes (DATA is then long format: patient, code[, count])")
-    name, params = _model_and_params(model, param, epochs, select, epsilon, delta)
+    name, params = _model_and_params(model, param, epochs, select, privacy)
     with open_release(output, overwrite=overwrite, resume=resume, inputs=(data,)) as stage:
         df = read_table(data)
         table_schema = _load_schema(df, schema_path, target, _unit(privacy_unit), patient_col, time_col)
-        config = _release_config(table_schema.target, name, params, epsilon, delta, test_size, n, seed, output_format,
-                                 csv_safe, level)
-        config.max_visits, config.truncate_visits = max_visits, truncate_visits
-        result = run_release(df, config, stage, schema=table_schema, source=_file_source(data), progress=not quiet,
-                             on_step=_step_printer(quiet))
+        config = RunConfig(target=table_schema.target, model=name, params=params, max_visits=max_visits,
+                           truncate_visits=truncate_visits, **settings)
+        with _param_options(params):
+            result = run_release(df, config, stage, schema=table_schema, source=_file_source(data),
+                                 progress=not quiet, on_step=_step_printer(quiet))
     _release_summary(result)
 
 
 def _code_model_and_params(model: str, param: Optional[list[str]], epochs: Optional[int], select: Optional[str],
-                           epsilon: Optional[float], delta: Optional[float],
-                           target: Optional[str]) -> tuple[str, dict[str, Any]]:
+                           privacy: Any, target: Optional[str]) -> tuple[str, dict[str, Any]]:
     """`run --codes`: the code model and its options, checked before any output is made."""
     from clinsynth.models.records import CodeModel
     from clinsynth.models.registry import REGISTRY
@@ -415,39 +448,25 @@ def _code_model_and_params(model: str, param: Optional[list[str]], epochs: Optio
                           "(dimension-wise prediction), with no single target")
     if select is not None:
         raise ConfigError("--select applies to the AC-GAN's epoch selection, not to the code models")
-    name, params = _model_and_params(model, param, epochs, None, epsilon, delta)
+    name, params = _model_and_params(model, param, epochs, None, privacy)
     code_models = [m for m, e in REGISTRY.items() if m != "auto" and issubclass(e.load_class(), CodeModel)]
     if name not in code_models + ["auto"]:
         raise ConfigError(f"model '{name}' does not model EHR codes; code models: {', '.join(code_models)}")
     return name, params
 
 
-def _run_codes(data: Path, stage: Any, schema_path: Optional[Path], name: str, params: dict[str, Any],
-               epsilon: Optional[float], delta: Optional[float], n: Optional[int], test_size: float,
-               output_format: str, seed: int, quiet: bool, csv_safe: bool, level: str, spec: Any) -> Any:
-    """`run --codes`: the release of an EHR code table (long format in, long format out)."""
+def _run_codes(data: Path, stage: Any, schema_path: Optional[Path], config: Any, spec: Any, quiet: bool) -> Any:
+    """`run --codes`: the release of an EHR code table (long format in, long format out) as ``config`` says."""
     from dataclasses import asdict
 
     from clinsynth.pipeline import read_code_input, run_code_release
     from clinsynth.schema import Schema
 
     codes, schema = read_code_input(data, spec, Schema.load(schema_path) if schema_path is not None else None)
-    config = _release_config(None, name, params, epsilon, delta, test_size, n, seed, output_format, csv_safe, level)
-    return run_code_release(codes, config, stage, schema=schema, names=spec.columns,
-                            source={**_file_source(data), "read": asdict(spec)}, progress=not quiet,
-                            on_step=_step_printer(quiet))
-
-
-def _release_config(target: Optional[str], name: str, params: dict[str, Any], epsilon: Optional[float],
-                    delta: Optional[float], test_size: float, n: Optional[int], seed: int, output_format: str,
-                    csv_safe: bool = True, level: str = "full") -> Any:
-    """What `run` decides, for the manifest; the budget is the config's, not a model parameter."""
-    from clinsynth.pipeline import RunConfig
-
-    params = {k: v for k, v in params.items() if k not in ("epsilon", "delta")}
-    return RunConfig(target=target, model=name, epsilon=epsilon, delta=delta, params=params, test_size=test_size,
-                     n_synthetic=n, seed=seed, output_format=output_format, csv_safe=csv_safe,
-                     evaluate=level)
+    with _param_options(config.params):
+        return run_code_release(codes, config, stage, schema=schema, names=spec.columns,
+                                source={**_file_source(data), "read": asdict(spec)}, progress=not quiet,
+                                on_step=_step_printer(quiet))
 
 
 def _file_source(data: Path) -> dict[str, Any]:
@@ -551,17 +570,17 @@ def demo(
     if ehr and long:
         raise ConfigError("--ehr and --long are two different demos: choose one")
     if long:
-        _model_and_params(model, None, epochs, None, epsilon, None)
+        _model_and_params(model, None, epochs, None, _privacy(epsilon, None))
         output = output or Path("clinsynth-long-demo")
         result = run_long_demo(output, model=model, epochs=epochs, seed=seed, epsilon=epsilon,
                                progress=not quiet, on_step=_step_printer(quiet), overwrite=overwrite, resume=resume)
     elif ehr:
-        _code_model_and_params(model, None, epochs, None, epsilon, None, None)
+        _code_model_and_params(model, None, epochs, None, _privacy(epsilon, None), None)
         output = output or Path("clinsynth-ehr-demo")
         result = run_ehr_demo(output, model=model, epochs=epochs, seed=seed, epsilon=epsilon,
                               progress=not quiet, on_step=_step_printer(quiet), overwrite=overwrite, resume=resume)
     else:
-        _model_and_params(model, None, epochs, None, epsilon, None)
+        _model_and_params(model, None, epochs, None, _privacy(epsilon, None))
         output = output or Path("clinsynth-demo")
         result = run_demo(output, model=model, epochs=epochs, seed=seed, epsilon=epsilon,
                           progress=not quiet, on_step=_step_printer(quiet), overwrite=overwrite, resume=resume)

@@ -31,6 +31,10 @@ class ConfigError(ClinsynthError, ValueError):
     """A hyperparameter or option outside what a model accepts."""
 
 
+class HyperparameterError(ConfigError):
+    """A hyperparameter the model does not take (the CLI names the flag that gave it)."""
+
+
 class NotFittedError(ClinsynthError, RuntimeError):
     """A model used before ``fit``."""
 

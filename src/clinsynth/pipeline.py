@@ -34,6 +34,7 @@ from clinsynth.data.digest import codes_hash, file_hash, table_hash  # noqa: F40
 from clinsynth.data.io import jsonable, write_table, write_text_atomic
 from clinsynth.data.output_dir import Stage, output_size, staged_output
 from clinsynth.errors import ConfigError
+from clinsynth.privacy.budget import Privacy, budget
 from clinsynth.schema import Schema
 
 
@@ -130,6 +131,10 @@ class RunConfig:
     csv_safe: bool = True  # quote formula-like text in CSV output (see data.io.write_table)
     evaluate: str = "full"  # evaluation level: full, fast or none (see clinsynth.evaluate.bounds)
 
+    def privacy(self) -> Privacy | None:
+        """The budget the model is given: ``epsilon`` and ``delta`` as one ``Privacy`` (None without ε)."""
+        return budget(self.epsilon, self.delta)
+
 
 @dataclass
 class CodeColumns:
@@ -187,7 +192,8 @@ class _Release:
         from clinsynth.models.registry import load
 
         params = dict(self.config.params)
-        name, self.choice = resolve(self.config.model, train, schema, self.config.epsilon, self.config.delta, params)
+        privacy = self.config.privacy()
+        name, self.choice = resolve(self.config.model, train, schema, privacy)
         if self.choice is not None:
             self.say(self.choice.reason)
         bundle = self.share / "model"
@@ -195,7 +201,7 @@ class _Release:
             self.say("fit (resumed: the model was saved before the interruption)")
             model = load(bundle)
         else:
-            model = build(name, params, self.choice, seed=self.config.seed, progress=progress)
+            model = build(name, params, self.choice, privacy, seed=self.config.seed, progress=progress)
             self.step("fit", lambda: model.fit(train, schema, checkpoint_dir=self.stage.checkpoint_dir))
             model.write_bundle(bundle)
             self.stage.mark("fit")
@@ -269,6 +275,11 @@ def check_run_config(config: RunConfig) -> None:
     from clinsynth.evaluate.bounds import limits_for
 
     limits_for(config.evaluate)  # an unknown level is refused here
+    privacy = config.privacy()  # a budget that cannot work, and a DP model without one, are refused here
+    if config.model != "auto":
+        from clinsynth.models.registry import check_hyperparameters, private_name
+
+        check_hyperparameters(private_name(config.model, privacy), config.params)
 
 
 def release_reserve(inputs: tuple[str | Path, ...]) -> int:

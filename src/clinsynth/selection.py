@@ -86,7 +86,7 @@ def bounded_score_sum(synthetic: pd.DataFrame, real: pd.DataFrame, schema: Schem
 
 def _labels(schema: Schema) -> list[str]:
     if schema.target is None:
-        raise SchemaError("epoch selection scores synthetic data by predicting the target: set a target (e.g. --target arm)")
+        raise SchemaError("epoch selection scores synthetic data by predicting the target: set a target column in the schema")
     return [str(c) for c in schema.column(schema.target).categories or []]
 
 

@@ -6,6 +6,7 @@ so each writer goes to a temporary file in the same directory and renames it int
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -52,9 +53,11 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def jsonable(obj: Any) -> Any:
-    """Numpy scalars and arrays, paths and non-finite floats to what ``json`` writes (NaN → null)."""
+    """Numpy scalars and arrays, dataclasses, paths and non-finite floats to what ``json`` writes (NaN → null)."""
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):  # plain data (a Privacy budget)
+        return jsonable(dataclasses.asdict(obj))
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):

@@ -282,7 +282,7 @@ def tstr(real_train: pd.DataFrame, real_test: pd.DataFrame, synthetic: pd.DataFr
     """
     target = schema.target
     if target is None:
-        raise SchemaError("utility needs a target column: set one in the schema (e.g. --target arm)")
+        raise SchemaError("utility needs a target column: set one in the schema (Schema.infer(df, target=...), or its \"target\" entry)")
     labels = [str(c) for c in schema.column(target).categories or []]
     notes: list[str] = []
     real_train = _with_target(real_train, "real training", target, notes)

@@ -28,6 +28,10 @@ in SPRINT's design it saw the record alone and only its class head knew the labe
 trial still, where every deep model measured is). Tried and not kept: a 128-unit discriminator (cheaper steps,
 worse detection), a 128-dimensional noise vector (no change on the trial), dropping the class
 term from the generator's loss (worse utility).
+
+Size: ~650 lines, one model kept whole (its networks, the encoded layout, the training loop, epoch
+selection and the fast folded sampler read the same index maps); what DP changes lives apart, in
+``acgan_training.py``.
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ from clinsynth.data.io import write_with
 from clinsynth.data.transforms import NUMERIC_TRANSFORMS, GridLayout, Span, TableEncoder
 from clinsynth.errors import ConfigError
 from clinsynth.models import bundle
+from clinsynth.models.acgan_training import EXTRA_QUERY, PlainTraining, training_for
 from clinsynth.models.base import SynthModel, allocate
 from clinsynth.models.training import (
     CategoricalNoise,
@@ -55,8 +60,9 @@ from clinsynth.models.training import (
     resolve_device,
     seeded,
 )
+from clinsynth.privacy.budget import Privacy
 from clinsynth.schema import Schema
-from clinsynth.selection import SelectionResult, candidate_epochs, parse_select, select_top, tstr_auroc
+from clinsynth.selection import SelectionResult, candidate_epochs, parse_select
 
 
 #: the training schedule when the table's size decides it (``ACGAN._schedule``)
@@ -224,6 +230,10 @@ class ACGAN(SynthModel):
     conditional_critic : the discriminator reads the class one-hot beside the record, so its
         real/fake answer is about the (record, class) pair, as the detection test sees it.
     aux_weight : weight of the auxiliary class loss in the generator's objective (1 as in AC-GAN).
+    max_grad_norm, select_share : under a privacy budget, the per-record clipping norm of the
+        discriminator's DP-SGD and the budget share (μ²) of the private epoch selection.
+    privacy : a ``clinsynth.Privacy`` budget: the model is then ``dp-acgan``, trained as
+        ``models/acgan_training.py`` describes (every use of records charged to one ledger).
     snapshots, snapshot_dir : keep the generator of every epoch (``"memory"``, ``"disk"``, ``"off"``)
         for epoch selection and ensembles.
     select : ``"last"`` (the final generator) or ``"topK"``: score up to ``select_candidates`` evenly
@@ -247,7 +257,8 @@ class ACGAN(SynthModel):
                  beta1: float = 0.5, gumbel_tau: float = 0.2, g_steps: int = 1, weight_average: float = 0.99,
                  numeric_transform: str = "quantile", snapshots: str = "memory", snapshot_dir: str | None = None, select: str = "last",
                  select_candidates: int = 20, device: str = "auto", seed: int = 0, progress: bool = True,
-                 conditional_critic: bool = True, aux_weight: float = 1.0):
+                 conditional_critic: bool = True, aux_weight: float = 1.0, max_grad_norm: float = 1.0,
+                 select_share: float = 0.1, privacy: Privacy | None = None):
         self.epochs = epochs
         self.batch_size = batch_size
         self.noise_dim = noise_dim
@@ -270,6 +281,9 @@ class ACGAN(SynthModel):
         self.progress = progress
         self.conditional_critic = conditional_critic
         self.aux_weight = aux_weight
+        self.max_grad_norm = max_grad_norm
+        self.select_share = select_share
+        self._given(privacy)
 
     # -- checks ------------------------------------------------------------------------
     def _validate_params(self, schema: Schema) -> None:
@@ -278,7 +292,7 @@ class ACGAN(SynthModel):
 
         sizes = ("epochs", "batch_size", "noise_dim", "hidden", "disc_hidden", "conv_channels", "select_candidates", "g_steps")
         bad = [f"{k}={getattr(self, k)!r}" for k in sizes
-               if not (getattr(self, k) is None and k in self._data_decides
+               if not (getattr(self, k) is None and k in self._trainer().data_decides
                        or isinstance(getattr(self, k), (int, np.integer)) and not isinstance(getattr(self, k), bool)
                        and getattr(self, k) >= 1)]
         bad += [f"{k}={getattr(self, k)!r}" for k in ("lr_g", "lr_d", "gumbel_tau")
@@ -294,14 +308,19 @@ class ACGAN(SynthModel):
         if self.numeric_transform not in NUMERIC_TRANSFORMS:
             bad.append(f"numeric_transform={self.numeric_transform!r}")
         if bad:
+            if self.privacy is not None and any(getattr(self, k) is None for k in ("epochs", "batch_size")):
+                bad.append("(under a privacy budget every step costs budget: give epochs and batch_size)")
             raise ConfigError(f"{self.name}: invalid hyperparameters {', '.join(bad)} (sizes are whole numbers ≥ 1, "
                               "rates positive numbers, 0 ≤ beta1, weight_average < 1, aux_weight ≥ 0, conditional_critic true or false, "
                               "numeric_transform 'standard' or 'quantile')")
+        private = self._trainer().problems(self)
+        if private:
+            raise ConfigError(f"{self.name}: invalid privacy settings: {', '.join(private)}")
         Snapshots(self.snapshots, self.snapshot_dir)
         resolve_device(self.device)
         if parse_select(self.select):
             if schema.target is None:
-                raise ConfigError(f"select={self.select!r} scores epochs by predicting the target: set a target (e.g. --target arm)")
+                raise ConfigError(f"select={self.select!r} scores epochs by predicting the target: set a target column in the schema")
             if self.snapshots == "off":
                 raise ConfigError(f"select={self.select!r} needs the epoch snapshots: set snapshots to 'memory' or 'disk'")
 
@@ -353,7 +372,7 @@ class ACGAN(SynthModel):
     # -- training ------------------------------------------------------------------------
     def _fit(self, df: pd.DataFrame, encoder: TableEncoder) -> None:
         device = resolve_device(self.device)
-        self.batch_size_, self.epochs_ = self._schedule(len(df))
+        self.batch_size_, self.epochs_ = self._trainer().schedule(len(df))
         self._layout(encoder)
         X = encoder.encode(df)
         labels = self._codes(X, self.target_slice_)
@@ -361,7 +380,7 @@ class ACGAN(SynthModel):
         if not self._resuming():  # a resumed fit has its (under DP: noisy) table from the checkpoint
             joint = np.zeros((self.n_classes_, max(self.n_conditions_, 1)))
             np.add.at(joint, (labels, conditions), 1.0)
-            self.condition_table_ = self._condition_table(joint)
+            self.condition_table_ = self._trainer().condition_table(joint)
         self.class_probs_ = self.condition_table_.sum(axis=1)
         with seeded(self.seed, device):
             self._build(device)
@@ -369,10 +388,6 @@ class ACGAN(SynthModel):
                         torch.as_tensor(labels, device=device), device)
         self.encoder_ = encoder  # selection samples through the encoder
         self.selection_ = self._select_epochs(df).to_dict() if parse_select(self.select) else None
-
-    def _condition_table(self, counts: np.ndarray) -> np.ndarray:
-        """Class × dropout probabilities from their counts (a DP model releases noisy counts)."""
-        return counts / counts.sum()
 
     @staticmethod
     def _codes(X: np.ndarray, span: tuple[int, int]) -> np.ndarray:
@@ -395,8 +410,14 @@ class ACGAN(SynthModel):
             x = torch.cat([x, F.one_hot(y, self.n_classes_).float()], dim=1)
         return x, y
 
-    #: parameters that may be left ``None`` for the table's size to decide (see ``_schedule``)
-    _data_decides: tuple[str, ...] = ("epochs", "batch_size")
+    #: the public-facts release answers one more query for the AC-GAN: its class × dropout table
+    release_extra = EXTRA_QUERY
+
+    def _trainer(self) -> PlainTraining:
+        """How this model learns from real records: privately exactly when it was given a budget."""
+        if getattr(self, "_training", None) is None:
+            self._training = training_for(self)
+        return self._training
 
     def _schedule(self, n: int) -> tuple[int, int]:
         """(records per step, epochs) for ``n`` training records; ``None`` parameters are decided here.
@@ -431,18 +452,19 @@ class ACGAN(SynthModel):
         snapshots = Snapshots(self.snapshots, self.snapshot_dir)
         n = features.shape[0]
         batch = self._batch_size(n)
-        update_d, D = self._discriminator_update(D, opt_d, batch, device)
+        training = self._trainer()
+        update_d, D = training.discriminator_update(D, opt_d, batch, device)
         self.history_: list[dict[str, float]] = []
         average = self._weight_average(G)
         state = {"generator": G, "discriminator": self.discriminator_, "opt_g": opt_g, "opt_d": opt_d, "rng": rng,
-                 "average": average, "snapshots": snapshots, **self._training_objects()}
+                 "average": average, "snapshots": snapshots, **training.state_objects()}
         first = self._checkpoint.resume("gan", self.epochs_, state)
         started = time.perf_counter()
         with TrainingProgress(self.epochs_, f"{self.name} training", self.progress, start=first) as bar:
             for epoch in range(first, self.epochs_):
                 sums = {"d_fake": 0.0, "g": 0.0}
                 steps = 0
-                for idx in self._batches(n, batch, epoch, rng):
+                for idx in training.batches(n, batch, epoch, rng):
                     x_fake, y_fake = self._fake(G, batch, rng, activate, joint)
                     idx_t = torch.as_tensor(idx, device=device)
                     sums["d_fake"] += update_d(features[idx_t], labels[idx_t], x_fake.detach(), y_fake)
@@ -470,21 +492,20 @@ class ACGAN(SynthModel):
             G.load_state_dict(average.module.state_dict())
         self.snapshots_ = snapshots
         self._folded = None
-        self._finish_training()
+        self.discriminator_ = training.finish(self.discriminator_)
         G.eval()
-
-    def _training_objects(self) -> dict[str, Any]:
-        """Further training state a checkpoint must hold (a DP model's noise generator)."""
-        return {}
 
     def _checkpoint_phases(self) -> list[str]:
         return ["gan"]
 
     def _checkpoint_state(self) -> dict[str, Any]:
-        return {"condition_table": self.condition_table_}
+        return {**super()._checkpoint_state(), "condition_table": self.condition_table_,
+                **self._trainer().checkpoint_state()}
 
     def _load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        super()._load_checkpoint_state(state)
         self.condition_table_ = np.asarray(state["condition_table"], dtype=float)
+        self._trainer().load_checkpoint_state(state)
 
     def _weight_average(self, G: nn.Module) -> torch.optim.swa_utils.AveragedModel | None:
         """An exponential moving average of the generator's weights (and batch-norm statistics),
@@ -496,29 +517,6 @@ class ACGAN(SynthModel):
 
         return AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(self.weight_average), use_buffers=True)
 
-    def _batches(self, n: int, batch: int, epoch: int, rng: torch.Generator):
-        """Shuffled fixed-size batches of real records (a DP model samples them Poisson instead)."""
-        order = torch.randperm(n, generator=rng, device=rng.device).cpu().numpy()
-        for start in range(0, n - batch + 1, batch):
-            yield order[start:start + batch]
-
-    def _discriminator_update(self, D: nn.Module, opt_d: torch.optim.Optimizer, batch: int, device: torch.device):
-        """One discriminator step on real and fake records, and the discriminator the generator's
-        steps should call (a DP model hands out a hook-free twin). The step returns the fake-record
-        loss only, so nothing computed from real records without noise ends in the saved history.
-        """
-        def update(x_real: torch.Tensor, y_real: torch.Tensor, x_fake: torch.Tensor, y_fake: torch.Tensor) -> float:
-            opt_d.zero_grad(set_to_none=True)
-            out = D(torch.cat([x_real, x_fake]))  # one pass over both halves: the critic has no batch statistics
-            loss_fake = acgan_loss(out[len(x_real):], False, y_fake)
-            (acgan_loss(out[:len(x_real)], True, y_real) + loss_fake).backward()
-            opt_d.step()
-            return loss_fake.item()
-        return update, D
-
-    def _finish_training(self) -> None:
-        """Called once training ends (a DP model removes its per-sample hooks here)."""
-
     # -- epoch selection -----------------------------------------------------------------
     def _select_epochs(self, real: pd.DataFrame) -> SelectionResult:
         """Score candidate epochs on the training records and keep the top k as the ensemble."""
@@ -528,14 +526,10 @@ class ACGAN(SynthModel):
         generators = {e: self._snapshot(e) for e in candidates}  # each snapshot loaded once
         frames = [self._sample(m, self.class_probs_, self.seed + e, members=[generators[e].folded()])
                   for e in candidates]
-        result = self._choose(frames, real, candidates, k)
+        result = self._trainer().choose(frames, real, candidates, k)
         self.ensemble_ = [generators[e] for e in result.chosen]
         self._folded = None
         return result
-
-    def _choose(self, frames: list[pd.DataFrame], real: pd.DataFrame, candidates: list[int], k: int) -> SelectionResult:
-        scores = [tstr_auroc(f, real, self.schema_, seed=self.seed) for f in frames]
-        return SelectionResult(candidates, select_top(np.array(scores), k, candidates), scores=scores)
 
     def _new_generator(self) -> Generator:
         return Generator(self.noise_dim, self.n_classes_, self.hidden, self.generated_idx_.size, self.grid_,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from dataclasses import replace
 import platform
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from clinsynth.data.io import jsonable
 from clinsynth.data.transforms import TableEncoder
 from clinsynth.errors import BundleError, ConfigError, NotFittedError, SchemaError
 from clinsynth.models import bundle
+from clinsynth.privacy.budget import Privacy, as_privacy
 from clinsynth.schema import Schema, check_trainable
 
 BUNDLE_FORMAT = 1
@@ -60,9 +62,28 @@ def refuse_long_format(model: str, schema: Schema | None) -> None:
 
 
 class SynthModel(ABC):
-    """Base class of registered generative models."""
+    """Base class of registered generative models.
+
+    A model is *given* its privacy: ``privacy`` (a :class:`~clinsynth.Privacy`, or ``None``) is
+    one of its parameters, stored by :meth:`_given`. With a budget, the model's ``name`` is its
+    registry alias ``dp-<name>``, the public facts it learns its encoder from are one charged
+    release (:meth:`_prepare`), and the ledger, the released facts and the DP-SGD noise
+    multiplier are saved and restored here, for every model alike.
+    """
 
     name: ClassVar[str]
+    privacy: Privacy | None = None
+
+    def _given(self, privacy: Privacy | dict[str, Any] | None) -> None:
+        """Store the budget this model is given; with one, it answers to its ``dp-`` name."""
+        self.privacy = as_privacy(privacy)
+        if self.privacy is not None and not type(self).name.startswith("dp-"):  # (a dp- subclass keeps its name)
+            self.name = f"dp-{type(self).name}"  # the registry alias: reports, manifests and bundles say it
+
+    @property
+    def private(self) -> bool:
+        """Whether this model was given a privacy budget."""
+        return self.privacy is not None
 
     # -- scikit-learn style parameters ---------------------------------------------------
     @classmethod
@@ -77,7 +98,11 @@ class SynthModel(ABC):
         """The parameters as the fit used them: a ``None`` left for the data to decide (a VAE's
         epochs, the network's bins, δ) replaced by what was decided, so a release's manifest says
         what made it and passing these back reproduces the fit."""
-        return {name: self._resolved(name) if value is None else value for name, value in self.get_params().items()}
+        out = {name: self._resolved(name) if value is None else value for name, value in self.get_params().items()}
+        ledger = getattr(self, "ledger_", None)
+        if out.get("privacy") is not None and out["privacy"].delta is None and ledger is not None:
+            out["privacy"] = replace(out["privacy"], delta=ledger.delta)
+        return out
 
     def _resolved(self, name: str) -> Any:
         """What the fit chose for a parameter given as ``None`` (``None`` while unfitted or undecided)."""
@@ -166,7 +191,7 @@ class SynthModel(ABC):
             "bundle_format": BUNDLE_FORMAT,
             "model": self.name,
             "params": jsonable(self.get_params()),
-            "fitted": jsonable({"n_train": self.n_train_, **self._fitted_config()}),
+            "fitted": jsonable({"n_train": self.n_train_, **self._fitted_config(), **self._fitted_privacy()}),
             "versions": library_versions(),
         }
         (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -187,12 +212,20 @@ class SynthModel(ABC):
         config = bundle.read_json(path, "config.json")
         if config.get("bundle_format") != BUNDLE_FORMAT:
             raise BundleError(f"model bundle '{path}' has format {config.get('bundle_format')}, this clinsynth reads {BUNDLE_FORMAT}")
-        if config.get("model") != cls.name:
+        takes_privacy = "privacy" in cls._param_names()
+        names = (cls.name, f"dp-{cls.name}") if takes_privacy and not cls.name.startswith("dp-") else (cls.name,)
+        if config.get("model") not in names:
             raise BundleError(f"model bundle '{path}' holds a '{config.get('model')}' model, not '{cls.name}'")
         params = bundle.entry(path, "config.json", config, "params")
         fitted = bundle.entry(path, "config.json", config, "fitted")
         try:
+            if takes_privacy:  # the dp- alias's defaults and one Privacy, also from a bundle saved before it existed
+                from clinsynth.models.registry import bundle_params
+
+                params = bundle_params(config["model"], params)
             model = cls(**params)
+            if model.name != config["model"]:
+                raise ValueError(f"its parameters make a '{model.name}' model, the bundle names '{config['model']}'")
         except (TypeError, ValueError) as e:
             raise bundle.bundle_error(path, "config.json", f"is damaged: its parameters do not fit a {cls.name} "
                                                            f"model ({bundle.first_line(e)})") from None
@@ -209,6 +242,7 @@ class SynthModel(ABC):
             raise bundle.bundle_error(path, "encoder.json", f"does not fit schema.json ({bundle.first_line(e)}): "
                                                             "one of them was changed or comes from another model") from None
         try:
+            model._restore_privacy(fitted)
             model._restore(fitted, encoder, path)
         except BundleError:
             raise
@@ -277,14 +311,31 @@ class SynthModel(ABC):
     def _checkpoint_state(self) -> dict[str, Any]:
         """Plain data the model computed before training besides schema and encoder (a
         condition table; under DP the ledger, released facts, RNG state), for the checkpoint."""
-        return {}
+        if self.privacy is None:
+            return {}
+        return {"ledger": self.ledger_.state_dict(), "release": self.release_.state_dict(),
+                "rng": self._rng.bit_generator.state}
 
     def _load_checkpoint_state(self, state: dict[str, Any]) -> None:
         """Take back what ``_checkpoint_state`` gave, instead of computing (or charging) it again."""
+        if self.privacy is None:
+            return
+        from clinsynth.privacy.ledger import PrivacyLedger
+        from clinsynth.privacy.statistics import DPRelease
+
+        self.ledger_ = PrivacyLedger.from_state_dict(state["ledger"])
+        self.release_ = DPRelease.from_state_dict(state["release"])
+        self.facts_ = self.release_.record()
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = state["rng"]
 
     def _conform(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Records as the encoder expects them (a DP model clips them into its released schema)."""
-        return frame
+        """Records as the encoder expects them: under a budget, clipped into the released schema."""
+        if getattr(self, "release_", None) is None:
+            return frame
+        from clinsynth.privacy.statistics import conform
+
+        return conform(frame, self.release_)
 
     # -- what a model implements -----------------------------------------------------------
     def _numeric_transform(self) -> str:
@@ -296,10 +347,46 @@ class SynthModel(ABC):
     def _prepare(self, df: pd.DataFrame, schema: Schema) -> tuple[Schema, TableEncoder, pd.DataFrame]:
         """The schema, fitted encoder and training frame the model learns from.
 
-        Here the encoder learns its scaling from the data; a DP model overrides this to use only
-        public facts and charged statistics.
+        Without a budget the encoder learns its scaling from the data. With one, only the schema's
+        public facts and one charged Gaussian release of the others (``privacy.statistics``) reach
+        it, and the records are clipped into what was released; the ledger is opened here, and
+        the release's generator (``self._rng``, seeded by ``seed``) draws the model's later noise.
         """
-        return schema, TableEncoder(schema, self._numeric_transform()).fit(df), df
+        if self.privacy is None:
+            return schema, TableEncoder(schema, self._numeric_transform()).fit(df), df
+        from clinsynth.privacy.statistics import charged_release, conform
+
+        self.ledger_ = self.privacy.ledger(len(df))
+        self._rng = np.random.default_rng(self.seed)
+        extra, purpose = self.release_extra or (0.0, "")
+        self.release_ = charged_release(df, schema, self.ledger_, self.privacy.stats_share, self._rng,
+                                        extra=extra, extra_purpose=purpose)
+        self.facts_ = self.release_.record()
+        released = self.release_.schema
+        encoder = TableEncoder(released, self._numeric_transform()).fit_from_statistics(self.release_.numeric)
+        return released, encoder, conform(df, self.release_)
+
+    #: a query of the model's own answered inside the public-facts release under a budget:
+    #: (squared L2 weight of one record, purpose), e.g. the AC-GAN's class × dropout table
+    release_extra: ClassVar[tuple[float, str] | None] = None
+
+    # -- what a budget adds to a bundle and a checkpoint (every model given one alike) ------------
+    def _fitted_privacy(self) -> dict[str, Any]:
+        """The ledger, the released facts' record and the DP-SGD noise multiplier, for the bundle."""
+        if self.privacy is None:
+            return {}
+        return {"ledger": self.ledger_.state_dict(), "noise_multiplier": getattr(self, "noise_multiplier_", None),
+                "facts_release": getattr(self, "facts_", None) or {}}
+
+    def _restore_privacy(self, fitted: dict[str, Any]) -> None:
+        if self.privacy is None:
+            return
+        from clinsynth.privacy.ledger import PrivacyLedger
+
+        self.ledger_ = PrivacyLedger.from_state_dict(fitted["ledger"])
+        self.noise_multiplier_ = fitted.get("noise_multiplier")
+        self.facts_ = fitted.get("facts_release", {})
+        self.release_ = None
 
     @abstractmethod
     def _fit(self, df: pd.DataFrame, encoder: TableEncoder) -> None: ...

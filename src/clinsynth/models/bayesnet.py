@@ -17,20 +17,16 @@ marginal-based methods (AIM, MST) win there. This model is the clinsynth way of 
   vectorised inverse-CDF draw per variable, and decoding goes through the table encoder, so
   missing codes, dropout (a participant never comes back) and types come out as the schema says.
 
-DP mode (``dp-bayesnet``) charges every use of records to one ledger: the public facts not declared
-(as ``dp-acgan``), the tree (one Gaussian release of all pairwise dependence scores, only when the
-table is large enough for it to be useful) and the tables (one Gaussian release of every
-variable's family histogram; one record moves each by 1, so the L2 sensitivity is √variables).
-Bins then come from the bounds alone (public or released), and their number is chosen so that an
-average cell's count stands ``theta`` noise sds above zero (PrivBayes' "θ-usefulness") — decided
-from n, ε and the schema before any record is read.
+Given a ``Privacy`` (``dp-bayesnet``) the same network learns from noisy releases charged to one
+ledger: the counts come from a component chosen once in ``fit`` (``models/bayesnet_counts.py``,
+exact or noisy), so nothing here asks whether the model is private.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -42,9 +38,11 @@ from clinsynth.models import bundle
 from clinsynth.models.base import SynthModel, allocate
 from clinsynth.models.bayesnet_kernel import shuffle
 from clinsynth.models.bayesnet_sampler import CompiledNetwork
-from clinsynth.privacy.gaussian import gaussian_release, symmetric_gaussian_release
-from clinsynth.privacy.ledger import Charge, PrivacyLedger, budget_problems, share_noise_multiplier
+from clinsynth.privacy.budget import Privacy
 from clinsynth.schema import Schema, last_observed_visit
+
+if TYPE_CHECKING:
+    from clinsynth.models.bayesnet_counts import ExactCounts
 
 _MAX_STATES = 256      # a categorical with more levels is refused (its tables would be mostly empty)
 _SCORE_SENSITIVITY = 4.0  # |Δ| of one pair's dependence score when one record is added or removed
@@ -254,18 +252,39 @@ class BayesNet(SynthModel):
     structure : ``"tree"`` (the target plus one spanning-tree parent) or ``"naive"`` (the target only).
     smoothing : pseudo-records per child state in each parent configuration, spread as
         P(child | target): a table with many cells leans more on its target-only estimate.
+    privacy : a ``clinsynth.Privacy`` budget: the model is then ``dp-bayesnet``, its counts
+        noisy releases (``models/bayesnet_counts.py``); ``structure`` may then be ``"auto"``
+        (the tree when it reaches ``theta``).
+    structure_share : under a budget, the share (μ², see ``share_noise_multiplier``) of the
+        tree's dependence scores, when the tree is used.
+    theta : under a budget, an average cell's count over its noise sd that the bins and the tree
+        must reach.
+    shrinkage : under a budget, pseudo-records towards P(child | target), in noise sds.
     """
 
     name = "bayesnet"
 
     def __init__(self, bins: int | None = None, parent_bins: int = 4, structure: str = "tree",
-                 smoothing: float = 0.25, seed: int = 0, progress: bool = True):
+                 smoothing: float = 0.25, seed: int = 0, progress: bool = True, structure_share: float = 0.2,
+                 theta: float = 2.0, shrinkage: float = 1.0, privacy: Privacy | None = None):
         self.bins = bins
         self.parent_bins = parent_bins
         self.structure = structure
         self.smoothing = smoothing
         self.seed = seed
         self.progress = progress
+        self.structure_share = structure_share
+        self.theta = theta
+        self.shrinkage = shrinkage
+        self._given(privacy)
+
+    def _counts(self) -> ExactCounts:
+        """Where this network's counts come from: noisy releases exactly when it was given a budget."""
+        if getattr(self, "_counter", None) is None:
+            from clinsynth.models.bayesnet_counts import counts_for
+
+            self._counter = counts_for(self)
+        return self._counter
 
     # -- checks --------------------------------------------------------------------------
     def _validate_params(self, schema: Schema) -> None:
@@ -274,10 +293,12 @@ class BayesNet(SynthModel):
             bad.append(f"bins={self.bins!r} (a whole number from 2 to 1000, or None)")
         if not (isinstance(self.parent_bins, int) and self.parent_bins >= 1):
             bad.append(f"parent_bins={self.parent_bins!r} (a whole number ≥ 1)")
-        if self.structure not in self._structures():
-            bad.append(f"structure={self.structure!r} ({' or '.join(map(repr, self._structures()))})")
+        structures = self._counts().structures
+        if self.structure not in structures:
+            bad.append(f"structure={self.structure!r} ({' or '.join(map(repr, structures))})")
         if not (isinstance(self.smoothing, (int, float)) and self.smoothing >= 0):
             bad.append(f"smoothing={self.smoothing!r} (a number ≥ 0)")
+        bad += self._counts().problems()
         if bad:
             raise ConfigError(f"{self.name}: invalid settings: {', '.join(bad)}")
         if schema.codes is not None:
@@ -287,17 +308,7 @@ class BayesNet(SynthModel):
             raise ConfigError(f"{self.name}: column(s) {', '.join(wide)} have more than {_MAX_STATES} categories; "
                               "group them or mark them as identifiers")
 
-    @staticmethod
-    def _structures() -> tuple[str, ...]:
-        return ("tree", "naive")
-
     # -- variables -------------------------------------------------------------------------
-    def _value_bins(self, n: int) -> int:
-        return self.bins if self.bins is not None else int(np.clip(n // 20, 5, 64))
-
-    def _numeric_states(self, codec: NumericCodec, z: np.ndarray, bins: int) -> tuple[list[float], list[float]]:
-        return observed_states(z, bins)
-
     def _variables(self, encoder: TableEncoder, values: np.ndarray, blank: dict[str, np.ndarray],
                    missing: dict[str, np.ndarray], bins: int) -> list[Variable]:
         linear = [s.name for s in encoder.spans if s.activation == "linear"]
@@ -307,7 +318,7 @@ class BayesNet(SynthModel):
         for j, name in enumerate(linear):
             codec = encoder.codecs[name]
             skip = missing.get(name, np.zeros(len(values), bool)) | blank.get(name, np.zeros(len(values), bool))
-            lo, hi = self._numeric_states(codec, values[~skip, j], bins)
+            lo, hi = self._counts().numeric_states(codec, values[~skip, j], bins)
             k = len(lo)
             missing_state = k if name in missing else None
             blank_state = k + (name in missing) if name in blank else None
@@ -362,13 +373,13 @@ class BayesNet(SynthModel):
         self._linear_names = [s.name for s in encoder.spans if s.activation == "linear"]
         blank, missing = self._gaps(df, encoder, codes)
         self.n_variables_ = sum(s.activation == "linear" or not s.name.endswith(":missing") for s in encoder.spans)
-        self.bins_ = self._value_bins(len(df))
+        self.bins_ = self._counts().value_bins(len(df))
         self.variables_ = self._variables(encoder, values, blank, missing, self.bins_)
         states = self._discretise(values, codes, encoder, blank, missing)
         names = [v.name for v in self.variables_]
         self.target_ = names.index(self.schema_.target) if self.schema_.target is not None else None
-        self.parents_ = self._learn_structure(states)
-        self.tables_ = self._learn_tables(states)
+        self.parents_ = self._counts().structure(states)
+        self.tables_ = self._counts().tables(states)
         self.order_ = topological_order(self.parents_)
 
     def _features(self) -> list[int]:
@@ -396,17 +407,6 @@ class BayesNet(SynthModel):
         """The target as every other variable's only parent (no parents without a target)."""
         return [[] if v == self.target_ or self.target_ is None else [self.target_] for v in range(len(self.variables_))]
 
-    def _learn_structure(self, states: np.ndarray) -> list[list[int]]:
-        if self.structure == "naive" or len(self._features()) < 2:
-            return self._naive_parents()
-        features = self._features()
-        gains = heldout_gains(states, self.variables_, features, self.target_, max(self.smoothing, 1e-3),
-                              seed=self.seed)
-        # the strongest links among those the rows can pay for (ranked by the gain itself, cheap
-        # tables — a flag, a category — would win over a strong link between two measurements)
-        scores = np.where(gains > 0, dependence_scores(states, self.variables_, features, self.target_), 0.0)
-        return self._tree_parents(scores, max_cells=max(len(states) / 2, 64))
-
     def _family(self, states: np.ndarray, v: int) -> np.ndarray:
         return family_counts(states, v, self.parents_[v], self.variables_)
 
@@ -420,13 +420,6 @@ class BayesNet(SynthModel):
         per_class = np.clip(per_class, 0.0, None) + 1e-9
         per_class /= per_class.sum(axis=1, keepdims=True)
         return np.repeat(per_class, counts.shape[0] // cls, axis=0)
-
-    def _learn_tables(self, states: np.ndarray) -> list[np.ndarray]:
-        tables = []
-        for v in range(len(self.variables_)):
-            counts = self._family(states, v)
-            tables.append(normalise(counts, self._backoff(counts, v), self.smoothing * self.variables_[v].states))
-        return tables
 
     # -- sampling ----------------------------------------------------------------------------
     def _default_class_probs(self) -> np.ndarray:
@@ -464,7 +457,7 @@ class BayesNet(SynthModel):
     # -- persistence ---------------------------------------------------------------------------
     def _fitted_config(self) -> dict[str, Any]:
         return {"bins": self.bins_, "target_index": self.target_, "parents": self.parents_,
-                "variables": [asdict(v) for v in self.variables_]}
+                "variables": [asdict(v) for v in self.variables_], **self._counts().fitted()}
 
     def _save_weights(self, directory: Path) -> None:
         np.savez(directory / "tables.npz", **{f"t{v}": t for v, t in enumerate(self.tables_)})
@@ -478,7 +471,7 @@ class BayesNet(SynthModel):
         self._check_tables(Path(directory))
         self._linear_names = [s.name for s in encoder.spans if s.activation == "linear"]
         self.order_ = topological_order(self.parents_)
-
+        self._counts().restore(fitted)
 
     def _check_tables(self, directory: Path) -> None:
         """Each loaded table is a finite, non-negative (parent states × states) array, as the sampler
@@ -489,154 +482,3 @@ class BayesNet(SynthModel):
                 raise bundle.bundle_error(directory, "tables.npz", f"does not fit the network in config.json: table t{v} "
                                                                   f"('{var.name}') has shape {table.shape}, "
                                                                   f"expected ({rows}, {var.states}) of probabilities")
-
-
-class DPBayesNet(BayesNet):
-    """The Bayesian network with differential privacy end to end (``dp-bayesnet`` in the registry).
-
-    Parameters (besides the network's)
-    ----------------------------------
-    epsilon, delta : the budget; ``delta=None`` picks ``default_delta(n)``.
-    stats_share : budget share (μ², see ``share_noise_multiplier``) of the public facts the schema
-        does not declare (nothing is charged when it declares them all); raised, up to one half,
-        for a table with few records per column (``privacy.facts_budget``).
-    structure_share : share of the tree's dependence scores, when the tree is used.
-    theta : an average cell's count over its noise sd that the bins and the tree must reach.
-    structure : ``"auto"`` (the tree when it reaches ``theta``), ``"tree"`` or ``"naive"``.
-    shrinkage : pseudo-records towards P(child | target), in noise sds.
-    """
-
-    name = "dp-bayesnet"
-
-    def __init__(self, epsilon: float = 1.0, delta: float | None = None, stats_share: float = 0.1,
-                 structure_share: float = 0.2, theta: float = 2.0, structure: str = "auto",
-                 bins: int | None = None, parent_bins: int = 4, shrinkage: float = 1.0,
-                 accountant: str = "prv", seed: int = 0, progress: bool = True):
-        super().__init__(bins=bins, parent_bins=parent_bins, structure=structure, smoothing=0.0, seed=seed,
-                         progress=progress)
-        self.epsilon = epsilon
-        self.delta = delta
-        self.stats_share = stats_share
-        self.structure_share = structure_share
-        self.theta = theta
-        self.shrinkage = shrinkage
-        self.accountant = accountant
-
-    @staticmethod
-    def _structures() -> tuple[str, ...]:
-        return ("auto", "tree", "naive")
-
-    def _validate_params(self, schema: Schema) -> None:
-        super()._validate_params(schema)
-        bad = budget_problems(self.epsilon, self.delta, self.accountant,
-                              {"stats_share": self.stats_share, "structure_share": self.structure_share})
-        if not (isinstance(self.theta, (int, float)) and self.theta > 0):
-            bad.append(f"theta={self.theta!r} (a positive number)")
-        if not (isinstance(self.shrinkage, (int, float)) and self.shrinkage >= 0):
-            bad.append(f"shrinkage={self.shrinkage!r} (a number ≥ 0)")
-        if bad:
-            raise ConfigError(f"{self.name}: invalid settings: {', '.join(bad)}")
-
-    # -- public facts ---------------------------------------------------------------------
-    def _prepare(self, df: pd.DataFrame, schema: Schema) -> tuple[Schema, TableEncoder, pd.DataFrame]:
-        from clinsynth.privacy.statistics import charged_release, conform
-
-        self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, len(df), self.accountant)
-        self._rng = np.random.default_rng(self.seed)
-        self.release_ = charged_release(df, schema, self.ledger_, self.stats_share, self._rng)
-        self.facts_ = self.release_.record()
-        # nothing is charged when every fact is declared; a table with few records per column gives
-        # the facts more than stats_share (privacy.facts_budget)
-        self._facts_share = self.release_.budget["share"] if self.ledger_.charges else 0.0
-        released = self.release_.schema
-        encoder = TableEncoder(released).fit_from_statistics(self.release_.numeric)
-        return released, encoder, conform(df, self.release_)
-
-    # -- the plan: decided from n, ε and the schema alone ----------------------------------------
-    def _remaining_share(self) -> float:
-        return 1.0 - self._facts_share
-
-    def _table_noise(self, share: float) -> float:
-        """Noise sd of each cell of the family tables when they get ``share`` of the budget."""
-        return share_noise_multiplier(share, self.epsilon, self.ledger_.delta) * math.sqrt(self.n_variables_)
-
-    def _value_bins(self, n: int) -> int:
-        self.tree_, bins = self._plan(n)
-        return bins
-
-    def _plan(self, n: int) -> tuple[bool, int]:
-        """(use the tree, value bins), from n, ε and the schema alone.
-
-        The tree is used when, with at least ``_MIN_TREE_BINS`` bins, both its dependence scores and its
-        three-way tables clear ``theta``; otherwise the naive structure gets all the budget and more bins.
-        """
-        classes, share = self._classes(), self._remaining_share()
-
-        def useful_bins(cells_per_bin: float, sigma: float) -> int:
-            return int(n / (cells_per_bin * sigma * self.theta))
-
-        naive = useful_bins(classes, self._table_noise(share))
-        tree = 0
-        features = self.n_variables_ - (self.schema_.target is not None)
-        if self.structure != "naive" and features >= 2 and share > self.structure_share:
-            pairs = features * (features - 1) / 2
-            sigma_scores = share_noise_multiplier(self.structure_share, self.epsilon, self.ledger_.delta) \
-                * _SCORE_SENSITIVITY * math.sqrt(pairs)
-            if n / sigma_scores >= self.theta or self.structure == "tree":
-                tree = useful_bins(classes * self.parent_bins, self._table_noise(share - self.structure_share))
-        use_tree = self.structure == "tree" or (self.structure == "auto" and tree >= _MIN_TREE_BINS)
-        bins = self.bins if self.bins is not None else (tree if use_tree else naive)
-        return use_tree, int(np.clip(bins, 2, 32))
-
-    def _classes(self) -> int:
-        target = self.schema_.target
-        return len(self.schema_.column(target).categories or []) if target is not None else 1
-
-    def _numeric_states(self, codec: NumericCodec, z: np.ndarray, bins: int) -> tuple[list[float], list[float]]:
-        return released_states(codec, self.release_.numeric[codec.spec.name], bins)
-
-    def _learn_structure(self, states: np.ndarray) -> list[list[int]]:
-        n = len(states)
-        self._tables_share = self._remaining_share() - (self.structure_share if self.tree_ else 0.0)
-        if not self.tree_:
-            return self._naive_parents()
-        features = self._features()
-        pairs = len(features) * (len(features) - 1) // 2
-        sigma = share_noise_multiplier(self.structure_share, self.epsilon, self.ledger_.delta)
-        charge = Charge("gaussian", f"network structure: dependence scores of {pairs} column pairs",
-                        noise_multiplier=sigma, sample_rate=1.0, steps=1)
-        # each pair's score moves by ≤ _SCORE_SENSITIVITY when a record comes or goes: √pairs of them in L2
-        scores = symmetric_gaussian_release(
-            self.ledger_, charge, _SCORE_SENSITIVITY * math.sqrt(pairs),
-            lambda: dependence_scores(states, self.variables_, features, self.target_), self._rng, diagonal=False).values[0]
-        # the planned table (a numeric child and parent, each with a missing and a dropout state) always fits
-        planned = self._classes() * (self.parent_bins + 2) * (self.bins_ + 2)
-        return self._tree_parents(scores, max_cells=max(n / (self.theta * self._table_noise(self._tables_share)), planned))
-
-    def _learn_tables(self, states: np.ndarray) -> list[np.ndarray]:
-        queries = len(self.variables_)
-
-        def charge(sigma: float) -> Charge:
-            return Charge("gaussian", f"network tables: {queries} family histograms", noise_multiplier=sigma,
-                          sample_rate=1.0, steps=1)
-
-        # one record moves each of the `queries` histograms by 1: √queries in L2; σ is what the budget has left
-        release = gaussian_release(self.ledger_, charge, math.sqrt(queries),
-                                   lambda: [self._family(states, v) for v in range(queries)], self._rng, low=0.05)
-        self.noise_multiplier_ = release.charge.noise_multiplier
-        noise_std = release.noise_std
-        return [normalise(noisy, self._backoff(noisy, v), self.shrinkage * noise_std)
-                for v, noisy in enumerate(release.values)]
-
-    # -- persistence ---------------------------------------------------------------------------
-    def _fitted_config(self) -> dict[str, Any]:
-        return {**super()._fitted_config(), "ledger": self.ledger_.state_dict(),
-                "noise_multiplier": self.noise_multiplier_, "tree": self.tree_, "facts_release": self.facts_}
-
-    def _restore(self, fitted: dict[str, Any], encoder: TableEncoder, directory: Path) -> None:
-        super()._restore(fitted, encoder, directory)
-        self.ledger_ = PrivacyLedger.from_state_dict(fitted["ledger"])
-        self.noise_multiplier_ = fitted["noise_multiplier"]
-        self.tree_ = fitted["tree"]
-        self.facts_ = fitted.get("facts_release", {})
-        self.release_ = None

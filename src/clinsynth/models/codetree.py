@@ -168,8 +168,7 @@ class CodeTree(CodeModel):
 
     name = "codetree"
     sampling_modules: ClassVar[tuple[str, ...]] = ()
-    _common = ("epsilon", "delta", "accountant", "vocab_share", "stats_share", "max_codes_per_patient", "seed",
-               "progress")
+    _common = ("privacy", "vocab_share", "max_codes_per_patient", "seed", "progress")
 
     def __init__(self, bins: int | None = None, smoothing: float = 1.0, penalty: float = 0.0, max_codes: int = 24,
                  structure_share: float = 0.3, burden: bool | None = None, **common: Any):
@@ -433,7 +432,7 @@ class CodeTree(CodeModel):
         c = self.max_codes
         counts = not self.codec_.binary
         # 1. structure: every code pair's joint count (and each code's count), once
-        sigma1 = share_noise_multiplier(self.structure_share, self.epsilon, self.ledger_.delta)
+        sigma1 = share_noise_multiplier(self.structure_share, self.privacy.epsilon, self.ledger_.delta)
         structure = Charge("gaussian", f"tree structure: one- and two-way counts of {n_codes} codes "
                            f"(capped at {c} per patient)", noise_multiplier=sigma1, sample_rate=1.0, steps=1)
         # a patient with m ≤ c codes moves m(m+1)/2 entries of the upper triangle by 1
@@ -633,16 +632,11 @@ class CodeTree(CodeModel):
         write_with(directory / "tables.npz", write)
 
     def _restore(self, fitted: dict[str, Any], encoder: RecordCodec, directory: Path) -> None:
-        from clinsynth.privacy.ledger import PrivacyLedger
-
         directory = Path(directory)
         self.input_kind_ = fitted["input_kind"]
         self.codec_ = encoder
         self.modules_ = {}
-        if self.private:
-            self.ledger_ = PrivacyLedger.from_state_dict(fitted["ledger"])
-            self.noise_multiplier_ = fitted["noise_multiplier"]
-            self.vocabulary_release_ = fitted.get("vocabulary_release")
+        self._reader().restore(fitted)
         self.static_variables_ = [StaticVariable(**v) for v in fitted["static_variables"]]
         self.parent_ = np.asarray(fitted["parents"], dtype=np.int64)
         self.order_ = np.asarray(fitted["order"], dtype=np.int64)
@@ -666,9 +660,3 @@ class CodeTree(CodeModel):
                 raise bundle.bundle_error(directory, "tables.npz", f"holds count histograms of shape {probs.shape} for "
                                                                    f"{encoder.n_codes} codes")
             self.count_edges_, self.count_probs_ = edges.astype(np.int64), probs
-
-
-class DPCodeTree(CodeTree):
-    """The Chow–Liu tree with differential privacy (``dp-codetree``): two Gaussian count releases, one ledger."""
-
-    name = "dp-codetree"

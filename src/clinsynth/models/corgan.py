@@ -203,9 +203,3 @@ class CorGAN(MedGAN):
         return torch.optim.Adam([{"params": m["generator"].parameters()},
                                  {"params": m["decoder"].parameters(), "lr": self.decoder_lr}],
                                 lr=self.lr, weight_decay=self.weight_decay)
-
-
-class DPCorGAN(CorGAN):
-    """corGAN with differential privacy (``dp-corgan``): DP-SGD on the autoencoder and the critic."""
-
-    name = "dp-corgan"

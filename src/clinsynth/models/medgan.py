@@ -293,9 +293,3 @@ class MedGAN(CodeModel):
     def _generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
         z = torch.randn(n, self.compress_dim, generator=generator, device=self.device_)
         return self.modules_["decoder"](self.modules_["generator"](z))
-
-
-class DPMedGAN(MedGAN):
-    """medGAN with differential privacy (``dp-medgan``): DP-SGD on the autoencoder and the discriminator."""
-
-    name = "dp-medgan"

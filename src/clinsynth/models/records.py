@@ -8,25 +8,21 @@ log1p(min(x, cap)) / log1p(cap). A network's *output* for a count code is a hurd
 that is rare but, when present, recorded many times keeps both properties. The code matrix stays sparse; only the rows of a batch are ever
 dense, so memory is bounded by the batch, not the data (``../shared/DESIGN.md``, "sparse all the way").
 
-Differential privacy is the same for every code model, so it lives here once
-(:class:`CodeModel`):
-
-* **vocabulary** — declared public in the schema's code block, or chosen by the charged
-  mechanism of :mod:`clinsynth.privacy.vocabulary`;
-* **ordinary columns** — bounds and categories that are not public come from one charged Gaussian
-  release (:mod:`clinsynth.privacy.statistics`), as in ``dp-acgan``;
-* **every network that sees real records** (an autoencoder's pretraining, a GAN's critic, a VAE)
-  is a *phase* trained with DP-SGD on Poisson batches; all phases share one noise multiplier,
-  calibrated together before training so the ledger's total stays within (ε, δ).
+Differential privacy is the same for every code model, and it is given, not subclassed: a model
+given a ``Privacy`` reads its patients through the private component of
+``models/code_training.py`` (charged vocabulary and public facts, Poisson batches, DP-SGD at one
+calibrated noise multiplier for every phase), otherwise through the plain one.
 
 A model subclass declares its phases and networks and trains through :meth:`CodeModel._batches`
 and :meth:`CodeModel._step`, which are plain minibatch SGD without a budget and DP-SGD with one.
+
+Size: ~520 lines: the record codec (features, loss, decoding) and the base model share one feature
+layout; splitting them would only move the layout into a third file.
 """
 from __future__ import annotations
 
 import inspect
 import math
-import warnings
 from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,8 +43,8 @@ from clinsynth.errors import ConfigError, InputError, NotFittedError, SchemaErro
 from clinsynth.models import bundle
 from clinsynth.models.base import Conditions, SynthModel, refuse_long_format
 from clinsynth.models.training import CategoricalNoise, SpanActivation, flush_denormals, resolve_device, seeded
-from clinsynth.privacy.dpsgd import PrivateGradient, expected_batch, poisson_batches
-from clinsynth.privacy.ledger import Charge, PrivacyLedger, budget_problems, charge_calibrated
+from clinsynth.privacy.dpsgd import PrivateGradient
+from clinsynth.privacy.budget import Privacy
 from clinsynth.schema import CodeBlock, Schema
 
 BINARIZE = ("round", "sample")
@@ -64,7 +60,7 @@ def split_input(data: CodeMatrix | pd.DataFrame, tables_ok: bool, model: str) ->
     if isinstance(data, pd.DataFrame):
         if not tables_ok:
             raise InputError(f"{model} models EHR code matrices (clinsynth.read_long); for an ordinary table "
-                             "leave --model out (auto) or use bayesnet, vae or acgan")
+                             "use auto, bayesnet, vae or acgan")
         return None, data
     raise InputError(f"{model}: expected a CodeMatrix or a DataFrame, got {type(data).__name__}")
 
@@ -282,13 +278,11 @@ class CodeModel(SynthModel):
 
     Common parameters (every code model takes them)
     ------------------------------------------------
-    epsilon, delta : the privacy budget; only the ``dp-`` versions take ε (δ ``None``: the default
-        min(1e-5, 1/(10 n))).
+    privacy : a ``clinsynth.Privacy`` budget (ε, δ, accountant, the ordinary columns' facts'
+        share); with one the model is its ``dp-`` alias and every phase below is private.
     max_grad_norm : per-record clipping norm of every private phase.
-    accountant : ``"prv"`` or ``"rdp"``.
-    vocab_share, stats_share : parts of the budget (μ², see ``share_noise_multiplier``) for
-        choosing the vocabulary and for the ordinary columns' public facts; each is spent only
-        when needed (a public vocabulary, or public bounds, cost nothing).
+    vocab_share : the budget's part (μ², see ``share_noise_multiplier``) for choosing the
+        vocabulary; spent only when needed (a public vocabulary costs nothing).
     max_codes_per_patient : per-patient cap of the vocabulary mechanism.
     binarize : ``"sample"`` (Bernoulli draws from the decoder's probabilities) or ``"round"``
         (probability > 0.5, as the medGAN code did) for binary codes. Sampling keeps codes the
@@ -299,34 +293,26 @@ class CodeModel(SynthModel):
 
     tables_ok: ClassVar[bool] = False
     checkpoints = True
-    _common = ("epsilon", "delta", "max_grad_norm", "accountant", "vocab_share", "stats_share",
-               "max_codes_per_patient", "binarize", "device", "seed", "progress")
+    _common = ("privacy", "max_grad_norm", "vocab_share", "max_codes_per_patient", "binarize", "device", "seed",
+               "progress")
 
-    def __init__(self, epsilon: float | None = None, delta: float | None = None, max_grad_norm: float = 1.0,
-                 accountant: str = "prv", vocab_share: float = 0.1, stats_share: float = 0.1,
+    def __init__(self, privacy: Privacy | None = None, max_grad_norm: float = 1.0, vocab_share: float = 0.1,
                  max_codes_per_patient: int = 50, binarize: str = "sample", device: str = "auto",
                  seed: int = 0, progress: bool = True):
-        self.epsilon = epsilon
-        self.delta = delta
         self.max_grad_norm = max_grad_norm
-        self.accountant = accountant
         self.vocab_share = vocab_share
-        self.stats_share = stats_share
         self.max_codes_per_patient = max_codes_per_patient
         self.binarize = binarize
         self.device = device
         self.seed = seed
         self.progress = progress
+        self._given(privacy)
 
     @classmethod
     def _param_names(cls) -> list[str]:
         sig = inspect.signature(cls.__init__)
         own = [p.name for p in sig.parameters.values() if p.name != "self" and p.kind == p.POSITIONAL_OR_KEYWORD]
         return own + [c for c in cls._common if c not in own]
-
-    @property
-    def private(self) -> bool:
-        return self.name.startswith("dp-")
 
     # -- what a code model implements ---------------------------------------------------------------
     @abstractmethod
@@ -353,13 +339,10 @@ class CodeModel(SynthModel):
 
     # -- checks ------------------------------------------------------------------------------
     def _validate_params(self, schema: Schema) -> None:
-        if not self.private and (self.epsilon is not None or self.delta is not None):
-            raise ConfigError(f"'{self.name}' is not private: for a privacy budget use 'dp-{self.name}' "
-                              "(or --epsilon on the command line)")
-        bad = budget_problems(self.epsilon, self.delta, self.accountant,
-                              {"vocab_share": self.vocab_share, "stats_share": self.stats_share}, private=self.private)
-        if self.private and schema.codes is not None and not schema.codes.binary and schema.codes.max_count is None:
-            bad.append("a count code block needs a public cap under DP: set max_count in the schema's code block")
+        bad = []
+        if not (isinstance(self.vocab_share, (int, float)) and 0 < self.vocab_share < 1):
+            bad.append(f"vocab_share={self.vocab_share!r} (between 0 and 1)")
+        bad += self._reader().problems(schema)
         if not (isinstance(self.max_grad_norm, (int, float)) and self.max_grad_norm > 0):
             bad.append(f"max_grad_norm={self.max_grad_norm!r} (a positive number)")
         if isinstance(self.max_codes_per_patient, bool) or not isinstance(self.max_codes_per_patient, int) \
@@ -394,25 +377,14 @@ class CodeModel(SynthModel):
         n = len(codes) if codes is not None else len(static)
         self.n_input_ = n  # and some on the number of patients (public, as everywhere in clinsynth)
         self._validate_params(schema)
-        if self.private and codes is not None and n < DP_FEW_PATIENTS:
-            warnings.warn(f"{self.name}: {n:,} patients are few for a differentially private code model at ε = "
-                          f"{self.epsilon:g}: the noise swamps most codes' counts (300 patients × 170 codes at ε = 1: "
-                          "prevalence correlation 0.37 for dp-codetree, ≤ 0 for the DP networks); raise ε or release "
-                          "without DP only where that is allowed", UserWarning, stacklevel=2)
+        self._reader().warn_if_few(n, codes)
         self._checkpoint = self._open_checkpoint(checkpoint_dir, schema, data)
         try:
             resumed = self._checkpoint.resumed
             if resumed is not None:
                 schema, codec, codes, static = self._resume_prepared(resumed, codes, static)
             else:
-                if self.private:
-                    schema, table, codes, static, cap = self._prepare_private(schema, codes, static)
-                else:
-                    part = static_schema(schema)
-                    table = TableEncoder(part).fit(static) if part is not None else None
-                    cap = None
-                    if codes is not None and not codes.binary:
-                        cap = float(schema.codes.max_count or max(codes.matrix.data.max(initial=1.0), 1.0))
+                schema, table, codes, static, cap = self._reader().prepare(schema, codes, static)
                 codec = RecordCodec(schema, table, cap)
             self._checkpoint.prepared(schema, codec)
             self.schema_ = schema
@@ -421,8 +393,7 @@ class CodeModel(SynthModel):
             self._codes = codes.matrix if codes is not None else None
             self._static_x = codec.encode_static(static, n)
             self.device_ = resolve_device(self.device)
-            if self.private:
-                self._calibrate(n)
+            self._reader().calibrate(n)
             with seeded(self.seed, self.device_), flush_denormals():
                 self.modules_ = {k: m.to(self.device_) for k, m in self._build(codec.dim, codec.out_dim).items()}
                 self._train()
@@ -438,35 +409,31 @@ class CodeModel(SynthModel):
     def _checkpoint_phases(self) -> list[str]:
         return [p.name for p in self._phases()]
 
+    def _reader(self) -> Any:
+        """How this model reads its patients (``models/code_training.py``): privately exactly when
+        it was given a budget."""
+        if getattr(self, "_reading", None) is None:
+            from clinsynth.models.code_training import codes_training_for
+
+            self._reading = codes_training_for(self)
+        return self._reading
+
     def _checkpoint_state(self) -> dict[str, Any]:
-        if not self.private:
-            return {}
-        return {"ledger": self.ledger_.state_dict(), "noise_multiplier": self.noise_multiplier_,
-                "vocabulary_release": self.vocabulary_release_, "release": self._static_release}
+        return self._reader().checkpoint_state()
 
     def _load_checkpoint_state(self, state: dict[str, Any]) -> None:
-        if self.private:
-            self.ledger_ = PrivacyLedger.from_state_dict(state["ledger"])
-            self.noise_multiplier_ = state["noise_multiplier"]
-            self.vocabulary_release_ = state["vocabulary_release"]
-            self._static_release = state["release"]
-            self.facts_ = {"budget": self._static_release.get("budget", {}),
-                           "queries": self._static_release.get("facts", [])} if self._static_release else {}
+        self._reader().load_checkpoint_state(state)
 
     def _resume_prepared(self, resumed: dict[str, Any], codes: CodeMatrix | None, static: pd.DataFrame | None):
         """What ``fit`` prepares before training, from a checkpoint: schema, codec and (DP) the
         released vocabulary and public facts — restored, never drawn or charged again."""
-        from clinsynth.privacy.statistics import DPRelease, conform
-
         schema = Schema.from_json(resumed["schema"], "checkpointed schema")
         codec = RecordCodec.from_state_dict(schema, resumed["encoder"])
         self._load_checkpoint_state(resumed["model"])
         if codes is not None and tuple(schema.codes.vocabulary) != codes.vocabulary:  # the DP vocabulary
             keep = pd.Index(codes.vocabulary).get_indexer(list(schema.codes.vocabulary))
             codes = CodeMatrix(codes.matrix[:, keep], tuple(schema.codes.vocabulary), codes.patient_ids, codes.binary)
-        if self.private and self._static_release is not None:
-            static = conform(static, DPRelease.from_state_dict(self._static_release))
-        return schema, codec, codes, static
+        return schema, codec, codes, self._reader().conform(static)
 
     def _real(self, rows: np.ndarray) -> torch.Tensor:
         """The real patients at ``rows`` as a dense batch on the device."""
@@ -474,76 +441,13 @@ class CodeModel(SynthModel):
         return torch.as_tensor(x, device=self.device_)
 
     def _batches(self, phase: Phase, epoch: int) -> Iterator[np.ndarray]:
-        """Row indices of one epoch: Poisson samples under DP (what the accountant assumes),
-        shuffled fixed-size batches otherwise (the last short one dropped when there are several)."""
-        n = self.n_train_
-        if self.private:
-            index = [p.name for p in self._phases()].index(phase.name)
-            yield from poisson_batches(n, self._rates[phase.name], self._steps[phase.name],
-                                       seed=(self.seed * 1_000_003 + index) * 100_003 + epoch)
-            return
-        batch = min(phase.batch_size, n)
-        order = np.random.default_rng((self.seed, epoch, len(phase.name))).permutation(n)
-        for start in range(0, n - batch + 1, batch):
-            yield order[start:start + batch]
+        """Row indices of one epoch: Poisson samples under a budget (what the accountant assumes),
+        shuffled fixed-size batches otherwise."""
+        return self._reader().batches(phase, epoch)
 
     def _step(self, phase: Phase, module: nn.Module, optimizer: torch.optim.Optimizer) -> RealStep:
         """The update rule for ``module`` in ``phase``: DP-SGD under a budget."""
-        if not self.private:
-            return RealStep(module, optimizer, None)
-        gen = torch.Generator(device=self.device_).manual_seed(self.seed * 31 + len(phase.name))
-        expected = self._rates[phase.name] * self.n_train_
-        return RealStep(module, optimizer, PrivateGradient(module, self.noise_multiplier_, self.max_grad_norm, expected, gen))
-
-    # -- DP ------------------------------------------------------------------------------------
-    def _prepare_private(self, schema: Schema, codes: CodeMatrix | None, static: pd.DataFrame | None):
-        """Ledger, vocabulary and public facts: only charged or declared facts reach the codec."""
-        from clinsynth.privacy.statistics import charged_release, conform
-        from clinsynth.privacy.vocabulary import charged_vocabulary
-
-        n = len(codes) if codes is not None else len(static)
-        self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, n, self.accountant)
-        rng = np.random.default_rng(self.seed)
-        self.vocabulary_release_ = None
-        self._static_release = None  # plain data, for a checkpoint
-        self.facts_: dict[str, Any] = {}
-        if codes is not None and not schema.codes.public:
-            release = charged_vocabulary(codes, self.ledger_, self.vocab_share, self.max_codes_per_patient, rng)
-            keep = pd.Index(codes.vocabulary).get_indexer(list(release.vocabulary))
-            codes = CodeMatrix(codes.matrix[:, keep], release.vocabulary, codes.patient_ids, codes.binary)
-            schema = schema.model_copy(update={"codes": schema.codes.model_copy(update={"vocabulary": list(release.vocabulary)})})
-            self.vocabulary_release_ = {"threshold": release.threshold, "candidates": release.candidates,
-                                        "kept": len(release.vocabulary)}
-        table = None
-        part = static_schema(schema)
-        if part is not None:
-            release = charged_release(static, part, self.ledger_, self.stats_share, rng)
-            self._static_release = release.state_dict()
-            self.facts_ = release.record()
-            table = TableEncoder(release.schema).fit_from_statistics(release.numeric)
-            static = conform(static, release)
-            schema = release.schema.model_copy(update={"codes": schema.codes})
-        cap = float(schema.codes.max_count) if codes is not None and not codes.binary else None
-        return schema, table, codes, static, cap
-
-    def _calibrate(self, n: int) -> None:
-        """One noise multiplier for every private phase, the smallest that keeps the ledger within ε."""
-        phases = [p for p in self._phases() if p.epochs > 0]
-        batches = {p.name: expected_batch(p.batch_size, n, f"{self.name} {p.name}") for p in phases}
-        self._rates = {p.name: batches[p.name] / n for p in phases}
-        self._steps = {p.name: max(1, round(n / batches[p.name])) for p in phases}
-
-        def charges(sigma: float) -> list[Charge]:
-            return [Charge("dp-sgd", f"{p.purpose}: {p.epochs} epochs × {self._steps[p.name]} steps, Poisson sampling, "
-                           f"clip {self.max_grad_norm:g}", noise_multiplier=sigma, sample_rate=self._rates[p.name],
-                           steps=p.epochs * self._steps[p.name]) for p in phases]
-
-        if not phases:
-            self.noise_multiplier_ = None
-            return
-        if self._resuming():  # σ and its charges come back with the checkpointed ledger
-            return
-        self.noise_multiplier_ = charge_calibrated(self.ledger_, charges)
+        return self._reader().step(phase, module, optimizer)
 
     # -- sample ----------------------------------------------------------------------------------
     def _sample_seed(self, n: int, conditions: Conditions | None, seed: int | None) -> int:
@@ -589,13 +493,7 @@ class CodeModel(SynthModel):
         return RecordCodec.from_state_dict(schema, state)
 
     def _fitted_config(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"input_kind": self.input_kind_}
-        if not self.private:  # losses on real records are statistics of them: not in a DP bundle
-            out["history"] = getattr(self, "history_", [])
-        else:
-            out.update(ledger=self.ledger_.state_dict(), noise_multiplier=self.noise_multiplier_,
-                       vocabulary_release=self.vocabulary_release_, facts_release=self.facts_)
-        return out
+        return {"input_kind": self.input_kind_, **self._reader().fitted()}
 
     def _save_weights(self, directory: Path) -> None:
         state = {name: self.modules_[name].state_dict() for name in self.sampling_modules}
@@ -606,11 +504,7 @@ class CodeModel(SynthModel):
         self.input_kind_ = fitted["input_kind"]
         self.history_ = fitted.get("history", [])
         self.codec_ = encoder
-        if self.private:
-            self.ledger_ = PrivacyLedger.from_state_dict(fitted["ledger"])
-            self.noise_multiplier_ = fitted["noise_multiplier"]
-            self.vocabulary_release_ = fitted.get("vocabulary_release")
-            self.facts_ = fitted.get("facts_release", {})
+        self._reader().restore(fitted)
         state = bundle.load_torch(directory, self.device_)
         built = self._build(encoder.dim, encoder.out_dim)
         self.modules_ = {}

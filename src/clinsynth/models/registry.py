@@ -3,15 +3,26 @@
 Entries name their class as ``"module:Class"`` and are imported only when used, so listing the
 registry (``clinsynth models``) and ``import clinsynth`` never load PyTorch. A new model is a new
 file in ``models/`` plus one entry here.
+
+Differential privacy is given, not subclassed: a model whose constructor takes
+``privacy: Privacy | None = None`` (stored by ``SynthModel._given``) declares its DP version with
+one more line, ``dp_alias("<name>", "<summary>", defaults={...})`` — the name ``dp-<name>``, ε = 1
+unless given, and the hyperparameters that suit a budget. ``create("<name>", privacy=Privacy(…))``,
+``create("dp-<name>", epsilon=…)``, ``--epsilon`` and saved ``dp-<name>`` bundles then all work.
+The older style still works: a ``dp-<name>`` entry (ε among its ``defaults``) naming a class of
+its own — one that takes ``epsilon=``, ``delta=`` … itself gets the budget as those keywords; an
+empty ``dp-`` subclass of a model that takes ``privacy=`` gets it as a ``Privacy``.
 """
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clinsynth.errors import BundleError, ConfigError
+from clinsynth.errors import BundleError, ConfigError, HyperparameterError
+from clinsynth.privacy.budget import PRIVACY_FIELDS, Privacy, as_privacy, split_budget
 
 if TYPE_CHECKING:
     from clinsynth.models.base import SynthModel
@@ -19,15 +30,50 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """A registered name: the class it builds, one line on what it is, and hyperparameter defaults.
+
+    A ``dp-`` alias (``private_of`` set) builds the same class as the model it names, given a
+    ``Privacy`` (``privacy_defaults`` fill what the caller leaves out: ε = 1) and the
+    hyperparameters that suit a budget (``defaults``). See :func:`dp_alias`.
+    """
+
     name: str
     target: str
     summary: str
     defaults: dict[str, Any] = field(default_factory=dict)
+    private_of: str | None = None
+    privacy_defaults: dict[str, Any] = field(default_factory=dict)
 
     def load_class(self) -> type[SynthModel]:
+        if self.private_of is not None:  # an alias builds the class of the model it names
+            return _entry(self.private_of).load_class()
         module, _, cls = self.target.partition(":")
         return getattr(importlib.import_module(module), cls)
 
+    @property
+    def is_private(self) -> bool:
+        """A DP name: a ``dp-`` alias, or (the older style) a ``dp-`` class of its own."""
+        return self.private_of is not None or self.name.startswith("dp-")
+
+    def split_defaults(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """(budget defaults of a DP name, or None; the other hyperparameter defaults). An entry
+        in the older style keeps ε among its ``defaults``; it counts as a budget default here."""
+        if not self.is_private:
+            return None, dict(self.defaults)
+        budget = {**{k: v for k, v in self.defaults.items() if k in PRIVACY_FIELDS}, **self.privacy_defaults}
+        return budget, {k: v for k, v in self.defaults.items() if k not in PRIVACY_FIELDS}
+
+    def takes_privacy(self) -> bool:
+        """The class is given a ``Privacy`` (``privacy=``); the older style takes ``epsilon=`` … itself."""
+        return "privacy" in _constructor_names(self.load_class())
+
+
+def dp_alias(of: str, summary: str, defaults: dict[str, Any] | None = None, epsilon: float = 1.0) -> ModelEntry:
+    """``dp-<of>``: registered model ``of`` given a privacy budget (ε = ``epsilon`` unless the caller
+    gives one) and the hyperparameter ``defaults`` measured to suit one. The model's class takes
+    ``privacy=`` (see ``SynthModel._given``)."""
+    return ModelEntry(f"dp-{of}", f"alias of {of}", summary, dict(defaults or {}), private_of=of,
+                      privacy_defaults={"epsilon": epsilon})
 
 REGISTRY: dict[str, ModelEntry] = {
     entry.name: entry
@@ -44,11 +90,16 @@ REGISTRY: dict[str, ModelEntry] = {
             "class-conditional GAN (SPRINT work): label-embedded noise, convolution over the visit grid, "
             "real/fake + class heads",
         ),
-        ModelEntry(
-            "dp-acgan",
-            "clinsynth.models.dp_acgan:DPACGAN",
+        dp_alias(
+            "acgan",
             "the AC-GAN with differential privacy end to end: DP public facts, DP-SGD on the discriminator, "
             "private epoch selection, one ledger",
+            # measured on the simulated trial at ε = 1 (models/acgan_training.py): a small critic trained
+            # fast for few epochs in large Poisson batches, the private top-5; quantiles and the weight
+            # average off (they cannot be learned from public bounds / measured worse)
+            defaults={"epochs": 20, "batch_size": 512, "disc_hidden": 32, "lr_g": 1e-3, "lr_d": 1e-3,
+                      "weight_average": 0.0, "numeric_transform": "standard", "select": "top5",
+                      "conditional_critic": False},
         ),
         ModelEntry(
             "medgan",
@@ -56,13 +107,11 @@ REGISTRY: dict[str, ModelEntry] = {
             "medGAN (Choi et al.) for EHR code matrices: pretrained autoencoder, shortcut generator in its "
             "latent space, minibatch-averaging discriminator",
         ),
-        ModelEntry(
-            "dp-medgan",
-            "clinsynth.models.medgan:DPMedGAN",
+        dp_alias(
+            "medgan",
             "medGAN with DP-SGD on the autoencoder and the discriminator, DP vocabulary, one ledger",
             # few epochs in large batches: every step costs budget (measured on the simulated EHR at ε = 1)
-            defaults={"epsilon": 1.0, "minibatch_averaging": False, "pretrain_epochs": 10, "epochs": 10,
-                      "batch_size": 1000},
+            defaults={"minibatch_averaging": False, "pretrain_epochs": 10, "epochs": 10, "batch_size": 1000},
         ),
         ModelEntry(
             "corgan",
@@ -70,23 +119,20 @@ REGISTRY: dict[str, ModelEntry] = {
             "corGAN (Torfi & Fox) for EHR code matrices: 1-D convolutional autoencoder, convolutional (or dense) "
             "generator and critic, Wasserstein loss",
         ),
-        ModelEntry(
-            "dp-corgan",
-            "clinsynth.models.corgan:DPCorGAN",
+        dp_alias(
+            "corgan",
             "corGAN with DP-SGD on the autoencoder and the critic, DP vocabulary, one ledger",
-            defaults={"epsilon": 1.0, "minibatch_averaging": False, "pretrain_epochs": 10, "epochs": 10,
-                      "batch_size": 1000},
+            defaults={"minibatch_averaging": False, "pretrain_epochs": 10, "epochs": 10, "batch_size": 1000},
         ),
         ModelEntry(
             "vae",
             "clinsynth.models.vae:VAE",
             "variational autoencoder (the medGAN work's baseline) for code matrices, mixed and ordinary tables",
         ),
-        ModelEntry(
-            "dp-vae",
-            "clinsynth.models.vae:DPVAE",
+        dp_alias(
+            "vae",
             "the VAE with DP-SGD on the whole network, DP vocabulary and public facts, one ledger",
-            defaults={"epsilon": 1.0, "epochs": 20, "batch_size": 1000},
+            defaults={"epochs": 20, "batch_size": 1000},
         ),
         ModelEntry(
             "codetree",
@@ -94,12 +140,10 @@ REGISTRY: dict[str, ModelEntry] = {
             "Chow–Liu tree over codes and ordinary columns for code matrices: pairwise counts from one sparse "
             "product, a maximum spanning forest of mutual information, ancestral sampling",
         ),
-        ModelEntry(
-            "dp-codetree",
-            "clinsynth.models.codetree:DPCodeTree",
+        dp_alias(
+            "codetree",
             "the Chow–Liu tree from two Gaussian count releases (structure, then the chosen edges' tables), "
             "codes capped per patient, DP vocabulary, one ledger",
-            defaults={"epsilon": 1.0},
         ),
         ModelEntry(
             "bayesnet",
@@ -107,11 +151,12 @@ REGISTRY: dict[str, ModelEntry] = {
             "Bayesian network over binned columns (PrivBayes-style): the target and one spanning-tree parent "
             "per column, missingness and dropout as states",
         ),
-        ModelEntry(
-            "dp-bayesnet",
-            "clinsynth.models.bayesnet:DPBayesNet",
+        dp_alias(
+            "bayesnet",
             "the Bayesian network from noisy histograms: bins and structure sized to the budget, one ledger; "
             "the choice for small tables under DP",
+            # the structure sized to the budget ("auto"); its tables shrink by `shrinkage` noise sds instead
+            defaults={"structure": "auto", "smoothing": 0.0},
         ),
         ModelEntry(
             "visitchain",
@@ -225,19 +270,70 @@ def _entry(name: str) -> ModelEntry:
     return REGISTRY[name]
 
 
-def create(name: str, **hyperparameters: Any) -> SynthModel:
-    """Build a registered model by name, e.g. ``create("acgan", epochs=200)``."""
+def _constructor_names(cls: type) -> list[str]:
+    names = getattr(cls, "_param_names", None)
+    if names is not None:
+        return list(names())
+    sig = inspect.signature(cls.__init__)
+    return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind == p.POSITIONAL_OR_KEYWORD]
+
+
+def hyperparameters(name: str) -> list[str]:
+    """The hyperparameters ``create(name, ...)`` takes, in the model's order (the budget, given as
+    ``privacy=`` or ``epsilon=``/``delta=``, is not one of them)."""
+    if name == "auto":
+        return []
+    return [p for p in _constructor_names(_entry(name).load_class()) if p != "privacy"]
+
+
+def private_entry(name: str) -> ModelEntry:
+    """The registry entry that builds model ``name`` with a privacy budget (itself for a DP name)."""
     entry = _entry(name)
-    unknown, allowed = _unknown_hyperparameters(name, hyperparameters) if name != "auto" else ([], [])  # auto: on its choice
+    if entry.is_private or name == "auto":
+        return entry
+    for other in REGISTRY.values():
+        if other.private_of == name:
+            return other
+    legacy = REGISTRY.get(f"dp-{name}")  # a DP class of its own, registered in the older style
+    if legacy is not None:
+        return legacy
+    raise ConfigError(f"model '{name}' has no differentially private version; "
+                      f"DP models: {', '.join(n for n, e in REGISTRY.items() if e.is_private)}")
+
+
+def create(name: str, privacy: Privacy | None = None, **hyperparameters: Any) -> SynthModel:
+    """Build a registered model by name, e.g. ``create("acgan", epochs=200)``.
+
+    ``privacy=Privacy(epsilon=1)`` (or the shorthand ``epsilon=1``, ``delta=…``) gives it a budget:
+    ``create("medgan", privacy=Privacy(epsilon=1))`` is ``create("dp-medgan", epsilon=1)`` — the
+    same model, named ``dp-medgan``, with the DP alias's hyperparameter defaults.
+    """
+    entry = _entry(name)
+    if name == "auto":
+        budget, params = split_budget(hyperparameters, privacy)
+        return entry.load_class()(privacy=budget, **params)
+    if privacy is not None or hyperparameters.get("epsilon") is not None:
+        entry = private_entry(name)
+    if not entry.takes_privacy():  # the older style: a dp- class of its own takes epsilon=… itself
+        if privacy is not None:
+            hyperparameters = {**as_privacy(privacy).to_dict(), **hyperparameters}
+            hyperparameters = {k: v for k, v in hyperparameters.items()
+                               if k not in PRIVACY_FIELDS or k in _constructor_names(entry.load_class())}
+        _refuse_unknown(entry.name, hyperparameters, _constructor_names(entry.load_class()))
+        return entry.load_class()(**{**entry.defaults, **hyperparameters})
+    budget_defaults, defaults = entry.split_defaults()
+    budget, params = split_budget(hyperparameters, privacy, budget_defaults)
+    if entry.is_private and budget is None:  # a dp- entry registered without a default ε
+        raise ConfigError(f"model '{entry.name}' is differentially private: give it a budget, e.g. privacy=Privacy(epsilon=1)")
+    _refuse_unknown(entry.name, params, _constructor_names(entry.load_class()))
+    return entry.load_class()(**{**defaults, **params}, privacy=budget)
+
+
+def _refuse_unknown(name: str, params: dict[str, Any], allowed: list[str]) -> None:
+    unknown = sorted(set(params) - set(allowed) - {"privacy"})
     if unknown:
-        raise ConfigError(f"model '{name}' has no hyperparameter {', '.join(unknown)} (it takes {', '.join(allowed)})")
-    return entry.load_class()(**{**entry.defaults, **hyperparameters})
-
-
-def _unknown_hyperparameters(name: str, params: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """The names in ``params`` that model ``name`` does not take, and those it takes."""
-    allowed = list(_entry(name).load_class()._param_names())
-    return sorted(set(params) - set(allowed)), allowed
+        takes = [p for p in allowed if p != "privacy"]
+        raise HyperparameterError(f"model '{name}' has no hyperparameter {', '.join(unknown)} (it takes {', '.join(takes)})")
 
 
 def load(path: str | Path) -> SynthModel:
@@ -251,33 +347,38 @@ def load(path: str | Path) -> SynthModel:
     return _entry(name).load_class().load(path)
 
 
-def check_hyperparameters(model: str, params: dict[str, Any], choice: ModelChoice | None = None) -> None:
-    """Refuse, in one line, a hyperparameter ``model`` does not take (``--param``, ``--epochs``, ``--select``)."""
+def bundle_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments of a bundle of model ``name`` saved with ``params``: a ``dp-``
+    alias's defaults under them, and the budget as one ``Privacy`` — also from a bundle saved
+    before ``Privacy`` existed, which kept ε, δ, the accountant and the share as flat parameters."""
+    entry = _entry(name)
+    budget_defaults, defaults = entry.split_defaults()
+    budget, rest = split_budget(params, params.get("privacy"), budget_defaults)
+    rest.pop("privacy", None)
+    return {**defaults, **rest, "privacy": budget}
+
+
+def check_hyperparameters(model: str, params: dict[str, Any], choice: ModelChoice | None = None,
+                          reserved: tuple[str, ...] = ("seed", "progress")) -> None:
+    """Refuse, in one line, a hyperparameter ``model`` does not take. ``reserved`` names settings
+    the caller sets itself (a run's seed and progress), refused as hyperparameters."""
     if model not in REGISTRY or model == "auto":  # an unknown name is reported by create(); auto checks its choice
         return
-    _, allowed = _unknown_hyperparameters(model, {})
-    allowed = [p for p in allowed if p not in ("seed", "progress")]  # the CLI's --seed and --quiet
+    allowed = [p for p in hyperparameters(model) if p not in reserved]
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         kind = "code matrices" if choice is not None and choice.facts.kind == "codes" else "tables"
-        chosen = f" (auto's choice for {kind} like this one; name another with --model)" if choice else ""
-        raise ConfigError(f"--param: model '{model}'{chosen} has no hyperparameter {', '.join(unknown)} "
-                          f"(it takes {', '.join(allowed)}; seed and progress are --seed and --quiet)")
+        chosen = f" (auto's choice for {kind} like this one; name another model to use its hyperparameters)" if choice else ""
+        own = f"; {' and '.join(reserved)} are set by the run, not as hyperparameters" if set(unknown) & set(reserved) else ""
+        raise HyperparameterError(f"model '{model}'{chosen} has no hyperparameter {', '.join(unknown)} "
+                          f"(it takes {', '.join(allowed)}{own})")
 
 
-def private_model(model: str, epsilon: float | None, delta: float | None, params: dict[str, Any]) -> str:
-    """With ``--epsilon``, the DP version of ``model`` and the budget in ``params``."""
-    if epsilon is None:
-        if delta is not None:
-            raise ConfigError("--delta needs --epsilon (the privacy budget)")
-        if model.startswith("dp-"):
-            raise ConfigError(f"model '{model}' is differentially private: give its budget with --epsilon (e.g. --epsilon 1)")
+def private_name(model: str, privacy: Privacy | None) -> str:
+    """The registry name to build for ``model`` given ``privacy``: its DP alias with a budget; a DP
+    name without one is refused (a budget is never picked silently for a release)."""
+    if privacy is None:
+        if _entry(model).is_private:
+            raise ConfigError(f"model '{model}' is differentially private: give it a privacy budget (epsilon)")
         return model
-    private = model if model.startswith("dp-") or model == "auto" else f"dp-{model}"
-    if private not in REGISTRY:
-        raise ConfigError(f"model '{model}' has no differentially private version; "
-                          f"DP models: {', '.join(n for n in REGISTRY if n.startswith('dp-'))}")
-    params["epsilon"] = epsilon
-    if delta is not None:
-        params["delta"] = delta
-    return private
+    return private_entry(model).name

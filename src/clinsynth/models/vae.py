@@ -141,9 +141,3 @@ class VAE(CodeModel):
     def _generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
         z = torch.randn(n, self.latent_dim, generator=generator, device=self.device_)
         return self.modules_["vae"].decoder(z)
-
-
-class DPVAE(VAE):
-    """The VAE with differential privacy (``dp-vae``): DP-SGD on the whole network, one ledger."""
-
-    name = "dp-vae"
