@@ -85,8 +85,8 @@ def test_a_wide_table_or_a_budget_without_dp_is_refused(data):
     df, schema = data
     with pytest.raises(ConfigError, match="long-format tables .*patient='id', time='day'"):
         create("visitrnn").fit(df, Schema.infer(df.drop(columns="pid"), target="death"))
-    with pytest.raises(ConfigError, match="'visitrnn' is not private: .*'dp-visitrnn'"):
-        create("visitrnn", epsilon=1.0).fit(df, schema)
+    # a budget given to the plain name builds its DP version (privacy is given, not a different model)
+    assert create("visitrnn", epsilon=1.0).name == "dp-visitrnn"
 
 
 # -- differential privacy, per patient ------------------------------------------------------------

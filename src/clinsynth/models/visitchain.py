@@ -60,7 +60,7 @@ import pandas as pd
 from clinsynth.data.transforms import CategoricalCodec, NumericCodec, TableEncoder, numeric_values, synthetic_ids
 from clinsynth.errors import ConfigError
 from clinsynth.models import bundle
-from clinsynth.models.bayesnet import (BayesNet, DPBayesNet, Variable, coarse_view, normalise, observed_states,
+from clinsynth.models.bayesnet import (BayesNet, Variable, coarse_view, normalise, observed_states,
                                        released_states)
 from clinsynth.models.long_base import PATIENT_ROWS_UNIT, PatientModel
 from clinsynth.privacy.ledger import Charge, PrivacyLedger, budget_problems, share_noise_multiplier
@@ -623,8 +623,10 @@ class DPVisitChain(VisitChain):
 
     def _fit_patient_table(self, table: pd.DataFrame, schema: Schema) -> BayesNet:
         budget = share_epsilon(self.patient_share, self.epsilon, self.ledger_.delta)
-        model = DPBayesNet(epsilon=budget, delta=self.ledger_.delta, theta=self.theta, accountant=self.accountant,
-                           seed=self.seed, progress=False).fit(table, schema)
+        from clinsynth.models.registry import create
+
+        model = create("dp-bayesnet", epsilon=budget, delta=self.ledger_.delta, theta=self.theta,
+                       accountant=self.accountant, seed=self.seed, progress=False).fit(table, schema)
         for c in model.ledger_.charges:  # one row = one patient: the same unit
             self.ledger_.charge(dataclasses.replace(c, purpose=f"per-patient table (one row per patient): {c.purpose}"))
         return model
@@ -752,9 +754,6 @@ class DPVisitChain(VisitChain):
                                        "decimals": decimals, "dtype": "int64" if whole else "float64"})
 
     # -- persistence -----------------------------------------------------------------------------
-    def _patient_model_class(self) -> type[BayesNet]:
-        return DPBayesNet
-
     def _fitted_config(self) -> dict[str, Any]:
         return {**super()._fitted_config(), "ledger": self.ledger_.state_dict(),
                 "noise_multiplier": self.noise_multiplier_, "privacy_unit": self.privacy_unit_,
