@@ -63,7 +63,7 @@ def reference_sampling(n: int) -> float:
 def reference_training(model, features: int, n: int, epochs: int) -> float:
     """A bare AC-GAN step with MLPs of the model's sizes: what PyTorch alone costs per record."""
     torch.manual_seed(0)
-    zdim, h, dh, k = model.noise_dim, model.hidden, model.disc_hidden, model.n_classes_
+    zdim, h, dh, k = model.noise_dim, model.hidden, model.disc_hidden_, model.n_classes_
     G = torch.nn.Sequential(torch.nn.Linear(zdim, h), torch.nn.BatchNorm1d(h), torch.nn.ReLU(), torch.nn.Linear(h, h),
                             torch.nn.BatchNorm1d(h), torch.nn.ReLU(), torch.nn.Linear(h, features))
     D = torch.nn.Sequential(torch.nn.Linear(features, dh), torch.nn.LeakyReLU(0.2), torch.nn.Linear(dh, dh),

@@ -18,6 +18,10 @@ bar (fit within 2× TVAE's).
     python bench/bench_acgan_quality.py --config old '{"epochs": 150, ...}' --config new '{}'
     python bench/bench_acgan_quality.py --seeds 0 1 2 --json bench/results/acgan_quality.json
 
+``--diagnose`` adds, on tables with visit groups (the trial), where the detection comes from
+(``diagnose``): the detection AUROC of each column group alone, the largest invented
+correlations, and how trajectories move from visit to visit, real next to synthetic.
+
 ``bench/results/acgan_quality.json`` holds the runs behind the README's acgan figures (old → current
 defaults, and ``dp-acgan`` at ε = 1). ``--config NAME JSON`` adds a configuration (acgan hyperparameters; ``"model": "dp-acgan"`` and
 ``"epsilon": 1`` for the DP model); without any, the registry defaults run as ``default``.
@@ -77,7 +81,56 @@ def correlation_gap(real, synth, meta: dict[str, Any]) -> tuple[float, float, st
     return float(values.mean()), float(values[worst]), f"{names[upper[0][worst]]}×{names[upper[1][worst]]}"
 
 
-def run_one(files: DatasetFiles, params: dict[str, Any], seed: int) -> dict[str, float]:
+def _visit_groups(columns: list[str]) -> dict[str, list[str]]:
+    """Wide visit columns by their prefix (``sbp_m01`` … → ``sbp``), the rest as ``baseline``."""
+    import re
+
+    groups: dict[str, list[str]] = {}
+    for c in columns:
+        m = re.fullmatch(r"(.+)_m\d+", c)
+        groups.setdefault(m.group(1) if m else "baseline", []).append(c)
+    return groups
+
+
+def diagnose(real, synth, seed: int = 0) -> dict[str, Any]:
+    """Where a detector finds the synthetic rows: per column group (a forest on that group alone),
+    the five largest |real − synthetic| Spearman correlations, and per visit group the correlation
+    of consecutive visits and the share of visit-to-visit decreases, real and synthetic."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import cross_val_score
+
+    import pandas as pd
+
+    both = list(real.columns)
+    frame = pd.concat([real, synth], ignore_index=True)
+    is_number = {c: pd.api.types.is_numeric_dtype(real[c]) and pd.api.types.is_numeric_dtype(synth[c]) for c in both}
+    X = {c: (frame[c].astype(float).fillna(-999) if is_number[c] else frame[c].astype("string").factorize()[0])
+         for c in both}
+    y = np.r_[np.zeros(len(real)), np.ones(len(synth))]
+    groups = _visit_groups(both)
+    out: dict[str, Any] = {"group_detection": {}}
+    for name, cols in groups.items():
+        forest = RandomForestClassifier(100, n_jobs=1, random_state=seed)
+        data = np.column_stack([X[c] for c in cols])
+        out["group_detection"][name] = round(float(cross_val_score(forest, data, y, cv=3, scoring="roc_auc").mean()), 3)
+    numeric = [c for c in both if is_number[c]]
+    rc, sc = real[numeric].corr("spearman"), synth[numeric].corr("spearman")
+    upper = np.triu_indices(len(numeric), 1)
+    gaps = sorted(((abs(rc.values[i, j] - sc.values[i, j]), numeric[i], numeric[j], rc.values[i, j], sc.values[i, j])
+                   for i, j in zip(*upper) if np.isfinite(sc.values[i, j])), reverse=True)[:5]
+    out["invented_correlations"] = [{"pair": f"{a}×{b}", "real": round(r, 2), "synthetic": round(s_, 2)}
+                                    for _, a, b, r, s_ in gaps]
+    for name, cols in groups.items():
+        if name == "baseline" or len(cols) < 2:
+            continue
+        pairs = list(zip(cols, cols[1:]))
+        out[name] = {side: {"consecutive_r": [round(float(df[a].corr(df[b])), 2) for a, b in pairs],
+                            "decreasing_share": [round(float((df[b] < df[a]).mean()), 3) for a, b in pairs]}
+                     for side, df in (("real", real), ("synthetic", synth))}
+    return out
+
+
+def run_one(files: DatasetFiles, params: dict[str, Any], seed: int, diagnosed: bool = False) -> dict[str, float]:
     """Fit, sample n_train rows, score: detection AUROC, TSTR/TRTR ratios, fit seconds."""
     from threadpoolctl import threadpool_limits
 
@@ -101,6 +154,9 @@ def run_one(files: DatasetFiles, params: dict[str, Any], seed: int) -> dict[str,
     row = {"fit_s": fit_s, "fit_cpu_s": fit_cpu, "detection": detection, **{f"tstr_{k}": v for k, v in ratios.items()},
            "tstr_mean": float(np.mean(list(ratios.values())))}
     row["corr_gap_mean"], row["corr_gap_max"], row["corr_gap_pair"] = correlation_gap(train, synth, meta)
+    if diagnosed and len(_visit_groups(list(train.columns))) > 1:
+        with threadpool_limits(limits=1):
+            row["diagnosis"] = diagnose(train, synth, seed)
     ledger = getattr(fitted.model, "ledger_", None)
     if ledger is not None:
         row["epsilon_spent"] = float(ledger.spent())
@@ -114,6 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--datasets", nargs="+", default=list(TABLES), choices=TABLES)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--diagnose", action="store_true", help="on tables with visit groups: where the detection comes from")
     args = parser.parse_args(argv)
 
     import torch
@@ -129,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         base_fit: dict[int, float] = {}
         for config, params in configs:
             for seed in args.seeds:
-                row = run_one(files, params, seed)
+                row = run_one(files, params, seed, args.diagnose)
                 base_fit.setdefault(seed, row["fit_s"])
                 row.update(dataset=name, config=config, seed=seed, fit_vs_first=row["fit_s"] / base_fit[seed])
                 out["rows"].append(row)
@@ -140,6 +197,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       + (f", TVAE recorded {ref:.1f} s" if ref else "") + ")"
                       + f"  corr gap {row['corr_gap_mean']:.3f} max {row['corr_gap_max']:.2f} {row['corr_gap_pair']}"
                       + (f"  ε {row['epsilon_spent']:.3f}" if "epsilon_spent" in row else ""), flush=True)
+                if "diagnosis" in row:
+                    print(json.dumps(row["diagnosis"]), flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1) + "\n")

@@ -33,9 +33,12 @@ from __future__ import annotations
 
 import os
 
-# Two cores on the benchmark machine: keep every math library at two threads.
+# Two cores on the benchmark machine: every math library and PyTorch at two threads, the same for
+# every tool; BENCH_THREADS overrides it for all of them at once (bench/bench_demo.py times fits
+# on one thread each, so that a loaded machine does not decide which tool thrashes).
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, "2")
+    os.environ.setdefault(_var, str(THREADS))
 
 import argparse
 import importlib
@@ -115,7 +118,7 @@ def _torch_installed() -> bool:
         return False
 
 
-def limit_torch_threads(n: int = 2) -> str | None:
+def limit_torch_threads(n: int = THREADS) -> str | None:
     if not _torch_installed():
         return None
     os.environ["CLINSYNTH_THREADS"] = str(n)  # clinsynth gives PyTorch one thread unless told: the same n as every tool
@@ -312,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, result: dict) -> None:
     notes = result["notes"]
-    limit_torch_threads(2)
+    limit_torch_threads()
     meta = read_meta(args.meta)
     delta = meta.get("delta")
     train = read_train(args.train, meta)
@@ -347,15 +350,17 @@ def run(args: argparse.Namespace, result: dict) -> None:
 
     # importing the tool happens here (version() imports it), before the baseline
     result["tool_version"] = adapter.version()
-    limit_torch_threads(2)  # torch may only now be imported by the adapter
+    limit_torch_threads()  # torch may only now be imported by the adapter
     result["torch_version"] = dist_version("torch")
+    result["threads"] = THREADS
 
     seed_everything(args.seed)
     baseline = current_rss_mb()
     result["baseline_rss_mb"] = round(baseline, 1) if baseline is not None else None
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     model, effective = adapter.fit(train, meta, args.synthesizer, args.epsilon, delta, args.seed, params)
     result["fit_seconds"] = round(time.perf_counter() - t0, 3)
+    result["fit_cpu_seconds"] = round(time.process_time() - cpu0, 3)  # steadier than wall time on a shared machine
     peak = peak_rss_mb()
     result["fit_peak_rss_mb"] = round(peak, 1)
     result["fit_memory_mb"] = round(peak - baseline, 1) if baseline is not None else None

@@ -273,3 +273,18 @@ def test_conditional_critic_judges_record_and_class_together(trial):
     assert model.discriminator_.net[0].in_features == model.feature_idx_.size + model.n_classes_
     assert np.isfinite(model.membership_scores(trial.iloc[:50])).all()
     assert len(model.sample(100, seed=0)) == 100
+
+
+def test_critic_width_follows_the_encoded_record():
+    """A 512-unit critic took the trial (141 encoded values) from detection 0.989 to 0.96 but FLCHAIN
+    (31 values) from 0.70 to 0.82 (issue 22): the width is 4 × the record, within 256-512."""
+    narrow = load_breast_cancer().iloc[:200]
+    model = clinsynth.create("acgan", epochs=1, batch_size=64, progress=False, snapshots="off", seed=0)
+    model.fit(narrow, Schema.infer(narrow, target="diagnosis"))
+    assert model.discriminator_.net[0].out_features == 256 == model.resolved_params()["disc_hidden"]
+    wide = simulate_trial(n=200, seed=0)
+    model = clinsynth.create("acgan", epochs=1, batch_size=64, progress=False, snapshots="off", seed=0)
+    model.fit(wide, Schema.infer(wide, target="arm"))
+    assert model.critic_idx_.size >= 128 and model.discriminator_.net[0].out_features == 512
+    given = clinsynth.create("acgan", epochs=1, batch_size=64, disc_hidden=48, progress=False, snapshots="off")
+    assert given.fit(narrow, Schema.infer(narrow, target="diagnosis")).discriminator_.net[0].out_features == 48
