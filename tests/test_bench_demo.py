@@ -31,7 +31,9 @@ def _tiny():
 
 
 def test_fits_run_on_the_asked_threads_and_report_cpu_seconds(tmp_path, monkeypatch):
-    monkeypatch.setitem(demo.compare.DATASETS, "tiny", demo.compare.Dataset("tiny", "diagnosis", _tiny))
+    import compare_datasets
+
+    monkeypatch.setitem(demo.DATASETS, "tiny", compare_datasets.Dataset("tiny", "diagnosis", _tiny))
     monkeypatch.delenv("BENCH_THREADS", raising=False)
     rows = demo.time_fits(tmp_path, ["tiny"], [("clinsynth", "bayesnet"), ("sdv", "tvae")], 120,
                           peers=tmp_path / "no-peers", threads=1)

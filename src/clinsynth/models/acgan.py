@@ -440,8 +440,6 @@ class ACGAN(SynthModel):
             self._training = training_for(self)
         return self._training
 
-    #: parameters that may be left ``None`` for the table's size to decide (see ``_schedule``)
-    _data_decides: tuple[str, ...] = ("epochs", "batch_size", "disc_hidden")
 
     def _schedule(self, n: int) -> tuple[int, int]:
         """(records per step, epochs) for ``n`` training records; ``None`` parameters are decided here.

@@ -66,7 +66,7 @@ class PlainTraining:
     the exact class × dropout table, epochs scored by train-on-synthetic AUROC."""
 
     #: parameters that may be left ``None`` for the table's size to decide (``ACGAN._schedule``)
-    data_decides: tuple[str, ...] = ("epochs", "batch_size")
+    data_decides: tuple[str, ...] = ("epochs", "batch_size", "disc_hidden")
 
     def __init__(self, model: ACGAN):
         self.model = model
