@@ -604,7 +604,7 @@ class DPBayesNet(BayesNet):
         pairs = len(features) * (len(features) - 1) // 2
         sigma = share_noise_multiplier(self.structure_share, self.epsilon, self.ledger_.delta)
         charge = Charge("gaussian", f"network structure: dependence scores of {pairs} column pairs",
-                        noise_multiplier=sigma, sample_rate=1.0, steps=1)
+                        noise_multiplier=sigma, sample_rate=1.0, steps=1, unit="record")
         # each pair's score moves by ≤ _SCORE_SENSITIVITY when a record comes or goes: √pairs of them in L2
         scores = symmetric_gaussian_release(
             self.ledger_, charge, _SCORE_SENSITIVITY * math.sqrt(pairs),
@@ -618,7 +618,7 @@ class DPBayesNet(BayesNet):
 
         def charge(sigma: float) -> Charge:
             return Charge("gaussian", f"network tables: {queries} family histograms", noise_multiplier=sigma,
-                          sample_rate=1.0, steps=1)
+                          sample_rate=1.0, steps=1, unit="record")
 
         # one record moves each of the `queries` histograms by 1: √queries in L2; σ is what the budget has left
         release = gaussian_release(self.ledger_, charge, math.sqrt(queries),

@@ -141,7 +141,7 @@ class DPACGAN(ACGAN):
     def _sgd_charge(self, sigma: float) -> Charge:
         return Charge("dp-sgd", f"discriminator training: {self.epochs} epochs × {self._steps_per_epoch} steps, "
                       f"Poisson sampling, clip {self.max_grad_norm:g}", noise_multiplier=sigma,
-                      sample_rate=self._sample_rate, steps=self.epochs * self._steps_per_epoch)
+                      sample_rate=self._sample_rate, steps=self.epochs * self._steps_per_epoch, unit="record")
 
     def _batches(self, n: int, batch: int, epoch: int, rng: torch.Generator):
         return poisson_batches(n, self._sample_rate, self._steps_per_epoch, seed=self.seed * 100_003 + epoch)
@@ -191,7 +191,7 @@ class DPACGAN(ACGAN):
     def _selection_charge(self) -> Charge:
         sigma = share_noise_multiplier(self.select_share, self.epsilon, self.ledger_.delta)
         return Charge("gaussian", f"epoch selection: noisy train-on-synthetic scores of ≤ {self.select_candidates} epochs",
-                      noise_multiplier=sigma, sample_rate=1.0, steps=1)
+                      noise_multiplier=sigma, sample_rate=1.0, steps=1, unit="record")
 
     def _choose(self, frames: list[pd.DataFrame], real: pd.DataFrame, candidates: list[int], k: int) -> SelectionResult:
         def score_sums() -> np.ndarray:  # run only once the ledger has accepted the charge

@@ -502,7 +502,7 @@ class CodeModel(SynthModel):
         from clinsynth.privacy.vocabulary import charged_vocabulary
 
         n = len(codes) if codes is not None else len(static)
-        self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, n, self.accountant)
+        self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, n, self.accountant, unit="patient")
         rng = np.random.default_rng(self.seed)
         self.vocabulary_release_ = None
         self._static_release = None  # plain data, for a checkpoint
@@ -536,7 +536,7 @@ class CodeModel(SynthModel):
         def charges(sigma: float) -> list[Charge]:
             return [Charge("dp-sgd", f"{p.purpose}: {p.epochs} epochs × {self._steps[p.name]} steps, Poisson sampling, "
                            f"clip {self.max_grad_norm:g}", noise_multiplier=sigma, sample_rate=self._rates[p.name],
-                           steps=p.epochs * self._steps[p.name]) for p in phases]
+                           steps=p.epochs * self._steps[p.name], unit="patient") for p in phases]
 
         if not phases:
             self.noise_multiplier_ = None

@@ -614,7 +614,8 @@ class DPVisitChain(VisitChain):
 
     # -- the budget, step by step ------------------------------------------------------------
     def _fit_patients(self, df: pd.DataFrame, schema: Schema) -> None:
-        self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, self.n_train_, self.accountant)
+        self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, self.n_train_, self.accountant,
+                                                 unit="patient")
         self._rng = np.random.default_rng(self.seed)
         self.privacy_unit_ = (f"{PATIENT_ROWS_UNIT}; the visit tables read at most {self.max_visits_dp} visits "
                               "per patient (the first and last; the rest dropped) and each patient's counts in "
@@ -625,8 +626,9 @@ class DPVisitChain(VisitChain):
         budget = share_epsilon(self.patient_share, self.epsilon, self.ledger_.delta)
         model = DPBayesNet(epsilon=budget, delta=self.ledger_.delta, theta=self.theta, accountant=self.accountant,
                            seed=self.seed, progress=False).fit(table, schema)
-        for c in model.ledger_.charges:  # one row = one patient: the same unit
-            self.ledger_.charge(dataclasses.replace(c, purpose=f"per-patient table (one row per patient): {c.purpose}"))
+        for c in model.ledger_.charges:  # one row = one patient: its per-record charges protect a patient
+            self.ledger_.charge(dataclasses.replace(c, purpose=f"per-patient table (one row per patient): {c.purpose}",
+                                                    unit="patient"))
         return model
 
     def _conformed(self, patients: pd.DataFrame) -> pd.DataFrame:
@@ -711,7 +713,7 @@ class DPVisitChain(VisitChain):
             return Charge("gaussian", f"visit chain: {tables} transition tables ({PATIENT_ROWS_UNIT}; at most "
                                       f"{self.max_visits_dp} visits per patient, its counts in each table summing "
                                       f"to 1: L2 sensitivity √{tables})",
-                          noise_multiplier=sigma, sample_rate=1.0, steps=1)
+                          noise_multiplier=sigma, sample_rate=1.0, steps=1, unit="patient")
 
         # one patient's weights sum to ≤ 1 in each table: √tables over all of them
         release = gaussian_release(self.ledger_, charge, math.sqrt(tables),
