@@ -74,11 +74,11 @@ def test_charged_vocabulary_charges_and_releases_in_one_call_and_names_the_small
     dense = np.zeros((2000, 3))
     dense[:1500, 0] = 1
     dense[:3, 1] = 1
-    ledger = PrivacyLedger(2.0, 1e-5, accountant="rdp")
+    ledger = PrivacyLedger(2.0, 1e-5, accountant="rdp", unit="patient")  # a code vocabulary protects a patient
     release = charged_vocabulary(_codes(dense), ledger, 0.5, 2, np.random.default_rng(0))
     assert release.vocabulary == ("C0",)
     assert [c.purpose.split(":")[0] for c in ledger.charges] == ["vocabulary"] and ledger.charges[0].delta == pytest.approx(1e-6)
     few = np.zeros((40, 2))
     few[:20, 0] = 1
     with pytest.raises(VocabularyRefusal, match=r"ε = 0.5 here; the smallest ε that would work is"):
-        charged_vocabulary(_codes(few), PrivacyLedger(0.5, 1e-3, accountant="rdp"), 0.1, 2, np.random.default_rng(0))
+        charged_vocabulary(_codes(few), PrivacyLedger(0.5, 1e-3, accountant="rdp", unit="patient"), 0.1, 2, np.random.default_rng(0))

@@ -259,10 +259,12 @@ def _model_and_params(model: str, param: Optional[list[str]], epochs: Optional[i
 
 
 def print_ledger(ledger: Any) -> None:
-    """The privacy ledger as a table: what was charged, for what, and the running total ε."""
+    """The privacy ledger as a table: what was charged, for what, and the running total ε, per privacy unit."""
     from rich.table import Table
 
-    table = Table(title=f"privacy ledger — budget ε = {ledger.epsilon:g}, δ = {ledger.delta:g} ({ledger.accountant.upper()})")
+    unit = getattr(ledger, "unit", "record")
+    table = Table(title=f"privacy ledger — budget ε = {ledger.epsilon:g}, δ = {ledger.delta:g} ({ledger.accountant.upper()}), "
+                        f"privacy unit: {unit}")
     for column in ("#", "mechanism", "purpose", "noise ×", "sample rate", "steps", "δ spent", "total ε"):
         table.add_column(column, justify="left" if column in ("mechanism", "purpose") else "right")
     for i, row in enumerate(ledger.table(), start=1):
@@ -270,7 +272,7 @@ def print_ledger(ledger: Any) -> None:
                       f"{row['steps']:,}", f"{row['delta']:.2g}", f"{row['cumulative_epsilon']:.3f}")
     wide = console if console.is_terminal else Console(stderr=True, width=160)  # logs: keep rows whole
     wide.print(table)
-    console.print(f"total: ε = {ledger.spent():.3f} of {ledger.epsilon:g} at δ = {ledger.delta:g}")
+    console.print(f"total: ε = {ledger.spent():.3f} of {ledger.epsilon:g} at δ = {ledger.delta:g}, per {unit}")
 
 
 @app.command()

@@ -119,7 +119,7 @@ class PrivateCodes(PlainCodes):
 
         m = self.model
         n = len(codes) if codes is not None else len(static)
-        m.ledger_ = m.privacy.ledger(n)
+        m.ledger_ = m.privacy.ledger(n, unit="patient")  # one record = one patient's codes and columns
         rng = np.random.default_rng(m.seed)
         m.vocabulary_release_ = None
         m._static_release = None  # plain data, for a checkpoint
@@ -154,7 +154,7 @@ class PrivateCodes(PlainCodes):
         def charges(sigma: float) -> list[Charge]:
             return [Charge("dp-sgd", f"{p.purpose}: {p.epochs} epochs × {self.steps[p.name]} steps, Poisson sampling, "
                            f"clip {m.max_grad_norm:g}", noise_multiplier=sigma, sample_rate=self.rates[p.name],
-                           steps=p.epochs * self.steps[p.name]) for p in phases]
+                           steps=p.epochs * self.steps[p.name], unit="patient") for p in phases]
 
         if not phases:
             m.noise_multiplier_ = None

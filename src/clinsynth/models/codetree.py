@@ -434,7 +434,8 @@ class CodeTree(CodeModel):
         # 1. structure: every code pair's joint count (and each code's count), once
         sigma1 = share_noise_multiplier(self.structure_share, self.privacy.epsilon, self.ledger_.delta)
         structure = Charge("gaussian", f"tree structure: one- and two-way counts of {n_codes} codes "
-                           f"(capped at {c} per patient)", noise_multiplier=sigma1, sample_rate=1.0, steps=1)
+                           f"(capped at {c} per patient)", noise_multiplier=sigma1, sample_rate=1.0, steps=1,
+                           unit="patient")
         # a patient with m ≤ c codes moves m(m+1)/2 entries of the upper triangle by 1
         released = symmetric_gaussian_release(self.ledger_, structure, math.sqrt(c * (c + 1) / 2),
                                               lambda: gram[k:, k:].toarray(), rng, diagonal=True)
@@ -456,7 +457,7 @@ class CodeTree(CodeModel):
         def charge(sigma: float) -> Charge:
             return Charge("gaussian", f"tree tables: one-way counts, {n_codes} codes × {s_vars} column variables, "
                           f"{pairs} column pairs, {edges} code pairs" + (", counts given present" if counts else ""),
-                          noise_multiplier=sigma, sample_rate=1.0, steps=1)
+                          noise_multiplier=sigma, sample_rate=1.0, steps=1, unit="patient")
 
         children = np.flatnonzero(code_parent >= 0)
 

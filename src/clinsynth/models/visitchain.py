@@ -62,7 +62,7 @@ from clinsynth.errors import ConfigError
 from clinsynth.models import bundle
 from clinsynth.models.bayesnet import (BayesNet, Variable, coarse_view, normalise, observed_states,
                                        released_states)
-from clinsynth.models.long_base import PATIENT_ROWS_UNIT, PatientModel
+from clinsynth.models.long_base import PATIENT_ROWS_UNIT, PatientModel, order_visits
 from clinsynth.privacy.ledger import Charge, PrivacyLedger, budget_problems, share_noise_multiplier
 from clinsynth.schema import ColumnSpec, Schema
 
@@ -378,10 +378,8 @@ class VisitChain(PatientModel):
     def _configs(self, v: int) -> int:
         return int(np.prod([self._parent_size(k, u) for k, u in self.parents_[v]]))
 
-    def _counts(self, states: np.ndarray, cls: np.ndarray, parts: Visits, weights: list[np.ndarray | None]
-                ) -> list[np.ndarray]:
-        """The (contexts × states) count table of every variable; ``weights[v]`` per row (None: 1;
-        a row of weight 0 is not counted)."""
+    def _row_contexts(self, states: np.ndarray, cls: np.ndarray, parts: Visits) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per variable, the rows it is read at (not the gap of a first visit) and their contexts."""
         first = parts.position == 0
         previous = np.vstack([np.full((1, states.shape[1]), -1), states[:-1]])
         previous[first] = -1
@@ -391,15 +389,54 @@ class VisitChain(PatientModel):
         current = states.copy()
         current[first, gap] = -1  # a first visit has no gap
         out = []
-        for v, var in enumerate(self.variables_):
+        for v in range(len(self.variables_)):
             rows = ~first if v == gap else np.ones(len(states), bool)
+            out.append((rows, self._context(v, cls[rows], parts.remaining[rows], current[rows], previous[rows],
+                                            opening[rows])))
+        return out
+
+    def _counts(self, states: np.ndarray, cls: np.ndarray, parts: Visits, weights: list[np.ndarray | None]
+                ) -> list[np.ndarray]:
+        """The (contexts × states) count table of every variable; ``weights[v]`` per row (None: 1;
+        a row of weight 0 is not counted)."""
+        out = []
+        for v, (var, (rows, ctx)) in enumerate(zip(self.variables_, self._row_contexts(states, cls, parts))):
+            w = None
             if weights[v] is not None:
-                rows &= weights[v] > 0
-            ctx = self._context(v, cls[rows], parts.remaining[rows], current[rows], previous[rows], opening[rows])
-            w = None if weights[v] is None else weights[v][rows]
+                keep = weights[v][rows] > 0
+                ctx, w = ctx[keep], weights[v][rows][keep]
+                rows = np.flatnonzero(rows)[keep]
             flat = np.bincount(ctx * var.states + states[rows, v], weights=w, minlength=self._configs(v) * var.states)
             out.append(flat.reshape(-1, var.states).astype(float))
         return out
+
+    def membership_scores(self, df: pd.DataFrame, floor: float = 1e-12) -> np.ndarray:
+        """White-box membership signal per patient of the long table ``df``, in order of first
+        appearance: the log-likelihood of its visits under the fitted transition tables (each
+        P(state | context) floored at ``floor``, so a transition the chain never saw costs a
+        fixed amount). A trained-on patient put weight on its own cells, so it tends to score
+        higher. The per-patient network is not scored. For :mod:`clinsynth.privacy.audit_patients`."""
+        from clinsynth.privacy.statistics import conform
+
+        self._check_fitted()
+        schema, layout = self.schema_, self.layout_
+        ids = pd.unique(df[schema.patient])
+        data = order_visits(df, schema)
+        parts = split_visits(data, layout, schema.column(schema.time))
+        visits = parts.visits.copy()
+        visits.loc[parts.position == 0, layout.gap] = np.nan
+        release = getattr(self, "visit_release_", None)
+        if release is not None:  # DP: the visit columns as the released facts have them
+            visits = conform(visits, release)
+        table = self.encoder_.table
+        states = self._discretise(self.encoder_, *table.split(table.encode(visits)))
+        cls = self._classes_of(parts.patients)[parts.patient]
+        score = np.zeros(len(parts.count))
+        for v, (rows, ctx) in enumerate(self._row_contexts(states, cls, parts)):
+            p = self.tables_[v][ctx, states[rows, v]]
+            score += np.bincount(parts.patient[rows], weights=np.log(np.maximum(p, floor)), minlength=len(score))
+        first = data[schema.patient].to_numpy()[parts.position == 0]
+        return pd.Series(score, index=first).loc[ids].to_numpy()
 
     def _backoff(self, counts: np.ndarray) -> np.ndarray:
         """P(state | class, visits remaining) for each row of a table (its first two parents)."""
@@ -614,7 +651,8 @@ class DPVisitChain(VisitChain):
 
     # -- the budget, step by step ------------------------------------------------------------
     def _fit_patients(self, df: pd.DataFrame, schema: Schema) -> None:
-        self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, self.n_train_, self.accountant)
+        self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, self.n_train_, self.accountant,
+                                                 unit="patient")
         self._rng = np.random.default_rng(self.seed)
         self.privacy_unit_ = (f"{PATIENT_ROWS_UNIT}; the visit tables read at most {self.max_visits_dp} visits "
                               "per patient (the first and last; the rest dropped) and each patient's counts in "
@@ -627,8 +665,9 @@ class DPVisitChain(VisitChain):
 
         model = create("dp-bayesnet", epsilon=budget, delta=self.ledger_.delta, theta=self.theta,
                        accountant=self.accountant, seed=self.seed, progress=False).fit(table, schema)
-        for c in model.ledger_.charges:  # one row = one patient: the same unit
-            self.ledger_.charge(dataclasses.replace(c, purpose=f"per-patient table (one row per patient): {c.purpose}"))
+        for c in model.ledger_.charges:  # one row = one patient: its per-record charges protect a patient
+            self.ledger_.charge(dataclasses.replace(c, purpose=f"per-patient table (one row per patient): {c.purpose}",
+                                                    unit="patient"))
         return model
 
     def _conformed(self, patients: pd.DataFrame) -> pd.DataFrame:
@@ -713,7 +752,7 @@ class DPVisitChain(VisitChain):
             return Charge("gaussian", f"visit chain: {tables} transition tables ({PATIENT_ROWS_UNIT}; at most "
                                       f"{self.max_visits_dp} visits per patient, its counts in each table summing "
                                       f"to 1: L2 sensitivity √{tables})",
-                          noise_multiplier=sigma, sample_rate=1.0, steps=1)
+                          noise_multiplier=sigma, sample_rate=1.0, steps=1, unit="patient")
 
         # one patient's weights sum to ≤ 1 in each table: √tables over all of them
         release = gaussian_release(self.ledger_, charge, math.sqrt(tables),

@@ -436,7 +436,7 @@ class VisitRNN(SynthModel):
         from clinsynth.privacy.statistics import charged_release, conform
 
         n = len(data.lengths)
-        self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, n, self.accountant)
+        self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, n, self.accountant, unit="patient")
         table, release_schema = self.release_table(schema, data)
         release = charged_release(table, release_schema, self.ledger_, self.stats_share,
                                   np.random.default_rng(self.seed))
@@ -475,7 +475,7 @@ class VisitRNN(SynthModel):
             return Charge("dp-sgd", f"visit model (patient VAE and visit GRU): {self.epochs} epochs × "
                           f"{self.steps_per_epoch_} steps, Poisson sampling of patients (one sample = one patient, "
                           f"all visits), clip {self.max_grad_norm:g} per patient", noise_multiplier=sigma,
-                          sample_rate=self.sample_rate_, steps=self.epochs * self.steps_per_epoch_)
+                          sample_rate=self.sample_rate_, steps=self.epochs * self.steps_per_epoch_, unit="patient")
 
         self.noise_multiplier_ = charge_calibrated(self.ledger_, charge)
 

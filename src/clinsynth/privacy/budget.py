@@ -54,9 +54,9 @@ class Privacy:
         if bad:
             raise ConfigError(f"privacy budget: invalid settings: {', '.join(bad)}")
 
-    def ledger(self, n_records: int) -> PrivacyLedger:
+    def ledger(self, n_records: int, unit: str = "record") -> PrivacyLedger:
         """The empty ledger a fit on ``n_records`` records charges (δ decided here when ``None``)."""
-        return PrivacyLedger.for_records(self.epsilon, self.delta, n_records, self.accountant)
+        return PrivacyLedger.for_records(self.epsilon, self.delta, n_records, self.accountant, unit)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,6 +12,11 @@ noisy count clears a threshold fails with probability at most that δ. Such δ i
 and the accountant composes the Gaussians at what is left (δ_total − Σ δ_charge): the union bound
 that makes the total (ε, δ) hold.
 
+Every charge names its **privacy unit** (``Charge.unit``): ``"record"`` when neighbouring tables
+differ by one row (the table models), ``"patient"`` when they differ by all the rows of one patient
+(code matrices, the patients family). Charges of different units do not compose into one
+guarantee, so a ledger holds one unit (``PrivacyLedger.unit``) and refuses any other.
+
 Noise calibration sits here, with the accountant it inverts: ``calibrate_noise`` finds the smallest
 noise multiplier a charge may have within what is left, ``charge_calibrated`` finds it and charges
 it in one call, so the σ a mechanism then uses is the σ the ledger holds.
@@ -28,6 +33,9 @@ import numpy as np
 from clinsynth.errors import ConfigError, PrivacyBudgetError
 
 AccountantName = Literal["prv", "rdp"]
+UnitName = Literal["record", "patient"]
+#: the privacy units a charge may protect: one row, or all the rows of one patient
+UNITS: tuple[str, ...] = ("record", "patient")
 LEDGER_FORMAT = 1
 
 
@@ -41,6 +49,7 @@ class Charge:
     sample_rate: float
     steps: int
     delta: float = 0.0
+    unit: UnitName = "record"  # neighbours differ by one record, or by all the rows of one patient
 
     def __post_init__(self) -> None:
         if not self.noise_multiplier > 0:
@@ -52,6 +61,25 @@ class Charge:
             raise ConfigError(f"charge '{self.purpose}': steps must be a whole number ≥ 1, got {self.steps}")
         if not 0 <= self.delta < 1:
             raise ConfigError(f"charge '{self.purpose}': delta must be in [0, 1), got {self.delta}")
+        if self.unit not in UNITS:
+            raise ConfigError(f"charge '{self.purpose}': unit must be 'record' or 'patient', got {self.unit!r}")
+
+
+def check_units(charges: Sequence[Charge], unit: str | None = None) -> None:
+    """Refuse charges of different privacy units (or of another unit than ``unit``): ε adds up only
+    when every charge protects the same thing, and a per-record ε says little about a patient."""
+    from clinsynth.privacy.unit import PrivacyUnitError
+
+    if not charges:
+        return
+    first = charges[0]
+    expected = unit or first.unit
+    for c in charges:
+        if c.unit != expected:
+            held = f"this ledger's charges protect a {unit}" if unit else f"'{first.purpose}' protects a {first.unit}"
+            raise PrivacyUnitError(
+                f"'{c.purpose}' protects a {c.unit} but {held}: one guarantee needs one privacy unit; charge "
+                "every mechanism per patient when a patient may have several rows")
 
 
 def epsilon_of(charges: list[Charge], delta: float, accountant: AccountantName = "prv",
@@ -64,6 +92,7 @@ def epsilon_of(charges: list[Charge], delta: float, accountant: AccountantName =
     """
     if not charges:
         return 0.0
+    check_units(charges)
     delta = delta - sum(c.delta for c in charges)
     if delta <= 0:
         return float("inf")
@@ -83,6 +112,9 @@ def epsilon_of(charges: list[Charge], delta: float, accountant: AccountantName =
 class PrivacyLedger:
     """A budget (ε, δ), the charges made against it, and the accountant that adds them up.
 
+    ``unit`` is the privacy unit of every charge it takes (``"record"`` or ``"patient"``); a
+    charge of another unit is refused.
+
     Example
     -------
     >>> ledger = PrivacyLedger(epsilon=1.0, delta=1e-5)
@@ -91,27 +123,32 @@ class PrivacyLedger:
     True
     """
 
-    def __init__(self, epsilon: float, delta: float, accountant: AccountantName = "prv"):
+    def __init__(self, epsilon: float, delta: float, accountant: AccountantName = "prv", unit: UnitName = "record"):
         if not epsilon > 0:
             raise ConfigError(f"epsilon must be > 0, got {epsilon}")
         if not 0 < delta < 1:
             raise ConfigError(f"delta must be in (0, 1), got {delta}")
         if accountant not in ("prv", "rdp"):
             raise ConfigError(f"accountant must be 'prv' or 'rdp', got {accountant!r}")
+        if unit not in UNITS:
+            raise ConfigError(f"the ledger's privacy unit must be 'record' or 'patient', got {unit!r}")
         self.epsilon = float(epsilon)
         self.delta = float(delta)
         self.accountant: AccountantName = accountant
+        self.unit: UnitName = unit
         self.charges: list[Charge] = []
 
     @classmethod
-    def for_records(cls, epsilon: float, delta: float | None, n: int, accountant: AccountantName = "prv") -> PrivacyLedger:
-        """The ledger of a model trained on ``n`` records: δ defaults to ``default_delta(n)`` and
-        may not exceed 1/n (at that level releasing one whole record counts as private)."""
+    def for_records(cls, epsilon: float, delta: float | None, n: int, accountant: AccountantName = "prv",
+                    unit: UnitName = "record") -> PrivacyLedger:
+        """The ledger of a model trained on ``n`` records (patients, when ``unit="patient"``): δ
+        defaults to ``default_delta(n)`` and may not exceed 1/n (at that level releasing one whole
+        record counts as private)."""
         delta = delta if delta is not None else default_delta(n)
         if delta > 1.0 / n:
             raise ConfigError(f"delta={delta:g} is above 1/n = {1 / n:.2g}: that allows releasing a whole record; "
                               "use a smaller delta (or leave it unset for the default)")
-        return cls(epsilon, delta, accountant)
+        return cls(epsilon, delta, accountant, unit)
 
     def spent(self) -> float:
         """Total ε (at the ledger's δ) of everything charged so far."""
@@ -125,7 +162,9 @@ class PrivacyLedger:
         return epsilon_of([*self.charges, charge], self.delta, self.accountant)
 
     def charge(self, charge: Charge) -> None:
-        """Record ``charge``, or raise ``PrivacyBudgetError`` (recording nothing) if it overspends."""
+        """Record ``charge``, or raise ``PrivacyBudgetError`` (recording nothing) if it overspends,
+        ``PrivacyUnitError`` if it protects another unit than the ledger's."""
+        check_units([charge], self.unit)
         total = self.would_spend(charge)
         if total > self.epsilon:
             raise PrivacyBudgetError(
@@ -144,21 +183,24 @@ class PrivacyLedger:
     # -- persistence (saved in the model bundle) -----------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"format": LEDGER_FORMAT, "epsilon": self.epsilon, "delta": self.delta,
-                "accountant": self.accountant, "charges": [asdict(c) for c in self.charges]}
+                "accountant": self.accountant, "unit": self.unit, "charges": [asdict(c) for c in self.charges]}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> PrivacyLedger:
+        """The ledger ``state_dict`` saved. A state from before privacy units (no ``unit``, charges
+        without one) reads as per record: the narrower claim, never a broader one."""
         missing = [k for k in ("format", "epsilon", "delta", "accountant", "charges") if k not in state]
         if missing:
             raise ValueError(f"ledger state is missing {', '.join(missing)}")
         if state["format"] != LEDGER_FORMAT:
             raise ValueError(f"ledger format {state['format']} is not supported (this clinsynth reads {LEDGER_FORMAT})")
-        ledger = cls(state["epsilon"], state["delta"], state["accountant"])
+        ledger = cls(state["epsilon"], state["delta"], state["accountant"], state.get("unit", "record"))
         fields = set(Charge.__dataclass_fields__)
         for i, c in enumerate(state["charges"]):
             if not {"mechanism", "purpose", "noise_multiplier", "sample_rate", "steps"} <= set(c) <= fields:
                 raise ValueError(f"ledger charge {i} has fields {sorted(c)}, expected {sorted(fields)}")
-            ledger.charges.append(Charge(**c))
+            ledger.charges.append(Charge(**{"unit": ledger.unit, **c}))
+        check_units(ledger.charges, ledger.unit)
         if ledger.spent() > ledger.epsilon * (1 + 1e-9):
             raise ValueError(f"ledger state spends ε = {ledger.spent():.3f}, more than its budget {ledger.epsilon}")
         return ledger

@@ -699,7 +699,8 @@ def charged_release(df: pd.DataFrame, schema: Schema, ledger: Any, share: float,
     unless the schema declares the row the privacy unit (:mod:`clinsynth.privacy.unit`).
     ``release.budget`` records the share and noise. The caller's extra query (squared weight
     ``extra``, named by ``extra_purpose``) is charged here too and answered through
-    ``release.extra`` (:class:`ExtraQuery`), with this release's generator ``rng``."""
+    ``release.extra`` (:class:`ExtraQuery`), with this release's generator ``rng``. The charge
+    protects the ledger's unit: on a patient ledger the caller promises one row per patient."""
     from clinsynth.privacy.ledger import Charge
     from clinsynth.privacy.unit import check_privacy_unit
 
@@ -715,7 +716,7 @@ def charged_release(df: pd.DataFrame, schema: Schema, ledger: Any, share: float,
         check_useful(plan, schema, n, budget.noise_std, threshold_delta)
         if plan.n_queries or extra:
             ledger.charge(Charge("gaussian", purpose, noise_multiplier=budget.noise_multiplier, sample_rate=1.0,
-                                 steps=1, delta=threshold_delta))
+                                 steps=1, delta=threshold_delta, unit=getattr(ledger, "unit", "record")))
         release = release_statistics(df, schema, budget.noise_std, threshold_delta, rng, extra)
     except FactsRefusal as refusal:
         eps = smallest_epsilon(plan.sensitivity, comfort, refusal.needed_noise_std or 0.0, ledger.delta, share,

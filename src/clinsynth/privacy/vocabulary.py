@@ -56,7 +56,7 @@ def vocabulary_charge(noise_multiplier: float, threshold_delta: float, max_codes
     """What :func:`release_vocabulary` costs: a Gaussian mechanism plus the δ of its threshold."""
     return Charge("gaussian", f"vocabulary: codes whose noisy patient count clears the threshold "
                   f"(≤ {max_codes_per_patient} codes per patient)", noise_multiplier=noise_multiplier,
-                  sample_rate=1.0, steps=1, delta=threshold_delta)
+                  sample_rate=1.0, steps=1, delta=threshold_delta, unit="patient")
 
 
 def cap_codes_per_patient(matrix: sp.csr_array, cap: int, rng: np.random.Generator) -> sp.csr_array:
