@@ -19,7 +19,7 @@ from long_visits import simulate_visits
 
 import clinsynth as cs
 from clinsynth.errors import ConfigError
-from clinsynth.models import bayesnet
+from clinsynth.models import bayesnet_counts
 from clinsynth.privacy import gaussian
 from clinsynth.privacy.audit_patients import (audit_patients, make_canary_patients, patient_summaries,
                                               run_patient_audit)
@@ -71,7 +71,7 @@ def switch_noise_off(monkeypatch) -> None:
         return dataclasses.replace(symmetric(ledger, charge, sensitivity, measure, _NoNoise(rng), diagonal),
                                    noise_std=0.0)
 
-    for module in (gaussian, bayesnet):
+    for module in (gaussian, bayesnet_counts):
         monkeypatch.setattr(module, "gaussian_release", noiseless)
         monkeypatch.setattr(module, "symmetric_gaussian_release", noiseless_symmetric)
 
