@@ -58,7 +58,8 @@ if HERE not in sys.path:
 
 CATEGORICAL_KINDS = ("categorical", "binary")
 NUMERIC_KINDS = ("continuous", "integer")
-KINDS = CATEGORICAL_KINDS + NUMERIC_KINDS
+ID_KIND = "id"  # a long table's patient id (text; meta["patient"] names it): no domain, not checked
+KINDS = CATEGORICAL_KINDS + NUMERIC_KINDS + (ID_KIND,)
 
 
 # ---------------------------------------------------------------- small helpers
@@ -189,7 +190,9 @@ def read_meta(path: str) -> dict:
         kind = c.get("kind")
         if kind not in KINDS:
             raise ValueError(f"{path}: column {c.get('name')!r} has kind {kind!r}; expected one of {KINDS}")
-        if kind in CATEGORICAL_KINDS:
+        if kind == ID_KIND:
+            pass
+        elif kind in CATEGORICAL_KINDS:
             if not c.get("categories"):
                 raise ValueError(f"{path}: column {c['name']!r} ({kind}) needs 'categories'")
             c["categories"] = [str(v) for v in c["categories"]]
@@ -205,7 +208,7 @@ def read_meta(path: str) -> dict:
 def read_train(path: str, meta: dict) -> pd.DataFrame:
     dtypes = {}
     for c in meta["columns"]:
-        dtypes[c["name"]] = str if c["kind"] in CATEGORICAL_KINDS else "float64"
+        dtypes[c["name"]] = str if c["kind"] in CATEGORICAL_KINDS + (ID_KIND,) else "float64"
     df = pd.read_csv(path, dtype=dtypes, keep_default_na=True)
     names = [c["name"] for c in meta["columns"]]
     missing = [n for n in names if n not in df.columns]
@@ -227,7 +230,9 @@ def coerce_output(synth: pd.DataFrame, meta: dict, columns: list[str]) -> pd.Dat
     for c in meta["columns"]:
         name, kind = c["name"], c["kind"]
         s = synth[name].reset_index(drop=True)
-        if kind in CATEGORICAL_KINDS:
+        if kind == ID_KIND:
+            out[name] = s.map(lambda x: x if x is None or (isinstance(x, float) and math.isnan(x)) else str(x)).astype(object)
+        elif kind in CATEGORICAL_KINDS:
             cats = c["categories"]
             lookup = {v: v for v in cats}
             # tools may hand back numbers for labels like "0"/"1" (0, 0.0, True ...)
@@ -271,6 +276,8 @@ def check_output(df: pd.DataFrame, meta: dict) -> dict:
     for c in meta["columns"]:
         name = c["name"]
         s = df[name]
+        if c["kind"] == ID_KIND:
+            continue
         miss = s.isna()
         if miss.any():
             report["missing_fraction"][name] = round(float(miss.mean()), 4)
@@ -288,6 +295,16 @@ def check_output(df: pd.DataFrame, meta: dict) -> dict:
     return report
 
 
+def unit(meta: dict) -> str:
+    """What ``--n`` counts: rows, or the patients of a long table (each with its visits)."""
+    return "patients" if meta.get("patient") else "rows"
+
+
+def n_units(df: pd.DataFrame, meta: dict) -> int:
+    patient = meta.get("patient")
+    return int(df[patient].nunique()) if patient and patient in df.columns else int(len(df))
+
+
 # ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -297,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meta", required=True, help="meta.json: kinds, public bounds and categories, delta")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epsilon", type=float, default=None, help="privacy budget (DP synthesizers only)")
-    p.add_argument("--n", type=int, default=None, help="rows to sample into --out (default: as many as train)")
+    p.add_argument("--n", type=int, default=None,
+                   help="rows (patients of a long table) to sample into --out (default: as many as train)")
     p.add_argument("--speed-rows", type=int, default=20000, help="rows of the timed second draw (0: skip)")
     p.add_argument("--throughput-seconds", type=float, default=0.0,
                    help="after the timed draw, draw --speed-rows again until this long has passed in all (0: skip)")
@@ -317,7 +335,7 @@ def run(args: argparse.Namespace, result: dict) -> None:
     delta = meta.get("delta")
     train = read_train(args.train, meta)
     columns = list(train.columns)
-    n = int(args.n) if args.n is not None else len(train)
+    n = int(args.n) if args.n is not None else n_units(train, meta)
     result.update(n_train=int(len(train)), delta=delta)
 
     from adapters import load_adapter
@@ -371,9 +389,11 @@ def run(args: argparse.Namespace, result: dict) -> None:
     synth = adapter.sample(model, n, args.seed)
     result["sample_seconds"] = round(time.perf_counter() - t0, 3)
     synth = coerce_output(synth, meta, columns)
-    result["n_sampled"] = int(len(synth))
-    if len(synth) != n:
-        notes.append(f"asked for {n} rows, the tool returned {len(synth)}")
+    result["n_sampled"] = n_units(synth, meta)
+    if result["n_sampled"] != n:
+        notes.append(f"asked for {n} {unit(meta)}, the tool returned {result['n_sampled']}")
+    if meta.get("patient"):
+        result["n_sampled_rows"] = int(len(synth))
     checks = check_output(synth, meta)
     result["output_checks"] = checks
     for key in ("out_of_bounds", "unknown_categories", "nulls_in_non_nullable"):
@@ -390,8 +410,8 @@ def run(args: argparse.Namespace, result: dict) -> None:
         dt = time.perf_counter() - t0
         result["speed_seconds"] = round(dt, 3)
         result["sample_rows_per_second"] = round(len(draw) / dt, 1) if dt > 0 else None
-        if len(draw) != speed_rows:
-            notes.append(f"speed draw: asked for {speed_rows} rows, got {len(draw)}")
+        if n_units(draw, meta) != speed_rows:
+            notes.append(f"speed draw: asked for {speed_rows} {unit(meta)}, got {n_units(draw, meta)}")
         del draw
         if args.throughput_seconds > 0:
             measure_throughput(adapter, model, speed_rows, args.seed + 2, args.throughput_seconds, dt, result)
