@@ -174,27 +174,27 @@ def record(args: argparse.Namespace) -> None:
     plans = []
     if "par" in est:
         p = est["par"]
-        plans.append(("sdv", "par", None, p["cell_seconds_estimate"], p,
+        plans.append(("sdv", "par", None, p["cell_seconds_estimate"], p, "about",
                       f"one epoch's fit {p['fit_wall_seconds']:.0f} s ({p['fit_cpu_seconds']:.0f} s CPU), "
                       f"x {p['default_epochs']} epochs (its default, no early stopping)"))
     if "mostlyai" in est:
         m = est["mostlyai"]
         nd = m["non_dp"]
-        plans.append(("mostlyai", "tabularargn", None, nd["cell_seconds_lower_bound"], m,
+        plans.append(("mostlyai", "tabularargn", None, nd["cell_seconds_lower_bound"], m, "at least",
                       f"one epoch {sum(x['seconds_per_epoch'] for x in nd['models'].values()):.0f} s (subject + visit "
                       f"model), at least {nd['min_epochs']} epochs"))
         for eps, cell in m["dp"]["cells"].items():
             epochs = ", ".join(f"{k} {v['min_epochs']}" for k, v in cell.items() if isinstance(v, dict))
-            plans.append(("mostlyai", "dp-tabularargn", float(eps), cell["cell_seconds_lower_bound"], m,
+            plans.append(("mostlyai", "dp-tabularargn", float(eps), cell["cell_seconds_lower_bound"], m, "at least",
                           f"one DP epoch {sum(x['seconds_per_epoch'] for x in m['dp']['models'].values()):.0f} s "
                           f"(measured over {m['dp']['max_epochs']:g} epoch), at least {epochs} epochs"))
-    for tool, synthesizer, eps, seconds, source, why in plans:
+    for tool, synthesizer, eps, seconds, source, how, why in plans:
         if seconds <= limit:
             print(f"long_trial {tool}:{synthesizer} eps={eps}: ~{seconds / 60:.0f} min, under the limit: run it")
             continue
         loads = (source.get("load_average_at_start") or [])[:1] + (source.get("load_average_at_end") or [])[:1]
         at = f" under a load of {min(loads):.0f}-{max(loads):.0f}" if loads else ""
-        reason = (f"not run: estimated at least {seconds / 60:.0f} min on this 2-core machine{at} ({why}; sampling "
+        reason = (f"not run: estimated {how} {seconds / 60:.0f} min on this 2-core machine{at} ({why}; sampling "
                   f"on top; bench/results/peers_long.json), over the {args.limit_minutes:g}-min limit")
         for seed in args.seeds:
             cell = Cell("long_trial", tool, synthesizer, eps, seed)

@@ -152,3 +152,30 @@ def test_end_to_end_clinsynth_auto_on_a_small_long_table(tmp_path, monkeypatch):
     assert json.loads(row["params"])["model"] == "visitchain"
     assert row["strictly_increasing"] == 1.0 and 0 <= row["visits_ks"] <= 1 and 0 < row["tstr_trtr_lr"] < 1.5
     assert "visits/patient KS" in (tmp_path / "results" / "compare.md").read_text()
+
+
+def test_record_writes_over_limit_peer_cells_as_not_run(tmp_path):
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import bench_peers_long
+        import compare_store
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    models = {"subject": {"seconds_per_epoch": 10.0}, "visits": {"seconds_per_epoch": 150.0}}
+    est = {"par": {"tool_version": "2.0.0", "fit_wall_seconds": 240.0, "fit_cpu_seconds": 30.0, "default_epochs": 128,
+                   "cell_seconds_estimate": 30720.0, "load_average_at_start": [5.0], "load_average_at_end": [6.0]},
+           "mostlyai": {"tool_version": "2.7.3", "non_dp": {"models": models, "min_epochs": 5,
+                                                            "cell_seconds_lower_bound": 880.0},
+                        "dp": {"models": models, "max_epochs": 0.25,
+                               "cells": {"1": {"subject": {"min_epochs": 1}, "cell_seconds_lower_bound": 40.0},
+                                         "4": {"subject": {"min_epochs": 5}, "cell_seconds_lower_bound": 2000.0}}}}}
+    out, cells = tmp_path / "peers_long.json", tmp_path / "cells.jsonl"
+    out.write_text(json.dumps(est))
+    bench_peers_long.main(["record", "--out", str(out), "--cells", str(cells), "--seeds", "0", "1"])
+    rows = compare_store.CellStore(cells).rows
+    assert set(rows) == {"long_trial|sdv:par|non-DP|0|", "long_trial|sdv:par|non-DP|1|",
+                         "long_trial|mostlyai:dp-tabularargn|4|0|", "long_trial|mostlyai:dp-tabularargn|4|1|"}
+    par = rows["long_trial|sdv:par|non-DP|0|"]
+    assert par["status"] == "timeout" and par["ran"] is False and par["estimated_seconds"] == 30720.0
+    assert "about 512 min" in par["reason"] and "128 epochs" in par["reason"]
+    assert "at least 33 min" in rows["long_trial|mostlyai:dp-tabularargn|4|0|"]["reason"]
