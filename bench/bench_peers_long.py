@@ -16,9 +16,12 @@ not run (``ran`` false, the estimate in the row and the reason).
   the first epoch whose accountant ε exceeds the model's share of the budget). Then, in the same
   run, clinsynth's ``auto`` at ε = 1 (dp-visitchain) through ``run_cell.py`` with clinsynth's python,
   so the DP fit-time ratio is measured in one run under the same load.
+``dp-ratio`` (clinsynth's python): whole DP fits, mostlyai-engine's then clinsynth's, through
+  ``run_cell.py`` at ε = 1 and 4, one after the other: the fit-time ratio of issue 21, from one run.
 
     bench/.peers/sdv/bin/python bench/bench_peers_long.py par
     bench/.peers/mostlyai/bin/python bench/bench_peers_long.py mostlyai --clinsynth-python .venv/bin/python
+    python bench/bench_peers_long.py dp-ratio    # mostlyai's DP fit, then clinsynth's, at eps = 1 and 4
     python bench/bench_peers_long.py record
 """
 from __future__ import annotations
@@ -162,6 +165,38 @@ def _clinsynth_dp(args: argparse.Namespace) -> dict:
             "epsilon_spent": (r.get("params") or {}).get("epsilon_spent")}
 
 
+def dp_ratio(args: argparse.Namespace) -> None:
+    """mostlyai-engine's DP fit and clinsynth's (auto: dp-visitchain) on the same table, one after the
+    other in one run, each through ``run_cell.py`` in its own venv (same harness, same timer: the fit
+    alone, libraries imported before it), at each ε; the ratio of their fit times."""
+    out = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_average_at_start": list(os.getloadavg()),
+           "epsilons": {}}
+    pythons = {"mostlyai": BENCH / ".peers" / "mostlyai" / "bin" / "python", "clinsynth": Path(sys.executable)}
+    synthesizers = {"mostlyai": "dp-tabularargn", "clinsynth": "auto"}
+    for eps in EPSILONS:
+        fits = {}
+        for tool in ("mostlyai", "clinsynth"):
+            with tempfile.TemporaryDirectory() as tmp:
+                result = Path(tmp) / "result.json"
+                cmd = [str(pythons[tool]), str(BENCH / "run_cell.py"), "--tool", tool, "--synthesizer",
+                       synthesizers[tool], "--train", str(args.train), "--meta", str(args.meta), "--seed", "0",
+                       "--epsilon", repr(eps), "--n", "100", "--speed-rows", "0",
+                       "--out", str(Path(tmp) / "synth.csv"), "--result", str(result)]
+                env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+                subprocess.run(cmd, check=False, env=env, cwd=BENCH.parent, capture_output=True)
+                r = json.loads(result.read_text())
+            if r.get("error"):
+                raise RuntimeError(f"{tool} at eps={eps}: {r['error']}")
+            params = r.get("params") or {}
+            fits[tool] = {"fit_seconds": r["fit_seconds"], "model": params.get("model"),
+                          "epsilon_reported": params.get("epsilon_reported", params.get("epsilon_spent"))}
+        fits["ratio"] = round(fits["mostlyai"]["fit_seconds"] / fits["clinsynth"]["fit_seconds"], 1)
+        out["epsilons"][f"{eps:g}"] = fits
+        print(f"eps={eps:g}", json.dumps(fits), flush=True)
+    out.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), load_average_at_end=list(os.getloadavg()))
+    _merge(args.out, "dp_ratio", out)
+
+
 def record(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(BENCH))
     from compare_grid import Cell
@@ -207,7 +242,7 @@ def record(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument("step", choices=["par", "mostlyai", "record"])
+    p.add_argument("step", choices=["par", "mostlyai", "dp-ratio", "record"])
     p.add_argument("--train", type=Path, default=DATA / "train.csv")
     p.add_argument("--meta", type=Path, default=DATA / "meta.json")
     p.add_argument("--dp-epochs", type=float, default=0.25, help="epochs (a fraction) of the DP fits measured")
@@ -218,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULT)
     p.add_argument("--cells", type=Path, default=None)
     args = p.parse_args(argv)
-    {"par": measure_par, "mostlyai": measure_mostlyai, "record": record}[args.step](args)
+    {"par": measure_par, "mostlyai": measure_mostlyai, "dp-ratio": dp_ratio, "record": record}[args.step](args)
     return 0
 
 

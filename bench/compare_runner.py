@@ -142,6 +142,8 @@ def score_cell(cell: Cell, files: DatasetFiles, cell_dir: Path, status: str = "o
     """The row of a cell whose subprocess has ended: its result.json, and scores when it sampled."""
     result = _read_json(cell_dir / "result.json")
     extra = {k: result.get(k) for k in RESULT_FIELDS}
+    if files.meta.get("patient"):  # a long table counts patients (run_cell's result did not always)
+        extra.update(n_train=files.meta["n_train"], n_train_rows=files.meta.get("n_train_rows"))
     extra.update(n_test=files.meta.get("n_test"), n_columns=len(files.meta["columns"]), target=files.meta["target"],
                  params=json.dumps(result.get("params"), sort_keys=True) if result.get("params") is not None else None)
     notes = list(result.get("notes") or [])

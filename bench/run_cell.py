@@ -12,7 +12,8 @@ lazily through its adapter (``bench/adapters/<tool>.py``), whose interface is::
     def sample(model, n, seed) -> pd.DataFrame
 
 Optional adapter extras used here when present: ``CHECK_PARAMS`` (synthesizer ->
-params that make a quick ``--check`` run), and the keys ``"delta"`` and
+params that make a quick ``--check`` run), ``preload(dp)`` (imports the tool
+makes lazily, done before the timer as ``version()``'s are), and the keys ``"delta"`` and
 ``"_notes"`` in the effective params (the δ the tool really used; notes for
 result.json).
 
@@ -336,7 +337,9 @@ def run(args: argparse.Namespace, result: dict) -> None:
     train = read_train(args.train, meta)
     columns = list(train.columns)
     n = int(args.n) if args.n is not None else n_units(train, meta)
-    result.update(n_train=int(len(train)), delta=delta)
+    result.update(n_train=n_units(train, meta), delta=delta)  # patients of a long table
+    if meta.get("patient"):
+        result["n_train_rows"] = int(len(train))
 
     from adapters import load_adapter
 
@@ -363,8 +366,12 @@ def run(args: argparse.Namespace, result: dict) -> None:
         notes.append(f"--check: quick settings {json.dumps(jsonable(check))}; not the tool's defaults, not for benchmark numbers")
     result["check"] = bool(args.check)
 
-    # importing the tool happens here (version() imports it), before the baseline
+    # importing the tool happens here (version() imports it), before the baseline; an adapter whose
+    # tool imports part of itself lazily (clinsynth: its DP accountant) loads it here, so no tool's
+    # fit time includes importing its libraries
     result["tool_version"] = adapter.version()
+    if hasattr(adapter, "preload"):
+        adapter.preload(is_dp)
     limit_torch_threads(2)  # torch may only now be imported by the adapter
     result["torch_version"] = dist_version("torch")
 

@@ -43,6 +43,14 @@ def version() -> str:
     return clinsynth.__version__
 
 
+def preload(dp: bool) -> None:
+    """Import what a DP fit imports lazily (the privacy accountant: Opacus, hence PyTorch, ~3-4 s in a
+    fresh process) before run_cell starts the fit's timer, as a peer's ``version()`` imports its
+    PyTorch: fit times then compare fitting, not importing."""
+    if dp:
+        import opacus.accountants  # noqa: F401
+
+
 @dataclass
 class Fitted:
     """A fitted clinsynth model and how to turn its samples back into the benchmark's table."""

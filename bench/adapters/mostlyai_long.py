@@ -22,6 +22,12 @@ Facts this relies on (mostlyai-engine 2.7.3, ``_tabular/interface.py``, ``analys
   model the rest; each spends its own value-protection share as in ``adapters/mostlyai.py``. What
   that adapter says its DP does not cover (the 20 % validation rows choosing the checkpoint without
   noise, the column facts read without noise) holds for both models here.
+- **Where its DP sequence lengths fail**: under DP the engine's value protection finds the range of
+  sequence lengths by DP quantiles (``analysis._analyze_reduce_seq_len``) from its value-protection
+  ε split over the columns and the lengths; when that share is too small the quantiles come back
+  empty and it "protects all": every length becomes 1 and the visit table is modelled as *not
+  sequential*, so every synthetic patient has one visit (seen here at ε = 1 and 4). The variant
+  ``--param value_protection=false`` reads the lengths (and value ranges) unnoised, outside its ε.
 - Encoding types from meta.json's kinds (the time column is a number, ``TABULAR_NUMERIC_AUTO``);
   the engine learns value ranges itself, as in the single-table adapter.
 """
