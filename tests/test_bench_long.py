@@ -148,7 +148,8 @@ def test_end_to_end_clinsynth_auto_on_a_small_long_table(tmp_path, monkeypatch):
     row = pd.read_csv(tmp_path / "results" / "compare.csv").iloc[0]
     assert row["status"] == "ok", row["reason"]
     meta = json.loads((tmp_path / "work" / "tiny_long" / "meta.json").read_text())
-    assert row["n_sampled"] == meta["n_train"]  # patients, not rows
+    assert row["n_sampled"] == row["n_train"] == meta["n_train"]  # patients, not rows
+    assert row["n_train_rows"] == meta["n_train_rows"] > meta["n_train"]
     assert json.loads(row["params"])["model"] == "visitchain"
     assert row["strictly_increasing"] == 1.0 and 0 <= row["visits_ks"] <= 1 and 0 < row["tstr_trtr_lr"] < 1.5
     assert "visits/patient KS" in (tmp_path / "results" / "compare.md").read_text()
