@@ -157,8 +157,11 @@ def fit(train, meta, synthesizer, epsilon, delta, seed, params, *, dp: bool, sha
     notes = ["mostlyai: two models, as for a subject table and a linked table: a flat TabularARGN of the "
              "per-patient columns, and a sequential TabularARGN of the visits given the patient's row "
              "(one training sample = one patient with all visits)",
-             "mostlyai: no public bounds or category lists (its API takes none): value ranges and categories "
-             "learnt from the data by its value protection" + (" under DP" if dp else ""),
+             "mostlyai: no public bounds or category lists (its API takes none): " + (
+                 "value protection off: value ranges, categories and sequence lengths read from the data as they are"
+                 + (", NOT covered by eps" if dp else "") if kwargs.get("value_protection") is False else
+                 "value ranges, categories and sequence lengths learnt from the data by its value protection"
+                 + (" under DP" if dp else "")),
              "mostlyai: each model trains on 80% of the training patients, the other 20% is its validation set"]
     reported = []
     for name, ws, config in (("subject", subj_ws, privacy[0]), ("visits", visit_ws, privacy[1])):
