@@ -23,7 +23,9 @@ Datasets (stratified 80/20 split, seed 0): scikit-learn's breast cancer; scikit-
 (target ``fstat``, ``lenfol`` dropped) and FLCHAIN (target ``death``, ``futime`` and ``chapter``
 dropped) — scikit-survival is GPL-3 and only a ``bench`` extra (``pip install -e ".[bench]"``);
 the simulated trial (target ``arm``); the simulated EHR as one wide table (age, sex = target,
-1,000 codes as "0"/"1" columns; 5,000 patients). Bounds and category lists come from the whole
+1,000 codes as "0"/"1" columns; 5,000 patients); the simulated long trial (one row per visit,
+5,000 patients, target ``event``; split by patient and scored per patient, see ``compare_scoring.py``;
+it meets the sequence models only: clinsynth's auto, SDV's PAR, mostlyai-engine's sequential mode). Bounds and category lists come from the whole
 dataset and are declared public knowledge for every tool alike (``meta.json``), as far as its API
 takes them (mostlyai-engine's takes none: it learns them from the data, under DP with part of its
 budget; see ``bench/adapters/mostlyai.py``); δ = the ledger's default for n_train

@@ -1,5 +1,6 @@
 """The benchmark's datasets: their loaders, each one's meta.json (column kinds, the public bounds and
-categories every tool is given, δ) and its prepared stratified 80/20 split on disk.
+categories every tool is given, δ) and its prepared stratified 80/20 split on disk. A long-format
+dataset (one row per visit; ``long_trial``) is split by patient, all rows of a patient on one side.
 
 δ is the ledger's default for the training size (``clinsynth.privacy.ledger.default_delta``), the
 δ a clinsynth model picks for itself, offered to every DP tool alike: one definition, not a
@@ -31,6 +32,13 @@ class Dataset:
     load: Callable[[], pd.DataFrame]  # the whole table, dropped columns already gone
     codes: bool = False  # a wide EHR table: every column but age and sex is a 0/1 code
     needs: str | None = None  # an import the loader needs (the bench extra)
+    patient: str | None = None  # long format (one row per visit): the patient id column ...
+    time: str | None = None  # ... and the visit time column
+
+    @property
+    def kind(self) -> str:
+        """What the synthesizers meet: "table", "codes" (the wide EHR table) or "long" (visits)."""
+        return "codes" if self.codes else "long" if self.patient else "table"
 
 
 def _breast_cancer() -> pd.DataFrame:
@@ -55,6 +63,16 @@ def _trial() -> pd.DataFrame:
     return simulate_trial().drop(columns=["participant_id"])
 
 
+LONG_PATIENTS = 5_000
+
+
+def _long_trial() -> pd.DataFrame:
+    """``simulate_long_trial``: 5,000 patients, about 57,500 visits (1-20 each, irregular days)."""
+    from clinsynth.data.long_trial import simulate_long_trial
+
+    return simulate_long_trial(LONG_PATIENTS, seed=0)
+
+
 EHR_PATIENTS, EHR_CODES = 5_000, 1_000
 
 
@@ -74,6 +92,7 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
     Dataset("flchain", "death", lambda: _survival("load_flchain", "death", ["chapter"]), needs="sksurv"),
     Dataset("trial", "arm", _trial),
     Dataset("ehr", "sex", _ehr, codes=True),
+    Dataset("long_trial", "event", _long_trial, patient="patient_id", time="day"),
 ]}
 
 
@@ -124,16 +143,34 @@ def _category_order(text: str) -> tuple[int, float, str]:
         return 1, 0.0, text
 
 
-def build_meta(df: pd.DataFrame, name: str, target: str, code_columns: Iterable[str] = ()) -> tuple[pd.DataFrame, dict]:
-    """The table in the benchmark's form and its meta.json (δ is set once the split is known)."""
+def build_meta(df: pd.DataFrame, name: str, target: str, code_columns: Iterable[str] = (),
+               patient: str | None = None, time: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """The table in the benchmark's form and its meta.json (δ is set once the split is known).
+
+    A long table (``patient`` and ``time`` given: one row per visit) keeps its patient ids as text
+    (kind ``id``), and every other column but the time says whether it is constant within a patient
+    (``level``: ``patient``) or not (``visit``), as clinsynth's schema inference finds it; meta.json
+    names the two columns under ``patient`` and ``time``."""
     codes = set(code_columns)
+    levels: dict[str, str] = {}
+    if patient is not None:
+        from clinsynth.long_schema import infer_levels
+
+        levels = infer_levels(df, patient, time, target)
     columns, entries = {}, []
     for col in df.columns:
-        columns[col], entry = column_meta(df[col], is_target=col == target, code=col in codes)
+        if col == patient:
+            columns[col], entry = df[col].astype(str).astype(object), {"name": col, "kind": "id", "nullable": False}
+        else:
+            columns[col], entry = column_meta(df[col], is_target=col == target, code=col in codes)
+        if col in levels:
+            entry["level"] = levels[col]
         entries.append(entry)
     meta: dict[str, Any] = {"dataset": name, "target": target, "delta": None, "columns": entries}
     if codes:
         meta["codes"] = [c for c in df.columns if c in codes]
+    if patient is not None:
+        meta.update(patient=patient, time=time)
     return pd.DataFrame(columns), meta
 
 
@@ -179,18 +216,24 @@ class DatasetFiles:
 
 def prepare_dataset(dataset: Dataset, work: Path) -> DatasetFiles:
     """Write train.csv, test.csv and meta.json once (they are deterministic); reuse them after."""
-    from clinsynth.pipeline import split_holdout
+    from clinsynth.pipeline import split_holdout, split_patients_holdout
 
     files = DatasetFiles(dataset.name, work / dataset.name)
     if files.meta_json.is_file():
         return files
     raw = dataset.load()
     code_columns = [c for c in raw.columns if c not in ("age", "sex")] if dataset.codes else []
-    table, meta = build_meta(raw, dataset.name, dataset.target, code_columns)
-    train, test = split_holdout(table, dataset.target, seed=0)
-    # the ledger's δ for this many records: what a clinsynth model picks for itself, given to every DP tool
-    meta.update(delta=default_delta(len(train)), n_train=len(train), n_test=len(test),
-                split="stratified 80/20 on the target, seed 0")
+    table, meta = build_meta(raw, dataset.name, dataset.target, code_columns, dataset.patient, dataset.time)
+    if dataset.patient is None:
+        train, test = split_holdout(table, dataset.target, seed=0)
+        n_train, n_test, split = len(train), len(test), "stratified 80/20 on the target, seed 0"
+    else:  # whole patients on each side; n_train counts patients (a DP unit, and what a tool is asked for)
+        train, test = split_patients_holdout(table, dataset.patient, dataset.target, seed=0)
+        n_train, n_test = int(train[dataset.patient].nunique()), int(test[dataset.patient].nunique())
+        split = "patients (all rows of each) stratified 80/20 on the per-patient target, seed 0"
+        meta.update(n_train_rows=len(train), n_test_rows=len(test))
+    # the ledger's δ for this many records (patients): what a clinsynth model picks for itself, given to every DP tool
+    meta.update(delta=default_delta(n_train), n_train=n_train, n_test=n_test, split=split)
     files.directory.mkdir(parents=True, exist_ok=True)
     write_text_atomic(files.train_csv, train.to_csv(index=False, na_rep=""))
     write_text_atomic(files.test_csv, test.to_csv(index=False, na_rep=""))
@@ -212,12 +255,16 @@ def scoring_schema(meta: dict[str, Any]) -> Any:
 
     specs = []
     for c in meta["columns"]:
-        common = dict(name=c["name"], kind=c["kind"], missing="indicator" if c.get("nullable") else "none", public=True)
-        if c["kind"] in DISCRETE:
+        common = dict(name=c["name"], kind=c["kind"], missing="indicator" if c.get("nullable") else "none", public=True,
+                      level=c.get("level"))
+        if c["kind"] == "id":
+            specs.append(ColumnSpec(name=c["name"], kind="id", missing="none"))
+        elif c["kind"] in DISCRETE:
             specs.append(ColumnSpec(categories=list(c["categories"]), **common))
         else:
             specs.append(ColumnSpec(bounds=(float(c["lower"]), float(c["upper"])), **common))
-    return Schema(columns=specs, target=meta["target"], longitudinal=[])
+    return Schema(columns=specs, target=meta["target"], longitudinal=[], patient=meta.get("patient"),
+                  time=meta.get("time"))
 
 
 def prepare_all(names: Sequence[str], work: Path) -> tuple[dict[str, DatasetFiles], dict[str, str]]:

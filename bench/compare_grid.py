@@ -13,11 +13,11 @@ class Synthesizer:
     tool: str
     name: str
     dp: bool | None  # None: with and without DP (clinsynth's auto, the default of `clinsynth run`)
-    data: tuple[str, ...] = ("table", "codes")  # "codes": the wide EHR table
+    data: tuple[str, ...] = ("table", "codes")  # "codes": the wide EHR table; "long": a table of visits
 
 
 SYNTHESIZERS: list[Synthesizer] = [
-    Synthesizer("clinsynth", "auto", None),
+    Synthesizer("clinsynth", "auto", None, ("table", "codes", "long")),  # long: visitchain / dp-visitchain
     Synthesizer("clinsynth", "acgan", False, ("table",)),
     Synthesizer("clinsynth", "medgan", False, ("codes",)),
     Synthesizer("clinsynth", "vae", False),
@@ -31,12 +31,13 @@ SYNTHESIZERS: list[Synthesizer] = [
     Synthesizer("sdv", "gaussiancopula", False),
     Synthesizer("sdv", "ctgan", False),
     Synthesizer("sdv", "tvae", False),
+    Synthesizer("sdv", "par", False, ("long",)),
     Synthesizer("smartnoise", "aim", True),
     Synthesizer("smartnoise", "mst", True),
     Synthesizer("smartnoise", "dpctgan", True),
     Synthesizer("smartnoise", "patectgan", True),
-    Synthesizer("mostlyai", "tabularargn", False),
-    Synthesizer("mostlyai", "dp-tabularargn", True),
+    Synthesizer("mostlyai", "tabularargn", False, ("table", "codes", "long")),  # long: its sequential mode
+    Synthesizer("mostlyai", "dp-tabularargn", True, ("table", "codes", "long")),
 ]
 TOOLS = tuple(dict.fromkeys(s.tool for s in SYNTHESIZERS))
 
@@ -77,11 +78,12 @@ def build_cells(datasets: Sequence[str], tools: Sequence[str], synthesizers: Seq
     """Every cell of the selection, seeds innermost (so seed 0 runs first and can spare the rest).
 
     ``synthesizers`` filters by name (``ctgan``) or tool:name (``sdv:ctgan``); a synthesizer meets
-    only the datasets it models (clinsynth's code models take the EHR table, ``acgan`` the others)."""
+    only the datasets it models (clinsynth's code models take the EHR table, ``acgan`` the others; the
+    long table of visits meets the sequence models: clinsynth's auto, SDV's PAR, mostlyai's sequential mode)."""
     wanted = set(synthesizers or [])
     cells = []
     for name in datasets:
-        kind = "codes" if DATASETS[name].codes else "table"
+        kind = DATASETS[name].kind
         for s in SYNTHESIZERS:
             if s.tool not in tools or kind not in s.data:
                 continue

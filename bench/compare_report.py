@@ -41,6 +41,19 @@ METRICS = [
     Metric("sample_rows_per_second", "sample rows/s ↑", "higher", 0),
     Metric("fit_peak_rss_mb", "fit peak MB ↓", "lower", 0),
 ]
+#: a long table's patient-level shape (compare_scoring.LONG_FIELDS), shown in its table only
+LONG_METRICS = [
+    Metric("visits_ks", "visits/patient KS ↓", "lower", 3),
+    Metric("gaps_ks", "gaps KS ↓", "lower", 3),
+    Metric("strictly_increasing", "increasing times ↑", "higher", 3),
+]
+ALL_METRICS = METRICS + LONG_METRICS
+
+
+def metrics_for(dataset: str) -> list[Metric]:
+    """The columns of a dataset's table: the long-table ones after the scores for a table of visits."""
+    long = dataset in DATASETS and DATASETS[dataset].kind == "long"
+    return METRICS[:7] + LONG_METRICS + METRICS[7:] if long else METRICS
 
 
 @dataclass
@@ -74,7 +87,7 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
     return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else math.nan, int(x.size)
 
 
-def aggregate(rows: Iterable[dict[str, Any]], keys: Sequence[str] = tuple(m.key for m in METRICS)) -> list[Group]:
+def aggregate(rows: Iterable[dict[str, Any]], keys: Sequence[str] = tuple(m.key for m in ALL_METRICS)) -> list[Group]:
     """Rows of cells to one group per dataset × synthesizer × ε × params, in first-seen order, with the
     mean and sd of each metric in ``keys``."""
     groups: dict[tuple, Group] = {}
@@ -110,7 +123,7 @@ def best_marks(groups: Sequence[Group]) -> set[tuple[int, str]]:
     for i, g in enumerate(groups):
         blocks.setdefault((g.dataset, g.eps_group), []).append(i)
     for members in blocks.values():
-        for m in METRICS:
+        for m in ALL_METRICS:
             values = {i: _rounded(groups[i].stats.get(m.key, (math.nan,))[0], m.digits) for i in members}
             values = {i: v for i, v in values.items() if math.isfinite(v)}
             if len(values) < 2:
@@ -140,12 +153,13 @@ def _group_order(g: Group) -> tuple:
 
 def dataset_table(groups: Sequence[Group], marks: set[tuple[int, str]], index: dict[int, int]) -> list[str]:
     """One markdown table: a row per synthesizer × ε; best per column (within its ε group) in bold."""
-    head = ["synthesizer", "ε", "seeds"] + [m.title for m in METRICS] + ["note"]
+    metrics = metrics_for(groups[0].dataset) if groups else METRICS
+    head = ["synthesizer", "ε", "seeds"] + [m.title for m in metrics] + ["note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
         i = index[id(g)]
         cells = [g.label, g.eps_group, f"{g.n_ok}/{g.n_seeds}"]
-        for m in METRICS:
+        for m in metrics:
             text = fmt(g.stats[m.key], m.digits)
             cells.append(f"**{text}**" if (i, m.key) in marks else text)
         note = "; ".join(g.reasons)
@@ -204,15 +218,27 @@ def render_markdown(rows: Sequence[dict[str, Any]], host: dict[str, str] | None 
         out += [f"## {dataset}", "",
                 f"n_train {first.get('n_train', '?')}, n_test {first.get('n_test', '?')}, "
                 f"{first.get('n_columns', '?')} columns, target `{first.get('target', '?')}`.", ""]
+        if metrics_for(dataset) is not METRICS:
+            out += [LONG_NOTE, ""]
         out += dataset_table(mine, marks, index) + [""]
     return "\n".join(out)
 
 
 CSV_COLUMNS = ["dataset", "tool", "synthesizer", "epsilon", "seed", "cell_params", "status", "reason", "ran",
                "tstr_trtr_lr", "tstr_trtr_rf", "tstr_trtr_gb", "detection_auroc", "dcr_share", "mia_auroc",
-               "exact_copy_rate", "holdout_copy_rate", "trtr_auroc_lr", "trtr_auroc_rf", "trtr_auroc_gb",
+               "exact_copy_rate", "holdout_copy_rate", "visits_ks", "gaps_ks", "strictly_increasing",
+               "after_last_visit", "patient_columns_vary", "n_synthetic_patients", "trtr_auroc_lr", "trtr_auroc_rf", "trtr_auroc_gb",
                "tstr_auroc_lr", "tstr_auroc_rf", "tstr_auroc_gb", *RESULT_FIELDS, "n_test", "n_columns", "target",
                "score_seconds", "params", "notes", "finished_at"]
+
+
+LONG_NOTE = ("A long table of visits (one row per visit; n_train and n_test count patients): each tool fits the "
+             "training patients' visits and samples as many patients. Every score is per patient, as clinsynth's "
+             "`cs.evaluate` computes it on a long schema: one record per patient (per-patient columns, first and last "
+             "value of each lab, visits, follow-up, missing share) for TSTR/TRTR (target: the per-patient `event`), "
+             "detection and the attacks (membership = a patient). Visits/patient and gaps KS: two-sample KS of the "
+             "visits per patient and of the days between visits, synthetic vs real training; increasing times: share "
+             "of synthetic patients whose visit times rise strictly row by row.")
 
 
 def write_outputs(rows: Sequence[dict[str, Any]], results: Path) -> tuple[Path, Path]:

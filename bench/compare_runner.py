@@ -83,9 +83,12 @@ def run_cells(cells: Sequence[Cell], store: CellStore, runner: Runner, retry_fai
 
 
 def cell_command(cell: Cell, files: DatasetFiles, cell_dir: Path, paths: Paths, timing: Timing) -> list[str]:
+    """run_cell's command line. A long table's ``--n`` counts patients, and it has no timed draw of
+    ``timing.rows`` *patients* (PAR samples sequence by sequence: 20,000 of them would outlast the fit)."""
+    speed_rows = 0 if files.meta.get("patient") else timing.rows
     cmd = [str(paths.python(cell.tool)), str(paths.run_cell), "--tool", cell.tool, "--synthesizer", cell.synthesizer,
            "--train", str(files.train_csv), "--meta", str(files.meta_json), "--seed", str(cell.seed),
-           "--n", str(files.n_train), "--speed-rows", str(timing.rows),
+           "--n", str(files.n_train), "--speed-rows", str(speed_rows),
            "--throughput-seconds", repr(float(timing.throughput_seconds)),
            "--out", str(cell_dir / "synth.csv"), "--result", str(cell_dir / "result.json")]
     if cell.epsilon is not None:
@@ -139,6 +142,8 @@ def score_cell(cell: Cell, files: DatasetFiles, cell_dir: Path, status: str = "o
     """The row of a cell whose subprocess has ended: its result.json, and scores when it sampled."""
     result = _read_json(cell_dir / "result.json")
     extra = {k: result.get(k) for k in RESULT_FIELDS}
+    if files.meta.get("patient"):  # a long table counts patients (run_cell's result did not always)
+        extra.update(n_train=files.meta["n_train"], n_train_rows=files.meta.get("n_train_rows"))
     extra.update(n_test=files.meta.get("n_test"), n_columns=len(files.meta["columns"]), target=files.meta["target"],
                  params=json.dumps(result.get("params"), sort_keys=True) if result.get("params") is not None else None)
     notes = list(result.get("notes") or [])

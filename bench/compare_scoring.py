@@ -1,5 +1,13 @@
 """Scoring one synthetic table: a peer's output read into the scoring schema's types, then
-clinsynth's utility (TSTR/TRTR), detection and privacy-attack numbers for it."""
+clinsynth's utility (TSTR/TRTR), detection and privacy-attack numbers for it.
+
+A long table of visits (the scoring schema names a patient column) is scored per patient, the way
+``cs.evaluate`` scores it (``clinsynth.evaluate.suite.patient_records``): the three tables become
+one record per patient (per-patient columns, first and last value of each lab, visits, follow-up,
+missing share) and the same numbers are computed on those records, so TSTR/TRTR predicts a
+patient's target, detection tells real patients from synthetic ones and membership means a
+patient; the patient-level shape adds ``LONG_FIELDS`` (visits-per-patient and gap KS, the share of
+synthetic patients with strictly increasing times, …)."""
 from __future__ import annotations
 
 import math
@@ -30,7 +38,9 @@ def coerce_synthetic(synth: pd.DataFrame, meta: dict[str, Any]) -> tuple[pd.Data
     notes, out = [], {}
     for c in meta["columns"]:
         s = synth[c["name"]]
-        if c["kind"] in NUMERIC:
+        if c["kind"] == "id":  # a long table's patient id: text, missing stays missing
+            out[c["name"]] = s.astype(object).map(lambda v: label(v) if pd.notna(v) else np.nan)
+        elif c["kind"] in NUMERIC:
             text = s.astype(object).where(s.notna(), None)
             blank = text.map(lambda v: v is None or (isinstance(v, str) and v.strip() in {"", *_MISSING_TEXT}))
             x = pd.to_numeric(s.where(~blank), errors="coerce").astype(float)
@@ -80,7 +90,29 @@ def score(train: pd.DataFrame, test: pd.DataFrame, synth: pd.DataFrame, schema: 
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
+        if getattr(schema, "is_long", False):
+            return _score_long(train, test, synth, schema, seed)
         return _score(train, test, synth, schema, seed)
+
+
+#: a long table's patient-level shape in a cell's row (from ``cs.evaluate``'s patients section)
+LONG_FIELDS = ("visits_ks", "gaps_ks", "strictly_increasing", "after_last_visit", "patient_columns_vary",
+               "n_synthetic_patients")
+
+
+def _score_long(train: pd.DataFrame, test: pd.DataFrame, synth: pd.DataFrame, schema: Any, seed: int) -> dict[str, float]:
+    """The scores of a long table of visits, per patient (see the module docstring)."""
+    from clinsynth.evaluate import bounds
+    from clinsynth.evaluate.suite import patient_records
+
+    features_train, features_test, features_synth, features_schema, shape = patient_records(
+        train, test, synth, schema, seed, bounds.limits_for("full"), None)
+    row = _score(features_train, features_test, features_synth, features_schema, seed)
+    order = shape["ordering"]["synthetic"]
+    row.update(visits_ks=shape["visits_per_patient"]["ks"], gaps_ks=shape["gaps"]["ks"],
+               strictly_increasing=order["strictly_increasing"], after_last_visit=order["after_last_visit"],
+               patient_columns_vary=order["patient_columns_vary"], n_synthetic_patients=order["n_patients"])
+    return {k: (float(v) if v is not None else math.nan) for k, v in row.items()}
 
 
 def _score(train: pd.DataFrame, test: pd.DataFrame, synth: pd.DataFrame, schema: Any, seed: int) -> dict[str, float]:

@@ -12,7 +12,8 @@ lazily through its adapter (``bench/adapters/<tool>.py``), whose interface is::
     def sample(model, n, seed) -> pd.DataFrame
 
 Optional adapter extras used here when present: ``CHECK_PARAMS`` (synthesizer ->
-params that make a quick ``--check`` run), and the keys ``"delta"`` and
+params that make a quick ``--check`` run), ``preload(dp)`` (imports the tool
+makes lazily, done before the timer as ``version()``'s are), and the keys ``"delta"`` and
 ``"_notes"`` in the effective params (the δ the tool really used; notes for
 result.json).
 
@@ -61,7 +62,8 @@ if HERE not in sys.path:
 
 CATEGORICAL_KINDS = ("categorical", "binary")
 NUMERIC_KINDS = ("continuous", "integer")
-KINDS = CATEGORICAL_KINDS + NUMERIC_KINDS
+ID_KIND = "id"  # a long table's patient id (text; meta["patient"] names it): no domain, not checked
+KINDS = CATEGORICAL_KINDS + NUMERIC_KINDS + (ID_KIND,)
 
 
 # ---------------------------------------------------------------- small helpers
@@ -192,7 +194,9 @@ def read_meta(path: str) -> dict:
         kind = c.get("kind")
         if kind not in KINDS:
             raise ValueError(f"{path}: column {c.get('name')!r} has kind {kind!r}; expected one of {KINDS}")
-        if kind in CATEGORICAL_KINDS:
+        if kind == ID_KIND:
+            pass
+        elif kind in CATEGORICAL_KINDS:
             if not c.get("categories"):
                 raise ValueError(f"{path}: column {c['name']!r} ({kind}) needs 'categories'")
             c["categories"] = [str(v) for v in c["categories"]]
@@ -208,7 +212,7 @@ def read_meta(path: str) -> dict:
 def read_train(path: str, meta: dict) -> pd.DataFrame:
     dtypes = {}
     for c in meta["columns"]:
-        dtypes[c["name"]] = str if c["kind"] in CATEGORICAL_KINDS else "float64"
+        dtypes[c["name"]] = str if c["kind"] in CATEGORICAL_KINDS + (ID_KIND,) else "float64"
     df = pd.read_csv(path, dtype=dtypes, keep_default_na=True)
     names = [c["name"] for c in meta["columns"]]
     missing = [n for n in names if n not in df.columns]
@@ -230,7 +234,9 @@ def coerce_output(synth: pd.DataFrame, meta: dict, columns: list[str]) -> pd.Dat
     for c in meta["columns"]:
         name, kind = c["name"], c["kind"]
         s = synth[name].reset_index(drop=True)
-        if kind in CATEGORICAL_KINDS:
+        if kind == ID_KIND:
+            out[name] = s.map(lambda x: x if x is None or (isinstance(x, float) and math.isnan(x)) else str(x)).astype(object)
+        elif kind in CATEGORICAL_KINDS:
             cats = c["categories"]
             lookup = {v: v for v in cats}
             # tools may hand back numbers for labels like "0"/"1" (0, 0.0, True ...)
@@ -274,6 +280,8 @@ def check_output(df: pd.DataFrame, meta: dict) -> dict:
     for c in meta["columns"]:
         name = c["name"]
         s = df[name]
+        if c["kind"] == ID_KIND:
+            continue
         miss = s.isna()
         if miss.any():
             report["missing_fraction"][name] = round(float(miss.mean()), 4)
@@ -291,6 +299,16 @@ def check_output(df: pd.DataFrame, meta: dict) -> dict:
     return report
 
 
+def unit(meta: dict) -> str:
+    """What ``--n`` counts: rows, or the patients of a long table (each with its visits)."""
+    return "patients" if meta.get("patient") else "rows"
+
+
+def n_units(df: pd.DataFrame, meta: dict) -> int:
+    patient = meta.get("patient")
+    return int(df[patient].nunique()) if patient and patient in df.columns else int(len(df))
+
+
 # ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -300,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meta", required=True, help="meta.json: kinds, public bounds and categories, delta")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epsilon", type=float, default=None, help="privacy budget (DP synthesizers only)")
-    p.add_argument("--n", type=int, default=None, help="rows to sample into --out (default: as many as train)")
+    p.add_argument("--n", type=int, default=None,
+                   help="rows (patients of a long table) to sample into --out (default: as many as train)")
     p.add_argument("--speed-rows", type=int, default=20000, help="rows of the timed second draw (0: skip)")
     p.add_argument("--throughput-seconds", type=float, default=0.0,
                    help="after the timed draw, draw --speed-rows again until this long has passed in all (0: skip)")
@@ -320,8 +339,10 @@ def run(args: argparse.Namespace, result: dict) -> None:
     delta = meta.get("delta")
     train = read_train(args.train, meta)
     columns = list(train.columns)
-    n = int(args.n) if args.n is not None else len(train)
-    result.update(n_train=int(len(train)), delta=delta)
+    n = int(args.n) if args.n is not None else n_units(train, meta)
+    result.update(n_train=n_units(train, meta), delta=delta)  # patients of a long table
+    if meta.get("patient"):
+        result["n_train_rows"] = int(len(train))
 
     from adapters import load_adapter
 
@@ -348,8 +369,12 @@ def run(args: argparse.Namespace, result: dict) -> None:
         notes.append(f"--check: quick settings {json.dumps(jsonable(check))}; not the tool's defaults, not for benchmark numbers")
     result["check"] = bool(args.check)
 
-    # importing the tool happens here (version() imports it), before the baseline
+    # importing the tool happens here (version() imports it), before the baseline; an adapter whose
+    # tool imports part of itself lazily (clinsynth: its DP accountant) loads it here, so no tool's
+    # fit time includes importing its libraries
     result["tool_version"] = adapter.version()
+    if hasattr(adapter, "preload"):
+        adapter.preload(is_dp)
     limit_torch_threads()  # torch may only now be imported by the adapter
     result["torch_version"] = dist_version("torch")
     result["threads"] = THREADS
@@ -376,9 +401,11 @@ def run(args: argparse.Namespace, result: dict) -> None:
     synth = adapter.sample(model, n, args.seed)
     result["sample_seconds"] = round(time.perf_counter() - t0, 3)
     synth = coerce_output(synth, meta, columns)
-    result["n_sampled"] = int(len(synth))
-    if len(synth) != n:
-        notes.append(f"asked for {n} rows, the tool returned {len(synth)}")
+    result["n_sampled"] = n_units(synth, meta)
+    if result["n_sampled"] != n:
+        notes.append(f"asked for {n} {unit(meta)}, the tool returned {result['n_sampled']}")
+    if meta.get("patient"):
+        result["n_sampled_rows"] = int(len(synth))
     checks = check_output(synth, meta)
     result["output_checks"] = checks
     for key in ("out_of_bounds", "unknown_categories", "nulls_in_non_nullable"):
@@ -395,8 +422,8 @@ def run(args: argparse.Namespace, result: dict) -> None:
         dt = time.perf_counter() - t0
         result["speed_seconds"] = round(dt, 3)
         result["sample_rows_per_second"] = round(len(draw) / dt, 1) if dt > 0 else None
-        if len(draw) != speed_rows:
-            notes.append(f"speed draw: asked for {speed_rows} rows, got {len(draw)}")
+        if n_units(draw, meta) != speed_rows:
+            notes.append(f"speed draw: asked for {speed_rows} {unit(meta)}, got {n_units(draw, meta)}")
         del draw
         if args.throughput_seconds > 0:
             measure_throughput(adapter, model, speed_rows, args.seed + 2, args.throughput_seconds, dt, result)

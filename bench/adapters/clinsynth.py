@@ -29,7 +29,7 @@ SYNTHESIZERS: dict[str, dict[str, Any]] = {
     "dp-acgan": {"model": "dp-acgan", "dp": True, "data": ("table",)},
     "dp-vae": {"model": "dp-vae", "dp": True, "data": ("table", "codes")},
     "dp-medgan": {"model": "dp-medgan", "dp": True, "data": ("codes",)},
-    "auto": {"model": "auto", "dp": None, "data": ("table", "codes")},  # `clinsynth run` with no --model; both
+    "auto": {"model": "auto", "dp": None, "data": ("table", "codes", "long")},  # `clinsynth run` with no --model
     "codetree": {"model": "codetree", "dp": False, "data": ("codes",)},
     "dp-codetree": {"model": "dp-codetree", "dp": True, "data": ("codes",)},
     "bayesnet": {"model": "bayesnet", "dp": False, "data": ("table",)},
@@ -41,6 +41,14 @@ def version() -> str:
     import clinsynth
 
     return clinsynth.__version__
+
+
+def preload(dp: bool) -> None:
+    """Import what a DP fit imports lazily (the privacy accountant: Opacus, hence PyTorch, ~3-4 s in a
+    fresh process) before run_cell starts the fit's timer, as a peer's ``version()`` imports its
+    PyTorch: fit times then compare fitting, not importing."""
+    if dp:
+        import opacus.accountants  # noqa: F401
 
 
 @dataclass
@@ -70,13 +78,18 @@ def _public_spec(spec: Any, col: dict[str, Any]) -> Any:
 
 
 def table_schema(train: pd.DataFrame, meta: dict[str, Any], target: str | None) -> Any:
-    """Inferred structure (missing policies, decimals, dtypes, visit groups), meta's public domain."""
+    """Inferred structure (missing policies, decimals, dtypes, visit groups), meta's public domain.
+
+    A long table (meta.json names ``patient`` and ``time``) gets a long schema: its patient and time
+    columns, each other column's level as clinsynth infers it (meta.json records the same), as
+    ``clinsynth run --patient-col --time-col`` does."""
     from clinsynth.schema import Schema
 
-    inferred = Schema.infer(train, target=target)
+    patient, time = meta.get("patient"), meta.get("time")
+    inferred = Schema.infer(train, target=target, patient=patient, time=time)
     by_name = {c["name"]: c for c in meta["columns"]}
-    columns = [_public_spec(spec, by_name[spec.name]) for spec in inferred.columns]
-    return Schema(columns=columns, target=target, longitudinal=inferred.longitudinal)
+    columns = [spec if spec.name == patient else _public_spec(spec, by_name[spec.name]) for spec in inferred.columns]
+    return Schema(columns=columns, target=target, longitudinal=inferred.longitudinal, patient=patient, time=time)
 
 
 # -- wide table <-> code matrix ----------------------------------------------------------------
@@ -137,9 +150,9 @@ def fit(train: pd.DataFrame, meta: dict[str, Any], synthesizer: str, epsilon: fl
     if entry["dp"] is not None and entry["dp"] != (epsilon is not None):
         raise ValueError(f"{synthesizer} {'needs' if entry['dp'] else 'takes no'} --epsilon")
     codes = [c for c in meta.get("codes", []) if c in train.columns]
-    data_kind = "codes" if codes else "table"
+    data_kind = "codes" if codes else "long" if meta.get("patient") else "table"
     if data_kind not in entry["data"]:
-        raise ValueError(f"{synthesizer} does not model {'wide code tables' if codes else 'ordinary tables'}")
+        raise ValueError(f"{synthesizer} does not model {data_kind} tables")
     hyper = {k: _value(v) for k, v in params.items()}
     hyper.update(seed=seed, progress=False)
     if epsilon is not None:
@@ -169,7 +182,8 @@ def fit(train: pd.DataFrame, meta: dict[str, Any], synthesizer: str, epsilon: fl
 
 
 def sample(fitted: Fitted, n: int, seed: int) -> pd.DataFrame:
-    """``n`` synthetic rows with the training table's columns (categories as text)."""
+    """``n`` synthetic rows (patients with their visits, for a long table) with the training table's
+    columns (categories as text)."""
     out = fitted.model.sample(int(n), seed=seed)
     if fitted.codes:
         return from_code_matrix(out, fitted.columns, fitted.codes)

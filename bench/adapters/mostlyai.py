@@ -1,4 +1,5 @@
-"""mostlyai-engine adapter: TabularARGN, without DP and with DP-SGD (Opacus).
+"""mostlyai-engine adapter: TabularARGN, without DP and with DP-SGD (Opacus); on a long table of visits
+(meta.json names a patient column) its sequential mode, in ``adapters/mostlyai_long.py``.
 
 Facts this relies on (mostlyai-engine 2.7.3, read from its source in the peer venv):
 
@@ -85,7 +86,8 @@ _ESTIMATOR_PARAMS = ("model", "max_training_time", "max_epochs", "batch_size", "
 # DifferentialPrivacyConfig fields a --param may set (max_epsilon and delta come from the cell)
 _DP_PARAMS = ("noise_multiplier", "max_grad_norm")
 # adapter-level params
-_ADAPTER_PARAMS = ("value_protection_share", "rare_category_replacement_method", "sampling_temperature")
+_ADAPTER_PARAMS = ("value_protection_share", "rare_category_replacement_method", "sampling_temperature",
+                   "subject_share")  # subject_share: long tables only (adapters/mostlyai_long.py)
 
 
 def version() -> str:
@@ -221,9 +223,19 @@ def fit(train, meta, synthesizer, epsilon, delta, seed, params):
     replacement = str(params.pop("rare_category_replacement_method", RARE_REPLACEMENT)).upper()
     temperature = float(params.pop("sampling_temperature", 1.0))
     dp_extra = {k: float(params.pop(k)) for k in _DP_PARAMS if k in params}
+    subject_share = params.pop("subject_share", None)
     kwargs = dict(params)
     if kwargs.get("value_protection") is False:
         share = 0.0  # no value-range step: the whole budget goes to training
+    if meta.get("patient"):  # a long table: subject model + sequential visit model
+        from adapters import mostlyai_long
+
+        return mostlyai_long.fit(train, meta, synthesizer, epsilon, delta, seed, params, dp=dp, share_vp=share,
+                                 replacement=replacement, temperature=temperature, dp_extra=dp_extra, kwargs=kwargs,
+                                 subject_share=float(subject_share if subject_share is not None
+                                                     else mostlyai_long.SUBJECT_SHARE))
+    if subject_share is not None:
+        raise ValueError("mostlyai: subject_share applies to long tables (a patient column) only")
     privacy = None
     if dp:
         if delta is None:
@@ -283,7 +295,11 @@ def fit(train, meta, synthesizer, epsilon, delta, seed, params):
     return Fitted(estimator, workspace, replacement, temperature), effective
 
 
-def sample(model: Fitted, n, seed):
+def sample(model, n, seed):
+    if not isinstance(model, Fitted):  # a long table's two models
+        from adapters import mostlyai_long
+
+        return mostlyai_long.sample(model, n, seed)
     import torch
 
     np.random.seed(seed % (2**32))

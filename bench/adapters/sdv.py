@@ -1,4 +1,5 @@
-"""SDV adapter (GaussianCopula, CTGAN, TVAE; none of them differentially private).
+"""SDV adapter (GaussianCopula, CTGAN, TVAE on tables; PARSynthesizer on a long table of visits,
+shaped in ``adapters/sdv_par.py``; none of them differentially private).
 
 Facts this relies on (SDV 2.0, read from its source in the peer venv):
 - ``Metadata.load_from_dict`` takes a V2 dict; a numerical column may carry
@@ -26,12 +27,15 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from adapters import sdv_par
+
 TABLE = "train"
 
 SYNTHESIZERS = {
     "gaussiancopula": {"dp": False, "class": "GaussianCopulaSynthesizer"},
     "ctgan": {"dp": False, "class": "CTGANSynthesizer"},
     "tvae": {"dp": False, "class": "TVAESynthesizer"},
+    "par": {"dp": False, "class": "PARSynthesizer", "long": True},  # long tables only (meta["patient"])
 }
 
 # run_cell.py --check: tiny runs for a smoke test (NOT the documented defaults)
@@ -39,6 +43,7 @@ CHECK_PARAMS = {
     "gaussiancopula": {},
     "ctgan": {"epochs": 2},
     "tvae": {"epochs": 2},
+    "par": {"epochs": 1},
 }
 
 
@@ -52,6 +57,8 @@ def _metadata_dict(meta: dict) -> dict:
     cols = {}
     for c in meta["columns"]:
         kind = c["kind"]
+        if kind == "id":
+            continue  # a long table's patient id: sdv_par.metadata_dict declares it
         if kind in ("categorical", "binary"):
             d = {"sdtype": "categorical", "range_values": [str(v) for v in c["categories"]]}
         else:
@@ -67,7 +74,9 @@ def _prepare(train: pd.DataFrame, meta: dict) -> pd.DataFrame:
     df = train.copy()
     for c in meta["columns"]:
         name = c["name"]
-        if c["kind"] in ("categorical", "binary"):
+        if c["kind"] == "id":
+            df[name] = df[name].astype(str)
+        elif c["kind"] in ("categorical", "binary"):
             df[name] = df[name].astype(object).where(df[name].notna(), np.nan)
         else:
             df[name] = pd.to_numeric(df[name], errors="raise").astype("float64")
@@ -94,23 +103,34 @@ def fit(train, meta, synthesizer, epsilon, delta, seed, params):
             f"sdv's {synthesizer} is not differentially private: run it without --epsilon "
             f"(got epsilon={epsilon})"
         )
-    import torch  # noqa: F401  (seeded by run_cell; CTGAN/TVAE need it)
-    from sdv import single_table
+    long = bool(meta.get("patient"))
+    if long != bool(SYNTHESIZERS[synthesizer].get("long")):
+        raise ValueError(f"sdv's {synthesizer} models " + ("long tables of visits (meta.json names a patient column)"
+                         if not long else "one row per record, not a long table of visits: use par"))
+    import torch  # noqa: F401  (seeded by run_cell; CTGAN/TVAE/PAR need it)
     from sdv.metadata import Metadata
 
-    cls = getattr(single_table, SYNTHESIZERS[synthesizer]["class"])
-    metadata = Metadata.load_from_dict(_metadata_dict(meta))
     kwargs = dict(params or {})
     for k in ("generator_dim", "discriminator_dim", "compress_dims", "decompress_dims"):
         if isinstance(kwargs.get(k), list):
             kwargs[k] = tuple(kwargs[k])
-    model = cls(metadata, **kwargs)
+    if long:
+        from sdv.sequential import PARSynthesizer
 
-    data = _prepare(train, meta)
+        metadata = Metadata.load_from_dict(sdv_par.metadata_dict(meta, _metadata_dict(meta)))
+        kwargs.setdefault("cuda", False)
+        model = PARSynthesizer(metadata, context_columns=sdv_par.context_columns(meta), **kwargs)
+        data = sdv_par.prepare(train, meta, _prepare(train, meta))
+    else:
+        from sdv import single_table
+
+        cls = getattr(single_table, SYNTHESIZERS[synthesizer]["class"])
+        model = cls(Metadata.load_from_dict(_metadata_dict(meta)), **kwargs)
+        data = _prepare(train, meta)
     notes = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model.fit({TABLE: data})
+        model.fit({sdv_par.TABLE if long else TABLE: data})
     seen = sorted({str(w.message).splitlines()[0][:200] for w in caught})
     if any("does not cover the full range" in m for m in seen):
         notes.append("sdv: synthetic values stay inside the training data's range/categories "
@@ -132,6 +152,9 @@ def sample(model, n, seed):
     torch.manual_seed(seed)
     if hasattr(model, "_set_random_state"):
         model._set_random_state(int(seed))
+    if hasattr(model, "sample_sequences"):  # PAR: n whole sequences (patients with their visits)
+        out = model.sample_sequences(num_sequences=int(n))
+        return _clip_to_meta(next(iter(out.values())) if isinstance(out, dict) else out, model)
     out = model.sample(num_rows=int(n))
     if isinstance(out, dict):
         out = out[TABLE] if TABLE in out else next(iter(out.values()))
@@ -141,7 +164,8 @@ def sample(model, n, seed):
 def _clip_to_meta(df: pd.DataFrame, model) -> pd.DataFrame:
     """Safety net: numeric values into the public bounds kept in the metadata
     (SDV already keeps them inside the training range)."""
-    meta = model.get_metadata().to_dict()["tables"][TABLE]["columns"]
+    tables = model.get_metadata().to_dict()["tables"]
+    meta = next(iter(tables.values()))["columns"]  # one table: "train", or PAR's "visits"
     df = df.copy()
     for name, d in meta.items():
         if d.get("sdtype") == "numerical" and name in df:

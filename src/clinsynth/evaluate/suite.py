@@ -153,7 +153,7 @@ def evaluate(real_train: Any, real_test: Any, synthetic: Any, schema: Schema | N
         raise InputError("evaluating tables needs their schema (schema=…); only code matrices are evaluated without one")
     patients = None
     if schema.is_long and limits.evaluate:  # patients, not rows: every part below reads one record per patient
-        real_train, real_test, synthetic, schema, patients = _patient_records(real_train, real_test, synthetic,
+        real_train, real_test, synthetic, schema, patients = patient_records(real_train, real_test, synthetic,
                                                                                schema, seed, limits, progress)
     if limits.evaluate:
         for name, df in (("real training", real_train), ("real holdout", real_test), ("synthetic", synthetic)):
@@ -199,7 +199,7 @@ def evaluate(real_train: Any, real_test: Any, synthetic: Any, schema: Schema | N
                       patients=patients)
 
 
-def _patient_records(real_train: pd.DataFrame, real_test: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema,
+def patient_records(real_train: pd.DataFrame, real_test: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema,
                      seed: int, limits: Limits, progress: Any) -> tuple[Any, ...]:
     """A long table's three sides as one record per patient (per-patient columns, first and last
     value of each lab, visits, follow-up, missing share: :mod:`clinsynth.evaluate.patient_features`)
