@@ -113,23 +113,29 @@ def test_the_chain_remembers_each_patients_level(real, synthetic):
     assert first_last_sbp(synthetic) > 0.55
 
 
-def test_the_dp_chain_reads_the_first_visit(dp_model):
-    """At ε = 4 the DP tables read each patient's first visit (coarse): first/last correlation 0.30
-    (0.02 with the previous visit alone, which forgets the patient's level within a few visits)."""
-    assert all(["first", v] in parents for v, parents in enumerate(dp_model.parents_[:-1]))
-    assert ["first", len(dp_model.parents_) - 1] not in dp_model.parents_[-1]  # not the gap
-    assert first_last_sbp(dp_model.sample(3000, seed=1)) > 0.15
+@pytest.fixture(scope="module")
+def dp_model_1(real, schema):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cs.create("dp-visitchain", epsilon=1.0, progress=False).fit(real, schema)
 
 
-def test_dp_values_follow_the_released_shape_within_their_bins(real, schema):
+def test_the_dp_chain_reads_the_first_visit_when_it_costs_no_bins(dp_model_1, dp_model):
+    """At ε = 1 on 3,000 patients the bins are 2 with or without the first visit as a parent, so the
+    tables read it: first/last correlation 0.25 (0.01 with the previous visit alone, which forgets
+    the patient's level within a few visits). At ε = 4 it would cut the bins, so it is not taken."""
+    assert dp_model_1.first_parent_ and dp_model_1.bins_ == 2
+    assert all(["first", v] in parents for v, parents in enumerate(dp_model_1.parents_[:-1]))
+    assert ["first", len(dp_model_1.parents_) - 1] not in dp_model_1.parents_[-1]  # not the gap
+    assert first_last_sbp(dp_model_1.sample(3000, seed=1)) > 0.15
+    assert not dp_model.first_parent_ and dp_model.bins_ > 2
+
+
+def test_dp_values_follow_the_released_shape_within_their_bins(real, dp_model_1):
     """With the two bins ε = 1 leaves on 3,000 patients, values are drawn within a bin by the
     released quantile table: KS of sbp 0.04 and egfr 0.06 against the real visits (0.12 and 0.16
     drawn uniformly within the bin)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = cs.create("dp-visitchain", epsilon=1.0, progress=False).fit(real, schema)
-    assert model.bins_ == 2
-    sample = model.sample(3000, seed=1)
+    sample = dp_model_1.sample(3000, seed=1)
     for lab in ("sbp", "egfr"):
         assert ks_2samp(real[lab].dropna(), sample[lab].dropna()).statistic < 0.08, lab
 

@@ -640,9 +640,12 @@ class DPVisitChain(VisitChain):
     theta : an average cell's count over its noise sd that the visit bins must reach.
     shrinkage : pseudo-records towards the same table without its last parent, in noise sds.
     first_parent : whether each visit column also reads its first visit's value (coarse, through
-        ``parent_bins`` groups). Measured on the simulated long trial (4,000 training patients, seed 0)
-        it pays even when it costs bins (ε = 4: 2 value bins instead of 8): the first/last correlation
-        gap 0.72 → 0.48 at ε = 1 and 0.70 → 0.50 at ε = 4, TSTR/TRTR 0.905 → 0.897 and 0.974 → 0.987.
+        ``parent_bins`` groups); ``None``: when that costs no value bins (the planned bins are the same
+        with and without it: at the floor of 2 or the ceiling of 16). Measured on the simulated long
+        trial (4,000 training patients, 3 seeds, ``bench/bench_long.py``): at ε = 1 (2 bins either
+        way) the first/last correlation gap 0.73 → 0.52 and the lag-1 gap 0.44 → 0.47, TSTR/TRTR
+        0.956 → 0.936; at ε = 4, where it cuts the bins from 8 to 2, the first/last gap 0.71 → 0.50
+        but the lag-1 gap 0.30 → 0.50 (TSTR/TRTR 0.972 → 0.975): no gain, so not taken.
     """
 
     name = "dp-visitchain"
@@ -650,7 +653,7 @@ class DPVisitChain(VisitChain):
     def __init__(self, epsilon: float = 1.0, delta: float | None = None, max_visits_dp: int = 20,
                  patient_share: float = 0.35, stats_share: float = 0.1, theta: float = 2.0,
                  bins: int | None = None, parent_bins: int = 3, shrinkage: float = 1.0, accountant: str = "prv",
-                 first_parent: bool = True, seed: int = 0, progress: bool = True):
+                 first_parent: bool | None = None, seed: int = 0, progress: bool = True):
         super().__init__(bins=bins, parent_bins=parent_bins, first_bins=parent_bins, smoothing=0.0, seed=seed,
                          progress=progress)
         self.first_parent = first_parent
@@ -681,8 +684,8 @@ class DPVisitChain(VisitChain):
             bad.append(f"theta={self.theta!r} (a positive number)")
         if not (isinstance(self.shrinkage, (int, float)) and self.shrinkage >= 0):
             bad.append(f"shrinkage={self.shrinkage!r} (a number ≥ 0)")
-        if not isinstance(self.first_parent, bool):
-            bad.append(f"first_parent={self.first_parent!r} (True or False)")
+        if self.first_parent is not None and not isinstance(self.first_parent, bool):
+            bad.append(f"first_parent={self.first_parent!r} (True, False or None)")
         if bad:
             raise ConfigError(f"{self.name}: invalid settings: {', '.join(bad)}")
 
@@ -764,9 +767,10 @@ class DPVisitChain(VisitChain):
             states = self.n_train_ / (contexts * self.theta * self._planned_noise())
             return int(np.clip(states - 1, 2, 16))
 
-        self.first_parent_ = bool(self.first_parent)
-        self.gap_bins_ = bins(False)  # the gap reads no first visit: its tables are smaller
-        return bins(True) if self.first_parent_ else self.gap_bins_
+        with_first, without = bins(True), bins(False)
+        self.first_parent_ = with_first >= without if self.first_parent is None else bool(self.first_parent)
+        self.gap_bins_ = without  # the gap reads no first visit: its tables are smaller
+        return with_first if self.first_parent_ else without
 
     def _gap_bins(self) -> int:
         return self.gap_bins_
