@@ -120,15 +120,20 @@ def dp_model_1(real, schema):
         return cs.create("dp-visitchain", epsilon=1.0, progress=False).fit(real, schema)
 
 
-def test_the_dp_chain_reads_the_first_visit_when_it_costs_no_bins(dp_model_1, dp_model):
-    """At ε = 1 on 3,000 patients the bins are 2 with or without the first visit as a parent, so the
-    tables read it: first/last correlation 0.25 (0.01 with the previous visit alone, which forgets
-    the patient's level within a few visits). At ε = 4 it would cut the bins, so it is not taken."""
-    assert dp_model_1.first_parent_ and dp_model_1.bins_ == 2
-    assert all(["first", v] in parents for v, parents in enumerate(dp_model_1.parents_[:-1]))
-    assert ["first", len(dp_model_1.parents_) - 1] not in dp_model_1.parents_[-1]  # not the gap
-    assert first_last_sbp(dp_model_1.sample(3000, seed=1)) > 0.15
-    assert not dp_model.first_parent_ and dp_model.bins_ > 2
+@pytest.mark.parametrize("which", ["eps1", "eps4"])
+def test_the_dp_chain_remembers_the_first_visit(which, dp_model_1, dp_model):
+    """At ε = 1 on 3,000 patients the bins are 2 with the previous and the first visit as parents or
+    with one of them, so the tables read both; at ε = 4 both would cut the bins, so they read the
+    first visit. The first/last correlation of sbp: 0.25 and 0.48 (0.01 and 0.02 with the previous
+    visit alone, which forgets the patient's level within a few visits)."""
+    model = dp_model_1 if which == "eps1" else dp_model
+    memory = "both" if which == "eps1" else "first"
+    assert model.memory_ == memory and (model.bins_ == 2) == (which == "eps1")
+    gap = len(model.parents_) - 1
+    for v, parents in enumerate(model.parents_):
+        kinds = [kind for kind, _ in parents[2:]]
+        assert kinds == (["previous"] if v == gap else ["previous", "first"] if memory == "both" else ["first"])
+    assert first_last_sbp(model.sample(3000, seed=1)) > 0.15
 
 
 def test_dp_values_follow_the_released_shape_within_their_bins(real, dp_model_1):
