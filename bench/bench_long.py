@@ -94,6 +94,11 @@ def _fit(name: str, params: dict, train, schema, seed: int):
         return model, time.perf_counter() - start
 
 
+def _shape(model) -> dict:
+    """What the model chose from n and ε (visitchain: value bins, DP memory), where it says."""
+    return {k: getattr(model, f"{k}_") for k in ("bins", "memory") if hasattr(model, f"{k}_")}
+
+
 def _ledger(model, epsilon: float | None) -> dict:
     ledger = getattr(model, "ledger_", None)
     if ledger is None:
@@ -158,7 +163,7 @@ def quality(args: argparse.Namespace) -> dict:
             synth = model.sample(n_train, seed=seed + 1)
             sample_seconds = time.perf_counter() - start
             row = {"model": name, "epsilon": params.get("epsilon"), "seed": seed,
-                   "params": {k: v for k, v in params.items() if k != "epsilon"},
+                   "params": {k: v for k, v in params.items() if k != "epsilon"}, **_shape(model),
                    **score(train, test, synth, model.schema_, seed), **_ledger(model, params.get("epsilon")),
                    "fit_seconds": round(fit_seconds, 2), "sample_seconds": round(sample_seconds, 2), "load": _load()}
             runs.append(row)
@@ -216,7 +221,7 @@ def _scale_once(name: str, params: dict, patients: int, seed: int, out) -> None:
              "fit_over_generate": round(fit_seconds / generate, 2),
              "sample_over_generate": round(sample_seconds / generate, 2),
              "peak_rss_gb": round(_peak_rss_gb(), 3), "peak_rss_gb_after_data": round(after_data, 3),
-             "peak_rss_gb_after_fit": round(after_fit, 3), **_ledger(model, params.get("epsilon")),
+             "peak_rss_gb_after_fit": round(after_fit, 3), **_shape(model), **_ledger(model, params.get("epsilon")),
              "load": [load_before, _load()]})
 
 

@@ -47,8 +47,9 @@ rather than visits (each patient weighs the same), which estimates the same tran
 probabilities when patients share them given the context. The bins of the visit columns come from
 the released facts alone and their number is chosen so an average cell stands ``theta`` noise sds
 above zero, from n, ε and the schema before any record is read (the gap's tables, which read no
-first visit, get their own, finer count); a value is drawn within its bin by the released quantile
-table, so even two bins keep a column's shape.
+first visit, get their own, finer count), and so is what the tables remember of a patient's earlier
+visits (the previous one, the first one or both: ``memory``); a value is drawn within its bin by the
+released quantile table, so even two bins keep a column's shape.
 """
 from __future__ import annotations
 
@@ -75,10 +76,11 @@ from clinsynth.schema import ColumnSpec, Schema
 REMAINING_EDGES = (0, 1, 2, 3, 5, 10)
 _DAY_SECONDS = 86_400.0
 #: the non-DP chain's defaults, measured on the simulated long trial (bench/bench_long.py; 4,000
-#: training patients, seed 0): a visit column reads its first value through every bin (24 at that
-#: size) and sparse contexts lean lightly on the hierarchical back-off. From the earlier 4 groups
-#: and 0.25: the first/last correlation gap 0.28 → 0.11, lag-1 gap 0.13 → 0.05, TSTR/TRTR 0.997 →
-#: 0.998, distance-to-closest share closer to training 0.514 → 0.527 (0.5: no closer than a fresh patient).
+#: training patients, 3 seeds): a visit column reads its first value through every bin (24 at that
+#: size) and sparse contexts lean lightly on the hierarchical back-off. With that back-off, from the
+#: earlier 4 groups and 0.25: the first/last correlation gap 0.281 → 0.114, lag-1 gap 0.132 → 0.048,
+#: TSTR/TRTR 0.994 → 0.995, distance-to-closest share closer to training 0.514 → 0.521 (0.5: no
+#: closer than a fresh patient; seed 0 with 0.01 pseudo-records: gap 0.08, share 0.532).
 FIRST_BINS = 24
 SMOOTHING = 0.03
 #: what the DP chain's tables may remember of a patient's earlier visits (see DPVisitChain)
@@ -470,7 +472,8 @@ class VisitChain(PatientModel):
 
     def _learn_tables(self, states: np.ndarray, cls: np.ndarray, parts: Visits) -> list[np.ndarray]:
         counts = self._counts(states, cls, parts, [None] * len(self.variables_))
-        return [self._shrunk(c, v, self.smoothing * var.states) for v, (c, var) in enumerate(zip(counts, self.variables_))]
+        return [self._shrunk(c, v, self.smoothing * var.states)
+                for v, (c, var) in enumerate(zip(counts, self.variables_))]
 
     def _output_schema(self, schema: Schema) -> Schema:
         return schema
@@ -793,8 +796,8 @@ class DPVisitChain(VisitChain):
         """A value inside each drawn bin shaped by the released quantile table (its CDF between the
         bin's edges), not uniform: with the few bins the noise allows (2 at 4,000 patients and ε = 1)
         a uniform draw flattens a column. Measured on the simulated long trial (4,000 training
-        patients, seed 0), the labs' mean KS per visit index 0.128 → 0.077 at ε = 1, 0.207 → 0.054
-        at ε = 4 (bench/bench_long.py)."""
+        patients, seed 0, 2 bins), the labs' mean KS per visit index 0.128 → 0.077 at ε = 1 and
+        0.207 → 0.054 at ε = 4 (bench/bench_long.py)."""
         cdf = self.within_.get(name)
         if cdf is None:
             return super()._within(name, lo, hi, u)
