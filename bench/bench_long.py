@@ -7,12 +7,15 @@ does), each model fitted on the rest with ``seed`` and as many synthetic patient
 (``seed + 1``). A name starting with ``dp-`` runs once per ``--epsilons`` value, the others once.
 Scored by the patient-level evaluation (:func:`clinsynth.evaluate.patients.evaluate_patients`, the
 section ``cs.evaluate`` adds on a long schema, with the same patient features and the report's
-three classifiers; no bootstrap, no attacks): TSTR/TRTR (AUROC ratio, mean of the three
-classifiers), visits-per-patient KS, gaps KS (each with the KS of the real holdout for scale),
-the share of synthetic patients whose times rise strictly, the share with a row after their last
-one, the within-patient first/last correlation (real, synthetic, mean absolute gap over the labs),
-the ledger's total ε against the budget, and fit / sample seconds. Bars (issue 21):
-TSTR/TRTR ≥ 0.9 without DP, ≥ 0.8 at ε = 1; visits KS ≤ 0.1; 100 % increasing times.
+three classifiers; no bootstrap): TSTR/TRTR (AUROC ratio, mean of the three classifiers),
+visits-per-patient KS, gaps KS (each with the KS of the real holdout for scale), the share of
+synthetic patients whose times rise strictly, the share with a row after their last one (an
+observation after leaving), the within-patient first/last and lag-1 correlation (real, synthetic,
+mean absolute gap over the labs), the labs' mean KS per visit index, the patient-level attacks
+(distance-to-closest share, membership AUROC; 2,000 queries), the ledger's total ε against the
+budget and its privacy unit, what the model chose (``bins``, ``memory``) and fit / sample seconds.
+Bars (issue 21): TSTR/TRTR ≥ 0.9 without DP, ≥ 0.8 at ε = 1; visits KS ≤ 0.1; 100 % increasing
+times; no synthetic patient observed after their last visit.
 
 ``scale``: each model in a fresh child process (spawn): simulate 50,000 patients (up to 20 visits,
 about 575,000 rows), fit, sample 50,000 patients; seconds and peak resident memory
