@@ -10,11 +10,13 @@ A long-format table (one row per visit) is modelled in the spirit of the Bayesia
 * **visits** — a Markov chain over a patient's visits. Each visit column is a discrete variable
   (bins of its value, a state for *missing*, or its categories) and so is the gap since the
   previous visit (``__gap``). Each has one table P(state | class, visits remaining, previous
-  visit's state of the same variable[, the visit's previous column, the gap]) — "class" the
+  visit's state of the same variable, its first visit's state) — "class" the
   patient's target, "visits remaining" bins of n − k (0, 1, 2, 3–4, 5–9, 10+), so labs missing
-  more often just before the last visit (an event, a dropout) are reproduced; the first visit
-  reads a *start* state in place of the previous one. Tables are shrunk towards P(state | class,
-  visits remaining), which sparse contexts fall back to;
+  more often just before the last visit (an event, a dropout) are reproduced; a visit column also
+  reads its own value at the patient's first visit (the patient's level, which one visit of memory
+  forgets); the first visit reads a *start* state in place of the previous one. Each table is shrunk
+  towards the same table without its last parent, that one towards the table without its last two,
+  … down to P(state | class, visits remaining), so a sparse context falls back on the chain's memory;
 * **sampling** draws each synthetic patient from the network (new id, class, visit count,
   start), then its visits in order; times are the start plus cumulative gaps (each at least one
   unit of the time column's precision: strictly increasing), nothing comes after the last visit,
@@ -44,7 +46,10 @@ gets N(0, (σ√T)²) noise, σ calibrated on the ledger to the budget left. Tab
 rather than visits (each patient weighs the same), which estimates the same transition
 probabilities when patients share them given the context. The bins of the visit columns come from
 the released facts alone and their number is chosen so an average cell stands ``theta`` noise sds
-above zero, from n, ε and the schema before any record is read.
+above zero, from n, ε and the schema before any record is read (the gap's tables, which read no
+first visit, get their own, finer count), and so is what the tables remember of a patient's earlier
+visits (the previous one, the first one or both: ``memory``); a value is drawn within its bin by the
+released quantile table, so even two bins keep a column's shape.
 """
 from __future__ import annotations
 
@@ -56,6 +61,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import ndtr
 
 from clinsynth.data.transforms import CategoricalCodec, NumericCodec, TableEncoder, numeric_values, synthetic_ids
 from clinsynth.errors import ConfigError
@@ -69,6 +75,16 @@ from clinsynth.schema import ColumnSpec, Schema
 #: lower edges of the "visits remaining after this one" bins: 0, 1, 2, 3–4, 5–9, 10+
 REMAINING_EDGES = (0, 1, 2, 3, 5, 10)
 _DAY_SECONDS = 86_400.0
+#: the non-DP chain's defaults, measured on the simulated long trial (bench/bench_long.py; 4,000
+#: training patients, 3 seeds): a visit column reads its first value through every bin (24 at that
+#: size) and sparse contexts lean lightly on the hierarchical back-off. With that back-off, from the
+#: earlier 4 groups and 0.25: the first/last correlation gap 0.281 → 0.114, lag-1 gap 0.132 → 0.048,
+#: TSTR/TRTR 0.994 → 0.995, distance-to-closest share closer to training 0.514 → 0.521 (0.5: no
+#: closer than a fresh patient; seed 0 with 0.01 pseudo-records: gap 0.08, share 0.532).
+FIRST_BINS = 24
+SMOOTHING = 0.03
+#: what the DP chain's tables may remember of a patient's earlier visits (see DPVisitChain)
+MEMORIES = ("previous", "first", "both")
 
 
 def remaining_bin(remaining: np.ndarray) -> np.ndarray:
@@ -192,15 +208,19 @@ class VisitChain(PatientModel):
         (a column with at most that many distinct values keeps them exactly).
     parent_bins : groups of bins through which a visit column is seen by the next column of the
         same visit and through which the gap is seen by that visit.
-    smoothing : pseudo-records per state in each context, spread as P(state | class, visits remaining).
+    first_bins : groups of bins through which a visit column's first value is seen by its later
+        visits (the patient's own level, which a chain with one visit of memory forgets).
+    smoothing : pseudo-records per state in each context, spread as the same table without its last
+        parent (hierarchically, down to P(state | class, visits remaining)).
     """
 
     name = "visitchain"
 
-    def __init__(self, bins: int | None = None, parent_bins: int = 4, smoothing: float = 0.25, seed: int = 0,
-                 progress: bool = True):
+    def __init__(self, bins: int | None = None, parent_bins: int = 4, first_bins: int = FIRST_BINS,
+                 smoothing: float = SMOOTHING, seed: int = 0, progress: bool = True):
         self.bins = bins
         self.parent_bins = parent_bins
+        self.first_bins = first_bins
         self.smoothing = smoothing
         self.seed = seed
         self.progress = progress
@@ -209,8 +229,10 @@ class VisitChain(PatientModel):
         bad = []
         if self.bins is not None and not (isinstance(self.bins, int) and 2 <= self.bins <= 200):
             bad.append(f"bins={self.bins!r} (a whole number from 2 to 200, or None)")
-        if not (isinstance(self.parent_bins, int) and self.parent_bins >= 1):
-            bad.append(f"parent_bins={self.parent_bins!r} (a whole number ≥ 1)")
+        for name in ("parent_bins", "first_bins"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                bad.append(f"{name}={value!r} (a whole number ≥ 1)")
         if not (isinstance(self.smoothing, (int, float)) and self.smoothing >= 0):
             bad.append(f"smoothing={self.smoothing!r} (a number ≥ 0)")
         if bad:
@@ -222,6 +244,7 @@ class VisitChain(PatientModel):
         time = schema.column(schema.time)
         parts = split_visits(df, layout, time)
         self.layout_ = layout
+        self.first_bins_ = self.first_bins
         self.patients_ = self._fit_patient_table(parts.patients, self._patient_schema(schema, layout))
         visit_schema = Schema(columns=[_wide(schema.column(c)) for c in layout.per_visit] + [gap_spec(time, layout.gap)])
         encoder, visits = self._visit_encoder(parts, visit_schema)
@@ -280,6 +303,15 @@ class VisitChain(PatientModel):
     def _numeric_states(self, codec: NumericCodec, z: np.ndarray, bins: int) -> tuple[list[float], list[float]]:
         return observed_states(z, bins)
 
+    def _within(self, name: str, lo: np.ndarray, hi: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """A value inside each drawn bin [lo, hi] (encoded units) from uniform ``u``: uniform within the
+        bin (the non-DP bins are fine quantiles of the data)."""
+        return lo + u * (hi - lo)
+
+    def _gap_bins(self) -> int:
+        """Value bins of the gap (its tables read no first visit, so they may be finer than the labs')."""
+        return self.bins_
+
     def _variables(self, encoder: VisitEncoder, values: np.ndarray, codes: np.ndarray, parts: Visits) -> list[Variable]:
         table = encoder.table
         linear = [s.name for s in table.spans if s.activation == "linear"]
@@ -296,7 +328,8 @@ class VisitChain(PatientModel):
             if name == self.layout_.gap:
                 miss = miss | first
             z = values[~miss, j]
-            lo, hi = self._numeric_states(codec, z, self.bins_) if z.size else ([0.0], [0.0])
+            bins = self._gap_bins() if name == self.layout_.gap else self.bins_
+            lo, hi = self._numeric_states(codec, z, bins) if z.size else ([0.0], [0.0])
             k = len(lo)
             has_missing = codec.has_missing and name != self.layout_.gap
             out.append(Variable(name, k + has_missing, coarse_view(k, int(has_missing), self.parent_bins),
@@ -343,13 +376,24 @@ class VisitChain(PatientModel):
         variable = self.variables_[var]
         if kind == "previous":
             return self._previous_view(variable)[1] + 1  # + the start state
-        if kind in ("gap", "first"):
+        if kind == "first":
+            return self._first_view(variable)[1] + 1  # + the start state
+        if kind == "gap":
             return variable.coarse_states + 1  # + the start state
         return variable.coarse_states
 
     def _previous_view(self, variable: Variable) -> tuple[np.ndarray, int]:
         """How a variable's previous state is seen: all its states (the chain's memory)."""
         return np.arange(variable.states), variable.states
+
+    def _first_view(self, variable: Variable) -> tuple[np.ndarray, int]:
+        """How a variable's first-visit state is seen: its value bins in ``first_bins_`` runs
+        (missing its own state; categories as they are)."""
+        if not variable.numeric:
+            return np.arange(variable.states), variable.states
+        extra = int(variable.missing is not None)
+        view = coarse_view(variable.states - extra, extra, self.first_bins_)
+        return np.asarray(view), max(view) + 1
 
     def _context(self, v: int, cls: np.ndarray, remaining: np.ndarray, current: np.ndarray,
                  previous: np.ndarray | None, first: np.ndarray | None = None) -> np.ndarray:
@@ -368,7 +412,8 @@ class VisitChain(PatientModel):
                 state = np.full(len(cls), n) if previous is None else np.where(previous[:, var] < 0, n,
                                                                                view[np.maximum(previous[:, var], 0)])
             else:
-                coarse = np.asarray(self.variables_[var].coarse)
+                coarse = (self._first_view(self.variables_[var])[0] if kind == "first"
+                          else np.asarray(self.variables_[var].coarse))
                 raw = current[:, var] if kind != "first" else \
                     (np.full(len(cls), -1) if first is None else first[:, var])
                 state = coarse[raw] if kind == "within" else np.where(raw < 0, size - 1, coarse[np.maximum(raw, 0)])
@@ -438,16 +483,34 @@ class VisitChain(PatientModel):
         first = data[schema.patient].to_numpy()[parts.position == 0]
         return pd.Series(score, index=first).loc[ids].to_numpy()
 
-    def _backoff(self, counts: np.ndarray) -> np.ndarray:
-        """P(state | class, visits remaining) for each row of a table (its first two parents)."""
-        groups = self.n_classes_ * len(REMAINING_EDGES)
-        per_group = np.clip(counts.reshape(groups, -1, counts.shape[1]).sum(axis=1), 0.0, None) + 1e-9
-        per_group /= per_group.sum(axis=1, keepdims=True)
-        return np.repeat(per_group, counts.shape[0] // groups, axis=0)
+    def _shrunk(self, counts: np.ndarray, v: int, strength: float) -> np.ndarray:
+        """P(state | parents) of variable ``v`` from its (noisy) ``counts``, shrunk hierarchically:
+        towards the same table without its last parent, that one towards the table without its
+        last two, … down to P(state | class, visits remaining), each step with ``strength``
+        pseudo-records. A sparse context so falls back on the chain's memory (the previous visit)
+        rather than on a marginal that forgets the patient: measured on the simulated long trial
+        (4,000 training patients, seed 0, the earlier defaults), the first/last correlation gap
+        0.28 → 0.22 and the lag-1 gap 0.13 → 0.06 (bench/bench_long.py)."""
+        sizes = [self._parent_size(k, u) for k, u in self.parents_[v]]
+
+        def level(table: np.ndarray, depth: int) -> np.ndarray:
+            if depth <= 2:
+                base = np.clip(table, 0.0, None) + 1e-9
+                return base / base.sum(axis=1, keepdims=True)
+            last = sizes[depth - 1]
+            coarser = table.reshape(-1, last, table.shape[1]).sum(axis=1)
+            return normalise(table, np.repeat(level(coarser, depth - 1), last, axis=0), strength)
+
+        top = len(sizes)
+        if top <= 2:
+            return level(counts, top)
+        coarser = counts.reshape(-1, sizes[-1], counts.shape[1]).sum(axis=1)
+        return normalise(counts, np.repeat(level(coarser, top - 1), sizes[-1], axis=0), strength)
 
     def _learn_tables(self, states: np.ndarray, cls: np.ndarray, parts: Visits) -> list[np.ndarray]:
         counts = self._counts(states, cls, parts, [None] * len(self.variables_))
-        return [normalise(c, self._backoff(c), self.smoothing * var.states) for c, var in zip(counts, self.variables_)]
+        return [self._shrunk(c, v, self.smoothing * var.states)
+                for v, (c, var) in enumerate(zip(counts, self.variables_))]
 
     def _output_schema(self, schema: Schema) -> Schema:
         return schema
@@ -497,7 +560,7 @@ class VisitChain(PatientModel):
                 continue
             value = np.minimum(np.maximum(s, 0), len(var.lo) - 1)
             lo, hi = np.asarray(var.lo)[value], np.asarray(var.hi)[value]
-            values[:, linear.index(var.name)] = lo + rng.random(len(s)) * (hi - lo)
+            values[:, linear.index(var.name)] = self._within(var.name, lo, hi, rng.random(len(s)))
             if f"{var.name}:missing" in softmax:
                 codes[:, softmax.index(f"{var.name}:missing")] = (s == var.missing) if var.missing is not None else 0
         visits = table.decode_parts(values, codes)
@@ -541,8 +604,8 @@ class VisitChain(PatientModel):
         return VisitEncoder.from_state_dict(state)
 
     def _fitted_config(self) -> dict[str, Any]:
-        return {"layout": asdict(self.layout_), "bins": self.bins_, "parents": self.parents_,
-                "variables": [asdict(v) for v in self.variables_], "rows": self.n_rows_}
+        return {"layout": asdict(self.layout_), "bins": self.bins_, "first_bins": self.first_bins_,
+                "parents": self.parents_, "variables": [asdict(v) for v in self.variables_], "rows": self.n_rows_}
 
     def _save_weights(self, directory: Path) -> None:
         np.savez(directory / "visit_tables.npz", **{f"t{v}": t for v, t in enumerate(self.tables_)})
@@ -554,6 +617,7 @@ class VisitChain(PatientModel):
     def _restore(self, fitted: dict[str, Any], encoder: VisitEncoder, directory: Path) -> None:
         self.layout_ = Layout(**fitted["layout"])
         self.bins_ = fitted["bins"]
+        self.first_bins_ = fitted.get("first_bins", self.parent_bins)  # bundles before first_bins: the coarse view
         self.n_rows_ = fitted["rows"]
         self.parents_ = [[list(p) for p in ps] for ps in fitted["parents"]]
         self.variables_ = [Variable(**v) for v in fitted["variables"]]
@@ -569,6 +633,13 @@ class VisitChain(PatientModel):
 
 
 # -- DP ------------------------------------------------------------------------------------------
+def quantile_at(p: np.ndarray, probs: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """The inverse of the piecewise-linear CDF (``knots``, non-decreasing ``probs``) at ``p``; flat
+    stretches of the CDF (no mass) are skipped."""
+    keep = np.r_[True, np.diff(probs) > 0]
+    return np.interp(p, probs[keep], knots[keep])
+
+
 def share_epsilon(share: float, epsilon: float, delta: float) -> float:
     """ε at ``delta`` of a Gaussian mechanism that takes ``share`` of the (ε, δ) budget in μ²
     (Gaussian-DP, see :func:`~clinsynth.privacy.ledger.share_noise_multiplier`): the budget to give
@@ -609,7 +680,17 @@ class DPVisitChain(VisitChain):
     patient_share : budget share (μ²) of the per-patient table (``dp-bayesnet`` on one row per patient).
     stats_share : budget share of the visit columns' public facts the schema does not declare.
     theta : an average cell's count over its noise sd that the visit bins must reach.
-    shrinkage : pseudo-records towards P(state | class, visits remaining), in noise sds.
+    shrinkage : pseudo-records towards the same table without its last parent, in noise sds.
+    memory : what a visit column's table reads of the patient's earlier visits (coarse, through
+        ``parent_bins`` groups): ``"previous"`` (the previous visit), ``"first"`` (the first visit:
+        the patient's own level, which one visit of memory forgets) or ``"both"`` (twice the cells
+        per table); ``None``: ``"both"`` when it costs no value bins (the planned bins are the same:
+        at the floor of 2), else ``"first"``. Measured on the simulated long trial
+        (``bench/bench_long.py``; mean over 3 seeds of |real − synthetic| first/last and lag-1
+        correlation, summed): 4,000 training patients, ε = 1 (2 bins each way): previous 1.17,
+        first 1.13, both 0.99; ε = 4 (8 bins, both: 2): previous 1.00, both 1.00, first 0.77;
+        16,000 patients, ε = 1, seed 0 (9 bins, both: 2): previous 0.99, both 0.96, first 0.80.
+        TSTR/TRTR moved within ±0.02 (seed to seed ±0.04).
     """
 
     name = "dp-visitchain"
@@ -617,8 +698,10 @@ class DPVisitChain(VisitChain):
     def __init__(self, epsilon: float = 1.0, delta: float | None = None, max_visits_dp: int = 20,
                  patient_share: float = 0.35, stats_share: float = 0.1, theta: float = 2.0,
                  bins: int | None = None, parent_bins: int = 3, shrinkage: float = 1.0, accountant: str = "prv",
-                 seed: int = 0, progress: bool = True):
-        super().__init__(bins=bins, parent_bins=parent_bins, smoothing=0.0, seed=seed, progress=progress)
+                 memory: str | None = None, seed: int = 0, progress: bool = True):
+        super().__init__(bins=bins, parent_bins=parent_bins, first_bins=parent_bins, smoothing=0.0, seed=seed,
+                         progress=progress)
+        self.memory = memory
         self.epsilon = epsilon
         self.delta = delta
         self.max_visits_dp = max_visits_dp
@@ -646,6 +729,8 @@ class DPVisitChain(VisitChain):
             bad.append(f"theta={self.theta!r} (a positive number)")
         if not (isinstance(self.shrinkage, (int, float)) and self.shrinkage >= 0):
             bad.append(f"shrinkage={self.shrinkage!r} (a number ≥ 0)")
+        if self.memory not in (None, *MEMORIES):
+            bad.append(f"memory={self.memory!r} (one of {', '.join(map(repr, MEMORIES))}, or None)")
         if bad:
             raise ConfigError(f"{self.name}: invalid settings: {', '.join(bad)}")
 
@@ -653,6 +738,7 @@ class DPVisitChain(VisitChain):
     def _fit_patients(self, df: pd.DataFrame, schema: Schema) -> None:
         self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, self.n_train_, self.accountant,
                                                  unit="patient")
+        self.within_: dict[str, dict[str, list[float]]] = {}
         self._rng = np.random.default_rng(self.seed)
         self.privacy_unit_ = (f"{PATIENT_ROWS_UNIT}; the visit tables read at most {self.max_visits_dp} visits "
                               "per patient (the first and last; the rest dropped) and each patient's counts in "
@@ -719,20 +805,55 @@ class DPVisitChain(VisitChain):
         return share_noise_multiplier(left, self.epsilon, self.ledger_.delta) * math.sqrt(tables)
 
     def _value_bins(self, n_visits: int) -> int:
-        if self.bins is not None:
-            return self.bins
-        contexts = self.n_classes_ * len(REMAINING_EDGES) * (self.parent_bins + 2)
-        states = self.n_train_ / (contexts * self.theta * self._planned_noise())
-        return int(np.clip(states - 1, 2, 16))
+        """Value bins so an average cell stands ``theta`` noise sds above zero, and what the tables
+        remember of earlier visits (``memory_``): planned from n, ε and the schema."""
+        def bins(both: bool) -> int:
+            if self.bins is not None:
+                return self.bins
+            contexts = self.n_classes_ * len(REMAINING_EDGES) * (self.parent_bins + 2)
+            if both:
+                contexts *= self.first_bins + 2
+            states = self.n_train_ / (contexts * self.theta * self._planned_noise())
+            return int(np.clip(states - 1, 2, 16))
+
+        both, one = bins(True), bins(False)  # previous and first views have the same size
+        self.memory_ = self.memory or ("both" if both >= one else "first")
+        self.gap_bins_ = one  # the gap reads its previous value only: its tables are smaller
+        return both if self.memory_ == "both" else one
+
+    def _gap_bins(self) -> int:
+        return self.gap_bins_
 
     def _numeric_states(self, codec: NumericCodec, z: np.ndarray, bins: int) -> tuple[list[float], list[float]]:
-        return released_states(codec, self.visit_release_.numeric[codec.spec.name], bins)
+        state = self.visit_release_.numeric[codec.spec.name]
+        knots = codec.encode_values(np.asarray(state["knots"], float))
+        probs = ndtr(np.asarray(state["scores"], float))
+        if knots.size >= 2 and probs[-1] > probs[0]:
+            probs = np.maximum.accumulate((probs - probs[0]) / (probs[-1] - probs[0]))
+            self.within_[codec.spec.name] = {"knots": knots.tolist(), "probs": probs.tolist()}
+        return released_states(codec, state, bins)
+
+    def _within(self, name: str, lo: np.ndarray, hi: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """A value inside each drawn bin shaped by the released quantile table (its CDF between the
+        bin's edges), not uniform: with the few bins the noise allows (2 at 4,000 patients and ε = 1)
+        a uniform draw flattens a column. Measured on the simulated long trial (4,000 training
+        patients, seed 0, 2 bins), the labs' mean KS per visit index 0.128 → 0.077 at ε = 1 and
+        0.207 → 0.054 at ε = 4 (bench/bench_long.py)."""
+        cdf = self.within_.get(name)
+        if cdf is None:
+            return super()._within(name, lo, hi, u)
+        knots, probs = np.asarray(cdf["knots"]), np.asarray(cdf["probs"])
+        p_lo, p_hi = np.interp(lo, knots, probs), np.interp(hi, knots, probs)
+        shaped = np.clip(quantile_at(p_lo + u * (p_hi - p_lo), probs, knots), lo, hi)
+        return np.where(hi > lo, shaped, lo)
 
     def _structure(self) -> list[list[list[Any]]]:
-        """Class, visits remaining and the previous visit's state (coarse): small tables for the noise
-        (a first-visit parent as the non-DP chain has would multiply the cells by ~5: measured on
-        3,000 patients it cost more than it gave at ε = 1 and 4)."""
-        return [[["class", -1], ["remaining", -1], ["previous", v]] for v in range(len(self.variables_))]
+        """Class, visits remaining and what ``memory_`` says of earlier visits (coarse): small tables
+        for the noise. The gap reads its previous value."""
+        gap = len(self.variables_) - 1
+        memory = {"previous": [["previous"]], "first": [["first"]], "both": [["previous"], ["first"]]}[self.memory_]
+        return [[["class", -1], ["remaining", -1], *([[kind, v] for (kind,) in memory] if v != gap else
+                                                     [["previous", v]])] for v in range(len(self.variables_))]
 
     def _previous_view(self, variable: Variable) -> tuple[np.ndarray, int]:
         return np.asarray(variable.coarse), variable.coarse_states
@@ -759,7 +880,7 @@ class DPVisitChain(VisitChain):
                                    lambda: self._counts(states, cls, parts, [weights[0]] * (tables - 1) + [weights[1]]),
                                    self._rng)
         self.noise_multiplier_ = release.charge.noise_multiplier
-        return [normalise(noisy, self._backoff(noisy), self.shrinkage * release.noise_std) for noisy in release.values]
+        return [self._shrunk(noisy, v, self.shrinkage * release.noise_std) for v, noisy in enumerate(release.values)]
 
     def _output_schema(self, schema: Schema) -> Schema:
         """The long schema with the released facts written in (per-patient columns from the
@@ -796,7 +917,7 @@ class DPVisitChain(VisitChain):
     def _fitted_config(self) -> dict[str, Any]:
         return {**super()._fitted_config(), "ledger": self.ledger_.state_dict(),
                 "noise_multiplier": self.noise_multiplier_, "privacy_unit": self.privacy_unit_,
-                "facts_release": self.facts_}
+                "facts_release": self.facts_, "within": self.within_, "memory": self.memory_}
 
     def _restore(self, fitted: dict[str, Any], encoder: VisitEncoder, directory: Path) -> None:
         super()._restore(fitted, encoder, directory)
@@ -804,3 +925,5 @@ class DPVisitChain(VisitChain):
         self.noise_multiplier_ = fitted["noise_multiplier"]
         self.privacy_unit_ = fitted["privacy_unit"]
         self.facts_ = fitted.get("facts_release", {})
+        self.within_ = fitted.get("within", {})  # bundles before it: uniform within bins
+        self.memory_ = fitted.get("memory", "previous")
