@@ -122,3 +122,12 @@ def test_cli_privacy_unit_is_for_tables(long_csv, tmp_path, capsys):
     assert main(["run", str(long_csv), "--codes", "--epsilon", "1", "--privacy-unit", "row",
                  "--out", str(tmp_path / "rel")]) == 1
     assert "the privacy unit of --codes is the patient" in capsys.readouterr().err
+
+
+def test_measurements_whose_names_end_in_id_are_not_identifiers():
+    # sklearn's wine table has 'malic_acid' (repeated values): it was refused as a person identifier
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"uric_acid": rng.integers(2, 9, 300), "malic_acid": rng.normal(2, 1, 300).round(1),
+                       "patient_age": rng.integers(40, 90, 300), "PatientID": np.repeat(np.arange(100), 3),
+                       "y": rng.integers(0, 2, 300)})
+    assert [s.column for s in shared_ids(df, Schema.infer(df, target="y"))] == ["PatientID"]

@@ -8,22 +8,31 @@ module looks for columns that identify a person and repeat across rows, and refu
 user has declared that each row is a different person (``Schema.privacy_unit = "row"``); a long
 table named as such (``Schema.patient``) goes to a model of patients, whose unit is the patient.
 
-What counts as a person identifier: a column declared ``kind: id``, or one whose name reads as
-an identifier (``id``, ``patient``, ``subject``, ``mrn``, ``..._id``; see
-:data:`clinsynth.schema.ID_NAME`) and is neither binary nor all-distinct — the rule errs towards
-asking, because a false alarm costs the user one declaration and a miss prints a false guarantee.
+What counts as a person identifier: a column declared ``kind: id``, or a whole-number or text
+column whose name *ends* in an identifier word (``id``, ``patient``, ``subject``, ``mrn``,
+``..._id``, ``PatientID``, ``USUBJID``; :data:`PERSON_ID_NAME`) with more than two values — not
+``uric_acid`` (a measurement that happens to end in "id"), not ``patient_age``. The rule errs
+towards asking, because a false alarm costs the user one declaration and a miss prints a false
+guarantee.
 
 EHR code matrices are already one record per patient (all of a patient's codes and per-patient
 columns): their unit is the patient, by construction.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from clinsynth.errors import ConfigError
+
+#: a name that ends in an identifier word (case-insensitive): ``id``, ``patient_id``, ``PatientID``,
+#: ``subject``, ``USUBJID``, ``mrn``, ``site_id`` — but not ``uric_acid`` or ``patient_age``
+PERSON_ID_NAME = re.compile(
+    r"(^|[_\W])(id|ids|pid|mrn|maskid|patid|subjid|usubjid|subject|patient|person|participant|record|member)"
+    r"(_?(id|no|num|number|code|key))?$|^[a-z]*(patient|subject|person|participant|member)_?id$", re.IGNORECASE)
 
 ROW_UNIT = "row (each row is a different person)"
 PATIENT_UNIT = "patient (all codes and per-patient columns of one patient)"
@@ -51,13 +60,11 @@ class SharedId:
 
 def shared_ids(df: pd.DataFrame, schema: Any) -> list[SharedId]:
     """Identifier-like columns of ``df`` whose values repeat across rows (see the module docstring)."""
-    from clinsynth.schema import ID_NAME
-
     found = []
     for spec in schema.columns:
-        if spec.name not in df.columns or spec.kind == "binary":
+        if spec.name not in df.columns:
             continue
-        if spec.kind != "id" and not ID_NAME.search(spec.name):
+        if spec.kind != "id" and not (spec.kind in ("integer", "categorical") and PERSON_ID_NAME.search(spec.name)):
             continue
         counts = df[spec.name].value_counts(dropna=True)
         repeated = counts[counts > 1]
