@@ -102,11 +102,10 @@ LONG_FIELDS = ("visits_ks", "gaps_ks", "strictly_increasing", "after_last_visit"
 
 def _score_long(train: pd.DataFrame, test: pd.DataFrame, synth: pd.DataFrame, schema: Any, seed: int) -> dict[str, float]:
     """The scores of a long table of visits, per patient (see the module docstring)."""
-    from clinsynth.evaluate import bounds
     from clinsynth.evaluate.suite import patient_records
 
     features_train, features_test, features_synth, features_schema, shape = patient_records(
-        train, test, synth, schema, seed, bounds.limits_for("full"), None)
+        train, test, synth, schema, seed, None)
     row = _score(features_train, features_test, features_synth, features_schema, seed)
     order = shape["ordering"]["synthetic"]
     row.update(visits_ks=shape["visits_per_patient"]["ks"], gaps_ks=shape["gaps"]["ks"],

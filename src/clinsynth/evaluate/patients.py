@@ -333,11 +333,26 @@ def evaluate_patients(train: pd.DataFrame, test: pd.DataFrame, synthetic: pd.Dat
         metrics = evaluate_patients(train_visits, test_visits, synthetic_visits, layout, seed=0)
         metrics["visits_per_patient"]["ks"], metrics["utility"]["ratios"]
     """
+    # it reads this module's Visits, so it is imported here rather than at the top
+    from clinsynth.evaluate.patient_features import feature_tables
+
+    tables = read_tables(train, test, synthetic, layout)
+    return patient_metrics(tables, feature_tables(tables, layout, table_schema), layout, seed, bin_days=bin_days,
+                           max_index=max_index, max_bins=max_bins, utility=utility, privacy=privacy,
+                           classifiers=classifiers, n_bootstrap=n_bootstrap, importance=importance,
+                           max_queries=max_queries)
+
+
+def patient_metrics(tables: PatientTables, features: Any, layout: LongLayout, seed: int = 0, *,
+                    bin_days: float = BIN_DAYS, max_index: int = MAX_INDEX, max_bins: int = MAX_BINS,
+                    utility: bool = True, privacy: bool = True, classifiers: tuple[str, ...] | None = None,
+                    n_bootstrap: int = 200, importance: bool = False, max_queries: int | None = None) -> dict[str, Any]:
+    """:func:`evaluate_patients` on tables already read and their patient ``features``
+    (:func:`~clinsynth.evaluate.patient_features.feature_tables`), for a caller that needs them too."""
     # both read this module's Visits, so they are imported here rather than at the top
     from clinsynth.evaluate import patient_features as pf
     from clinsynth.evaluate.patient_trajectories import trajectories, visit_index_marginals, within_patient_correlations
 
-    tables = read_tables(train, test, synthetic, layout)
     out: dict[str, Any] = {
         "unit": "patient",
         "layout": asdict(layout),
@@ -349,7 +364,6 @@ def evaluate_patients(train: pd.DataFrame, test: pd.DataFrame, synthetic: pd.Dat
         "correlations": within_patient_correlations(tables.train, tables.synthetic),
         "trajectories": trajectories(tables.train, tables.synthetic, layout.target, bin_days, max_bins),
     }
-    features = pf.feature_tables(tables, layout, table_schema)
     out["features"] = list(features.schema.names)
     out["utility"] = pf.patient_utility(features, seed, classifiers=classifiers, n_bootstrap=n_bootstrap,
                                         importance=importance) if utility else None

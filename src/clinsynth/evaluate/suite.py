@@ -154,7 +154,7 @@ def evaluate(real_train: Any, real_test: Any, synthetic: Any, schema: Schema | N
     patients = None
     if schema.is_long and limits.evaluate:  # patients, not rows: every part below reads one record per patient
         real_train, real_test, synthetic, schema, patients = patient_records(real_train, real_test, synthetic,
-                                                                               schema, seed, limits, progress)
+                                                                               schema, seed, progress)
     if limits.evaluate:
         for name, df in (("real training", real_train), ("real holdout", real_test), ("synthetic", synthetic)):
             _check_columns(name, df, schema)
@@ -200,20 +200,19 @@ def evaluate(real_train: Any, real_test: Any, synthetic: Any, schema: Schema | N
 
 
 def patient_records(real_train: pd.DataFrame, real_test: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema,
-                     seed: int, limits: Limits, progress: Any) -> tuple[Any, ...]:
+                     seed: int, progress: Any) -> tuple[Any, ...]:
     """A long table's three sides as one record per patient (per-patient columns, first and last
     value of each lab, visits, follow-up, missing share: :mod:`clinsynth.evaluate.patient_features`)
     with their schema — so fidelity, utility and the attacks compare patients, and membership means
     a patient — plus the patient-level shape (visits per patient, gaps, order, per-visit marginals,
     within-patient correlation, trajectories: :func:`clinsynth.evaluate.patients.evaluate_patients`)."""
     from clinsynth.evaluate.patient_features import feature_tables
-    from clinsynth.evaluate.patients import LongLayout, evaluate_patients, read_tables
+    from clinsynth.evaluate.patients import LongLayout, patient_metrics, read_tables
 
     if progress is not None:
         progress("patients")
     layout = LongLayout.from_schema(schema)
-    shape = evaluate_patients(real_train, real_test, synthetic, layout, seed, utility=False, privacy=False,
-                              table_schema=schema)
-    features = feature_tables(read_tables(real_train, real_test, synthetic, layout), layout, schema)
-    shape["notes"] = shape.get("notes", []) + features.notes
+    tables = read_tables(real_train, real_test, synthetic, layout)  # read once: the shape and the parts below
+    features = feature_tables(tables, layout, schema)
+    shape = patient_metrics(tables, features, layout, seed, utility=False, privacy=False)
     return features.train, features.test, features.synthetic, features.schema, shape
