@@ -8,7 +8,13 @@ metrics dictionary, so a report rebuilt from ``metrics.json`` states the same ve
 - Utility: the worst TSTR/TRTR AUROC ratio over classifiers ≥ 0.9 passes, ≥ 0.75 caution.
 - Privacy attacks: fail when synthetic rows copy training rows more often than the holdout
   does, or when the distance-to-closest share or the membership-inference AUROC exceeds 0.6;
-  caution above 0.55.
+  caution above 0.55. Two readings are kept from failing on what is not evidence of copying:
+  a membership-inference AUROC whose 95 % interval (Hanley and McNeil's standard error, from the
+  numbers of members and non-members scored) still reaches 0.5 is chance on a small table; and
+  when the synthetic rows' median distance to their nearest training record is more than twice
+  a real unseen record's, no synthetic row sits near a real one, so a high distance-to-closest
+  share only says which real records lie toward the (poorly placed) synthetic rows — a fidelity
+  problem, reported there. Both are caution, with the reason, never pass.
 
 Code matrices (patients × codes, :mod:`clinsynth.evaluate.codes`) have their own sections:
 
@@ -31,6 +37,8 @@ from typing import Any
 DETECTION_PASS, DETECTION_CAUTION = 0.6, 0.8
 UTILITY_PASS, UTILITY_CAUTION = 0.9, 0.75
 ATTACK_CAUTION, ATTACK_FAIL = 0.55, 0.6
+#: synthetic rows farther than this many times a real unseen record's distance sit near no real record
+FAR_FROM_REAL = 2.0
 CODE_PROBABILITY_PASS, CODE_PROBABILITY_CAUTION = 0.95, 0.85
 CODE_PREDICTION_PASS, CODE_PREDICTION_CAUTION = 0.9, 0.75
 CO_OCCURRENCE_PASS, CO_OCCURRENCE_CAUTION = 0.25, 0.5
@@ -69,25 +77,56 @@ def utility_verdict(utility: dict[str, Any] | None) -> dict[str, str]:
                                       f"(worst: {name.replace('_', ' ')})")
 
 
+def _auroc_low(auroc: float, n_pos: int, n_neg: int) -> float:
+    """The lower end of a 95 % interval on an AUROC (Hanley & McNeil 1982's standard error); the
+    AUROC itself when the counts are unknown (an older metrics file), so nothing is excused."""
+    if n_pos < 1 or n_neg < 1:
+        return auroc
+    a = min(max(auroc, 1e-9), 1 - 1e-9)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
+    return a - 1.96 * math.sqrt(max(var, 0.0))
+
+
+def _far_from_real(dcr: dict[str, Any]) -> bool:
+    """No synthetic row sits near a real record: the DCR share then measures direction, not copying."""
+    synthetic, unseen = dcr.get("median_dcr_train"), dcr.get("median_dcr_holdout_to_train")
+    return synthetic is not None and unseen is not None and synthetic > FAR_FROM_REAL * unseen > 0
+
+
 def attacks_verdict(attacks: dict[str, Any], copy_slack: float = 0.0) -> dict[str, str]:
     """``copy_slack``: how far the synthetic copy rate may exceed the holdout's by chance (0 for
     tables, where copies are rare; code matrices pass their sampling noise)."""
-    copies = attacks["exact_copies"]
-    dcr = attacks["distance_to_closest"]["share_closer_to_train"]
-    mia = attacks["membership_inference"]["auroc"]
-    problems = []
+    copies, dcr_result, mia_result = (attacks["exact_copies"], attacks["distance_to_closest"],
+                                      attacks["membership_inference"])
+    dcr, mia = dcr_result["share_closer_to_train"], mia_result["auroc"]
+    copied = copies["synthetic_rate"] > copies["holdout_rate"] + 0.01 + copy_slack
+    problems, evidence = [], copied
     if copies["synthetic_rate"] > copies["holdout_rate"] + 0.001 + copy_slack and copies["synthetic_rate"] > 0:
         problems.append(f"{copies['synthetic_rate']:.1%} of synthetic rows copy a training row "
                         f"(a real holdout: {copies['holdout_rate']:.1%})")
     if dcr > ATTACK_CAUTION:
-        problems.append(f"{dcr:.0%} of synthetic rows lie nearer the training set than the holdout")
+        if _far_from_real(dcr_result):
+            problems.append(f"{dcr:.0%} of synthetic rows lie nearer the training set than the holdout, but they sit "
+                            f"far from every real record (median distance {dcr_result['median_dcr_train']:.2f} against "
+                            f"{dcr_result['median_dcr_holdout_to_train']:.2f} for a real unseen record): a sign of poor "
+                            "fidelity, not of copying")
+        else:
+            problems.append(f"{dcr:.0%} of synthetic rows lie nearer the training set than the holdout")
+            evidence |= dcr > ATTACK_FAIL
     if mia is not None and mia > ATTACK_CAUTION:
-        problems.append(f"membership inference reaches AUROC {mia:.2f}")
+        low = _auroc_low(mia, mia_result.get("n_members", 0), mia_result.get("n_non_members", 0))
+        if low > 0.5:
+            problems.append(f"membership inference reaches AUROC {mia:.2f}")
+            evidence |= mia > ATTACK_FAIL
+        else:
+            problems.append(f"membership inference reaches AUROC {mia:.2f}, within chance on "
+                            f"{mia_result['n_members']} + {mia_result['n_non_members']} records (95 % interval "
+                            f"down to {low:.2f})")
     if not problems:
         return _verdict("privacy attacks", "pass", f"no copies beyond a real holdout's rate; distance-to-closest share {dcr:.2f}, "
                                                    f"membership-inference AUROC {mia:.2f} (0.5 is ideal)")
-    severe = bool(copies["synthetic_rate"] > copies["holdout_rate"] + 0.01 + copy_slack or dcr > ATTACK_FAIL or (mia or 0) > ATTACK_FAIL)
-    return _verdict("privacy attacks", "fail" if severe else "caution", "; ".join(problems))
+    return _verdict("privacy attacks", "fail" if evidence else "caution", "; ".join(problems))
 
 
 def code_probability_verdict(dwp: dict[str, Any]) -> dict[str, str]:
