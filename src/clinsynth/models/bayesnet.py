@@ -75,12 +75,54 @@ class Variable:
 
 def observed_states(z: np.ndarray, bins: int) -> tuple[list[float], list[float]]:
     """(lo, hi) of each value state in encoded units, from the observed values ``z``: each distinct
-    value when there are at most ``bins``, else quantile bins."""
-    distinct = np.unique(z)
+    value when there are at most ``bins``, else quantile bins — with every value that holds at
+    least a bin's share of the rows (and 5 rows) kept as a state of its own (``lo == hi``), the
+    bins around it split there. Clinical numbers pile up on round values (a ratio recorded as 3,
+    4, 5 in most rows and to two decimals in the rest, a count that is mostly 0): spread evenly
+    across a bin, such a pile is what gives a synthetic table away (sklearn's diabetes ``s4``:
+    detection AUROC 0.90 from that column alone)."""
+    distinct, counts = np.unique(z, return_counts=True)
     if distinct.size <= bins:
         return distinct.tolist(), distinct.tolist()
-    cuts = np.unique(np.quantile(z, np.linspace(0, 1, bins + 1)))
-    return cuts[:-1].tolist(), cuts[1:].tolist()
+    atoms = distinct[counts >= max(len(z) / bins, 5)]
+    rest = z[~np.isin(z, atoms)]
+    if rest.size < 2:
+        return distinct.tolist(), distinct.tolist()
+    edges = np.unique(np.concatenate([np.quantile(rest, np.linspace(0, 1, max(bins - atoms.size, 1) + 1)), atoms,
+                                      distinct[[0, -1]]]))
+    lo, hi = list(edges[:-1]), list(edges[1:])
+    return _with_atoms(lo, hi, atoms)
+
+
+def _with_atoms(lo: list[float], hi: list[float], atoms: np.ndarray) -> tuple[list[float], list[float]]:
+    """Contiguous bins with a zero-width state inserted before the bin that starts at each atom
+    (and after the last bin when an atom is the maximum), in value order."""
+    out_lo, out_hi, rest = [], [], set(atoms.tolist())
+    for a, b in zip(lo, hi):
+        if a in rest:
+            out_lo.append(a), out_hi.append(a)
+            rest.discard(a)
+        out_lo.append(a), out_hi.append(b)
+    for a in sorted(rest):
+        out_lo.append(a), out_hi.append(a)
+    return out_lo, out_hi
+
+
+def value_states(lo: np.ndarray, hi: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The state of each value ``x``. All bins, or all exact values: the nearest state by its lower
+    edge (a released grid's values need not equal the data's). Bins with exact-value states among
+    them (:func:`observed_states`): the exact state on a match, else the bin holding the value."""
+    point = lo == hi
+    if point.all() or not point.any():
+        return np.searchsorted((lo[1:] + hi[:-1]) / 2, x, side="right")
+    bins = np.flatnonzero(~point)
+    s = bins[np.clip(np.searchsorted(lo[bins], x, side="right") - 1, 0, bins.size - 1)]
+    points = np.flatnonzero(point)
+    at = np.searchsorted(lo[points], x)
+    hit = at < points.size
+    hit[hit] = lo[points[at[hit]]] == x[hit]
+    s[hit] = points[at[hit]]
+    return s
 
 
 def released_states(codec: NumericCodec, state: dict[str, Any], bins: int) -> tuple[list[float], list[float]]:
@@ -336,11 +378,8 @@ class BayesNet(SynthModel):
         states = np.empty((len(values), len(self.variables_)), dtype=np.int64)
         for v, var in enumerate(self.variables_):
             if var.numeric:
-                lo = np.asarray(var.lo)
                 j = self._linear_names.index(var.name)
-                # nearest state by lower edge: exact-value states and contiguous bins alike
-                cuts = (lo[1:] + np.asarray(var.hi)[:-1]) / 2
-                s = np.searchsorted(cuts, values[:, j], side="right")
+                s = value_states(np.asarray(var.lo), np.asarray(var.hi), values[:, j])
                 if var.missing is not None:
                     s = np.where(missing[var.name], var.missing, s)
                 if var.blank is not None:
