@@ -203,6 +203,10 @@ def test_infer_reports_every_unreadable_column():
 def test_infer_target_errors(trial):
     with pytest.raises(SchemaError, match="target column 'nope' is not in the table"):
         Schema.infer(trial, target="nope")
+    with pytest.raises(SchemaError, match="target column 'Arm ' is not in the table; did you mean 'arm'\\?"):
+        Schema.infer(trial, target="Arm ")
+    with pytest.raises(SchemaError, match="target column 'deaht' .* did you mean 'death'"):
+        Schema.infer(trial.rename(columns={"arm": "death"}), target="deaht")
     with pytest.raises(SchemaError, match="has only one class"):
         Schema.infer(trial.assign(arm=1), target="arm")
     with pytest.raises(SchemaError, match="target column 'egfr' has .* distinct numeric values"):

@@ -31,10 +31,11 @@ MAX_VISITS = 100
 
 def check_layout_columns(df: pd.DataFrame, patient: str, time: str, target: str | None) -> None:
     """Refuse, in one line each, a patient or time column the table lacks or cannot be."""
+    from clinsynth.schema import absent_column
+
     for role, name in (("patient", patient), ("time", time)):
         if name not in df.columns:
-            raise SchemaError(f"{role} column '{name}' is not in the table; columns are: "
-                              f"{', '.join(map(str, list(df.columns)[:12]))}")
+            raise SchemaError(absent_column(role, name, df.columns))
     if patient == time:
         raise SchemaError(f"the patient and time columns must differ, both are '{patient}'")
     if target in (patient, time):

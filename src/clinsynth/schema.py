@@ -8,6 +8,8 @@ rely on.
 """
 from __future__ import annotations
 
+import difflib
+
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -300,7 +302,7 @@ class Schema(BaseModel):
         check_frame_basics(df)
         check_trainable(df)
         if target is not None and target not in df.columns:
-            raise SchemaError(f"target column '{target}' is not in the table; columns are: {_preview(df.columns)}")
+            raise SchemaError(absent_column("target", target, df.columns))
         if (patient is None) != (time is None):
             raise SchemaError("a long-format table needs both its patient column and its time column")
         levels: dict[str, str] = {}
@@ -458,6 +460,16 @@ def _number_problem(name: str, x: np.ndarray) -> str | None:
         return (f"column '{name}' has {int(huge.sum())} value(s) beyond ±{MAX_MAGNITUDE:g} (e.g. {x[huge][0]:g}), "
                 "too large to scale; blank them if they are error codes, or rescale the column (another unit)")
     return None
+
+
+def absent_column(role: str, name: str, columns: Iterable[Any]) -> str:
+    """The one line for a named column the table lacks: the closest name when there is one (a
+    typo, or another case), else the columns there are."""
+    names = [str(c) for c in columns]
+    lowered = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.75)
+    hint = f"did you mean '{lowered[close[0]]}'?" if close else f"columns are: {_preview(names)}"
+    return f"{role} column '{name}' is not in the table; {hint}"
 
 
 def _preview(names: Iterable[Any], k: int = 8) -> str:
