@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.special import ndtr
+from scipy.special import ndtr, ndtri
 
 import clinsynth
 from clinsynth.cli import main
@@ -335,3 +335,38 @@ def test_a_vocabulary_refused_at_a_tiny_epsilon_names_one_that_releases_it():
     assert "(ε = 0.05 here;" in str(refused.value) and 0.05 < smallest < 100
     model = clinsynth.create("dp-vae", epsilon=smallest, epochs=1, progress=False).fit(codes)
     assert len(model.schema_.codes.vocabulary) >= 1 and model.ledger_.spent() <= smallest
+
+
+def test_unimodal_fit_is_the_hand_computed_least_squares_fit():
+    from clinsynth.privacy.histograms import unimodal_fit
+
+    # rise to 3 then fall: the dip 2 → 1 is pooled (1.5, 1.5); any other turning point costs more
+    np.testing.assert_allclose(unimodal_fit(np.array([0.0, 2, 1, 3, 0])), [0, 1.5, 1.5, 3, 0])
+    hump = np.array([1.0, 4, 9, 7, 2, 0])
+    np.testing.assert_allclose(unimodal_fit(hump), hump)  # already unimodal: unchanged
+    np.testing.assert_allclose(unimodal_fit(np.array([5.0, -1, 2, -2])), [5, 0.5, 0.5, -2])
+
+
+def test_a_coarse_bucket_is_shaped_by_the_fine_counts_and_the_margins_by_what_they_saw():
+    """Ages around 50 located only by the coarse grid ([36.6, 181)), the 13 % below 36.6 too few
+    for its bucket: spread evenly in t, half the mass lay above 80 and none below 36.6; shaped by
+    the (noisy) fine counts it stays where the ages are, and the margin below gets its share."""
+    rng = np.random.default_rng(4)
+    ages = np.round(rng.normal(50, 13, 700)).clip(19, 79)
+    fine_sd = 24.0
+    fine = _fine_counts(dict(zip(*np.unique(ages, return_counts=True)))) + rng.normal(0, fine_sd, 600)
+    coarse = _coarse_from(_fine_counts(dict(zip(*np.unique(ages, return_counts=True))))) + rng.normal(0, 32, 38)
+    found = levels("number", fine, 1e6, coarse, 32.0)  # the fine grid alone locates nothing here
+    comp = locate(found)
+    assert comp.base == "×4.95" and comp.edges[0] == pytest.approx(36.565, abs=1e-3)
+    spec = ColumnSpec(name="age", kind="integer")
+    lo, hi = widen(*comp.base_range, spec, (comp.edges[0], comp.edges[-1]))
+
+    def quantile(state, p):
+        return float(np.interp(ndtri(p), state["scores"], state["knots"]))
+
+    even = composite_state(comp, lo, hi)
+    shaped = composite_state(comp, lo, hi, fine_counts=fine, fine_sd=fine_sd)
+    assert quantile(even, 0.9) > 120 and quantile(even, 0.05) > 36  # the old spread
+    assert quantile(shaped, 0.9) < 90
+    assert quantile(shaped, 0.5) == pytest.approx(np.median(ages), abs=8)

@@ -29,7 +29,8 @@ composite already holds there (its noisy counts as drawn), clears :data:`EXTEND_
 the difference (a bucket past both ends is skipped: its extra could lie on either side). Bounds
 are the base range widened by half its width, or the extensions' outer edges where they reach
 further (never across 0 for one-signed values); the encoder's loc/scale and quantile knots come
-from the composite's masses, spread evenly in ``t`` inside each coarse bucket.
+from the composite's masses, spread inside each coarse bucket by a unimodal fit to the fine
+grid's noisy counts there (evenly in ``t`` where the fit finds nothing).
 
 **Public default.** When no level finds any bulk (all values missing, or spread so thin that no
 bucket of a factor of ~5 clears the noise), the column gets :func:`public_default`: a wide range
@@ -322,27 +323,98 @@ def quantile_table(edges: np.ndarray, mass: np.ndarray) -> tuple[list[float], li
     return edges[keep].tolist(), ndtri(probs[keep]).tolist()
 
 
-def _refined(edges: np.ndarray, mass: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """The segments cut at every fine edge inside them, each one's mass spread evenly over its
-    fine buckets: uniform in ``t`` (the grid's own scale), where linear interpolation across a
-    coarse bucket of numbers (a factor of 5 to 600) would put its mass at the bottom in effect.
-    Fine segments are unchanged; dates are uniform in time already."""
-    if kind == "datetime":
-        return edges, mass
+def unimodal_fit(y: np.ndarray) -> np.ndarray:
+    """The least-squares fit to ``y`` that rises then falls (Stout's unimodal regression, by trying
+    every turning point: two isotonic fits each). Noisy counts of a column's values are mostly one
+    hump; the fit pools a tail of empty buckets' noise to about 0 instead of reading it as mass."""
+    from sklearn.isotonic import isotonic_regression
+
+    best, best_sse = y, math.inf
+    for m in range(y.size + 1):
+        fit = np.concatenate([isotonic_regression(y[:m], increasing=True) if m else y[:0],
+                              isotonic_regression(y[m:], increasing=False) if m < y.size else y[:0]])
+        sse = float(np.sum((fit - y) ** 2))
+        if sse < best_sse:
+            best, best_sse = fit, sse
+    return best
+
+
+#: a located range of more fine buckets than this keeps the even spread (the fit is quadratic)
+_SHAPE_MAX_BUCKETS = 400
+
+
+def _refined(edges: np.ndarray, mass: np.ndarray, kind: str, fine_counts: np.ndarray | None = None,
+             bounds: tuple[float, float] | None = None, fine_sd: float | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Masses on fine buckets: each segment's mass spread over its fine buckets, and the margins
+    between the located range and the released ``bounds`` given what the fine grid saw there.
+
+    With the fine grid's noisy counts, a unimodal fit to them over the bounds (post-processing of
+    the release, no new query) shapes both: a segment's mass in proportion to the fit inside it
+    (its total kept: the coarser level's estimate), a margin bucket the fit itself. Without them,
+    or where the fit finds nothing, a segment is spread evenly in ``t`` (the grid's own scale; in
+    time for dates) and the margins hold nothing. Spread evenly, a coarse bucket of numbers (a
+    factor of 5) holding ages 37–80 released ages up to 180; with empty margins no synthetic
+    patient was younger than 37 where a quarter of the real ones were (sklearn's diabetes ages at
+    ε = 1)."""
     fine = grid_edges(kind)
-    out_edges, out_mass = [edges[0]], []
+    scale = (lambda x: x) if kind == "datetime" else (lambda x: np.arcsinh(x / _ASINH_UNIT))
+    lo, hi = bounds if bounds is not None else (edges[0], edges[-1])
+    lo, hi = min(lo, edges[0]), max(hi, edges[-1])
+    shape = None
+    if fine_counts is not None:
+        first, last = bucket(fine, np.array([lo]))[0], bucket(fine, np.array([hi]))[0] + 1
+        if 0 < last - first <= _SHAPE_MAX_BUCKETS:
+            shape = np.zeros(fine.size - 1)
+            shape[first:last] = np.maximum(unimodal_fit(np.asarray(fine_counts[first:last], float)), 0.0)
+
+    def pieces(a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
+        """Fine cuts in (a, b] and each piece's share of the fine bucket holding it, in t."""
+        cuts = np.concatenate([fine[(fine > a) & (fine < b)], [b]])
+        starts = np.concatenate([[a], cuts[:-1]])
+        at = bucket(fine, starts)
+        width = scale(fine[at + 1]) - scale(fine[at])
+        return cuts, (scale(cuts) - scale(starts)) / np.where(width > 0, width, 1.0), at
+
+    def seen(a: float, b: float) -> bool:
+        """Whether the fine grid's raw noisy counts in a margin add up to mass (2 sds of their sum:
+        a fit to pure noise still rises somewhere)."""
+        at = np.unique(bucket(fine, np.array([a, b - 1e-12 * max(abs(b), 1.0)])))
+        at = np.arange(at[0], at[-1] + 1)
+        return float(np.sum(fine_counts[at])) > 2.0 * fine_sd * math.sqrt(at.size)
+
+    if shape is not None and fine_sd is not None:
+        lo = lo if lo < edges[0] and seen(lo, edges[0]) else edges[0]
+        hi = hi if hi > edges[-1] and seen(edges[-1], hi) else edges[-1]
+    out_edges, out_mass = [lo], []
+    if shape is not None and lo < edges[0]:
+        cuts, part, at = pieces(lo, edges[0])
+        out_edges.extend(cuts.tolist()), out_mass.extend((shape[at] * part).tolist())
+    elif lo < edges[0]:
+        out_edges.append(edges[0]), out_mass.append(0.0)
     for e0, e1, m in zip(edges[:-1], edges[1:], mass):
-        cuts = np.concatenate([fine[(fine > e0) & (fine < e1)], [e1]])
-        t = np.arcsinh(np.concatenate([[e0], cuts]) / _ASINH_UNIT)
+        cuts, part, at = pieces(e0, e1)
+        t = scale(np.concatenate([[e0], cuts]))
+        share = np.diff(t) / (t[-1] - t[0])
+        if shape is not None and cuts.size > 1 and (shape[at] * part).sum() > 0:
+            share = shape[at] * part / (shape[at] * part).sum()
         out_edges.extend(cuts.tolist())
-        out_mass.extend((m * np.diff(t) / (t[-1] - t[0])).tolist())
+        out_mass.extend((m * share).tolist())
+    if shape is not None and hi > edges[-1]:
+        cuts, part, at = pieces(edges[-1], hi)
+        out_edges.extend(cuts.tolist()), out_mass.extend((shape[at] * part).tolist())
+    elif hi > edges[-1]:
+        out_edges.append(hi), out_mass.append(0.0)
     return np.array(out_edges), np.array(out_mass)
 
 
-def composite_state(comp: Composite, lo: float, hi: float, kind: str = "number") -> dict[str, Any]:
-    """NumericCodec state (loc/scale and quantile knots/scores) from the composite's masses."""
+def composite_state(comp: Composite, lo: float, hi: float, kind: str = "number",
+                    fine_counts: np.ndarray | None = None, fine_sd: float | None = None) -> dict[str, Any]:
+    """NumericCodec state (loc/scale and quantile knots/scores) from the composite's masses, shaped
+    by the fine grid's noisy counts when given (:func:`_refined`)."""
     weights = comp.mass if comp.mass.sum() > 0 else np.ones_like(comp.mass)
-    edges, weights = _refined(comp.edges, weights, kind)
+    edges, weights = _refined(comp.edges, weights, kind, fine_counts,
+                              (lo, hi) if fine_counts is not None else None, fine_sd)
     mids = (edges[:-1] + edges[1:]) / 2
     loc, scale = location_scale(mids, weights, lo, hi)
     knots, scores = quantile_table(edges, weights)
