@@ -442,8 +442,7 @@ def run(
 def _code_model_and_params(model: str, param: Optional[list[str]], epochs: Optional[int], select: Optional[str],
                            privacy: Any, target: Optional[str]) -> tuple[str, dict[str, Any]]:
     """`run --codes`: the code model and its options, checked before any output is made."""
-    from clinsynth.models.records import CodeModel
-    from clinsynth.models.registry import REGISTRY
+    from clinsynth.models.registry import models_of
 
     if target is not None:
         raise ConfigError("--target does not apply to --codes: a code release is scored code by code "
@@ -451,7 +450,7 @@ def _code_model_and_params(model: str, param: Optional[list[str]], epochs: Optio
     if select is not None:
         raise ConfigError("--select applies to the AC-GAN's epoch selection, not to the code models")
     name, params = _model_and_params(model, param, epochs, None, privacy)
-    code_models = [m for m, e in REGISTRY.items() if m != "auto" and issubclass(e.load_class(), CodeModel)]
+    code_models = models_of("codes")
     if name not in code_models + ["auto"]:
         raise ConfigError(f"model '{name}' does not model EHR codes; code models: {', '.join(code_models)}")
     return name, params
