@@ -13,13 +13,14 @@ import pandas as pd
 import pytest
 
 from clinsynth.data.ehr import read_long
+from clinsynth.data.kinds import KINDS, data_kind
 from clinsynth.errors import ConfigError
 from clinsynth.models.auto import resolve
 from clinsynth.models.base import SynthModel, TableModel
 from clinsynth.models.long_base import PatientModel
 from clinsynth.models.records import CodeModel
 from clinsynth.models.registry import REGISTRY, InputFacts, choose_model, models_of
-from clinsynth.models.tags import KINDS, ModelTags, data_kind
+from clinsynth.models.tags import ModelTags
 from clinsynth.schema import Schema
 
 FAMILIES = {"acgan": "table", "bayesnet": "table", "medgan": "codes", "corgan": "codes", "vae": "codes",

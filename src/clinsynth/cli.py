@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from clinsynth.errors import ClinsynthError, ConfigError
+from clinsynth.errors import ClinsynthError, ConfigError, OutputError, OutputWords
 
 try:  # recent typer vendors click as typer._click; older typer depends on click itself
     from typer._click.exceptions import ClickException
@@ -33,6 +33,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+#: how the command line names the output settings an ``OutputError`` speaks of
+OUTPUT_FLAGS = OutputWords(out="--out", overwrite="--overwrite", resume="--resume")
 console = Console(stderr=True, soft_wrap=True)  # one line per message, however long (paths!)
 out = Console()
 _state = {"debug": False}
@@ -636,7 +638,8 @@ def main(argv: list[str] | None = None) -> int:
     except ClinsynthError as e:
         if debug:
             raise
-        console.print("[red]error:[/red] " + escape(str(e)), highlight=False)
+        message = e.worded(OUTPUT_FLAGS) if isinstance(e, OutputError) else str(e)
+        console.print("[red]error:[/red] " + escape(message), highlight=False)
         return 1
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from clinsynth.data.kinds import data_kind
 from clinsynth.errors import NotFittedError
 from clinsynth.models.registry import (InputFacts, ModelChoice, check_hyperparameters, check_model_takes, choose_model,
                                        create, private_name)
-from clinsynth.models.tags import data_kind
 from clinsynth.privacy.budget import Privacy
 
 

@@ -277,7 +277,7 @@ def models_of(kind: str) -> list[str]:
 
 def check_model_takes(name: str, kind: str) -> None:
     """Refuse, in one line, registered model ``name`` given ``kind`` of data its family does not model."""
-    from clinsynth.models.tags import MANY, ONE
+    from clinsynth.data.kinds import MANY, ONE
 
     if name == "auto":
         return

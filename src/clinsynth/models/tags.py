@@ -2,8 +2,8 @@
 
 After scikit-learn's estimator tags (``__sklearn_tags__``): a model class carries one frozen
 :class:`ModelTags`, readable from the class (so from a registry entry) without building a model.
-The CLI, the pipeline, ``auto`` and the evaluation choose by it (and by :func:`data_kind` for the
-data in hand), never by which base class a model happens to extend.
+The CLI, the pipeline and ``auto`` choose by it (and by
+:func:`clinsynth.data.kinds.data_kind` for the data in hand), never by which base class a model happens to extend.
 
 Three families (``../shared/DESIGN.md``, "model families"):
 
@@ -16,16 +16,10 @@ Three families (``../shared/DESIGN.md``, "model families"):
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("table", "codes", "patients")
-#: how a message names each kind of data: one, and many
-ONE = {"table": "an ordinary table (one row per record)", "codes": "an EHR code matrix",
-       "patients": "a long-format table (one row per visit)"}
-MANY = {"table": "ordinary tables", "codes": "EHR code matrices", "patients": "long-format tables (patients and visits)"}
-
+from clinsynth.data.kinds import KINDS
 
 @dataclass(frozen=True)
 class ModelTags:
@@ -63,15 +57,3 @@ def tags_of(model: Any) -> ModelTags:
     if not isinstance(tags, ModelTags):
         raise TypeError(f"{getattr(model, '__name__', type(model).__name__)} declares no ModelTags")
     return tags
-
-
-def data_kind(data: Any, schema: Any = None) -> str:
-    """The kind of ``data``: "codes" for a CodeMatrix, "patients" for a frame whose ``schema`` is
-    long format (names patient and time columns), else "table"."""
-    ehr = sys.modules.get("clinsynth.data.ehr")  # a CodeMatrix exists only once its module is imported
-    if ehr is not None and isinstance(data, ehr.CodeMatrix):
-        return "codes"
-    if schema is not None and getattr(schema, "is_long", False):
-        return "patients"
-    return "table"
-
