@@ -413,7 +413,7 @@ class TableModel(ClassMix, SynthModel):
         """Records as the encoder expects them: under a budget, clipped into the released schema."""
         if getattr(self, "release_", None) is None:
             return frame
-        from clinsynth.privacy.statistics import conform
+        from clinsynth.privacy.conform import conform
 
         return conform(frame, self.release_)
 
@@ -430,7 +430,8 @@ class TableModel(ClassMix, SynthModel):
         """
         if self.privacy is None:
             return schema, TableEncoder(schema, self._numeric_transform()).fit(df), df
-        from clinsynth.privacy.statistics import charged_release, conform
+        from clinsynth.privacy.conform import conform
+        from clinsynth.privacy.statistics import charged_release
 
         self.ledger_ = self.privacy.ledger(len(df))
         self._rng = np.random.default_rng(self.seed)
