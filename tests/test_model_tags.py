@@ -14,7 +14,7 @@ import pytest
 
 from clinsynth.data.ehr import read_long
 from clinsynth.data.kinds import KINDS, data_kind
-from clinsynth.errors import ConfigError
+from clinsynth.errors import ConfigError, DataKindError, InputError
 from clinsynth.models.auto import resolve
 from clinsynth.models.base import SynthModel, TableModel
 from clinsynth.models.long_base import PatientModel
@@ -90,3 +90,29 @@ def test_run_code_release_refuses_a_table_model_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"^acgan models ordinary tables, not an EHR code matrix: name one of medgan"):
         run_code_release(codes, RunConfig(target=None, model="acgan"), tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("name, data, kind", [
+    ("bayesnet", "visits", "a long-format table"),
+    ("acgan", "codes", "an EHR code matrix"),
+    ("medgan", "table", "an ordinary table"),
+    ("visitchain", "codes", "an EHR code matrix"),
+    ("visitchain", "table", "an ordinary table"),
+])
+def test_a_model_refuses_data_its_family_does_not_model_by_its_tags(name, data, kind):
+    """The same one-line refusal from every family's fit, read from the model's tags: what it
+    models, what it was given, and the models that would take it."""
+    from clinsynth.models.registry import create
+
+    table = pd.DataFrame({"a": np.arange(20.0), "arm": [0, 1] * 10})
+    visits = pd.DataFrame({"pid": np.repeat(np.arange(10), 2), "day": np.arange(20) * 1.5, "x": np.arange(20.0)})
+    inputs = {"table": (table, Schema.infer(table, target="arm")),
+              "visits": (visits, Schema.infer(visits, patient="pid", time="day")),
+              "codes": (read_long(pd.DataFrame({"patient_id": [1, 1, 2], "code": ["a", "b", "a"]})), None)}
+    frame, schema = inputs[data]
+    family = REGISTRY[name].tags().input
+    takes_it = models_of(data_kind(frame, schema))[0]
+    with pytest.raises(DataKindError, match=rf"^{name} models .*, not {kind}.*: name one of .*{takes_it}") as refused:
+        create(name).fit(frame, schema)
+    assert isinstance(refused.value, ConfigError) and isinstance(refused.value, InputError)  # as each family raised it before
+    assert family != data_kind(frame, schema)

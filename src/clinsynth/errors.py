@@ -37,6 +37,11 @@ class HyperparameterError(ConfigError):
     """A hyperparameter the model does not take (the CLI names the flag that gave it)."""
 
 
+class DataKindError(ConfigError, InputError):
+    """Data of a kind (a table, a code matrix, patients with visits) the named model's family does
+    not model: a wrong input for that model, or a wrong model for that input."""
+
+
 class NotFittedError(ClinsynthError, RuntimeError):
     """A model used before ``fit``."""
 

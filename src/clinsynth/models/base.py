@@ -59,15 +59,6 @@ def allocate(n: int, probs: np.ndarray) -> np.ndarray:
     return counts
 
 
-def refuse_long_format(model: str, schema: Schema | None) -> None:
-    """A model of independent records must not see a long-format table as one: its visits are not
-    independent, and a DP guarantee per row would not be per patient."""
-    if schema is not None and schema.is_long:
-        raise ConfigError(f"{model} treats rows as independent records, but this table is long format "
-                          f"(several rows per patient '{schema.patient}'): it needs a model of patients and "
-                          "their visits (visitchain, or dp-visitchain under DP), or one row per patient")
-
-
 class SynthModel(ABC):
     """Base class of registered generative models, whatever their family (``tags``).
 
@@ -139,6 +130,15 @@ class SynthModel(ABC):
     @abstractmethod
     def sample(self, n: int, conditions: Conditions | None = None, seed: int | None = None) -> Any:
         """``n`` new synthetic records (or patients) of the family's kind."""
+
+    def _refuse_other_kind(self, data: Any, schema: Schema | None) -> None:
+        """Refuse, in one line before anything is read, data of a kind this model's family does not
+        model (its ``tags``): e.g. a long-format table given to a model of independent records, whose
+        visits are not independent and whose DP guarantee per row would not be per patient."""
+        from clinsynth.data.kinds import data_kind
+        from clinsynth.models.registry import refuse_kind
+
+        refuse_kind(self.name, self.tags, data_kind(data, schema))
 
     @staticmethod
     def _check_n(n: Any, what: str = "rows") -> None:
@@ -352,8 +352,8 @@ class TableModel(ClassMix, SynthModel):
         is refused (``ConfigError``). See ``clinsynth.models.checkpoint``. Models that fit in
         seconds (the Bayesian networks) write none and just fit.
         """
+        self._refuse_other_kind(df, schema)
         schema = schema or Schema.infer(df)
-        refuse_long_format(self.name, schema)
         schema.validate(df)
         check_trainable(df)
         self._validate_params(schema)

@@ -31,15 +31,6 @@ from clinsynth.schema import Schema, check_trainable
 PATIENT_ROWS_UNIT = LONG_PATIENT_UNIT
 
 
-def require_long(model: str, schema: Schema | None) -> Schema:
-    """``schema`` if it describes a long-format table, else one line saying how to give one."""
-    if schema is None or not schema.is_long:
-        raise ConfigError(f"{model} models long-format tables (one row per visit, several per patient): give a "
-                          "schema that names the patient and time columns, e.g. Schema.infer(df, patient='id', "
-                          "time='day'); for one row per record use bayesnet")
-    return schema
-
-
 def order_visits(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     """Rows sorted by patient then time (the order every visit model reads them in)."""
     return df.sort_values([schema.patient, schema.time], kind="stable").reset_index(drop=True)
@@ -56,9 +47,9 @@ class PatientModel(ClassMix, SynthModel):
 
         ``checkpoint_dir`` is accepted for the common contract; models of this family fit in
         seconds and write none."""
+        self._refuse_other_kind(df, schema)  # a long-format schema, and no code matrix
         if not isinstance(df, pd.DataFrame):
             raise ConfigError(f"{self.name} takes a pandas DataFrame of visits, got {type(df).__name__}")
-        schema = require_long(self.name, schema)
         schema.validate(df)
         check_trainable(df)
         self._validate_params(schema)

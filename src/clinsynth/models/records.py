@@ -41,7 +41,7 @@ from clinsynth.data.io import write_with
 from clinsynth.data.transforms import Span, TableEncoder
 from clinsynth.errors import ConfigError, InputError, SchemaError
 from clinsynth.models import bundle
-from clinsynth.models.base import Conditions, SynthModel, refuse_long_format
+from clinsynth.models.base import Conditions, SynthModel
 from clinsynth.models.tags import CODE_TAGS
 from clinsynth.models.training import CategoricalNoise, SpanActivation, flush_denormals, resolve_device, seeded
 from clinsynth.privacy.dpsgd import PrivateGradient
@@ -54,14 +54,12 @@ DP_FEW_PATIENTS = 1000
 
 
 # -- the data -----------------------------------------------------------------------------
-def split_input(data: CodeMatrix | pd.DataFrame, tables_ok: bool, model: str) -> tuple[CodeMatrix | None, pd.DataFrame | None]:
-    """(codes, ordinary columns) of what ``fit`` was given."""
+def split_input(data: CodeMatrix | pd.DataFrame, model: str) -> tuple[CodeMatrix | None, pd.DataFrame | None]:
+    """(codes, ordinary columns) of what ``fit`` was given (a table only reaches here for a model
+    whose tags take tables)."""
     if isinstance(data, CodeMatrix):
         return data, data.static
     if isinstance(data, pd.DataFrame):
-        if not tables_ok:
-            raise InputError(f"{model} models EHR code matrices (clinsynth.read_long); for an ordinary table "
-                             "use auto, bayesnet, vae or acgan")
         return None, data
     raise InputError(f"{model}: expected a CodeMatrix or a DataFrame, got {type(data).__name__}")
 
@@ -370,8 +368,8 @@ class CodeModel(SynthModel):
         ``checkpoint_dir``: write a checkpoint there after every epoch of every phase, and continue
         from one of this same fit (see ``SynthModel.fit`` and ``clinsynth.models.checkpoint``).
         """
-        refuse_long_format(self.name, schema)
-        codes, static = split_input(data, self.tags.also_tables, self.name)
+        self._refuse_other_kind(data, schema)
+        codes, static = split_input(data, self.name)
         schema = schema or infer_record_schema(codes, static)
         check_input(schema, codes, static)
         self.input_kind_ = "codes" if codes is not None else "table"  # some defaults depend on it

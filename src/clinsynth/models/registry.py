@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clinsynth.errors import BundleError, ConfigError, HyperparameterError
+from clinsynth.errors import BundleError, ConfigError, DataKindError, HyperparameterError
 from clinsynth.models.tags import ModelTags, tags_of
 from clinsynth.privacy.budget import PRIVACY_FIELDS, Privacy, as_privacy, split_budget
 
@@ -277,16 +277,21 @@ def models_of(kind: str) -> list[str]:
 
 def check_model_takes(name: str, kind: str) -> None:
     """Refuse, in one line, registered model ``name`` given ``kind`` of data its family does not model."""
+    if name != "auto":
+        refuse_kind(name, _entry(name).tags(), kind)
+
+
+def refuse_kind(name: str, tags: ModelTags, kind: str) -> None:
+    """Refuse, in one line that names the models that would take it, ``kind`` of data given to the
+    model ``name`` whose family (``tags``) does not model it."""
     from clinsynth.data.kinds import MANY, ONE
 
-    if name == "auto":
+    if tags.takes(kind):
         return
-    tags = _entry(name).tags()
-    if not tags.takes(kind):
-        long = " (or, for a long-format table, a schema that names its patient and time columns)" \
-            if tags.input == "patients" else ""
-        raise ConfigError(f"{name} models {MANY[tags.input]}, not {ONE[kind]}: name one of "
-                          f"{', '.join(models_of(kind))}, or auto{long}")
+    long = (" (or, for a long-format table, a schema that names its patient and time columns, e.g. "
+            "Schema.infer(df, patient='id', time='day'))") if tags.input == "patients" else ""
+    raise DataKindError(f"{name} models {MANY[tags.input]}, not {ONE[kind]}: name one of "
+                      f"{', '.join(models_of(kind))}, or auto{long}")
 
 
 def _entry(name: str) -> ModelEntry:
