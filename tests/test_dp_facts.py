@@ -33,11 +33,11 @@ from clinsynth.privacy.histograms import (
     zero_spike,
 )
 from clinsynth.privacy.ledger import PrivacyLedger
+from clinsynth.privacy.conform import conform
 from clinsynth.privacy.statistics import (
     RARE_LABEL,
     FactsRefusal,
     charged_release,
-    conform,
     facts_limits,
     plan_statistics,
     release_statistics,

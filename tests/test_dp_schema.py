@@ -16,7 +16,9 @@ import pytest
 
 import clinsynth
 from clinsynth.privacy.formats import NUMBER_FORMATS, decide_format
-from clinsynth.privacy.statistics import conform, plan_statistics, release_statistics, schema_facts
+from clinsynth.privacy.conform import conform
+from clinsynth.privacy.schema_facts import schema_facts
+from clinsynth.privacy.statistics import plan_statistics, release_statistics
 from clinsynth.schema import ColumnSpec, LongitudinalGroup, Schema
 from test_dp_acgan import quiet_accountants  # noqa: F401 (autouse)
 

@@ -15,12 +15,12 @@ from clinsynth.data.datasets import simulate_trial
 from clinsynth.data.transforms import TableEncoder
 from clinsynth.errors import ConfigError, InputError
 from clinsynth.privacy.histograms import coarse_weight
+from clinsynth.privacy.conform import conform
 from clinsynth.privacy.statistics import (
     FLAG_DOMAINS,
     DPRelease,
     bulk_threshold,
     category_threshold,
-    conform,
     flag_domain,
     grid_edges,
     plan_statistics,

@@ -119,3 +119,31 @@ def test_the_holdout_of_a_long_table_keeps_each_patient_whole():
     assert abs(share(train) - share(test)) < 0.03  # stratified by the per-patient target
     with pytest.raises(ConfigError, match="3 patients are too few to hold 20% out"):
         split_patients_holdout(df[df["pid"].isin([500, 501, 502])], "pid", None, 0.2)
+
+
+def test_the_schema_and_the_patient_evaluation_read_a_time_column_by_one_rule():
+    """One date rule (long_schema.time_kind): text the schema takes as dates the evaluation reads as
+    dates, numbers as numbers, and what the one refuses the other refuses."""
+    from clinsynth.evaluate.patients import _time_is_date
+    from clinsynth.long_schema import check_layout_columns, time_kind
+
+    cases = {"dates": (pd.Series(["2020-01-01", "2020-02-01T10:00", "2021-03-04"]), "date"),
+             "numbers": (pd.Series([0.0, 30.0, 61.5]), "number"),
+             "text numbers": (pd.Series(["0", "30", "61"]), "number"),
+             "words": (pd.Series(["soon", "later", "2020-01-01"]), None),
+             "true/false": (pd.Series([True, False, True]), None)}
+    for name, (series, kind) in cases.items():
+        assert time_kind(series) == kind, name
+        frame = pd.DataFrame({"pid": [1, 1, 2], "day": series})
+        if kind is None:
+            with pytest.raises(SchemaError):
+                check_layout_columns(frame, "pid", "day", None)
+            with pytest.raises(SchemaError, match="neither a number nor a date|true/false"):
+                _time_is_date(series, "synthetic", "day")
+        else:
+            assert _time_is_date(series, "synthetic", "day") == (kind == "date"), name
+            if name == "text numbers":  # numbers, but the schema needs them as numbers: said so in one line
+                with pytest.raises(SchemaError, match="numbers written as text"):
+                    check_layout_columns(frame, "pid", "day", None)
+            else:
+                check_layout_columns(frame, "pid", "day", None)

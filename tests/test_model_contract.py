@@ -22,8 +22,6 @@ from clinsynth.data.datasets import simulate_trial
 from clinsynth.data.ehr import CodeMatrix
 from clinsynth.data.ehr_simulator import simulate_ehr
 from clinsynth.errors import ClinsynthError, NotFittedError
-from clinsynth.models.long_base import PatientModel
-from clinsynth.models.records import CodeModel
 from clinsynth.models.registry import REGISTRY, create, load
 from clinsynth.schema import Schema
 
@@ -48,13 +46,12 @@ FAST = {
 
 
 def takes_codes(name: str) -> bool:
-    return issubclass(REGISTRY[name].load_class(), CodeModel)
+    return REGISTRY[name].tags().input == "codes"
 
 
 def takes_patients(name: str) -> bool:
     """A model of the patients family: long-format tables, one row per visit."""
-    cls = REGISTRY[name].load_class()
-    return issubclass(cls, PatientModel) or getattr(cls, "long_format", False)
+    return REGISTRY[name].tags().input == "patients"
 
 
 def build(name: str, seed: int = 0):

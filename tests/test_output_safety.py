@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clinsynth.cli import main
+from clinsynth.cli import OUTPUT_FLAGS, main
 from clinsynth.data import output_dir
 from clinsynth.data.output_dir import MARKER, check_file_target, inspect_output, staged_output, staging_path
 from clinsynth.errors import OutputError
@@ -284,8 +284,17 @@ def test_a_full_disk_while_writing_is_one_line_and_keeps_the_previous_release(
 def test_single_file_outputs_are_not_overwritten_without_asking(tmp_path):
     mine = tmp_path / "synthetic.csv"
     mine.write_text("a steward's table")
-    with pytest.raises(OutputError, match="--overwrite"):
+    with pytest.raises(OutputError, match="overwrite=True") as refused:  # the library names its parameter
         check_file_target(mine)
+    assert "--" not in str(refused.value)
+    assert "add --overwrite to replace it" in refused.value.worded(OUTPUT_FLAGS)  # the CLI words it with its flag
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("a steward's notes")
+    with pytest.raises(OutputError, match=r"^output '.*theirs' is not empty") as foreign:
+        with staged_output(theirs, "release"):
+            pass
+    assert "--" not in str(foreign.value) and foreign.value.worded(OUTPUT_FLAGS).startswith(f"--out '{theirs}'")
     assert check_file_target(mine, overwrite=True) == mine
     with pytest.raises(OutputError, match="is a folder"):
         check_file_target(tmp_path)

@@ -3,7 +3,9 @@
 Each command parses its options, calls one API function and prints one summary line. Any
 ``ClinsynthError`` becomes one red line and a non-zero exit; ``--debug`` shows the traceback.
 Library errors speak of settings (epsilon, a hyperparameter); ``_options`` prefixes the flags that
-gave them. Size: ~600 lines, most of them typer option declarations (one per flag, with its help).
+gave them, and an ``OutputError`` is worded with the output flags (``OUTPUT_FLAGS``). The jobs
+themselves are in :mod:`clinsynth.pipeline`. Size: ~600 lines, most of them typer option
+declarations (one per flag, with its help).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from clinsynth.errors import ClinsynthError, ConfigError
+from clinsynth.errors import ClinsynthError, ConfigError, OutputError, OutputWords
 
 try:  # recent typer vendors click as typer._click; older typer depends on click itself
     from typer._click.exceptions import ClickException
@@ -33,6 +35,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+#: how the command line names the output settings an ``OutputError`` speaks of
+OUTPUT_FLAGS = OutputWords(out="--out", overwrite="--overwrite", resume="--resume")
 console = Console(stderr=True, soft_wrap=True)  # one line per message, however long (paths!)
 out = Console()
 _state = {"debug": False}
@@ -185,8 +189,7 @@ def fit(
     from clinsynth import threads as thread_counts
     from clinsynth.data.io import read_table
     from clinsynth.data.output_dir import output_size, staged_output
-    from clinsynth.models.auto import build, resolve
-    from clinsynth.pipeline import run_fingerprint, table_hash
+    from clinsynth.pipeline import fit_bundle
 
     thread_counts.configure(threads)
     privacy = _privacy(epsilon, delta)
@@ -195,22 +198,13 @@ def fit(
     with staged_output(output, "bundle", overwrite=overwrite, resume=resume, reserve_bytes=reserve) as stage:
         df = read_table(data)
         table_schema = _load_schema(df, schema_path, target, _unit(privacy_unit), patient_col, time_col)
-        table_schema.validate(df)
-        if table_schema.is_long:
-            from clinsynth.long_schema import limit_visits
-
-            df = limit_visits(df, table_schema.patient, table_schema.time, max_visits, truncate_visits)
-        stage.claim(run_fingerprint(model, params, privacy, seed, table_schema.to_json(), table_hash(df)))
-        name, choice = resolve(model, df, table_schema, privacy)
         with _param_options(params):
-            fitted = build(name, params, choice, privacy, seed=seed, progress=not quiet)
-        if choice is not None:
-            console.print(escape(choice.reason))
-        fitted.fit(df, table_schema, checkpoint_dir=stage.checkpoint_dir)
-        fitted.write_bundle(stage.dir)
+            fitted, df = fit_bundle(df, table_schema, stage, model, params, privacy, seed=seed, progress=not quiet,
+                                    max_visits=max_visits, truncate_visits=truncate_visits,
+                                    on_choice=lambda reason: console.print(escape(reason)))
     console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained on {len(df):,} rows × {df.shape[1]} columns")
     if getattr(fitted, "ledger_", None) is not None:
-        from clinsynth.privacy.statistics import schema_facts
+        from clinsynth.privacy.schema_facts import schema_facts
 
         print_ledger(fitted.ledger_)
         console.print(escape(schema_facts(fitted.schema_, getattr(fitted, "facts_", None))["summary"]))
@@ -290,10 +284,10 @@ def sample(
     from clinsynth import threads as thread_counts
 
     thread_counts.configure(threads)
-    from clinsynth.data.ehr import CodeMatrix, write_long
-    from clinsynth.data.io import table_format, write_table
+    from clinsynth.data.io import table_format
     from clinsynth.data.output_dir import check_file_target
     from clinsynth.models.registry import load
+    from clinsynth.pipeline import write_sample
 
     table_format(output)
     check_file_target(output, overwrite, what="synthetic table")
@@ -301,18 +295,9 @@ def sample(
         raise ConfigError(f"--n must be at least 1, got {n}")
     model = load(model_dir)
     synthetic = model.sample(n, conditions=parse_conditions(condition), seed=seed)
-    if isinstance(synthetic, CodeMatrix):  # a code model's patients: the long format
-        static_out = output.with_name(f"{output.stem}_static{output.suffix}")
-        if synthetic.static is not None:
-            check_file_target(static_out, overwrite, what="synthetic per-patient table")
-        write_long(synthetic, output, csv_safe=csv_safe)
-        if synthetic.static is not None:  # patients' ordinary columns, as `run --codes` writes them
-            static = synthetic.static.copy()
-            static.insert(0, "patient_id", synthetic.patient_ids)
-            write_table(static, static_out, csv_safe=csv_safe)
+    if write_sample(synthetic, output, csv_safe=csv_safe, overwrite=overwrite) == "codes":  # patients, long format
         console.print(f"[green]wrote[/green] {output}: {synthetic.n_patients:,} synthetic patients, {synthetic.nnz:,} codes")
         return
-    write_table(synthetic, output, csv_safe=csv_safe)
     mix = ""
     if model.schema_.target is not None:
         shares = synthetic[model.schema_.target].astype(str).value_counts(normalize=True).sort_index()
@@ -393,7 +378,7 @@ def run(
     and steward/ (report, metrics, manifest)."""
     from clinsynth import threads as thread_counts
     from clinsynth.data.io import read_table
-    from clinsynth.pipeline import CodeColumns, CodeInput, RunConfig, open_release, run_release
+    from clinsynth.pipeline import CodeColumns, CodeInput, RunConfig, file_source, open_release, run_code_file, run_release
 
     if n is not None and n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
@@ -419,7 +404,9 @@ def run(
         name, params = _code_model_and_params(model, param, epochs, select, privacy, target)
         config = RunConfig(target=None, model=name, params=params, **settings)
         with open_release(output, overwrite=overwrite, resume=resume, inputs=(data, static) if static else (data,)) as stage:
-            result = _run_codes(data, stage, schema_path, config, spec, quiet)
+            with _param_options(config.params):
+                result = run_code_file(data, spec, config, stage, schema_path, progress=not quiet,
+                                       on_step=_step_printer(quiet))
         _release_summary(result)
         return
     code_options = {"--count-col": count_col, "--truncate": truncate, "--vocabulary": vocabulary,
@@ -434,7 +421,7 @@ def run(
         config = RunConfig(target=table_schema.target, model=name, params=params, max_visits=max_visits,
                            truncate_visits=truncate_visits, **settings)
         with _param_options(params):
-            result = run_release(df, config, stage, schema=table_schema, source=_file_source(data),
+            result = run_release(df, config, stage, schema=table_schema, source=file_source(data),
                                  progress=not quiet, on_step=_step_printer(quiet))
     _release_summary(result)
 
@@ -442,8 +429,7 @@ def run(
 def _code_model_and_params(model: str, param: Optional[list[str]], epochs: Optional[int], select: Optional[str],
                            privacy: Any, target: Optional[str]) -> tuple[str, dict[str, Any]]:
     """`run --codes`: the code model and its options, checked before any output is made."""
-    from clinsynth.models.records import CodeModel
-    from clinsynth.models.registry import REGISTRY
+    from clinsynth.models.registry import models_of
 
     if target is not None:
         raise ConfigError("--target does not apply to --codes: a code release is scored code by code "
@@ -451,31 +437,10 @@ def _code_model_and_params(model: str, param: Optional[list[str]], epochs: Optio
     if select is not None:
         raise ConfigError("--select applies to the AC-GAN's epoch selection, not to the code models")
     name, params = _model_and_params(model, param, epochs, None, privacy)
-    code_models = [m for m, e in REGISTRY.items() if m != "auto" and issubclass(e.load_class(), CodeModel)]
+    code_models = models_of("codes")
     if name not in code_models + ["auto"]:
         raise ConfigError(f"model '{name}' does not model EHR codes; code models: {', '.join(code_models)}")
     return name, params
-
-
-def _run_codes(data: Path, stage: Any, schema_path: Optional[Path], config: Any, spec: Any, quiet: bool) -> Any:
-    """`run --codes`: the release of an EHR code table (long format in, long format out) as ``config`` says."""
-    from dataclasses import asdict
-
-    from clinsynth.pipeline import read_code_input, run_code_release
-    from clinsynth.schema import Schema
-
-    codes, schema = read_code_input(data, spec, Schema.load(schema_path) if schema_path is not None else None)
-    with _param_options(config.params):
-        return run_code_release(codes, config, stage, schema=schema, names=spec.columns,
-                                source={**_file_source(data), "read": asdict(spec)}, progress=not quiet,
-                                on_step=_step_printer(quiet))
-
-
-def _file_source(data: Path) -> dict[str, Any]:
-    """The input file as the manifest names it."""
-    from clinsynth.pipeline import file_hash
-
-    return {"name": data.name, "path": str(data), "file_sha256": file_hash(data)}
 
 
 @app.command()
@@ -637,7 +602,8 @@ def main(argv: list[str] | None = None) -> int:
     except ClinsynthError as e:
         if debug:
             raise
-        console.print("[red]error:[/red] " + escape(str(e)), highlight=False)
+        message = e.worded(OUTPUT_FLAGS) if isinstance(e, OutputError) else str(e)
+        console.print("[red]error:[/red] " + escape(message), highlight=False)
         return 1
 
 

@@ -5,6 +5,8 @@ The CLI prints the message as one red line and exits non-zero; ``--debug`` shows
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 
 class ClinsynthError(Exception):
     """Base class: anything clinsynth raises on purpose."""
@@ -35,6 +37,11 @@ class HyperparameterError(ConfigError):
     """A hyperparameter the model does not take (the CLI names the flag that gave it)."""
 
 
+class DataKindError(ConfigError, InputError):
+    """Data of a kind (a table, a code matrix, patients with visits) the named model's family does
+    not model: a wrong input for that model, or a wrong model for that input."""
+
+
 class NotFittedError(ClinsynthError, RuntimeError):
     """A model used before ``fit``."""
 
@@ -47,8 +54,38 @@ class BundleError(ClinsynthError, ValueError):
     """A model bundle on disk that is missing parts or does not fit this version."""
 
 
+class OutputWords(NamedTuple):
+    """How a front end names the output settings: the folder or file, replacing it, resuming."""
+
+    out: str
+    overwrite: str
+    resume: str
+
+
+#: the Python API's names: the output path parameter, ``overwrite=True``, ``resume=True``
+API_WORDS = OutputWords(out="output", overwrite="overwrite=True", resume="resume=True")
+#: where an ``OutputError`` message names a setting (worded by :meth:`OutputError.worded`)
+OUT, OVERWRITE, RESUME = (f"\x1d{name}\x1d" for name in OutputWords._fields)
+
+
 class OutputError(ClinsynthError):
-    """An output location clinsynth may not or cannot write: not its own, locked, full, read-only."""
+    """An output location clinsynth may not or cannot write: not its own, locked, full, read-only.
+
+    A message names the settings by the markers ``OUT``, ``OVERWRITE`` and ``RESUME``; ``str()``
+    words them as the Python API takes them (:data:`API_WORDS`), a front end as its own options
+    with :meth:`worded` (the CLI: ``--out``, ``--overwrite``, ``--resume``).
+    """
+
+    def __init__(self, message: str):
+        self.message = message
+        super().__init__(self.worded(API_WORDS))
+
+    def worded(self, words: OutputWords) -> str:
+        """The message with the settings named as ``words`` name them."""
+        text = self.message
+        for marker, word in zip((OUT, OVERWRITE, RESUME), words):
+            text = text.replace(marker, word)
+        return text
 
 
 class CheckpointError(ConfigError):

@@ -46,21 +46,38 @@ def check_layout_columns(df: pd.DataFrame, patient: str, time: str, target: str 
     t = df[time]
     if t.isna().any():
         raise SchemaError(f"time column '{time}' has {int(t.isna().sum()):,} empty cells: every visit needs its time")
-    if not (pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t)) \
-            and not pd.api.types.is_datetime64_any_dtype(t) and not _dates(t):
+    kind = time_kind(t)
+    if kind is None:
         raise SchemaError(f"time column '{time}' is neither numbers (e.g. days since baseline) nor dates "
-                          f"(e.g. {t.iloc[0]!r}); convert it or name another --time-col")
+                          f"(e.g. {t.iloc[0]!r}); convert it or name another time column")
+    if kind == "number" and not pd.api.types.is_numeric_dtype(t):
+        raise SchemaError(f"time column '{time}' holds numbers written as text (e.g. {t.iloc[0]!r}); convert it to "
+                          "numbers (pandas.to_numeric) before fitting")
     dupes = int(df.duplicated([patient, time]).sum())
     if dupes:
         raise SchemaError(f"{dupes:,} rows repeat a (patient, time) pair of an earlier row ('{patient}', '{time}'): "
                           "one row per visit; merge or drop the repeats")
 
 
-def _dates(s: pd.Series) -> bool:
+def time_kind(s: pd.Series) -> str | None:
+    """How a long table's time column reads: ``"number"`` (e.g. days since baseline), ``"date"``, or
+    None (true/false, or text that is neither). The one rule the schema check and the patient
+    evaluation share; text counts as dates when every value parses, else as numbers when every
+    value is one."""
     from clinsynth.schema import parse_datetimes
 
-    sample = s.astype(str).head(1000)
-    return bool(parse_datetimes(sample).notna().all())
+    if pd.api.types.is_bool_dtype(s):
+        return None
+    if pd.api.types.is_numeric_dtype(s):
+        return "number"
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return "date"
+    values = s.dropna().astype(str)
+    if len(values) and parse_datetimes(values).notna().all():
+        return "date"
+    if len(values) and pd.to_numeric(values, errors="coerce").notna().all():
+        return "number"
+    return None
 
 
 def infer_levels(df: pd.DataFrame, patient: str, time: str, target: str | None) -> dict[str, str]:

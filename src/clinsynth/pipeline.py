@@ -4,7 +4,10 @@
 release; ``run_code_release`` the same for an EHR code matrix (``clinsynth run --codes``), whose
 synthetic patients are written back in long format. ``run_demo`` and ``run_ehr_demo`` are the
 same on bundled simulated data (the trial, the EHR extract), the first thing a newcomer runs;
-``run_long_demo`` the same on the simulated long-format trial (one row per visit).
+``run_long_demo`` the same on the simulated long-format trial (one row per visit). ``fit_bundle``
+is ``clinsynth fit`` (a model bundle, no release) and ``write_sample`` what ``clinsynth sample``
+writes. The holdout splits are in :mod:`clinsynth.splits`, what a model promises in
+:mod:`clinsynth.guarantee`.
 
 A release is a folder of two parts (see :mod:`clinsynth.data.output_dir` for how it is written):
 
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,99 +27,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from clinsynth import threads
 from clinsynth.data.digest import codes_hash, file_hash, table_hash  # noqa: F401 (the manifest's hashes, re-exported)
 from clinsynth.data.io import jsonable, write_table, write_text_atomic
 from clinsynth.data.output_dir import Stage, output_size, staged_output
 from clinsynth.errors import ConfigError
+from clinsynth.guarantee import guarantee_of, privacy_unit_of
 from clinsynth.privacy.budget import Privacy, budget
 from clinsynth.schema import Schema
-
-
-def split_holdout(df: pd.DataFrame, target: str | None, test_size: float = 0.2,
-                  seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stratified train/holdout split; the holdout never reaches the model."""
-    if not 0 < test_size < 1:
-        raise ConfigError(f"test_size must be between 0 and 1, got {test_size}")
-    stratify = df[target].astype(str) if target is not None else None
-    _check_split(len(df), test_size, stratify, target)
-    train, test = train_test_split(df, test_size=test_size, random_state=seed, stratify=stratify)
-    return train.reset_index(drop=True), test.reset_index(drop=True)
-
-
-def split_patients_holdout(df: pd.DataFrame, patient: str, target: str | None, test_size: float = 0.2,
-                           seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The holdout of a long-format table: whole patients (all of their rows) on one side, stratified
-    by their per-patient target — a patient's visits split across both sides would let the privacy
-    attacks and train-on-synthetic/test-on-real see the same person twice."""
-    if not 0 < test_size < 1:
-        raise ConfigError(f"test_size must be between 0 and 1, got {test_size}")
-    first = df.groupby(patient, sort=False).head(1)
-    ids = first[patient].to_numpy()
-    stratify = first[target].astype(str).to_numpy() if target is not None else None
-    _check_split(len(ids), test_size, pd.Series(stratify) if stratify is not None else None, target, unit="patients")
-    train_ids, _ = train_test_split(ids, test_size=test_size, random_state=seed, stratify=stratify)
-    in_train = df[patient].isin(set(train_ids.tolist()))
-    return df[in_train].reset_index(drop=True), df[~in_train].reset_index(drop=True)
-
-
-def _check_split(n: int, test_size: float, stratify: pd.Series | None, target: str | None,
-                 unit: str = "rows") -> None:
-    """Refuse, in one line, a table too small for the holdout (scikit-learn's split would raise)."""
-    n_test = math.ceil(test_size * n)
-    if n_test < 2 or n - n_test < 2:
-        raise ConfigError(f"{n} {unit} are too few to hold {test_size:.0%} out: training and holdout need "
-                          f"at least 2 {unit} each (more {unit}, or another --test-size)")
-    if stratify is not None:
-        counts = stratify.value_counts()
-        if counts.min() < 2:
-            raise ConfigError(f"target '{target}' class {counts.idxmin()!r} has only {counts.min()} {unit[:-1]}: a "
-                              "stratified holdout needs at least 2 of each class (merge or drop that class)")
-        if n_test < len(counts) or n - n_test < len(counts):
-            raise ConfigError(f"{n} rows are too few to hold {test_size:.0%} out stratified by '{target}': training "
-                              f"and holdout each need a row of all {len(counts)} classes (another --test-size)")
-
-
-def guarantee_of(model: Any) -> dict[str, Any]:
-    """What a fitted model promises, as the report states it: its ledger, or no guarantee."""
-    from clinsynth.evaluate.suite import no_guarantee
-    from clinsynth.privacy.statistics import schema_facts
-
-    ledger = getattr(model, "ledger_", None)
-    if ledger is None:
-        return no_guarantee(model.name)
-    return {"differentially_private": True, "model": model.name, "epsilon": ledger.epsilon, "delta": ledger.delta,
-            "spent": ledger.spent(), "accountant": ledger.accountant, "charges": ledger.table(),
-            "privacy_unit": privacy_unit_of(model),
-            "schema_facts": schema_facts(model.schema_, getattr(model, "facts_", None)),
-            "facts_release": getattr(model, "facts_", None) or {}}
-
-
-def privacy_unit_of(model: Any) -> str:
-    """Whose data a fitted DP model's guarantee protects, as the guarantee page and manifest say it.
-
-    The ledger's unit decides (``PrivacyLedger.unit``): a patient ledger gives the unit the model
-    states (with its contribution bound) or the code matrices' patient; a record ledger gives the
-    row. A model of patients whose ledger reads per record was saved before the ledger named its
-    unit: its guarantee is read per row, the narrower claim."""
-    from clinsynth.privacy.unit import LONG_PATIENT_UNIT, PATIENT_UNIT, ROW_UNIT
-
-    unit = getattr(getattr(model, "ledger_", None), "unit", None)
-    stated = getattr(model, "privacy_unit_", None) or (
-        PATIENT_UNIT if getattr(model.schema_, "codes", None) is not None else None)
-    if unit in (None, "patient") and stated:
-        return stated
-    if unit == "patient":
-        return LONG_PATIENT_UNIT if model.schema_.is_long else PATIENT_UNIT
-    if stated:
-        return ROW_UNIT + ": its ledger was saved before charges named their unit, so the guarantee is read per row"
-    if model.schema_.privacy_unit == "row":
-        return ROW_UNIT + ", as declared"
-    return ROW_UNIT + ": no identifier column repeated when it was fitted"
+from clinsynth.splits import split_holdout, split_patients, split_patients_holdout
 
 
 @dataclass
@@ -322,6 +242,36 @@ def run_fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(jsonable(list(parts)), sort_keys=True).encode()).hexdigest()
 
 
+def fit_bundle(df: pd.DataFrame, schema: Schema, stage: Stage, model: str, params: dict[str, Any],
+               privacy: Privacy | None, seed: int = 0, progress: bool = True, max_visits: int = 100,
+               truncate_visits: bool = False, on_choice: Any = None) -> tuple[Any, pd.DataFrame]:
+    """``clinsynth fit``: the model ``model`` (a registry name; ``auto`` chooses and ``on_choice(reason)``
+    is told why) fitted on ``df`` and written as a bundle into ``stage`` (a bundle stage the caller
+    opened: checkpoints go there, and a resume must be of the same data and options). A long-format
+    table's patients with more than ``max_visits`` visits are refused (or cut: ``truncate_visits``).
+    Returns the fitted model and the table it learned from."""
+    from clinsynth.models.auto import build, resolve
+
+    schema.validate(df)
+    if schema.is_long:
+        from clinsynth.long_schema import limit_visits
+
+        df = limit_visits(df, schema.patient, schema.time, max_visits, truncate_visits)
+    stage.claim(run_fingerprint(model, params, privacy, seed, schema.to_json(), table_hash(df)))
+    name, choice = resolve(model, df, schema, privacy)
+    fitted = build(name, params, choice, privacy, seed=seed, progress=progress)
+    if choice is not None and on_choice is not None:
+        on_choice(choice.reason)
+    fitted.fit(df, schema, checkpoint_dir=stage.checkpoint_dir)
+    fitted.write_bundle(stage.dir)
+    return fitted, df
+
+
+def file_source(data: Path) -> dict[str, Any]:
+    """The input file as the manifest names it."""
+    return {"name": data.name, "path": str(data), "file_sha256": file_hash(data)}
+
+
 def run_release(df: pd.DataFrame, config: RunConfig, out_dir: str | Path | Stage, schema: Schema | None = None,
                 source: dict[str, Any] | None = None, progress: bool = True,
                 on_step: Any = None, overwrite: bool = False, resume: bool = False) -> RunResult:
@@ -365,32 +315,45 @@ def run_release(df: pd.DataFrame, config: RunConfig, out_dir: str | Path | Stage
 
 
 # -- EHR code matrices -------------------------------------------------------------------------
-def split_patients(codes: Any, test_size: float = 0.2, seed: int = 0) -> tuple[Any, Any]:
-    """Random train/holdout split of a code matrix's patients (with their ordinary columns)."""
-    if not 0 < test_size < 1:
-        raise ConfigError(f"test_size must be between 0 and 1, got {test_size}")
-    n = codes.n_patients
-    n_test = int(round(test_size * n))
-    if n_test < 2 or n - n_test < 2:
-        raise ConfigError(f"{n} patients are too few to hold {test_size:.0%} out: "
-                          "training and holdout need at least 2 patients each")
-    order = np.random.default_rng(seed).permutation(n)
-    return codes.subset(np.sort(order[n_test:])), codes.subset(np.sort(order[:n_test]))
-
-
 def write_codes(codes: Any, out: Path, output_format: str, names: CodeColumns, csv_safe: bool = True) -> dict[str, Path]:
     """Synthetic patients as the steward's long format (``synthetic.<fmt>``: id, code[, count]) and,
     when they have ordinary columns, one row per patient in ``synthetic_static.<fmt>`` — the only
     place a synthetic patient without any code appears."""
+    return _write_code_files(codes, out / f"synthetic.{output_format}", out / f"synthetic_static.{output_format}",
+                             names, csv_safe)
+
+
+def _write_code_files(codes: Any, path: Path, static_path: Path, names: CodeColumns,
+                      csv_safe: bool) -> dict[str, Path]:
     from clinsynth.data.ehr import write_long
 
-    files = {"synthetic": write_long(codes, out / f"synthetic.{output_format}", patient_col=names.patient_col,
-                                     code_col=names.code_col, count_col=names.count_col, csv_safe=csv_safe)}
+    files = {"synthetic": write_long(codes, path, patient_col=names.patient_col, code_col=names.code_col,
+                                     count_col=names.count_col, csv_safe=csv_safe)}
     if codes.static is not None:
         static = codes.static.copy()
         static.insert(0, names.patient_col, codes.patient_ids)
-        files["synthetic_static"] = write_table(static, out / f"synthetic_static.{output_format}", csv_safe=csv_safe)
+        files["synthetic_static"] = write_table(static, static_path, csv_safe=csv_safe)
     return files
+
+
+def write_sample(synthetic: Any, path: str | Path, csv_safe: bool = True, overwrite: bool = False) -> str:
+    """Write what a model sampled to ``path`` and say its kind (``data.kinds``): a table as one file;
+    a code matrix in long format (patient_id, code[, count]) with its patients' ordinary columns, if
+    any, in ``<stem>_static<suffix>`` beside it. An existing file is replaced only with ``overwrite``."""
+    from clinsynth.data.kinds import data_kind
+    from clinsynth.data.output_dir import check_file_target
+
+    path = Path(path)
+    kind = data_kind(synthetic)
+    check_file_target(path, overwrite, what="synthetic table")
+    if kind != "codes":
+        write_table(synthetic, path, csv_safe=csv_safe)
+        return kind
+    static_path = path.with_name(f"{path.stem}_static{path.suffix}")
+    if synthetic.static is not None:
+        check_file_target(static_path, overwrite, what="synthetic per-patient table")
+    _write_code_files(synthetic, path, static_path, CodeColumns(), csv_safe)
+    return kind
 
 
 @dataclass
@@ -441,6 +404,15 @@ def read_code_input(path: str | Path, spec: CodeInput, schema: Schema | None = N
             update["max_count"] = spec.max_count
         schema = schema.model_copy(update={"codes": schema.codes.model_copy(update=update)})
     return codes, schema
+
+
+def run_code_file(path: Path, spec: CodeInput, config: RunConfig, stage: Stage, schema_path: Path | None = None,
+                  progress: bool = True, on_step: Any = None) -> RunResult:
+    """``clinsynth run --codes``: read the long-format code table at ``path`` as ``spec`` says (with
+    the schema at ``schema_path``, if given) and make its release in ``stage``."""
+    codes, schema = read_code_input(path, spec, Schema.load(schema_path) if schema_path is not None else None)
+    return run_code_release(codes, config, stage, schema=schema, names=spec.columns,
+                            source={**file_source(path), "read": asdict(spec)}, progress=progress, on_step=on_step)
 
 
 def run_code_release(codes: Any, config: RunConfig, out_dir: str | Path | Stage, schema: Schema | None = None,

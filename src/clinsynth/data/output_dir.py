@@ -1,9 +1,9 @@
 """Output directories that clinsynth may write: never a user's folder, never a mixed release.
 
-A steward points ``--out`` at a path; what is there may be theirs. The rules, checked *before any
-data is read*:
+A steward points an output (``--out`` on the command line) at a path; what is there may be theirs.
+The rules, checked *before any data is read*:
 
-* ``--out`` must be absent, empty, or a previous clinsynth output of the same kind (recognised by
+* the output must be absent, empty, or a previous clinsynth output of the same kind (recognised by
   the marker file :data:`MARKER`, or for outputs made before the marker by their manifest or
   bundle config). Anything else is refused, naming what is there.
 * Replacing a previous output needs ``overwrite``; it removes only the files that output lists.
@@ -24,6 +24,9 @@ The protocol that makes an output appear whole or not at all:
 A reader therefore sees the old output, briefly no output, or the new one — never both mixed.
 A kill between the renames is repaired the next time a writer takes the lock (:func:`_recover`):
 a complete staging directory rolls forward, anything else rolls back to the old output.
+
+Size: ~530 lines. The checks, the lock, the staging folder, the commit and the resume state are one
+protocol on one folder: each step reads the marker file the others write.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from clinsynth.errors import OutputError
+from clinsynth.errors import OUT, OVERWRITE, RESUME, OutputError
 
 MARKER = ".clinsynth.json"
 MARKER_FORMAT = 1
@@ -72,14 +75,14 @@ def _normalise(path: str | Path) -> Path:
     if path.name in ("", ".", ".."):
         path = path.resolve()
     if path.parent == path:
-        raise OutputError(f"--out '{path}' is the file system's root; choose a folder for the output")
+        raise OutputError(f"{OUT} '{path}' is the file system's root; choose a folder for the output")
     return path
 
 
 # -- what is in a folder --------------------------------------------------------------------
 @dataclass(frozen=True)
 class Existing:
-    """What ``--out`` holds now: nothing, an empty folder, a clinsynth output, or something else."""
+    """What the output path holds now: nothing, an empty folder, a clinsynth output, or something else."""
 
     state: Literal["absent", "file", "empty", "ours", "foreign"]
     kind: str | None = None
@@ -98,7 +101,7 @@ def inspect_output(path: str | Path) -> Existing:
     try:
         entries = sorted(os.listdir(path))
     except OSError as e:
-        raise OutputError(f"--out '{path}' cannot be read ({e.strerror}); choose a folder you can write") from None
+        raise OutputError(f"{OUT} '{path}' cannot be read ({e.strerror}); choose a folder you can write") from None
     if not entries:
         return Existing("empty")
     marker = _read_marker(path)
@@ -149,24 +152,24 @@ def _preview(entries: tuple[str, ...] | list[str], path: Path, k: int = 5) -> st
 
 
 def check_target(path: str | Path, kind: Kind, overwrite: bool = False, label: str | Path | None = None) -> Existing:
-    """Refuse an ``--out`` that is not ours to write, before anything is read or trained;
+    """Refuse an output path that is not ours to write, before anything is read or trained;
     messages name it as ``label`` (what the user typed) when given."""
     found = inspect_output(path)
     path = Path(label) if label is not None else Path(path)
     what = _WHAT[kind]
     if found.state == "file":
-        raise OutputError(f"--out '{path}' is a file; a {what} is a folder: choose a new or empty folder")
+        raise OutputError(f"{OUT} '{path}' is a file; a {what} is a folder: choose a new or empty folder")
     if found.state == "foreign":
-        raise OutputError(f"--out '{path}' is not empty and is not a clinsynth output: it holds "
+        raise OutputError(f"{OUT} '{path}' is not empty and is not a clinsynth output: it holds "
                           f"{_preview(found.entries, path)}; clinsynth writes only into a new or empty folder "
-                          "or one of its own outputs, so choose another --out")
+                          f"or one of its own outputs, so choose another {OUT}")
     if found.state == "ours" and found.kind != kind:
-        raise OutputError(f"--out '{path}' holds a clinsynth {_WHAT[found.kind or 'release']}, not a {what}; "
-                          "choose another --out")
+        raise OutputError(f"{OUT} '{path}' holds a clinsynth {_WHAT[found.kind or 'release']}, not a {what}; "
+                          f"choose another {OUT}")
     if found.state == "ours" and not overwrite:
         made = f" (made {found.created})" if found.created else ""
-        raise OutputError(f"--out '{path}' holds a previous clinsynth {what}{made}; add --overwrite to replace it "
-                          "(only the files it lists are removed) or choose another --out")
+        raise OutputError(f"{OUT} '{path}' holds a previous clinsynth {what}{made}; add {OVERWRITE} to replace it "
+                          f"(only the files it lists are removed) or choose another {OUT}")
     return found
 
 
@@ -192,7 +195,7 @@ class _Lock:
                 holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
                 os.close(fd)
                 raise OutputError(f"another clinsynth run is writing '{self.out}'" + (f" ({holder})" if holder else "")
-                                  + "; wait for it to finish or choose another --out") from None
+                                  + f"; wait for it to finish or choose another {OUT}") from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -247,7 +250,7 @@ class Stage:
         """Tie the staging folder to one run (its data and options): a resume of another run is refused."""
         held = self.state.get("fingerprint")
         if self.resumed and held is not None and held != fingerprint:
-            raise OutputError(f"--resume: the interrupted run in '{self.dir}' was made from other data or options; "
+            raise OutputError(f"{RESUME}: the interrupted run in '{self.dir}' was made from other data or options; "
                               "run the same command as before, or remove that folder to start afresh")
         if held != fingerprint:
             self.state["fingerprint"] = fingerprint
@@ -296,19 +299,19 @@ def staged_output(path: str | Path, kind: Kind, *, overwrite: bool = False, resu
     given = path
     path = _normalise(path)
     if path.parent.exists() and not path.parent.is_dir():
-        raise OutputError(f"--out '{given}': '{path.parent}' is a file, not a folder")
+        raise OutputError(f"{OUT} '{given}': '{path.parent}' is a file, not a folder")
     check_target(path, kind, overwrite, label=given)  # fast refusal before taking the lock
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutputError(f"--out '{path}': cannot create the folder '{path.parent}' ({e.strerror})") from None
+        raise OutputError(f"{OUT} '{path}': cannot create the folder '{path.parent}' ({e.strerror})") from None
     lock = _Lock(path)
     try:
         lock.acquire()
     except PermissionError:
-        raise OutputError(f"--out '{path}': '{path.parent}' is not writable; choose a folder you can write") from None
+        raise OutputError(f"{OUT} '{path}': '{path.parent}' is not writable; choose a folder you can write") from None
     except OSError as e:
-        raise OutputError(f"--out '{path}': cannot write in '{path.parent}' ({e.strerror})") from None
+        raise OutputError(f"{OUT} '{path}': cannot write in '{path.parent}' ({e.strerror})") from None
     stage: Stage | None = None
     try:
         _recover(path)
@@ -358,7 +361,7 @@ def _is_write_error(e: OSError, stage: Stage) -> bool:
 def _write_error(e: OSError, stage: Stage) -> OutputError:
     what = _WHAT[stage.kind]
     where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-    kept = (f"the checkpoint is kept in '{stage.dir}' (--resume continues from it)" if _keep_staging(stage)
+    kept = (f"the checkpoint is kept in '{stage.dir}' ({RESUME} continues from it)" if _keep_staging(stage)
             else "the partial output was removed")
     before = "the previous output is intact" if stage.previous.state == "ours" else "nothing was written there"
     reason = e.strerror or str(e)
@@ -373,10 +376,10 @@ def _open_stage(path: Path, kind: Kind, previous: Existing, resume: bool, reserv
         if state is None and not _only_probe(staging):
             raise OutputError(f"'{staging}' is in the way of the output and is not clinsynth's; move it away")
         if progress and not resume:
-            raise OutputError(f"an interrupted run left its checkpoint in '{staging}': add --resume to continue it, "
+            raise OutputError(f"an interrupted run left its checkpoint in '{staging}': add {RESUME} to continue it, "
                               "or remove that folder to start afresh")
         if progress and state.get("kind") != kind:
-            raise OutputError(f"--resume: the interrupted run in '{staging}' was writing a {_WHAT[state['kind']]}, "
+            raise OutputError(f"{RESUME}: the interrupted run in '{staging}' was writing a {_WHAT[state['kind']]}, "
                               f"not a {_WHAT[kind]}")
         if not progress:
             shutil.rmtree(staging)
@@ -390,14 +393,14 @@ def _open_stage(path: Path, kind: Kind, previous: Existing, resume: bool, reserv
     except OSError as e:
         if not progress:
             shutil.rmtree(staging, ignore_errors=True)
-        raise OutputError(f"--out '{path}': cannot write in '{path.parent}' ({e.strerror}); "
+        raise OutputError(f"{OUT} '{path}': cannot write in '{path.parent}' ({e.strerror}); "
                           "choose a folder you can write") from None
     free = shutil.disk_usage(staging).free
     if reserve_bytes and free < reserve_bytes:
         if not progress:
             shutil.rmtree(staging, ignore_errors=True)
-        raise OutputError(f"--out '{path}': about {_mb(reserve_bytes)} is needed for the {_WHAT[kind]} but only "
-                          f"{_mb(free)} is free on that disk; free some space or choose another --out")
+        raise OutputError(f"{OUT} '{path}': about {_mb(reserve_bytes)} is needed for the {_WHAT[kind]} but only "
+                          f"{_mb(free)} is free on that disk; free some space or choose another {OUT}")
     return Stage(path, kind, staging, previous, resumed=progress, state=dict(state.get("state", {})) if progress else {})
 
 
@@ -424,8 +427,8 @@ def _commit(stage: Stage) -> None:
     clash = sorted(set(carried) & (set(files) | {MARKER}) | {c for c in carried if any(
         c.startswith(f + "/") or f.startswith(c + "/") for f in files)})
     if clash:
-        raise OutputError(f"--out '{stage.path}' holds file(s) of yours where the new {_WHAT[stage.kind]} writes: "
-                          f"{', '.join(clash[:5])}; move them away and run again with --resume")
+        raise OutputError(f"{OUT} '{stage.path}' holds file(s) of yours where the new {_WHAT[stage.kind]} writes: "
+                          f"{', '.join(clash[:5])}; move them away and run again with {RESUME}")
     _write_marker(stage.dir, stage.kind, status="complete", files=files)
     if previous.state == "empty":
         try:
@@ -521,9 +524,9 @@ def check_file_target(path: str | Path, overwrite: bool = False, what: str = "ou
     existing file unless ``overwrite`` (it may be the steward's)."""
     path = Path(path)
     if path.is_dir():
-        raise OutputError(f"--out '{path}' is a folder; the {what} is one file: give a file name")
+        raise OutputError(f"{OUT} '{path}' is a folder; the {what} is one file: give a file name")
     if path.exists() and not overwrite:
-        raise OutputError(f"'{path}' already exists; add --overwrite to replace it or choose another name")
+        raise OutputError(f"'{path}' already exists; add {OVERWRITE} to replace it or choose another name")
     if path.parent.exists() and not path.parent.is_dir():
         raise OutputError(f"'{path}': '{path.parent}' is a file, not a folder")
     return path

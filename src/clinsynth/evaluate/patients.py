@@ -138,21 +138,18 @@ def lab_columns(real: pd.DataFrame, layout: LongLayout) -> tuple[list[str], list
 
 
 def _time_is_date(s: pd.Series, name: str, column: str) -> bool:
+    """Whether the time column holds dates (else numbers), by the schema's rule
+    (:func:`clinsynth.long_schema.time_kind`); a column that is neither is refused, naming a value."""
+    from clinsynth.long_schema import time_kind
+
+    kind = time_kind(s)
+    if kind is not None:
+        return kind == "date"
     if pd.api.types.is_bool_dtype(s):
         raise SchemaError(f"the time column '{column}' of the {name} table is true/false; "
                           "it must be a number (days since baseline) or a date")
-    if pd.api.types.is_numeric_dtype(s):
-        return False
-    if pd.api.types.is_datetime64_any_dtype(s):
-        return True
-    values = s.dropna()
-    parsed = parse_datetimes(values.astype(str))
-    if len(values) and parsed.notna().all():
-        return True
-    numbers = pd.to_numeric(values, errors="coerce")
-    if numbers.notna().all():
-        return False
-    bad = values[parsed.isna() & numbers.isna()].iloc[0]
+    values = s.dropna().astype(str)
+    bad = values[parse_datetimes(values).isna() & pd.to_numeric(values, errors="coerce").isna()].iloc[0]
     raise SchemaError(f"the time column '{column}' of the {name} table holds {bad!r}, neither a number nor a date; "
                       "give days since baseline or dates")
 

@@ -5,9 +5,10 @@ from the caller, what the model promised), never a model, and returns an :class:
 whose ``to_dict()`` is ``metrics.json``: every number the report shows, and the report is
 drawn from it alone.
 
-Given three :class:`~clinsynth.data.ehr.CodeMatrix` objects instead of frames, it evaluates a
-synthetic code matrix (:func:`clinsynth.evaluate.codes.evaluate_codes`): the metrics then hold
-a ``codes`` section in place of ``fidelity``, ``utility`` and ``privacy_attacks``.
+The result is the data's family's: a :class:`TableEvaluation` for a table, a
+:class:`PatientEvaluation` for a long-format table (the table parts per patient plus the
+patients' shape), a :class:`CodeEvaluation` for three :class:`~clinsynth.data.ehr.CodeMatrix`
+objects (a ``codes`` section in place of ``fidelity``, ``utility`` and ``privacy_attacks``).
 
 ``level`` (full, fast, none) sets how much work it may do; the caps that keep ``full`` finite on
 many classes, columns and rows are in :mod:`clinsynth.evaluate.bounds`, and what they changed is
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,38 +38,29 @@ def no_guarantee(model: str | None = None) -> dict[str, Any]:
     return {"differentially_private": False, "model": model}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Evaluation:
-    """Result objects of one evaluation plus the context the report needs to read them.
-
-    A part that was not run (level none) is None; ``evaluation`` holds the level, its limits and
-    the caps that applied (see :mod:`clinsynth.evaluate.bounds`)."""
+    """What every family's evaluation carries: the context the report needs, the guarantee, the
+    level with its limits and caps (see :mod:`clinsynth.evaluate.bounds`), and the seconds each
+    part took. A family's subclass adds its result objects (:class:`TableEvaluation`,
+    :class:`PatientEvaluation`, :class:`CodeEvaluation`); ``to_dict()`` is ``metrics.json``."""
 
     context: dict[str, Any]
-    fidelity: Any | None
-    utility: Any | None
-    privacy_attacks: Any | None
     guarantee: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
-    codes: dict[str, Any] | None = None  # a code-matrix evaluation (then fidelity … are None)
-    patients: dict[str, Any] | None = None  # a long table's patient-level shape (then fidelity … read patients)
     evaluation: dict[str, Any] = field(default_factory=lambda: _evaluation_section(bounds.LEVELS["full"], []))
 
+    def _parts(self) -> dict[str, Any]:
+        """The family's sections of ``metrics.json`` (before ``seconds``)."""
+        return {}
+
+    def _extra(self) -> dict[str, Any]:
+        """The family's sections after ``seconds``."""
+        return {}
+
     def to_dict(self) -> dict[str, Any]:
-        if self.codes is not None:
-            metrics = jsonable({**self.context, "evaluation": self.evaluation, "guarantee": self.guarantee,
-                                "codes": self.codes, "seconds": self.seconds})
-            metrics["verdicts"] = verdicts(metrics)
-            return metrics
-
-        def part(result: Any) -> Any:
-            return result.to_dict() if result is not None else None
-
-        metrics = {**self.context, "evaluation": self.evaluation, "guarantee": self.guarantee,
-                   "fidelity": part(self.fidelity), "utility": part(self.utility),
-                   "privacy_attacks": part(self.privacy_attacks), "seconds": self.seconds,
-                   **({"patients": self.patients} if self.patients is not None else {})}
-        metrics = jsonable(metrics)
+        metrics = jsonable({**self.context, "evaluation": self.evaluation, "guarantee": self.guarantee,
+                            **self._parts(), "seconds": self.seconds, **self._extra()})
         metrics["verdicts"] = verdicts(metrics)
         return metrics
 
@@ -82,6 +73,44 @@ class Evaluation:
         from clinsynth.report.html import write_report
 
         return write_report(self.to_dict(), path)
+
+
+@dataclass(kw_only=True)
+class TableEvaluation(Evaluation):
+    """A table's evaluation: fidelity, utility (None without a target) and the privacy attacks;
+    each None when the level runs none."""
+
+    fidelity: Any | None = None
+    utility: Any | None = None
+    privacy_attacks: Any | None = None
+
+    def _parts(self) -> dict[str, Any]:
+        def part(result: Any) -> Any:
+            return result.to_dict() if result is not None else None
+
+        return {"fidelity": part(self.fidelity), "utility": part(self.utility),
+                "privacy_attacks": part(self.privacy_attacks)}
+
+
+@dataclass(kw_only=True)
+class PatientEvaluation(TableEvaluation):
+    """A long table's evaluation: the table parts read one record per patient, plus the
+    patient-level shape (visits per patient, gaps, order, trajectories)."""
+
+    patients: dict[str, Any]
+
+    def _extra(self) -> dict[str, Any]:
+        return {"patients": self.patients}
+
+
+@dataclass(kw_only=True)
+class CodeEvaluation(Evaluation):
+    """A code matrix's evaluation (:func:`clinsynth.evaluate.codes.evaluate_codes`)."""
+
+    codes: dict[str, Any]
+
+    def _parts(self) -> dict[str, Any]:
+        return {"codes": self.codes}
 
 
 def _check_columns(name: str, df: pd.DataFrame, schema: Schema) -> None:
@@ -122,8 +151,9 @@ def _evaluate_codes(real_train: Any, real_test: Any, synthetic: Any, guarantee: 
                     "n_synthetic": synthetic.n_patients, "n_codes": real_train.n_codes, "binary": real_train.binary},
         "model": model,
     }
-    return Evaluation(context, None, None, None, guarantee or no_guarantee((model or {}).get("name")),
-                      dict(codes["seconds"]), codes=codes, evaluation=_evaluation_section(limits, codes.pop("capped")))
+    return CodeEvaluation(context=context, guarantee=guarantee or no_guarantee((model or {}).get("name")),
+                          seconds=dict(codes["seconds"]), codes=codes,
+                          evaluation=_evaluation_section(limits, codes.pop("capped")))
 
 
 def evaluate(real_train: Any, real_test: Any, synthetic: Any, schema: Schema | None = None,
@@ -143,16 +173,16 @@ def evaluate(real_train: Any, real_test: Any, synthetic: Any, schema: Schema | N
     vocabulary) need none and get the code-matrix evaluation."""
     from clinsynth import __version__
 
+    from clinsynth.data.kinds import data_kind
+
     limits = bounds.limits_for(level)
-    # a CodeMatrix exists only once its module is imported: tables never import it
-    ehr = sys.modules.get("clinsynth.data.ehr")
-    if ehr is not None and any(isinstance(x, ehr.CodeMatrix) for x in (real_train, real_test, synthetic)):
+    if any(data_kind(x) == "codes" for x in (real_train, real_test, synthetic)):
         return _evaluate_codes(real_train, real_test, synthetic, guarantee, model, dataset, seed, max_queries, progress,
                                limits)
     if schema is None:
         raise InputError("evaluating tables needs their schema (schema=…); only code matrices are evaluated without one")
     patients = None
-    if schema.is_long and limits.evaluate:  # patients, not rows: every part below reads one record per patient
+    if data_kind(real_train, schema) == "patients" and limits.evaluate:  # patients, not rows: every part below reads one record per patient
         real_train, real_test, synthetic, schema, patients = patient_records(real_train, real_test, synthetic,
                                                                                schema, seed, progress)
     if limits.evaluate:
@@ -178,7 +208,8 @@ def evaluate(real_train: Any, real_test: Any, synthetic: Any, schema: Schema | N
     seconds: dict[str, float] = {}
     capped: list[dict[str, Any]] = []
     if not limits.evaluate:
-        return Evaluation(context, None, None, None, guarantee, seconds, evaluation=_evaluation_section(limits, capped))
+        return TableEvaluation(context=context, guarantee=guarantee, seconds=seconds,
+                               evaluation=_evaluation_section(limits, capped))
 
     def step(name: str, fn: Any) -> Any:
         if progress is not None:
@@ -195,8 +226,9 @@ def evaluate(real_train: Any, real_test: Any, synthetic: Any, schema: Schema | N
             if schema.target else None)
     attacks = step("privacy attacks", lambda: bounded_attacks(real_train, real_test, synthetic, schema, limits, seed,
                                                               max_queries, capped))
-    return Evaluation(context, fid, util, attacks, guarantee, seconds, evaluation=_evaluation_section(limits, capped),
-                      patients=patients)
+    parts = dict(context=context, guarantee=guarantee, seconds=seconds, evaluation=_evaluation_section(limits, capped),
+                 fidelity=fid, utility=util, privacy_attacks=attacks)
+    return TableEvaluation(**parts) if patients is None else PatientEvaluation(**parts, patients=patients)
 
 
 def patient_records(real_train: pd.DataFrame, real_test: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema,

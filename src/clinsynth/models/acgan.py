@@ -66,7 +66,7 @@ from clinsynth.data.transforms import NUMERIC_TRANSFORMS, GridLayout, Span, Tabl
 from clinsynth.errors import ConfigError
 from clinsynth.models import bundle
 from clinsynth.models.acgan_training import EXTRA_QUERY, PlainTraining, training_for
-from clinsynth.models.base import SynthModel, allocate
+from clinsynth.models.base import TableModel, allocate
 from clinsynth.models.training import (
     CategoricalNoise,
     Snapshots,
@@ -226,7 +226,7 @@ def acgan_loss(out: torch.Tensor, real: bool, labels: torch.Tensor, reduction: s
     return per_record if reduction == "none" else per_record.mean()
 
 
-class ACGAN(SynthModel):
+class ACGAN(TableModel):
     """Class-conditional GAN for trial and other tables (``acgan`` in the registry).
 
     Parameters

@@ -10,21 +10,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from clinsynth.data.kinds import data_kind
 from clinsynth.errors import NotFittedError
-from clinsynth.models.registry import InputFacts, ModelChoice, check_hyperparameters, choose_model, create, private_name
+from clinsynth.models.registry import (InputFacts, ModelChoice, check_hyperparameters, check_model_takes, choose_model,
+                                       create, private_name)
 from clinsynth.privacy.budget import Privacy
 
 
 def input_facts(data: Any, schema: Any = None, privacy: Privacy | None = None) -> InputFacts:
     """The facts ``auto`` chooses by, for a table (DataFrame; long format when ``schema`` names a patient
     column) or a code matrix (``CodeMatrix``)."""
-    from clinsynth.data.ehr import CodeMatrix
-
     epsilon = privacy.epsilon if privacy is not None else None
-    if isinstance(data, CodeMatrix):
+    kind = data_kind(data, schema)
+    if kind == "codes":
         static = 0 if data.static is None else data.static.shape[1]
         return InputFacts("codes", data.n_patients, data.n_codes + static, epsilon=epsilon)
-    if schema is not None and schema.is_long:
+    if kind == "patients":
         patients = int(data[schema.patient].nunique())
         return InputFacts("patients", patients, len(schema.columns) - 2, epsilon=epsilon)
     groups = len(schema.longitudinal) if schema is not None else 0
@@ -34,9 +35,12 @@ def input_facts(data: Any, schema: Any = None, privacy: Privacy | None = None) -
 
 def resolve(model: str, data: Any, schema: Any, privacy: Privacy | None) -> tuple[str, ModelChoice | None]:
     """The registry name to build for ``model`` given ``privacy`` (its ``dp-`` alias under a budget;
-    for ``auto``, the one chosen for ``data``), and the choice when ``auto`` made one."""
+    for ``auto``, the one chosen for ``data``), and the choice when ``auto`` made one. A named
+    model whose family (its tags) does not take ``data``'s kind is refused here, before any fit."""
     if model != "auto":
-        return private_name(model, privacy), None
+        name = private_name(model, privacy)
+        check_model_takes(name, data_kind(data, schema))
+        return name, None
     choice = choose_model(input_facts(data, schema, privacy))
     return private_name(choice.name, privacy), choice
 

@@ -1,5 +1,11 @@
 """The contract every model honours, so the CLI, selection and benchmarks treat them alike.
 
+:class:`SynthModel` is what all three model families share (parameters, privacy given, bundle,
+checkpoints); :class:`TableModel` is the table family's contract (a DataFrame in, a DataFrame
+out). The code-matrix family's base is ``models/records.py`` ``CodeModel``, the patients'
+``models/long_base.py`` ``PatientModel``; each declares its family as a tag
+(``models/tags.py``), which is what the CLI, the pipeline and ``auto`` read.
+
 After scikit-learn: ``__init__`` only stores hyperparameters; ``fit`` validates, learns and
 returns ``self``; learned state ends in ``_``; ``get_params`` rebuilds a model from its config;
 ``sample`` before ``fit`` raises ``NotFittedError``. A bundle on disk holds the weights, the
@@ -24,6 +30,7 @@ from clinsynth.data.io import jsonable
 from clinsynth.data.transforms import TableEncoder
 from clinsynth.errors import BundleError, ConfigError, NotFittedError, SchemaError
 from clinsynth.models import bundle
+from clinsynth.models.tags import TABLE_TAGS, ModelTags
 from clinsynth.privacy.budget import Privacy, as_privacy
 from clinsynth.schema import Schema, check_trainable
 
@@ -52,26 +59,19 @@ def allocate(n: int, probs: np.ndarray) -> np.ndarray:
     return counts
 
 
-def refuse_long_format(model: str, schema: Schema | None) -> None:
-    """A model of independent records must not see a long-format table as one: its visits are not
-    independent, and a DP guarantee per row would not be per patient."""
-    if schema is not None and schema.is_long:
-        raise ConfigError(f"{model} treats rows as independent records, but this table is long format "
-                          f"(several rows per patient '{schema.patient}'): it needs a model of patients and "
-                          "their visits (visitchain, or dp-visitchain under DP), or one row per patient")
-
-
 class SynthModel(ABC):
-    """Base class of registered generative models.
+    """Base class of registered generative models, whatever their family (``tags``).
 
     A model is *given* its privacy: ``privacy`` (a :class:`~clinsynth.Privacy`, or ``None``) is
     one of its parameters, stored by :meth:`_given`. With a budget, the model's ``name`` is its
     registry alias ``dp-<name>``, the public facts it learns its encoder from are one charged
-    release (:meth:`_prepare`), and the ledger, the released facts and the DP-SGD noise
+    release (a table model's :meth:`TableModel._prepare`), and the ledger, the released facts and the DP-SGD noise
     multiplier are saved and restored here, for every model alike.
     """
 
     name: ClassVar[str]
+    #: the family: what ``fit`` takes and ``sample`` gives (``models/tags.py``)
+    tags: ClassVar[ModelTags]
     privacy: Privacy | None = None
 
     def _given(self, privacy: Privacy | dict[str, Any] | None) -> None:
@@ -122,50 +122,28 @@ class SynthModel(ABC):
         if not self.is_fitted:
             raise NotFittedError(f"this {self.name} model is not fitted yet: call fit(df, schema) or clinsynth.load(dir) first")
 
-    # -- public API --------------------------------------------------------------------
-    def fit(self, df: pd.DataFrame, schema: Schema | None = None, *,
-            checkpoint_dir: str | Path | None = None) -> SynthModel:
-        """Validate ``df`` against ``schema`` (inferred if absent), then train.
+    # -- public API (each family states its data) ------------------------------------------
+    @abstractmethod
+    def fit(self, data: Any, schema: Schema | None = None, *, checkpoint_dir: str | Path | None = None) -> SynthModel:
+        """Validate ``data`` (the family's kind) against ``schema``, then train; returns ``self``."""
 
-        ``checkpoint_dir``: a neural model writes a checkpoint there after every epoch and, when
-        the directory already holds one of this same fit (model, parameters, seed, schema, data),
-        continues from it — ending with the model an uninterrupted fit gives; one of another fit
-        is refused (``ConfigError``). See ``clinsynth.models.checkpoint``. Models that fit in
-        seconds (the Bayesian networks) write none and just fit.
-        """
-        schema = schema or Schema.infer(df)
-        refuse_long_format(self.name, schema)
-        schema.validate(df)
-        check_trainable(df)
-        self._validate_params(schema)
-        df = df.reset_index(drop=True)
-        self._checkpoint = self._open_checkpoint(checkpoint_dir, schema, df)
-        try:
-            resumed = self._checkpoint.resumed if self._checkpoint is not None else None
-            if resumed is None:
-                self.schema_, encoder, df = self._prepare(df, schema)
-            else:  # what _prepare made (DP: released and charged) comes back from the checkpoint
-                self.schema_ = Schema.from_json(resumed["schema"], "checkpointed schema")
-                encoder = self._encoder_from_state(self.schema_, resumed["encoder"])
-                self._load_checkpoint_state(resumed["model"])
-                df = self._conform(df)
-            if self._checkpoint is not None:
-                self._checkpoint.prepared(self.schema_, encoder)
-            self.n_train_ = len(df)
-            self._fit(df, encoder)
-        finally:
-            self._checkpoint = None
-        self.encoder_ = encoder
-        return self
+    @abstractmethod
+    def sample(self, n: int, conditions: Conditions | None = None, seed: int | None = None) -> Any:
+        """``n`` new synthetic records (or patients) of the family's kind."""
 
-    def sample(self, n: int, conditions: Conditions | None = None, seed: int | None = None) -> pd.DataFrame:
-        """Draw ``n`` synthetic records; ``conditions`` reshapes the target's class mix."""
-        self._check_fitted()
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise ConfigError(f"n must be a positive whole number of rows, got {n!r}")
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
-        return self._sample(int(n), self._class_probs(conditions), int(seed))
+    def _refuse_other_kind(self, data: Any, schema: Schema | None) -> None:
+        """Refuse, in one line before anything is read, data of a kind this model's family does not
+        model (its ``tags``): e.g. a long-format table given to a model of independent records, whose
+        visits are not independent and whose DP guarantee per row would not be per patient."""
+        from clinsynth.data.kinds import data_kind
+        from clinsynth.models.registry import refuse_kind
+
+        refuse_kind(self.name, self.tags, data_kind(data, schema))
+
+    @staticmethod
+    def _check_n(n: Any, what: str = "rows") -> None:
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"n must be a positive whole number of {what}, got {n!r}")
 
     def save(self, path: str | Path, overwrite: bool = True) -> Path:
         """Write the bundle so that it appears whole or not at all.
@@ -254,35 +232,9 @@ class SynthModel(ABC):
         return model
 
     @classmethod
+    @abstractmethod
     def _encoder_from_state(cls, schema: Schema, state: dict[str, Any]) -> Any:
-        """The fitted encoder from ``encoder.json`` (models with another encoder override this)."""
-        return TableEncoder.from_state_dict(schema, state)
-
-    # -- conditions ----------------------------------------------------------------------
-    def _class_probs(self, conditions: Conditions | None) -> np.ndarray:
-        """Class probabilities for sampling: the learned mix, or the one asked for."""
-        base = np.asarray(self._default_class_probs(), dtype=float)
-        if not conditions:
-            return base
-        target = self.schema_.target
-        unknown = [c for c in conditions if c != target]
-        if unknown:
-            raise ConfigError(f"{self.name} can condition only on its target '{target}', not on {', '.join(map(repr, unknown))}")
-        categories = self.schema_.column(target).categories or []
-        labels = [str(c) for c in categories]
-        spec = conditions[target]
-        if not isinstance(spec, Mapping):
-            spec = {str(spec): 1.0}
-        probs = np.zeros(len(labels))
-        for key, weight in spec.items():
-            if str(key) not in labels:
-                raise ConfigError(f"condition {target}={key!r}: no such class; classes are {', '.join(labels)}")
-            if not np.isfinite(weight) or weight < 0:
-                raise ConfigError(f"condition {target}={key}: weight must be a non-negative number, got {weight!r}")
-            probs[labels.index(str(key))] = float(weight)
-        if probs.sum() <= 0:
-            raise ConfigError(f"condition on '{target}': the weights sum to zero")
-        return probs / probs.sum()
+        """The fitted encoder from ``encoder.json``."""
 
     # -- checkpoints (neural models) ---------------------------------------------------------
     #: whether ``fit(checkpoint_dir=...)`` writes per-epoch checkpoints (models that fit in seconds do not)
@@ -309,66 +261,16 @@ class SynthModel(ABC):
         return self._checkpoint is not None and self._checkpoint.resumed is not None
 
     def _checkpoint_state(self) -> dict[str, Any]:
-        """Plain data the model computed before training besides schema and encoder (a
-        condition table; under DP the ledger, released facts, RNG state), for the checkpoint."""
-        if self.privacy is None:
-            return {}
-        return {"ledger": self.ledger_.state_dict(), "release": self.release_.state_dict(),
-                "rng": self._rng.bit_generator.state}
+        """Plain data the model computed before training besides schema and encoder (a condition
+        table; under DP the ledger, released facts, RNG state), for the checkpoint."""
+        return {}
 
     def _load_checkpoint_state(self, state: dict[str, Any]) -> None:
         """Take back what ``_checkpoint_state`` gave, instead of computing (or charging) it again."""
-        if self.privacy is None:
-            return
-        from clinsynth.privacy.ledger import PrivacyLedger
-        from clinsynth.privacy.statistics import DPRelease
-
-        self.ledger_ = PrivacyLedger.from_state_dict(state["ledger"])
-        self.release_ = DPRelease.from_state_dict(state["release"])
-        self.facts_ = self.release_.record()
-        self._rng = np.random.default_rng()
-        self._rng.bit_generator.state = state["rng"]
-
-    def _conform(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Records as the encoder expects them: under a budget, clipped into the released schema."""
-        if getattr(self, "release_", None) is None:
-            return frame
-        from clinsynth.privacy.statistics import conform
-
-        return conform(frame, self.release_)
 
     # -- what a model implements -----------------------------------------------------------
-    def _numeric_transform(self) -> str:
-        return getattr(self, "numeric_transform", "standard")
-
     def _validate_params(self, schema: Schema) -> None:
         """Raise ``ConfigError`` for hyperparameters that cannot work (before any training)."""
-
-    def _prepare(self, df: pd.DataFrame, schema: Schema) -> tuple[Schema, TableEncoder, pd.DataFrame]:
-        """The schema, fitted encoder and training frame the model learns from.
-
-        Without a budget the encoder learns its scaling from the data. With one, only the schema's
-        public facts and one charged Gaussian release of the others (``privacy.statistics``) reach
-        it, and the records are clipped into what was released; the ledger is opened here, and
-        the release's generator (``self._rng``, seeded by ``seed``) draws the model's later noise.
-        """
-        if self.privacy is None:
-            return schema, TableEncoder(schema, self._numeric_transform()).fit(df), df
-        from clinsynth.privacy.statistics import charged_release, conform
-
-        self.ledger_ = self.privacy.ledger(len(df))
-        self._rng = np.random.default_rng(self.seed)
-        extra, purpose = self.release_extra or (0.0, "")
-        self.release_ = charged_release(df, schema, self.ledger_, self.privacy.stats_share, self._rng,
-                                        extra=extra, extra_purpose=purpose)
-        self.facts_ = self.release_.record()
-        released = self.release_.schema
-        encoder = TableEncoder(released, self._numeric_transform()).fit_from_statistics(self.release_.numeric)
-        return released, encoder, conform(df, self.release_)
-
-    #: a query of the model's own answered inside the public-facts release under a budget:
-    #: (squared L2 weight of one record, purpose), e.g. the AC-GAN's class × dropout table
-    release_extra: ClassVar[tuple[float, str] | None] = None
 
     # -- what a budget adds to a bundle and a checkpoint (every model given one alike) ------------
     def _fitted_privacy(self) -> dict[str, Any]:
@@ -389,19 +291,164 @@ class SynthModel(ABC):
         self.release_ = None
 
     @abstractmethod
-    def _fit(self, df: pd.DataFrame, encoder: TableEncoder) -> None: ...
-
-    @abstractmethod
-    def _sample(self, n: int, class_probs: np.ndarray, seed: int) -> pd.DataFrame: ...
-
-    @abstractmethod
-    def _default_class_probs(self) -> np.ndarray: ...
-
-    @abstractmethod
     def _fitted_config(self) -> dict[str, Any]: ...
 
     @abstractmethod
     def _save_weights(self, directory: Path) -> None: ...
 
     @abstractmethod
-    def _restore(self, fitted: dict[str, Any], encoder: TableEncoder, directory: Path) -> None: ...
+    def _restore(self, fitted: dict[str, Any], encoder: Any, directory: Path) -> None: ...
+
+
+class ClassMix(ABC):
+    """Sampling that can reshape the target's class mix (``conditions``): tables and patients."""
+
+    name: str
+    schema_: Schema
+
+    def _class_probs(self, conditions: Conditions | None) -> np.ndarray:
+        """Class probabilities for sampling: the learned mix, or the one asked for."""
+        base = np.asarray(self._default_class_probs(), dtype=float)
+        if not conditions:
+            return base
+        target = self.schema_.target
+        unknown = [c for c in conditions if c != target]
+        if unknown:
+            raise ConfigError(f"{self.name} can condition only on its target '{target}', not on {', '.join(map(repr, unknown))}")
+        categories = self.schema_.column(target).categories or []
+        labels = [str(c) for c in categories]
+        spec = conditions[target]
+        if not isinstance(spec, Mapping):
+            spec = {str(spec): 1.0}
+        probs = np.zeros(len(labels))
+        for key, weight in spec.items():
+            if str(key) not in labels:
+                raise ConfigError(f"condition {target}={key!r}: no such class; classes are {', '.join(labels)}")
+            if not np.isfinite(weight) or weight < 0:
+                raise ConfigError(f"condition {target}={key}: weight must be a non-negative number, got {weight!r}")
+            probs[labels.index(str(key))] = float(weight)
+        if probs.sum() <= 0:
+            raise ConfigError(f"condition on '{target}': the weights sum to zero")
+        return probs / probs.sum()
+
+    @abstractmethod
+    def _default_class_probs(self) -> np.ndarray:
+        """The class mix the model learned."""
+
+
+class TableModel(ClassMix, SynthModel):
+    """Base class of the table family: a DataFrame of records in, a DataFrame of records out."""
+
+    tags = TABLE_TAGS
+
+    # -- the table contract --------------------------------------------------------------------
+    def fit(self, df: pd.DataFrame, schema: Schema | None = None, *,
+            checkpoint_dir: str | Path | None = None) -> TableModel:
+        """Validate ``df`` against ``schema`` (inferred if absent), then train.
+
+        ``checkpoint_dir``: a neural model writes a checkpoint there after every epoch and, when
+        the directory already holds one of this same fit (model, parameters, seed, schema, data),
+        continues from it — ending with the model an uninterrupted fit gives; one of another fit
+        is refused (``ConfigError``). See ``clinsynth.models.checkpoint``. Models that fit in
+        seconds (the Bayesian networks) write none and just fit.
+        """
+        self._refuse_other_kind(df, schema)
+        schema = schema or Schema.infer(df)
+        schema.validate(df)
+        check_trainable(df)
+        self._validate_params(schema)
+        df = df.reset_index(drop=True)
+        self._checkpoint = self._open_checkpoint(checkpoint_dir, schema, df)
+        try:
+            resumed = self._checkpoint.resumed if self._checkpoint is not None else None
+            if resumed is None:
+                self.schema_, encoder, df = self._prepare(df, schema)
+            else:  # what _prepare made (DP: released and charged) comes back from the checkpoint
+                self.schema_ = Schema.from_json(resumed["schema"], "checkpointed schema")
+                encoder = self._encoder_from_state(self.schema_, resumed["encoder"])
+                self._load_checkpoint_state(resumed["model"])
+                df = self._conform(df)
+            if self._checkpoint is not None:
+                self._checkpoint.prepared(self.schema_, encoder)
+            self.n_train_ = len(df)
+            self._fit(df, encoder)
+        finally:
+            self._checkpoint = None
+        self.encoder_ = encoder
+        return self
+
+    def sample(self, n: int, conditions: Conditions | None = None, seed: int | None = None) -> pd.DataFrame:
+        """Draw ``n`` synthetic records; ``conditions`` reshapes the target's class mix."""
+        self._check_fitted()
+        self._check_n(n)
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        return self._sample(int(n), self._class_probs(conditions), int(seed))
+
+    @classmethod
+    def _encoder_from_state(cls, schema: Schema, state: dict[str, Any]) -> TableEncoder:
+        return TableEncoder.from_state_dict(schema, state)
+
+    # -- under a budget ----------------------------------------------------------------------
+    def _checkpoint_state(self) -> dict[str, Any]:
+        """Under DP: the ledger, the released facts and the RNG state."""
+        if self.privacy is None:
+            return {}
+        return {"ledger": self.ledger_.state_dict(), "release": self.release_.state_dict(),
+                "rng": self._rng.bit_generator.state}
+
+    def _load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        if self.privacy is None:
+            return
+        from clinsynth.privacy.ledger import PrivacyLedger
+        from clinsynth.privacy.statistics import DPRelease
+
+        self.ledger_ = PrivacyLedger.from_state_dict(state["ledger"])
+        self.release_ = DPRelease.from_state_dict(state["release"])
+        self.facts_ = self.release_.record()
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = state["rng"]
+
+    def _conform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Records as the encoder expects them: under a budget, clipped into the released schema."""
+        if getattr(self, "release_", None) is None:
+            return frame
+        from clinsynth.privacy.conform import conform
+
+        return conform(frame, self.release_)
+
+    def _numeric_transform(self) -> str:
+        return getattr(self, "numeric_transform", "standard")
+
+    def _prepare(self, df: pd.DataFrame, schema: Schema) -> tuple[Schema, TableEncoder, pd.DataFrame]:
+        """The schema, fitted encoder and training frame the model learns from.
+
+        Without a budget the encoder learns its scaling from the data. With one, only the schema's
+        public facts and one charged Gaussian release of the others (``privacy.statistics``) reach
+        it, and the records are clipped into what was released; the ledger is opened here, and
+        the release's generator (``self._rng``, seeded by ``seed``) draws the model's later noise.
+        """
+        if self.privacy is None:
+            return schema, TableEncoder(schema, self._numeric_transform()).fit(df), df
+        from clinsynth.privacy.conform import conform
+        from clinsynth.privacy.statistics import charged_release
+
+        self.ledger_ = self.privacy.ledger(len(df))
+        self._rng = np.random.default_rng(self.seed)
+        extra, purpose = self.release_extra or (0.0, "")
+        self.release_ = charged_release(df, schema, self.ledger_, self.privacy.stats_share, self._rng,
+                                        extra=extra, extra_purpose=purpose)
+        self.facts_ = self.release_.record()
+        released = self.release_.schema
+        encoder = TableEncoder(released, self._numeric_transform()).fit_from_statistics(self.release_.numeric)
+        return released, encoder, conform(df, self.release_)
+
+    #: a query of the model's own answered inside the public-facts release under a budget:
+    #: (squared L2 weight of one record, purpose), e.g. the AC-GAN's class × dropout table
+    release_extra: ClassVar[tuple[float, str] | None] = None
+
+    @abstractmethod
+    def _fit(self, df: pd.DataFrame, encoder: TableEncoder) -> None: ...
+
+    @abstractmethod
+    def _sample(self, n: int, class_probs: np.ndarray, seed: int) -> pd.DataFrame: ...

@@ -35,7 +35,7 @@ from scipy.special import ndtr
 from clinsynth.data.transforms import NumericCodec, TableEncoder, numeric_bounds
 from clinsynth.errors import ConfigError
 from clinsynth.models import bundle
-from clinsynth.models.base import SynthModel, allocate
+from clinsynth.models.base import TableModel, allocate
 from clinsynth.models.bayesnet_kernel import shuffle
 from clinsynth.models.bayesnet_sampler import CompiledNetwork
 from clinsynth.privacy.budget import Privacy
@@ -283,7 +283,7 @@ def normalise(counts: np.ndarray, backoff: np.ndarray, strength: float) -> np.nd
     return probs / probs.sum(axis=1, keepdims=True)
 
 
-class BayesNet(SynthModel):
+class BayesNet(TableModel):
     """Tree-augmented Bayesian network over discretised columns (``bayesnet`` in the registry).
 
     Parameters

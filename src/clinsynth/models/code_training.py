@@ -114,7 +114,8 @@ class PrivateCodes(PlainCodes):
 
     def prepare(self, schema: Schema, codes: CodeMatrix | None, static: pd.DataFrame | None) -> Prepared:
         """Ledger, vocabulary and public facts: only charged or declared facts reach the codec."""
-        from clinsynth.privacy.statistics import charged_release, conform
+        from clinsynth.privacy.conform import conform
+        from clinsynth.privacy.statistics import charged_release
         from clinsynth.privacy.vocabulary import charged_vocabulary
 
         m = self.model
@@ -191,7 +192,8 @@ class PrivateCodes(PlainCodes):
                     "queries": m._static_release.get("facts", [])} if m._static_release else {}
 
     def conform(self, static: pd.DataFrame | None) -> pd.DataFrame | None:
-        from clinsynth.privacy.statistics import DPRelease, conform
+        from clinsynth.privacy.conform import conform
+        from clinsynth.privacy.statistics import DPRelease
 
         release = self.model._static_release
         return conform(static, DPRelease.from_state_dict(release)) if release is not None else static

@@ -25,6 +25,11 @@ stands out of the noise; then **tables**, the rest of the budget, on the margina
 chosen edges' counts — the edges among one patient's ones form a forest, so the sensitivity is
 ``√(2m − 1)`` (``√(3m − 1)`` with count histograms), not ``√(m²/2)``. The vocabulary and the
 ordinary columns' facts are charged as for every code model (``models/records.py``).
+
+Size: ~660 lines. The plain and the private fit build the same variables and tables from the same
+pairwise counts (the private one from two noisy releases of them), and the sampler walks those
+tables; the private fit alone is ~130 lines reading a dozen of the fitted attributes, so moving it
+to a file of its own would split one model's state across two files.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The "patients" model family: a long-format table in (one row per visit), synthetic patients out.
 
-The contract is the table family's (:class:`~clinsynth.models.base.SynthModel`: ``fit(df, schema)``
-returns the model, ``sample(n, conditions, seed)``, ``save`` / ``load`` through a bundle, learned
-state ending in ``_``) with two differences that make it its own family:
+The contract shares with the other families what :class:`~clinsynth.models.base.SynthModel` holds
+(``fit(df, schema)`` returns the model, ``sample(n, conditions, seed)``, ``save`` / ``load`` through
+a bundle, learned state ending in ``_``) and is its own family (tag ``input="patients"``):
 
 * ``fit`` takes a long-format table and its long schema (``Schema.patient`` and ``Schema.time``
   named, each other column per ``patient`` or per ``visit``; :mod:`clinsynth.long_schema`) and
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from clinsynth.errors import ConfigError, SchemaError
-from clinsynth.models.base import Conditions, SynthModel
+from clinsynth.models.base import ClassMix, Conditions, SynthModel
+from clinsynth.models.tags import PATIENT_TAGS
 from clinsynth.privacy.unit import LONG_PATIENT_UNIT
 from clinsynth.schema import Schema, check_trainable
 
@@ -31,24 +31,15 @@ from clinsynth.schema import Schema, check_trainable
 PATIENT_ROWS_UNIT = LONG_PATIENT_UNIT
 
 
-def require_long(model: str, schema: Schema | None) -> Schema:
-    """``schema`` if it describes a long-format table, else one line saying how to give one."""
-    if schema is None or not schema.is_long:
-        raise ConfigError(f"{model} models long-format tables (one row per visit, several per patient): give a "
-                          "schema that names the patient and time columns, e.g. Schema.infer(df, patient='id', "
-                          "time='day'); for one row per record use bayesnet")
-    return schema
-
-
 def order_visits(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     """Rows sorted by patient then time (the order every visit model reads them in)."""
     return df.sort_values([schema.patient, schema.time], kind="stable").reset_index(drop=True)
 
 
-class PatientModel(SynthModel):
+class PatientModel(ClassMix, SynthModel):
     """Base class of the registered models of patients and their visits (long format)."""
 
-    family = "patients"
+    tags = PATIENT_TAGS
 
     def fit(self, df: pd.DataFrame, schema: Schema | None = None, *,
             checkpoint_dir: str | Path | None = None) -> PatientModel:
@@ -56,9 +47,9 @@ class PatientModel(SynthModel):
 
         ``checkpoint_dir`` is accepted for the common contract; models of this family fit in
         seconds and write none."""
+        self._refuse_other_kind(df, schema)  # a long-format schema, and no code matrix
         if not isinstance(df, pd.DataFrame):
             raise ConfigError(f"{self.name} takes a pandas DataFrame of visits, got {type(df).__name__}")
-        schema = require_long(self.name, schema)
         schema.validate(df)
         check_trainable(df)
         self._validate_params(schema)
@@ -74,15 +65,15 @@ class PatientModel(SynthModel):
     def sample(self, n: int, conditions: Conditions | None = None, seed: int | None = None) -> pd.DataFrame:
         """Draw ``n`` synthetic patients with all their visits (one row per visit)."""
         self._check_fitted()
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-            raise ConfigError(f"n must be a positive whole number of patients, got {n!r}")
+        self._check_n(n, "patients")
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         return self._sample(int(n), self._class_probs(conditions), int(seed))
 
-    def _fit(self, df: pd.DataFrame, encoder: Any) -> None:  # the table family's hook: not used here
-        raise NotImplementedError
-
     @abstractmethod
     def _fit_patients(self, df: pd.DataFrame, schema: Schema) -> None:
         """Learn from ``df`` (sorted by patient and time); set ``schema_`` and ``encoder_``."""
+
+    @abstractmethod
+    def _sample(self, n: int, class_probs: np.ndarray, seed: int) -> pd.DataFrame:
+        """``n`` patients with their visits, the class mix ``class_probs``, drawn from ``seed``."""

@@ -16,7 +16,7 @@ calibrated noise multiplier for every phase), otherwise through the plain one.
 A model subclass declares its phases and networks and trains through :meth:`CodeModel._batches`
 and :meth:`CodeModel._step`, which are plain minibatch SGD without a budget and DP-SGD with one.
 
-Size: ~520 lines: the record codec (features, loss, decoding) and the base model share one feature
+Size: ~510 lines: the record codec (features, loss, decoding) and the base model share one feature
 layout; splitting them would only move the layout into a third file.
 """
 from __future__ import annotations
@@ -39,9 +39,10 @@ from torch import nn
 from clinsynth.data.ehr import CodeMatrix, from_dense_rows
 from clinsynth.data.io import write_with
 from clinsynth.data.transforms import Span, TableEncoder
-from clinsynth.errors import ConfigError, InputError, NotFittedError, SchemaError
+from clinsynth.errors import ConfigError, InputError, SchemaError
 from clinsynth.models import bundle
-from clinsynth.models.base import Conditions, SynthModel, refuse_long_format
+from clinsynth.models.base import Conditions, SynthModel
+from clinsynth.models.tags import CODE_TAGS
 from clinsynth.models.training import CategoricalNoise, SpanActivation, flush_denormals, resolve_device, seeded
 from clinsynth.privacy.dpsgd import PrivateGradient
 from clinsynth.privacy.budget import Privacy
@@ -53,14 +54,12 @@ DP_FEW_PATIENTS = 1000
 
 
 # -- the data -----------------------------------------------------------------------------
-def split_input(data: CodeMatrix | pd.DataFrame, tables_ok: bool, model: str) -> tuple[CodeMatrix | None, pd.DataFrame | None]:
-    """(codes, ordinary columns) of what ``fit`` was given."""
+def split_input(data: CodeMatrix | pd.DataFrame, model: str) -> tuple[CodeMatrix | None, pd.DataFrame | None]:
+    """(codes, ordinary columns) of what ``fit`` was given (a table only reaches here for a model
+    whose tags take tables)."""
     if isinstance(data, CodeMatrix):
         return data, data.static
     if isinstance(data, pd.DataFrame):
-        if not tables_ok:
-            raise InputError(f"{model} models EHR code matrices (clinsynth.read_long); for an ordinary table "
-                             "use auto, bayesnet, vae or acgan")
         return None, data
     raise InputError(f"{model}: expected a CodeMatrix or a DataFrame, got {type(data).__name__}")
 
@@ -291,7 +290,7 @@ class CodeModel(SynthModel):
     device, seed, progress : as for every model.
     """
 
-    tables_ok: ClassVar[bool] = False
+    tags = CODE_TAGS  # a model that also fits ordinary tables says so: ModelTags("codes", also_tables=True)
     checkpoints = True
     _common = ("privacy", "max_grad_norm", "vocab_share", "max_codes_per_patient", "binarize", "device", "seed",
                "progress")
@@ -369,8 +368,8 @@ class CodeModel(SynthModel):
         ``checkpoint_dir``: write a checkpoint there after every epoch of every phase, and continue
         from one of this same fit (see ``SynthModel.fit`` and ``clinsynth.models.checkpoint``).
         """
-        refuse_long_format(self.name, schema)
-        codes, static = split_input(data, self.tables_ok, self.name)
+        self._refuse_other_kind(data, schema)
+        codes, static = split_input(data, self.name)
         schema = schema or infer_record_schema(codes, static)
         check_input(schema, codes, static)
         self.input_kind_ = "codes" if codes is not None else "table"  # some defaults depend on it
@@ -453,8 +452,7 @@ class CodeModel(SynthModel):
     def _sample_seed(self, n: int, conditions: Conditions | None, seed: int | None) -> int:
         """The checks every code model's ``sample`` makes, and the seed it draws with (a fresh one for None)."""
         self._check_fitted()
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise ConfigError(f"n must be a positive whole number of rows, got {n!r}")
+        self._check_n(n)
         if conditions:
             raise ConfigError(f"{self.name} cannot be conditioned (reshaping is an AC-GAN feature)")
         return int(np.random.SeedSequence().generate_state(1)[0]) if seed is None else int(seed)
@@ -512,13 +510,3 @@ class CodeModel(SynthModel):
             module = built[name].to(self.device_)
             bundle.restore_module(directory, module, state, name)
             self.modules_[name] = module.eval()
-
-    # the table-model hooks: a code model's own fit and sample replace the paths that call them
-    def _fit(self, df: pd.DataFrame, encoder: TableEncoder) -> None:  # pragma: no cover
-        raise TypeError(f"{self.name} trains through CodeModel.fit")
-
-    def _sample(self, n: int, class_probs: np.ndarray, seed: int) -> pd.DataFrame:  # pragma: no cover
-        raise TypeError(f"{self.name} samples through CodeModel.sample")
-
-    def _default_class_probs(self) -> np.ndarray:  # pragma: no cover
-        raise NotFittedError("code models have no class mix")

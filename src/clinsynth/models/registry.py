@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clinsynth.errors import BundleError, ConfigError, HyperparameterError
+from clinsynth.errors import BundleError, ConfigError, DataKindError, HyperparameterError
+from clinsynth.models.tags import ModelTags, tags_of
 from clinsynth.privacy.budget import PRIVACY_FIELDS, Privacy, as_privacy, split_budget
 
 if TYPE_CHECKING:
@@ -62,6 +63,10 @@ class ModelEntry:
             return None, dict(self.defaults)
         budget = {**{k: v for k, v in self.defaults.items() if k in PRIVACY_FIELDS}, **self.privacy_defaults}
         return budget, {k: v for k, v in self.defaults.items() if k not in PRIVACY_FIELDS}
+
+    def tags(self) -> ModelTags:
+        """The model's family and capabilities, read from its class (nothing is built)."""
+        return tags_of(self.load_class())
 
     def takes_privacy(self) -> bool:
         """The class is given a ``Privacy`` (``privacy=``); the older style takes ``epsilon=`` … itself."""
@@ -262,6 +267,31 @@ def choose_model(facts: InputFacts) -> ModelChoice:
 def list_models() -> list[ModelEntry]:
     """Every registered model, in registry order."""
     return list(REGISTRY.values())
+
+
+def models_of(kind: str) -> list[str]:
+    """The registered names (``auto`` aside) whose family takes ``kind`` of data ("table", "codes",
+    "patients"), by their declared tags; loads each model's module."""
+    return [name for name, entry in REGISTRY.items() if name != "auto" and entry.tags().takes(kind)]
+
+
+def check_model_takes(name: str, kind: str) -> None:
+    """Refuse, in one line, registered model ``name`` given ``kind`` of data its family does not model."""
+    if name != "auto":
+        refuse_kind(name, _entry(name).tags(), kind)
+
+
+def refuse_kind(name: str, tags: ModelTags, kind: str) -> None:
+    """Refuse, in one line that names the models that would take it, ``kind`` of data given to the
+    model ``name`` whose family (``tags``) does not model it."""
+    from clinsynth.data.kinds import MANY, ONE
+
+    if tags.takes(kind):
+        return
+    long = (" (or, for a long-format table, a schema that names its patient and time columns, e.g. "
+            "Schema.infer(df, patient='id', time='day'))") if tags.input == "patients" else ""
+    raise DataKindError(f"{name} models {MANY[tags.input]}, not {ONE[kind]}: name one of "
+                      f"{', '.join(models_of(kind))}, or auto{long}")
 
 
 def _entry(name: str) -> ModelEntry:

@@ -20,6 +20,7 @@ from torch import nn
 
 from clinsynth.errors import ConfigError
 from clinsynth.models.records import CodeModel, Phase
+from clinsynth.models.tags import ModelTags
 from clinsynth.models.training import TrainingProgress, mlp
 from clinsynth.schema import Schema
 
@@ -66,7 +67,7 @@ class VAE(CodeModel):
     """
 
     name = "vae"
-    tables_ok = True
+    tags = ModelTags("codes", also_tables=True)  # codes, mixed and ordinary tables
     sampling_modules = ("vae",)
 
     def __init__(self, epochs: int | None = None, batch_size: int | None = None, lr: float = 1e-3,

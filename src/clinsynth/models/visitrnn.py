@@ -61,6 +61,7 @@ from clinsynth.long_schema import MAX_VISITS
 from clinsynth.models import bundle
 from clinsynth.models.base import Conditions, SynthModel
 from clinsynth.models.records import RealStep, RecordCodec
+from clinsynth.models.tags import PATIENT_TAGS
 from clinsynth.models.training import CategoricalNoise, TrainingProgress, flush_denormals, mlp, resolve_device, seeded
 from clinsynth.privacy.unit import LONG_PATIENT_UNIT
 from clinsynth.schema import ColumnSpec, Schema, check_trainable
@@ -294,8 +295,7 @@ class VisitRNN(SynthModel):
     """
 
     name = "visitrnn"
-    #: takes long-format tables (one row per visit): the "patients" family
-    long_format: ClassVar[bool] = True
+    tags = PATIENT_TAGS  # long-format tables (one row per visit): the "patients" family
 
     def __init__(self, epochs: int = 40, batch_size: int = 128, lr: float = 2e-3, hidden: int = 96,
                  latent_dim: int = 16, beta: float = 0.2, max_visits: int | None = None,

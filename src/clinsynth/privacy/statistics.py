@@ -116,6 +116,13 @@ like an identifier as ``id``, is decided by :meth:`clinsynth.schema.Schema.infer
 before any of this; :func:`schema_facts` lists what a release took from structure and, from
 :meth:`DPRelease.record`, how each fact was estimated (grid, public default, merged categories)
 and at what share of the budget.
+
+Size: ~760 lines, ~120 of them the description above (the contract a privacy reviewer reads). The
+plan, the three kinds of query and the release share one sensitivity account and one noise order
+(each query's generator is seeded from ``rng`` in plan order; the reference ledgers and samples of
+``tests/test_dp_reference.py`` depend on it), so they stay together. What reads a release
+afterwards lives apart: :mod:`clinsynth.privacy.conform` (training records fitted into it) and
+:mod:`clinsynth.privacy.schema_facts` (what a schema took from where).
 """
 from __future__ import annotations
 
@@ -165,18 +172,19 @@ from clinsynth.privacy.histograms import (
     widen,
     zero_spike,
 )
-from clinsynth.schema import DISCRETE_KINDS, NUMERIC_KINDS, Category, ColumnSpec, Schema, parse_datetimes, wall_clock
+from clinsynth.schema import DISCRETE_KINDS, NUMERIC_KINDS, Category, ColumnSpec, Schema
 
 __all__ = ["FLAG_DOMAINS", "FORMAT_WEIGHT", "RARE_LABEL", "DPRelease", "ExtraQuery", "FactsRefusal", "StatisticsPlan",
-           "bulk_threshold", "category_threshold", "charged_release", "conform", "flag_domain", "grid_edges",
-           "estimation_summary", "plan_statistics", "release_statistics", "schema_facts", "sort_categories"]
+           "bulk_threshold", "category_threshold", "charged_release", "flag_domain", "grid_edges",
+           "plan_statistics", "release_statistics", "sort_categories"]
 
 #: Public candidate categories of flag columns; a schema whose list fits one releases all of it.
 FLAG_DOMAINS: tuple[tuple[Category, ...], ...] = ((0, 1), (False, True), ("0", "1"), (0.0, 1.0))
 #: The one category of a text column none of whose values is common enough to release.
 RARE_LABEL = "(rare)"
 
-_DAY_NS = 86_400 * 10**9
+#: nanoseconds in a day (dates are released in days)
+DAY_NS = 86_400 * 10**9
 #: A record's weight in a format histogram (1 in the others): see the module docstring.
 FORMAT_WEIGHT = 0.5
 
@@ -387,7 +395,7 @@ def check_useful(plan: StatisticsPlan, schema: Schema, n: int, noise_std: float,
 
 # -- numeric queries ----------------------------------------------------------------------
 def _iso_day(days: float) -> str:
-    return pd.Timestamp(int(days) * _DAY_NS, unit="ns").isoformat()
+    return pd.Timestamp(int(days) * DAY_NS, unit="ns").isoformat()
 
 
 def _values(df: pd.DataFrame, spec: ColumnSpec) -> np.ndarray:
@@ -744,185 +752,15 @@ def _updated_schema(schema: Schema, updates: dict[str, dict[str, Any]]) -> Schem
     return Schema.model_validate(data)
 
 
-# -- what a release took from where -------------------------------------------------------
-def _columns_of(queries: list[dict[str, Any]], facts: str, *outcomes: str) -> list[str]:
-    return [c for q in queries if q["facts"].startswith(facts) and q["outcome"].startswith(outcomes) for c in q["columns"]]
+def __getattr__(name: str) -> Any:
+    """``conform`` and ``schema_facts`` live in their own modules (``privacy/conform.py``,
+    ``privacy/schema_facts.py``); imports of them from here keep working."""
+    if name == "conform":
+        from clinsynth.privacy.conform import conform
 
+        return conform
+    if name in ("schema_facts", "estimation_summary"):
+        from clinsynth.privacy import schema_facts
 
-def estimation_summary(release: dict[str, Any] | None) -> dict[str, Any]:
-    """How the released facts were estimated, from a release's :meth:`DPRelease.record`: the
-    budget share, and which columns' bounds came from the fine grid, a coarser grid or the public
-    default, and which categorical columns kept one category or were suppressed."""
-    if not release or not release.get("queries"):
-        return {}
-    queries, budget = release["queries"], release.get("budget", {})
-    return {"share": budget.get("share"), "base_share": budget.get("base_share"),
-            "raised": bool(budget) and budget.get("share", 0) > budget.get("base_share", 0),
-            "fine_grid": _columns_of(queries, "bounds", "fine grid"),
-            "coarser_grid": _columns_of(queries, "bounds", "coarser grid"),
-            "public_default": _columns_of(queries, "bounds", "public default"),
-            "unrounded": _columns_of(queries, "kind", "continuous, no evidence"),
-            "one_category": _columns_of(queries, "categories", "one category"),
-            "suppressed": _columns_of(queries, "categories", "suppressed")}
-
-
-def _estimation_text(est: dict[str, Any]) -> list[str]:
-    parts = []
-    if est.get("share") is not None:
-        parts.append(f"the public facts took {est['share']:.0%} of the budget"
-                     + (f" (raised from {est['base_share']:.0%}: few records per column)" if est["raised"] else ""))
-    located = [f"the fine grid for {len(est['fine_grid'])} column(s)"] if est["fine_grid"] else []
-    if est["coarser_grid"]:
-        located.append(f"a coarser grid for {', '.join(est['coarser_grid'])}")
-    if located:
-        parts.append("bounds from " + " and ".join(located))
-    if est["public_default"]:
-        parts.append(f"no value located, public default bounds for {', '.join(est['public_default'])}")
-    if est["unrounded"]:
-        parts.append(f"no evidence of a precision, values unrounded for {', '.join(est['unrounded'])}")
-    if est["one_category"]:
-        parts.append(f"one category released, rarer values merged, for {', '.join(est['one_category'])}")
-    if est["suppressed"]:
-        parts.append(f"no category released, values written as {RARE_LABEL!r}, for {', '.join(est['suppressed'])}")
-    return parts
-
-
-def schema_facts(schema: Schema, release: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What a DP model's schema took from structure only, what the steward declared public and
-    what went through the ledger — and, given the release's record (a model's ``facts_``), how:
-    at what share of the budget, which columns fell back to a coarser grid or a public default,
-    which categories were merged — for the console and the guarantee page. ``schema`` is the
-    released one (a model's ``schema_``): ``public`` marks declared columns there."""
-    model = schema.model_columns
-    declared = [c.name for c in model if c.public]
-    released = [c.name for c in model if not c.public]
-    ids = [c.name for c in schema.columns if c.kind == "id"]
-    structure = [f"{len(schema.columns)} column names", "each column's value type (number, text, true/false, date)"] \
-        if schema.columns else []
-    if schema.codes is not None:
-        structure.append(f"a {'presence' if schema.codes.binary else 'count'} code block")
-    if schema.target is not None:
-        structure.append(f"target '{schema.target}'")
-    if schema.longitudinal:
-        structure.append(f"{len(schema.longitudinal)} longitudinal group(s) by column name")
-    if ids:
-        structure.append(f"identifier column(s) {', '.join(ids)} (not modelled)")
-    structure.append("the number of records")
-    parts = [f"DP schema — from structure only: {', '.join(structure)}"]
-    if declared:
-        parts.append(f"declared public: {', '.join(declared)}")
-    if released:
-        parts.append(f"released through the ledger: kind, decimals, bounds, categories, missing policy "
-                     f"(and so dtype) of {len(released)} column(s)")
-    if schema.codes is not None:
-        parts.append(f"code vocabulary {'declared public' if schema.codes.public else 'released through the ledger'}")
-    estimation = estimation_summary(release)
-    parts.extend(_estimation_text(estimation) if estimation else [])
-    return {"structure": structure, "declared_public": declared, "released": released,
-            "estimation": estimation, "summary": "; ".join(parts)}
-
-
-# -- conforming the training data ---------------------------------------------------------
-def _clip_numeric(s: pd.Series, lo: float, hi: float) -> pd.Series:
-    if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
-        s = pd.to_numeric(s, errors="coerce")
-    if pd.api.types.is_integer_dtype(s) and math.ceil(lo) <= math.floor(hi):
-        return s.clip(math.ceil(lo), math.floor(hi))  # whole-number bounds keep the integer dtype
-    if pd.api.types.is_integer_dtype(s):
-        s = s.astype(float)
-    return s.clip(lo, hi)
-
-
-def _round_numeric(s: pd.Series, spec: ColumnSpec) -> pd.Series:
-    """Values to the column's released precision (integers stay as they are)."""
-    digits = 0 if spec.kind == "integer" else spec.decimals
-    if digits is None or pd.api.types.is_integer_dtype(s):
-        return s
-    return s.round(digits)
-
-
-def _clip_datetime(s: pd.Series, bounds: tuple[str, str]) -> pd.Series:
-    # bounds are wall-clock times (see schema.wall_clock); one given with an offset is read on its own wall clock
-    lo, hi = (pd.Timestamp(b) for b in bounds)
-    lo, hi = (b.tz_localize(None) if b.tz is not None else b for b in (lo, hi))
-    if pd.api.types.is_datetime64_any_dtype(s):
-        if s.dt.tz is not None:
-            lo, hi = (b.tz_localize(s.dt.tz, ambiguous=False, nonexistent="shift_forward") for b in (lo, hi))
-        return s.clip(lo, hi)
-    # dates held as text stay text: only the clipped entries are rewritten
-    parsed = wall_clock(parse_datetimes(s))
-    out = s.copy()
-    for mask, bound in ((parsed < lo, lo), (parsed > hi, hi)):
-        if mask.any():
-            out[mask.to_numpy()] = _date_text(bound)
-    return out
-
-
-def _date_text(ts: pd.Timestamp) -> str:
-    return ts.strftime("%Y-%m-%d") if ts == ts.normalize() else ts.isoformat()
-
-
-def _map_unknown(s: pd.Series, spec: ColumnSpec, fallback: Any) -> pd.Series:
-    unknown = (pd.Index(spec.categories or []).get_indexer(s) < 0) & s.notna().to_numpy()
-    if not unknown.any():
-        return s
-    if spec.missing == "indicator" and spec.categories != [RARE_LABEL]:
-        return s.mask(unknown)
-    return s.mask(unknown, fallback)
-
-
-def _gap_value(spec: ColumnSpec, release: DPRelease, s: pd.Series) -> Any:
-    """What fills a gap where the released schema has no room for one: the released centre of a
-    number (at its precision) or date, the most common released category."""
-    if spec.kind in DISCRETE_KINDS:
-        return release.fallback[spec.name]
-    loc = release.numeric[spec.name]["loc"]
-    if spec.kind == "datetime":
-        ts = pd.Timestamp(round(loc * _DAY_NS), unit="ns")
-        ts = ts.normalize() if spec.decimals == 0 else ts.floor("s")
-        if pd.api.types.is_datetime64_any_dtype(s):
-            return ts.tz_localize(s.dt.tz) if s.dt.tz is not None else ts
-        return _date_text(ts)
-    lo, hi = numeric_bounds(spec) if spec.bounds is not None else (-math.inf, math.inf)
-    digits = 0 if spec.kind == "integer" else spec.decimals
-    value = min(max(loc, lo), hi)
-    return float(round(value, digits)) if digits is not None else value
-
-
-def _fill_gaps(s: pd.Series, spec: ColumnSpec, release: DPRelease, after: np.ndarray | None) -> pd.Series:
-    """Gaps in a column released with missing policy ``none`` (blanks after dropout stay blank)."""
-    gaps = s.isna().to_numpy()
-    if after is not None:
-        gaps = gaps & ~after
-    if not gaps.any():
-        return s
-    return s.mask(gaps, _gap_value(spec, release, s))
-
-
-def conform(df: pd.DataFrame, release: DPRelease) -> pd.DataFrame:
-    """Fit raw training data into the released schema, record by record, before encoding.
-
-    Numbers (dates too) are clipped into the released bounds and rounded to the released precision;
-    a category the release does not list (a number other than 0 and 1 in a released flag) becomes
-    missing (policy ``indicator``) or the column's fallback; a gap in a column released with
-    policy ``none`` becomes its fallback or released centre. It is a fixed function of each record
-    (given the release), so the DP training that follows covers it. Rows are kept.
-    """
-    out = df.copy()
-    schema = release.schema
-    after = schema._after_dropout(out) if schema.longitudinal else {}
-    for spec in schema.model_columns:
-        if spec.name not in out.columns:
-            continue
-        s = out[spec.name]
-        if spec.kind in ("continuous", "integer") and spec.bounds is not None:
-            s = _round_numeric(_clip_numeric(s, float(spec.bounds[0]), float(spec.bounds[1])), spec)
-        elif spec.kind == "datetime" and spec.bounds is not None:
-            s = _clip_datetime(s, spec.bounds)
-        elif spec.kind in DISCRETE_KINDS and spec.name in release.fallback:
-            s = _map_unknown(s, spec, release.fallback[spec.name])
-        released = spec.name in release.fallback or (spec.name in release.numeric and not spec.public)
-        if released and spec.missing == "none":
-            s = _fill_gaps(s, spec, release, after.get(spec.name))
-        out[spec.name] = s
-    return out
+        return getattr(schema_facts, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
