@@ -4,7 +4,9 @@
 ``Privacy`` object given to a model (issue 23, item 2): their ``config.json`` carries ε, δ, the
 accountant and the facts' share as flat parameters of a ``dp-…`` class. Each must load through
 ``clinsynth.load``, keep its name and ledger, and draw the same records for the same seed (the
-hashes were taken right after saving, on that code).
+hashes were taken right after saving, on that code). ``visitrnn`` and ``dp-visitrnn`` were written at
+416b4fc (``long_trial(240, 6, seed=3)``, one epoch, hidden 16), before visitrnn became a model of
+the patients family given a ``Privacy`` (issue 21): the DP one with a flat ε as well.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ RECORDED = {
     "dp-acgan": ("1988b0105e837868", 2.0),
     "dp-vae": ("ce93eae91fe2cb3a", 2.0),
     "vae": ("56436a7bd7342ad5", None),
+    "dp-visitrnn": ("dbf337e65b74aff0", 2.0),
+    "visitrnn": ("a0fbd7ec727adc5c", None),
 }
 
 

@@ -178,14 +178,13 @@ REGISTRY: dict[str, ModelEntry] = {
             "long-format patients (one row per visit): a VAE over the per-patient columns, then a GRU over "
             "visits (gap, labs with missing flags, a stop token), so visit counts vary and times increase",
         ),
-        ModelEntry(
-            "dp-visitrnn",
-            "clinsynth.models.visitrnn:DPVisitRNN",
+        dp_alias(
+            "visitrnn",
             "visitrnn with DP per patient: public facts from one row per patient, DP-SGD with Poisson "
             "sampling of patients (one sample = all of a patient's visits), one ledger",
             # fewer, larger Poisson batches: each step costs budget, and per-patient gradients through
             # the GRU's recurrence cost more than the fused non-DP step (bench/bench_visitrnn.py)
-            defaults={"epsilon": 1.0, "epochs": 20, "batch_size": 500},
+            defaults={"epochs": 20, "batch_size": 500},
         ),
     ]
 }
