@@ -255,3 +255,20 @@ def test_dp_times_respect_a_declared_public_bound(real, schema):
     gaps = sample.groupby("pid", sort=False)["day"].diff().dropna()
     real_gaps = real.groupby("pid", sort=False)["day"].diff().dropna()
     assert abs(gaps.median() - real_gaps.median()) <= 10
+
+
+def test_privacy_is_given_like_every_other_model(real, schema, dp_model):
+    """``visitchain`` given ``privacy=Privacy(…)`` is ``dp-visitchain``: one class, the same
+    parameters, the same ledger and samples (before: a DPVisitChain subclass taking epsilon=)."""
+    from clinsynth.models.registry import REGISTRY
+
+    given = cs.create("visitchain", privacy=cs.Privacy(epsilon=4.0), progress=False)
+    named = cs.create("dp-visitchain", epsilon=4.0, progress=False)
+    assert type(given) is type(named) and REGISTRY["dp-visitchain"].private_of == "visitchain"
+    assert given.name == named.name == "dp-visitchain" and given.private and not cs.create("visitchain").private
+    assert given.get_params() == named.get_params() == dp_model.get_params()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        given.fit(real, schema)
+    assert given.ledger_.state_dict() == dp_model.ledger_.state_dict()
+    pd.testing.assert_frame_equal(given.sample(200, seed=5), dp_model.sample(200, seed=5))

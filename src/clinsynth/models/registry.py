@@ -165,12 +165,12 @@ REGISTRY: dict[str, ModelEntry] = {
             "visits, start) and a Markov chain over visits (values, missing states, gaps) given the class and "
             "the visits remaining",
         ),
-        ModelEntry(
-            "dp-visitchain",
-            "clinsynth.models.visitchain:DPVisitChain",
+        dp_alias(
+            "visitchain",
             "the visit chain with DP per patient: noisy per-patient network and transition tables, each "
             "patient's visits capped and its counts in each table summing to 1, one ledger",
-            defaults={"epsilon": 1.0},
+            # coarse views of earlier visits and no pseudo-records: the noisy tables shrink by `shrinkage`
+            defaults={"parent_bins": 3, "smoothing": 0.0},
         ),
         ModelEntry(
             "visitrnn",
