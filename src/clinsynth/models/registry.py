@@ -183,8 +183,11 @@ REGISTRY: dict[str, ModelEntry] = {
             "visitrnn with DP per patient: public facts from one row per patient, DP-SGD with Poisson "
             "sampling of patients (one sample = all of a patient's visits), one ledger",
             # fewer, larger Poisson batches: each step costs budget, and per-patient gradients through
-            # the GRU's recurrence cost more than the fused non-DP step (bench/bench_visitrnn.py)
-            defaults={"epochs": 20, "batch_size": 500},
+            # the GRU's recurrence cost more than the fused non-DP step (bench/bench_visitrnn.py). So few
+            # steps (80 at 2,000 patients) move Adam's weights ≤ steps × lr: at 2e-3 the stop token stayed
+            # near its start (visits KS 0.736, mean 3.2 visits against 11.5); 1e-2: 0.359, 9.5; 3e-2
+            # diverges (0.479) — bench/results/long_visitrnn_lr.json
+            defaults={"epochs": 20, "batch_size": 500, "lr": 1e-2},
         ),
     ]
 }
