@@ -24,6 +24,12 @@ made). The child first times ``simulate_long_trial`` itself: fit and sample time
 ratios to that generation time, measured in the same process a moment before, which moves less
 with the machine's load than the seconds do. The load average is recorded with each run.
 
+``calibration``: the DP models' noise calibration with and without the closed form of an all-Gaussian
+ledger (:func:`clinsynth.privacy.ledger.known_within`), in the same process, alternating: each seed's
+dp- model fitted once asking the accountant at every step (and nothing remembered, as before) and
+once as shipped; fit seconds, fit + the ledger's total (``spent()``, what a release prints), the
+accountant calls, and a check that the two ledgers are the same charge for charge.
+
 Any registered model of the patients family can be named, e.g. once merged::
 
     python bench/bench_long.py quality [--models visitchain dp-visitchain] [--seeds 0 1 2]
@@ -31,6 +37,8 @@ Any registered model of the patients family can be named, e.g. once merged::
         [--json bench/results/long_quality.json]
     python bench/bench_long.py scale [--models visitchain dp-visitchain] [--patients 50000]
         [--json bench/results/long_scale.json]
+    python bench/bench_long.py calibration [--models dp-visitchain] [--seeds 0 1 2] [--epsilons 1]
+        [--json bench/results/long_calibration.json]
 
 Run it niced with one thread (``OMP_NUM_THREADS=1``; the script holds native pools at one thread).
 """
@@ -243,9 +251,68 @@ def scale(args: argparse.Namespace) -> dict:
             "runs": rows}
 
 
+# -- calibration ---------------------------------------------------------------------------------
+def calibration(args: argparse.Namespace) -> dict:
+    import clinsynth.privacy.ledger as ledger_module
+    from clinsynth.data.long_trial import simulate_long_trial
+    from clinsynth.pipeline import split_patients_holdout
+    from clinsynth.schema import Schema
+
+    remembered, known = ledger_module._accountant_epsilon, ledger_module.known_within
+    calls = {"n": 0}
+    original = ledger_module.epsilon_of
+
+    def counted(*a, **k):
+        calls["n"] += 1
+        return original(*a, **k)
+
+    ledger_module.epsilon_of = counted
+    # warm-up: Opacus' accountants import once per process; neither way should pay for it
+    original([ledger_module.Charge("gaussian", "warm-up", 5.0, 1.0, 1)], 1e-5, "prv", 1e-2)
+    original([ledger_module.Charge("gaussian", "warm-up", 5.0, 1.0, 1)], 1e-5, "rdp")
+    runs = []
+    try:
+        for seed in args.seeds:
+            df = simulate_long_trial(args.patients, seed=seed)
+            schema = Schema.infer(df, target=TARGET, patient=PATIENT, time=TIME)
+            train, _ = split_patients_holdout(df, PATIENT, TARGET, 0.2, seed=seed)
+            for name, params in _configs([m for m in args.models if m.startswith("dp-")], args.epsilons, args.params):
+                ledgers = {}
+                for way in ("accountant every step", "closed form"):
+                    before = way == "accountant every step"
+                    ledger_module._accountant_epsilon = remembered.__wrapped__ if before else remembered
+                    ledger_module.known_within = (lambda *a, **k: None) if before else known
+                    remembered.cache_clear()
+                    calls["n"] = 0
+                    model, fit_seconds = _fit(name, params, train, schema, seed)
+                    fit_calls = calls["n"]
+                    start = time.perf_counter()
+                    spent = model.ledger_.spent()
+                    total = fit_seconds + time.perf_counter() - start
+                    ledgers[way] = model.ledger_.state_dict()
+                    row = {"model": name, "epsilon": params.get("epsilon"), "seed": seed, "calibration": way,
+                           "fit_seconds": round(fit_seconds, 2), "fit_and_total_seconds": round(total, 2),
+                           "accountant_calls_in_fit": fit_calls, "epsilon_spent": spent, "load": _load()}
+                    runs.append(row)
+                    print(json.dumps(row), flush=True)
+                same = ledgers["accountant every step"] == ledgers["closed form"]
+                runs[-1]["same_ledger_as_before"] = runs[-2]["same_ledger_as_before"] = same
+    finally:
+        ledger_module.epsilon_of, ledger_module._accountant_epsilon = original, remembered
+        ledger_module.known_within = known
+    summary = {}
+    for way in ("accountant every step", "closed form"):
+        rows = [r for r in runs if r["calibration"] == way]
+        summary[way] = {k: round(float(np.mean([r[k] for r in rows])), 2)
+                        for k in ("fit_seconds", "fit_and_total_seconds", "accountant_calls_in_fit")}
+    return {"data": f"simulate_long_trial({args.patients}, seed) for seed in {args.seeds}; 20 % of patients held out",
+            "runs": runs, "summary": summary,
+            "all_ledgers_same": all(r.get("same_ledger_as_before") for r in runs)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["quality", "scale"])
+    parser.add_argument("mode", choices=["quality", "scale", "calibration"])
     parser.add_argument("--models", nargs="+", default=["visitchain", "dp-visitchain"],
                         help="registry names of patients-family models; dp-* run at each --epsilons value")
     parser.add_argument("--patients", type=int, default=None, help="default: 5,000 (quality), 50,000 (scale)")
@@ -257,12 +324,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.patients is None:
-        args.patients = 5_000 if args.mode == "quality" else 50_000
+        args.patients = 50_000 if args.mode == "scale" else 5_000
     _one_thread()
     from clinsynth.models.base import library_versions
 
     results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "versions": library_versions(),
-               "mode": args.mode, "models": args.models, **{"quality": quality, "scale": scale}[args.mode](args)}
+               "mode": args.mode, "models": args.models,
+               **{"quality": quality, "scale": scale, "calibration": calibration}[args.mode](args)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1) + "\n")

@@ -125,3 +125,74 @@ def test_state_round_trip_and_validation():
 def test_charges_without_privacy_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         Charge("dp-sgd", "broken", **kwargs)
+
+
+# -- the closed form of an all-Gaussian ledger, and calibration that uses it ----------------------
+GAUSSIAN_LEDGERS = [  # noise multipliers of Gaussian charges on every record (the DP counting models')
+    [5.0],
+    [19.94, 14.10, 7.80, 11.80, 5.10],  # dp-visitchain at ε = 1 on the simulated long trial
+    [3.0, 3.0, 40.0],
+    [1.2],
+    [60.0, 25.0, 9.0, 9.0],
+]
+
+
+@pytest.mark.parametrize("sigmas", GAUSSIAN_LEDGERS)
+def test_closed_form_matches_dp_accounting_pld(sigmas):
+    from clinsynth.privacy.ledger import gaussian_epsilon
+
+    ours = gaussian_epsilon([charge(s, 1.0, 1) for s in sigmas], 1e-5)
+    acc = pld_privacy_accountant.PLDAccountant(value_discretization_interval=1e-4)
+    for s in sigmas:
+        acc.compose(dpa.GaussianDpEvent(s))
+    assert ours == pytest.approx(acc.get_epsilon(1e-5), abs=2e-3)
+    assert gaussian_epsilon([charge(1.0, 0.01, 100)], 1e-5) is None  # subsampled: no closed form
+
+
+@pytest.mark.parametrize("sigmas", GAUSSIAN_LEDGERS)
+@pytest.mark.parametrize("eps_error", [1e-2, 1e-3])
+def test_prv_sits_in_the_band_the_calibration_relies_on(sigmas, eps_error):
+    """exact(δ) ≤ PRV ≤ exact(δ − δ/1000) + 2 eps_error: calibration skips PRV only outside
+    [exact − PRV_BAND eps_error, exact] (PRV_BAND = 3), so its answers are PRV's."""
+    from clinsynth.privacy.ledger import PRV_BAND, gaussian_epsilon
+
+    charges = [charge(s, 1.0, 1) for s in sigmas]
+    prv = epsilon_of(charges, 1e-5, "prv", eps_error)
+    assert gaussian_epsilon(charges, 1e-5) <= prv <= gaussian_epsilon(charges, 1e-5 * (1 - 1e-3)) + 2 * eps_error
+    assert PRV_BAND > 2
+
+
+@pytest.mark.parametrize("epsilon, fixed", [(1.0, [19.94, 14.10, 7.80]), (4.0, [11.8]), (0.5, []),
+                                            (2.0, "dp-sgd")])
+def test_calibration_finds_the_same_sigma_in_fewer_accountant_calls(epsilon, fixed, monkeypatch):
+    """The closed form only skips steps whose answer it knows: σ is the one asking PRV at every
+    step gives, with a fraction of the calls (none saved with a subsampled charge on the ledger)."""
+    from clinsynth.privacy import ledger as module
+
+    calls = []
+    original = module.epsilon_of
+    monkeypatch.setattr(module, "epsilon_of", lambda *a, **k: calls.append(a[2:]) or original(*a, **k))
+
+    def fresh() -> PrivacyLedger:
+        ledger = PrivacyLedger(epsilon=epsilon, delta=1e-5)
+        if fixed == "dp-sgd":
+            ledger.charges.append(charge(1.5, 0.05, 40))
+        else:
+            ledger.charges.extend(charge(s, 1.0, 1, "fixed") for s in fixed)
+        return ledger
+
+    make = lambda s: Charge("gaussian", "tables", s, 1.0, 1, delta=1e-7)  # noqa: E731
+    module._accountant_epsilon.cache_clear()
+    slow = module.calibrate_noise(fresh(), make, analytic=False)
+    asked, calls[:] = len(calls), []
+    module._accountant_epsilon.cache_clear()
+    fast = module.calibrate_noise(fresh(), make)
+    assert fast == slow
+    prv_calls = sum(1 for c in calls if c and c[0] == "prv")
+    if fixed == "dp-sgd":
+        assert len(calls) == asked
+    else:
+        assert prv_calls <= 0.6 * asked
+    ledger = fresh()
+    ledger.charge(make(fast))
+    assert ledger.spent() <= epsilon  # the accountant's total

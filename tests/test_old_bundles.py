@@ -4,7 +4,11 @@
 ``Privacy`` object given to a model (issue 23, item 2): their ``config.json`` carries ε, δ, the
 accountant and the facts' share as flat parameters of a ``dp-…`` class. Each must load through
 ``clinsynth.load``, keep its name and ledger, and draw the same records for the same seed (the
-hashes were taken right after saving, on that code).
+hashes were taken right after saving, on that code). ``visitrnn`` and ``dp-visitrnn`` were written at
+416b4fc (``long_trial(240, 6, seed=3)``, one epoch, hidden 16), before visitrnn became a model of
+the patients family given a ``Privacy`` (issue 21): the DP one with a flat ε as well;
+``visitchain`` (bins 4, first_bins 2, parent_bins 2) and ``dp-visitchain`` at 9786cec
+(``simulate_visits(400, seed=3, max_visits=8)``), before the chain was given its ``Privacy``.
 """
 from __future__ import annotations
 
@@ -28,6 +32,10 @@ RECORDED = {
     "dp-acgan": ("1988b0105e837868", 2.0),
     "dp-vae": ("ce93eae91fe2cb3a", 2.0),
     "vae": ("56436a7bd7342ad5", None),
+    "dp-visitrnn": ("dbf337e65b74aff0", 2.0),
+    "visitrnn": ("a0fbd7ec727adc5c", None),
+    "dp-visitchain": ("57a0a0792f9c7127", 2.0),
+    "visitchain": ("5f354ad8cf7c66b2", None),
 }
 
 

@@ -19,7 +19,7 @@ ALIASES = {name: entry.private_of for name, entry in REGISTRY.items() if entry.p
 
 
 def test_every_model_with_a_dp_version_has_an_alias_to_the_same_class():
-    assert ALIASES == {f"dp-{m}": m for m in ("acgan", "medgan", "corgan", "vae", "codetree", "bayesnet")}
+    assert ALIASES == {f"dp-{m}": m for m in ("acgan", "medgan", "corgan", "vae", "codetree", "bayesnet", "visitchain", "visitrnn")}
     for alias, base in ALIASES.items():
         assert REGISTRY[alias].load_class() is REGISTRY[base].load_class()  # no DP subclass left
 

@@ -212,3 +212,63 @@ def test_dates_as_the_time_column():
     assert pd.api.types.is_datetime64_any_dtype(sample["day"])
     assert (sample.groupby("pid")["day"].diff().dropna() > pd.Timedelta(0)).all()
     assert (sample["day"] == sample["day"].dt.normalize()).all()  # whole days, as the input
+
+
+def _public_time(schema: Schema, hi: float) -> Schema:
+    columns = [c.model_copy(update={"public": True, "bounds": (0.0, hi)}) if c.name == "day" else c
+               for c in schema.columns]
+    return Schema(columns=columns, target=schema.target, patient=schema.patient, time=schema.time)
+
+
+def _upper(bounds) -> float:
+    return float(bounds[1])
+
+
+@pytest.mark.parametrize("which", ["visitchain", "dp-visitchain"])
+def test_times_respect_the_time_columns_bound(which, real, schema, model, dp_model):
+    """No synthetic visit lies past the time column's upper bound: the schema's (inferred without DP),
+    the one released under DP (the output schema says it), and a declared public one under DP at ε = 1
+    (before the fix: 9 rows over the inferred 742 days without DP, 25 at ε = 4 with no bound in the
+    output schema, 391 over the declared bound at ε = 1)."""
+    fitted = model if which == "visitchain" else dp_model
+    bound = fitted.schema_.column("day").bounds
+    assert bound is not None, "the output schema must state the time bound its patients respect"
+    sample = fitted.sample(3000, seed=1)
+    assert sample["day"].max() <= _upper(bound)
+    if which == "visitchain":
+        assert _upper(bound) == real["day"].max()
+    g = sample.groupby("pid", sort=False)
+    assert (g["day"].diff().dropna() > 0).all()
+    assert ks_2samp(per_patient(real)["visits"], per_patient(sample)["visits"]).statistic <= 0.1
+
+
+def test_dp_times_respect_a_declared_public_bound(real, schema):
+    hi = float(real["day"].max())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted = cs.create("dp-visitchain", epsilon=1.0, progress=False).fit(real, _public_time(schema, hi))
+    assert _upper(fitted.schema_.column("day").bounds) == hi
+    sample = fitted.sample(3000, seed=1)
+    assert sample["day"].max() <= hi
+    assert (sample.groupby("pid", sort=False)["day"].diff().dropna() > 0).all()
+    # the gaps keep their shape: the bound is reached by few patients, not by squeezing everyone
+    gaps = sample.groupby("pid", sort=False)["day"].diff().dropna()
+    real_gaps = real.groupby("pid", sort=False)["day"].diff().dropna()
+    assert abs(gaps.median() - real_gaps.median()) <= 10
+
+
+def test_privacy_is_given_like_every_other_model(real, schema, dp_model):
+    """``visitchain`` given ``privacy=Privacy(…)`` is ``dp-visitchain``: one class, the same
+    parameters, the same ledger and samples (before: a DPVisitChain subclass taking epsilon=)."""
+    from clinsynth.models.registry import REGISTRY
+
+    given = cs.create("visitchain", privacy=cs.Privacy(epsilon=4.0), progress=False)
+    named = cs.create("dp-visitchain", epsilon=4.0, progress=False)
+    assert type(given) is type(named) and REGISTRY["dp-visitchain"].private_of == "visitchain"
+    assert given.name == named.name == "dp-visitchain" and given.private and not cs.create("visitchain").private
+    assert given.get_params() == named.get_params() == dp_model.get_params()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        given.fit(real, schema)
+    assert given.ledger_.state_dict() == dp_model.ledger_.state_dict()
+    pd.testing.assert_frame_equal(given.sample(200, seed=5), dp_model.sample(200, seed=5))

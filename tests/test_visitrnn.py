@@ -90,6 +90,26 @@ def test_a_wide_table_or_a_budget_without_dp_is_refused(data):
 
 
 # -- differential privacy, per patient ------------------------------------------------------------
+def test_privacy_is_given_like_every_other_model(data, private):
+    """visitrnn is a model of the patients family given its budget: ``privacy=Privacy(…)`` on the plain
+    name and ``epsilon=`` on the dp- name build the same model, which fits to the same ledger."""
+    from clinsynth.models.long_base import PatientModel
+    from clinsynth.privacy.budget import Privacy
+
+    given = create("visitrnn", privacy=Privacy(epsilon=2.0), epochs=2, batch_size=40, progress=False)
+    named = create("dp-visitrnn", epsilon=2.0, epochs=2, batch_size=40, progress=False)
+    assert type(given) is type(named) and isinstance(given, PatientModel) and given.family == "patients"
+    assert given.name == named.name == "dp-visitrnn" and given.private
+    assert given.get_params() == named.get_params() and given.get_params()["privacy"] == Privacy(epsilon=2.0)
+    assert not create("visitrnn").private and create("visitrnn").get_params()["privacy"] is None
+    df, schema = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        given.fit(df, schema)
+    assert given.ledger_.state_dict() == private.ledger_.state_dict()
+    assert given.sample(40, seed=2).equals(private.sample(40, seed=2))
+
+
 def test_dp_ledger_is_within_budget_with_the_patient_as_unit(private, data, tmp_path):
     df, _ = data
     assert private.ledger_.spent() <= 2.0

@@ -170,12 +170,12 @@ REGISTRY: dict[str, ModelEntry] = {
             "visits, start) and a Markov chain over visits (values, missing states, gaps) given the class and "
             "the visits remaining",
         ),
-        ModelEntry(
-            "dp-visitchain",
-            "clinsynth.models.visitchain:DPVisitChain",
+        dp_alias(
+            "visitchain",
             "the visit chain with DP per patient: noisy per-patient network and transition tables, each "
             "patient's visits capped and its counts in each table summing to 1, one ledger",
-            defaults={"epsilon": 1.0},
+            # coarse views of earlier visits and no pseudo-records: the noisy tables shrink by `shrinkage`
+            defaults={"parent_bins": 3, "smoothing": 0.0},
         ),
         ModelEntry(
             "visitrnn",
@@ -183,14 +183,16 @@ REGISTRY: dict[str, ModelEntry] = {
             "long-format patients (one row per visit): a VAE over the per-patient columns, then a GRU over "
             "visits (gap, labs with missing flags, a stop token), so visit counts vary and times increase",
         ),
-        ModelEntry(
-            "dp-visitrnn",
-            "clinsynth.models.visitrnn:DPVisitRNN",
+        dp_alias(
+            "visitrnn",
             "visitrnn with DP per patient: public facts from one row per patient, DP-SGD with Poisson "
             "sampling of patients (one sample = all of a patient's visits), one ledger",
             # fewer, larger Poisson batches: each step costs budget, and per-patient gradients through
-            # the GRU's recurrence cost more than the fused non-DP step (bench/bench_visitrnn.py)
-            defaults={"epsilon": 1.0, "epochs": 20, "batch_size": 500},
+            # the GRU's recurrence cost more than the fused non-DP step (bench/bench_visitrnn.py). So few
+            # steps (80 at 2,000 patients) move Adam's weights ≤ steps × lr: at 2e-3 the stop token stayed
+            # near its start (visits KS 0.736, mean 3.2 visits against 11.5); 1e-2: 0.359, 9.5; 3e-2
+            # diverges (0.479) — bench/results/long_visitrnn_lr.json
+            defaults={"epochs": 20, "batch_size": 500, "lr": 1e-2},
         ),
     ]
 }

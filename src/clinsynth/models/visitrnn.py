@@ -56,15 +56,17 @@ from torch import nn
 from clinsynth.data.codecs import decode_bounds
 from clinsynth.data.io import write_with
 from clinsynth.data.transforms import NumericCodec, TableEncoder, numeric_values, synthetic_ids
-from clinsynth.errors import ConfigError, InputError, SchemaError
+from clinsynth.errors import ConfigError, SchemaError
 from clinsynth.long_schema import MAX_VISITS
 from clinsynth.models import bundle
-from clinsynth.models.base import Conditions, SynthModel
+from clinsynth.models.base import Conditions
+from clinsynth.models.long_base import PatientModel
 from clinsynth.models.records import RealStep, RecordCodec
 from clinsynth.models.tags import PATIENT_TAGS
 from clinsynth.models.training import CategoricalNoise, TrainingProgress, flush_denormals, mlp, resolve_device, seeded
+from clinsynth.privacy.budget import Privacy
 from clinsynth.privacy.unit import LONG_PATIENT_UNIT
-from clinsynth.schema import ColumnSpec, Schema, check_trainable
+from clinsynth.schema import ColumnSpec, Schema
 
 
 def gap_name(time_column: str) -> str:
@@ -273,7 +275,7 @@ def public_state(net: nn.Module) -> dict[str, torch.Tensor]:
 
 
 # -- the model -----------------------------------------------------------------------------------
-class VisitRNN(SynthModel):
+class VisitRNN(PatientModel):
     """Sequence model of patients and their visits (``visitrnn``; ``dp-visitrnn`` with a budget).
 
     Parameters
@@ -285,10 +287,10 @@ class VisitRNN(SynthModel):
     max_visits : visits per patient at most; later visits are dropped before training, and
         sampling stops there. ``None``: the longest patient (no DP) or
         :data:`~clinsynth.long_schema.MAX_VISITS` (DP: it must not come from the data).
-    epsilon, delta, max_grad_norm, accountant : the DP budget, the per-patient clipping norm and
-        the accountant (``dp-visitrnn`` only).
-    stats_share : the part of the budget for the public facts (raised for few patients, see
-        :mod:`clinsynth.privacy.facts_budget`).
+    max_grad_norm : the per-patient clipping norm of DP-SGD (with a budget only).
+    privacy : the budget (:class:`~clinsynth.Privacy`: ε, δ, the accountant and the public facts'
+        share, raised for few patients, see :mod:`clinsynth.privacy.facts_budget`), or ``None``
+        (``create("dp-visitrnn", epsilon=1)`` is ``create("visitrnn", privacy=Privacy(epsilon=1))``).
     device, seed, progress : as for every model.
 
     ``sample(n)`` returns ``n`` synthetic patients as a long table: one row per visit, new patient ids.
@@ -299,8 +301,7 @@ class VisitRNN(SynthModel):
 
     def __init__(self, epochs: int = 40, batch_size: int = 128, lr: float = 2e-3, hidden: int = 96,
                  latent_dim: int = 16, beta: float = 0.2, max_visits: int | None = None,
-                 epsilon: float | None = None, delta: float | None = None, max_grad_norm: float = 1.0,
-                 accountant: str = "prv", stats_share: float = 0.1, device: str = "auto", seed: int = 0,
+                 max_grad_norm: float = 1.0, privacy: Privacy | None = None, device: str = "auto", seed: int = 0,
                  progress: bool = True):
         self.epochs = epochs
         self.batch_size = batch_size
@@ -309,23 +310,14 @@ class VisitRNN(SynthModel):
         self.latent_dim = latent_dim
         self.beta = beta
         self.max_visits = max_visits
-        self.epsilon = epsilon
-        self.delta = delta
         self.max_grad_norm = max_grad_norm
-        self.accountant = accountant
-        self.stats_share = stats_share
+        self._given(privacy)
         self.device = device
         self.seed = seed
         self.progress = progress
 
-    @property
-    def private(self) -> bool:
-        return self.name.startswith("dp-")
-
     # -- checks ------------------------------------------------------------------------------------
     def _validate_params(self, schema: Schema) -> None:
-        from clinsynth.privacy.ledger import budget_problems
-
         def whole(v: Any, low: int) -> bool:
             return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= low
 
@@ -341,38 +333,20 @@ class VisitRNN(SynthModel):
                 bad.append(f"{name}={value!r} (> 0)")
         if isinstance(self.beta, bool) or not (isinstance(self.beta, (int, float)) and self.beta >= 0):
             bad.append(f"beta={self.beta!r} (≥ 0)")
-        if self.private:
-            bad += budget_problems(self.epsilon, self.delta, self.accountant, {"stats_share": self.stats_share})
-        elif self.epsilon is not None or self.delta is not None:
-            raise ConfigError(f"'{self.name}' is not private: for a privacy budget use 'dp-{self.name}' "
-                              "(or --epsilon on the command line)")
         if bad:
             raise ConfigError(f"{self.name}: invalid settings: {', '.join(bad)}")
         resolve_device(self.device)
 
-    def _check_input(self, df: Any, schema: Schema | None) -> Schema:
-        if not isinstance(df, pd.DataFrame):
-            raise InputError(f"{self.name} models a long-format table (a DataFrame, one row per visit), "
-                             f"not a {type(df).__name__}")
-        if schema is None or not schema.is_long:
-            raise ConfigError(f"{self.name} models long-format tables (one row per visit): give a schema that names "
-                              "the patient and time columns, e.g. Schema.infer(df, patient='id', time='day') "
-                              "(CLI: --patient-col, --time-col)")
-        schema.validate(df)
-        check_trainable(df)
-        return schema
-
     # -- fit -----------------------------------------------------------------------------------
     def fit(self, df: pd.DataFrame, schema: Schema | None = None, *,
             checkpoint_dir: str | Path | None = None) -> VisitRNN:
-        """Learn from a long table (one row per visit) described by a long-format ``schema``."""
-        schema = self._check_input(df, schema)
-        self._validate_params(schema)
+        """Learn from a long table (one row per visit) described by a long-format ``schema``
+        (checked by :meth:`PatientModel.fit`)."""
         if checkpoint_dir is not None:
             raise ConfigError(f"{self.name} writes no checkpoints yet; fit without checkpoint_dir")
-        n_patients = int(df[schema.patient].nunique())
-        if n_patients < 2:
-            raise InputError(f"{self.name}: the table holds {n_patients} patient; at least 2 are needed to learn from")
+        return super().fit(df, schema)
+
+    def _fit_patients(self, df: pd.DataFrame, schema: Schema) -> None:
         if self.max_visits is not None:
             cap = int(self.max_visits)
         elif self.private:
@@ -400,7 +374,6 @@ class VisitRNN(SynthModel):
         finally:
             del self._static_x, self._visit_x
         self.encoder_ = codec
-        return self
 
     def _prepare(self, schema: Schema, data: Patients, cap: int) -> VisitCodec:
         gap = ColumnSpec(name=gap_name(schema.time), kind="continuous")
@@ -432,13 +405,12 @@ class VisitRNN(SynthModel):
         return table[[c.name for c in release_schema.columns]], release_schema
 
     def _prepare_private(self, schema: Schema, data: Patients, cap: int) -> tuple[Schema, VisitCodec, Patients]:
-        from clinsynth.privacy.ledger import PrivacyLedger
         from clinsynth.privacy.statistics import charged_release, conform
 
-        n = len(data.lengths)
-        self.ledger_ = PrivacyLedger.for_records(self.epsilon, self.delta, n, self.accountant, unit="patient")
+        assert self.privacy is not None
+        self.ledger_ = self.privacy.ledger(len(data.lengths), unit="patient")
         table, release_schema = self.release_table(schema, data)
-        release = charged_release(table, release_schema, self.ledger_, self.stats_share,
+        release = charged_release(table, release_schema, self.ledger_, self.privacy.stats_share,
                                   np.random.default_rng(self.seed))
         self.facts_ = release.record()
         released = {c.name: c for c in release.schema.columns}
@@ -647,9 +619,8 @@ class VisitRNN(SynthModel):
 
     def _fitted_config(self) -> dict[str, Any]:
         out: dict[str, Any] = {"max_visits": self.max_visits_}
-        if self.private:
-            out.update(ledger=self.ledger_.state_dict(), noise_multiplier=self.noise_multiplier_,
-                       sample_rate=self.sample_rate_, facts_release=self.facts_, privacy_unit=LONG_PATIENT_UNIT)
+        if self.private:  # the ledger, noise multiplier and released facts: SynthModel._fitted_privacy
+            out.update(sample_rate=self.sample_rate_, privacy_unit=LONG_PATIENT_UNIT)
         else:  # losses on real records are statistics of them: not in a DP bundle
             out["history"] = getattr(self, "history_", [])
         return out
@@ -659,16 +630,11 @@ class VisitRNN(SynthModel):
         write_with(directory / "weights.pt", lambda tmp: torch.save(state, tmp))
 
     def _restore(self, fitted: dict[str, Any], encoder: VisitCodec, directory: Path) -> None:
-        from clinsynth.privacy.ledger import PrivacyLedger
-
         self.device_ = resolve_device(self.device, fallback_to_cpu=True)
         self.max_visits_ = int(fitted["max_visits"])
         self.codec_ = encoder
-        if self.private:
-            self.ledger_ = PrivacyLedger.from_state_dict(fitted["ledger"])
-            self.noise_multiplier_ = fitted["noise_multiplier"]
+        if self.private:  # the ledger and the rest: SynthModel._restore_privacy
             self.sample_rate_ = fitted["sample_rate"]
-            self.facts_ = fitted.get("facts_release", {})
         else:
             self.history_ = fitted.get("history", [])
         state = bundle.load_torch(directory, self.device_)
@@ -676,19 +642,9 @@ class VisitRNN(SynthModel):
         bundle.restore_module(directory, self.net_, state, "net")
         self.net_.eval()
 
-    # the table-model hooks: this model's own fit and sample replace the paths that call them
-    def _fit(self, df: pd.DataFrame, encoder: TableEncoder) -> None:  # pragma: no cover
-        raise TypeError(f"{self.name} trains through VisitRNN.fit")
-
-    def _sample(self, n: int, class_probs: np.ndarray, seed: int) -> pd.DataFrame:  # pragma: no cover
-        raise TypeError(f"{self.name} samples through VisitRNN.sample")
+    # the hooks of PatientModel.sample: this model's sample draws in chunks and takes no conditions
+    def _sample(self, n: int, class_probs: np.ndarray, seed: int) -> pd.DataFrame:
+        return self.sample(n, seed=seed)
 
     def _default_class_probs(self) -> np.ndarray:  # pragma: no cover
         raise TypeError(f"{self.name} samples through VisitRNN.sample")
-
-
-class DPVisitRNN(VisitRNN):
-    """visitrnn with differential privacy per patient (``dp-visitrnn``): DP public facts from one
-    row per patient, DP-SGD with Poisson sampling of patients, one ledger."""
-
-    name = "dp-visitrnn"
