@@ -393,24 +393,30 @@ class PairCounts:
         out[np.arange(var.states), var.coarse] = 1.0
         return out
 
+    def _counts(self, shape: tuple[int, ...], columns: list[str]) -> np.ndarray:
+        """Dense counts of ``columns`` of the ``states`` table (sizes ``shape``): one GROUP BY on
+        their mixed-radix cell number, fetched as arrays."""
+        cell = f"CAST({columns[0]} AS BIGINT)"
+        for size, col in zip(shape[1:], columns[1:]):
+            cell = f"({cell}) * {size} + {col}"
+        got = self.table.con.execute(f"SELECT CAST({cell} AS BIGINT) AS cell, count(*) AS k FROM states "
+                                     "GROUP BY cell").fetchnumpy()
+        out = np.zeros(int(np.prod(shape)))
+        out[np.asarray(got["cell"], dtype=np.int64)] = np.asarray(got["k"], dtype=float)
+        return out.reshape(shape)
+
     def single(self, v: int) -> np.ndarray:
         """(folds × classes × states of v) counts."""
         if v not in self._singles:
-            size = self.variables[v].states
-            out = np.zeros((self.folds, self.n_cls, size))
-            for f, c, s, k in self.table.query(f"SELECT f, {self._cls} AS c, s{v}, count(*) FROM states GROUP BY ALL"):
-                out[f, c, s] = k
-            self._singles[v] = out
+            self._singles[v] = self._counts((self.folds, self.n_cls, self.variables[v].states), ["f", self._cls, f"s{v}"])
         return self._singles[v]
 
     def pair(self, i: int, j: int) -> np.ndarray:
         """(folds × classes × coarse states of j × states of i) counts."""
         if (i, j) not in self._pairs:
             a, b = sorted((i, j))
-            full = np.zeros((self.folds, self.n_cls, self.variables[a].states, self.variables[b].states))
-            for f, c, sa, sb, k in self.table.query(
-                    f"SELECT f, {self._cls} AS c, s{a}, s{b}, count(*) FROM states GROUP BY ALL"):
-                full[f, c, sa, sb] = k
+            full = self._counts((self.folds, self.n_cls, self.variables[a].states, self.variables[b].states),
+                                ["f", self._cls, f"s{a}", f"s{b}"])
             # both directions from one query: the other variable through its coarse view
             self._pairs[(a, b)] = np.einsum("fcab,bk->fcka", full, self._coarse(b))
             self._pairs[(b, a)] = np.einsum("fcab,ak->fckb", full, self._coarse(a))
