@@ -33,9 +33,10 @@ class TableSource:
     @property
     def kind(self) -> str:
         """``csv``, ``parquet`` or ``duckdb``."""
-        if self.table is not None or Path(self.path).suffix.lower() in _DATABASE_SUFFIXES:
-            return "duckdb"
-        return _FILE_FORMATS.get(Path(self.path).suffix.lower(), "")
+        suffix = Path(self.path).suffix.lower()
+        if suffix in _FILE_FORMATS:
+            return _FILE_FORMATS[suffix]
+        return "duckdb" if self.table is not None or suffix in _DATABASE_SUFFIXES else ""
 
     @property
     def files(self) -> list[str]:
