@@ -179,3 +179,20 @@ def test_sql_twins_give_numpy_numbers():
     assert np.array_equal(got[cols[2]][seen], number_formats(x[seen], 1e-9))
     with pytest.raises(InputError, match="unknown table format"):
         TableSource("table.xlsx").check()
+
+
+def test_run_through_duckdb_holds_out_by_row_hash(tmp_path):
+    df = _trial(4_000, 12)
+    for i in range(2):
+        df.iloc[i * 2000:(i + 1) * 2000].to_parquet(tmp_path / f"part-{i}.parquet")
+    out = tmp_path / "release"
+    assert main(["run", str(tmp_path / "part-*.parquet"), "--target", "arm", "--model", "bayesnet", "--n", "300",
+                 "--evaluate", "none", "--quiet", "--out", str(out)]) == 0
+    import json
+
+    manifest = json.loads((out / "steward" / "manifest.json").read_text())
+    split = manifest["split"]
+    assert split["n_train"] + split["n_test"] == 4_000
+    assert 0.15 < split["n_test"] / 4_000 < 0.25  # test_size 0.2, by a hash of each row
+    assert manifest["input"]["engine"] == "duckdb"
+    assert len(pd.read_csv(out / "share" / "synthetic.csv")) == 300

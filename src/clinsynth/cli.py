@@ -438,9 +438,12 @@ def run(
     level: EvaluateOption = "full",
     threads: ThreadsOption = None,
     privacy_unit: PrivacyUnitOption = None,
+    engine: EngineOption = "auto",
+    table: TableOption = None,
 ) -> None:
     """The main job: split, fit, sample, evaluate and write a release: share/ (synthetic table, model, guarantee page)
-    and steward/ (report, metrics, manifest)."""
+    and steward/ (report, metrics, manifest). A glob of Parquet files or a DuckDB database (--table) stays in DuckDB:
+    the counting model learns from its counts, the evaluation reads bounded samples."""
     from clinsynth import threads as thread_counts
     from clinsynth.data.io import read_table
     from clinsynth.pipeline import CodeColumns, CodeInput, RunConfig, open_release, run_release
@@ -477,6 +480,12 @@ def run(
     given = [flag for flag, value in code_options.items() if value is not None] + (["--min-count"] if min_count != 1 else [])
     if given:
         raise ConfigError(f"{', '.join(given)} read EHR codes: add --codes (DATA is then long format: patient, code[, count])")
+    from clinsynth.engines.choose import wants_engine
+
+    if not codes and wants_engine(data, table, engine, model):
+        _run_engine(data, table, output, target, schema_path, model, param, privacy, settings, overwrite, resume,
+                    _unit(privacy_unit), quiet)
+        return
     name, params = _model_and_params(model, param, epochs, select, privacy)
     with open_release(output, overwrite=overwrite, resume=resume, inputs=(data,)) as stage:
         df = read_table(data)
@@ -486,6 +495,32 @@ def run(
         with _param_options(params):
             result = run_release(df, config, stage, schema=table_schema, source=_file_source(data),
                                  progress=not quiet, on_step=_step_printer(quiet))
+    _release_summary(result)
+
+
+def _run_engine(data: Path, table: Optional[str], output: Path, target: Optional[str], schema_path: Optional[Path],
+                model: str, param: Optional[list[str]], privacy: Any, settings: dict[str, Any], overwrite: bool,
+                resume: bool, privacy_unit: Optional[str], quiet: bool) -> None:
+    """`run` through DuckDB (``pipeline.run_table_release``)."""
+    from clinsynth.engines.choose import engine_model, open_table, source_fingerprint
+    from clinsynth.pipeline import RunConfig, open_release, run_table_release
+
+    name, params = _model_and_params(engine_model(model), param, None, None, privacy)
+    rows = open_table(data, table)
+    try:
+        if schema_path is not None:
+            table_schema = _load_schema(None, schema_path, target, privacy_unit)
+        else:
+            table_schema = rows.infer_schema(target=target, seed=settings["seed"], privacy_unit=privacy_unit)
+        config = RunConfig(target=table_schema.target, model=name, params=params, **settings)
+        source = {"name": Path(str(data)).name, "path": str(data), **({"table": table} if table else {}),
+                  "fingerprint": source_fingerprint(rows.source)}
+        with open_release(output, overwrite=overwrite, resume=resume, inputs=()) as stage:
+            with _param_options(params):
+                result = run_table_release(rows, config, stage, schema=table_schema, source=source,
+                                           progress=not quiet, on_step=_step_printer(quiet))
+    finally:
+        rows.close()
     _release_summary(result)
 
 

@@ -66,6 +66,7 @@ class DuckDBTable:
             self.n = int(self.con.execute("SELECT count(*) FROM src").fetchone()[0])
         except duckdb.Error as e:
             raise InputError(f"'{source.describe()}' is not a readable table ({str(e).splitlines()[0]})") from None
+        self.total = self.n  # rows of the input; ``n``: rows learnt from (all, unless some are held out)
         self.types = {row[0]: str(row[1]).upper() for row in described}
         self.columns = list(self.types)
         if self.n == 0:
@@ -90,15 +91,13 @@ class DuckDBTable:
         return self.n
 
     # -- the sample and the schema --------------------------------------------------------------
-    def sample(self, rows: int = SAMPLE_ROWS, seed: int = 0) -> pd.DataFrame:
+    def sample(self, rows: int = SAMPLE_ROWS, seed: int = 0, view: str = "src") -> pd.DataFrame:
         """A reservoir sample of ``rows`` rows (all of them when the table is smaller), the same
         rows for the same seed: drawn on one thread, as DuckDB's repeatable sampling needs."""
         self.con.execute("SET threads = 1")
         try:
-            if self.n <= rows:
-                return self.con.execute("SELECT * FROM src").df()
             return self.con.execute(
-                f"SELECT * FROM src USING SAMPLE reservoir({int(rows)} ROWS) REPEATABLE ({int(seed)})").df()
+                f"SELECT * FROM {view} USING SAMPLE reservoir({int(rows)} ROWS) REPEATABLE ({int(seed)})").df()
         finally:
             self.con.execute(f"SET threads = {int(self.threads)}")
 
@@ -153,6 +152,26 @@ class DuckDBTable:
         if dates:
             raise InputError(f"column '{dates[0]}' holds dates, which the DuckDB engine does not read yet; "
                              "fit it in memory (--engine pandas)")
+
+    def hold_out(self, test_size: float, seed: int, rows: int = SAMPLE_ROWS) -> tuple[pd.DataFrame, int]:
+        """Keep ``test_size`` of the rows out of every later count, chosen by a hash of each row's
+        values and ``seed`` (identical rows fall on the same side); returns a reservoir sample of at
+        most ``rows`` held-out rows (for the evaluation) and how many were held out."""
+        if not 0 < test_size < 1:
+            raise InputError(f"test_size must be between 0 and 1, got {test_size}")
+        buckets = 1_000_000
+        key = f"hash({int(seed)}, {', '.join(quote(c) for c in self.columns)}) % {buckets}"
+        held = f"({key}) < {int(round(test_size * buckets))}"
+        self.con.execute(f"CREATE OR REPLACE VIEW src_all AS SELECT * FROM {self.source.relation()}")
+        self.con.execute(f"CREATE OR REPLACE VIEW src AS SELECT * FROM src_all WHERE NOT {held}")
+        self.con.execute(f"CREATE OR REPLACE VIEW held_out AS SELECT * FROM src_all WHERE {held}")
+        self.total = self.n
+        self.n = int(self.query("SELECT count(*) FROM src")[0][0])
+        n_test = self.total - self.n
+        if self.n == 0 or n_test == 0:
+            raise InputError(f"'{self.source.describe()}' has too few rows ({self.total}) to hold {test_size:.0%} out")
+        self._states = None
+        return self.sample(rows, seed, view="held_out"), n_test
 
     # -- numbers as the encoder reads them -------------------------------------------------------
     def _raw(self, name: str) -> str:
@@ -320,7 +339,8 @@ class DuckDBTable:
         (``folds`` held-out folds by row position), then one GROUP BY per pair of variables."""
         states = self._state_sql(encoder, variables)
         fold = sql.fold("row_number() OVER () - 1", seed, folds) if folds > 1 else "0"
-        cols = ", ".join(f"CAST({s} AS SMALLINT) AS s{v}" for v, s in enumerate(states))
+        cols = ", ".join(f"CAST({s} AS {'UTINYINT' if variables[v].states <= 255 else 'USMALLINT'}) AS s{v}"
+                         for v, s in enumerate(states))
         self.con.execute("DROP TABLE IF EXISTS states")
         self.con.execute(f"CREATE TEMP TABLE states AS SELECT CAST({fold} AS TINYINT) AS f, {cols} FROM src")
         return PairCounts(self, variables, target, folds)
