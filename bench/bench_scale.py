@@ -4,6 +4,9 @@
 identifier: arm, demographics, labs and six blood-pressure visits with dropout) written as Parquet
 parts of ``--chunk`` rows (each chunk simulated with its own seed, so memory stays at one chunk).
 
+``replicate``: a larger table from ``make``'s parts, each linked ``--copies`` times (every row
+appears that many times; no new simulation, so a 20 M-row table costs no CPU to make).
+
 ``compare``: for each model, a fresh child process (spawn) fits it on the same parts twice — the
 pandas path (``pd.read_parquet`` of the folder, then ``fit(frame)``) and the DuckDB engine
 (``fit(DuckDBTable(glob))``, memory limit 1 GB, spilling to a temporary folder) — with the same
@@ -16,7 +19,8 @@ alone (for tables the pandas path cannot hold).
     python bench/bench_scale.py make --rows 2000000 --dir /tmp/scale-2m
     python bench/bench_scale.py compare --dir /tmp/scale-2m --models bayesnet dp-bayesnet \
         [--json bench/results/scale_duckdb.json]
-    python bench/bench_scale.py engine --dir /tmp/scale-20m --models dp-bayesnet [--json ...]
+    python bench/bench_scale.py replicate --source /tmp/scale-2m --copies 10 --dir /tmp/scale-20m
+    python bench/bench_scale.py engine --dir /tmp/scale-20m --models bayesnet dp-bayesnet [--json ...]
 
 Run it with one thread per library (``OMP_NUM_THREADS=1``); DuckDB gets ``CLINSYNTH_THREADS`` or
 the cores this process may use (``clinsynth.threads``).
@@ -53,6 +57,20 @@ def make(rows: int, directory: Path, chunk: int) -> dict:
         part = part.iloc[:, 1:1 + COLUMNS]  # no identifier: the rows are distinct simulated people
         part.to_parquet(directory / f"part-{i:05d}.parquet")
     return {"rows": rows, "columns": COLUMNS, "chunk": chunk, "seconds": round(time.perf_counter() - t, 1)}
+
+
+def replicate(source: Path, directory: Path, copies: int) -> dict:
+    """``copies`` links to each Parquet part of ``source``: a table ``copies`` times larger whose
+    every simulated row appears ``copies`` times (its counts are exactly ``copies`` × the source's),
+    made without simulating again."""
+    directory.mkdir(parents=True, exist_ok=True)
+    parts = sorted(source.glob("part-*.parquet"))
+    for k in range(copies):
+        for i, part in enumerate(parts):
+            target = directory / f"part-{k * len(parts) + i:05d}.parquet"
+            if not target.exists():
+                os.link(part, target)
+    return {"from": str(source), "copies": copies, "parts": copies * len(parts)}
 
 
 def _child(path: str, engine: str, model: str, schema_json: str, out: mp.Queue) -> None:
@@ -119,7 +137,9 @@ def _schema(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("make", "compare", "engine"))
+    parser.add_argument("mode", choices=("make", "replicate", "compare", "engine"))
+    parser.add_argument("--source", type=Path, help="replicate: the folder of parts to link")
+    parser.add_argument("--copies", type=int, default=10)
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--chunk", type=int, default=500_000)
@@ -128,6 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.mode == "make":
         print(json.dumps(make(args.rows, args.dir, args.chunk)))
+        return
+    if args.mode == "replicate":
+        print(json.dumps(replicate(args.source, args.dir, args.copies)))
         return
     schema_json = _schema(args.dir)
     runs = []
