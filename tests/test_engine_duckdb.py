@@ -196,3 +196,18 @@ def test_run_through_duckdb_holds_out_by_row_hash(tmp_path):
     assert 0.15 < split["n_test"] / 4_000 < 0.25  # test_size 0.2, by a hash of each row
     assert manifest["input"]["engine"] == "duckdb"
     assert len(pd.read_csv(out / "share" / "synthetic.csv")) == 300
+
+
+def test_sql_clip_keeps_gaps_as_pandas_clip_does():
+    """conform() clips with pandas, which keeps NaN; SQL's greatest()/least() skip NULL and would
+    turn every gap into the lower bound (under DP, a column's gaps then counted in its first bin)."""
+    import duckdb
+
+    x = [None, float("nan"), -5.0, 0.5, 7.0]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT * FROM (SELECT unnest(?) AS x)", [x])
+    con.execute("UPDATE t SET x = 'NaN'::DOUBLE WHERE x IS NOT NULL AND x <> x")
+    got = [r[0] for r in con.execute(f"SELECT {sql.clip('x', 0.0, 1.0)} FROM t").fetchall()]
+    expected = pd.Series(x, dtype=float).clip(0.0, 1.0).tolist()
+    assert [g is None or g != g for g in got] == [e != e for e in expected]
+    assert [g for g in got if g is not None and g == g] == [e for e in expected if e == e]

@@ -76,7 +76,6 @@ class DuckDBTable:
             raise InputError(f"'{source.describe()}': column '{nested[0]}' is nested ({self.types[nested[0]]}); "
                              "clinsynth reads flat tables: flatten it into plain columns first")
         self.release: Any = None
-        self._states: tuple[Any, ...] | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
     def query(self, text: str) -> list[tuple[Any, ...]]:
@@ -89,6 +88,12 @@ class DuckDBTable:
 
     def __len__(self) -> int:
         return self.n
+
+    def __enter__(self) -> DuckDBTable:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     # -- the sample and the schema --------------------------------------------------------------
     def sample(self, rows: int = SAMPLE_ROWS, seed: int = 0, view: str = "src") -> pd.DataFrame:
@@ -170,7 +175,6 @@ class DuckDBTable:
         n_test = self.total - self.n
         if self.n == 0 or n_test == 0:
             raise InputError(f"'{self.source.describe()}' has too few rows ({self.total}) to hold {test_size:.0%} out")
-        self._states = None
         return self.sample(rows, seed, view="held_out"), n_test
 
     # -- numbers as the encoder reads them -------------------------------------------------------
@@ -233,7 +237,6 @@ class DuckDBTable:
     def conformed(self, release: Any) -> DuckDBTable:
         """This table read through a DP release (its records conformed to it, in SQL)."""
         self.release = release
-        self._states = None
         return self
 
     # -- the counts of the public-facts release (privacy.statistics reads these) -------------------

@@ -8,9 +8,10 @@ Each expression mirrors, value for value, the numpy code the pandas path runs:
   (log₂ edges comparisons a row), so bins, grid buckets and state cuts need no list functions;
 * :func:`number_format` is :func:`clinsynth.privacy.formats.number_formats`;
 * :func:`fold` is :func:`clinsynth.models.bayesnet.fold_labels`, from the row's position;
-* :class:`Conformed` is :func:`clinsynth.privacy.statistics.conform` (clip, round, map unknown
-  categories, fill gaps) for one column, under a DP release;
-* :func:`variable_state` is ``BayesNet._discretise`` for one variable.
+* :func:`clip`, ``round_even`` and the gap fill of ``DuckDBTable.number`` are
+  :func:`clinsynth.privacy.statistics.conform` for one number column under a DP release, and
+  :func:`category_code` with its fallbacks is ``conform`` + ``CategoricalCodec.codes``;
+* ``DuckDBTable._state_sql`` puts these together as ``BayesNet._discretise``, one variable each.
 """
 from __future__ import annotations
 
