@@ -108,6 +108,10 @@ ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue an interr
 ThreadsOption = Annotated[Optional[int], typer.Option("--threads", help="Threads for PyTorch, numba and BLAS (default: "
                           "the CPUs this process may use, less those kept busy by others; PyTorch 1). Also CLINSYNTH_THREADS.",
                           min=1)]
+EngineOption = Annotated[str, typer.Option(
+    "--engine", help="Where counts come from: auto (DuckDB for a glob, a database or a large file with a counting "
+    "model), pandas (in memory) or duckdb (out of core; bayesnet and dp-bayesnet only).")]
+TableOption = Annotated[Optional[str], typer.Option("--table", help="Table to read when DATA is a DuckDB database file.")]
 ModelOption = Annotated[str, typer.Option(help="Registered model name (see `clinsynth models`); auto chooses by the "
                                           "input's kind, size and ε, and says which and why.")]
 class PrivacyUnit(str, Enum):
@@ -184,15 +188,24 @@ def fit(
     time_col: TimeOption = None,
     max_visits: MaxVisitsOption = 100,
     truncate_visits: TruncateOption = False,
+    engine: EngineOption = "auto",
+    table: TableOption = None,
 ) -> None:
-    """Train a model on a table and save its bundle."""
+    """Train a model on a table and save its bundle. A glob of Parquet files or a DuckDB database
+    (--table) is read in place by DuckDB: only counts leave it (bayesnet, dp-bayesnet)."""
     from clinsynth import threads as thread_counts
     from clinsynth.data.io import read_table
     from clinsynth.data.output_dir import output_size, staged_output
     from clinsynth.pipeline import fit_bundle
 
+    from clinsynth.engines.choose import wants_engine
+
     thread_counts.configure(threads)
     privacy = _privacy(epsilon, delta)
+    if wants_engine(data, table, engine, model):
+        _fit_engine(data, table, output, target, schema_path, model, param, seed, privacy, quiet, overwrite,
+                    _unit(privacy_unit))
+        return
     model, params = _model_and_params(model, param, epochs, select, privacy)
     reserve = 2 * output_size([data]) + (20 << 20)
     with staged_output(output, "bundle", overwrite=overwrite, resume=resume, reserve_bytes=reserve) as stage:
@@ -205,6 +218,43 @@ def fit(
     console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained on {len(df):,} rows × {df.shape[1]} columns")
     if getattr(fitted, "ledger_", None) is not None:
         from clinsynth.privacy.schema_facts import schema_facts
+
+        print_ledger(fitted.ledger_)
+        console.print(escape(schema_facts(fitted.schema_, getattr(fitted, "facts_", None))["summary"]))
+
+
+def _fit_engine(data: Path, table: Optional[str], output: Path, target: Optional[str], schema_path: Optional[Path],
+                model: str, param: Optional[list[str]], seed: int, privacy: Any, quiet: bool, overwrite: bool,
+                privacy_unit: Optional[str]) -> None:
+    """`fit` through DuckDB: the table stays where it is, the counting model learns from its counts."""
+    from clinsynth.data.output_dir import staged_output
+    from clinsynth.engines.choose import engine_model, open_table, source_fingerprint
+    from clinsynth.models.auto import build, resolve
+    from clinsynth.pipeline import run_fingerprint
+    from clinsynth.schema import Schema
+
+    name = engine_model(model)
+    name, params = _model_and_params(name, param, None, None, privacy)
+    rows = open_table(data, table)
+    try:
+        if schema_path is not None:
+            table_schema = _load_schema(None, schema_path, target, privacy_unit)
+        else:
+            table_schema = rows.infer_schema(target=target, seed=seed, privacy_unit=privacy_unit)
+        with staged_output(output, "bundle", overwrite=overwrite, reserve_bytes=20 << 20) as stage:
+            stage.claim(run_fingerprint(name, params, privacy, seed, table_schema.to_json(),
+                                        source_fingerprint(rows.source)))
+            name, _ = resolve(name, None, table_schema, privacy)
+            with _param_options(params):
+                fitted = build(name, params, None, privacy, seed=seed, progress=not quiet)
+            fitted.fit(rows, table_schema)
+            fitted.write_bundle(stage.dir)
+    finally:
+        rows.close()
+    console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained through DuckDB on {rows.n:,} rows × "
+                  f"{len(rows.columns)} columns of {rows.source.describe()}")
+    if getattr(fitted, "ledger_", None) is not None:
+        from clinsynth.privacy.statistics import schema_facts
 
         print_ledger(fitted.ledger_)
         console.print(escape(schema_facts(fitted.schema_, getattr(fitted, "facts_", None))["summary"]))
@@ -373,9 +423,12 @@ def run(
     level: EvaluateOption = "full",
     threads: ThreadsOption = None,
     privacy_unit: PrivacyUnitOption = None,
+    engine: EngineOption = "auto",
+    table: TableOption = None,
 ) -> None:
     """The main job: split, fit, sample, evaluate and write a release: share/ (synthetic table, model, guarantee page)
-    and steward/ (report, metrics, manifest)."""
+    and steward/ (report, metrics, manifest). A glob of Parquet files or a DuckDB database (--table) stays in DuckDB:
+    the counting model learns from its counts, the evaluation reads bounded samples."""
     from clinsynth import threads as thread_counts
     from clinsynth.data.io import read_table
     from clinsynth.pipeline import CodeColumns, CodeInput, RunConfig, file_source, open_release, run_code_file, run_release
@@ -414,6 +467,12 @@ def run(
     given = [flag for flag, value in code_options.items() if value is not None] + (["--min-count"] if min_count != 1 else [])
     if given:
         raise ConfigError(f"{', '.join(given)} read EHR codes: add --codes (DATA is then long format: patient, code[, count])")
+    from clinsynth.engines.choose import wants_engine
+
+    if not codes and wants_engine(data, table, engine, model):
+        _run_engine(data, table, output, target, schema_path, model, param, privacy, settings, overwrite, resume,
+                    _unit(privacy_unit), quiet)
+        return
     name, params = _model_and_params(model, param, epochs, select, privacy)
     with open_release(output, overwrite=overwrite, resume=resume, inputs=(data,)) as stage:
         df = read_table(data)
@@ -423,6 +482,32 @@ def run(
         with _param_options(params):
             result = run_release(df, config, stage, schema=table_schema, source=file_source(data),
                                  progress=not quiet, on_step=_step_printer(quiet))
+    _release_summary(result)
+
+
+def _run_engine(data: Path, table: Optional[str], output: Path, target: Optional[str], schema_path: Optional[Path],
+                model: str, param: Optional[list[str]], privacy: Any, settings: dict[str, Any], overwrite: bool,
+                resume: bool, privacy_unit: Optional[str], quiet: bool) -> None:
+    """`run` through DuckDB (``pipeline.run_table_release``)."""
+    from clinsynth.engines.choose import engine_model, open_table, source_fingerprint
+    from clinsynth.pipeline import RunConfig, open_release, run_table_release
+
+    name, params = _model_and_params(engine_model(model), param, None, None, privacy)
+    rows = open_table(data, table)
+    try:
+        if schema_path is not None:
+            table_schema = _load_schema(None, schema_path, target, privacy_unit)
+        else:
+            table_schema = rows.infer_schema(target=target, seed=settings["seed"], privacy_unit=privacy_unit)
+        config = RunConfig(target=table_schema.target, model=name, params=params, **settings)
+        source = {"name": Path(str(data)).name, "path": str(data), **({"table": table} if table else {}),
+                  "fingerprint": source_fingerprint(rows.source)}
+        with open_release(output, overwrite=overwrite, resume=resume, inputs=()) as stage:
+            with _param_options(params):
+                result = run_table_release(rows, config, stage, schema=table_schema, source=source,
+                                           progress=not quiet, on_step=_step_printer(quiet))
+    finally:
+        rows.close()
     _release_summary(result)
 
 

@@ -352,6 +352,8 @@ class TableModel(ClassMix, SynthModel):
         is refused (``ConfigError``). See ``clinsynth.models.checkpoint``. Models that fit in
         seconds (the Bayesian networks) write none and just fit.
         """
+        if not isinstance(df, pd.DataFrame) and hasattr(df, "state_counts"):
+            return self._fit_table(df, schema)
         self._refuse_other_kind(df, schema)
         schema = schema or Schema.infer(df)
         schema.validate(df)
@@ -428,8 +430,12 @@ class TableModel(ClassMix, SynthModel):
         it, and the records are clipped into what was released; the ledger is opened here, and
         the release's generator (``self._rng``, seeded by ``seed``) draws the model's later noise.
         """
+        in_memory = isinstance(df, pd.DataFrame)
         if self.privacy is None:
-            return schema, TableEncoder(schema, self._numeric_transform()).fit(df), df
+            encoder = TableEncoder(schema, self._numeric_transform())
+            if in_memory:
+                return schema, encoder.fit(df), df
+            return schema, encoder.fit_from_statistics(df.numeric_scaling(schema)), df
         from clinsynth.privacy.conform import conform
         from clinsynth.privacy.statistics import charged_release
 
@@ -441,7 +447,32 @@ class TableModel(ClassMix, SynthModel):
         self.facts_ = self.release_.record()
         released = self.release_.schema
         encoder = TableEncoder(released, self._numeric_transform()).fit_from_statistics(self.release_.numeric)
-        return released, encoder, conform(df, self.release_)
+        return released, encoder, conform(df, self.release_) if in_memory else df.conformed(self.release_)
+
+    #: whether the model learns from counts alone, so an engine's table can stand in for the frame
+    #: (``clinsynth.engines``: the rows stay in DuckDB, only GROUP BY results come back)
+    counts_only: ClassVar[bool] = False
+
+    def _fit_table(self, table: Any, schema: Schema | None) -> TableModel:
+        """``fit`` on an engine's table (``clinsynth.engines.duckdb_engine.DuckDBTable``): the schema
+        inferred from its sample and completed from the whole table, the encoder and (under a budget)
+        the public facts from its aggregates, then the model's own counts (``_fit_engine``)."""
+        if not self.counts_only:
+            raise ConfigError(f"{self.name} learns from the records themselves, so it needs the table in memory "
+                              "(--engine pandas); only the counting models (bayesnet, dp-bayesnet) fit through DuckDB")
+        schema = schema or table.infer_schema()
+        self._refuse_other_kind(None, schema)
+        table.check(schema)
+        self._validate_params(schema)
+        self.schema_, encoder, table = self._prepare(table, schema)
+        self.n_train_ = len(table)
+        self._fit_engine(table, encoder)
+        self.encoder_ = encoder
+        return self
+
+    def _fit_engine(self, table: Any, encoder: TableEncoder) -> None:
+        """Learn from an engine's table (models with ``counts_only``)."""
+        raise NotImplementedError
 
     #: a query of the model's own answered inside the public-facts release under a budget:
     #: (squared L2 weight of one record, purpose), e.g. the AC-GAN's class × dropout table

@@ -168,6 +168,13 @@ def family_counts(states: np.ndarray, child: int, parents: list[int], variables:
     return flat.reshape(configs, size).astype(float)
 
 
+def dependence_from_joint(joint: np.ndarray) -> float:
+    """Σ |N(t,a,b) − N(t,a)N(t,b)/N(t)| of one pair's (classes × a × b) count table."""
+    total = joint.sum(axis=(1, 2), keepdims=True)
+    expected = joint.sum(axis=2, keepdims=True) * joint.sum(axis=1, keepdims=True) / np.maximum(total, 1)
+    return float(np.abs(joint - expected).sum())
+
+
 def dependence_scores(states: np.ndarray, variables: list[Variable], features: list[int],
                       target: int | None) -> np.ndarray:
     """Pairwise dependence of the features' coarse views within each class: Σ |N(t,a,b) − N(t,a)N(t,b)/N(t)|.
@@ -175,23 +182,56 @@ def dependence_scores(states: np.ndarray, variables: list[Variable], features: l
     An L1 distance from independence, in records (0 … 2n): one record changes it by < 4, whatever n,
     so it can be released with Gaussian noise (the mutual information's sensitivity grows as 1/n).
     """
+    return StatesMatrix(states, variables, target).dependence(features)
+
+
+FOLDS = 5
+_FOLD_PRIME = 2_147_483_647  # 2**31 − 1: position · multiplier stays within 64 bits up to 2**31 rows
+
+
+def fold_hash(seed: int) -> tuple[int, int]:
+    """(multiplier, offset) of the held-out folds' hash for ``seed``."""
+    a, b = np.random.default_rng(seed).integers(1, _FOLD_PRIME, size=2)
+    return int(a), int(b)
+
+
+def fold_labels(positions: np.ndarray, seed: int, folds: int = FOLDS) -> np.ndarray:
+    """The held-out fold of each row, from its position alone: ((position · a + b) mod p) mod folds.
+
+    A function of the position (not a permutation of all rows) so an engine that never holds the
+    rows computes the same folds (``engines.sql.fold_sql`` is its SQL twin)."""
+    a, b = fold_hash(seed)
+    return (positions.astype(np.int64) * a + b) % _FOLD_PRIME % folds
+
+
+def gains_from_counts(base: list[np.ndarray], pair: Any, variables: list[Variable], features: list[int],
+                      smoothing: float) -> np.ndarray:
+    """:func:`heldout_gains` from its counts: ``base[i]`` (folds × classes × states of feature i) and
+    ``pair(i, j)`` (folds × classes × coarse states of j × states of i)."""
     k = len(features)
-    scores = np.zeros((k, k))
-    cls = states[:, target] if target is not None else np.zeros(len(states), dtype=np.int64)
-    n_cls = variables[target].states if target is not None else 1
-    views = [np.asarray(variables[f].coarse)[states[:, f]] for f in features]
+
+    def fitted_base(held: np.ndarray) -> np.ndarray:
+        size = held.shape[2]
+        fitted = held.sum(axis=0) - held + 1.0 / size  # one pseudo-record per class: no zero for unseen states
+        return fitted / fitted.sum(axis=2, keepdims=True)
+
+    priors = [fitted_base(held) for held in base]
+    naive_ll = [float((held * np.log(prob)).sum()) for held, prob in zip(base, priors)]
+    gains = np.zeros((k, k))
     for i in range(k):
-        for j in range(i + 1, k):
-            a, b = variables[features[i]].coarse_states, variables[features[j]].coarse_states
-            joint = np.bincount((cls * a + views[i]) * b + views[j], minlength=n_cls * a * b).reshape(n_cls, a, b)
-            total = joint.sum(axis=(1, 2), keepdims=True)
-            expected = joint.sum(axis=2, keepdims=True) * joint.sum(axis=1, keepdims=True) / np.maximum(total, 1)
-            scores[i, j] = scores[j, i] = np.abs(joint - expected).sum()
-    return scores
+        size, prior = variables[features[i]].states, priors[i]
+        for j in range(k):
+            if i == j:
+                continue
+            held = pair(i, j)
+            fitted = held.sum(axis=0) - held + smoothing * size * prior[:, :, None, :]
+            prob = fitted / np.maximum(fitted.sum(axis=3, keepdims=True), 1e-300)
+            gains[i, j] = float((held * np.log(np.maximum(prob, 1e-300))).sum()) - naive_ll[i]
+    return (gains + gains.T) / 2
 
 
 def heldout_gains(states: np.ndarray, variables: list[Variable], features: list[int], target: int | None,
-                  smoothing: float, folds: int = 5, seed: int = 0) -> np.ndarray:
+                  smoothing: float, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
     """Whether the rows can pay for each pair as a tree edge: the held-out log-likelihood gain (nats,
     k-fold) of P(child | target, parent's coarse view) over P(child | target), averaged over both
     directions.
@@ -199,38 +239,62 @@ def heldout_gains(states: np.ndarray, variables: list[Variable], features: list[
     Why: a table with a parent has several times the cells, and on a few hundred rows its estimate
     can lose more to noise than the link gains — the held-out gain is negative then, and the pair
     should be no edge (the tree thins to a forest, down to naive Bayes on tiny tables). Counts per
-    fold are one ``bincount`` per ordered pair; tables are smoothed as the model smooths them
-    (``smoothing`` pseudo-records per child state, spread as P(child | target))."""
-    n, k = len(states), len(features)
-    fold = np.random.default_rng(seed).permutation(n) % folds
-    cls = states[:, target] if target is not None else np.zeros(n, dtype=np.int64)
-    n_cls = variables[target].states if target is not None else 1
-    by_fold_class = fold * n_cls + cls
-    views = [np.asarray(variables[f].coarse)[states[:, f]] for f in features]
+    fold are one ``bincount`` per ordered pair (folds by :func:`fold_labels`); tables are smoothed
+    as the model smooths them (``smoothing`` pseudo-records per child state, spread as
+    P(child | target))."""
+    return StatesMatrix(states, variables, target, folds=folds).gains(features, smoothing, seed)
 
-    def base(i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(held-out counts, P(child | target) fitted without each fold): (folds, classes, states)."""
-        size = variables[features[i]].states
-        held = np.bincount(by_fold_class * size + states[:, features[i]],
-                           minlength=folds * n_cls * size).reshape(folds, n_cls, size).astype(float)
-        fitted = held.sum(axis=0) - held + 1.0 / size  # one pseudo-record per class: no zero for unseen states
-        return held, fitted / fitted.sum(axis=2, keepdims=True)
 
-    bases = [base(i) for i in range(k)]
-    naive_ll = [float((held * np.log(prob)).sum()) for held, prob in bases]
-    gains = np.zeros((k, k))
-    for i in range(k):
-        size, (_, prior) = variables[features[i]].states, bases[i]
-        for j in range(k):
-            if i == j:
-                continue
-            a = variables[features[j]].coarse_states
-            held = np.bincount((by_fold_class * a + views[j]) * size + states[:, features[i]],
+class StatesMatrix:
+    """The counts the network learns from, out of a (rows × variables) matrix of states in memory.
+
+    The pandas path; ``engines`` gives the same counts from GROUP BY queries (:class:`StateCounts`)."""
+
+    def __init__(self, states: np.ndarray, variables: list[Variable], target: int | None, folds: int = FOLDS):
+        self.states, self.variables, self.target, self.folds = states, variables, target, folds
+        self.n = len(states)
+
+    def _classes(self) -> tuple[np.ndarray, int]:
+        if self.target is None:
+            return np.zeros(self.n, dtype=np.int64), 1
+        return self.states[:, self.target], self.variables[self.target].states
+
+    def _view(self, f: int) -> np.ndarray:
+        return np.asarray(self.variables[f].coarse)[self.states[:, f]]
+
+    def family(self, child: int, parents: list[int]) -> np.ndarray:
+        return family_counts(self.states, child, parents, self.variables)
+
+    def dependence(self, features: list[int]) -> np.ndarray:
+        k = len(features)
+        scores = np.zeros((k, k))
+        cls, n_cls = self._classes()
+        views = [self._view(f) for f in features]
+        for i in range(k):
+            for j in range(i + 1, k):
+                a, b = self.variables[features[i]].coarse_states, self.variables[features[j]].coarse_states
+                joint = np.bincount((cls * a + views[i]) * b + views[j], minlength=n_cls * a * b).reshape(n_cls, a, b)
+                scores[i, j] = scores[j, i] = dependence_from_joint(joint)
+        return scores
+
+    def gains(self, features: list[int], smoothing: float, seed: int) -> np.ndarray:
+        folds, variables, states = self.folds, self.variables, self.states
+        fold = fold_labels(np.arange(self.n), seed, folds)
+        cls, n_cls = self._classes()
+        by_fold_class = fold * n_cls + cls
+        views = [self._view(f) for f in features]
+        base = []
+        for f in features:
+            size = variables[f].states
+            base.append(np.bincount(by_fold_class * size + states[:, f],
+                                    minlength=folds * n_cls * size).reshape(folds, n_cls, size).astype(float))
+
+        def pair(i: int, j: int) -> np.ndarray:
+            size, a = variables[features[i]].states, variables[features[j]].coarse_states
+            return np.bincount((by_fold_class * a + views[j]) * size + states[:, features[i]],
                                minlength=folds * n_cls * a * size).reshape(folds, n_cls, a, size).astype(float)
-            fitted = held.sum(axis=0) - held + smoothing * size * prior[:, :, None, :]
-            prob = fitted / np.maximum(fitted.sum(axis=3, keepdims=True), 1e-300)
-            gains[i, j] = float((held * np.log(np.maximum(prob, 1e-300))).sum()) - naive_ll[i]
-    return (gains + gains.T) / 2
+
+        return gains_from_counts(base, pair, variables, features, smoothing)
 
 
 def spanning_tree_parents(scores: np.ndarray, allowed: np.ndarray) -> list[int | None]:
@@ -305,6 +369,7 @@ class BayesNet(TableModel):
     """
 
     name = "bayesnet"
+    counts_only = True
 
     def __init__(self, bins: int | None = None, parent_bins: int = 4, structure: str = "tree",
                  smoothing: float = 0.25, seed: int = 0, progress: bool = True, structure_share: float = 0.2,
@@ -351,16 +416,18 @@ class BayesNet(TableModel):
                               "group them or mark them as identifiers")
 
     # -- variables -------------------------------------------------------------------------
-    def _variables(self, encoder: TableEncoder, values: np.ndarray, blank: dict[str, np.ndarray],
-                   missing: dict[str, np.ndarray], bins: int) -> list[Variable]:
+    def _variables(self, encoder: TableEncoder, observed: Any, missing: set[str], blank: set[str],
+                   bins: int) -> list[Variable]:
+        """The discrete variables: ``observed(name)`` gives a numeric column's observed values (an
+        array in encoded units, or an engine's view of them) for :meth:`ExactCounts.numeric_states`;
+        ``missing`` / ``blank``: the numeric columns with a missing / an after-dropout state."""
         linear = [s.name for s in encoder.spans if s.activation == "linear"]
         softmax = [s for s in encoder.spans if s.activation == "softmax" and not s.name.endswith(":missing")]
         visit_of = {c: (j + 1, t.name) for t in encoder.timelines for g in t.groups for j, c in enumerate(g.columns)}
         out = []
-        for j, name in enumerate(linear):
+        for name in linear:
             codec = encoder.codecs[name]
-            skip = missing.get(name, np.zeros(len(values), bool)) | blank.get(name, np.zeros(len(values), bool))
-            lo, hi = self._counts().numeric_states(codec, values[~skip, j], bins)
+            lo, hi = self._counts().numeric_states(codec, lambda name=name: observed(name), bins)
             k = len(lo)
             missing_state = k if name in missing else None
             blank_state = k + (name in missing) if name in blank else None
@@ -371,6 +438,13 @@ class BayesNet(TableModel):
         for span in softmax:
             out.append(Variable(span.name, span.dim, list(range(span.dim))))
         return out
+
+    @staticmethod
+    def gap_columns(encoder: TableEncoder) -> tuple[set[str], set[str]]:
+        """(numeric columns with a missing state, columns with an after-dropout state)."""
+        blank = {c for t in encoder.timelines for g in t.groups for c in g.columns}
+        missing = {name for name, codec in encoder.codecs.items() if isinstance(codec, NumericCodec) and codec.has_missing}
+        return missing, blank
 
     def _discretise(self, values: np.ndarray, codes: np.ndarray, encoder: TableEncoder,
                     blank: dict[str, np.ndarray], missing: dict[str, np.ndarray]) -> np.ndarray:
@@ -411,14 +485,34 @@ class BayesNet(TableModel):
         values, codes = encoder.split(encoder.encode(df))
         self._linear_names = [s.name for s in encoder.spans if s.activation == "linear"]
         blank, missing = self._gaps(df, encoder, codes)
+
+        def observed(name: str) -> np.ndarray:
+            n = len(values)
+            skip = missing.get(name, np.zeros(n, bool)) | blank.get(name, np.zeros(n, bool))
+            return values[~skip, self._linear_names.index(name)]
+
+        self._learn(encoder, len(df), observed, lambda: StatesMatrix(
+            self._discretise(values, codes, encoder, blank, missing), self.variables_, self.target_))
+
+    def _fit_engine(self, table: Any, encoder: TableEncoder) -> None:
+        """The same fit from an engine's table (``clinsynth.engines``): every count a GROUP BY query."""
+        self._linear_names = [s.name for s in encoder.spans if s.activation == "linear"]
+        self._learn(encoder, table.n, lambda name: table.observed(encoder, name),
+                    lambda: table.state_counts(encoder, self.variables_, self.target_, self.seed,
+                                               folds=1 if self.privacy is not None else FOLDS))
+
+    def _learn(self, encoder: TableEncoder, n: int, observed: Any, counts: Any) -> None:
+        """Variables, structure and tables from ``observed`` (numeric columns' values) and
+        ``counts()`` (the states' counts, once the variables are known)."""
         self.n_variables_ = sum(s.activation == "linear" or not s.name.endswith(":missing") for s in encoder.spans)
-        self.bins_ = self._counts().value_bins(len(df))
-        self.variables_ = self._variables(encoder, values, blank, missing, self.bins_)
-        states = self._discretise(values, codes, encoder, blank, missing)
+        self.bins_ = self._counts().value_bins(n)
+        missing, blank = self.gap_columns(encoder)
+        self.variables_ = self._variables(encoder, observed, missing, blank, self.bins_)
         names = [v.name for v in self.variables_]
         self.target_ = names.index(self.schema_.target) if self.schema_.target is not None else None
-        self.parents_ = self._counts().structure(states)
-        self.tables_ = self._counts().tables(states)
+        state_counts = counts()
+        self.parents_ = self._counts().structure(state_counts)
+        self.tables_ = self._counts().tables(state_counts)
         self.order_ = topological_order(self.parents_)
 
     def _features(self) -> list[int]:
@@ -446,8 +540,8 @@ class BayesNet(TableModel):
         """The target as every other variable's only parent (no parents without a target)."""
         return [[] if v == self.target_ or self.target_ is None else [self.target_] for v in range(len(self.variables_))]
 
-    def _family(self, states: np.ndarray, v: int) -> np.ndarray:
-        return family_counts(states, v, self.parents_[v], self.variables_)
+    def _family(self, counts: Any, v: int) -> np.ndarray:
+        return counts.family(v, self.parents_[v])
 
     def _backoff(self, counts: np.ndarray, v: int) -> np.ndarray:
         """P(child | target) for each row of a family table (the child's marginal without a target)."""

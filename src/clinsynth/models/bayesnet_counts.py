@@ -25,8 +25,6 @@ from clinsynth.data.transforms import NumericCodec
 from clinsynth.models.bayesnet import (
     _MIN_TREE_BINS,
     _SCORE_SENSITIVITY,
-    dependence_scores,
-    heldout_gains,
     normalise,
     observed_states,
     released_states,
@@ -54,26 +52,30 @@ class ExactCounts:
         m = self.model
         return m.bins if m.bins is not None else int(np.clip(n // 20, 5, 64))
 
-    def numeric_states(self, codec: NumericCodec, z: np.ndarray, bins: int) -> tuple[list[float], list[float]]:
-        return observed_states(z, bins)
+    def numeric_states(self, codec: NumericCodec, observed: Any, bins: int) -> tuple[list[float], list[float]]:
+        """(lo, hi) per value state; ``observed()``: the column's observed values in encoded units
+        (an array, or an engine's view answering ``states(bins)``)."""
+        z = observed()
+        return z.states(bins) if hasattr(z, "states") else observed_states(z, bins)
 
-    def structure(self, states: np.ndarray) -> list[list[int]]:
+    def structure(self, counts: Any) -> list[list[int]]:
+        """Each variable's parents, from ``counts`` (``StatesMatrix`` or an engine's ``StateCounts``)."""
         m = self.model
         if m.structure == "naive" or len(m._features()) < 2:
             return m._naive_parents()
         features = m._features()
-        gains = heldout_gains(states, m.variables_, features, m.target_, max(m.smoothing, 1e-3), seed=m.seed)
+        gains = counts.gains(features, max(m.smoothing, 1e-3), m.seed)
         # the strongest links among those the rows can pay for (ranked by the gain itself, cheap
         # tables — a flag, a category — would win over a strong link between two measurements)
-        scores = np.where(gains > 0, dependence_scores(states, m.variables_, features, m.target_), 0.0)
-        return m._tree_parents(scores, max_cells=max(len(states) / 2, 64))
+        scores = np.where(gains > 0, counts.dependence(features), 0.0)
+        return m._tree_parents(scores, max_cells=max(counts.n / 2, 64))
 
-    def tables(self, states: np.ndarray) -> list[np.ndarray]:
+    def tables(self, counts: Any) -> list[np.ndarray]:
         m = self.model
         tables = []
         for v in range(len(m.variables_)):
-            counts = m._family(states, v)
-            tables.append(normalise(counts, m._backoff(counts, v), m.smoothing * m.variables_[v].states))
+            counts_v = m._family(counts, v)
+            tables.append(normalise(counts_v, m._backoff(counts_v, v), m.smoothing * m.variables_[v].states))
         return tables
 
     def fitted(self) -> dict[str, Any]:
@@ -150,12 +152,12 @@ class NoisyCounts(ExactCounts):
         bins = m.bins if m.bins is not None else (tree if use_tree else naive)
         return use_tree, int(np.clip(bins, 2, 32))
 
-    def numeric_states(self, codec: NumericCodec, z: np.ndarray, bins: int) -> tuple[list[float], list[float]]:
+    def numeric_states(self, codec: NumericCodec, observed: Any, bins: int) -> tuple[list[float], list[float]]:
         return released_states(codec, self.model.release_.numeric[codec.spec.name], bins)
 
-    def structure(self, states: np.ndarray) -> list[list[int]]:
+    def structure(self, counts: Any) -> list[list[int]]:
         m = self.model
-        n = len(states)
+        n = counts.n
         self._tables_share = self._remaining_share() - (m.structure_share if m.tree_ else 0.0)
         if not m.tree_:
             return m._naive_parents()
@@ -166,12 +168,12 @@ class NoisyCounts(ExactCounts):
         # each pair's score moves by ≤ _SCORE_SENSITIVITY when a record comes or goes: √pairs of them in L2
         scores = symmetric_gaussian_release(
             m.ledger_, charge, _SCORE_SENSITIVITY * math.sqrt(pairs),
-            lambda: dependence_scores(states, m.variables_, features, m.target_), m._rng, diagonal=False).values[0]
+            lambda: counts.dependence(features), m._rng, diagonal=False).values[0]
         # the planned table (a numeric child and parent, each with a missing and a dropout state) always fits
         planned = self._classes() * (m.parent_bins + 2) * (m.bins_ + 2)
         return m._tree_parents(scores, max_cells=max(n / (m.theta * self._table_noise(self._tables_share)), planned))
 
-    def tables(self, states: np.ndarray) -> list[np.ndarray]:
+    def tables(self, counts: Any) -> list[np.ndarray]:
         m = self.model
         queries = len(m.variables_)
 
@@ -181,7 +183,7 @@ class NoisyCounts(ExactCounts):
 
         # one record moves each of the `queries` histograms by 1: √queries in L2; σ is what the budget has left
         release = gaussian_release(m.ledger_, charge, math.sqrt(queries),
-                                   lambda: [m._family(states, v) for v in range(queries)], m._rng, low=0.05)
+                                   lambda: [m._family(counts, v) for v in range(queries)], m._rng, low=0.05)
         m.noise_multiplier_ = release.charge.noise_multiplier
         return [normalise(noisy, m._backoff(noisy, v), m.shrinkage * release.noise_std)
                 for v, noisy in enumerate(release.values)]

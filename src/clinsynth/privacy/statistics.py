@@ -413,7 +413,42 @@ def _histogram(df: pd.DataFrame, specs: list[ColumnSpec], edges: np.ndarray) -> 
     return counts / len(specs)
 
 
-def _numeric_query(df: pd.DataFrame, specs: list[ColumnSpec], noise_std: float, rng: np.random.Generator
+class FrameReads:
+    """Every read of the records this release makes, from a DataFrame in memory. An engine's table
+    (``clinsynth.engines.duckdb_engine.DuckDBTable``) answers the same methods with GROUP BY
+    queries, so the release — its noise, its charge, its post-processing — is one code path."""
+
+    def __init__(self, df: pd.DataFrame):
+        self.df = df
+        self.columns = list(df.columns)
+        self._after: dict[int, dict[str, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def value_histogram(self, specs: list[ColumnSpec], edges: np.ndarray) -> np.ndarray:
+        return _histogram(self.df, specs, edges)
+
+    def format_histogram(self, specs: list[ColumnSpec], schema: Schema) -> np.ndarray:
+        if id(schema) not in self._after:
+            self._after[id(schema)] = schema._after_dropout(self.df) if schema.longitudinal else {}
+        return format_histogram(self.df, specs, self._after[id(schema)])
+
+    def observed_counts(self, columns: list[str]) -> tuple[dict[Any, float], float]:
+        return _observed_counts(self.df, columns)
+
+    def shared_ids(self, schema: Schema) -> list[Any]:
+        from clinsynth.privacy.unit import shared_ids
+
+        return shared_ids(self.df, schema)
+
+
+def reads_of(data: Any) -> Any:
+    """``data``'s reads: a DataFrame's (:class:`FrameReads`), or an engine table, which has them."""
+    return FrameReads(data) if isinstance(data, pd.DataFrame) else data
+
+
+def _numeric_query(df: Any, specs: list[ColumnSpec], noise_std: float, rng: np.random.Generator
                    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """One noisy value histogram pair (fine and coarse grid, :mod:`clinsynth.privacy.histograms`)
     and what it yields: per-column bounds, the shared encoder state, the report and the record.
@@ -426,8 +461,8 @@ def _numeric_query(df: pd.DataFrame, specs: list[ColumnSpec], noise_std: float, 
     cut = fine_edges.size - 1
     w_c = coarse_weight(len(df), noise_std)
     w_f = math.sqrt(1.0 - w_c ** 2)
-    fine = (w_f * _histogram(df, specs, fine_edges) + noise[:cut]) / w_f
-    wide = (w_c * _histogram(df, specs, wide_edges) + noise[cut:]) / w_c
+    fine = (w_f * df.value_histogram(specs, fine_edges) + noise[:cut]) / w_f
+    wide = (w_c * df.value_histogram(specs, wide_edges) + noise[cut:]) / w_c
     sds = {"fine": noise_std / w_f, "coarse": noise_std / w_c}
     comp = locate(levels(specs[0].kind, fine, sds["fine"], wide, sds["coarse"]),
                   zero_spike(specs[0].kind, fine, sds["fine"]))
@@ -464,12 +499,12 @@ def _bounds_for_spec(spec: ColumnSpec, bounds: tuple[float, float]) -> tuple[flo
 
 
 # -- format queries -----------------------------------------------------------------------
-def _format_query(df: pd.DataFrame, specs: list[ColumnSpec], noise_std: float, rng: np.random.Generator,
-                  after_dropout: dict[str, np.ndarray], may_be_flag: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def _format_query(df: Any, specs: list[ColumnSpec], noise_std: float, rng: np.random.Generator,
+                  schema: Schema, may_be_flag: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """One format histogram at :data:`FORMAT_WEIGHT` (``noise_std`` is the release's; the counts
     come back in cells, with noise sd ``noise_std / FORMAT_WEIGHT``) and the facts it gives."""
     dates = specs[0].kind == "datetime"
-    weighted = FORMAT_WEIGHT * format_histogram(df, specs, after_dropout)
+    weighted = FORMAT_WEIGHT * df.format_histogram(specs, schema)
     noisy = (weighted + rng.normal(0.0, noise_std, weighted.size)) / FORMAT_WEIGHT
     facts = decide_format(noisy, noise_std / FORMAT_WEIGHT, dates, may_be_flag)
     report = {"kind": "format", "columns": [s.name for s in specs],
@@ -520,11 +555,11 @@ def sort_categories(categories: list[Category]) -> list[Category]:
         return sorted(categories, key=str)
 
 
-def _categorical_query(df: pd.DataFrame, columns: list[str], domain: tuple[Category, ...] | None,
+def _categorical_query(df: Any, columns: list[str], domain: tuple[Category, ...] | None,
                        noise_std: float, tau: float, rng: np.random.Generator) -> tuple[dict[Any, float], float]:
     """Released categories with their noisy counts (the flag domain whole, other values above τ),
     and the noisy count of missing cells; ``noise_std`` is this query's own sd."""
-    counts, missing = _observed_counts(df, columns)
+    counts, missing = df.observed_counts(columns)
     public = list(whole_labels(list(domain)) if domain else ())
     others = sorted((v for v in counts if v not in set(public)), key=lambda v: (type(v).__name__, str(v)))
     candidates = public + others
@@ -577,7 +612,7 @@ def _category_release(spec: ColumnSpec, schema: Schema, kept: list[Category], re
 
 
 # -- the release --------------------------------------------------------------------------
-def _check_arguments(df: pd.DataFrame, plan: StatisticsPlan, noise_std: float, threshold_delta: float) -> None:
+def _check_arguments(df: Any, plan: StatisticsPlan, noise_std: float, threshold_delta: float) -> None:
     if not (np.isfinite(noise_std) and noise_std >= 0):
         raise ConfigError(f"noise_std must be a finite number ≥ 0, got {noise_std}")
     if plan.categorical and not 0 < threshold_delta < 1:
@@ -613,13 +648,13 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
     """
     from clinsynth.errors import ReleaseWarning
 
+    df = reads_of(df)
     plan = plan_statistics(schema, extra)
     _check_arguments(df, plan, noise_std, threshold_delta)
     check_useful(plan, schema, len(df), noise_std, threshold_delta)
     rngs = iter(_query_rngs(rng, plan.n_queries))
     grouped = {c for g in schema.longitudinal for c in g.columns}
     blanks = {c for _, groups in schema.timelines() if all(g.dropout for g in groups) for g in groups for c in g.columns}
-    after_dropout = schema._after_dropout(df) if plan.format and schema.longitudinal else {}
     updates: dict[str, dict[str, Any]] = {}
     fallback: dict[str, Any] = {}
     report: dict[str, dict[str, Any]] = {}
@@ -628,7 +663,7 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
     for columns in plan.format:  # first: the bounds are rounded to the released precision
         specs = [schema.column(c) for c in columns]
         facts, report["format:" + _query_label(schema, columns)] = _format_query(
-            df, specs, noise_std, next(rngs), after_dropout, may_be_flag=len(columns) == 1 and columns[0] not in grouped)
+            df, specs, noise_std, next(rngs), schema, may_be_flag=len(columns) == 1 and columns[0] not in grouped)
         records.append({"columns": columns, "facts": "kind, decimals, missing values",
                         "mechanism": "noisy format histogram", "noise_sd": noise_std / FORMAT_WEIGHT,
                         "outcome": facts["kind"] if facts["kind"] == "binary" or facts["decimals"] is not None
@@ -713,6 +748,7 @@ def charged_release(df: pd.DataFrame, schema: Schema, ledger: Any, share: float,
     from clinsynth.privacy.ledger import Charge
     from clinsynth.privacy.unit import check_privacy_unit
 
+    df = reads_of(df)
     check_privacy_unit(df, schema)  # a per-row guarantee on rows that share a person is refused first
     plan = plan_statistics(schema, extra)
     n = len(df)

@@ -81,7 +81,7 @@ def check_privacy_unit(df: pd.DataFrame, schema: Any) -> str:
                                f"'{schema.patient}'): its guarantee would not be per patient")
     if getattr(schema, "privacy_unit", None) == "row":
         return ROW_UNIT + ", as declared"
-    shared = shared_ids(df, schema)
+    shared = df.shared_ids(schema) if hasattr(df, "shared_ids") else shared_ids(df, schema)
     if shared:
         raise PrivacyUnitError(
             f"rows share a person: {shared[0].describe()}. A DP guarantee per row would not protect a person "

@@ -1,0 +1,175 @@
+"""Out-of-core fitting of the counting models through DuckDB (issue 24), against the pandas path.
+
+``make``: a SIMULATED table of ``--rows`` rows × 20 columns (``simulate_trial``'s columns after the
+identifier: arm, demographics, labs and six blood-pressure visits with dropout) written as Parquet
+parts of ``--chunk`` rows (each chunk simulated with its own seed, so memory stays at one chunk).
+
+``replicate``: a larger table from ``make``'s parts, each linked ``--copies`` times (every row
+appears that many times; no new simulation, so a 20 M-row table costs no CPU to make).
+
+``compare``: for each model, a fresh child process (spawn) fits it on the same parts twice — the
+pandas path (``pd.read_parquet`` of the folder, then ``fit(frame)``) and the DuckDB engine
+(``fit(DuckDBTable(glob))``, memory limit 1 GB, spilling to a temporary folder) — with the same
+schema (inferred once from the engine's sample and completed from the whole table). Each child
+reports read and fit seconds and its peak resident memory (``ru_maxrss``, data included); ratios
+DuckDB / pandas are computed between the two children of the same model, run one after the other,
+which moves less with the shared machine's load than the seconds do. ``engine``: the DuckDB child
+alone (for tables the pandas path cannot hold).
+
+    python bench/bench_scale.py make --rows 2000000 --dir /tmp/scale-2m
+    python bench/bench_scale.py compare --dir /tmp/scale-2m --models bayesnet dp-bayesnet \
+        [--json bench/results/scale_duckdb.json]
+    python bench/bench_scale.py replicate --source /tmp/scale-2m --copies 10 --dir /tmp/scale-20m
+    python bench/bench_scale.py engine --dir /tmp/scale-20m --models bayesnet dp-bayesnet [--json ...]
+
+Run it with one thread per library (``OMP_NUM_THREADS=1``); DuckDB gets ``CLINSYNTH_THREADS`` or
+the cores this process may use (``clinsynth.threads``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+TARGET = "arm"
+COLUMNS = 20
+
+
+def _peak_rss_gb() -> float:
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
+
+
+def make(rows: int, directory: Path, chunk: int) -> dict:
+    from clinsynth.data.datasets import simulate_trial
+
+    directory.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    for i, start in enumerate(range(0, rows, chunk)):
+        part = simulate_trial(min(chunk, rows - start), seed=1000 + i)
+        part = part.iloc[:, 1:1 + COLUMNS]  # no identifier: the rows are distinct simulated people
+        part.to_parquet(directory / f"part-{i:05d}.parquet")
+    return {"rows": rows, "columns": COLUMNS, "chunk": chunk, "seconds": round(time.perf_counter() - t, 1)}
+
+
+def replicate(source: Path, directory: Path, copies: int) -> dict:
+    """``copies`` links to each Parquet part of ``source``: a table ``copies`` times larger whose
+    every simulated row appears ``copies`` times (its counts are exactly ``copies`` × the source's),
+    made without simulating again."""
+    directory.mkdir(parents=True, exist_ok=True)
+    parts = sorted(source.glob("part-*.parquet"))
+    for k in range(copies):
+        for i, part in enumerate(parts):
+            target = directory / f"part-{k * len(parts) + i:05d}.parquet"
+            if not target.exists():
+                os.link(part, target)
+    return {"from": str(source), "copies": copies, "parts": copies * len(parts)}
+
+
+def _child(path: str, engine: str, model: str, schema_json: str, out: mp.Queue) -> None:
+    import numpy as np
+    import pandas as pd
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    warnings.simplefilter("ignore")
+    from clinsynth.models.registry import create
+    from clinsynth.privacy.budget import Privacy
+    from clinsynth.schema import Schema
+
+    schema = Schema.from_json(schema_json)
+    privacy = Privacy(epsilon=1.0) if model.startswith("dp-") else None
+    fitted = create(model.removeprefix("dp-"), privacy=privacy, seed=0, progress=False)
+    t = time.perf_counter()
+    if engine == "pandas":
+        data = pd.read_parquet(path)
+        rows = len(data)
+    else:
+        from clinsynth.engines.duckdb_engine import DuckDBTable
+        from clinsynth.engines.source import TableSource
+
+        data = DuckDBTable(TableSource(str(Path(path) / "part-*.parquet")), memory_limit="1GB")
+        rows = data.n
+    read = time.perf_counter() - t
+    rss_read = _peak_rss_gb()
+    t = time.perf_counter()
+    fitted.fit(data, schema)
+    fit = time.perf_counter() - t
+    import hashlib
+
+    digest = hashlib.sha256(b"".join(np.ascontiguousarray(x).tobytes() for x in fitted.tables_)).hexdigest()[:16]
+    out.put({"engine": engine, "model": fitted.name, "rows": rows, "read_seconds": round(read, 2),
+             "fit_seconds": round(fit, 2), "peak_rss_gb_after_read": round(rss_read, 3),
+             "peak_rss_gb": round(_peak_rss_gb(), 3), "tables_sha256": digest,
+             "ledger_epsilon": (round(fitted.ledger_.spent(), 6)
+                                if getattr(fitted, "ledger_", None) is not None
+                                else None),
+             "load_average": os.getloadavg()})
+
+
+def _run(path: Path, engine: str, model: str, schema_json: str) -> dict:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    p = ctx.Process(target=_child, args=(str(path), engine, model, schema_json, out))
+    p.start()
+    result = out.get()
+    p.join()
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def _schema(path: Path) -> str:
+    from clinsynth.engines.duckdb_engine import DuckDBTable
+    from clinsynth.engines.source import TableSource
+
+    table = DuckDBTable(TableSource(str(path / "part-*.parquet")))
+    try:
+        return table.infer_schema(target=TARGET, seed=0).to_json()
+    finally:
+        table.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=("make", "replicate", "compare", "engine"))
+    parser.add_argument("--source", type=Path, help="replicate: the folder of parts to link")
+    parser.add_argument("--copies", type=int, default=10)
+    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--chunk", type=int, default=500_000)
+    parser.add_argument("--models", nargs="+", default=["bayesnet", "dp-bayesnet"])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    if args.mode == "make":
+        print(json.dumps(make(args.rows, args.dir, args.chunk)))
+        return
+    if args.mode == "replicate":
+        print(json.dumps(replicate(args.source, args.dir, args.copies)))
+        return
+    schema_json = _schema(args.dir)
+    runs = []
+    for model in args.models:
+        engines = ("pandas", "duckdb") if args.mode == "compare" else ("duckdb",)
+        pair = {e: _run(args.dir, e, model, schema_json) for e in engines}
+        row = {"model": model, **{e: r for e, r in pair.items()}}
+        if "pandas" in pair:
+            row["ratio_fit_seconds_duckdb_over_pandas"] = round(pair["duckdb"]["fit_seconds"] / pair["pandas"]["fit_seconds"], 3)
+            row["ratio_peak_rss_duckdb_over_pandas"] = round(pair["duckdb"]["peak_rss_gb"] / pair["pandas"]["peak_rss_gb"], 3)
+            row["same_tables"] = pair["duckdb"]["tables_sha256"] == pair["pandas"]["tables_sha256"]
+        runs.append(row)
+    result = {"mode": args.mode, "dir": str(args.dir), "runs": runs, "machine": {
+        "cpus": os.cpu_count(), "python": platform.python_version(), "threads": os.environ.get("CLINSYNTH_THREADS")}}
+    print(json.dumps(result, indent=1))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

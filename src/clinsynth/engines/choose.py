@@ -1,0 +1,65 @@
+"""Which engine reads an input: the rule, in one place, for the CLI and the Python API.
+
+``engine="duckdb"`` always reads through DuckDB; ``"pandas"`` loads the table into memory (refused
+for a glob or a database, which only the engine reads). ``"auto"`` (the default) uses DuckDB for a
+glob of Parquet files, a database file (``--table``), and a file of at least
+:data:`AUTO_BYTES` when the model learns from counts alone — below that, the in-memory path is as
+fast and gives every model the same split and inference it always had.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from clinsynth.engines.source import TableSource, is_engine_input
+from clinsynth.errors import ConfigError
+
+ENGINES = ("auto", "pandas", "duckdb")
+AUTO_BYTES = 256 << 20
+COUNTING_MODELS = ("bayesnet", "dp-bayesnet")
+
+
+def wants_engine(data: str | Path, table: str | None, engine: str, model: str) -> bool:
+    """Whether ``data`` is read through DuckDB (see the module docstring)."""
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    engine_only = is_engine_input(data, table)
+    if engine == "pandas":
+        if engine_only:
+            raise ConfigError(f"'{data}'{' --table ' + table if table else ''} is read by DuckDB only "
+                              "(a glob or a database table): drop --engine pandas")
+        return False
+    if engine == "duckdb" or engine_only:
+        return True
+    counting = model in COUNTING_MODELS
+    try:
+        return counting and Path(data).stat().st_size >= AUTO_BYTES
+    except OSError:
+        return False
+
+
+def engine_model(model: str) -> str:
+    """The model an engine input fits: a counting model; ``auto`` means ``bayesnet``."""
+    if model == "auto":
+        return "bayesnet"
+    if model not in COUNTING_MODELS:
+        raise ConfigError(f"model '{model}' learns from the rows themselves and needs the table in memory; "
+                          f"through DuckDB only {' and '.join(COUNTING_MODELS)} fit (or pass --engine pandas "
+                          "with a CSV/Parquet file)")
+    return model
+
+
+def open_table(data: str | Path, table: str | None = None, **options: Any) -> Any:
+    """The DuckDB engine's view of ``data`` (checked: a missing file or table is one clear line)."""
+    from clinsynth.engines.duckdb_engine import DuckDBTable
+
+    return DuckDBTable(TableSource(str(data), table), **options)
+
+
+def source_fingerprint(source: TableSource) -> str:
+    """What ties a run to its input without reading every row: each file's path, size and time."""
+    parts = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in source.files]
+    return hashlib.sha256(json.dumps([parts, source.table]).encode()).hexdigest()

@@ -1,0 +1,136 @@
+"""SQL expressions for the counting models' statistics, generated once from the schema, the
+encoder and the network's variables; any engine with standard SQL runs them (DuckDB now, Spark SQL
+later) — plain ``CASE``, comparisons and arithmetic, no engine-specific functions but ``round``.
+
+Each expression mirrors, value for value, the numpy code the pandas path runs:
+
+* :func:`searchsorted` is ``np.searchsorted(edges, x, side="right")`` as a balanced ``CASE`` tree
+  (log₂ edges comparisons a row), so bins, grid buckets and state cuts need no list functions;
+* :func:`number_format` is :func:`clinsynth.privacy.formats.number_formats`;
+* :func:`fold` is :func:`clinsynth.models.bayesnet.fold_labels`, from the row's position;
+* :func:`clip`, ``round_even`` and the gap fill of ``DuckDBTable.number`` are
+  :func:`clinsynth.privacy.statistics.conform` for one number column under a DP release, and
+  :func:`category_code` with its fallbacks is ``conform`` + ``CategoricalCodec.codes``;
+* ``DuckDBTable._state_sql`` puts these together as ``BayesNet._discretise``, one variable each.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from clinsynth.engines.source import quote, text
+from clinsynth.privacy.formats import MAX_DECIMALS, NUMBER_FORMATS
+
+INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                 "UBIGINT", "UHUGEINT")
+
+
+def number(x: float) -> str:
+    """A double literal that reads back as exactly ``x`` (text → double is correctly rounded)."""
+    x = float(x)
+    if math.isnan(x):
+        return "CAST('NaN' AS DOUBLE)"
+    if math.isinf(x):
+        return f"CAST('{'' if x > 0 else '-'}Infinity' AS DOUBLE)"
+    return f"CAST('{x!r}' AS DOUBLE)"
+
+
+def literal(value: Any) -> str:
+    """A category label as a SQL literal of its own type."""
+    value = value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return number(value)
+    return text(str(value))
+
+
+def searchsorted(expr: str, edges: np.ndarray | list[float]) -> str:
+    """How many ``edges`` (sorted) are ≤ ``expr``: ``np.searchsorted(edges, x, side="right")``.
+    NaN counts every edge, as numpy sorts it last."""
+    edges = [float(e) for e in edges]
+
+    def tree(lo: int, hi: int) -> str:  # the count lies in [lo, hi]
+        if lo == hi:
+            return str(lo)
+        mid = (lo + hi) // 2
+        return f"CASE WHEN {expr} < {number(edges[mid])} THEN {tree(lo, mid)} ELSE {tree(mid + 1, hi)} END"
+
+    return tree(0, len(edges))
+
+
+def bucket(expr: str, edges: np.ndarray) -> str:
+    """:func:`clinsynth.privacy.histograms.bucket`: the grid bucket, values off the grid at its ends."""
+    return f"greatest(0, least({len(edges) - 2}, {searchsorted(expr, edges)} - 1))"
+
+
+def number_format(expr: str, tolerance: float) -> str:
+    """:func:`clinsynth.privacy.formats.number_formats` of one observed value."""
+    atol = f"{number(tolerance)} * greatest(1.0, abs({expr}))"
+    cases = [f"WHEN {expr} = 0 THEN 1", f"WHEN {expr} = 1 THEN 2"]
+    cases += [f"WHEN abs(round({expr}, {d}) - {expr}) <= {atol} THEN {3 + d}" for d in range(MAX_DECIMALS + 1)]
+    return f"CASE {' '.join(cases)} ELSE {len(NUMBER_FORMATS) - 1} END"
+
+
+def fold(position: str, seed: int, folds: int) -> str:
+    """:func:`clinsynth.models.bayesnet.fold_labels` of the row at ``position`` (0-based)."""
+    from clinsynth.models.bayesnet import _FOLD_PRIME, fold_hash
+
+    a, b = fold_hash(seed)
+    return f"((({position}) * {a} + {b}) % {_FOLD_PRIME}) % {folds}"
+
+
+def clip(expr: str, lo: float, hi: float) -> str:
+    """``expr`` clipped into [lo, hi], NULL and NaN kept (as pandas' ``clip``; SQL's ``greatest``
+    would turn NULL into the bound, and NaN sorts above every number)."""
+    return (f"(CASE WHEN isnan({expr}) THEN {expr} WHEN {expr} < {number(lo)} THEN {number(lo)} "
+            f"WHEN {expr} > {number(hi)} THEN {number(hi)} ELSE {expr} END)")
+
+
+def as_double(column: str, sql_type: str) -> str:
+    """A column read as numbers (NULL where it is missing or not a number), as ``numeric_values``."""
+    if sql_type in INTEGER_TYPES or sql_type in ("DOUBLE", "FLOAT", "REAL") or sql_type.startswith("DECIMAL"):
+        return f"CAST({quote(column)} AS DOUBLE)"
+    return f"TRY_CAST({quote(column)} AS DOUBLE)"
+
+
+def observed(expr: str) -> str:
+    """Whether a number is observed (not NULL, not NaN)."""
+    return f"({expr} IS NOT NULL AND NOT isnan({expr}))"
+
+
+def last_visit(groups: list[Any]) -> str:
+    """:func:`clinsynth.schema.last_observed_visit`: the last visit (1-based) with any measure, 0 for none."""
+    visits = len(groups[0].visits)
+    cases = []
+    for j in range(visits, 0, -1):
+        seen = " OR ".join(f"{quote(g.columns[j - 1])} IS NOT NULL" for g in groups)
+        cases.append(f"WHEN {seen} THEN {j}")
+    return f"(CASE {' '.join(cases)} ELSE 0 END)"
+
+
+def after_dropout(schema: Any) -> dict[str, str]:
+    """Per longitudinal column of a dropout timeline, a condition true where the participant had left
+    (``Schema._after_dropout``)."""
+    out = {}
+    for visits, groups in schema.timelines():
+        if not all(g.dropout for g in groups):
+            continue
+        last = last_visit(groups)
+        for g in groups:
+            for j, c in enumerate(g.columns):
+                out[c] = f"({last} < {j + 1})"
+    return out
+
+
+def category_code(column: str, categories: list[Any], if_null: int, if_unknown: int) -> str:
+    """Index of the value in ``categories`` (``CategoricalCodec.codes``)."""
+    cases = " ".join(f"WHEN {quote(column)} = {literal(c)} THEN {k}" for k, c in enumerate(categories))
+    null = f"WHEN {quote(column)} IS NULL THEN {if_null}"
+    if any(isinstance(c, float) for c in categories) or not categories:
+        null += f" WHEN TRY_CAST({quote(column)} AS DOUBLE) = 'NaN'::DOUBLE THEN {if_null}"
+    return f"(CASE {cases} {null} ELSE {if_unknown} END)"
