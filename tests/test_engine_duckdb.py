@@ -20,7 +20,7 @@ from clinsynth.models.bayesnet import BayesNet, StatesMatrix
 from clinsynth.privacy.budget import Privacy
 from clinsynth.privacy.formats import number_formats
 from clinsynth.privacy.histograms import bucket, grid_edges
-from clinsynth.privacy.statistics import conform
+from clinsynth.privacy.conform import conform
 
 
 def _trial(n: int, columns: int | None) -> pd.DataFrame:

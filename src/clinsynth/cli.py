@@ -254,7 +254,7 @@ def _fit_engine(data: Path, table: Optional[str], output: Path, target: Optional
     console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained through DuckDB on {rows.n:,} rows × "
                   f"{len(rows.columns)} columns of {rows.source.describe()}")
     if getattr(fitted, "ledger_", None) is not None:
-        from clinsynth.privacy.statistics import schema_facts
+        from clinsynth.privacy.schema_facts import schema_facts
 
         print_ledger(fitted.ledger_)
         console.print(escape(schema_facts(fitted.schema_, getattr(fitted, "facts_", None))["summary"]))

@@ -9,7 +9,7 @@ Each expression mirrors, value for value, the numpy code the pandas path runs:
 * :func:`number_format` is :func:`clinsynth.privacy.formats.number_formats`;
 * :func:`fold` is :func:`clinsynth.models.bayesnet.fold_labels`, from the row's position;
 * :func:`clip`, ``round_even`` and the gap fill of ``DuckDBTable.number`` are
-  :func:`clinsynth.privacy.statistics.conform` for one number column under a DP release, and
+  :func:`clinsynth.privacy.conform.conform` for one number column under a DP release, and
   :func:`category_code` with its fallbacks is ``conform`` + ``CategoricalCodec.codes``;
 * ``DuckDBTable._state_sql`` puts these together as ``BayesNet._discretise``, one variable each.
 """
@@ -61,6 +61,15 @@ def searchsorted(expr: str, edges: np.ndarray | list[float]) -> str:
         return f"CASE WHEN {expr} < {number(edges[mid])} THEN {tree(lo, mid)} ELSE {tree(mid + 1, hi)} END"
 
     return tree(0, len(edges))
+
+
+def value_state(expr: str, lo: np.ndarray, hi: np.ndarray) -> str:
+    """:func:`clinsynth.models.bayesnet.value_states`: a numeric variable's state."""
+    point = lo == hi
+    if point.all() or not point.any():
+        return searchsorted(expr, (lo[1:] + hi[:-1]) / 2)
+    exact = " ".join(f"WHEN {expr} = {number(lo[i])} THEN {i}" for i in np.flatnonzero(point))
+    return f"(CASE {exact} ELSE greatest(0, {searchsorted(expr, lo)} - 1) END)"
 
 
 def bucket(expr: str, edges: np.ndarray) -> str:

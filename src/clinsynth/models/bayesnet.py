@@ -74,24 +74,44 @@ class Variable:
 
 
 def observed_states(z: np.ndarray, bins: int) -> tuple[list[float], list[float]]:
-    """(lo, hi) of each value state in encoded units, from the observed values ``z``: each distinct
-    value when there are at most ``bins``, else quantile bins — with every value that holds at
-    least a bin's share of the rows (and 5 rows) kept as a state of its own (``lo == hi``), the
-    bins around it split there. Clinical numbers pile up on round values (a ratio recorded as 3,
-    4, 5 in most rows and to two decimals in the rest, a count that is mostly 0): spread evenly
-    across a bin, such a pile is what gives a synthetic table away (sklearn's diabetes ``s4``:
-    detection AUROC 0.90 from that column alone)."""
-    distinct, counts = np.unique(z, return_counts=True)
-    if distinct.size <= bins:
-        return distinct.tolist(), distinct.tolist()
-    atoms = distinct[counts >= max(len(z) / bins, 5)]
-    rest = z[~np.isin(z, atoms)]
-    if rest.size < 2:
-        return distinct.tolist(), distinct.tolist()
-    edges = np.unique(np.concatenate([np.quantile(rest, np.linspace(0, 1, max(bins - atoms.size, 1) + 1)), atoms,
-                                      distinct[[0, -1]]]))
-    lo, hi = list(edges[:-1]), list(edges[1:])
-    return _with_atoms(lo, hi, atoms)
+    """(lo, hi) of each value state in encoded units, from the observed values ``z``
+    (:func:`states_from_counts` of their distinct values and counts)."""
+    values, counts = np.unique(z, return_counts=True)
+    return states_from_counts(values, counts, bins)
+
+
+def states_from_counts(values: np.ndarray, counts: np.ndarray, bins: int) -> tuple[list[float], list[float]]:
+    """(lo, hi) of each value state from the distinct observed ``values`` (sorted) and how many
+    rows hold each — so an engine that counts them (``clinsynth.engines``) gets the same states:
+    each distinct value when there are at most ``bins``, else quantile bins — with every value that
+    holds at least a bin's share of the rows (and 5 rows) kept as a state of its own (``lo ==
+    hi``), the bins around it split there. Clinical numbers pile up on round values (a ratio
+    recorded as 3, 4, 5 in most rows and to two decimals in the rest, a count that is mostly 0):
+    spread evenly across a bin, such a pile is what gives a synthetic table away (sklearn's
+    diabetes ``s4``: detection AUROC 0.90 from that column alone)."""
+    if values.size <= bins:
+        return values.tolist(), values.tolist()
+    atoms = values[counts >= max(counts.sum() / bins, 5)]
+    rest = ~np.isin(values, atoms)
+    if counts[rest].sum() < 2:
+        return values.tolist(), values.tolist()
+    cuts = quantiles_of_counts(values[rest], np.cumsum(counts[rest]), np.linspace(0, 1, max(bins - atoms.size, 1) + 1))
+    edges = np.unique(np.concatenate([cuts, atoms, values[[0, -1]]]))
+    return _with_atoms(list(edges[:-1]), list(edges[1:]), atoms)
+
+
+def quantiles_of_counts(values: np.ndarray, ends: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """``np.unique(np.quantile(z, probs))`` of the ``values`` repeated up to cumulative counts
+    ``ends``, without the rows: each order statistic found by its rank, then interpolated by
+    ``np.quantile`` itself on the two neighbours (same arithmetic, same dtype)."""
+    n = int(ends[-1])
+    virtual = probs * (n - 1)
+    lower = np.floor(virtual).astype(np.int64)
+    upper = np.minimum(lower + 1, n - 1)
+    at = lambda k: values[np.searchsorted(ends, k, side="right")]  # noqa: E731
+    out = [np.quantile(np.array([at(lo), at(hi)], dtype=values.dtype), np.array([g]))[0]
+           for lo, hi, g in zip(lower, upper, virtual - lower)]
+    return np.unique(np.array(out))
 
 
 def _with_atoms(lo: list[float], hi: list[float], atoms: np.ndarray) -> tuple[list[float], list[float]]:
@@ -111,18 +131,16 @@ def _with_atoms(lo: list[float], hi: list[float], atoms: np.ndarray) -> tuple[li
 def value_states(lo: np.ndarray, hi: np.ndarray, x: np.ndarray) -> np.ndarray:
     """The state of each value ``x``. All bins, or all exact values: the nearest state by its lower
     edge (a released grid's values need not equal the data's). Bins with exact-value states among
-    them (:func:`observed_states`): the exact state on a match, else the bin holding the value."""
+    them (:func:`states_from_counts`, where each such state sits on a bin edge, before the bin
+    starting there): the exact state on a match, else the last state starting at or below the
+    value — the bin holding it. ``clinsynth.engines`` computes the same in SQL."""
     point = lo == hi
     if point.all() or not point.any():
         return np.searchsorted((lo[1:] + hi[:-1]) / 2, x, side="right")
-    bins = np.flatnonzero(~point)
-    s = bins[np.clip(np.searchsorted(lo[bins], x, side="right") - 1, 0, bins.size - 1)]
+    s = np.clip(np.searchsorted(lo, x, side="right") - 1, 0, lo.size - 1)
     points = np.flatnonzero(point)
-    at = np.searchsorted(lo[points], x)
-    hit = at < points.size
-    hit[hit] = lo[points[at[hit]]] == x[hit]
-    s[hit] = points[at[hit]]
-    return s
+    at = np.minimum(np.searchsorted(lo[points], x), points.size - 1)
+    return np.where(lo[points[at]] == x, points[at], s)
 
 
 def released_states(codec: NumericCodec, state: dict[str, Any], bins: int) -> tuple[list[float], list[float]]:

@@ -583,7 +583,7 @@ class VisitChain(PatientModel):
         P(state | context) floored at ``floor``, so a transition the chain never saw costs a
         fixed amount). A trained-on patient put weight on its own cells, so it tends to score
         higher. The per-patient network is not scored. For :mod:`clinsynth.privacy.audit_patients`."""
-        from clinsynth.privacy.statistics import conform
+        from clinsynth.privacy.conform import conform
 
         self._check_fitted()
         schema, layout = self.schema_, self.layout_
@@ -807,7 +807,7 @@ class VisitChain(PatientModel):
         return model
 
     def _dp_conformed(self, patients: pd.DataFrame) -> pd.DataFrame:
-        from clinsynth.privacy.statistics import conform
+        from clinsynth.privacy.conform import conform
 
         release = getattr(self.patients_, "release_", None)
         return conform(patients, release) if release is not None else patients
@@ -823,7 +823,8 @@ class VisitChain(PatientModel):
         return kept & ~after_cut
 
     def _dp_visit_encoder(self, parts: Visits, schema: Schema) -> tuple[VisitEncoder, pd.DataFrame]:
-        from clinsynth.privacy.statistics import charged_release, conform
+        from clinsynth.privacy.conform import conform
+        from clinsynth.privacy.statistics import charged_release
 
         counted = self._counted(parts)
         pick = np.random.default_rng(self._rng.integers(0, 2**63 - 1))

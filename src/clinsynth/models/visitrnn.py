@@ -30,7 +30,7 @@ Differential privacy (``dp-visitrnn``): **privacy unit: patient (all rows of one
   unchanged), so the release's sensitivity is that of one record of it: one patient. Bounds,
   categories, formats, missing policies and scalings of every column — visit-level ones included —
   come from it (or the schema's declared-public facts), never from the rows; the rows are then
-  clipped into the released schema (:func:`~clinsynth.privacy.statistics.conform`), a fixed function
+  clipped into the released schema (:func:`~clinsynth.privacy.conform.conform`), a fixed function
   of each row.
 * **DP-SGD with a patient as the sample.** Batches are Poisson samples of *patients* (rate =
   expected batch / patients); each patient's gradient is that of their whole loss (VAE term and
@@ -405,7 +405,8 @@ class VisitRNN(PatientModel):
         return table[[c.name for c in release_schema.columns]], release_schema
 
     def _prepare_private(self, schema: Schema, data: Patients, cap: int) -> tuple[Schema, VisitCodec, Patients]:
-        from clinsynth.privacy.statistics import charged_release, conform
+        from clinsynth.privacy.conform import conform
+        from clinsynth.privacy.statistics import charged_release
 
         assert self.privacy is not None
         self.ledger_ = self.privacy.ledger(len(data.lengths), unit="patient")

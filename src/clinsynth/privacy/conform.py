@@ -67,7 +67,7 @@ def _map_unknown(s: pd.Series, spec: ColumnSpec, fallback: Any) -> pd.Series:
     return s.mask(unknown, fallback)
 
 
-def _gap_value(spec: ColumnSpec, release: DPRelease, s: pd.Series) -> Any:
+def gap_value(spec: ColumnSpec, release: DPRelease, s: pd.Series) -> Any:
     """What fills a gap where the released schema has no room for one: the released centre of a
     number (at its precision) or date, the most common released category."""
     if spec.kind in DISCRETE_KINDS:
@@ -92,7 +92,7 @@ def _fill_gaps(s: pd.Series, spec: ColumnSpec, release: DPRelease, after: np.nda
         gaps = gaps & ~after
     if not gaps.any():
         return s
-    return s.mask(gaps, _gap_value(spec, release, s))
+    return s.mask(gaps, gap_value(spec, release, s))
 
 
 def conform(df: pd.DataFrame, release: DPRelease) -> pd.DataFrame:

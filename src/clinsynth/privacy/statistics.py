@@ -786,17 +786,3 @@ def _updated_schema(schema: Schema, updates: dict[str, dict[str, Any]]) -> Schem
     data = schema.model_dump()
     data["columns"] = [{**c, **updates.get(c["name"], {})} for c in data["columns"]]
     return Schema.model_validate(data)
-
-
-def __getattr__(name: str) -> Any:
-    """``conform`` and ``schema_facts`` live in their own modules (``privacy/conform.py``,
-    ``privacy/schema_facts.py``); imports of them from here keep working."""
-    if name == "conform":
-        from clinsynth.privacy.conform import conform
-
-        return conform
-    if name in ("schema_facts", "estimation_summary"):
-        from clinsynth.privacy import schema_facts
-
-        return getattr(schema_facts, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
