@@ -88,7 +88,7 @@ def test_patients_with_too_many_visits_are_refused_or_truncated():
 def test_row_models_refuse_a_long_format_table():
     df = visits()
     schema = Schema.infer(df, target="death", patient="pid", time="day")
-    with pytest.raises(ConfigError, match="long format .* patient 'pid'"):
+    with pytest.raises(ConfigError, match="bayesnet models ordinary tables, not a long-format table .*: name one of visitchain"):
         create("bayesnet").fit(df, schema)
     with pytest.raises(PrivacyUnitError, match="long-format"):
         check_privacy_unit(df, schema)

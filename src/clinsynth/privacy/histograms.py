@@ -344,8 +344,7 @@ _SHAPE_MAX_BUCKETS = 400
 
 
 def _refined(edges: np.ndarray, mass: np.ndarray, kind: str, fine_counts: np.ndarray | None = None,
-             bounds: tuple[float, float] | None = None, fine_sd: float | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
+             bounds: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Masses on fine buckets: each segment's mass spread over its fine buckets, and the margins
     between the located range and the released ``bounds`` given what the fine grid saw there.
 
@@ -368,24 +367,14 @@ def _refined(edges: np.ndarray, mass: np.ndarray, kind: str, fine_counts: np.nda
             shape = np.zeros(fine.size - 1)
             shape[first:last] = np.maximum(unimodal_fit(np.asarray(fine_counts[first:last], float)), 0.0)
 
-    def pieces(a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
-        """Fine cuts in (a, b] and each piece's share of the fine bucket holding it, in t."""
+    def pieces(a: float, b: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fine cuts in (a, b], each piece's share (in t) of the fine bucket holding it, and that bucket."""
         cuts = np.concatenate([fine[(fine > a) & (fine < b)], [b]])
         starts = np.concatenate([[a], cuts[:-1]])
         at = bucket(fine, starts)
         width = scale(fine[at + 1]) - scale(fine[at])
         return cuts, (scale(cuts) - scale(starts)) / np.where(width > 0, width, 1.0), at
 
-    def seen(a: float, b: float) -> bool:
-        """Whether the fine grid's raw noisy counts in a margin add up to mass (2 sds of their sum:
-        a fit to pure noise still rises somewhere)."""
-        at = np.unique(bucket(fine, np.array([a, b - 1e-12 * max(abs(b), 1.0)])))
-        at = np.arange(at[0], at[-1] + 1)
-        return float(np.sum(fine_counts[at])) > 2.0 * fine_sd * math.sqrt(at.size)
-
-    if shape is not None and fine_sd is not None:
-        lo = lo if lo < edges[0] and seen(lo, edges[0]) else edges[0]
-        hi = hi if hi > edges[-1] and seen(edges[-1], hi) else edges[-1]
     out_edges, out_mass = [lo], []
     if shape is not None and lo < edges[0]:
         cuts, part, at = pieces(lo, edges[0])
@@ -409,12 +398,12 @@ def _refined(edges: np.ndarray, mass: np.ndarray, kind: str, fine_counts: np.nda
 
 
 def composite_state(comp: Composite, lo: float, hi: float, kind: str = "number",
-                    fine_counts: np.ndarray | None = None, fine_sd: float | None = None) -> dict[str, Any]:
+                    fine_counts: np.ndarray | None = None) -> dict[str, Any]:
     """NumericCodec state (loc/scale and quantile knots/scores) from the composite's masses, shaped
     by the fine grid's noisy counts when given (:func:`_refined`)."""
     weights = comp.mass if comp.mass.sum() > 0 else np.ones_like(comp.mass)
     edges, weights = _refined(comp.edges, weights, kind, fine_counts,
-                              (lo, hi) if fine_counts is not None else None, fine_sd)
+                              (lo, hi) if fine_counts is not None else None)
     mids = (edges[:-1] + edges[1:]) / 2
     loc, scale = location_scale(mids, weights, lo, hi)
     knots, scores = quantile_table(edges, weights)

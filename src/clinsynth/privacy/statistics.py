@@ -480,8 +480,7 @@ def _numeric_query(df: Any, specs: list[ColumnSpec], noise_std: float, rng: np.r
         return {"bounds": bounds, "state": state}, report, record
     outer = (float(comp.edges[0]), float(comp.edges[-1]))
     bounds = {s.name: widen(*comp.base_range, s, outer) for s in specs}
-    state = composite_state(comp, *bounds[specs[0].name], kind=specs[0].kind, fine_counts=fine,
-                            fine_sd=sds["fine"])
+    state = composite_state(comp, *bounds[specs[0].name], kind=specs[0].kind, fine_counts=fine)
     outcome = "fine grid" if comp.base == step_label(specs[0].kind, "fine", 1) else "coarser grid"
     record |= {"outcome": outcome, "detail": f"buckets of {comp.base}"
                + (f", extended by buckets of {', '.join(comp.extended_by)}" if comp.extended_by else "")}
