@@ -106,21 +106,3 @@ def test_dp_acgan_keeps_its_measured_path_and_options_are_checked(trial):
     assert (params["visit_steps"], params["critic_changes"], params["decoded_view"]) == (False, False, False)
     with pytest.raises(ConfigError, match="visit_steps='yes'"):
         clinsynth.create("acgan", visit_steps="yes", **FAST).fit(trial, Schema.infer(trial, target="arm"))
-
-
-def test_hinge_critic_has_spectral_norm_and_its_losses_and_is_refused_under_dp(trial):
-    from clinsynth.models.acgan import acgan_loss
-
-    schema = Schema.infer(trial, target="arm")
-    model = clinsynth.create("acgan", critic_loss="hinge", **FAST).fit(trial, schema)
-    assert all(torch.nn.utils.parametrize.is_parametrized(model.discriminator_.net[i]) for i in (0, 2, 4))
-    with torch.no_grad():  # each layer's largest singular value is held near 1
-        w = model.discriminator_.net[2].weight
-        assert torch.linalg.matrix_norm(w, ord=2).item() == pytest.approx(1.0, abs=0.05)
-    out = torch.tensor([[2.0, 0.0], [-0.5, 0.0]])
-    labels = torch.zeros(2, dtype=torch.long)
-    assert acgan_loss(out, True, labels, aux=False, adversarial="hinge", reduction="none").tolist() == [0.0, 1.5]
-    assert acgan_loss(out, False, labels, aux=False, adversarial="hinge", reduction="none").tolist() == [3.0, 0.5]
-    assert acgan_loss(out, True, labels, aux=False, adversarial="hinge_generator", reduction="none").tolist() == [-2.0, 0.5]
-    with pytest.raises(ConfigError, match="critic_loss='hinge'"):
-        clinsynth.create("dp-acgan", epsilon=1.0, critic_loss="hinge", epochs=1, batch_size=64).fit(trial, schema)

@@ -84,8 +84,6 @@ from clinsynth.selection import SelectionResult, candidate_epochs, parse_select
 TARGET_STEPS, MIN_EPOCHS, MAX_EPOCHS, MIN_BATCH, MAX_BATCH = 6000, 10, 150, 64, 128
 #: the critic's width when the table decides it: CRITIC_PER_VALUE units per encoded value, within the bounds
 CRITIC_PER_VALUE, MIN_CRITIC, MAX_CRITIC = 4, 256, 512
-#: the critic's real/fake loss: cross-entropy, or the hinge with spectral norm on its layers (not under DP)
-CRITIC_LOSSES = ("bce", "hinge")
 
 class Generator(nn.Module):
     """Noise × label embedding → dense body → (visit-grid convolution + dense head) → features."""
@@ -223,8 +221,7 @@ class FoldedGenerator(nn.Module):
 class Discriminator(nn.Module):
     """Dense critic with one output layer: column 0 is real/fake, the rest are class logits."""
 
-    def __init__(self, n_features: int, hidden: int, n_classes: int, changes: np.ndarray | None = None,
-                 spectral_norm: bool = False):
+    def __init__(self, n_features: int, hidden: int, n_classes: int, changes: np.ndarray | None = None):
         super().__init__()
         # (2, k) input positions: the critic also reads x[changes[1]] - x[changes[0]], the change
         # from one visit to the next, so a trajectory that moves unlike real ones is in plain sight
@@ -236,9 +233,6 @@ class Discriminator(nn.Module):
             nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
             nn.Linear(hidden, 1 + n_classes),
         )
-        if spectral_norm:  # each layer 1-Lipschitz (Miyato et al.), what the hinge loss expects of its critic
-            for i in (0, 2, 4):
-                self.net[i] = nn.utils.parametrizations.spectral_norm(self.net[i])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.change_to.numel():
@@ -247,18 +241,11 @@ class Discriminator(nn.Module):
 
 
 def acgan_loss(out: torch.Tensor, real: bool, labels: torch.Tensor, reduction: str = "mean",
-               aux: bool = True, aux_weight: float = 1.0, adversarial: str = "bce") -> torch.Tensor:
-    """Real/fake loss plus (if ``aux``) the auxiliary class cross-entropy × ``aux_weight``, per
-    record or averaged. ``adversarial``: ``"bce"`` (cross-entropy; the generator's loss is the
-    critic's on its fakes called real), ``"hinge"`` (the critic's hinge, max(0, 1 ∓ score)) or
-    ``"hinge_generator"`` (the generator's side of it: −score)."""
-    if adversarial == "hinge":
-        adv = F.relu(1.0 - out[:, 0]) if real else F.relu(1.0 + out[:, 0])
-    elif adversarial == "hinge_generator":
-        adv = -out[:, 0]
-    else:
-        target = torch.full_like(out[:, 0], 1.0 if real else 0.0)
-        adv = F.binary_cross_entropy_with_logits(out[:, 0], target, reduction="none")
+               aux: bool = True, aux_weight: float = 1.0) -> torch.Tensor:
+    """Real/fake cross-entropy plus (if ``aux``) the auxiliary class cross-entropy × ``aux_weight``,
+    per record or averaged."""
+    target = torch.full_like(out[:, 0], 1.0 if real else 0.0)
+    adv = F.binary_cross_entropy_with_logits(out[:, 0], target, reduction="none")
     if not aux or not aux_weight or out.shape[1] <= 2:
         return adv if reduction == "none" else adv.mean()
     per_record = adv + aux_weight * F.cross_entropy(out[:, 1:], labels, reduction="none")
@@ -296,9 +283,6 @@ class ACGAN(SynthModel):
         flagged missing, or after the participant's dropout, has no value (0, as in the encoded
         real records) and a visit after dropout is flagged missing. Without this the critic can
         tell fakes by values the decoder throws away, and the generator spends itself on them.
-    critic_loss : ``"bce"`` (cross-entropy, as in AC-GAN) or ``"hinge"`` (hinge loss with spectral
-        norm on the critic's layers; not under a privacy budget, whose DP-SGD path is measured with
-        cross-entropy).
     aux_weight : weight of the auxiliary class loss in the generator's objective (1 as in AC-GAN).
     max_grad_norm, select_share : under a privacy budget, the per-record clipping norm of the
         discriminator's DP-SGD and the budget share (μ²) of the private epoch selection.
@@ -328,7 +312,7 @@ class ACGAN(SynthModel):
                  numeric_transform: str = "quantile", snapshots: str = "memory", snapshot_dir: str | None = None, select: str = "last",
                  select_candidates: int = 20, device: str = "auto", seed: int = 0, progress: bool = True,
                  conditional_critic: bool = True, visit_steps: bool = True, critic_changes: bool = True,
-                 decoded_view: bool = True, critic_loss: str = "bce", aux_weight: float = 1.0, max_grad_norm: float = 1.0,
+                 decoded_view: bool = True, aux_weight: float = 1.0, max_grad_norm: float = 1.0,
                  select_share: float = 0.1, privacy: Privacy | None = None):
         self.epochs = epochs
         self.batch_size = batch_size
@@ -354,7 +338,6 @@ class ACGAN(SynthModel):
         self.visit_steps = visit_steps
         self.critic_changes = critic_changes
         self.decoded_view = decoded_view
-        self.critic_loss = critic_loss
         self.aux_weight = aux_weight
         self.max_grad_norm = max_grad_norm
         self.select_share = select_share
@@ -380,8 +363,6 @@ class ACGAN(SynthModel):
             bad.append(f"aux_weight={self.aux_weight!r}")
         bad += [f"{k}={getattr(self, k)!r}" for k in ("conditional_critic", "visit_steps", "critic_changes", "decoded_view")
                 if not isinstance(getattr(self, k), (bool, np.bool_))]
-        if self.critic_loss not in CRITIC_LOSSES or self.critic_loss != "bce" and self.privacy is not None:
-            bad.append(f"critic_loss={self.critic_loss!r}")
         if self.numeric_transform not in NUMERIC_TRANSFORMS:
             bad.append(f"numeric_transform={self.numeric_transform!r}")
         if bad:
@@ -389,7 +370,7 @@ class ACGAN(SynthModel):
                 bad.append("(under a privacy budget every step costs budget: give epochs and batch_size)")
             raise ConfigError(f"{self.name}: invalid hyperparameters {', '.join(bad)} (sizes are whole numbers ≥ 1, "
                               "rates positive numbers, 0 ≤ beta1, weight_average < 1, aux_weight ≥ 0, conditional_critic, visit_steps, critic_changes and decoded_view true or false, "
-                              "numeric_transform 'standard' or 'quantile', critic_loss 'bce' or (without DP) 'hinge')")
+                              "numeric_transform 'standard' or 'quantile')")
         private = self._trainer().problems(self)
         if private:
             raise ConfigError(f"{self.name}: invalid privacy settings: {', '.join(private)}")
@@ -479,14 +460,12 @@ class ACGAN(SynthModel):
         self.disc_hidden_ = self.disc_hidden if self.disc_hidden is not None else \
             int(np.clip(CRITIC_PER_VALUE * self.critic_idx_.size, MIN_CRITIC, MAX_CRITIC))
         self.discriminator_ = Discriminator(self.critic_idx_.size, self.disc_hidden_, self.n_classes_,
-                                            self.critic_change_pairs_ if self.critic_changes_ else None,
-                                            spectral_norm=self.critic_loss_ == "hinge").to(device)
+                                            self.critic_change_pairs_ if self.critic_changes_ else None).to(device)
 
     # -- training ------------------------------------------------------------------------
     def _fit(self, df: pd.DataFrame, encoder: TableEncoder) -> None:
         device = resolve_device(self.device)
         self.visit_steps_, self.critic_changes_ = bool(self.visit_steps), bool(self.critic_changes)
-        self.critic_loss_ = self.critic_loss
         self.batch_size_, self.epochs_ = self._trainer().schedule(len(df))
         self._layout(encoder)
         X = encoder.encode(df)
@@ -608,8 +587,7 @@ class ACGAN(SynthModel):
                     for g_step in range(self.g_steps):  # generator steps read no real record: free under DP
                         if g_step:
                             x_fake, y_fake = self._fake(G, batch, rng, activate, joint)
-                        loss_g = acgan_loss(D(x_fake), True, y_fake, aux_weight=self.aux_weight,
-                                            adversarial="hinge_generator" if self.critic_loss == "hinge" else "bce")
+                        loss_g = acgan_loss(D(x_fake), True, y_fake, aux_weight=self.aux_weight)
                         # the generator's gradient only: the critic's weight gradients, which a
                         # backward() would compute and the next critic step discard, are skipped
                         for p, grad in zip(g_params, torch.autograd.grad(loss_g, g_params)):
@@ -747,8 +725,7 @@ class ACGAN(SynthModel):
     def _fitted_config(self) -> dict[str, Any]:
         return {"condition_table": self.condition_table_, "history": self.history_,
                 "selection": getattr(self, "selection_", None), "epochs": self.epochs_, "batch_size": self.batch_size_,
-                "visit_steps": self.visit_steps_, "critic_changes": self.critic_changes_,
-                "critic_loss": self.critic_loss_}
+                "visit_steps": self.visit_steps_, "critic_changes": self.critic_changes_}
 
     def _save_weights(self, directory: Path) -> None:
         nets = {"generator": self.generator_, "discriminator": self.discriminator_}
@@ -767,7 +744,6 @@ class ACGAN(SynthModel):
         # the networks' shapes as trained: a bundle saved before these options had neither
         self.visit_steps_ = bool(fitted.get("visit_steps", False))
         self.critic_changes_ = bool(fitted.get("critic_changes", False))
-        self.critic_loss_ = fitted.get("critic_loss", "bce")
         self._build(device)
         state = bundle.load_torch(directory, device)
         bundle.restore_module(directory, self.generator_, state, "generator")

@@ -97,9 +97,8 @@ class PlainTraining:
         def update(x_real: torch.Tensor, y_real: torch.Tensor, x_fake: torch.Tensor, y_fake: torch.Tensor) -> float:
             opt_d.zero_grad(set_to_none=True)
             out = D(torch.cat([x_real, x_fake]))  # one pass over both halves: the critic has no batch statistics
-            kind = self.model.critic_loss
-            loss_fake = _acgan_loss(out[len(x_real):], False, y_fake, adversarial=kind)
-            (_acgan_loss(out[:len(x_real)], True, y_real, adversarial=kind) + loss_fake).backward()
+            loss_fake = _acgan_loss(out[len(x_real):], False, y_fake)
+            (_acgan_loss(out[:len(x_real)], True, y_real) + loss_fake).backward()
             opt_d.step()
             return loss_fake.item()
         return update, D
