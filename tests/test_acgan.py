@@ -270,7 +270,8 @@ def test_conditional_critic_judges_record_and_class_together(trial):
     schema = Schema.infer(trial, target="arm")
     model = clinsynth.create("acgan", epochs=2, batch_size=128, progress=False, seed=2, conditional_critic=True)
     model.fit(trial, schema)
-    assert model.discriminator_.net[0].in_features == model.feature_idx_.size + model.n_classes_
+    # the record, its class, and (critic_changes) the 33 visit-to-visit changes of sbp, dbp and meds
+    assert model.discriminator_.net[0].in_features == model.feature_idx_.size + model.n_classes_ + 33
     assert np.isfinite(model.membership_scores(trial.iloc[:50])).all()
     assert len(model.sample(100, seed=0)) == 100
 
