@@ -15,6 +15,9 @@ A release is a folder of two parts (see :mod:`clinsynth.data.output_dir` for how
   ``guarantee.html`` (the privacy guarantee and ledger, no figure computed on real records);
 * ``steward/`` — what may not: ``report.html`` and ``metrics.json`` (the evaluation on real data)
   and ``manifest.json`` (the input's path and hashes, config, seeds, versions, timings).
+
+Size: ~550 lines: the three jobs (a table release, a code-matrix release, the demos) each write
+the same two-part release through the same helpers.
 """
 from __future__ import annotations
 

@@ -5,6 +5,10 @@ the schema, so it is inferred once, saved as editable JSON, and validated agains
 before any training. Bounds and category lists recorded here are *public* only when the steward
 says so (``public: true``); an inferred schema learns them from the data, which DP mode must not
 rely on.
+
+Size: ~720 lines. The column and schema models, inference and validation share the value rules
+(kinds, decimals, dates, categories) that make a frame and its JSON agree; long-format specifics
+already live in :mod:`clinsynth.long_schema`.
 """
 from __future__ import annotations
 

@@ -35,6 +35,9 @@ turn one back. Rules of :func:`read_long`:
   Under differential privacy the vocabulary must come from public knowledge (e.g. the ICD code
   list), never from the data, which is why it cannot be combined with ``min_count > 1``.
 * Without a declared vocabulary the columns are the codes in sorted order.
+
+Size: ~610 lines: reading long format in (truncation, minimum counts, vocabulary, the static
+columns) is most of it, and its checks are the one-line refusals a steward meets first.
 """
 from __future__ import annotations
 

@@ -25,6 +25,9 @@ at a time and the regressions read the sparse matrix. Every dense block holds at
 ``BLOCK_BYTES`` (64 MiB) of float32 (see :func:`block_rows`); the search keeps the reference
 block and the score blocks of its threads (together within the same bound) plus their boolean
 tie masks alive at once, so its peak is about 150 MiB beyond the sparse inputs, whatever the sizes.
+
+Size: ~560 lines, one section per metric of the code-matrix report, sharing the bounded-memory
+inputs and the Hamming nearest-neighbour search.
 """
 from __future__ import annotations
 

@@ -20,6 +20,10 @@ marginal-based methods (AIM, MST) win there. This model is the clinsynth way of 
 Given a ``Privacy`` (``dp-bayesnet``) the same network learns from noisy releases charged to one
 ledger: the counts come from a component chosen once in ``fit`` (``models/bayesnet_counts.py``,
 exact or noisy), so nothing here asks whether the model is private.
+
+Size: ~640 lines: the network's pure functions (states, scores, the spanning tree, smoothing) sit
+beside the model that is their only user; the counts' sources, the sampler and its compiled loops
+are in their own modules.
 """
 from __future__ import annotations
 

@@ -37,6 +37,9 @@ Differential privacy (``dp-visitrnn``): **privacy unit: patient (all rows of one
   every visit, through Opacus' ``DPGRU``, whose per-sample gradients sum over the recurrence),
   clipped to ``max_grad_norm`` and noised (:class:`~clinsynth.privacy.dpsgd.PrivateGradient`); the
   noise is calibrated so the ledger's total stays within (ε, δ).
+
+Size: ~650 lines in four sections (the table as patients and visits, the codec, the network, the
+model); the codec and the network exist for this model only and are tested through it.
 """
 from __future__ import annotations
 
