@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from clinsynth.errors import ClinsynthError, ConfigError, InputError
 
 PARTITION_ROWS = 1_000_000
@@ -44,7 +42,7 @@ _PROBE_ROWS = 2_000  # rows drawn once to learn the Parquet schema (and to tell 
 
 
 class SamplingInterrupted(ClinsynthError):
-    """The streamed sample was stopped (SIGTERM or Ctrl-C) before it was complete."""
+    """A worker was told to stop (another worker failed, or the run was interrupted)."""
 
 
 # -- the plan: what each partition holds and how it is seeded ----------------------------------
@@ -69,6 +67,8 @@ class Partition:
 
 def row_group_seed(seed: int, partition: int, group: int) -> int:
     """The seed of one row group: a function of (seed, partition, group) only (63 bits)."""
+    import numpy as np
+
     state = np.random.SeedSequence(seed, spawn_key=(partition, group)).generate_state(1, np.uint64)[0]
     return int(state >> np.uint64(1))
 
@@ -84,6 +84,8 @@ def plan(n: int, seed: int, partition_rows: int = PARTITION_ROWS, row_group_rows
 
 
 def _check_whole(value: Any, name: str, least: int) -> int:
+    import numpy as np
+
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < least:
         raise ConfigError(f"{name} must be a whole number ≥ {least}, got {value!r}")
     return int(value)
@@ -184,7 +186,7 @@ class StreamResult:
 
 @contextmanager
 def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM becomes an exception in this process, so the workers are stopped and the staging
+    """SIGTERM unwinds like Ctrl-C (as in the CLI), so the workers are stopped and the staging
     folder handled like any other failure (only from the main thread, where signals arrive)."""
     import threading
 
@@ -193,7 +195,7 @@ def _sigterm_raises() -> Iterator[None]:
         return
 
     def handler(signum: int, frame: Any) -> None:
-        raise SamplingInterrupted("sampling was stopped by SIGTERM before it was complete")
+        raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
