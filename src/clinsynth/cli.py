@@ -349,14 +349,14 @@ def sample(
     from clinsynth import threads as thread_counts
 
     thread_counts.configure(threads)
-    from clinsynth.data.io import TABLE_SUFFIXES, table_format
+    from clinsynth.data.io import table_format
     from clinsynth.data.output_dir import check_file_target
     from clinsynth.models.registry import load
     from clinsynth.pipeline import write_sample
 
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
-    if output.suffix.lower() not in TABLE_SUFFIXES or output.is_dir():
+    if output.is_dir() or not output.suffix:  # a folder: partitioned Parquet
         if output_format == SampleFormat.csv:
             raise ConfigError(f"--out {output} is a folder, which is written as partitioned Parquet: add "
                               "--format parquet, or give a file name ending .csv")
