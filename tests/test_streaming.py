@@ -166,3 +166,16 @@ def test_an_existing_folder_is_refused_without_overwrite(bundle, tmp_path, capsy
     assert (out / "readme.txt").read_text() == "kept"
     assert main([*base, "--out", str(tmp_path / "x"), "--format", "csv"]) == 1
     assert "--format parquet" in capsys.readouterr().err
+
+
+def test_patients_with_visits_are_refused_in_one_line(tmp_path):
+    import clinsynth as cs
+    from clinsynth.errors import InputError
+    from long_visits import simulate_visits
+
+    real = simulate_visits(200, seed=0)
+    model = cs.create("visitchain", progress=False).fit(real, cs.Schema.infer(real, target="death", patient="pid",
+                                                                              time="day"))
+    with pytest.raises(InputError, match="long-format table.*ordinary tables only.*one file"):
+        sample_to_parquet(model, 1_000, tmp_path / "out", processes=1)
+    assert not (tmp_path / "out").exists() and not staging_path(tmp_path / "out").exists()
