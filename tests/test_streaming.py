@@ -74,10 +74,10 @@ def test_one_and_two_processes_write_the_same_bytes(bundle, tmp_path):
     assert other.rows == 25_000
 
 
-def test_a_failing_worker_commits_nothing_and_resume_finishes_the_same_bytes(bundle, tmp_path):
+def test_a_failing_worker_commits_nothing_and_resume_finishes_the_same_bytes(bundle, tmp_path, monkeypatch):
     import clinsynth as cs
 
-    sys.path.insert(0, str(TESTS))  # the spawned workers import the wrapper by name
+    monkeypatch.syspath_prepend(str(TESTS))  # the spawned workers import the wrapper by name
     from stream_models import FailsOnSeed
 
     model = cs.load(bundle)
