@@ -17,6 +17,7 @@ from clinsynth.data.ehr import CodeMatrix, attach_static, read_long, to_long, wr
 from clinsynth.models.registry import create, hyperparameters, list_models, load
 from clinsynth.privacy.budget import Privacy
 from clinsynth.schema import CodeBlock, ColumnSpec, LongitudinalGroup, Schema
+from clinsynth.streaming import sample_to_parquet
 
 __version__ = "0.1.0"
 
@@ -24,5 +25,5 @@ __all__ = [
     "ClinsynthError", "ConfigError", "InputError", "NotFittedError", "PrivacyBudgetError", "SchemaError",
     "CodeBlock", "CodeMatrix", "ColumnSpec", "LongitudinalGroup", "Privacy", "Schema", "attach_static", "create",
     "hyperparameters",
-    "read_long", "to_long", "write_long", "evaluate", "list_models", "load", "__version__",
+    "read_long", "sample_to_parquet", "to_long", "write_long", "evaluate", "list_models", "load", "__version__",
 ]

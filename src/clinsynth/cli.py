@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from clinsynth.errors import ClinsynthError, ConfigError, OutputError, OutputWords
+from clinsynth.streaming import PARTITION_ROWS
 
 try:  # recent typer vendors click as typer._click; older typer depends on click itself
     from typer._click.exceptions import ClickException
@@ -319,18 +320,32 @@ def print_ledger(ledger: Any) -> None:
     console.print(f"total: ε = {ledger.spent():.3f} of {ledger.epsilon:g} at δ = {ledger.delta:g}, per {unit}")
 
 
+class SampleFormat(str, Enum):
+    csv = "csv"
+    parquet = "parquet"
+
+
 @app.command()
 def sample(
     model_dir: Annotated[Path, typer.Argument(help="Model bundle directory (from `clinsynth fit`).")],
     n: Annotated[int, typer.Option("--n", "-n", help="Number of synthetic records.")] = 1000,
-    output: Annotated[Path, typer.Option("--out", "-o", help="Output table (.csv or .parquet).")] = Path("synthetic.csv"),
+    output: Annotated[Path, typer.Option("--out", "-o", help="Output table (.csv or .parquet), or a folder for "
+                                         "partitioned Parquet (part-00000.parquet, …), drawn in bounded memory.")]
+    = Path("synthetic.csv"),
+    output_format: Annotated[Optional[SampleFormat], typer.Option("--format", help="Output format (default: from "
+                             "--out's suffix; a folder is partitioned Parquet).")] = None,
+    partition_rows: Annotated[int, typer.Option("--partition-rows", min=1, help="Rows per Parquet partition when "
+                              "--out is a folder (the files depend on it and --seed, not on --threads).")]
+    = PARTITION_ROWS,
     condition: Annotated[Optional[list[str]], typer.Option(help="Reshape a class mix: COLUMN=VALUE:WEIGHT,… (e.g. arm=0:0.5,1:0.5).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file or partitioned sample.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Partitioned Parquet: continue an interrupted sample into the "
+                      "same --out, drawing only the missing partitions.")] = False,
     csv_safe: Annotated[bool, typer.Option("--csv-safe/--no-csv-safe", help="Quote text cells that begin with = + - @ (a spreadsheet would run them as formulas) with a leading ' in CSV output.")] = True,
     threads: ThreadsOption = None,
 ) -> None:
-    """Draw synthetic records from a saved model."""
+    """Draw synthetic records from a saved model; into a folder, as partitioned Parquet across --threads processes."""
     from clinsynth import threads as thread_counts
 
     thread_counts.configure(threads)
@@ -339,10 +354,21 @@ def sample(
     from clinsynth.models.registry import load
     from clinsynth.pipeline import write_sample
 
-    table_format(output)
-    check_file_target(output, overwrite, what="synthetic table")
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
+    if output.is_dir() or not output.suffix:  # a folder: partitioned Parquet
+        if output_format == SampleFormat.csv:
+            raise ConfigError(f"--out {output} is a folder, which is written as partitioned Parquet: add "
+                              "--format parquet, or give a file name ending .csv")
+        _sample_partitions(model_dir, n, output, partition_rows, parse_conditions(condition), seed, overwrite, resume)
+        return
+    if output_format is not None and table_format(output) != output_format.value:
+        raise ConfigError(f"--format {output_format.value} disagrees with --out {output}; give a file name ending "
+                          f".{output_format.value}, or a folder for partitioned Parquet")
+    if resume:
+        raise ConfigError("--resume continues a partitioned sample (--out FOLDER); a single file is drawn afresh")
+    table_format(output)
+    check_file_target(output, overwrite, what="synthetic table")
     model = load(model_dir)
     synthetic = model.sample(n, conditions=parse_conditions(condition), seed=seed)
     if write_sample(synthetic, output, csv_safe=csv_safe, overwrite=overwrite) == "codes":  # patients, long format
@@ -353,6 +379,21 @@ def sample(
         shares = synthetic[model.schema_.target].astype(str).value_counts(normalize=True).sort_index()
         mix = " (" + ", ".join(f"{model.schema_.target}={k}: {v:.1%}" for k, v in shares.items()) + ")"
     console.print(f"[green]wrote[/green] {output}: {len(synthetic):,} synthetic rows × {synthetic.shape[1]} columns{mix}")
+
+
+def _sample_partitions(model_dir: Path, n: int, output: Path, partition_rows: int, conditions: Any, seed: int,
+                       overwrite: bool, resume: bool) -> None:
+    from clinsynth.streaming import sample_to_parquet
+
+    def progress(done: int, total: int) -> None:
+        if console.is_terminal:
+            console.print(f"  partition {done:,} of {total:,}", end="\r")
+
+    result = sample_to_parquet(model_dir, n, output, partition_rows=partition_rows, seed=seed, conditions=conditions,
+                               overwrite=overwrite, resume=resume, on_partition=progress)
+    kept = f", {result.resumed:,} kept from the interrupted run" if result.resumed else ""
+    console.print(f"[green]wrote[/green] {output}: {result.rows:,} synthetic rows in {result.partitions:,} Parquet "
+                  f"partitions ({result.processes} processes, {result.rows_per_second:,.0f} rows/s{kept})")
 
 
 @app.command()

@@ -48,8 +48,8 @@ MARKER = ".clinsynth.json"
 MARKER_FORMAT = 1
 CHECKPOINT = ".checkpoint"
 _PROBE = ".clinsynth-write-test"
-Kind = Literal["release", "bundle"]
-_WHAT = {"release": "release", "bundle": "model bundle"}
+Kind = Literal["release", "bundle", "partitions"]
+_WHAT = {"release": "release", "bundle": "model bundle", "partitions": "partitioned synthetic table"}
 #: write errors that a full disk, a quota or a permission produce, told as one line
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
 
