@@ -56,15 +56,15 @@ DEFAULTS = {"codes": {"epochs": 60, "batch_size": 256, "beta": 1.0},
 #: Without DP a code VAE trains for at least ``MIN_CODE_STEPS`` optimiser steps (epochs rise on
 #: smaller tables, at most ``MAX_CODE_EPOCHS``), its decoder's code logits started at the codes'
 #: prevalences. 60 epochs are ~1,900 steps on 8,000 patients: the decoder spent them learning
-#: prevalences, the latent carried ~1 nat (1.2 on 4,000 patients: posterior collapse) and codes came out nearly
-#: independent. Measured (bench/bench_ehr.py structure, 8,000 × 1,000 + age, sex, seeds 0 and 1):
-#: dimension-wise prediction 0.33–0.36 → 0.79 of the real F1, co-occurrence 0.94–0.95 → 0.44–0.48,
-#: prevalence r 0.99 both, fit 3.2× the steps; on 4,000 patients 0.19 → 0.85 and 1.48 → 0.38.
-#: Measured worse there: β 0.3 / 0.1 / 0.03 (the prior no longer matches the latents), a KL
-#: warm-up, lr 3e-3 at the same steps, sampling a mixture fitted to the latents
-#: (bench/results/ehr_structure.json). DP keeps its epochs: its ledger is calibrated on the steps,
-#: and the prevalences would be an uncharged count.
-MIN_CODE_STEPS = 6000
+#: prevalences, the latent carried ~1 nat (1.2 on 4,000 patients: posterior collapse) and codes came
+#: out nearly independent. Measured (bench/bench_ehr.py structure, 8,000 × 1,000 + age, sex, seeds
+#: 0 and 1): dimension-wise prediction 0.33–0.36 of the real F1 → 0.79 at 6,000 steps → 0.84–0.85
+#: at 12,000; co-occurrence 0.94–0.95 → 0.44–0.48 → 0.38–0.40; prevalence r 0.99 throughout; fit
+#: 6.4× the old steps there (2.6× at 20,000 patients). Measured worse on 4,000 patients: β 0.3 /
+#: 0.1 / 0.03 (the prior no longer matches the latents), a KL warm-up, lr 3e-3 at the same steps,
+#: sampling a mixture fitted to the latents (bench/results/ehr_structure.json). DP keeps its
+#: epochs: its ledger is calibrated on the steps, and the prevalences would be an uncharged count.
+MIN_CODE_STEPS = 12000
 MAX_CODE_EPOCHS = 1000
 
 
