@@ -24,7 +24,6 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -200,11 +199,9 @@ class MedGAN(CodeModel):
         if not (self.prevalence_start or self._small_data()) or self.private or self._codes is None:
             return
         a, v = self.codec_.static_dim, self.codec_.n_codes
-        p = np.bincount(self._codes.indices, minlength=v) / max(self.n_train_, 1)
-        p = np.clip(p, 0.5 / max(self.n_train_, 1), 1 - 0.5 / max(self.n_train_, 1))
         bias, weight = self._code_bias()
         with torch.no_grad():
-            bias[a:a + v] = torch.as_tensor(np.log(p / (1 - p)), dtype=bias.dtype, device=bias.device)
+            bias[a:a + v] = torch.as_tensor(self._prevalence_log_odds(), dtype=bias.dtype, device=bias.device)
             if weight is not None:
                 weight[a:a + v] = 0.0
 
