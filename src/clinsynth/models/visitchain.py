@@ -23,6 +23,11 @@ A long-format table (one row per visit) is modelled in the spirit of the Bayesia
   and every value is decoded through the table encoder, so types, categories, bounds and missing
   codes are the schema's.
 
+What a privacy budget changes is the component the chain is given, chosen once
+(``models/visitchain_counts.py``: :class:`ExactVisitCounts` or :class:`NoisyVisitCounts`, as the
+network's ``bayesnet_counts.py``); the long table's layout, split, visit encoder and clock are in
+``models/visitchain_layout.py``.
+
 DP (``dp-visitchain``): one privacy ledger; **the privacy unit is the patient (all rows of one
 patient)**: neighbouring tables differ by all the rows of one patient. Charges, in order:
 
