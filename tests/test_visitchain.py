@@ -183,11 +183,12 @@ def test_dp_ledger_is_per_patient_and_within_budget(dp_model):
 def test_dp_caps_each_patients_visits(real, schema):
     """A patient's visits beyond the cap are not counted, and each patient's weights in a table sum to 1."""
     from clinsynth.models.visitchain import Layout, split_visits
+    from clinsynth.models.visitchain_counts import counted_rows
 
     model = cs.create("dp-visitchain", max_visits_dp=4)
     parts = split_visits(real.sort_values(["pid", "day"]).reset_index(drop=True), Layout.of(schema),
                          schema.column("day"))
-    counted = model._counted(parts)
+    counted = counted_rows(parts, model.max_visits_dp)
     per_patient_rows = np.bincount(parts.patient[counted])
     assert per_patient_rows.max() <= 4
     long = parts.count > 4
