@@ -98,7 +98,7 @@ def test_privacy_is_given_like_every_other_model(data, private):
 
     given = create("visitrnn", privacy=Privacy(epsilon=2.0), epochs=2, batch_size=40, progress=False)
     named = create("dp-visitrnn", epsilon=2.0, epochs=2, batch_size=40, progress=False)
-    assert type(given) is type(named) and isinstance(given, PatientModel) and given.family == "patients"
+    assert type(given) is type(named) and isinstance(given, PatientModel) and given.tags.input == "patients"
     assert given.name == named.name == "dp-visitrnn" and given.private
     assert given.get_params() == named.get_params() and given.get_params()["privacy"] == Privacy(epsilon=2.0)
     assert not create("visitrnn").private and create("visitrnn").get_params()["privacy"] is None

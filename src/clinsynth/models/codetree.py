@@ -197,9 +197,6 @@ class CodeTree(CodeModel):
 
         return Checkpoint.disabled(self, [])
 
-    def _generate(self, n: int, generator: Any) -> Any:  # pragma: no cover (sample is the tree's own)
-        raise TypeError("codetree samples through CodeTree.sample")
-
     def _validate_model_params(self, schema: Schema) -> None:
         def number(v: Any, low: float, strict: bool = False) -> bool:
             return isinstance(v, (int, float)) and not isinstance(v, bool) and (v > low if strict else v >= low)

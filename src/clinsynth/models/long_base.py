@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from clinsynth.errors import ConfigError, SchemaError
-from clinsynth.models.base import ClassMix, Conditions, SynthModel
+from clinsynth.models.base import Conditions, SynthModel
 from clinsynth.models.tags import PATIENT_TAGS
 from clinsynth.privacy.unit import LONG_PATIENT_UNIT
 from clinsynth.schema import Schema, check_trainable
@@ -36,7 +36,7 @@ def order_visits(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     return df.sort_values([schema.patient, schema.time], kind="stable").reset_index(drop=True)
 
 
-class PatientModel(ClassMix, SynthModel):
+class PatientModel(SynthModel):
     """Base class of the registered models of patients and their visits (long format)."""
 
     tags = PATIENT_TAGS
@@ -68,12 +68,13 @@ class PatientModel(ClassMix, SynthModel):
         self._check_n(n, "patients")
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
-        return self._sample(int(n), self._class_probs(conditions), int(seed))
+        return self._draw(int(n), conditions, int(seed))
 
     @abstractmethod
     def _fit_patients(self, df: pd.DataFrame, schema: Schema) -> None:
         """Learn from ``df`` (sorted by patient and time); set ``schema_`` and ``encoder_``."""
 
     @abstractmethod
-    def _sample(self, n: int, class_probs: np.ndarray, seed: int) -> pd.DataFrame:
-        """``n`` patients with their visits, the class mix ``class_probs``, drawn from ``seed``."""
+    def _draw(self, n: int, conditions: Conditions | None, seed: int) -> pd.DataFrame:
+        """``n`` patients with their visits drawn from ``seed``; ``conditions`` as the model
+        supports them (a class mix: :class:`~clinsynth.models.base.ClassMix`), else refused."""

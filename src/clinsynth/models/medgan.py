@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clinsynth.errors import ConfigError
-from clinsynth.models.records import CodeModel, Phase
+from clinsynth.models.records import NeuralCodeModel, Phase
 from clinsynth.models.training import TrainingProgress
 from clinsynth.schema import Schema
 
@@ -76,7 +76,7 @@ def dense_autoencoder(dim: int, out_dim: int, compress_dim: int) -> tuple[nn.Mod
     return encoder, decoder
 
 
-class MedGAN(CodeModel):
+class MedGAN(NeuralCodeModel):
     """medGAN (``medgan``); ``dp-medgan`` is the same with a privacy budget.
 
     Parameters

@@ -329,10 +329,6 @@ class CodeModel(SynthModel):
     def _train(self) -> None:
         """Train ``self.modules_`` through ``self._batches`` / ``self._real`` / ``self._step``."""
 
-    @abstractmethod
-    def _generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Logits (n × dim) of ``n`` new patients, as the codec's ``decode`` reads them."""
-
     def _validate_model_params(self, schema: Schema) -> None:
         """Raise ``ConfigError`` for the model's own hyperparameters."""
 
@@ -466,6 +462,42 @@ class CodeModel(SynthModel):
             raise ConfigError(f"{self.name} cannot be conditioned (reshaping is an AC-GAN feature)")
         return int(np.random.SeedSequence().generate_state(1)[0]) if seed is None else int(seed)
 
+    # -- persistence -----------------------------------------------------------------------------
+    @classmethod
+    def _encoder_from_state(cls, schema: Schema, state: dict[str, Any]) -> RecordCodec:
+        return RecordCodec.from_state_dict(schema, state)
+
+    def _fitted_config(self) -> dict[str, Any]:
+        return {"input_kind": self.input_kind_, **self._reader().fitted()}
+
+    def _save_weights(self, directory: Path) -> None:
+        state = {name: self.modules_[name].state_dict() for name in self.sampling_modules}
+        write_with(directory / "weights.pt", lambda tmp: torch.save(state, tmp))
+
+    def _restore(self, fitted: dict[str, Any], encoder: RecordCodec, directory: Path) -> None:
+        self.device_ = resolve_device(self.device, fallback_to_cpu=True)
+        self.input_kind_ = fitted["input_kind"]
+        self.history_ = fitted.get("history", [])
+        self.codec_ = encoder
+        self._reader().restore(fitted)
+        state = bundle.load_torch(directory, self.device_)
+        built = self._build(encoder.dim, encoder.out_dim)
+        self.modules_ = {}
+        for name in self.sampling_modules:
+            module = built[name].to(self.device_)
+            bundle.restore_module(directory, module, state, name)
+            self.modules_[name] = module.eval()
+
+
+class NeuralCodeModel(CodeModel):
+    """The networks of the code family (vae, medgan, corgan): a generator of logits that the record
+    codec decodes into new patients. A counting model of codes (codetree) samples its own way, so
+    it is a ``CodeModel`` without this."""
+
+    @abstractmethod
+    def _generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Logits (n × dim) of ``n`` new patients, as the codec's ``decode`` reads them."""
+
     def sample(self, n: int, conditions: Conditions | None = None, seed: int | None = None,
                chunk: int = 4096) -> CodeMatrix | pd.DataFrame:
         """``n`` new patients: a CodeMatrix with new ids (and its ordinary columns), or a table
@@ -493,29 +525,3 @@ class CodeModel(SynthModel):
         if frames:
             out = CodeMatrix(out.matrix, out.vocabulary, out.patient_ids, out.binary, pd.concat(frames, ignore_index=True))
         return out
-
-    # -- persistence -----------------------------------------------------------------------------
-    @classmethod
-    def _encoder_from_state(cls, schema: Schema, state: dict[str, Any]) -> RecordCodec:
-        return RecordCodec.from_state_dict(schema, state)
-
-    def _fitted_config(self) -> dict[str, Any]:
-        return {"input_kind": self.input_kind_, **self._reader().fitted()}
-
-    def _save_weights(self, directory: Path) -> None:
-        state = {name: self.modules_[name].state_dict() for name in self.sampling_modules}
-        write_with(directory / "weights.pt", lambda tmp: torch.save(state, tmp))
-
-    def _restore(self, fitted: dict[str, Any], encoder: RecordCodec, directory: Path) -> None:
-        self.device_ = resolve_device(self.device, fallback_to_cpu=True)
-        self.input_kind_ = fitted["input_kind"]
-        self.history_ = fitted.get("history", [])
-        self.codec_ = encoder
-        self._reader().restore(fitted)
-        state = bundle.load_torch(directory, self.device_)
-        built = self._build(encoder.dim, encoder.out_dim)
-        self.modules_ = {}
-        for name in self.sampling_modules:
-            module = built[name].to(self.device_)
-            bundle.restore_module(directory, module, state, name)
-            self.modules_[name] = module.eval()

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from clinsynth.errors import ConfigError
-from clinsynth.models.records import CodeModel, Phase
+from clinsynth.models.records import NeuralCodeModel, Phase
 from clinsynth.models.tags import ModelTags
 from clinsynth.models.training import TrainingProgress, mlp
 from clinsynth.schema import Schema
@@ -69,7 +69,7 @@ MIN_CODE_STEPS = 12000
 MAX_CODE_EPOCHS = 1000
 
 
-class VAE(CodeModel):
+class VAE(NeuralCodeModel):
     """VAE (``vae``) for code matrices, mixed code + column tables and ordinary tables; ``dp-vae`` with a budget.
 
     Parameters

@@ -74,6 +74,7 @@ from clinsynth.data.transforms import CategoricalCodec, NumericCodec, synthetic_
 from clinsynth.errors import ConfigError
 from clinsynth.models import bundle
 from clinsynth.models.bayesnet import BayesNet, Variable, coarse_view, normalise
+from clinsynth.models.base import ClassMix, Conditions
 from clinsynth.models.long_base import PatientModel, order_visits
 from clinsynth.models.visitchain_layout import (REMAINING_EDGES, Layout, VisitEncoder, Visits, _Clock, gap_spec,
                                                 remaining_bin, split_visits, time_step, wide_spec)
@@ -110,7 +111,7 @@ def _draw(table: np.ndarray, context: np.ndarray, rng: np.random.Generator,
     return np.minimum((cdf < u[:, None]).sum(axis=1), table.shape[1] - 1)
 
 
-class VisitChain(PatientModel):
+class VisitChain(ClassMix, PatientModel):
     """Per-patient Bayesian network plus a Markov chain over visits (``visitchain`` in the registry).
 
     Parameters
@@ -412,6 +413,9 @@ class VisitChain(PatientModel):
     # -- sampling ----------------------------------------------------------------------------------
     def _default_class_probs(self) -> np.ndarray:
         return self.patients_._default_class_probs()
+
+    def _draw(self, n: int, conditions: Conditions | None, seed: int) -> pd.DataFrame:
+        return self._sample(n, self._class_probs(conditions), seed)
 
     def _sample(self, n: int, class_probs: np.ndarray, seed: int) -> pd.DataFrame:
         patient_seed, visit_seed = np.random.SeedSequence(seed).generate_state(2)

@@ -532,16 +532,11 @@ class VisitRNN(PatientModel):
         return VisitNet(codec.static_dim, codec.visit_dim, codec.out_dim, self.hidden, self.latent_dim).to(self.device_)
 
     # -- sample ---------------------------------------------------------------------------------
-    def sample(self, n: int, conditions: Conditions | None = None, seed: int | None = None,
-               chunk: int = 4096) -> pd.DataFrame:
+    def _draw(self, n: int, conditions: Conditions | None, seed: int, chunk: int = 4096) -> pd.DataFrame:
         """``n`` synthetic patients as a long table (one row per visit, new patient ids), drawn
         ``chunk`` patients at a time."""
-        self._check_fitted()
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ConfigError(f"n must be a positive whole number of patients, got {n!r}")
         if conditions:
             raise ConfigError(f"{self.name} cannot be conditioned yet; sample without conditions")
-        seed = int(np.random.SeedSequence().generate_state(1)[0]) if seed is None else int(seed)
         gen = torch.Generator(device=self.device_).manual_seed(seed)
         with torch.inference_mode():
             parts = [self._sample_chunk(min(chunk, int(n) - start), start, gen) for start in range(0, int(n), chunk)]
@@ -646,9 +641,3 @@ class VisitRNN(PatientModel):
         bundle.restore_module(directory, self.net_, state, "net")
         self.net_.eval()
 
-    # the hooks of PatientModel.sample: this model's sample draws in chunks and takes no conditions
-    def _sample(self, n: int, class_probs: np.ndarray, seed: int) -> pd.DataFrame:
-        return self.sample(n, seed=seed)
-
-    def _default_class_probs(self) -> np.ndarray:  # pragma: no cover
-        raise TypeError(f"{self.name} samples through VisitRNN.sample")
