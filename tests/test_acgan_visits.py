@@ -43,7 +43,7 @@ def test_visit_steps_sum_the_value_channels_along_the_visits(fitted):
         plain = G(z, y, c)
         G.steps.copy_(steps)
     assert len(fitted.value_channels_) == 3  # sbp, dbp, meds
-    for row in range(2):  # meds only rise: their steps are rectified and mapped (test_rising_...)
+    for row in range(3):
         cells = _grid_cells(fitted, row)
         assert torch.allclose(stepped[:, cells], plain[:, cells].cumsum(1), atol=1e-5)
     others = np.setdiff1d(np.arange(stepped.shape[1]), fitted.grid_[fitted.value_channels_].ravel())
@@ -92,8 +92,8 @@ def test_bundle_saved_before_the_visit_options_loads_as_it_was_trained(trial, tm
     plain = clinsynth.create("acgan", visit_steps=False, critic_changes=False, **FAST).fit(trial, schema)
     path = plain.save(tmp_path / "bundle")
     config = json.loads((path / "config.json").read_text())
-    for key in ("visit_steps", "critic_changes", "decoded_view", "rising_steps", "rising"):  # what an older clinsynth wrote
-        config["params"].pop(key, None)
+    for key in ("visit_steps", "critic_changes", "decoded_view"):  # what an older clinsynth wrote
+        config["params"].pop(key)
         config["fitted"].pop(key, None)
     (path / "config.json").write_text(json.dumps(config))
     loaded = clinsynth.load(path)
@@ -104,36 +104,5 @@ def test_bundle_saved_before_the_visit_options_loads_as_it_was_trained(trial, tm
 def test_dp_acgan_keeps_its_measured_path_and_options_are_checked(trial):
     params = clinsynth.create("dp-acgan", epsilon=1.0).get_params()
     assert (params["visit_steps"], params["critic_changes"], params["decoded_view"]) == (False, False, False)
-    assert params["rising_steps"] is False
     with pytest.raises(ConfigError, match="visit_steps='yes'"):
         clinsynth.create("acgan", visit_steps="yes", **FAST).fit(trial, Schema.infer(trial, target="arm"))
-
-
-def test_rising_series_are_generated_unable_to_fall(fitted, trial, tmp_path):
-    # the trial's medication counts step up (they fall between 2 % of consecutive visits); the
-    # blood pressures move both ways: only the meds channel is made rising
-    assert fitted.rising_["rows"] == [int(fitted.value_channels_[2])]
-    G = fitted.generator_.eval()
-    z, y = torch.randn(256, fitted.noise_dim), torch.randint(0, fitted.n_classes_, (256,))
-    c = torch.nn.functional.one_hot(torch.randint(0, fitted.n_conditions_, (256,)), fitted.n_conditions_).float()
-    with torch.no_grad():
-        assert torch.allclose(G.folded()(z, y, c.argmax(1)), G(z, y, c), atol=1e-4)  # the sampler agrees
-    meds = [col for col in trial.columns if col.startswith("meds_")]
-    assert len(meds) == 12
-    synth = fitted.sample(3000, seed=2)
-    steps = np.diff(synth[meds].to_numpy(float), axis=1)
-    real = np.diff(trial[meds].to_numpy(float), axis=1)
-    assert (real[np.isfinite(real)] < 0).mean() > 0.01  # a real fall now and then ...
-    assert (steps[np.isfinite(steps)] < 0).sum() == 0  # ... none generated: rising by construction
-    sbp = np.diff(synth[[m.replace("meds", "sbp") for m in meds]].to_numpy(float), axis=1)
-    assert (sbp[np.isfinite(sbp)] < 0).mean() > 0.2  # the pressures still move both ways
-    loaded = clinsynth.load(fitted.save(tmp_path / "bundle"))  # the maps travel in the bundle
-    pd.testing.assert_frame_equal(loaded.sample(300, seed=4), fitted.sample(300, seed=4))
-
-
-def test_rising_steps_off_and_under_dp_leave_every_series_free(trial):
-    schema = Schema.infer(trial, target="arm")
-    assert clinsynth.create("acgan", rising_steps=False, **FAST).fit(trial, schema).rising_ is None
-    assert clinsynth.create("acgan", visit_steps=False, **FAST).fit(trial, schema).rising_ is None
-    with pytest.raises(ConfigError, match="rising_steps=1"):
-        clinsynth.create("acgan", rising_steps=1, **FAST).fit(trial, schema)
