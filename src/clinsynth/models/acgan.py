@@ -101,102 +101,13 @@ TARGET_STEPS, MIN_EPOCHS, MAX_EPOCHS, MIN_BATCH, MAX_BATCH = 6000, 10, 150, 64, 
 #: the critic's width when the table decides it: CRITIC_PER_VALUE units per encoded value, within the bounds
 CRITIC_PER_VALUE, MIN_CRITIC, MAX_CRITIC = 4, 256, 512
 
-class RisingMaps(nn.Module):
-    """The visit series that (almost) never fall, made unable to: their steps are rectified
-    (softplus; the first visit passes) and summed in one scale shared by all visits, the series'
-    standardized raw values, then mapped to each visit column's own encoding. Each visit column
-    has its own (quantile) encoding, so a rise in raw units can be a fall in encoded units: a
-    non-negative step in encoded units would not keep the decoded series from falling; a
-    non-negative step in the shared scale does, because every map is increasing and decoding
-    inverts them.
-
-    ``rows``: grid channels; ``loc``/``scale``: each series' pooled raw mean and sd;
-    ``knots``/``scores`` (series × visits × K, padded by repeating the last pair): the visit
-    columns' encodings, raw → encoded (for the ``standard`` transform two points of its line)."""
-
-    def __init__(self, rows: np.ndarray, loc: np.ndarray, scale: np.ndarray, knots: np.ndarray, scores: np.ndarray):
-        super().__init__()
-        self.register_buffer("rows", torch.as_tensor(np.asarray(rows, dtype=np.int64)), persistent=False)
-        for name, value in (("loc", loc), ("scale", scale), ("knots", knots), ("scores", scores)):
-            self.register_buffer(name, torch.as_tensor(np.asarray(value, dtype=np.float32)), persistent=False)
-
-    @staticmethod
-    def rectify(grid: torch.Tensor) -> torch.Tensor:
-        """(batch, series, visits) raw outputs → first value, then non-negative steps."""
-        return torch.cat([grid[..., :1], F.softplus(grid[..., 1:])], dim=-1)
-
-    def encode(self, u: torch.Tensor) -> torch.Tensor:
-        """(batch, series, visits) values in the shared scale → each visit column's encoding:
-        piecewise linear through its knots, with a 1 % slope beyond them (decoding clamps there;
-        the slope keeps a gradient)."""
-        raw = u * self.scale[:, None] + self.loc[:, None]
-        lo, hi = self.knots[..., 0], self.knots[..., -1]
-        clamped = torch.maximum(torch.minimum(raw, hi), lo)
-        flat = clamped.permute(1, 2, 0).reshape(-1, raw.shape[0]).contiguous()  # (series·visits, batch)
-        knots = self.knots.reshape(-1, self.knots.shape[-1])
-        scores = self.scores.reshape(-1, self.scores.shape[-1])
-        right = torch.searchsorted(knots, flat, right=True).clamp(1, knots.shape[1] - 1)
-        x0, x1 = knots.gather(1, right - 1), knots.gather(1, right)
-        y0, y1 = scores.gather(1, right - 1), scores.gather(1, right)
-        width = x1 - x0
-        slope = torch.where(width > 0, (y1 - y0) / torch.where(width > 0, width, torch.ones_like(width)),
-                            torch.zeros_like(width))
-        inside = (y0 + slope * (flat - x0)).reshape(self.knots.shape[0], self.knots.shape[1], -1).permute(2, 0, 1)
-        return inside + 0.01 * (raw - clamped)
-
-
-#: a visit series whose consecutive observed values fall at most this often is generated unable to fall
-RISING_SHARE = 0.05
-
-
-def rising_maps(df: pd.DataFrame, encoder: TableEncoder, value_rows: np.ndarray,
-                share: float = RISING_SHARE) -> dict[str, Any] | None:
-    """The state of ``RisingMaps`` for the visit series of ``df`` that fall in at most ``share`` of
-    their consecutive observed pairs (a step-up regimen), or None when there is none. Reads raw
-    records: never under a privacy budget."""
-    if encoder.grid_layout() is None:
-        return None
-    _, groups = encoder.schema.timelines()[0]
-    if len(groups) != len(value_rows):
-        return None
-    rows, loc, scale, tables = [], [], [], []
-    for row, g in zip(value_rows, groups):
-        x = np.column_stack([encoder.codecs[c]._raw(df[c]) for c in g.columns]).astype(float)
-        a, b = x[:, :-1], x[:, 1:]
-        both = np.isfinite(a) & np.isfinite(b)
-        if not both.any() or (b[both] < a[both]).mean() > share:
-            continue
-        observed = x[np.isfinite(x)]
-        sd = float(observed.std())
-        rows.append(int(row))
-        loc.append(float(observed.mean()))
-        scale.append(sd if sd > 0 else 1.0)
-        tables.append([_column_line(encoder.codecs[c]) for c in g.columns])
-    if not rows:
-        return None
-    width = max(len(k) for series in tables for k, _ in series)
-    pad = lambda v: list(v) + [v[-1]] * (width - len(v))  # noqa: E731
-    return {"rows": rows, "loc": loc, "scale": scale,
-            "knots": [[pad(k) for k, _ in series] for series in tables],
-            "scores": [[pad(s_) for _, s_ in series] for series in tables]}
-
-
-def _column_line(codec: NumericCodec) -> tuple[list[float], list[float]]:
-    """A numeric column's encoding as knots → scores (raw → encoded), for ``RisingMaps``."""
-    if codec.transform == "quantile":
-        return list(map(float, codec.state["knots"])), list(map(float, codec.state["scores"]))
-    loc, sd = float(codec.state["loc"]), float(codec.state["scale"])
-    return [loc - 1e6 * sd, loc + 1e6 * sd], [-1e6, 1e6]
-
-
 class Generator(nn.Module):
     """Noise × label embedding → dense body → (visit-grid convolution + dense head) → features."""
 
     def __init__(self, noise_dim: int, n_classes: int, hidden: int, n_features: int,
                  grid: np.ndarray | None, n_visits: int, conv_channels: int, n_conditions: int = 0,
-                 step_channels: np.ndarray | None = None, rising: RisingMaps | None = None):
+                 step_channels: np.ndarray | None = None):
         super().__init__()
-        self.rising = rising
         self.embed = nn.Embedding(n_classes, noise_dim)
         self.noise_dim = noise_dim
         self.body = nn.Sequential(
@@ -237,13 +148,8 @@ class Generator(nn.Module):
         if self.to_grid is None:
             return self.head(h)
         grid = self.conv(self.to_grid(h).view(-1, self.conv_channels, self.n_visits))
-        if self.rising is not None:  # non-negative steps and their own scale: summed below, then mapped
-            rows = self.rising.rows
-            grid = grid.index_copy(1, rows, self.rising.rectify(grid[:, rows]))
         if bool(self.steps.any()):
             grid = torch.where(self.steps, grid.cumsum(-1), grid)
-        if self.rising is not None:
-            grid = grid.index_copy(1, rows, self.rising.encode(grid[:, rows]))
         grid = grid.flatten(1)
         parts = [grid[:, self.grid_valid]]
         if self.head is not None:
@@ -302,17 +208,10 @@ class FoldedGenerator(nn.Module):
         self.n_grid_in = g.to_grid.out_features
         m1, c1 = _conv_as_matrix(g.conv[1], g.n_visits)
         m2, c2 = _conv_as_matrix(g.conv[3], g.n_visits)
-        self.rising = g.rising
-        if self.rising is not None:  # rectified before the sum: summed and mapped after the product
-            self.shape = (-1, g.steps.shape[0], g.n_visits)
-            self.grid_valid = g.grid_valid
-        elif bool(g.steps.any()):  # the sum along the visits is linear too: folded into the last matrix
+        if bool(g.steps.any()):  # the sum along the visits is linear too: folded into the last matrix
             m2, c2 = m2 @ _visit_sums(g.steps[:, 0], g.n_visits), c2 @ _visit_sums(g.steps[:, 0], g.n_visits)
-        if self.rising is None:
-            m2, c2 = m2[:, g.grid_valid], c2[g.grid_valid]
         self.m1, self.c1 = m1, c1
-        self.m2, self.c2 = m2.contiguous(), c2
-        self.steps = g.steps
+        self.m2, self.c2 = m2[:, g.grid_valid].contiguous(), c2[g.grid_valid]
         self.gather = g.gather
 
     def forward(self, z: torch.Tensor, y: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
@@ -327,12 +226,6 @@ class FoldedGenerator(nn.Module):
             return out
         g = torch.relu(torch.addmm(self.c1, torch.relu(out[:, :self.n_grid_in]), self.m1))
         grid = torch.addmm(self.c2, g, self.m2)
-        if self.rising is not None:
-            grid = grid.view(self.shape)
-            rows = self.rising.rows
-            grid = grid.index_copy(1, rows, self.rising.rectify(grid[:, rows]))
-            grid = torch.where(self.steps, grid.cumsum(-1), grid)
-            grid = grid.index_copy(1, rows, self.rising.encode(grid[:, rows])).flatten(1)[:, self.grid_valid]
         return torch.cat([grid, out[:, self.n_grid_in:]], dim=1)[:, self.gather]
 
     def features_major(self, z: torch.Tensor, y: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
@@ -406,10 +299,6 @@ class ACGAN(TableModel):
         flagged missing, or after the participant's dropout, has no value (0, as in the encoded
         real records) and a visit after dropout is flagged missing. Without this the critic can
         tell fakes by values the decoder throws away, and the generator spends itself on them.
-    rising_steps : with ``visit_steps``, a visit series whose training values fall between
-        consecutive visits at most 5 % of the time (a step-up regimen; decided at fit time from
-        the raw values, so never under a privacy budget) is generated unable to fall: its steps
-        are non-negative in a scale shared by its visits (``RisingMaps``).
     aux_weight : weight of the auxiliary class loss in the generator's objective (1 as in AC-GAN).
     max_grad_norm, select_share : under a privacy budget, the per-record clipping norm of the
         discriminator's DP-SGD and the budget share (μ²) of the private epoch selection.
@@ -439,7 +328,7 @@ class ACGAN(TableModel):
                  numeric_transform: str = "quantile", snapshots: str = "memory", snapshot_dir: str | None = None, select: str = "last",
                  select_candidates: int = 20, device: str = "auto", seed: int = 0, progress: bool = True,
                  conditional_critic: bool = True, visit_steps: bool = True, critic_changes: bool = True,
-                 decoded_view: bool = True, rising_steps: bool = True, aux_weight: float = 1.0, max_grad_norm: float = 1.0,
+                 decoded_view: bool = True, aux_weight: float = 1.0, max_grad_norm: float = 1.0,
                  select_share: float = 0.1, privacy: Privacy | None = None):
         self.epochs = epochs
         self.batch_size = batch_size
@@ -465,7 +354,6 @@ class ACGAN(TableModel):
         self.visit_steps = visit_steps
         self.critic_changes = critic_changes
         self.decoded_view = decoded_view
-        self.rising_steps = rising_steps
         self.aux_weight = aux_weight
         self.max_grad_norm = max_grad_norm
         self.select_share = select_share
@@ -489,8 +377,7 @@ class ACGAN(TableModel):
             bad.append(f"weight_average={self.weight_average!r}")
         if not (number(self.aux_weight) and self.aux_weight >= 0):
             bad.append(f"aux_weight={self.aux_weight!r}")
-        bad += [f"{k}={getattr(self, k)!r}" for k in ("conditional_critic", "visit_steps", "critic_changes", "decoded_view",
-                                                "rising_steps")
+        bad += [f"{k}={getattr(self, k)!r}" for k in ("conditional_critic", "visit_steps", "critic_changes", "decoded_view")
                 if not isinstance(getattr(self, k), (bool, np.bool_))]
         if self.numeric_transform not in NUMERIC_TRANSFORMS:
             bad.append(f"numeric_transform={self.numeric_transform!r}")
@@ -498,7 +385,7 @@ class ACGAN(TableModel):
             if self.privacy is not None and any(getattr(self, k) is None for k in ("epochs", "batch_size")):
                 bad.append("(under a privacy budget every step costs budget: give epochs and batch_size)")
             raise ConfigError(f"{self.name}: invalid hyperparameters {', '.join(bad)} (sizes are whole numbers ≥ 1, "
-                              "rates positive numbers, 0 ≤ beta1, weight_average < 1, aux_weight ≥ 0, conditional_critic, visit_steps, critic_changes, decoded_view and rising_steps true or false, "
+                              "rates positive numbers, 0 ≤ beta1, weight_average < 1, aux_weight ≥ 0, conditional_critic, visit_steps, critic_changes and decoded_view true or false, "
                               "numeric_transform 'standard' or 'quantile')")
         private = self._trainer().problems(self)
         if private:
@@ -597,9 +484,6 @@ class ACGAN(TableModel):
         self.visit_steps_, self.critic_changes_ = bool(self.visit_steps), bool(self.critic_changes)
         self.batch_size_, self.epochs_ = self._trainer().schedule(len(df))
         self._layout(encoder)
-        # which series cannot fall is read from the raw records: a structural fact kept out of DP mode
-        self.rising_ = (rising_maps(df, encoder, self.value_channels_)
-                        if self.rising_steps and self.visit_steps_ and self.privacy is None else None)
         X = encoder.encode(df)
         labels = self._codes(X, self.target_slice_)
         conditions = self._codes(X, self.condition_slice_)
@@ -781,8 +665,7 @@ class ACGAN(TableModel):
     def _new_generator(self) -> Generator:
         return Generator(self.noise_dim, self.n_classes_, self.hidden, self.generated_idx_.size, self.grid_,
                          self.n_visits_, self.conv_channels, self.n_conditions_,
-                         self.value_channels_ if self.visit_steps_ else None,
-                         RisingMaps(**self.rising_) if getattr(self, "rising_", None) else None).to(self.device_)
+                         self.value_channels_ if self.visit_steps_ else None).to(self.device_)
 
     def _snapshot(self, epoch: int) -> Generator:
         """The generator as it was at the end of ``epoch`` (0-based)."""
@@ -858,7 +741,7 @@ class ACGAN(TableModel):
     def _fitted_config(self) -> dict[str, Any]:
         return {"condition_table": self.condition_table_, "history": self.history_,
                 "selection": getattr(self, "selection_", None), "epochs": self.epochs_, "batch_size": self.batch_size_,
-                "visit_steps": self.visit_steps_, "critic_changes": self.critic_changes_, "rising": self.rising_}
+                "visit_steps": self.visit_steps_, "critic_changes": self.critic_changes_}
 
     def _save_weights(self, directory: Path) -> None:
         nets = {"generator": self.generator_, "discriminator": self.discriminator_}
@@ -877,7 +760,6 @@ class ACGAN(TableModel):
         # the networks' shapes as trained: a bundle saved before these options had neither
         self.visit_steps_ = bool(fitted.get("visit_steps", False))
         self.critic_changes_ = bool(fitted.get("critic_changes", False))
-        self.rising_ = fitted.get("rising")
         self._build(device)
         state = bundle.load_torch(directory, device)
         bundle.restore_module(directory, self.generator_, state, "generator")
