@@ -57,7 +57,9 @@ alone 0.71-0.74 (was 0.89-0.90), consecutive systolic correlations 0.42-0.55 (re
 0.11-0.76). ``decoded_view`` alone: 0.927 (seed 0). Not kept: a hinge loss with spectral norm on
 the critic, on top of the three (0.982, seed 0; 1.3× the CPU time). Left: medication counts still
 step down between visits 6-13 % of the time (real 2 %), and that group is now the most telling
-(0.77-0.80). On tables without visits only ``decoded_view`` acts (FLCHAIN's missing creatinine:
+(0.77-0.80). Not kept either: such series (falling in ≤ 5 % of the training pairs) generated with
+non-negative steps in a scale shared by their visits, then mapped to each visit's encoding (no fall
+at all; meds alone 0.76 / 0.75), the whole record 0.877 / 0.907 at [0.977] / [0.975]. On tables without visits only ``decoded_view`` acts (FLCHAIN's missing creatinine:
 0.699 / 0.744 against 0.698 / 0.736); DP mode keeps all three off (``dp-acgan``, as measured).
 
 Size: ~750 lines, one model kept whole (its networks, the encoded layout, the training loop, epoch
