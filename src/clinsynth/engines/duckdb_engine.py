@@ -279,14 +279,10 @@ class DuckDBTable:
 
     def shared_ids(self, schema: Schema) -> list[Any]:
         """``privacy.unit.shared_ids``: identifier-like columns whose values repeat across rows."""
-        from clinsynth.privacy.unit import PERSON_ID_NAME, SharedId
+        from clinsynth.privacy.unit import SharedId, person_id_candidates
 
         found = []
-        for spec in schema.columns:
-            if spec.name not in self.types:
-                continue
-            if spec.kind != "id" and not (spec.kind in ("integer", "categorical") and PERSON_ID_NAME.search(spec.name)):
-                continue
+        for spec in person_id_candidates(schema, set(self.types)):
             col = quote(spec.name)
             distinct, rows, ids, most = self.query(
                 f"SELECT count(*), sum(k) FILTER (WHERE k > 1), count(*) FILTER (WHERE k > 1), max(k) FROM "

@@ -58,14 +58,17 @@ class SharedId:
                 f"({self.rows:,} rows; up to {self.most:,} rows for one value)")
 
 
+def person_id_candidates(schema: Any, present: Any) -> list[Any]:
+    """The columns (specs) among ``present`` names that may identify a person: declared ``id``, or a
+    whole-number or text column whose name ends in an id word (see the module docstring)."""
+    return [spec for spec in schema.columns if spec.name in present and (
+        spec.kind == "id" or (spec.kind in ("integer", "categorical") and PERSON_ID_NAME.search(spec.name)))]
+
+
 def shared_ids(df: pd.DataFrame, schema: Any) -> list[SharedId]:
     """Identifier-like columns of ``df`` whose values repeat across rows (see the module docstring)."""
     found = []
-    for spec in schema.columns:
-        if spec.name not in df.columns:
-            continue
-        if spec.kind != "id" and not (spec.kind in ("integer", "categorical") and PERSON_ID_NAME.search(spec.name)):
-            continue
+    for spec in person_id_candidates(schema, set(df.columns)):
         counts = df[spec.name].value_counts(dropna=True)
         repeated = counts[counts > 1]
         if len(repeated) and len(counts) > 2:
