@@ -229,13 +229,10 @@ def _fit_engine(data: Path, table: Optional[str], output: Path, target: Optional
                 privacy_unit: Optional[str]) -> None:
     """`fit` through DuckDB: the table stays where it is, the counting model learns from its counts."""
     from clinsynth.data.output_dir import staged_output
-    from clinsynth.engines.choose import engine_model, open_table, source_fingerprint
-    from clinsynth.models.auto import build, resolve
-    from clinsynth.pipeline import run_fingerprint
-    from clinsynth.schema import Schema
+    from clinsynth.engines.choose import engine_model, open_table
+    from clinsynth.pipeline import fit_engine_bundle
 
-    name = engine_model(model)
-    name, params = _model_and_params(name, param, None, None, privacy)
+    name, params = _model_and_params(engine_model(model), param, None, None, privacy)
     rows = open_table(data, table)
     try:
         if schema_path is not None:
@@ -243,13 +240,9 @@ def _fit_engine(data: Path, table: Optional[str], output: Path, target: Optional
         else:
             table_schema = rows.infer_schema(target=target, seed=seed, privacy_unit=privacy_unit)
         with staged_output(output, "bundle", overwrite=overwrite, reserve_bytes=20 << 20) as stage:
-            stage.claim(run_fingerprint(name, params, privacy, seed, table_schema.to_json(),
-                                        source_fingerprint(rows.source)))
-            name, _ = resolve(name, None, table_schema, privacy)
             with _param_options(params):
-                fitted = build(name, params, None, privacy, seed=seed, progress=not quiet)
-            fitted.fit(rows, table_schema)
-            fitted.write_bundle(stage.dir)
+                fitted = fit_engine_bundle(rows, table_schema, stage, name, params, privacy, seed=seed,
+                                           progress=not quiet)
     finally:
         rows.close()
     console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained through DuckDB on {rows.n:,} rows × "

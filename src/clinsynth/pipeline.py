@@ -270,6 +270,21 @@ def fit_bundle(df: pd.DataFrame, schema: Schema, stage: Stage, model: str, param
     return fitted, df
 
 
+def fit_engine_bundle(rows: Any, schema: Schema, stage: Stage, model: str, params: dict[str, Any],
+                      privacy: Privacy | None, seed: int = 0, progress: bool = True) -> Any:
+    """``clinsynth fit`` on an engine's table (``clinsynth.engines``: the rows stay in DuckDB): the
+    counting model ``model`` fitted on its counts and written as a bundle into ``stage``."""
+    from clinsynth.engines.choose import source_fingerprint
+    from clinsynth.models.auto import build, resolve
+
+    stage.claim(run_fingerprint(model, params, privacy, seed, schema.to_json(), source_fingerprint(rows.source)))
+    name, _ = resolve(model, None, schema, privacy)
+    fitted = build(name, params, None, privacy, seed=seed, progress=progress)
+    fitted.fit(rows, schema)
+    fitted.write_bundle(stage.dir)
+    return fitted
+
+
 def file_source(data: Path) -> dict[str, Any]:
     """The input file as the manifest names it."""
     return {"name": data.name, "path": str(data), "file_sha256": file_hash(data)}
