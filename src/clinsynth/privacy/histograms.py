@@ -394,7 +394,13 @@ def _refined(edges: np.ndarray, mass: np.ndarray, kind: str, fine_counts: np.nda
         out_edges.extend(cuts.tolist()), out_mass.extend((shape[at] * part).tolist())
     elif hi > edges[-1]:
         out_edges.append(hi), out_mass.append(0.0)
-    return np.array(out_edges), np.array(out_mass)
+    out_edges, out_mass = np.array(out_edges), np.array(out_mass)
+    # margin pieces with no mass at the outer ends add nothing: the table starts and ends where
+    # mass was found (or at the located range), as without the fine counts
+    first = min(int(np.argmax(out_mass > 0)) if (out_mass > 0).any() else 0, int(np.searchsorted(out_edges, edges[0])))
+    last = max(out_mass.size - int(np.argmax(out_mass[::-1] > 0)) if (out_mass > 0).any() else out_mass.size,
+               int(np.searchsorted(out_edges, edges[-1])))
+    return out_edges[first:last + 1], out_mass[first:last]
 
 
 def composite_state(comp: Composite, lo: float, hi: float, kind: str = "number",
