@@ -111,7 +111,8 @@ ThreadsOption = Annotated[Optional[int], typer.Option("--threads", help="Threads
 EngineOption = Annotated[str, typer.Option(
     "--engine", help="Where counts come from: auto (DuckDB for a glob, a database or a large file with a counting "
     "model), pandas (in memory) or duckdb (out of core; bayesnet and dp-bayesnet only).")]
-TableOption = Annotated[Optional[str], typer.Option("--table", help="Table to read when DATA is a DuckDB database file.")]
+TableOption = Annotated[Optional[str], typer.Option("--table", help="Table to read when DATA is a DuckDB database file "
+                                                   "or a postgresql:// URL (name or schema.name).")]
 ModelOption = Annotated[str, typer.Option(help="Registered model name (see `clinsynth models`); auto chooses by the "
                                           "input's kind, size and ε, and says which and why.")]
 class PrivacyUnit(str, Enum):
@@ -168,7 +169,8 @@ def schema(
 
 @app.command()
 def fit(
-    data: Annotated[Path, typer.Argument(help="CSV or Parquet training table.")],
+    data: Annotated[str, typer.Argument(help="CSV or Parquet training table, a glob of Parquet files, a DuckDB "
+                                        "database file or a postgresql:// URL (with --table).")],
     output: Annotated[Path, typer.Option("--out", "-o", help="Directory for the model bundle.")] = Path("model"),
     target: Annotated[Optional[str], typer.Option(help="Target (class) column.")] = None,
     schema_path: Annotated[Optional[Path], typer.Option("--schema", help="Schema JSON (from `clinsynth schema`).")] = None,
@@ -207,9 +209,9 @@ def fit(
                     _unit(privacy_unit))
         return
     model, params = _model_and_params(model, param, epochs, select, privacy)
-    reserve = 2 * output_size([data]) + (20 << 20)
+    reserve = 2 * output_size([Path(data)]) + (20 << 20)
     with staged_output(output, "bundle", overwrite=overwrite, resume=resume, reserve_bytes=reserve) as stage:
-        df = read_table(data)
+        df = read_table(Path(data))
         table_schema = _load_schema(df, schema_path, target, _unit(privacy_unit), patient_col, time_col)
         with _param_options(params):
             fitted, df = fit_bundle(df, table_schema, stage, model, params, privacy, seed=seed, progress=not quiet,
@@ -223,7 +225,7 @@ def fit(
         console.print(escape(schema_facts(fitted.schema_, getattr(fitted, "facts_", None))["summary"]))
 
 
-def _fit_engine(data: Path, table: Optional[str], output: Path, target: Optional[str], schema_path: Optional[Path],
+def _fit_engine(data: str, table: Optional[str], output: Path, target: Optional[str], schema_path: Optional[Path],
                 model: str, param: Optional[list[str]], seed: int, privacy: Any, quiet: bool, overwrite: bool,
                 privacy_unit: Optional[str]) -> None:
     """`fit` through DuckDB: the table stays where it is, the counting model learns from its counts."""
@@ -388,7 +390,8 @@ def _release_summary(result: Any) -> None:
 
 @app.command()
 def run(
-    data: Annotated[Path, typer.Argument(help="CSV or Parquet table of real records.")],
+    data: Annotated[str, typer.Argument(help="CSV or Parquet table of real records, a glob of Parquet files, a "
+                                        "DuckDB database file or a postgresql:// URL (with --table).")],
     target: Annotated[Optional[str], typer.Option(help="Target (class) column: stratifies the split, conditions the model, scores utility.")] = None,
     output: Annotated[Path, typer.Option("--out", "-o", help="Release directory.")] = Path("release"),
     schema_path: Annotated[Optional[Path], typer.Option("--schema", help="Schema JSON (from `clinsynth schema`).")] = None,
@@ -456,9 +459,9 @@ def run(
                          max_count=max_count)
         name, params = _code_model_and_params(model, param, epochs, select, privacy, target)
         config = RunConfig(target=None, model=name, params=params, **settings)
-        with open_release(output, overwrite=overwrite, resume=resume, inputs=(data, static) if static else (data,)) as stage:
+        with open_release(output, overwrite=overwrite, resume=resume, inputs=(Path(data), static) if static else (Path(data),)) as stage:
             with _param_options(config.params):
-                result = run_code_file(data, spec, config, stage, schema_path, progress=not quiet,
+                result = run_code_file(Path(data), spec, config, stage, schema_path, progress=not quiet,
                                        on_step=_step_printer(quiet))
         _release_summary(result)
         return
@@ -474,22 +477,22 @@ def run(
                     _unit(privacy_unit), quiet)
         return
     name, params = _model_and_params(model, param, epochs, select, privacy)
-    with open_release(output, overwrite=overwrite, resume=resume, inputs=(data,)) as stage:
-        df = read_table(data)
+    with open_release(output, overwrite=overwrite, resume=resume, inputs=(Path(data),)) as stage:
+        df = read_table(Path(data))
         table_schema = _load_schema(df, schema_path, target, _unit(privacy_unit), patient_col, time_col)
         config = RunConfig(target=table_schema.target, model=name, params=params, max_visits=max_visits,
                            truncate_visits=truncate_visits, **settings)
         with _param_options(params):
-            result = run_release(df, config, stage, schema=table_schema, source=file_source(data),
+            result = run_release(df, config, stage, schema=table_schema, source=file_source(Path(data)),
                                  progress=not quiet, on_step=_step_printer(quiet))
     _release_summary(result)
 
 
-def _run_engine(data: Path, table: Optional[str], output: Path, target: Optional[str], schema_path: Optional[Path],
+def _run_engine(data: str, table: Optional[str], output: Path, target: Optional[str], schema_path: Optional[Path],
                 model: str, param: Optional[list[str]], privacy: Any, settings: dict[str, Any], overwrite: bool,
                 resume: bool, privacy_unit: Optional[str], quiet: bool) -> None:
     """`run` through DuckDB (``pipeline.run_table_release``)."""
-    from clinsynth.engines.choose import engine_model, open_table, source_fingerprint
+    from clinsynth.engines.choose import engine_model, open_table, source_info
     from clinsynth.pipeline import RunConfig, open_release, run_table_release
 
     name, params = _model_and_params(engine_model(model), param, None, None, privacy)
@@ -500,8 +503,7 @@ def _run_engine(data: Path, table: Optional[str], output: Path, target: Optional
         else:
             table_schema = rows.infer_schema(target=target, seed=settings["seed"], privacy_unit=privacy_unit)
         config = RunConfig(target=table_schema.target, model=name, params=params, **settings)
-        source = {"name": Path(str(data)).name, "path": str(data), **({"table": table} if table else {}),
-                  "fingerprint": source_fingerprint(rows.source)}
+        source = source_info(data, table, rows.source)
         with open_release(output, overwrite=overwrite, resume=resume, inputs=()) as stage:
             with _param_options(params):
                 result = run_table_release(rows, config, stage, schema=table_schema, source=source,

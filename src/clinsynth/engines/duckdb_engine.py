@@ -83,6 +83,9 @@ class DuckDBTable:
 
     def close(self) -> None:
         self.con.close()
+        release = getattr(self.source, "close", None)  # a source that copied its rows (PostgreSQL) removes them
+        if release is not None:
+            release()
         if self._tmp is not None:
             self._tmp.cleanup()
 
