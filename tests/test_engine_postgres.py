@@ -224,3 +224,23 @@ def test_mask_hides_every_password():
     assert server("postgresql:///omop?host=/run/postgresql") == "/run/postgresql:5432"
     assert server("postgresql://clin@db.example/omop") == "db.example:5432"
     assert PostgresSource("postgresql://a:b@h/d", "t").describe() == "postgresql://a:***@h/d (table t)"
+
+
+def test_a_schema_streams_only_its_columns(postgres, tmp_path, capsys):
+    url, df = postgres
+    from clinsynth.schema import Schema
+
+    schema = Schema.infer(df.iloc[:, :10], target="arm")
+    schema.save(tmp_path / "schema.json")
+    with open_table(url, "trial", columns=[c.name for c in schema.columns]) as t:
+        assert t.columns == list(df.columns[:10])
+    assert main(["fit", url, "--table", "trial", "--schema", str(tmp_path / "schema.json"), "--model", "bayesnet",
+                 "--quiet", "--out", str(tmp_path / "m")]) == 0
+    assert "rows × 10 columns" in " ".join(capsys.readouterr().err.split())
+    wrong = Schema.infer(df.iloc[:, :10].rename(columns={"bmi": "body_mass"}), target="arm")
+    wrong.save(tmp_path / "wrong.json")
+    assert main(["fit", url, "--table", "trial", "--schema", str(tmp_path / "wrong.json"), "--quiet",
+                 "--out", str(tmp_path / "w")]) != 0
+    err = capsys.readouterr()
+    text = " ".join((err.out + err.err).split())
+    assert "table 'trial' of database 'postgres' has no column(s) body_mass that the schema describes" in text

@@ -237,10 +237,11 @@ def _fit_engine(data: str, table: Optional[str], output: Path, target: Optional[
 
     name = engine_model(model)
     name, params = _model_and_params(name, param, None, None, privacy)
-    rows = open_table(data, table)
+    given = _load_schema(None, schema_path, target, privacy_unit) if schema_path is not None else None
+    rows = open_table(data, table, columns=[c.name for c in given.columns] if given is not None else None)
     try:
-        if schema_path is not None:
-            table_schema = _load_schema(None, schema_path, target, privacy_unit)
+        if given is not None:
+            table_schema = given
         else:
             table_schema = rows.infer_schema(target=target, seed=seed, privacy_unit=privacy_unit)
         with staged_output(output, "bundle", overwrite=overwrite, reserve_bytes=20 << 20) as stage:
@@ -496,10 +497,11 @@ def _run_engine(data: str, table: Optional[str], output: Path, target: Optional[
     from clinsynth.pipeline import RunConfig, open_release, run_table_release
 
     name, params = _model_and_params(engine_model(model), param, None, None, privacy)
-    rows = open_table(data, table)
+    given = _load_schema(None, schema_path, target, privacy_unit) if schema_path is not None else None
+    rows = open_table(data, table, columns=[c.name for c in given.columns] if given is not None else None)
     try:
-        if schema_path is not None:
-            table_schema = _load_schema(None, schema_path, target, privacy_unit)
+        if given is not None:
+            table_schema = given
         else:
             table_schema = rows.infer_schema(target=target, seed=settings["seed"], privacy_unit=privacy_unit)
         config = RunConfig(target=table_schema.target, model=name, params=params, **settings)

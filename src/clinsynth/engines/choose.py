@@ -59,14 +59,18 @@ def engine_model(model: str) -> str:
     return model
 
 
-def open_table(data: str | Path, table: str | None = None, **options: Any) -> Any:
+def open_table(data: str | Path, table: str | None = None, columns: list[str] | None = None, **options: Any) -> Any:
     """The DuckDB engine's view of ``data``: a file, a glob, a DuckDB database file or a PostgreSQL
-    URL (``postgresql://user@host:port/db``, streamed into DuckDB once); with a database, its
+    URL (``postgresql://user@host:port/db``, streamed into DuckDB once: only ``columns`` when a
+    schema names them; a file is read in place, so they need no say there); with a database, its
     ``table``. Checked: a missing file, table, driver or server is one clear line."""
     from clinsynth.engines.duckdb_engine import DuckDBTable
     from clinsynth.engines.postgres import PostgresSource, is_postgres_url
 
-    source = PostgresSource(str(data), table) if is_postgres_url(str(data)) else TableSource(str(data), table)
+    if is_postgres_url(str(data)):
+        source: Any = PostgresSource(str(data), table, tuple(columns) if columns is not None else None)
+    else:
+        source = TableSource(str(data), table)
     return DuckDBTable(source, **options)
 
 

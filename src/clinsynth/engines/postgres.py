@@ -93,10 +93,12 @@ def _reason(error: Exception, url: str) -> str:
 
 @dataclass
 class PostgresSource:
-    """The table ``table`` (``name`` or ``schema.name``) of the PostgreSQL database at ``url``."""
+    """The table ``table`` (``name`` or ``schema.name``) of the PostgreSQL database at ``url``;
+    with ``columns`` (a schema's), only those are streamed."""
 
     url: str
     table: str | None = None
+    columns: tuple[str, ...] | None = None
     batch_bytes: int = 16 << 20  # ADBC's batch size hint: what one streamed batch holds in memory
     rows: int = field(default=0, init=False)         # rows copied
     seconds: float = field(default=0.0, init=False)  # time the copy took
@@ -171,9 +173,10 @@ class PostgresSource:
             con = self.connect()
             try:
                 schema, name = self.resolve(con)
+                wanted = self._wanted(con, schema, name)
                 with con.cursor() as cur:
                     cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(self.batch_bytes)})
-                    cur.execute(f"SELECT * FROM {quote(schema)}.{quote(name)}")
+                    cur.execute(f"SELECT {wanted} FROM {quote(schema)}.{quote(name)}")
                     reader = cur.fetch_record_batch()
                     columns = ", ".join(self._column(f) for f in reader.schema)
                     duck.register("postgres_stream", reader)
@@ -189,6 +192,20 @@ class PostgresSource:
         except BaseException:
             self.close()
             raise
+
+    def _wanted(self, con: Any, schema: str, name: str) -> str:
+        """The select list: every column, or the ``columns`` asked for (each must exist)."""
+        if self.columns is None:
+            return "*"
+        with con.cursor() as cur:
+            cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                        f"{text(schema)} AND table_name = {text(name)}")
+            present = {str(r[0]) for r in cur.fetchall()}
+        absent = [c for c in self.columns if c not in present]
+        if absent:
+            raise PostgresError(f"table '{self.table}' of database '{database(self.url)}' has no column(s) "
+                                f"{', '.join(absent)} that the schema describes; pass the table the schema was made for")
+        return ", ".join(quote(c) for c in self.columns)
 
     @staticmethod
     def _column(field_: Any) -> str:
