@@ -101,6 +101,10 @@ def postgres():
                 cur.execute("CREATE TABLE cdm.labs (person_id int4, value_as_number numeric(8, 2), unit text)")
                 cur.execute("INSERT INTO cdm.labs SELECT i, (i % 97) / 4.0, CASE WHEN i % 3 = 0 THEN 'mg/dL' "
                             "ELSE 'mmol/L' END FROM generate_series(1, 500) AS i")
+                cur.execute("CREATE TABLE cdm.visits (visit_date date, sbp float8)")
+                cur.execute("INSERT INTO cdm.visits SELECT DATE '2020-01-01' + i, 120 + i % 30 "
+                            "FROM generate_series(1, 300) AS i")
+                cur.execute("CREATE TABLE cdm.empty (x float8)")
             con.commit()
         yield url, df
     finally:
@@ -185,19 +189,31 @@ def test_cli_run_and_fit_end_to_end(postgres, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["{url}"], "is a PostgreSQL database: name the table to read with --table"),
-    (["{url}", "--table", "visits"], "database 'postgres' at {server} has no table 'visits' (its tables: cdm.labs, trial)"),
+    (["{url}", "--table", "measurement"], "database 'postgres' at {server} has no table 'measurement' (its tables: cdm.empty, cdm.labs, cdm.visits, trial)"),
     (["{nodb}", "--table", "trial"], "the PostgreSQL server at {server} has no database 'nodb'"),
     (["{url}", "--table", "trial", "--engine", "pandas"], "is read by DuckDB only"),
+    (["{url}", "--table", "cdm.empty"], "'postgresql://postgres:***@{server}/postgres (table cdm.empty)' has no rows"),
+    (["{url}", "--table", "cdm.visits"], "column 'visit_date' holds dates, which the DuckDB engine does not read "
+                                         "yet; read a view of the table without it, or give a --schema without it"),
 ])
 def test_clear_one_line_errors(postgres, tmp_path, capsys, args, message):
     url, _ = postgres
     names = {"url": url, "nodb": url.rsplit("/", 1)[0] + "/nodb", "server": server(url)}
+    before = _copies()
     assert main(["fit", *[a.format(**names) for a in args], "--quiet", "--out", str(tmp_path / "m")]) != 0
     err = capsys.readouterr()
     text = " ".join((err.out + err.err).split())
     assert message.format(**names) in text
     assert "Traceback" not in text and PASSWORD not in text
     assert not (tmp_path / "m").exists()
+    import gc
+
+    gc.collect()
+    assert not _copies() - before  # a refused table leaves no temporary copy behind
+
+
+def _copies() -> set[str]:
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "clinsynth-postgres-*")))
 
 
 def test_server_refusing_is_one_line_naming_host_and_port(tmp_path, capsys):

@@ -18,6 +18,7 @@ import json
 import shutil
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
@@ -104,6 +105,7 @@ class PostgresSource:
     seconds: float = field(default=0.0, init=False)  # time the copy took
     content: str = field(default="", init=False)     # an order-free hash of the copied rows
     _tmp: Any = field(default=None, init=False, repr=False)
+    _cleanup: Any = field(default=None, init=False, repr=False)
 
     kind = "postgres"
 
@@ -167,6 +169,8 @@ class PostgresSource:
     def attach(self, duck: Any) -> None:
         """Stream the table into ``source_db.rows`` of a temporary DuckDB file attached to ``duck``."""
         self._tmp = tempfile.mkdtemp(prefix="clinsynth-postgres-")
+        # removed by close(), or when the source is dropped (a table the engine then refuses never gets a close())
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmp, True)
         try:
             duck.execute(f"ATTACH {text(self._tmp + '/copy.duckdb')} AS source_db")
             start = time.perf_counter()
@@ -230,5 +234,5 @@ class PostgresSource:
     def close(self) -> None:
         """Remove the temporary copy."""
         if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._cleanup()
             self._tmp = None
