@@ -239,7 +239,9 @@ def test_mask_hides_every_password():
     assert mask("postgres://db/omop?user=clin&password=x&port=6000") == "postgres://db/omop?user=clin&password=***&port=6000"
     assert server("postgresql:///omop?host=/run/postgresql") == "/run/postgresql:5432"
     assert server("postgresql://clin@db.example/omop") == "db.example:5432"
-    assert PostgresSource("postgresql://a:b@h/d", "t").describe() == "postgresql://a:***@h/d (table t)"
+    source = PostgresSource("postgresql://a:b@h/d", "t")
+    assert source.describe() == "postgresql://a:***@h/d (table t)"
+    assert repr(source) == "PostgresSource('postgresql://a:***@h/d', table='t')"
 
 
 def test_a_schema_streams_only_its_columns(postgres, tmp_path, capsys):

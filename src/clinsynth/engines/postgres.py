@@ -92,7 +92,7 @@ def _reason(error: Exception, url: str) -> str:
     return message.replace(password, "***") if password else message
 
 
-@dataclass
+@dataclass(repr=False)
 class PostgresSource:
     """The table ``table`` (``name`` or ``schema.name``) of the PostgreSQL database at ``url``;
     with ``columns`` (a schema's), only those are streamed."""
@@ -115,6 +115,9 @@ class PostgresSource:
 
     def describe(self) -> str:
         return f"{mask(self.url)} (table {self.table})" if self.table else mask(self.url)
+
+    def __repr__(self) -> str:  # a traceback (--debug) or a log shows the URL masked too
+        return f"PostgresSource({mask(self.url)!r}, table={self.table!r})"
 
     def check(self) -> PostgresSource:
         """Refuse, in one line, a URL without ``--table`` or without the driver (before connecting)."""
