@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -81,16 +82,26 @@ def postgres():
     if bindir is None:
         _missing("PostgreSQL server binaries not found (apt-get install postgresql)")
 
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            _missing("running as root and there is no 'postgres' system user to run the server as")
     root = Path(tempfile.mkdtemp(prefix="clinsynth-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
     port = _free_port()
-    run = dict(check=True, capture_output=True, text=True, timeout=120)
-    subprocess.run(_as_server_user([str(bindir / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "postgres",
-                                    "--no-sync"]), **run)
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=20"
-    subprocess.run(_as_server_user([str(bindir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "log"), "-w",
-                                    "-t", "60", "-o", options, "start"]), **run)
+    try:
+        for args in (["initdb", "-D", str(root / "data"), "-A", "trust", "-U", "postgres", "--no-sync"],
+                     ["pg_ctl", "-D", str(root / "data"), "-l", str(root / "log"), "-w", "-t", "60", "-o", options,
+                      "start"]):
+            subprocess.run(_as_server_user([str(bindir / args[0]), *args[1:]]), check=True, capture_output=True,
+                           text=True, timeout=120)
+    except subprocess.CalledProcessError as e:
+        log = (root / "log").read_text() if (root / "log").exists() else ""
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"could not start PostgreSQL ({e.cmd[-1]}): {e.stderr or e.stdout}{log}")
     url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres"
     try:
         df = _trial()
