@@ -28,7 +28,7 @@ from clinsynth.cli import main
 from clinsynth.data.datasets import simulate_trial
 from clinsynth.engines.choose import open_table
 from clinsynth.engines.duckdb_engine import DuckDBTable
-from clinsynth.engines.postgres import PostgresError, PostgresSource, mask, server
+from clinsynth.engines.postgres import PostgresError, PostgresSource, mask, mask_text, server
 from clinsynth.engines.source import TableSource
 from clinsynth.models.bayesnet import BayesNet
 from clinsynth.privacy.budget import Privacy
@@ -249,6 +249,8 @@ def test_mask_hides_every_password():
     assert mask("postgresql://clin:p%40ss@db:5433/omop?sslmode=require") == "postgresql://clin:***@db:5433/omop?sslmode=require"
     assert mask("postgres://db/omop?user=clin&password=x&port=6000") == "postgres://db/omop?user=clin&password=***&port=6000"
     assert server("postgresql:///omop?host=/run/postgresql") == "/run/postgresql:5432"
+    assert mask_text("file 'postgresql:/clin:p@ss@db/omop' and postgres://db/x?password=p&a=1, not /a:b@c") == (
+        "file 'postgresql:/clin:***@db/omop' and postgres://db/x?password=***&a=1, not /a:b@c")
     assert server("postgresql://clin@db.example/omop") == "db.example:5432"
     source = PostgresSource("postgresql://a:b@h/d", "t")
     assert source.describe() == "postgresql://a:***@h/d (table t)"
@@ -273,3 +275,13 @@ def test_a_schema_streams_only_its_columns(postgres, tmp_path, capsys):
     err = capsys.readouterr()
     text = " ".join((err.out + err.err).split())
     assert "table 'trial' of database 'postgres' has no column(s) body_mass that the schema describes" in text
+
+
+@pytest.mark.parametrize("command", [["run", "{url}", "--codes"], ["schema", "{url}"], ["fit", "{url}", "--engine", "pandas"]])
+def test_no_error_prints_a_password(tmp_path, capsys, command):
+    """A URL given where a file is expected (or refused) is named without its password."""
+    url = f"postgresql://clin:{PASSWORD}@db.example:5432/omop"
+    assert main([c.format(url=url) for c in command] + ["--out", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr()
+    assert PASSWORD not in err.out + err.err
+    assert "clin:***@db.example" in " ".join((err.out + err.err).split())

@@ -691,7 +691,9 @@ def main(argv: list[str] | None = None) -> int:
     except ClinsynthError as e:
         if debug:
             raise
-        message = e.worded(OUTPUT_FLAGS) if isinstance(e, OutputError) else str(e)
+        from clinsynth.engines.postgres import mask_text
+
+        message = mask_text(e.worded(OUTPUT_FLAGS) if isinstance(e, OutputError) else str(e))
         console.print("[red]error:[/red] " + escape(message), highlight=False)
         return 1
 

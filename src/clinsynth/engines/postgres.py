@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -54,6 +55,15 @@ def mask(url: str) -> str:
     query = "&".join(("password=***" if q.lower().startswith("password=") else q)
                      for q in parts.query.split("&")) if parts.query else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_SECRET = re.compile(r"(postgres(?:ql)?:/+[^:/@\s'\"]*:)[^\s'\"]+@|(password=)[^&\s'\"]+", re.IGNORECASE)
+
+
+def mask_text(message: str) -> str:
+    """``message`` with the password of any PostgreSQL URL in it masked — the last guard for a URL
+    given where a file was expected (a path keeps it, as ``postgresql:/user:pw@…``)."""
+    return _SECRET.sub(lambda m: (m.group(1) + "***@") if m.group(1) else m.group(2) + "***", message)
 
 
 def server(url: str) -> str:
