@@ -205,7 +205,8 @@ def test_cli_run_and_fit_end_to_end(postgres, tmp_path):
     (["{url}", "--table", "trial", "--engine", "pandas"], "is read by DuckDB only"),
     (["{url}", "--table", "cdm.empty"], "'postgresql://postgres:***@{server}/postgres (table cdm.empty)' has no rows"),
     (["{url}", "--table", "cdm.visits"], "column 'visit_date' holds dates, which the DuckDB engine does not read "
-                                         "yet; read a view of the table without it, or give a --schema without it"),
+                                         "yet; read a view of the table without it, or give a --schema without it "
+                                         "(`clinsynth schema URL --table T` writes one to edit)"),
 ])
 def test_clear_one_line_errors(postgres, tmp_path, capsys, args, message):
     url, _ = postgres
@@ -285,3 +286,16 @@ def test_no_error_prints_a_password(tmp_path, capsys, command):
     err = capsys.readouterr()
     assert PASSWORD not in err.out + err.err
     assert "clin:***@db.example" in " ".join((err.out + err.err).split())
+
+
+def test_schema_command_reads_a_database_table(postgres, tmp_path):
+    """`clinsynth schema URL --table t` gives the schema to edit (e.g. to leave out a date column)."""
+    from clinsynth.schema import Schema
+
+    url, df = postgres
+    df.to_parquet(tmp_path / "trial.parquet")
+    assert main(["schema", url, "--table", "trial", "--target", "arm", "--out", str(tmp_path / "s.json")]) == 0
+    with DuckDBTable(TableSource(str(tmp_path / "trial.parquet"))) as pq:
+        assert Schema.load(tmp_path / "s.json") == pq.infer_schema(target="arm")
+    assert main(["schema", url, "--table", "cdm.visits", "--out", str(tmp_path / "v.json")]) == 0
+    assert [c.kind for c in Schema.load(tmp_path / "v.json").columns] == ["datetime", "integer"]

@@ -146,19 +146,29 @@ EvaluateOption = Annotated[str, typer.Option("--evaluate", help="How much to eva
 # -- commands ----------------------------------------------------------------------------
 @app.command()
 def schema(
-    data: Annotated[Path, typer.Argument(help="CSV or Parquet table.")],
+    data: Annotated[str, typer.Argument(help="CSV or Parquet table (or, with --table, a DuckDB database file or a "
+                                        "postgresql:// URL).")],
     target: Annotated[Optional[str], typer.Option(help="Target (class) column.")] = None,
     output: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here instead of standard output.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
+    table: TableOption = None,
 ) -> None:
-    """Infer a schema and print it as JSON, for you to edit and pass to `fit --schema`."""
+    """Infer a schema and print it as JSON, for you to edit and pass to `fit --schema`. A glob or a
+    database table is inferred as `fit` infers it through DuckDB (a sample, then whole-table facts)."""
     from clinsynth.data.io import read_table
     from clinsynth.data.output_dir import check_file_target
+    from clinsynth.engines.source import is_engine_input
     from clinsynth.schema import Schema
 
     if output is not None:
         check_file_target(output, overwrite, what="schema")
-    inferred = Schema.infer(read_table(data), target=target)
+    if is_engine_input(data, table):
+        from clinsynth.engines.choose import open_table
+
+        with open_table(data, table) as rows:
+            inferred = rows.infer_schema(target=target)
+    else:
+        inferred = Schema.infer(read_table(Path(data)), target=target)
     if output is None:
         sys.stdout.write(inferred.to_json() + "\n")
         return

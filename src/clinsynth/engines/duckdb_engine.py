@@ -158,7 +158,8 @@ class DuckDBTable:
                              "describes; pass the table the schema was made for")
         dates = [s.name for s in schema.model_columns if s.kind == "datetime"]
         if dates:
-            fix = ("read a view of the table without it, or give a --schema without it"
+            fix = ("read a view of the table without it, or give a --schema without it (`clinsynth schema URL "
+                   "--table T` writes one to edit)"
                    if self.source.kind == "postgres" else "fit it in memory (--engine pandas)")
             raise InputError(f"column '{dates[0]}' holds dates, which the DuckDB engine does not read yet; {fix}")
 
