@@ -112,7 +112,8 @@ ThreadsOption = Annotated[Optional[int], typer.Option("--threads", help="Threads
 EngineOption = Annotated[str, typer.Option(
     "--engine", help="Where counts come from: auto (DuckDB for a glob, a database or a large file with a counting "
     "model), pandas (in memory) or duckdb (out of core; bayesnet and dp-bayesnet only).")]
-TableOption = Annotated[Optional[str], typer.Option("--table", help="Table to read when DATA is a DuckDB database file.")]
+TableOption = Annotated[Optional[str], typer.Option("--table", help="Table to read when DATA is a DuckDB database file "
+                                                   "or a postgresql:// URL (name or schema.name).")]
 ModelOption = Annotated[str, typer.Option(help="Registered model name (see `clinsynth models`); auto chooses by the "
                                           "input's kind, size and ε, and says which and why.")]
 class PrivacyUnit(str, Enum):
@@ -146,19 +147,29 @@ EvaluateOption = Annotated[str, typer.Option("--evaluate", help="How much to eva
 # -- commands ----------------------------------------------------------------------------
 @app.command()
 def schema(
-    data: Annotated[Path, typer.Argument(help="CSV or Parquet table.")],
+    data: Annotated[str, typer.Argument(help="CSV or Parquet table (or, with --table, a DuckDB database file or a "
+                                        "postgresql:// URL).")],
     target: Annotated[Optional[str], typer.Option(help="Target (class) column.")] = None,
     output: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here instead of standard output.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
+    table: TableOption = None,
 ) -> None:
-    """Infer a schema and print it as JSON, for you to edit and pass to `fit --schema`."""
+    """Infer a schema and print it as JSON, for you to edit and pass to `fit --schema`. A glob or a
+    database table is inferred as `fit` infers it through DuckDB (a sample, then whole-table facts)."""
     from clinsynth.data.io import read_table
     from clinsynth.data.output_dir import check_file_target
+    from clinsynth.engines.source import is_engine_input
     from clinsynth.schema import Schema
 
     if output is not None:
         check_file_target(output, overwrite, what="schema")
-    inferred = Schema.infer(read_table(data), target=target)
+    if is_engine_input(data, table):
+        from clinsynth.engines.choose import open_table
+
+        with open_table(data, table) as rows:
+            inferred = rows.infer_schema(target=target)
+    else:
+        inferred = Schema.infer(read_table(Path(data)), target=target)
     if output is None:
         sys.stdout.write(inferred.to_json() + "\n")
         return
@@ -169,7 +180,8 @@ def schema(
 
 @app.command()
 def fit(
-    data: Annotated[Path, typer.Argument(help="CSV or Parquet training table.")],
+    data: Annotated[str, typer.Argument(help="CSV or Parquet training table, a glob of Parquet files, a DuckDB "
+                                        "database file or a postgresql:// URL (with --table).")],
     output: Annotated[Path, typer.Option("--out", "-o", help="Directory for the model bundle.")] = Path("model"),
     target: Annotated[Optional[str], typer.Option(help="Target (class) column.")] = None,
     schema_path: Annotated[Optional[Path], typer.Option("--schema", help="Schema JSON (from `clinsynth schema`).")] = None,
@@ -208,9 +220,9 @@ def fit(
                     _unit(privacy_unit))
         return
     model, params = _model_and_params(model, param, epochs, select, privacy)
-    reserve = 2 * output_size([data]) + (20 << 20)
+    reserve = 2 * output_size([Path(data)]) + (20 << 20)
     with staged_output(output, "bundle", overwrite=overwrite, resume=resume, reserve_bytes=reserve) as stage:
-        df = read_table(data)
+        df = read_table(Path(data))
         table_schema = _load_schema(df, schema_path, target, _unit(privacy_unit), patient_col, time_col)
         with _param_options(params):
             fitted, df = fit_bundle(df, table_schema, stage, model, params, privacy, seed=seed, progress=not quiet,
@@ -224,7 +236,7 @@ def fit(
         console.print(escape(schema_facts(fitted.schema_, getattr(fitted, "facts_", None))["summary"]))
 
 
-def _fit_engine(data: Path, table: Optional[str], output: Path, target: Optional[str], schema_path: Optional[Path],
+def _fit_engine(data: str, table: Optional[str], output: Path, target: Optional[str], schema_path: Optional[Path],
                 model: str, param: Optional[list[str]], seed: int, privacy: Any, quiet: bool, overwrite: bool,
                 privacy_unit: Optional[str]) -> None:
     """`fit` through DuckDB: the table stays where it is, the counting model learns from its counts."""
@@ -233,10 +245,11 @@ def _fit_engine(data: Path, table: Optional[str], output: Path, target: Optional
     from clinsynth.pipeline import fit_engine_bundle
 
     name, params = _model_and_params(engine_model(model), param, None, None, privacy)
-    rows = open_table(data, table)
+    given = _load_schema(None, schema_path, target, privacy_unit) if schema_path is not None else None
+    rows = open_table(data, table, columns=[c.name for c in given.columns] if given is not None else None)
     try:
-        if schema_path is not None:
-            table_schema = _load_schema(None, schema_path, target, privacy_unit)
+        if given is not None:
+            table_schema = given
         else:
             table_schema = rows.infer_schema(target=target, seed=seed, privacy_unit=privacy_unit)
         with staged_output(output, "bundle", overwrite=overwrite, reserve_bytes=20 << 20) as stage:
@@ -422,7 +435,8 @@ def _release_summary(result: Any) -> None:
 
 @app.command()
 def run(
-    data: Annotated[Path, typer.Argument(help="CSV or Parquet table of real records.")],
+    data: Annotated[str, typer.Argument(help="CSV or Parquet table of real records, a glob of Parquet files, a "
+                                        "DuckDB database file or a postgresql:// URL (with --table).")],
     target: Annotated[Optional[str], typer.Option(help="Target (class) column: stratifies the split, conditions the model, scores utility.")] = None,
     output: Annotated[Path, typer.Option("--out", "-o", help="Release directory.")] = Path("release"),
     schema_path: Annotated[Optional[Path], typer.Option("--schema", help="Schema JSON (from `clinsynth schema`).")] = None,
@@ -490,9 +504,9 @@ def run(
                          max_count=max_count)
         name, params = _code_model_and_params(model, param, epochs, select, privacy, target)
         config = RunConfig(target=None, model=name, params=params, **settings)
-        with open_release(output, overwrite=overwrite, resume=resume, inputs=(data, static) if static else (data,)) as stage:
+        with open_release(output, overwrite=overwrite, resume=resume, inputs=(Path(data), static) if static else (Path(data),)) as stage:
             with _param_options(config.params):
-                result = run_code_file(data, spec, config, stage, schema_path, progress=not quiet,
+                result = run_code_file(Path(data), spec, config, stage, schema_path, progress=not quiet,
                                        on_step=_step_printer(quiet))
         _release_summary(result)
         return
@@ -508,34 +522,34 @@ def run(
                     _unit(privacy_unit), quiet)
         return
     name, params = _model_and_params(model, param, epochs, select, privacy)
-    with open_release(output, overwrite=overwrite, resume=resume, inputs=(data,)) as stage:
-        df = read_table(data)
+    with open_release(output, overwrite=overwrite, resume=resume, inputs=(Path(data),)) as stage:
+        df = read_table(Path(data))
         table_schema = _load_schema(df, schema_path, target, _unit(privacy_unit), patient_col, time_col)
         config = RunConfig(target=table_schema.target, model=name, params=params, max_visits=max_visits,
                            truncate_visits=truncate_visits, **settings)
         with _param_options(params):
-            result = run_release(df, config, stage, schema=table_schema, source=file_source(data),
+            result = run_release(df, config, stage, schema=table_schema, source=file_source(Path(data)),
                                  progress=not quiet, on_step=_step_printer(quiet))
     _release_summary(result)
 
 
-def _run_engine(data: Path, table: Optional[str], output: Path, target: Optional[str], schema_path: Optional[Path],
+def _run_engine(data: str, table: Optional[str], output: Path, target: Optional[str], schema_path: Optional[Path],
                 model: str, param: Optional[list[str]], privacy: Any, settings: dict[str, Any], overwrite: bool,
                 resume: bool, privacy_unit: Optional[str], quiet: bool) -> None:
     """`run` through DuckDB (``pipeline.run_table_release``)."""
-    from clinsynth.engines.choose import engine_model, open_table, source_fingerprint
+    from clinsynth.engines.choose import engine_model, open_table, source_info
     from clinsynth.pipeline import RunConfig, open_release, run_table_release
 
     name, params = _model_and_params(engine_model(model), param, None, None, privacy)
-    rows = open_table(data, table)
+    given = _load_schema(None, schema_path, target, privacy_unit) if schema_path is not None else None
+    rows = open_table(data, table, columns=[c.name for c in given.columns] if given is not None else None)
     try:
-        if schema_path is not None:
-            table_schema = _load_schema(None, schema_path, target, privacy_unit)
+        if given is not None:
+            table_schema = given
         else:
             table_schema = rows.infer_schema(target=target, seed=settings["seed"], privacy_unit=privacy_unit)
         config = RunConfig(target=table_schema.target, model=name, params=params, **settings)
-        source = {"name": Path(str(data)).name, "path": str(data), **({"table": table} if table else {}),
-                  "fingerprint": source_fingerprint(rows.source)}
+        source = source_info(data, table, rows.source)
         with open_release(output, overwrite=overwrite, resume=resume, inputs=()) as stage:
             with _param_options(params):
                 result = run_table_release(rows, config, stage, schema=table_schema, source=source,
@@ -721,7 +735,9 @@ def main(argv: list[str] | None = None) -> int:
     except ClinsynthError as e:
         if debug:
             raise
-        message = e.worded(OUTPUT_FLAGS) if isinstance(e, OutputError) else str(e)
+        from clinsynth.engines.postgres import mask_text
+
+        message = mask_text(e.worded(OUTPUT_FLAGS) if isinstance(e, OutputError) else str(e))
         console.print("[red]error:[/red] " + escape(message), highlight=False)
         return 1
 

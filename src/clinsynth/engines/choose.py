@@ -4,7 +4,8 @@
 for a glob or a database, which only the engine reads). ``"auto"`` (the default) uses DuckDB for a
 glob of Parquet files, a database file (``--table``), and a file of at least
 :data:`AUTO_BYTES` when the model learns from counts alone — below that, the in-memory path is as
-fast and gives every model the same split and inference it always had.
+fast and gives every model the same split and inference it always had. A PostgreSQL URL is
+always read through DuckDB (``engines.postgres``).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def wants_engine(data: str | Path, table: str | None, engine: str, model: str) -
     engine_only = is_engine_input(data, table)
     if engine == "pandas":
         if engine_only:
-            raise ConfigError(f"'{data}'{' --table ' + table if table else ''} is read by DuckDB only "
+            raise ConfigError(f"'{_shown(data)}'{' --table ' + table if table else ''} is read by DuckDB only "
                               "(a glob or a database table): drop --engine pandas")
         return False
     if engine == "duckdb" or engine_only:
@@ -39,6 +40,12 @@ def wants_engine(data: str | Path, table: str | None, engine: str, model: str) -
         return counting and Path(data).stat().st_size >= AUTO_BYTES
     except OSError:
         return False
+
+
+def _shown(data: str | Path) -> str:
+    from clinsynth.engines.postgres import is_postgres_url, mask
+
+    return mask(str(data)) if is_postgres_url(str(data)) else str(data)
 
 
 def engine_model(model: str) -> str:
@@ -52,14 +59,32 @@ def engine_model(model: str) -> str:
     return model
 
 
-def open_table(data: str | Path, table: str | None = None, **options: Any) -> Any:
-    """The DuckDB engine's view of ``data`` (checked: a missing file or table is one clear line)."""
+def open_table(data: str | Path, table: str | None = None, columns: list[str] | None = None, **options: Any) -> Any:
+    """The DuckDB engine's view of ``data``: a file, a glob, a DuckDB database file or a PostgreSQL
+    URL (``postgresql://user@host:port/db``, streamed into DuckDB once: only ``columns`` when a
+    schema names them; a file is read in place, so they need no say there); with a database, its
+    ``table``. Checked: a missing file, table, driver or server is one clear line."""
     from clinsynth.engines.duckdb_engine import DuckDBTable
+    from clinsynth.engines.postgres import PostgresSource, is_postgres_url
 
-    return DuckDBTable(TableSource(str(data), table), **options)
+    if is_postgres_url(str(data)):
+        source: Any = PostgresSource(str(data), table, tuple(columns) if columns is not None else None)
+    else:
+        source = TableSource(str(data), table)
+    return DuckDBTable(source, **options)
 
 
-def source_fingerprint(source: TableSource) -> str:
-    """What ties a run to its input without reading every row: each file's path, size and time."""
+def source_info(data: str | Path, table: str | None, source: Any) -> dict[str, Any]:
+    """The input as the manifest names it (a database URL without its password) and its fingerprint."""
+    named = source.manifest() if hasattr(source, "manifest") else {
+        "name": Path(str(data)).name, "path": str(data), **({"table": table} if table else {})}
+    return {**named, "fingerprint": source_fingerprint(source)}
+
+
+def source_fingerprint(source: Any) -> str:
+    """What ties a run to its input without reading every row: each file's path, size and time (a
+    source that copied its rows, PostgreSQL, gives its own)."""
+    if hasattr(source, "fingerprint"):
+        return source.fingerprint()
     parts = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in source.files]
     return hashlib.sha256(json.dumps([parts, source.table]).encode()).hexdigest()

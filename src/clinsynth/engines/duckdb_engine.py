@@ -83,6 +83,9 @@ class DuckDBTable:
 
     def close(self) -> None:
         self.con.close()
+        release = getattr(self.source, "close", None)  # a source that copied its rows (PostgreSQL) removes them
+        if release is not None:
+            release()
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -155,8 +158,10 @@ class DuckDBTable:
                              "describes; pass the table the schema was made for")
         dates = [s.name for s in schema.model_columns if s.kind == "datetime"]
         if dates:
-            raise InputError(f"column '{dates[0]}' holds dates, which the DuckDB engine does not read yet; "
-                             "fit it in memory (--engine pandas)")
+            fix = ("read a view of the table without it, or give a --schema without it (`clinsynth schema URL "
+                   "--table T` writes one to edit)"
+                   if self.source.kind == "postgres" else "fit it in memory (--engine pandas)")
+            raise InputError(f"column '{dates[0]}' holds dates, which the DuckDB engine does not read yet; {fix}")
 
     def hold_out(self, test_size: float, seed: int, rows: int = SAMPLE_ROWS) -> tuple[pd.DataFrame, int]:
         """Keep ``test_size`` of the rows out of every later count, chosen by a hash of each row's

@@ -91,6 +91,8 @@ class TableSource:
 
 def is_engine_input(path: str | Path, table: str | None = None) -> bool:
     """Whether ``path`` (with ``table``) is read by the engine rather than loaded into pandas: a
-    glob, a database file, or any file when a table is named."""
+    glob, a database file or URL, or any file when a table is named."""
     p = str(path)
-    return table is not None or globbing.has_magic(p) or Path(p).suffix.lower() in _DATABASE_SUFFIXES
+    from clinsynth.engines.postgres import is_postgres_url
+
+    return is_postgres_url(p) or table is not None or globbing.has_magic(p) or Path(p).suffix.lower() in _DATABASE_SUFFIXES
