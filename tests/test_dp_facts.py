@@ -370,3 +370,20 @@ def test_a_coarse_bucket_and_the_margins_are_shaped_by_the_fine_counts():
     assert quantile(even, 0.9) > 120 and quantile(even, 0.05) > 36  # the old spread
     assert quantile(shaped, 0.9) < 90 and quantile(shaped, 0.05) < 30  # real: 67 and 29
     assert quantile(shaped, 0.5) == pytest.approx(np.median(ages), abs=8)
+
+
+def test_unimodal_fit_is_the_best_of_every_turning_point():
+    """The one-pass costs pick the turning point a brute-force search over all of them picks."""
+    from sklearn.isotonic import isotonic_regression
+
+    from clinsynth.privacy.histograms import unimodal_fit
+
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        k = int(rng.integers(1, 40))
+        y = rng.normal(0, 1, k) + 3 * np.exp(-(((np.arange(k) - k / 2) / 4) ** 2))
+        fits = [np.concatenate([isotonic_regression(y[:m], increasing=True) if m else y[:0],
+                                isotonic_regression(y[m:], increasing=False) if m < y.size else y[:0]])
+                for m in range(y.size + 1)]
+        best = min(float(np.sum((f - y) ** 2)) for f in fits)
+        assert float(np.sum((unimodal_fit(y) - y) ** 2)) == pytest.approx(best, abs=1e-9)
