@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
-from clinsynth.engines.source import quote, text
+from clinsynth.engines.source import SCHEMES, is_postgres_url, quote, text  # noqa: F401 (re-exported)
 from clinsynth.errors import InputError
 
-SCHEMES = ("postgresql://", "postgres://")
 DEFAULT_PORT = 5432
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
 #: PostgreSQL types ADBC hands over as text (an opaque Arrow extension) that are numbers: read as DOUBLE
@@ -36,11 +35,6 @@ _NUMERIC_TYPES = ("numeric", "money")
 
 class PostgresError(InputError):
     """A PostgreSQL input that cannot be read: driver, server, database or table."""
-
-
-def is_postgres_url(data: Any) -> bool:
-    """Whether ``data`` names a PostgreSQL database (``postgresql://…`` or ``postgres://…``)."""
-    return isinstance(data, str) and data.lower().startswith(SCHEMES)
 
 
 def mask(url: str) -> str:

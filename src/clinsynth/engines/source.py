@@ -9,6 +9,15 @@ from typing import Any
 
 from clinsynth.errors import InputError
 
+#: URL schemes of a PostgreSQL database (read by ``engines/postgres.py``)
+SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(data: Any) -> bool:
+    """Whether ``data`` names a PostgreSQL database (``postgresql://…`` or ``postgres://…``)."""
+    return isinstance(data, str) and data.lower().startswith(SCHEMES)
+
+
 _FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _DATABASE_SUFFIXES = (".duckdb", ".ddb", ".db")
 
@@ -93,6 +102,4 @@ def is_engine_input(path: str | Path, table: str | None = None) -> bool:
     """Whether ``path`` (with ``table``) is read by the engine rather than loaded into pandas: a
     glob, a database file or URL, or any file when a table is named."""
     p = str(path)
-    from clinsynth.engines.postgres import is_postgres_url
-
     return is_postgres_url(p) or table is not None or globbing.has_magic(p) or Path(p).suffix.lower() in _DATABASE_SUFFIXES
