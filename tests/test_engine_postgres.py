@@ -61,9 +61,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _as_server_user(args: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: run it as the ``postgres`` system user then."""
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+def _as_server_user(root: Path) -> dict:
+    """PostgreSQL refuses to run as root: run it as the ``postgres`` system user then (by the
+    subprocess's own user switch: ``runuser`` lives in /usr/sbin, which a CI PATH may lack), from a
+    folder that user can enter."""
+    switch = {"user": "postgres", "group": "postgres", "extra_groups": []} if os.geteuid() == 0 else {}
+    return {**switch, "cwd": root}
 
 
 def _trial() -> pd.DataFrame:
@@ -96,8 +99,8 @@ def postgres():
         for args in (["initdb", "-D", str(root / "data"), "-A", "trust", "-U", "postgres", "--no-sync"],
                      ["pg_ctl", "-D", str(root / "data"), "-l", str(root / "log"), "-w", "-t", "60", "-o", options,
                       "start"]):
-            subprocess.run(_as_server_user([str(bindir / args[0]), *args[1:]]), check=True, capture_output=True,
-                           text=True, timeout=120)
+            subprocess.run([str(bindir / args[0]), *args[1:]], check=True, capture_output=True, text=True,
+                           timeout=120, **_as_server_user(root))
     except subprocess.CalledProcessError as e:
         log = (root / "log").read_text() if (root / "log").exists() else ""
         shutil.rmtree(root, ignore_errors=True)
@@ -119,8 +122,8 @@ def postgres():
             con.commit()
         yield url, df
     finally:
-        subprocess.run(_as_server_user([str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate",
-                                        "stop"]), capture_output=True, timeout=60)
+        subprocess.run([str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60, **_as_server_user(root))
         shutil.rmtree(root, ignore_errors=True)
 
 
