@@ -126,10 +126,10 @@ def gdp_epsilon(mu: float, delta: float) -> float:
     """ε at ``delta`` of a μ-GDP mechanism (Dong, Roth & Su): the root of
     δ(ε) = Φ(−ε/μ + μ/2) − e^ε Φ(−ε/μ − μ/2), exact for composed Gaussian mechanisms."""
     from scipy.optimize import brentq
-    from scipy.stats import norm
+    from scipy.special import ndtr  # Φ: what scipy.stats.norm.cdf computes, without its per-call checks
 
     def gap(eps: float) -> float:
-        return float(norm.cdf(-eps / mu + mu / 2) - math.exp(eps) * norm.cdf(-eps / mu - mu / 2)) - delta
+        return float(ndtr(-eps / mu + mu / 2) - math.exp(eps) * ndtr(-eps / mu - mu / 2)) - delta
 
     if gap(0.0) <= 0:
         return 0.0
@@ -319,13 +319,13 @@ def share_noise_multiplier(share: float, epsilon: float, delta: float) -> float:
     import math
 
     from scipy.optimize import brentq
-    from scipy.stats import norm
+    from scipy.special import ndtr as norm_cdf
 
     if not 0 < share <= 1:
         raise ConfigError(f"a budget share must be in (0, 1], got {share}")
 
     def gdp_delta(mu: float) -> float:
-        return norm.cdf(-epsilon / mu + mu / 2) - math.exp(epsilon) * norm.cdf(-epsilon / mu - mu / 2)
+        return norm_cdf(-epsilon / mu + mu / 2) - math.exp(epsilon) * norm_cdf(-epsilon / mu - mu / 2)
 
     mu = brentq(lambda m: gdp_delta(m) - delta, 1e-6, 100.0)
     return 1.0 / (mu * math.sqrt(share))
