@@ -236,22 +236,33 @@ def fit(
         console.print(escape(schema_facts(fitted.schema_, getattr(fitted, "facts_", None))["summary"]))
 
 
+def _open_engine_table(data: str, table: Optional[str], schema_path: Optional[Path], target: Optional[str],
+                       privacy_unit: Optional[str], seed: int) -> tuple[Any, Any]:
+    """The engine's table and its schema: the one given (only its columns are read), else inferred
+    from the table's sample. The caller closes the table; it is closed here if the schema fails."""
+    from clinsynth.engines.choose import open_table
+
+    given = _load_schema(None, schema_path, target, privacy_unit) if schema_path is not None else None
+    rows = open_table(data, table, columns=[c.name for c in given.columns] if given is not None else None)
+    try:
+        return rows, given if given is not None else rows.infer_schema(target=target, seed=seed,
+                                                                        privacy_unit=privacy_unit)
+    except BaseException:
+        rows.close()
+        raise
+
+
 def _fit_engine(data: str, table: Optional[str], output: Path, target: Optional[str], schema_path: Optional[Path],
                 model: str, param: Optional[list[str]], seed: int, privacy: Any, quiet: bool, overwrite: bool,
                 privacy_unit: Optional[str]) -> None:
     """`fit` through DuckDB: the table stays where it is, the counting model learns from its counts."""
     from clinsynth.data.output_dir import staged_output
-    from clinsynth.engines.choose import engine_model, open_table
+    from clinsynth.engines.choose import engine_model
     from clinsynth.pipeline import fit_engine_bundle
 
     name, params = _model_and_params(engine_model(model), param, None, None, privacy)
-    given = _load_schema(None, schema_path, target, privacy_unit) if schema_path is not None else None
-    rows = open_table(data, table, columns=[c.name for c in given.columns] if given is not None else None)
+    rows, table_schema = _open_engine_table(data, table, schema_path, target, privacy_unit, seed)
     try:
-        if given is not None:
-            table_schema = given
-        else:
-            table_schema = rows.infer_schema(target=target, seed=seed, privacy_unit=privacy_unit)
         with staged_output(output, "bundle", overwrite=overwrite, reserve_bytes=20 << 20) as stage:
             with _param_options(params):
                 fitted = fit_engine_bundle(rows, table_schema, stage, name, params, privacy, seed=seed,
@@ -537,17 +548,12 @@ def _run_engine(data: str, table: Optional[str], output: Path, target: Optional[
                 model: str, param: Optional[list[str]], privacy: Any, settings: dict[str, Any], overwrite: bool,
                 resume: bool, privacy_unit: Optional[str], quiet: bool) -> None:
     """`run` through DuckDB (``pipeline.run_table_release``)."""
-    from clinsynth.engines.choose import engine_model, open_table, source_info
+    from clinsynth.engines.choose import engine_model, source_info
     from clinsynth.pipeline import RunConfig, open_release, run_table_release
 
     name, params = _model_and_params(engine_model(model), param, None, None, privacy)
-    given = _load_schema(None, schema_path, target, privacy_unit) if schema_path is not None else None
-    rows = open_table(data, table, columns=[c.name for c in given.columns] if given is not None else None)
+    rows, table_schema = _open_engine_table(data, table, schema_path, target, privacy_unit, settings["seed"])
     try:
-        if given is not None:
-            table_schema = given
-        else:
-            table_schema = rows.infer_schema(target=target, seed=settings["seed"], privacy_unit=privacy_unit)
         config = RunConfig(target=table_schema.target, model=name, params=params, **settings)
         source = source_info(data, table, rows.source)
         with open_release(output, overwrite=overwrite, resume=resume, inputs=()) as stage:
