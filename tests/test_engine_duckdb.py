@@ -76,6 +76,10 @@ def _check_dp(df: pd.DataFrame, source: TableSource) -> None:
     counts = table.state_counts(enc, m.variables_, m.target_, seed=0, folds=1)
     for v in range(len(m.variables_)):
         assert np.array_equal(states.family(v, m.parents_[v]), counts.family(v, m.parents_[v]))
+    # a family the tree never builds (two parents besides the target) is counted the same way too
+    a, b, c = [v for v in range(len(m.variables_)) if v != m.target_][:3]
+    for parents in ([m.target_, b, c], [b, c]):
+        assert np.array_equal(states.family(a, parents), counts.family(a, parents))
     features = m._features()
     assert np.array_equal(states.dependence(features), counts.dependence(features))
     table.close()
@@ -211,3 +215,14 @@ def test_sql_clip_keeps_gaps_as_pandas_clip_does():
     expected = pd.Series(x, dtype=float).clip(0.0, 1.0).tolist()
     assert [g is None or g != g for g in got] == [e != e for e in expected]
     assert [g for g in got if g is not None and g == g] == [e for e in expected if e == e]
+
+
+def test_a_model_that_reads_records_is_refused_an_engine_table(tmp_path):
+    """Only models that define how they learn from counts (``_fit_engine``) take an engine's table."""
+    from clinsynth import create
+    from clinsynth.errors import ConfigError
+
+    _trial(500, 12).to_parquet(tmp_path / "t.parquet")
+    with DuckDBTable(TableSource(str(tmp_path / "t.parquet"))) as table:
+        with pytest.raises(ConfigError, match="acgan learns from the records themselves"):
+            create("acgan").fit(table)

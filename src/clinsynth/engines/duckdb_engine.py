@@ -437,8 +437,8 @@ class PairCounts:
         """``bayesnet.family_counts``: (parent configurations × child states)."""
         size = self.variables[child].states
         others = [p for p in parents if p != self.target]
-        if len(others) > 1:
-            raise NotImplementedError("a family with two parents besides the target")
+        if len(others) > 1:  # not a tree-augmented family: counted as it stands, in one GROUP BY
+            return self._family_counted(child, parents)
         with_target = self.target is not None and self.target in parents and child != self.target
         if others:
             counts = self.pair(child, others[0]).sum(axis=0)  # (classes, coarse parent, child)
@@ -449,6 +449,14 @@ class PairCounts:
         if not with_target:
             counts = counts.sum(axis=0, keepdims=True)
         return counts.reshape(-1, size)
+
+    def _family_counted(self, child: int, parents: list[int]) -> np.ndarray:
+        """Any family's counts, each parent through its coarse view, in ``family_counts``' order."""
+        shape = tuple(self.variables[p].states for p in parents) + (self.variables[child].states,)
+        counts = self._counts(shape, [f"s{p}" for p in parents] + [f"s{child}"])
+        for axis, p in enumerate(parents):
+            counts = np.moveaxis(np.tensordot(counts, self._coarse(p), axes=([axis], [0])), -1, axis)
+        return counts.reshape(-1, shape[-1])
 
     def dependence(self, features: list[int]) -> np.ndarray:
         from clinsynth.models.bayesnet import dependence_from_joint

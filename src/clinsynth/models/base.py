@@ -449,15 +449,14 @@ class TableModel(ClassMix, SynthModel):
         encoder = TableEncoder(released, self._numeric_transform()).fit_from_statistics(self.release_.numeric)
         return released, encoder, conform(df, self.release_) if in_memory else df.conformed(self.release_)
 
-    #: whether the model learns from counts alone, so an engine's table can stand in for the frame
-    #: (``clinsynth.engines``: the rows stay in DuckDB, only GROUP BY results come back)
-    counts_only: ClassVar[bool] = False
-
     def _fit_table(self, table: Any, schema: Schema | None) -> TableModel:
         """``fit`` on an engine's table (``clinsynth.engines.duckdb_engine.DuckDBTable``): the schema
         inferred from its sample and completed from the whole table, the encoder and (under a budget)
-        the public facts from its aggregates, then the model's own counts (``_fit_engine``)."""
-        if not self.counts_only:
+        the public facts from its aggregates, then the model's own counts. A model that learns from
+        counts alone (so the rows can stay in DuckDB, only GROUP BY results coming back) says so by
+        defining ``_fit_engine(table, encoder)``; the others are refused here."""
+        fit_engine = getattr(self, "_fit_engine", None)
+        if fit_engine is None:
             raise ConfigError(f"{self.name} learns from the records themselves, so it needs the table in memory "
                               "(--engine pandas); only the counting models (bayesnet, dp-bayesnet) fit through DuckDB")
         schema = schema or table.infer_schema()
@@ -466,13 +465,9 @@ class TableModel(ClassMix, SynthModel):
         self._validate_params(schema)
         self.schema_, encoder, table = self._prepare(table, schema)
         self.n_train_ = len(table)
-        self._fit_engine(table, encoder)
+        fit_engine(table, encoder)
         self.encoder_ = encoder
         return self
-
-    def _fit_engine(self, table: Any, encoder: TableEncoder) -> None:
-        """Learn from an engine's table (models with ``counts_only``)."""
-        raise NotImplementedError
 
     #: a query of the model's own answered inside the public-facts release under a budget:
     #: (squared L2 weight of one record, purpose), e.g. the AC-GAN's class × dropout table

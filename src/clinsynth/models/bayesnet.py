@@ -391,7 +391,6 @@ class BayesNet(TableModel):
     """
 
     name = "bayesnet"
-    counts_only = True
 
     def __init__(self, bins: int | None = None, parent_bins: int = 4, structure: str = "tree",
                  smoothing: float = 0.25, seed: int = 0, progress: bool = True, structure_share: float = 0.2,
