@@ -201,7 +201,7 @@ def record(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(BENCH))
     from compare_grid import Cell
     from compare_runner import Paths
-    from compare_store import CellStore, base_row
+    from compare_store import CellStore, record_not_run
 
     est = json.loads(args.out.read_text())
     limit = args.limit_minutes * 60
@@ -231,12 +231,8 @@ def record(args: argparse.Namespace) -> None:
         at = f" under a load of {min(loads):.0f}-{max(loads):.0f}" if loads else ""
         reason = (f"not run: estimated {how} {seconds / 60:.0f} min on this 2-core machine{at} ({why}; sampling "
                   f"on top; bench/results/peers_long.json), over the {args.limit_minutes:g}-min limit")
-        for seed in args.seeds:
-            cell = Cell("long_trial", tool, synthesizer, eps, seed)
-            if (store.get(cell.key) or {}).get("status") == "ok":
-                continue
-            store.put(base_row(cell, "timeout", reason, ran=False, estimated_seconds=seconds,
-                               tool_version=source.get("tool_version")))
+        record_not_run(store, [Cell("long_trial", tool, synthesizer, eps, seed) for seed in args.seeds], reason,
+                       seconds, source.get("tool_version"))
         print(f"long_trial {tool}:{synthesizer} eps={eps}: {reason}")
 
 

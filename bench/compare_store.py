@@ -48,3 +48,14 @@ def base_row(cell: Cell, status: str, reason: str | None = None, **extra: Any) -
             "epsilon": cell.epsilon, "seed": cell.seed, "cell_params": cell.params_text, "status": status,
             "reason": reason, "ran": status in FINISHED, "finished_at": dt.datetime.now().isoformat(timespec="seconds"),
             **extra}
+
+
+def record_not_run(store: CellStore, cells: list[Cell], reason: str, estimated_seconds: float,
+                   tool_version: str | None) -> None:
+    """Cells a measured estimate puts over the time limit, written as ``timeout`` rows that did not run
+    (``ran`` false, the estimate and the reason in the row); a cell that already finished is kept."""
+    for cell in cells:
+        if (store.get(cell.key) or {}).get("status") == "ok":
+            continue
+        store.put(base_row(cell, "timeout", reason, ran=False, estimated_seconds=estimated_seconds,
+                           tool_version=tool_version))
