@@ -104,10 +104,19 @@ def limits_for(level: str) -> Limits:
 
 
 # --- text keys ---------------------------------------------------------------------------------
+def level_text(value: Any) -> str:
+    """A category level as text, the key real and synthetic levels are matched by: a whole-number
+    float as the whole number ("1", not "1.0"), since a CSV reads a 0/1 column as floats while a
+    model (or a DP release that made it a flag) writes it as integers; anything else as ``str``."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def as_text(s: pd.Series) -> pd.Series:
-    """Values as text (``str``), missing kept missing: how the models and tables compare levels."""
+    """Values as text (:func:`level_text`), missing kept missing: how the models and tables compare levels."""
     codes, uniques = pd.factorize(s, use_na_sentinel=True)
-    labels = np.array([str(u) for u in uniques] + [np.nan], dtype=object)
+    labels = np.array([level_text(u) for u in uniques] + [np.nan], dtype=object)
     return pd.Series(labels[codes], index=s.index, dtype=object)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from clinsynth.data.transforms import numeric_values
+from clinsynth.evaluate.bounds import level_text
 from clinsynth.evaluate.utility import as_features, feature_pipeline
 from clinsynth.schema import DISCRETE_KINDS, NUMERIC_KINDS, Schema
 
@@ -30,9 +31,9 @@ def _levels(s: pd.Series) -> pd.Series:
     """Category shares with missing as its own level, keys as text so real and synthetic align.
 
     Each distinct value is written as text once (``pd.factorize``), not each row: the same text
-    series, and so the same shares in the same order, as ``s.astype(object).map(str)``."""
+    series, and so the same shares in the same order, as ``s.astype(object).map(level_text)``."""
     codes, uniques = pd.factorize(s, use_na_sentinel=True)
-    labels = np.array([str(u) for u in uniques] + ["<missing>"], dtype=object)
+    labels = np.array([level_text(u) for u in uniques] + ["<missing>"], dtype=object)
     return pd.Series(labels[codes], dtype=_TEXT).value_counts(normalize=True)
 
 
@@ -97,7 +98,7 @@ def column_scores(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema,
 
 def _codes(s: pd.Series) -> tuple[np.ndarray, int]:
     """Integer codes of a categorical series, missing as its own level, values compared as text."""
-    codes, levels = pd.factorize(s.astype(object).where(s.notna(), "<missing>").map(str), sort=True)
+    codes, levels = pd.factorize(s.astype(object).where(s.notna(), "<missing>").map(level_text), sort=True)
     return codes, len(levels)
 
 
@@ -174,9 +175,9 @@ class DimensionWiseProbability:
 
 def dimension_wise_probability(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> DimensionWiseProbability:
     specs = [c for c in schema.model_columns if c.kind == "binary" and c.name != schema.target]
-    positive = [str((c.categories or [None, None])[1]) for c in specs]
-    r = [float((real[c.name].astype(object).map(str) == p).mean()) for c, p in zip(specs, positive)]
-    s = [float((synthetic[c.name].astype(object).map(str) == p).mean()) for c, p in zip(specs, positive)]
+    positive = [level_text((c.categories or [None, None])[1]) for c in specs]
+    r = [float((real[c.name].astype(object).map(level_text) == p).mean()) for c, p in zip(specs, positive)]
+    s = [float((synthetic[c.name].astype(object).map(level_text) == p).mean()) for c, p in zip(specs, positive)]
     corr = float(np.corrcoef(r, s)[0, 1]) if len(specs) >= 2 and np.std(r) > 0 and np.std(s) > 0 else float("nan")
     return DimensionWiseProbability([c.name for c in specs], r, s, corr)
 

@@ -28,6 +28,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from clinsynth import threads
 from clinsynth.errors import SchemaError
+from clinsynth.evaluate.bounds import level_text
 from clinsynth.evaluate.bootstrap import Interval, _bootstrap_chunks, _interval, _metric_draws
 from clinsynth.evaluate.encoders import _Codes, _Numbers
 from clinsynth.evaluate.importance import ImportanceAgreement, importance_agreement, permutation_importances
@@ -93,7 +94,7 @@ def as_features(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
             s = wall_clock(parse_datetimes(s))  # zone-aware times on their wall clock, as the encoders read them
             s = (s - pd.Timestamp("1970-01-01")).dt.total_seconds() / 86_400
         elif spec.kind in ("binary", "categorical"):
-            s = s.astype(object).where(s.notna(), np.nan).map(lambda v: v if v is np.nan else str(v))
+            s = s.astype(object).where(s.notna(), np.nan).map(lambda v: v if v is np.nan else level_text(v))
         out[spec.name] = s
     return pd.DataFrame(out, index=df.index)
 
