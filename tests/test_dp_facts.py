@@ -291,6 +291,57 @@ def test_a_thin_tail_seen_only_by_the_coarse_grid_extends_the_range_and_the_boun
     assert lo == 0 and 36 <= hi < 40  # the extension's edge, not half the extended width again
 
 
+def test_mass_the_format_count_says_was_missed_is_found_next_to_the_range_and_trimmed():
+    """A count column: 850 cells at 0, 40 at each of 1 … 16 — under every cut but the zero bucket's."""
+    fine = _fine_counts({0.0: 850.0} | {float(v): 40.0 for v in range(1, 17)})
+    found = levels("number", fine, 64.0, _coarse_from(fine), 85.0)
+    spike = zero_spike("number", fine, 64.0)
+    alone = locate(found, spike)
+    assert alone.edges[-1] < 1e-3  # the zeros alone: released as bounds [0, 1], every value above 1 clipped
+    comp = locate(found, spike, observed=(850.0 + 640.0, 102.0))  # the format histogram's observed cells
+    assert any(name.startswith("×602 next to it") for name in comp.extended_by)
+    # the ×602 bucket [0.3, 181) joined, its empty outer coarse bucket [36.6, 181) trimmed
+    assert comp.edges[-1] == pytest.approx(36.565, abs=1e-3) and comp.counts.sum() == pytest.approx(1490.0)
+    lo, hi = widen(*comp.base_range, ColumnSpec(name="n", kind="integer"), (comp.edges[0], comp.edges[-1]))
+    assert (lo, hi) == (0.0, 37.0)
+    assert locate(found, spike, observed=(850.0, 102.0)).edges[-1] < 1e-3  # nothing missed: nothing joins
+
+
+def test_missed_mass_is_searched_next_to_the_range_not_in_a_far_noisy_bucket():
+    body = {float(v): 70.0 for v in range(10, 30)}              # 1,400 in the coarse bucket [7.38, 36.6)
+    missed = {float(v): 50.0 for v in range(2, 8)}              # 300 in [1.49, 7.38): 3.5 sds, under its cut
+    far = {float(v): 15.2 for v in np.geomspace(5e3, 2e4, 25)}  # 380 in [4437, 21970): 4.5 sds, as far noise can be
+    fine = _fine_counts(body | missed | far)
+    found = levels("number", fine, 64.0, _coarse_from(fine), 85.0)
+    assert locate(found).edges[0] > 7  # without the format count the lower values are not located
+    comp = locate(found, observed=(2080.0, 50.0))
+    assert comp.extended_by == ("×4.95 next to it (the observed count held more)",)
+    assert comp.edges[0] == pytest.approx(1.4905, abs=1e-3) and comp.edges[-1] == pytest.approx(36.565, abs=1e-3)
+
+
+def test_an_end_segment_of_the_coarsest_level_sheds_its_empty_coarse_buckets():
+    fine = _fine_counts({float(v): 60.0 for v in range(2, 17)})  # 900 spread over 2 … 16
+    found = levels("number", fine, 64.0, _coarse_from(fine), 85.0)
+    comp = locate(found)
+    assert comp.base == "×602"  # only the coarsest level holds it all: [0.3, 181)
+    assert comp.edges[0] == pytest.approx(1.4905, abs=1e-3) and comp.edges[-1] == pytest.approx(36.565, abs=1e-3)
+    lo, hi = widen(*comp.base_range, ColumnSpec(name="n", kind="integer"), (comp.edges[0], comp.edges[-1]))
+    assert lo == 0 and hi <= 55  # untrimmed: [0, 272] for values up to 16
+
+
+def test_a_zero_inflated_count_keeps_its_values_at_a_digits_like_noise():
+    """60 % zeros, the rest 1 … 16, 1,800 rows, noise sd 51 per value count (sklearn's digits at ε = 1):
+    released with bounds [0, 1] in 9 of these 20 draws before the format count was used, 0 now."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"n": np.where(rng.random(1800) < 0.6, 0, rng.integers(1, 17, 1800)), "y": rng.integers(0, 2, 1800)})
+    schema = Schema.infer(df, target="y")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReleaseWarning)
+        tops = [release_statistics(df, schema, 51.0, 1e-5, np.random.default_rng(seed)).schema.column("n").bounds[1]
+                for seed in range(20)]
+    assert sum(top < 16 for top in tops) <= 1 and sum(top > 100 for top in tops) <= 4
+
+
 def test_a_coarse_bucket_past_both_ends_does_not_extend_either():
     fine = _fine_counts({100.0: 900, 110.0: 900, 121.0: 900, 50.0: 150, 170.0: 150})
     found = levels("number", fine, 40.0, _coarse_from(fine), 10.0)

@@ -74,7 +74,8 @@ The mechanism (neighbours differ by adding or removing one record)
 * Everything after is post-processing. Values (:mod:`clinsynth.privacy.histograms`): the noisy
   counts are read at four levels, fine to coarse; the *bulk* of a level is its buckets whose noisy
   count clears :func:`bulk_threshold`; the finest level holding most of the bulk mass, extended
-  by coarser levels' bulk past its ends, gives the located range and the masses; released bounds
+  by coarser levels' bulk past its ends (and, where the format histogram's count of observed cells
+  evidently exceeds what it holds, by the coarse buckets next to it), gives the located range and the masses; released bounds
   are that range widened by half its width each side, rounded outward to the released precision;
   loc/scale and the quantile knots come from the masses. Where no level locates anything, the
   bounds are a wide public default by kind (read from no record), with a
@@ -448,13 +449,15 @@ def reads_of(data: Any) -> Any:
     return FrameReads(data) if isinstance(data, pd.DataFrame) else data
 
 
-def _numeric_query(df: Any, specs: list[ColumnSpec], noise_std: float, rng: np.random.Generator
+def _numeric_query(df: Any, specs: list[ColumnSpec], noise_std: float, rng: np.random.Generator,
+                   observed: tuple[float, float] | None = None
                    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """One noisy value histogram pair (fine and coarse grid, :mod:`clinsynth.privacy.histograms`)
     and what it yields: per-column bounds, the shared encoder state, the report and the record.
 
-    ``specs`` carry the released kind and decimals (bounds are rounded to them). When no level
-    locates any value, the column gets the public default by kind."""
+    ``specs`` carry the released kind and decimals (bounds are rounded to them); ``observed`` is
+    the format histogram's noisy count of observed cells and its sd (:func:`_observed_cells`).
+    When no level locates any value, the column gets the public default by kind."""
     kind = "datetime" if specs[0].kind == "datetime" else "number"
     fine_edges, wide_edges = grid_edges(specs[0].kind), coarse_edges(specs[0].kind)
     noise = rng.normal(0.0, noise_std, fine_edges.size - 1 + wide_edges.size - 1)
@@ -465,7 +468,7 @@ def _numeric_query(df: Any, specs: list[ColumnSpec], noise_std: float, rng: np.r
     wide = (w_c * df.value_histogram(specs, wide_edges) + noise[cut:]) / w_c
     sds = {"fine": noise_std / w_f, "coarse": noise_std / w_c}
     comp = locate(levels(specs[0].kind, fine, sds["fine"], wide, sds["coarse"]),
-                  zero_spike(specs[0].kind, fine, sds["fine"]))
+                  zero_spike(specs[0].kind, fine, sds["fine"]), observed)
     columns = [s.name for s in specs]
     record = {"columns": columns, "facts": "bounds and scaling",
               "mechanism": f"noisy histogram on public grids: fine ({step_label(specs[0].kind, 'fine', 1)} buckets) "
@@ -498,6 +501,15 @@ def _bounds_for_spec(spec: ColumnSpec, bounds: tuple[float, float]) -> tuple[flo
 
 
 # -- format queries -----------------------------------------------------------------------
+def _observed_cells(noisy: np.ndarray, sd: float, n: int, scalar: bool) -> tuple[float, float]:
+    """A format histogram's noisy count of observed cells and its sd. A scalar column's cells are
+    one per record, so it is ``n`` (public) less the noisy missing count, at one count's sd; a
+    group's cells after dropout are not counted, so there it is the sum of the observed classes."""
+    if scalar:
+        return n - float(noisy[0]), sd
+    return float(noisy[1:].sum()), sd * math.sqrt(noisy.size - 1)
+
+
 def _format_query(df: Any, specs: list[ColumnSpec], noise_std: float, rng: np.random.Generator,
                   schema: Schema, may_be_flag: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """One format histogram at :data:`FORMAT_WEIGHT` (``noise_std`` is the release's; the counts
@@ -506,10 +518,11 @@ def _format_query(df: Any, specs: list[ColumnSpec], noise_std: float, rng: np.ra
     weighted = FORMAT_WEIGHT * df.format_histogram(specs, schema)
     noisy = (weighted + rng.normal(0.0, noise_std, weighted.size)) / FORMAT_WEIGHT
     facts = decide_format(noisy, noise_std / FORMAT_WEIGHT, dates, may_be_flag)
+    facts["observed"] = _observed_cells(noisy, noise_std / FORMAT_WEIGHT, len(df), scalar=len(specs) == 1 and may_be_flag)
     report = {"kind": "format", "columns": [s.name for s in specs],
               "classes": list(DATE_FORMATS if dates else NUMBER_FORMATS), "counts": noisy.tolist(),
               "noise_sd": noise_std / FORMAT_WEIGHT,
-              **{k: v for k, v in facts.items() if k != "fallback"}}
+              **{k: v for k, v in facts.items() if k not in ("fallback", "observed")}}
     return facts, report
 
 
@@ -656,6 +669,7 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
     blanks = {c for _, groups in schema.timelines() if all(g.dropout for g in groups) for g in groups for c in g.columns}
     updates: dict[str, dict[str, Any]] = {}
     fallback: dict[str, Any] = {}
+    observed: dict[tuple[str, ...], tuple[float, float]] = {}
     report: dict[str, dict[str, Any]] = {}
     records: list[dict[str, Any]] = []
     notes: list[str] = []
@@ -667,6 +681,7 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
                         "mechanism": "noisy format histogram", "noise_sd": noise_std / FORMAT_WEIGHT,
                         "outcome": facts["kind"] if facts["kind"] == "binary" or facts["decimals"] is not None
                         else f"{facts['kind']}, no evidence of a precision: values kept unrounded"})
+        observed[tuple(columns)] = facts["observed"]
         for spec in specs:
             if "fallback" in facts:
                 fallback[spec.name] = facts["fallback"]
@@ -681,7 +696,8 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
         query_rng = next(rngs)
         if specs[0].kind in DISCRETE_KINDS:  # released as a 0/1 flag: its value histogram is not needed
             continue
-        result, report[_query_label(schema, columns)], record = _numeric_query(df, specs, noise_std, query_rng)
+        result, report[_query_label(schema, columns)], record = _numeric_query(df, specs, noise_std, query_rng,
+                                                                               observed.get(tuple(columns)))
         records.append(record)
         if record["outcome"] == "public default":
             notes.append(f"column(s) {', '.join(columns)}: no value could be located at this ε; their bounds are the "
