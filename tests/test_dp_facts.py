@@ -196,6 +196,25 @@ def test_a_target_whose_classes_cannot_be_released_is_refused_with_an_epsilon_fr
         charged_release(df, Schema.infer(df, target="y"), ledger, 0.1, np.random.default_rng(0))
 
 
+def test_a_three_class_target_refused_from_its_counts_names_an_epsilon_above_the_one_that_failed():
+    """sklearn's iris (120 training rows, 3 × 40): the plan names ε = 1.6 "for a target of two even
+    classes"; at 1.6 one class was released and the refusal named 1.3 — below the ε that had failed."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({f"x{i}": np.round(rng.normal(5.0, 1.0, 120), 1) for i in range(4)} | {"y": np.repeat(["a", "b", "c"], 40)})
+    schema = Schema.infer(df, target="y")
+    with pytest.raises(FactsRefusal, match=r"smallest ε that would work is [0-9.]+ for a target of two even classes"):
+        charged_release(df, schema, PrivacyLedger.for_records(1.0, None, 120), 0.1, np.random.default_rng(0))
+    named = []
+    for seed in range(6):
+        try:
+            charged_release(df, schema, PrivacyLedger.for_records(1.6, None, 120), 0.1, np.random.default_rng(seed))
+        except FactsRefusal as refusal:
+            named.append(float(SMALLEST.search(str(refusal)).group(1)))
+    assert named and min(named) > 1.6
+    for seed in range(3):  # and the ε named then releases the facts
+        charged_release(df, schema, PrivacyLedger.for_records(max(named), None, 120), 0.1, np.random.default_rng(seed))
+
+
 # --- rare categories and public defaults -----------------------------------------------------
 
 def test_a_rare_binary_category_is_merged_with_a_warning_not_refused():

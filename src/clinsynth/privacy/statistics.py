@@ -194,11 +194,13 @@ class FactsRefusal(InputError):
     """No useful release of some public fact is possible at this noise.
 
     ``needed_noise_std`` is the largest noise sd at which it would be (None: at none), so the
-    caller that chose the noise from ε can name the smallest ε that would work."""
+    caller that chose the noise from ε can name the smallest ε that would work; ``before_reading``
+    says it came from the plan alone (the target assumed two classes of half the records each)."""
 
-    def __init__(self, message: str, needed_noise_std: float | None):
+    def __init__(self, message: str, needed_noise_std: float | None, before_reading: bool = False):
         super().__init__(message)
         self.needed_noise_std = needed_noise_std
+        self.before_reading = before_reading
 
 
 @dataclass(frozen=True)
@@ -391,7 +393,7 @@ def check_useful(plan: StatisticsPlan, schema: Schema, n: int, noise_std: float,
     for label in categories:
         parts.append(f"too few records ({n:,}) to release any category of column '{label}' at this ε; "
                      "declare its categories public in the schema (\"public\": true with \"categories\") or raise ε")
-    raise FactsRefusal("; ".join(parts), min(failing.values()))
+    raise FactsRefusal("; ".join(parts), min(failing.values()), before_reading=True)
 
 
 # -- numeric queries ----------------------------------------------------------------------
@@ -605,7 +607,9 @@ def _category_release(spec: ColumnSpec, schema: Schema, kept: list[Category], re
     if spec.name == schema.target and len(kept) < 2:
         what = (f"only one category ({kept[0]!r}) of the target '{spec.name}' is" if kept
                 else f"no category of the target '{spec.name}' is")
-        needed = _rest_noise(n, released, missing_count, 2 - len(kept), weight, threshold_delta, n_thresholded)
+        # how the unreleased records split is unknown: assuming two classes, not one, keeps the ε named
+        # from promising too little (sklearn's iris, 3 × 40: one class released at ε = 1.6, "1.3 would work")
+        needed = _rest_noise(n, released, missing_count, 2, weight, threshold_delta, n_thresholded)
         return kept, "refused", None, (f"{what} common enough to release at this ε; {_CATEGORY_FIX}", needed)
     if kept and (len(kept) > 1 or flag_domain(kept) is not None):
         return kept, "released", None, None
@@ -779,10 +783,14 @@ def charged_release(df: pd.DataFrame, schema: Schema, ledger: Any, share: float,
                                  steps=1, delta=threshold_delta, unit=getattr(ledger, "unit", "record")))
         release = release_statistics(df, schema, budget.noise_std, threshold_delta, rng, extra)
     except FactsRefusal as refusal:
-        eps = smallest_epsilon(plan.sensitivity, comfort, refusal.needed_noise_std or 0.0, ledger.delta, share,
-                               ledger.accountant, threshold_delta)
+        needed = refusal.needed_noise_std or 0.0
+        if not refusal.before_reading:  # this noise failed: what would work has clearly less (a fifth)
+            needed = min(needed, budget.noise_std / 1.25)
+        eps = smallest_epsilon(plan.sensitivity, comfort, needed, ledger.delta, share, ledger.accountant, threshold_delta)
         hint = (f"the smallest ε that would work is {eps:g}" if eps is not None
                 else "no ε up to 100 would: declare them public")
+        if eps is not None and refusal.before_reading and plan.target is not None:
+            hint += " for a target of two even classes (more classes, or a rare one, need more)"
         raise FactsRefusal(f"{refusal} (ε = {ledger.epsilon:g} here; {hint})", refusal.needed_noise_std) from None
     sens2 = plan.sensitivity ** 2 or 1.0
     for record in release.facts:  # each query's part of the facts' μ² share: its cost
