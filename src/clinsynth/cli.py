@@ -410,7 +410,7 @@ def _sample_partitions(model_dir: Path, n: int, output: Path, partition_rows: in
                                overwrite=overwrite, resume=resume, on_partition=progress)
     kept = f", {result.resumed:,} kept from the interrupted run" if result.resumed else ""
     console.print(f"[green]wrote[/green] {output}: {result.rows:,} synthetic rows in {result.partitions:,} Parquet "
-                  f"partitions ({result.processes} processes, {result.rows_per_second:,.0f} rows/s{kept})")
+                  f"partitions ({result.processes} process{'es' if result.processes != 1 else ''}, {result.rows_per_second:,.0f} rows/s{kept})")
 
 
 @app.command()
