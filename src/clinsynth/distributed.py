@@ -21,7 +21,8 @@ reads the table and trains the same model; this module makes them one data-paral
   ``DistributedDataParallel`` does (the mean of the processes' mean gradients). Fake records and
   the generator's steps read no real record: every process computes them alike from the same seed,
   so the generator needs no communication, and :func:`check_in_sync` proves at the end that the
-  processes hold the same weights;
+  processes hold the same weights; what a network draws on real records comes from a stream per
+  rank (:func:`own_stream`);
 * **the output** — only rank 0 writes the bundle and prints (:func:`is_writer`).
 
 torch's ``DistributedDataParallel`` wrapper is not used: DP-SGD here (``privacy/dpsgd.py``) runs
@@ -33,10 +34,11 @@ same training code serves both. Python users under torchrun call :func:`finish` 
 """
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -144,6 +146,30 @@ def shard(batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         return
     for rows in batches:
         yield rows[here.rank::here.world_size]
+
+
+def own_stream(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """``forward`` on this process's share of real records, drawing from a random stream of its own.
+
+    What a network draws on real records (a VAE's reparametrisation noise) is per rank: the same
+    stream in two processes would give the k-th record of each the same draws, and shares of
+    different sizes would move the processes' global streams apart — while fake records and the
+    generator's steps rely on that global stream being the same everywhere. So each call runs under
+    a forked RNG seeded by (the model's seed, rank, call). One process: ``forward`` itself.
+    """
+    here = launch()
+    if not here.active:
+        return forward
+    import torch
+
+    base = torch.initial_seed()  # the model's seed (``training.seeded``)
+    calls = itertools.count()
+
+    def run(*inputs: Any) -> Any:
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_initialized() else []):
+            torch.manual_seed(((base * 1_000_003 + here.rank) * 1_000_003 + next(calls)) % 2**63)
+            return forward(*inputs)
+    return run
 
 
 def _params(modules: Iterable[nn.Module]) -> list[torch.Tensor]:

@@ -248,7 +248,7 @@ class RealStep:
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, engine: PrivateGradient | None):
         self.module, self.optimizer, self.engine = module, optimizer, engine
         distributed.broadcast(module)  # several processes: rank 0's starting weights everywhere
-        self.real = engine.forward_private if engine is not None else module
+        self.real = distributed.own_stream(engine.forward_private if engine is not None else module)
         self.public = engine.public if engine is not None else module
 
     def __call__(self, per_record_loss: torch.Tensor | None, public_loss: torch.Tensor | None = None) -> None:
