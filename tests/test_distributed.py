@@ -22,6 +22,8 @@ from clinsynth.cli import main
 from clinsynth.data.datasets import simulate_trial
 from clinsynth.errors import ConfigError
 
+from distributed_worker import dp_gradient, dp_gradient_process  # small: what a spawned process imports
+
 SRC = Path(clinsynth.__file__).resolve().parents[1]
 ROWS = 800
 DP_ARGS = ["--target", "arm", "--model", "dp-acgan", "--epsilon", "1", "--epochs", "3", "--select", "last"]
@@ -129,6 +131,27 @@ def test_under_torchrun_only_fit_runs_and_resume_is_refused(monkeypatch, trial_c
     assert main(["fit", str(trial_csv), "--out", str(tmp_path / "m"), "--resume", "--model", "vae"]) == 1
     assert "--resume cannot continue a torchrun training" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+# -- DP-SGD's gradient across processes -----------------------------------------------------------
+def test_two_processes_give_the_one_process_dp_gradient_with_the_noise_once(tmp_path, monkeypatch):
+    """Each process clips its half; rank 0 alone adds N(0, σ²C²); the sums are all-reduced and
+    divided by the expected global batch; the public part is the processes' mean. So the gradient
+    is the one-process gradient (noise and all). Noise in every process would add it twice."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    alone = dp_gradient()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(dp_gradient_process, args=(2, port, str(tmp_path / "g.pt")), nprocs=2, join=True)
+    together = torch.load(tmp_path / "g.pt", weights_only=True)
+    for a, b in zip(alone, together):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)
 
 
 # -- two processes -----------------------------------------------------------------------------
