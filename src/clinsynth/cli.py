@@ -262,6 +262,7 @@ def _process_share(output: Path, quiet: bool, resume: bool) -> Iterator[tuple[Pa
     removed. All wait for each other at the end (``clinsynth.distributed.finish``)."""
     import shutil
     import tempfile
+    import warnings
 
     from clinsynth import distributed
 
@@ -279,7 +280,9 @@ def _process_share(output: Path, quiet: bool, resume: bool) -> Iterator[tuple[Pa
     scratch = Path(tempfile.mkdtemp(prefix=f"clinsynth-rank{here.rank}-"))
     was_quiet, console.quiet = console.quiet, True
     try:
-        yield scratch / "bundle", True, False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rank 0 says it once
+            yield scratch / "bundle", True, False
         distributed.finish()  # not on an error: torchrun stops the other processes then
     finally:
         console.quiet = was_quiet
