@@ -32,6 +32,16 @@ def dp_gradient_process(rank: int, world: int, port: int, out: str) -> None:
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     grads = dp_gradient()
+    apart = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        apart.weight.fill_(float(rank))  # the processes disagree
+    try:
+        distributed.check_in_sync([apart], "test")
+        caught = False
+    except RuntimeError:
+        caught = True
+    distributed.broadcast(apart)  # rank 0's weights everywhere
+    distributed.check_in_sync([apart], "test")
     if rank == 0:
-        torch.save(grads, out)
+        torch.save({"grads": grads, "caught": caught, "broadcast": apart.weight.detach().clone()}, out)
     distributed.finish()
