@@ -178,7 +178,7 @@ def test_two_process_dp_weights_are_the_one_process_weights(dp_runs):
     step barely changes when the whole gradient is scaled — so that is checked on the gradient itself,
     test_two_processes_give_the_one_process_dp_gradient_with_the_noise_once.)"""
     root = dp_runs["root"]
-    assert _largest_change(root / "one", root / "two") < 0.01
+    assert _largest_change(root / "one", root / "two") < 0.005  # 0.018 when each process took the whole batch
 
 
 def test_only_rank_zero_writes_and_prints(dp_runs):
