@@ -60,7 +60,8 @@ def dp_runs(trial_csv, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("dp")
     done = torchrun_fit(trial_csv, root / "two", DP_ARGS, root / "scratch")
     one_process_fit(trial_csv, root / "one", DP_ARGS)
-    return {"root": root, "run": done, "csv": trial_csv, "one": clinsynth.load(root / "one"), "two": clinsynth.load(root / "two")}
+    return {"root": root, "run": done, "csv": trial_csv,
+            "one": clinsynth.load(root / "one"), "two": clinsynth.load(root / "two")}
 
 
 def _weights(bundle: Path) -> dict[str, torch.Tensor]:

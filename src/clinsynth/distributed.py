@@ -11,7 +11,10 @@ reads the table and trains the same model; this module makes them one data-paral
   or the same shuffled batch as one process would) and keeps its share, ``batch[rank::world]``
   (:func:`shard`). The union of the shares is the global batch, so the sampling the accountant
   assumes (each record in each step independently with rate q = expected global batch / n) is
-  exactly the one-process sampling, split;
+  exactly the one-process sampling, split. (Opacus' ``DistributedUniformWithReplacementSampler``
+  has each process sample its own part of the records at rate q instead: the same distribution,
+  but not the one-process batches.) Each process holds the whole table: the work is split, not
+  the memory;
 * **the gradient** — what Opacus does in ``DifferentiallyPrivateDistributedDataParallel`` (the
   starting weights broadcast from rank 0: :func:`broadcast`) and ``DistributedDPOptimizer``
   (each process clips its own records; Gaussian noise is added on rank 0 only; the sums are
@@ -20,8 +23,8 @@ reads the table and trains the same model; this module makes them one data-paral
   the global rate, is the one-process ledger. Without DP, :func:`average_gradients` is what
   ``DistributedDataParallel`` does (the mean of the processes' mean gradients). Fake records and
   the generator's steps read no real record: every process computes them alike from the same seed,
-  so the generator needs no communication, and :func:`check_in_sync` proves at the end that the
-  processes hold the same weights; what a network draws on real records comes from a stream per
+  so the generator needs no communication, and :func:`check_in_sync` checks at the end that the
+  processes hold the same weights (a checksum per tensor); what a network draws on real records comes from a stream per
   rank (:func:`own_stream`);
 * **the output** — only rank 0 writes the bundle and prints (:func:`is_writer`).
 
