@@ -21,6 +21,15 @@ alone (for tables the pandas path cannot hold).
         [--json bench/results/scale_duckdb.json]
     python bench/bench_scale.py replicate --source /tmp/scale-2m --copies 10 --dir /tmp/scale-20m
     python bench/bench_scale.py engine --dir /tmp/scale-20m --models bayesnet dp-bayesnet [--json ...]
+    python bench/bench_scale.py torchrun --dir /tmp/scale-torchrun --rows 20000 --models dp-acgan vae \
+        [--json bench/results/scale_torchrun.json]
+
+``torchrun``: a simulated trial of ``--rows`` rows (all 50 columns) as CSV, and for each model
+``clinsynth fit`` in one process, then ``torchrun --standalone --nproc_per_node 2 -m clinsynth fit``
+with the same global configuration (same seed, epochs and batch: the two processes split each
+global batch), one thread per process, one after the other. The figures: the ratio of the whole
+commands' wall seconds (start-up and reading included), and of the training alone (a fit of
+``--epochs`` less a fit of 1 epoch, same launcher); the bundles' ledgers are compared.
 
 Run it with one thread per library (``OMP_NUM_THREADS=1``); DuckDB gets ``CLINSYNTH_THREADS`` or
 the cores this process may use (``clinsynth.threads``).
@@ -135,17 +144,79 @@ def _schema(path: Path) -> str:
         table.close()
 
 
+def _timed_fit(command: list[str], env: dict[str, str]) -> float:
+    import subprocess
+
+    t = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return round(time.perf_counter() - t, 2)
+
+
+def torchrun_cells(directory: Path, rows: int, models: list[str], epochs: int) -> list[dict]:
+    """One process against two torchrun processes, per model, on the same simulated trial: each
+    fitted for 1 and for ``epochs`` epochs, so that the difference is the training of the extra
+    epochs without start-up, reading and the public facts."""
+    import clinsynth
+    from clinsynth.data.datasets import simulate_trial
+
+    directory.mkdir(parents=True, exist_ok=True)
+    data = directory / "trial.csv"
+    if not data.exists():
+        simulate_trial(n=rows, seed=7).to_csv(data, index=False)
+    src = str(Path(clinsynth.__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CLINSYNTH_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    launchers = {1: [sys.executable, "-m", "clinsynth"],
+                 2: [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                     "-m", "clinsynth"]}
+    cells = []
+    for model in models:
+        seconds: dict[tuple[int, int], float] = {}
+        for n_epochs in (1, epochs):
+            args = ["fit", str(data), "--target", TARGET, "--model", model, "--epochs", str(n_epochs), "--quiet",
+                    "--overwrite"]
+            if model.startswith("dp-"):
+                args += ["--epsilon", "1", "--select", "last"]
+            for processes, launcher in launchers.items():
+                out = directory / f"{model}-{processes}"
+                seconds[processes, n_epochs] = _timed_fit([*launcher, *args, "--out", str(out)], env)
+        ledgers = [getattr(clinsynth.load(directory / f"{model}-{k}"), "ledger_", None) for k in (1, 2)]
+        same = None if ledgers[0] is None else ledgers[0].state_dict() == ledgers[1].state_dict()
+        training = {k: round(seconds[k, epochs] - seconds[k, 1], 2) for k in (1, 2)}
+        cells.append({"model": model, "rows": rows, "epochs": epochs,
+                      "one_process_seconds": seconds[1, epochs], "two_processes_seconds": seconds[2, epochs],
+                      "ratio_two_over_one": round(seconds[2, epochs] / seconds[1, epochs], 3),
+                      "one_epoch_seconds": {"one_process": seconds[1, 1], "two_processes": seconds[2, 1]},
+                      f"training_seconds_of_epochs_2_to_{epochs}": {"one_process": training[1], "two_processes": training[2]},
+                      "training_ratio_two_over_one": round(training[2] / training[1], 3) if training[1] > 0 else None,
+                      "same_ledger": same,
+                      "epsilon_spent": None if ledgers[1] is None else round(ledgers[1].spent(), 4)})
+        print(json.dumps(cells[-1]), flush=True)
+    return cells
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("make", "replicate", "compare", "engine"))
+    parser.add_argument("mode", choices=("make", "replicate", "compare", "engine", "torchrun"))
     parser.add_argument("--source", type=Path, help="replicate: the folder of parts to link")
     parser.add_argument("--copies", type=int, default=10)
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--chunk", type=int, default=500_000)
     parser.add_argument("--models", nargs="+", default=["bayesnet", "dp-bayesnet"])
+    parser.add_argument("--epochs", type=int, default=5, help="torchrun: training epochs")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    if args.mode == "torchrun":
+        runs = torchrun_cells(args.dir, args.rows, args.models, args.epochs)
+        result = {"mode": "torchrun", "runs": runs, "machine": {
+            "cpus": os.cpu_count(), "python": platform.python_version(), "load_average_1min": os.getloadavg()[0]}}
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(result, indent=1) + "\n")
+        return
     if args.mode == "make":
         print(json.dumps(make(args.rows, args.dir, args.chunk)))
         return

@@ -12,7 +12,7 @@ from clinsynth.errors import (
     PrivacyBudgetError,
     SchemaError,
 )
-from clinsynth import evaluate
+from clinsynth import distributed, evaluate
 from clinsynth.data.ehr import CodeMatrix, attach_static, read_long, to_long, write_long
 from clinsynth.models.registry import create, hyperparameters, list_models, load
 from clinsynth.privacy.budget import Privacy
@@ -25,5 +25,5 @@ __all__ = [
     "ClinsynthError", "ConfigError", "InputError", "NotFittedError", "PrivacyBudgetError", "SchemaError",
     "CodeBlock", "CodeMatrix", "ColumnSpec", "LongitudinalGroup", "Privacy", "Schema", "attach_static", "create",
     "hyperparameters",
-    "read_long", "sample_to_parquet", "to_long", "write_long", "evaluate", "list_models", "load", "__version__",
+    "read_long", "sample_to_parquet", "to_long", "write_long", "distributed", "evaluate", "list_models", "load", "__version__",
 ]

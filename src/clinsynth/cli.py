@@ -216,24 +216,77 @@ def fit(
     thread_counts.configure(threads)
     privacy = _privacy(epsilon, delta)
     if wants_engine(data, table, engine, model):
+        _refuse_torchrun("an engine fit (DuckDB counts) runs in one process: start it without torchrun")
         _fit_engine(data, table, output, target, schema_path, model, param, seed, privacy, quiet, overwrite,
                     _unit(privacy_unit))
         return
     model, params = _model_and_params(model, param, epochs, select, privacy)
     reserve = 2 * output_size([Path(data)]) + (20 << 20)
-    with staged_output(output, "bundle", overwrite=overwrite, resume=resume, reserve_bytes=reserve) as stage:
-        df = read_table(Path(data))
-        table_schema = _load_schema(df, schema_path, target, _unit(privacy_unit), patient_col, time_col)
-        with _param_options(params):
-            fitted, df = fit_bundle(df, table_schema, stage, model, params, privacy, seed=seed, progress=not quiet,
-                                    max_visits=max_visits, truncate_visits=truncate_visits,
-                                    on_choice=lambda reason: console.print(escape(reason)))
-    console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained on {len(df):,} rows × {df.shape[1]} columns")
+    with _process_share(output, quiet, resume) as (output, quiet, writer):
+        with staged_output(output, "bundle", overwrite=overwrite, resume=resume, reserve_bytes=reserve) as stage:
+            df = read_table(Path(data))
+            table_schema = _load_schema(df, schema_path, target, _unit(privacy_unit), patient_col, time_col)
+            with _param_options(params):
+                fitted, df = fit_bundle(df, table_schema, stage, model, params, privacy, seed=seed, progress=not quiet,
+                                        max_visits=max_visits, truncate_visits=truncate_visits,
+                                        on_choice=lambda reason: console.print(escape(reason)))
+    if not writer:
+        return
+    console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained on {len(df):,} rows × {df.shape[1]} columns"
+                  + _processes_note())
     if getattr(fitted, "ledger_", None) is not None:
         from clinsynth.privacy.schema_facts import schema_facts
 
         print_ledger(fitted.ledger_)
         console.print(escape(schema_facts(fitted.schema_, getattr(fitted, "facts_", None))["summary"]))
+
+
+def _refuse_torchrun(why: str) -> None:
+    from clinsynth import distributed
+
+    if distributed.active():
+        raise ConfigError(f"torchrun started {distributed.launch().world_size} processes, but {why}")
+
+
+def _processes_note() -> str:
+    from clinsynth import distributed
+
+    world = distributed.launch().world_size
+    return f" by {world} processes (torchrun)" if world > 1 else ""
+
+
+@contextmanager
+def _process_share(output: Path, quiet: bool, resume: bool) -> Iterator[tuple[Path, bool, bool]]:
+    """``(output, quiet, writes)`` of this process. Alone: as given. Under torchrun: rank 0 writes
+    --out and prints; the others train the same model into a scratch folder, silently, and it is
+    removed. All wait for each other at the end (``clinsynth.distributed.finish``)."""
+    import shutil
+    import tempfile
+    import warnings
+
+    from clinsynth import distributed
+
+    here = distributed.launch()
+    if not here.active:
+        yield output, quiet, True
+        return
+    if resume:
+        raise ConfigError("--resume cannot continue a torchrun training (only rank 0 kept a checkpoint): "
+                          "run it again without --resume, or resume it in one process")
+    if here.rank == 0:
+        yield output, quiet, True
+        distributed.finish()
+        return
+    scratch = Path(tempfile.mkdtemp(prefix=f"clinsynth-rank{here.rank}-"))
+    was_quiet, console.quiet = console.quiet, True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rank 0 says it once
+            yield scratch / "bundle", True, False
+        distributed.finish()  # not on an error: torchrun stops the other processes then
+    finally:
+        console.quiet = was_quiet
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _open_engine_table(data: str, table: Optional[str], schema_path: Optional[Path], target: Optional[str],
@@ -726,6 +779,10 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
+        command = next((a for a in args if not a.startswith("-")), None)
+        if command not in (None, "fit"):
+            _refuse_torchrun(f"`clinsynth {command}` runs in one process; under torchrun only `fit` trains "
+                             "(then sample, evaluate and report from its bundle in one process)")
         with _terminate_cleanly():
             result = app(args=args, standalone_mode=False, prog_name="clinsynth")
         if result == 130:  # typer turns Ctrl-C (and our SIGTERM) into a returned exit code 130

@@ -79,6 +79,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clinsynth import distributed
 from clinsynth.data.io import write_with
 from clinsynth.data.transforms import NUMERIC_TRANSFORMS, GridLayout, NumericCodec, Span, TableEncoder
 from clinsynth.errors import ConfigError
@@ -597,7 +598,7 @@ class ACGAN(TableModel):
             for epoch in range(first, self.epochs_):
                 sums = {"d_fake": 0.0, "g": 0.0}
                 steps = 0
-                for idx in training.batches(n, batch, epoch, rng):
+                for idx in distributed.shard(training.batches(n, batch, epoch, rng)):  # several processes: a share
                     x_fake, y_fake = self._fake(G, batch, rng, activate, joint)
                     idx_t = torch.as_tensor(idx, device=device)
                     sums["d_fake"] += update_d(features[idx_t], labels[idx_t], x_fake.detach(), y_fake)
@@ -626,6 +627,7 @@ class ACGAN(TableModel):
         self.snapshots_ = snapshots
         self._folded = None
         self.discriminator_ = training.finish(self.discriminator_)
+        distributed.check_in_sync([G, self.discriminator_], self.name)
         G.eval()
 
     def _checkpoint_phases(self) -> list[str]:

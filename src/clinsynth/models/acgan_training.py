@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from clinsynth import distributed
 from clinsynth.privacy.dpsgd import PrivateGradient, expected_batch, poisson_batches
 from clinsynth.privacy.ledger import Charge, charge_calibrated, share_noise_multiplier
 from clinsynth.selection import SelectionResult, bounded_score_sum, parse_select, private_top, select_top, tstr_auroc
@@ -94,11 +95,14 @@ class PlainTraining:
         """One discriminator step on real and fake records, and the discriminator the generator's
         steps call. The step returns the fake-record loss only, so nothing computed from real
         records without noise ends in the saved history."""
+        distributed.broadcast(D)  # several processes: rank 0's starting weights everywhere
+
         def update(x_real: torch.Tensor, y_real: torch.Tensor, x_fake: torch.Tensor, y_fake: torch.Tensor) -> float:
             opt_d.zero_grad(set_to_none=True)
             out = D(torch.cat([x_real, x_fake]))  # one pass over both halves: the critic has no batch statistics
             loss_fake = _acgan_loss(out[len(x_real):], False, y_fake)
             (_acgan_loss(out[:len(x_real)], True, y_real) + loss_fake).backward()
+            distributed.average_gradients(D.parameters())  # several processes: DDP's mean
             opt_d.step()
             return loss_fake.item()
         return update, D
@@ -181,6 +185,7 @@ class PrivateTraining(PlainTraining):
         m = self.model
         gen = torch.Generator(device=device).manual_seed(m.seed + 7)
         engine = self.engine = PrivateGradient(D, m.noise_multiplier_, m.max_grad_norm, batch, gen)
+        distributed.broadcast(D)
         public = engine.public
 
         def update(x_real: torch.Tensor, y_real: torch.Tensor, x_fake: torch.Tensor, y_fake: torch.Tensor) -> float:

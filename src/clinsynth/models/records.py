@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clinsynth import distributed
 from clinsynth.data.ehr import CodeMatrix, from_dense_rows
 from clinsynth.data.io import write_with
 from clinsynth.data.transforms import Span, TableEncoder
@@ -246,7 +247,8 @@ class RealStep:
 
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, engine: PrivateGradient | None):
         self.module, self.optimizer, self.engine = module, optimizer, engine
-        self.real = engine.forward_private if engine is not None else module
+        distributed.broadcast(module)  # several processes: rank 0's starting weights everywhere
+        self.real = distributed.own_stream(engine.forward_private if engine is not None else module)
         self.public = engine.public if engine is not None else module
 
     def __call__(self, per_record_loss: torch.Tensor | None, public_loss: torch.Tensor | None = None) -> None:
@@ -255,8 +257,10 @@ class RealStep:
             public_loss.backward()
         if self.engine is not None:
             self.engine.add_private_gradient(per_record_loss)
-        elif per_record_loss is not None and per_record_loss.numel():
-            per_record_loss.mean().backward()
+        else:
+            if per_record_loss is not None and per_record_loss.numel():
+                per_record_loss.mean().backward()
+            distributed.average_gradients(self.module.parameters())  # several processes: DDP's mean
         self.optimizer.step()
 
     def finish(self) -> nn.Module:
@@ -392,6 +396,7 @@ class CodeModel(SynthModel):
             with seeded(self.seed, self.device_), flush_denormals():
                 self.modules_ = {k: m.to(self.device_) for k, m in self._build(codec.dim, codec.out_dim).items()}
                 self._train()
+            distributed.check_in_sync(self.modules_.values(), self.name)
         finally:
             self._checkpoint = None
         for m in self.modules_.values():
@@ -447,7 +452,7 @@ class CodeModel(SynthModel):
     def _batches(self, phase: Phase, epoch: int) -> Iterator[np.ndarray]:
         """Row indices of one epoch: Poisson samples under a budget (what the accountant assumes),
         shuffled fixed-size batches otherwise."""
-        return self._reader().batches(phase, epoch)
+        return distributed.shard(self._reader().batches(phase, epoch))  # several processes: this one's share
 
     def _step(self, phase: Phase, module: nn.Module, optimizer: torch.optim.Optimizer) -> RealStep:
         """The update rule for ``module`` in ``phase``: DP-SGD under a budget."""

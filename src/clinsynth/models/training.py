@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from clinsynth import threads
+from clinsynth import distributed, threads
 from clinsynth.data.io import write_with
 from clinsynth.data.transforms import Span
 from clinsynth.errors import ConfigError
@@ -44,9 +44,9 @@ def resolve_device(device: str | torch.device = "auto", fallback_to_cpu: bool = 
     """
     threads.ensure_torch()
     if isinstance(device, torch.device):
-        return device
+        return distributed.device_for(device)
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return distributed.device_for(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         dev = torch.device(device)
     except RuntimeError:
@@ -55,7 +55,7 @@ def resolve_device(device: str | torch.device = "auto", fallback_to_cpu: bool = 
         if fallback_to_cpu:
             return torch.device("cpu")
         raise ConfigError(f"device {device!r} asked for, but CUDA is not available on this machine; use 'auto' or 'cpu'")
-    return dev
+    return distributed.device_for(dev)  # under torchrun, each process its own GPU
 
 
 @contextmanager

@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clinsynth import distributed
 from clinsynth.data.codecs import decode_bounds
 from clinsynth.data.io import write_with
 from clinsynth.data.transforms import NumericCodec, TableEncoder, numeric_values, synthetic_ids
@@ -510,7 +511,7 @@ class VisitRNN(PatientModel):
             warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
             for epoch in range(self.epochs):
                 total, count = 0.0, 0
-                for patients in self._batches(epoch):
+                for patients in distributed.shard(self._batches(epoch)):  # several processes: a share
                     if len(patients) == 0:
                         step(None)  # an empty Poisson batch still releases noise
                         continue
@@ -523,6 +524,7 @@ class VisitRNN(PatientModel):
                 self.history_.append({"loss": total / max(count, 1)})
                 bar.advance(loss=self.history_[-1]["loss"])
         net = step.finish()
+        distributed.check_in_sync([net], self.name)
         self.net_ = self._public_net(codec)
         self.net_.load_state_dict(public_state(net))
         self.net_.eval()

@@ -16,6 +16,10 @@ Three things make the printed ε true, and each is here rather than left to the 
   smallest noise multiplier whose charge, composed with everything already in the ledger and what
   is reserved for later (e.g. epoch selection), stays within the budget, and charges it in the
   same call; the model builds its ``PrivateGradient`` with that multiplier.
+* **Several processes (torchrun).** Each clips its share of the global Poisson batch; rank 0 alone
+  adds the noise, the sums are all-reduced and divided by the expected *global* batch
+  (``clinsynth.distributed``, as Opacus' ``DistributedDPOptimizer``): one noise draw per global
+  step, so the one-process charge holds.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from clinsynth import distributed
 from clinsynth.errors import ConfigError, InputError
 
 
@@ -107,13 +112,16 @@ class PrivateGradient:
                 for p in self.params:
                     p.grad = None  # drop the unclipped sum
                 (per_record_loss * factors.detach()).sum().backward()
-        for p, before in zip(self.params, public):
+        noise = self.noise_multiplier > 0 and distributed.noise_here()  # several processes: once, on rank 0
+        private = []
+        for p in self.params:
             total = p.grad if p.grad is not None else torch.zeros_like(p)  # None: empty batch, noise alone
-            if self.noise_multiplier > 0:
+            if noise:
                 total = total + torch.normal(0.0, self.noise_multiplier * self.max_grad_norm, size=total.shape,
                                              generator=self.generator, device=total.device)
-            total = total / self.expected_batch_size
-            p.grad = total if before is None else before + total
+            private.append(total)
+        # ÷ the expected (global) batch; across processes the sums are all-reduced first
+        distributed.reduce_private(self.params, public, private, self.expected_batch_size)
 
     def detach(self) -> nn.Module:
         """Remove Opacus' hooks and return the plain module (for saving and sampling)."""
