@@ -81,3 +81,15 @@ def test_evaluation_of_a_long_table_compares_patients(tmp_path):
     assert {"n_visits", "follow_up_days", "sbp_first", "sbp_last"} <= set(patients["features"])
     html = result.to_html(tmp_path / "report.html").read_text()
     assert 'id="patients"' in html and "Within-patient correlation" in html
+
+
+@pytest.mark.parametrize("command", ["fit", "run"])
+def test_the_neural_sequence_model_fits_from_the_command_line(visits_csv, tmp_path, command):
+    """`fit --model visitrnn` failed with "visitrnn writes no checkpoints yet": the pipeline handed every
+    model its checkpoint folder; only a model that writes checkpoints gets it now."""
+    extra = ["--target", "event", "--evaluate", "none"] if command == "run" else []
+    out = tmp_path / command
+    assert main([command, str(visits_csv), "--patient-col", "patient_id", "--time-col", "day", "--model", "visitrnn",
+                 "--epochs", "1", "--out", str(out), "--quiet", *extra]) == 0
+    model_dir = out / "share" / "model" if command == "run" else out
+    assert json.loads((model_dir / "config.json").read_text())["model"] == "visitrnn"

@@ -133,7 +133,7 @@ class _Release:
             model = load(bundle)
         else:
             model = build(name, params, self.choice, privacy, seed=self.config.seed, progress=progress)
-            self.step("fit", lambda: model.fit(train, schema, checkpoint_dir=self.stage.checkpoint_dir))
+            self.step("fit", lambda: model.fit(train, schema, checkpoint_dir=checkpoints_of(model, self.stage)))
             model.write_bundle(bundle)
             self.stage.mark("fit")
         n = self.config.n_synthetic or n_train
@@ -245,6 +245,12 @@ def run_fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(jsonable(list(parts)), sort_keys=True).encode()).hexdigest()
 
 
+def checkpoints_of(model: Any, stage: Stage) -> Path | None:
+    """The stage's checkpoint folder for a model that writes checkpoints, else None: a model that
+    writes none refuses a folder (``fit --model visitrnn`` failed with "writes no checkpoints yet")."""
+    return stage.checkpoint_dir if getattr(model, "checkpoints", False) else None
+
+
 def fit_bundle(df: pd.DataFrame, schema: Schema, stage: Stage, model: str, params: dict[str, Any],
                privacy: Privacy | None, seed: int = 0, progress: bool = True, max_visits: int = 100,
                truncate_visits: bool = False, on_choice: Any = None) -> tuple[Any, pd.DataFrame]:
@@ -265,7 +271,7 @@ def fit_bundle(df: pd.DataFrame, schema: Schema, stage: Stage, model: str, param
     fitted = build(name, params, choice, privacy, seed=seed, progress=progress)
     if choice is not None and on_choice is not None:
         on_choice(choice.reason)
-    fitted.fit(df, schema, checkpoint_dir=stage.checkpoint_dir)
+    fitted.fit(df, schema, checkpoint_dir=checkpoints_of(fitted, stage))
     fitted.write_bundle(stage.dir)
     return fitted, df
 
