@@ -69,8 +69,8 @@ at once), 0.3-0.5 % in the generated ones, so a real record with a gap (about a 
 was plainly real. A GAN drops such rare events, as it did the early dropouts; so, like dropout,
 they are drawn, not generated: each visit before the last is missed at its rate in the training
 records and its flagged cells blanked, for the critic and in sampling (0.0295 against 0.0296 real
-after). Seeds 0 / 1 / 2: detection SEEDS_HERE against 0.847 / 0.868 run beside it, TSTR/TRTR
-TSTR_HERE, the indicators' share of the forest 11 % -> 3 %, the visit groups alone sbp 0.63-0.66,
+after). Seeds 0 / 1 / 2: detection 0.835 / 0.833 / 0.818 (mean 0.829) against 0.847 / 0.868 run beside it, TSTR/TRTR
+[0.981] / [0.977] / [0.984] (was [0.983] / [0.984]), the indicators' share of the forest 11 % -> 3 %, the visit groups alone sbp 0.63-0.66,
 dbp 0.66-0.68, meds 0.71-0.73 (were 0.71-0.80); the fit's CPU time 1.02× (interleaved in one
 process). Tables without a dropout timeline draw nothing and are unchanged (breast cancer 0.687,
 WHAS500 0.530, FLCHAIN 0.699, seed 0, identical draws). Off under DP (the rates are read without
