@@ -80,7 +80,7 @@ often as real ones (1.9 changes per participant against 1.0, a fall 7 % of the t
 and invented correlations of ±0.15-0.2 between independent baseline values (glucose × creatinine);
 the baseline columns alone are now the most telling group (0.73-0.76).
 
-Size: ~800 lines, one model kept whole (its networks, the encoded layout, the training loop, epoch
+Size: ~880 lines, one model kept whole (its networks, the encoded layout, the training loop, epoch
 selection and the fast folded sampler read the same index maps); what DP changes lives apart, in
 ``acgan_training.py``.
 """
