@@ -289,3 +289,31 @@ def test_critic_width_follows_the_encoded_record():
     assert model.critic_idx_.size >= 128 and model.discriminator_.net[0].out_features == 512
     given = clinsynth.create("acgan", epochs=1, batch_size=64, disc_hidden=48, progress=False, snapshots="off")
     assert given.fit(narrow, Schema.infer(narrow, target="diagnosis")).discriminator_.net[0].out_features == 48
+
+
+def test_critic_dropout_acts_in_training_only_and_survives_a_bundle(trial, tmp_path):
+    """Dropout regularises the critic while it trains; the kept critic (membership scores) and a
+    reloaded bundle are deterministic, and a bundle saved before the option loads without it."""
+    schema = Schema.infer(trial, target="arm")
+    fast = {"epochs": 1, "batch_size": 128, "progress": False, "snapshots": "off", "seed": 4}
+    model = clinsynth.create("acgan", critic_dropout=0.5, **fast).fit(trial, schema)
+    D = model.discriminator_
+    assert [m.p for m in D.modules() if isinstance(m, torch.nn.Dropout)] == [0.5, 0.5]
+    assert not D.training
+    scores = model.membership_scores(trial.iloc[:40])
+    assert np.array_equal(scores, model.membership_scores(trial.iloc[:40]))
+    loaded = clinsynth.load(model.save(tmp_path / "drop"))
+    assert loaded.critic_dropout == 0.5 and not loaded.discriminator_.training
+    assert np.allclose(loaded.membership_scores(trial.iloc[:40]), scores)
+    pd.testing.assert_frame_equal(loaded.sample(100, seed=2), model.sample(100, seed=2))
+    plain = clinsynth.create("acgan", critic_dropout=0.0, **fast).fit(trial, schema)
+    path = plain.save(tmp_path / "older")
+    config = json.loads((path / "config.json").read_text())
+    config["params"].pop("critic_dropout")  # what an older clinsynth wrote
+    config["fitted"].pop("critic_dropout")
+    (path / "config.json").write_text(json.dumps(config))
+    older = clinsynth.load(path)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in older.discriminator_.modules())
+    pd.testing.assert_frame_equal(older.sample(100, seed=2), plain.sample(100, seed=2))
+    with pytest.raises(ConfigError, match="critic_dropout=1.0"):
+        clinsynth.create("acgan", critic_dropout=1.0, **fast).fit(trial, schema)

@@ -105,7 +105,7 @@ REGISTRY: dict[str, ModelEntry] = {
             defaults={"epochs": 20, "batch_size": 512, "disc_hidden": 32, "lr_g": 1e-3, "lr_d": 1e-3,
                       "weight_average": 0.0, "numeric_transform": "standard", "select": "top5",
                       "conditional_critic": False, "visit_steps": False, "critic_changes": False,
-                      "decoded_view": False},
+                      "decoded_view": False, "missed_visits": False},
         ),
         ModelEntry(
             "medgan",
