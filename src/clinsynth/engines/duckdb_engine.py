@@ -79,12 +79,12 @@ class DuckDBTable(SqlTable):
     def _view(self, name: str, select: str) -> None:
         self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {select}")
 
-    def _store_states(self, columns: str, fold: Callable[[str], str] | None) -> None:
+    def _store_states(self, rows: str, columns: str, fold: Callable[[str], str] | None) -> None:
         """The states as a temporary table; a row's position is its number in file order (DuckDB
         keeps insertion order)."""
         f = fold("row_number() OVER () - 1") if fold is not None else "0"
         self.con.execute("DROP TABLE IF EXISTS states")
-        self.con.execute(f"CREATE TEMP TABLE states AS SELECT CAST({f} AS TINYINT) AS f, {columns} FROM src")
+        self.con.execute(f"CREATE TEMP TABLE states AS SELECT CAST({f} AS TINYINT) AS f, {columns} FROM {rows}")
 
     # -- the sample and the schema --------------------------------------------------------------
     def sample(self, rows: int = SAMPLE_ROWS, seed: int = 0, view: str = "src") -> pd.DataFrame:

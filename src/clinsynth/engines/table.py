@@ -80,13 +80,18 @@ class SqlTable(ABC):
         rows = self.query(text)
         return (np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=float))
 
+    def cell_counts_many(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`cell_counts` of each statement (an engine may run them together)."""
+        return [self.cell_counts(text) for text in texts]
+
     @abstractmethod
     def _view(self, name: str, select: str) -> None:
         """Name ``select`` as the view ``name`` (replacing one of that name; ``view(name)`` engine-side)."""
 
     @abstractmethod
-    def _store_states(self, columns: str, fold: Callable[[str], str] | None) -> None:
-        """Store ``SELECT f, <columns> FROM src`` as the table ``view("states")``: ``f`` is ``fold(p)`` of
+    def _store_states(self, rows: str, columns: str, fold: Callable[[str], str] | None) -> None:
+        """Store ``SELECT f, <columns> FROM <rows>`` (``rows``: ``src`` with the state's inputs as
+        columns) as the table ``view("states")``: ``f`` is ``fold(p)`` of
         each row's 0-based position ``p`` in the input's order (0 when ``fold`` is None)."""
 
     @abstractmethod
@@ -295,17 +300,22 @@ class SqlTable(ABC):
         return found
 
     # -- the network's counts --------------------------------------------------------------------
-    def _state_sql(self, encoder: TableEncoder, variables: list[Any]) -> list[str]:
-        """``BayesNet._discretise`` per variable, as SQL over ``src``."""
+    def _state_sql(self, encoder: TableEncoder, variables: list[Any]) -> tuple[list[str], list[str]]:
+        """``BayesNet._discretise`` per variable, as SQL over ``src`` with, first, each numeric
+        variable's value and encoded value as columns ``_x<v>``, ``_z<v>`` (the state's search tree
+        then compares a column, not the expression it stands for: Spark compiles each projection
+        to one Java method, which the repeated expressions made too large)."""
         schema, d = encoder.schema, self.dialect
         after = sql.after_dropout(schema, d)
-        out = []
+        out, inner = [], []
         timelines = {t.name: t for t in encoder.timelines}
         release = self.release
         for var in variables:
             if var.numeric:
                 lo, hi = np.asarray(var.lo), np.asarray(var.hi)
-                x = self.number(schema, var.name)
+                v = len(out)
+                inner += [f"{self.number(schema, var.name)} AS _x{v}", f"{self.encoded(encoder, var.name)} AS _z{v}"]
+                x, z = f"_x{v}", f"_z{v}"
                 cases = []
                 if var.blank is not None and var.name in after:
                     cases.append(f"WHEN {after[var.name]} THEN {var.blank}")
@@ -313,7 +323,6 @@ class SqlTable(ABC):
                     cases.append(f"WHEN NOT {sql.observed(x)} THEN {var.missing}")
                 else:  # the pandas path encodes a gap as 0.0 before binning
                     cases.append(f"WHEN NOT {sql.observed(x)} THEN {sql.value_state('0.0', lo, hi)}")
-                z = self.encoded(encoder, var.name)
                 out.append(f"(CASE {' '.join(cases)} ELSE {sql.value_state(z, lo, hi)} END)")
             elif var.name in timelines:
                 out.append(sql.last_visit(timelines[var.name].groups, d))
@@ -332,17 +341,18 @@ class SqlTable(ABC):
                         if if_unknown == missing_code:
                             if_unknown = fallback
                 out.append(sql.category_code(var.name, cats, if_null, if_unknown, d))
-        return out
+        return inner, out
 
     def state_counts(self, encoder: TableEncoder, variables: list[Any], target: int | None, seed: int,
                      folds: int) -> PairCounts:
         """The network's counts (:class:`PairCounts`): states computed once into an engine table
         (``folds`` held-out folds by row position), then one GROUP BY per pair of variables."""
-        states = self._state_sql(encoder, variables)
+        inner, states = self._state_sql(encoder, variables)
         cols = ", ".join(f"CAST({s} AS {self.dialect.state_type(variables[v].states)}) AS s{v}"
                          for v, s in enumerate(states))
         fold = (lambda position: sql.fold(position, seed, folds)) if folds > 1 else None
-        self._store_states(cols, fold)
+        values = f"(SELECT *{''.join(', ' + c for c in inner)} FROM {self.src}) AS vals"
+        self._store_states(values, cols, fold)
         return PairCounts(self, variables, target, folds)
 
 
@@ -403,33 +413,58 @@ class PairCounts:
         out[np.arange(var.states), var.coarse] = 1.0
         return out
 
-    def _counts(self, shape: tuple[int, ...], columns: list[str]) -> np.ndarray:
-        """Dense counts of ``columns`` of the ``states`` table (sizes ``shape``): one GROUP BY on
-        their mixed-radix cell number, fetched as arrays."""
+    def _statement(self, shape: tuple[int, ...], columns: list[str]) -> str:
+        """The GROUP BY that counts ``columns`` of the ``states`` table (sizes ``shape``) on their
+        mixed-radix cell number."""
         cell = f"CAST({columns[0]} AS BIGINT)"
         for size, col in zip(shape[1:], columns[1:]):
             cell = f"({cell}) * {size} + {col}"
-        cells, counts = self.table.cell_counts(f"SELECT CAST({cell} AS BIGINT) AS cell, count(*) AS k "
-                                               f"FROM {self.table.view('states')} GROUP BY cell")
+        return f"SELECT CAST({cell} AS BIGINT) AS cell, count(*) AS k FROM {self.table.view('states')} GROUP BY cell"
+
+    @staticmethod
+    def _dense(shape: tuple[int, ...], got: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         out = np.zeros(int(np.prod(shape)))
-        out[cells] = counts
+        out[got[0]] = got[1]
         return out.reshape(shape)
+
+    def _counts(self, shape: tuple[int, ...], columns: list[str]) -> np.ndarray:
+        """Dense counts of ``columns`` of the ``states`` table (sizes ``shape``), fetched as arrays."""
+        return self._dense(shape, self.table.cell_counts(self._statement(shape, columns)))
+
+    def _single_shape(self, v: int) -> tuple[tuple[int, ...], list[str]]:
+        return (self.folds, self.n_cls, self.variables[v].states), ["f", self._cls, f"s{v}"]
+
+    def _pair_shape(self, a: int, b: int) -> tuple[tuple[int, ...], list[str]]:
+        return (self.folds, self.n_cls, self.variables[a].states, self.variables[b].states), ["f", self._cls, f"s{a}", f"s{b}"]
+
+    def _keep_pair(self, a: int, b: int, full: np.ndarray) -> None:
+        # both directions from one query: the other variable through its coarse view
+        self._pairs[(a, b)] = np.einsum("fcab,bk->fcka", full, self._coarse(b))
+        self._pairs[(b, a)] = np.einsum("fcab,ak->fckb", full, self._coarse(a))
+
+    def prefetch(self, singles: list[int], pairs: list[tuple[int, int]]) -> None:
+        """Count these variables and pairs together (``SqlTable.cell_counts_many``: one job for many
+        statements where an engine's per-query cost is high, as Spark's is)."""
+        singles = sorted({v for v in singles if v not in self._singles})
+        pairs = sorted({tuple(sorted(p)) for p in pairs if p not in self._pairs})
+        shapes = [self._single_shape(v) for v in singles] + [self._pair_shape(a, b) for a, b in pairs]
+        got = self.table.cell_counts_many([self._statement(*shape) for shape in shapes])
+        for v, shape, g in zip(singles, shapes, got):
+            self._singles[v] = self._dense(shape[0], g)
+        for (a, b), shape, g in zip(pairs, shapes[len(singles):], got[len(singles):]):
+            self._keep_pair(a, b, self._dense(shape[0], g))
 
     def single(self, v: int) -> np.ndarray:
         """(folds × classes × states of v) counts."""
         if v not in self._singles:
-            self._singles[v] = self._counts((self.folds, self.n_cls, self.variables[v].states), ["f", self._cls, f"s{v}"])
+            self._singles[v] = self._counts(*self._single_shape(v))
         return self._singles[v]
 
     def pair(self, i: int, j: int) -> np.ndarray:
         """(folds × classes × coarse states of j × states of i) counts."""
         if (i, j) not in self._pairs:
             a, b = sorted((i, j))
-            full = self._counts((self.folds, self.n_cls, self.variables[a].states, self.variables[b].states),
-                                ["f", self._cls, f"s{a}", f"s{b}"])
-            # both directions from one query: the other variable through its coarse view
-            self._pairs[(a, b)] = np.einsum("fcab,bk->fcka", full, self._coarse(b))
-            self._pairs[(b, a)] = np.einsum("fcab,ak->fckb", full, self._coarse(a))
+            self._keep_pair(a, b, self._counts(*self._pair_shape(a, b)))
         return self._pairs[(i, j)]
 
     def family(self, child: int, parents: list[int]) -> np.ndarray:
@@ -461,6 +496,7 @@ class PairCounts:
         from clinsynth.models.bayesnet import dependence_from_joint
 
         k = len(features)
+        self.prefetch([], [(features[i], features[j]) for i in range(k) for j in range(i + 1, k)])
         scores = np.zeros((k, k))
         for i in range(k):
             for j in range(i + 1, k):
@@ -472,6 +508,7 @@ class PairCounts:
     def gains(self, features: list[int], smoothing: float, seed: int) -> np.ndarray:
         from clinsynth.models.bayesnet import gains_from_counts
 
+        self.prefetch(features, [(a, b) for a in features for b in features if a != b])
         base = [self.single(f) for f in features]
         return gains_from_counts(base, lambda i, j: self.pair(features[i], features[j]),
                                  self.variables, features, smoothing)
