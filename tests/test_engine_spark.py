@@ -144,7 +144,7 @@ def test_folds_follow_the_file_order(tables):
         assert np.array_equal(x.single(v), y.single(v))
 
 
-def test_fit_and_run_through_the_cli(spark, parquet, tmp_path):
+def test_fit_through_the_cli(spark, parquet, tmp_path):
     _, path = parquet
     assert main(["fit", path, "--spark-master", "local[2]", "--target", "arm", "--model", "dp-bayesnet",
                  "--epsilon", "1", "--quiet", "--out", str(tmp_path / "s")]) == 0
@@ -155,6 +155,11 @@ def test_fit_and_run_through_the_cli(spark, parquet, tmp_path):
     s, d = load(tmp_path / "s"), load(tmp_path / "d")
     assert s.ledger_.state_dict() == d.ledger_.state_dict()
     assert all(np.array_equal(x, y) for x, y in zip(s.tables_, d.tables_))
+
+
+@pytest.mark.slow
+def test_run_through_the_cli_holds_out_in_spark(spark, parquet, tmp_path):
+    _, path = parquet
     out = tmp_path / "release"
     assert main(["run", path, "--engine", "spark", "--target", "arm", "--model", "bayesnet", "--n", "200",
                  "--evaluate", "none", "--quiet", "--out", str(out)]) == 0

@@ -39,7 +39,7 @@ _TYPES = {"tinyint": "TINYINT", "smallint": "SMALLINT", "int": "INTEGER", "bigin
           "double": "DOUBLE", "string": "VARCHAR", "boolean": "BOOLEAN", "date": "DATE",
           "timestamp": "TIMESTAMP WITH TIME ZONE", "timestamp_ntz": "TIMESTAMP", "binary": "BLOB", "void": "NULL"}
 _ID = "__clinsynth_row"
-_BATCH = 48  # statements per Spark job in cell_counts_many
+_BATCH = 512  # cell expressions per Spark job in cell_counts_many
 _PARTITION_BITS = 33  # monotonically_increasing_id: partition index above bit 33, row within it below
 
 
@@ -155,17 +155,21 @@ class SparkTable(SqlTable):
     def query(self, text: str) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in self.spark.sql(text).collect()]
 
-    def cell_counts_many(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The statements as one Spark job per :data:`_BATCH` (a UNION ALL, each part tagged): a
-        job's start costs far more than a GROUP BY over the cached states."""
+    def cell_counts_many(self, cells: list[str], table: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every cell expression counted in one scan and one GROUP BY per :data:`_BATCH`: each row
+        gives one (expression, cell) pair per expression (``inline``), so a Spark job's start, which
+        costs far more than counting a cached table, is paid once, not once per pair of variables."""
         out: list[tuple[np.ndarray, np.ndarray]] = []
-        for start in range(0, len(texts), _BATCH):
-            batch = texts[start:start + _BATCH]
-            union = " UNION ALL ".join(f"SELECT {q} AS q, cell, k FROM ({t}) AS part{q}" for q, t in enumerate(batch))
-            rows = self.query(union)
+        for start in range(0, len(cells), _BATCH):
+            batch = cells[start:start + _BATCH]
+            pairs = ", ".join(f"named_struct('q', {q}, 'cell', {cell})" for q, cell in enumerate(batch))
+            rows = self.query(f"SELECT q, cell, count(*) AS k FROM {table} "
+                              f"LATERAL VIEW inline(array({pairs})) cells GROUP BY q, cell")
+            by_q: dict[int, list[tuple[int, int]]] = {q: [] for q in range(len(batch))}
+            for q, cell, k in rows:
+                by_q[q].append((cell, k))
             for q in range(len(batch)):
-                mine = [r for r in rows if r[0] == q]
-                out.append((np.array([r[1] for r in mine], dtype=np.int64), np.array([r[2] for r in mine], dtype=float)))
+                out.append((np.array([c for c, _ in by_q[q]], dtype=np.int64), np.array([k for _, k in by_q[q]], dtype=float)))
         return out
 
     def _view(self, name: str, select: str) -> None:

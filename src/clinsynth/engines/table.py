@@ -80,9 +80,10 @@ class SqlTable(ABC):
         rows = self.query(text)
         return (np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=float))
 
-    def cell_counts_many(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """:meth:`cell_counts` of each statement (an engine may run them together)."""
-        return [self.cell_counts(text) for text in texts]
+    def cell_counts_many(self, cells: list[str], table: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The counts of each cell expression over ``table``, one GROUP BY each (an engine whose
+        queries cost more than their scans counts them all in one)."""
+        return [self.cell_counts(f"SELECT {cell} AS cell, count(*) AS k FROM {table} GROUP BY cell") for cell in cells]
 
     @abstractmethod
     def _view(self, name: str, select: str) -> None:
@@ -413,13 +414,17 @@ class PairCounts:
         out[np.arange(var.states), var.coarse] = 1.0
         return out
 
-    def _statement(self, shape: tuple[int, ...], columns: list[str]) -> str:
-        """The GROUP BY that counts ``columns`` of the ``states`` table (sizes ``shape``) on their
-        mixed-radix cell number."""
+    @staticmethod
+    def _cell(shape: tuple[int, ...], columns: list[str]) -> str:
+        """The mixed-radix cell number of ``columns`` of the ``states`` table (sizes ``shape``)."""
         cell = f"CAST({columns[0]} AS BIGINT)"
         for size, col in zip(shape[1:], columns[1:]):
             cell = f"({cell}) * {size} + {col}"
-        return f"SELECT CAST({cell} AS BIGINT) AS cell, count(*) AS k FROM {self.table.view('states')} GROUP BY cell"
+        return f"CAST({cell} AS BIGINT)"
+
+    def _statement(self, shape: tuple[int, ...], columns: list[str]) -> str:
+        """The GROUP BY that counts ``columns`` of the ``states`` table on their cell number."""
+        return f"SELECT {self._cell(shape, columns)} AS cell, count(*) AS k FROM {self.table.view('states')} GROUP BY cell"
 
     @staticmethod
     def _dense(shape: tuple[int, ...], got: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -448,7 +453,7 @@ class PairCounts:
         singles = sorted({v for v in singles if v not in self._singles})
         pairs = sorted({tuple(sorted(p)) for p in pairs if p not in self._pairs})
         shapes = [self._single_shape(v) for v in singles] + [self._pair_shape(a, b) for a, b in pairs]
-        got = self.table.cell_counts_many([self._statement(*shape) for shape in shapes])
+        got = self.table.cell_counts_many([self._cell(*shape) for shape in shapes], self.table.view("states"))
         for v, shape, g in zip(singles, shapes, got):
             self._singles[v] = self._dense(shape[0], g)
         for (a, b), shape, g in zip(pairs, shapes[len(singles):], got[len(singles):]):
