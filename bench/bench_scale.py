@@ -16,11 +16,21 @@ DuckDB / pandas are computed between the two children of the same model, run one
 which moves less with the shared machine's load than the seconds do. ``engine``: the DuckDB child
 alone (for tables the pandas path cannot hold).
 
+``spark``: for each model, the DuckDB child and a Spark child (``SparkTable`` on ``--spark-master``,
+``local[2]`` by default: the same statements in Spark SQL) on the same parts and schema; the
+ratio Spark / DuckDB of the fit seconds is taken between the two children of the same model, run
+one after the other. The Spark child's read seconds include the JVM's start; its peak RSS is the
+Python driver's alone (the JVM is another process: its heap is bounded by ``spark.driver.memory``).
+Under DP the tables are DuckDB's exactly (``same_tables``); without DP the held-out folds follow
+each engine's row order, which for a folder of parts may differ.
+
     python bench/bench_scale.py make --rows 2000000 --dir /tmp/scale-2m
     python bench/bench_scale.py compare --dir /tmp/scale-2m --models bayesnet dp-bayesnet \
         [--json bench/results/scale_duckdb.json]
     python bench/bench_scale.py replicate --source /tmp/scale-2m --copies 10 --dir /tmp/scale-20m
     python bench/bench_scale.py engine --dir /tmp/scale-20m --models bayesnet dp-bayesnet [--json ...]
+    python bench/bench_scale.py spark --dir /tmp/scale-10m [--spark-master local[2]] \
+        [--json bench/results/scale_spark.json]
     python bench/bench_scale.py torchrun --dir /tmp/scale-torchrun --rows 20000 --models dp-acgan vae \
         [--json bench/results/scale_torchrun.json]
 
@@ -82,7 +92,7 @@ def replicate(source: Path, directory: Path, copies: int) -> dict:
     return {"from": str(source), "copies": copies, "parts": copies * len(parts)}
 
 
-def _child(path: str, engine: str, model: str, schema_json: str, out: mp.Queue) -> None:
+def _child(path: str, engine: str, model: str, schema_json: str, out: mp.Queue, master: str = "local[2]") -> None:
     import numpy as np
     import pandas as pd
 
@@ -99,6 +109,12 @@ def _child(path: str, engine: str, model: str, schema_json: str, out: mp.Queue) 
     if engine == "pandas":
         data = pd.read_parquet(path)
         rows = len(data)
+    elif engine == "spark":
+        from clinsynth.engines.source import TableSource
+        from clinsynth.engines.spark_engine import SparkTable
+
+        data = SparkTable(TableSource(str(Path(path) / "part-*.parquet")), master=master)
+        rows = data.n
     else:
         from clinsynth.engines.duckdb_engine import DuckDBTable
         from clinsynth.engines.source import TableSource
@@ -122,10 +138,10 @@ def _child(path: str, engine: str, model: str, schema_json: str, out: mp.Queue) 
              "load_average": os.getloadavg()})
 
 
-def _run(path: Path, engine: str, model: str, schema_json: str) -> dict:
+def _run(path: Path, engine: str, model: str, schema_json: str, master: str = "local[2]") -> dict:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    p = ctx.Process(target=_child, args=(str(path), engine, model, schema_json, out))
+    p = ctx.Process(target=_child, args=(str(path), engine, model, schema_json, out, master))
     p.start()
     result = out.get()
     p.join()
@@ -199,7 +215,8 @@ def torchrun_cells(directory: Path, rows: int, models: list[str], epochs: int) -
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("make", "replicate", "compare", "engine", "torchrun"))
+    parser.add_argument("mode", choices=("make", "replicate", "compare", "engine", "spark", "torchrun"))
+    parser.add_argument("--spark-master", default="local[2]")
     parser.add_argument("--source", type=Path, help="replicate: the folder of parts to link")
     parser.add_argument("--copies", type=int, default=10)
     parser.add_argument("--dir", type=Path, required=True)
@@ -226,16 +243,23 @@ def main(argv: list[str] | None = None) -> None:
     schema_json = _schema(args.dir)
     runs = []
     for model in args.models:
-        engines = ("pandas", "duckdb") if args.mode == "compare" else ("duckdb",)
-        pair = {e: _run(args.dir, e, model, schema_json) for e in engines}
+        engines = {"compare": ("pandas", "duckdb"), "spark": ("duckdb", "spark")}.get(args.mode, ("duckdb",))
+        pair = {e: _run(args.dir, e, model, schema_json, args.spark_master) for e in engines}
         row = {"model": model, **{e: r for e, r in pair.items()}}
+        if "spark" in pair:
+            row["ratio_fit_seconds_spark_over_duckdb"] = round(pair["spark"]["fit_seconds"] / pair["duckdb"]["fit_seconds"], 3)
+            row["ratio_total_seconds_spark_over_duckdb"] = round(
+                (pair["spark"]["fit_seconds"] + pair["spark"]["read_seconds"])
+                / (pair["duckdb"]["fit_seconds"] + pair["duckdb"]["read_seconds"]), 3)
+            row["same_tables"] = pair["spark"]["tables_sha256"] == pair["duckdb"]["tables_sha256"]
         if "pandas" in pair:
             row["ratio_fit_seconds_duckdb_over_pandas"] = round(pair["duckdb"]["fit_seconds"] / pair["pandas"]["fit_seconds"], 3)
             row["ratio_peak_rss_duckdb_over_pandas"] = round(pair["duckdb"]["peak_rss_gb"] / pair["pandas"]["peak_rss_gb"], 3)
             row["same_tables"] = pair["duckdb"]["tables_sha256"] == pair["pandas"]["tables_sha256"]
         runs.append(row)
     result = {"mode": args.mode, "dir": str(args.dir), "runs": runs, "machine": {
-        "cpus": os.cpu_count(), "python": platform.python_version(), "threads": os.environ.get("CLINSYNTH_THREADS")}}
+        "cpus": os.cpu_count(), "python": platform.python_version(), "threads": os.environ.get("CLINSYNTH_THREADS"),
+        **({"spark_master": args.spark_master} if args.mode == "spark" else {})}}
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

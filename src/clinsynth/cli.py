@@ -111,7 +111,10 @@ ThreadsOption = Annotated[Optional[int], typer.Option("--threads", help="Threads
                           min=1)]
 EngineOption = Annotated[str, typer.Option(
     "--engine", help="Where counts come from: auto (DuckDB for a glob, a database or a large file with a counting "
-    "model), pandas (in memory) or duckdb (out of core; bayesnet and dp-bayesnet only).")]
+    "model), pandas (in memory), duckdb (out of core) or spark (Spark SQL; pip install 'clinsynth[spark]'); "
+    "duckdb and spark fit bayesnet and dp-bayesnet only.")]
+SparkMasterOption = Annotated[Optional[str], typer.Option(
+    "--spark-master", help="Spark master URL for --engine spark (default local[2]; implies --engine spark).")]
 TableOption = Annotated[Optional[str], typer.Option("--table", help="Table to read when DATA is a DuckDB database file "
                                                    "or a postgresql:// URL (name or schema.name).")]
 ModelOption = Annotated[str, typer.Option(help="Registered model name (see `clinsynth models`); auto chooses by the "
@@ -203,6 +206,7 @@ def fit(
     truncate_visits: TruncateOption = False,
     engine: EngineOption = "auto",
     table: TableOption = None,
+    spark_master: SparkMasterOption = None,
 ) -> None:
     """Train a model on a table and save its bundle. A glob of Parquet files or a DuckDB database
     (--table) is read in place by DuckDB: only counts leave it (bayesnet, dp-bayesnet)."""
@@ -215,10 +219,11 @@ def fit(
 
     thread_counts.configure(threads)
     privacy = _privacy(epsilon, delta)
+    engine = _engine_for_master(engine, spark_master)
     if wants_engine(data, table, engine, model):
         _refuse_torchrun("an engine fit (DuckDB counts) runs in one process: start it without torchrun")
         _fit_engine(data, table, output, target, schema_path, model, param, seed, privacy, quiet, overwrite,
-                    _unit(privacy_unit))
+                    _unit(privacy_unit), engine, spark_master)
         return
     model, params = _model_and_params(model, param, epochs, select, privacy)
     reserve = 2 * output_size([Path(data)]) + (20 << 20)
@@ -289,14 +294,26 @@ def _process_share(output: Path, quiet: bool, resume: bool) -> Iterator[tuple[Pa
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _engine_for_master(engine: str, spark_master: Optional[str]) -> str:
+    """``--spark-master`` implies ``--engine spark`` and goes with no other engine."""
+    if spark_master is None:
+        return engine
+    if engine not in ("auto", "spark"):
+        raise ConfigError(f"--spark-master names a Spark cluster, but --engine is {engine}: use --engine spark "
+                          "or drop --spark-master")
+    return "spark"
+
+
 def _open_engine_table(data: str, table: Optional[str], schema_path: Optional[Path], target: Optional[str],
-                       privacy_unit: Optional[str], seed: int) -> tuple[Any, Any]:
+                       privacy_unit: Optional[str], seed: int, engine: str = "duckdb",
+                       spark_master: Optional[str] = None) -> tuple[Any, Any]:
     """The engine's table and its schema: the one given (only its columns are read), else inferred
     from the table's sample. The caller closes the table; it is closed here if the schema fails."""
     from clinsynth.engines.choose import open_table
 
     given = _load_schema(None, schema_path, target, privacy_unit) if schema_path is not None else None
-    rows = open_table(data, table, columns=[c.name for c in given.columns] if given is not None else None)
+    rows = open_table(data, table, columns=[c.name for c in given.columns] if given is not None else None,
+                      engine="spark" if engine == "spark" else "duckdb", spark_master=spark_master)
     try:
         return rows, given if given is not None else rows.infer_schema(target=target, seed=seed,
                                                                         privacy_unit=privacy_unit)
@@ -307,14 +324,14 @@ def _open_engine_table(data: str, table: Optional[str], schema_path: Optional[Pa
 
 def _fit_engine(data: str, table: Optional[str], output: Path, target: Optional[str], schema_path: Optional[Path],
                 model: str, param: Optional[list[str]], seed: int, privacy: Any, quiet: bool, overwrite: bool,
-                privacy_unit: Optional[str]) -> None:
-    """`fit` through DuckDB: the table stays where it is, the counting model learns from its counts."""
+                privacy_unit: Optional[str], engine: str = "duckdb", spark_master: Optional[str] = None) -> None:
+    """`fit` through DuckDB or Spark: the table stays where it is, the counting model learns from its counts."""
     from clinsynth.data.output_dir import staged_output
     from clinsynth.engines.choose import engine_model
     from clinsynth.pipeline import fit_engine_bundle
 
     name, params = _model_and_params(engine_model(model), param, None, None, privacy)
-    rows, table_schema = _open_engine_table(data, table, schema_path, target, privacy_unit, seed)
+    rows, table_schema = _open_engine_table(data, table, schema_path, target, privacy_unit, seed, engine, spark_master)
     try:
         with staged_output(output, "bundle", overwrite=overwrite, reserve_bytes=20 << 20) as stage:
             with _param_options(params):
@@ -322,7 +339,7 @@ def _fit_engine(data: str, table: Optional[str], output: Path, target: Optional[
                                            progress=not quiet)
     finally:
         rows.close()
-    console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained through DuckDB on {rows.n:,} rows × "
+    console.print(f"[green]wrote[/green] {output}/: {fitted.name} trained through {rows.dialect.label} on {rows.n:,} rows × "
                   f"{len(rows.columns)} columns of {rows.source.describe()}")
     if getattr(fitted, "ledger_", None) is not None:
         from clinsynth.privacy.schema_facts import schema_facts
@@ -537,6 +554,7 @@ def run(
     privacy_unit: PrivacyUnitOption = None,
     engine: EngineOption = "auto",
     table: TableOption = None,
+    spark_master: SparkMasterOption = None,
 ) -> None:
     """The main job: split, fit, sample, evaluate and write a release: share/ (synthetic table, model, guarantee page)
     and steward/ (report, metrics, manifest). A glob of Parquet files or a DuckDB database (--table) stays in DuckDB:
@@ -581,9 +599,10 @@ def run(
         raise ConfigError(f"{', '.join(given)} read EHR codes: add --codes (DATA is then long format: patient, code[, count])")
     from clinsynth.engines.choose import wants_engine
 
+    engine = _engine_for_master(engine, spark_master)
     if not codes and wants_engine(data, table, engine, model):
         _run_engine(data, table, output, target, schema_path, model, param, privacy, settings, overwrite, resume,
-                    _unit(privacy_unit), quiet)
+                    _unit(privacy_unit), quiet, engine, spark_master)
         return
     name, params = _model_and_params(model, param, epochs, select, privacy)
     with open_release(output, overwrite=overwrite, resume=resume, inputs=(Path(data),)) as stage:
@@ -599,13 +618,15 @@ def run(
 
 def _run_engine(data: str, table: Optional[str], output: Path, target: Optional[str], schema_path: Optional[Path],
                 model: str, param: Optional[list[str]], privacy: Any, settings: dict[str, Any], overwrite: bool,
-                resume: bool, privacy_unit: Optional[str], quiet: bool) -> None:
-    """`run` through DuckDB (``pipeline.run_table_release``)."""
+                resume: bool, privacy_unit: Optional[str], quiet: bool, engine: str = "duckdb",
+                spark_master: Optional[str] = None) -> None:
+    """`run` through DuckDB or Spark (``pipeline.run_table_release``)."""
     from clinsynth.engines.choose import engine_model, source_info
     from clinsynth.pipeline import RunConfig, open_release, run_table_release
 
     name, params = _model_and_params(engine_model(model), param, None, None, privacy)
-    rows, table_schema = _open_engine_table(data, table, schema_path, target, privacy_unit, settings["seed"])
+    rows, table_schema = _open_engine_table(data, table, schema_path, target, privacy_unit, settings["seed"],
+                                            engine, spark_master)
     try:
         config = RunConfig(target=table_schema.target, model=name, params=params, **settings)
         source = source_info(data, table, rows.source)

@@ -278,7 +278,7 @@ def fit_bundle(df: pd.DataFrame, schema: Schema, stage: Stage, model: str, param
 
 def fit_engine_bundle(rows: Any, schema: Schema, stage: Stage, model: str, params: dict[str, Any],
                       privacy: Privacy | None, seed: int = 0, progress: bool = True) -> Any:
-    """``clinsynth fit`` on an engine's table (``clinsynth.engines``: the rows stay in DuckDB): the
+    """``clinsynth fit`` on an engine's table (``clinsynth.engines``: the rows stay in DuckDB or Spark): the
     counting model ``model`` fitted on its counts and written as a bundle into ``stage``."""
     from clinsynth.engines.choose import source_fingerprint
     from clinsynth.models.auto import build, resolve
@@ -373,11 +373,12 @@ def run_table_release(table: Any, config: RunConfig, out_dir: str | Path | Stage
         metrics = release.evaluate(model, train, test, synthetic, model.schema_, (source or {}).get("name", "table"))
         result = release.finish(
             model, files, metrics,
-            input_info={**(source or {}), "engine": "duckdb", "rows": table.total, "columns": len(table.columns)},
+            input_info={**(source or {}), "engine": table.dialect.name, "rows": table.total,
+                        "columns": len(table.columns)},
             split={"n_train": table.n, "n_test": n_test, "stratified_by": None,
-                   "by": "a hash of each row's values and the seed, in DuckDB",
+                   "by": f"a hash of each row's values and the seed, in {table.dialect.label}",
                    "evaluated_on": {"train_sample": len(train), "test_sample": len(test),
-                                    "note": "bounded reservoir samples drawn in DuckDB; the model learnt "
+                                    "note": f"bounded samples drawn in {table.dialect.label}; the model learnt "
                                             "from every training row's counts"}})
     return result
 

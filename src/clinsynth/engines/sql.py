@@ -1,6 +1,8 @@
 """SQL expressions for the counting models' statistics, generated once from the schema, the
-encoder and the network's variables; any engine with standard SQL runs them (DuckDB now, Spark SQL
-later) — plain ``CASE``, comparisons and arithmetic, no engine-specific functions but ``round``.
+encoder and the network's variables; DuckDB and Spark SQL run the same text — plain ``CASE``,
+comparisons and arithmetic. The few things the two dialects spell differently (identifier and
+string quoting, half-even rounding, a row hash, exact quantiles, small integer types) are one
+:class:`Dialect` each (:data:`DUCKDB`, :data:`SPARK`), passed as ``d`` to what needs it.
 
 Each expression mirrors, value for value, the numpy code the pandas path runs:
 
@@ -11,20 +13,75 @@ Each expression mirrors, value for value, the numpy code the pandas path runs:
 * :func:`clip`, ``round_even`` and the gap fill of ``DuckDBTable.number`` are
   :func:`clinsynth.privacy.conform.conform` for one number column under a DP release, and
   :func:`category_code` with its fallbacks is ``conform`` + ``CategoricalCodec.codes``;
-* ``DuckDBTable._state_sql`` puts these together as ``BayesNet._discretise``, one variable each.
+* ``SqlTable._state_sql`` (``engines/table.py``) puts these together as ``BayesNet._discretise``, one variable each.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from clinsynth.engines.source import quote, text
+from clinsynth.engines.source import text  # noqa: F401 (DuckDB's, re-exported)
 from clinsynth.privacy.formats import MAX_DECIMALS, NUMBER_FORMATS
 
 INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
                  "UBIGINT", "UHUGEINT")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one SQL engine spells what standard SQL leaves open; everything else is shared text."""
+
+    name: str
+    #: the engine's name in a message
+    label: str
+    #: identifier quote character (a doubled one inside the name)
+    ident: str
+    #: a string literal's escape for ``'`` (SQL's doubled quote, or a backslash)
+    backslash_escapes: bool
+    #: integer types for a state number below 256 and below 65,536
+    state_types: tuple[str, str]
+
+    def quote(self, name: str) -> str:
+        """A SQL identifier, quoted."""
+        return self.ident + name.replace(self.ident, self.ident * 2) + self.ident
+
+    def text(self, value: str) -> str:
+        """A SQL string literal."""
+        if self.backslash_escapes:
+            return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return "'" + value.replace("'", "''") + "'"
+
+    def round_even(self, expr: str, digits: int) -> str:
+        """``expr`` rounded half to even at ``digits`` decimals (pandas' ``round``: ``rint(x·10ᵈ)/10ᵈ``)."""
+        if self.name == "duckdb":
+            return f"round_even({expr}, {int(digits)})"
+        scale = number(10.0 ** int(digits))
+        return f"(rint({expr} * {scale}) / {scale})"
+
+    def row_hash(self, seed: int, columns: list[str], buckets: int) -> str:
+        """A hash of the row's ``columns`` and ``seed`` in [0, buckets) (each engine's own hash)."""
+        cols = ", ".join(self.quote(c) for c in columns)
+        if self.name == "duckdb":
+            return f"(hash({int(seed)}, {cols}) % {int(buckets)})"
+        return f"pmod(xxhash64({int(seed)}, {cols}), {int(buckets)})"
+
+    def quantiles(self, expr: str, probs: list[float]) -> str:
+        """Exact quantiles of ``expr`` at ``probs``, interpolated linearly as ``np.quantile``."""
+        if self.name == "duckdb":
+            return f"quantile_cont({expr}, [{', '.join(map(repr, probs))}])"
+        return f"percentile({expr}, array({', '.join(map(repr, probs))}))"
+
+    def state_type(self, states: int) -> str:
+        """The smallest integer type the engine stores a state number of ``states`` states in."""
+        return self.state_types[0] if states <= 255 else self.state_types[1]
+
+
+DUCKDB = Dialect("duckdb", "DuckDB", '"', False, ("UTINYINT", "USMALLINT"))
+#: Spark SQL: backquoted names, backslash escapes in strings, no unsigned types
+SPARK = Dialect("spark", "Spark", "`", True, ("SMALLINT", "INT"))
 
 
 def number(x: float) -> str:
@@ -37,7 +94,7 @@ def number(x: float) -> str:
     return f"CAST('{x!r}' AS DOUBLE)"
 
 
-def literal(value: Any) -> str:
+def literal(value: Any, d: Dialect = DUCKDB) -> str:
     """A category label as a SQL literal of its own type."""
     value = value.item() if isinstance(value, np.generic) else value
     if isinstance(value, bool):
@@ -46,7 +103,7 @@ def literal(value: Any) -> str:
         return str(value)
     if isinstance(value, float):
         return number(value)
-    return text(str(value))
+    return d.text(str(value))
 
 
 def searchsorted(expr: str, edges: np.ndarray | list[float]) -> str:
@@ -100,11 +157,11 @@ def clip(expr: str, lo: float, hi: float) -> str:
             f"WHEN {expr} > {number(hi)} THEN {number(hi)} ELSE {expr} END)")
 
 
-def as_double(column: str, sql_type: str) -> str:
+def as_double(column: str, sql_type: str, d: Dialect = DUCKDB) -> str:
     """A column read as numbers (NULL where it is missing or not a number), as ``numeric_values``."""
     if sql_type in INTEGER_TYPES or sql_type in ("DOUBLE", "FLOAT", "REAL") or sql_type.startswith("DECIMAL"):
-        return f"CAST({quote(column)} AS DOUBLE)"
-    return f"TRY_CAST({quote(column)} AS DOUBLE)"
+        return f"CAST({d.quote(column)} AS DOUBLE)"
+    return f"TRY_CAST({d.quote(column)} AS DOUBLE)"
 
 
 def observed(expr: str) -> str:
@@ -112,34 +169,35 @@ def observed(expr: str) -> str:
     return f"({expr} IS NOT NULL AND NOT isnan({expr}))"
 
 
-def last_visit(groups: list[Any]) -> str:
+def last_visit(groups: list[Any], d: Dialect = DUCKDB) -> str:
     """:func:`clinsynth.schema.last_observed_visit`: the last visit (1-based) with any measure, 0 for none."""
     visits = len(groups[0].visits)
     cases = []
     for j in range(visits, 0, -1):
-        seen = " OR ".join(f"{quote(g.columns[j - 1])} IS NOT NULL" for g in groups)
+        seen = " OR ".join(f"{d.quote(g.columns[j - 1])} IS NOT NULL" for g in groups)
         cases.append(f"WHEN {seen} THEN {j}")
     return f"(CASE {' '.join(cases)} ELSE 0 END)"
 
 
-def after_dropout(schema: Any) -> dict[str, str]:
+def after_dropout(schema: Any, d: Dialect = DUCKDB) -> dict[str, str]:
     """Per longitudinal column of a dropout timeline, a condition true where the participant had left
     (``Schema._after_dropout``)."""
     out = {}
     for visits, groups in schema.timelines():
         if not all(g.dropout for g in groups):
             continue
-        last = last_visit(groups)
+        last = last_visit(groups, d)
         for g in groups:
             for j, c in enumerate(g.columns):
                 out[c] = f"({last} < {j + 1})"
     return out
 
 
-def category_code(column: str, categories: list[Any], if_null: int, if_unknown: int) -> str:
+def category_code(column: str, categories: list[Any], if_null: int, if_unknown: int, d: Dialect = DUCKDB) -> str:
     """Index of the value in ``categories`` (``CategoricalCodec.codes``)."""
-    cases = " ".join(f"WHEN {quote(column)} = {literal(c)} THEN {k}" for k, c in enumerate(categories))
-    null = f"WHEN {quote(column)} IS NULL THEN {if_null}"
+    col = d.quote(column)
+    cases = " ".join(f"WHEN {col} = {literal(c, d)} THEN {k}" for k, c in enumerate(categories))
+    null = f"WHEN {col} IS NULL THEN {if_null}"
     if any(isinstance(c, float) for c in categories) or not categories:
-        null += f" WHEN TRY_CAST({quote(column)} AS DOUBLE) = 'NaN'::DOUBLE THEN {if_null}"
+        null += f" WHEN TRY_CAST({col} AS DOUBLE) = {number(math.nan)} THEN {if_null}"
     return f"(CASE {cases} {null} ELSE {if_unknown} END)"
