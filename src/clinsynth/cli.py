@@ -221,7 +221,7 @@ def fit(
     privacy = _privacy(epsilon, delta)
     engine = _engine_for_master(engine, spark_master)
     if wants_engine(data, table, engine, model):
-        _refuse_torchrun("an engine fit (DuckDB counts) runs in one process: start it without torchrun")
+        _refuse_torchrun(f"an engine fit ({engine} counts) runs in one process: start it without torchrun")
         _fit_engine(data, table, output, target, schema_path, model, param, seed, privacy, quiet, overwrite,
                     _unit(privacy_unit), engine, spark_master)
         return
