@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from clinsynth.models.latent_prior import LatentPrior
@@ -32,9 +33,29 @@ def test_a_fitted_prior_draws_from_the_mixture_of_the_latents():
 
 
 def test_few_rows_fit_fewer_components():
-    z = np.random.default_rng(0).normal(size=(40, 4))
-    prior = LatentPrior(4, 30).fit(z, seed=0)  # 40 rows: at most 40 // 8 = 5 components
+    z = np.random.default_rng(0).normal(size=(200, 4))
+    prior = LatentPrior(4, 30).fit(z, seed=0)  # 200 rows: at most 200 // (10 × 4) = 5 components
     assert int((prior.log_weights.exp() > 0).sum()) == 5
+
+
+@pytest.mark.slow
+def test_the_mixture_keeps_pairs_better_than_the_prior_on_a_small_table():
+    """1,600 patients × 60 codes (~2 min on a busy machine): drawing from the mixture keeps the
+    pairs closer than N(0, I) draws of the same model. With a component per 128 rows (10 full
+    64-dimensional covariances from 1,600 latents) it overfitted: 0.32 against N(0, I)'s 0.22;
+    with one per 640 rows (2 components): 0.20."""
+    from clinsynth.data.ehr_simulator import simulate_ehr
+    from clinsynth.evaluate.codes import co_occurrence
+    from clinsynth.models.registry import create
+    from clinsynth.pipeline import split_patients
+
+    codes, _ = simulate_ehr(2000, 60, seed=0)
+    train, _ = split_patients(codes, 0.2, seed=0)
+    model = create("vae", progress=False, seed=0, epochs=300).fit(train)
+    mixture = co_occurrence(train, model.sample(train.n_patients, seed=1), top_codes=40)["excess_relative_rms"]
+    model.modules_["prior"].fitted.fill_(False)
+    prior = co_occurrence(train, model.sample(train.n_patients, seed=1), top_codes=40)["excess_relative_rms"]
+    assert mixture < prior
 
 
 def test_a_code_vae_without_dp_samples_from_its_training_latents_and_dp_refuses_it(tmp_path):

@@ -18,7 +18,10 @@ from torch import nn
 class LatentPrior(nn.Module):
     """N(0, I) until :meth:`fit`; then a ``components``-Gaussian mixture (full covariances).
 
-    Kept as buffers, so it is saved and restored with the model's weights.
+    At most one component per ``10 × latent`` rows: a full covariance has latent² / 2 numbers,
+    and with one per 128 rows (64 dimensions) the mixture overfitted on 1,600 patients × 60 codes
+    (co-occurrence 0.32 beyond noise, N(0, I) draws 0.22; one per 640 rows: 0.20). Kept as
+    buffers, so it is saved and restored with the model's weights.
     """
 
     def __init__(self, latent: int, components: int):
@@ -35,7 +38,7 @@ class LatentPrior(nn.Module):
 
         if len(z) < 2:  # nothing to fit a spread to: keep N(0, I)
             return self
-        k = max(1, min(self.components, len(z) // (2 * self.latent)))  # enough rows per component
+        k = max(1, min(self.components, len(z) // (10 * self.latent)))  # enough rows per component
         mix = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, max_iter=200, random_state=seed).fit(z)
         weights = np.zeros(self.components)
         weights[:k] = mix.weights_
