@@ -239,8 +239,9 @@ def test_dimension_wise_probability_on_the_simulated_ehr(name, bar):
 
 
 def test_vae_defaults_follow_the_input_kind():
-    """Left unset, epochs/batch/β are the table defaults on a table and the code defaults on codes."""
-    from clinsynth.models.vae import DEFAULTS
+    """Left unset, epochs/batch/β are the table defaults on a table and the code defaults on codes
+    (β: STEP_BETA for codes trained by steps, without DP)."""
+    from clinsynth.models.vae import DEFAULTS, STEP_BETA
 
     df = simulate_trial(n=300, seed=0)
     table_vae = create("vae", progress=False, epochs=1).fit(df, Schema.infer(df, target="arm"))
@@ -248,7 +249,10 @@ def test_vae_defaults_follow_the_input_kind():
     assert table_vae._phases()[0].batch_size == 128 and table_vae._phases()[0].epochs == 1
     codes, _ = simulate_ehr(300, 30, seed=0)
     code_vae = create("vae", progress=False, epochs=1).fit(codes)
-    assert code_vae._setting("beta") == 1.0 and code_vae._phases()[0].batch_size == 256
+    assert code_vae._setting("beta") == STEP_BETA == 0.5 and code_vae._phases()[0].batch_size == 256  # without DP
+    dp_vae = create("dp-vae", progress=False, epochs=1, epsilon=2.0)
+    dp_vae.input_kind_, dp_vae.n_input_ = "codes", 300  # what fit sets first
+    assert dp_vae._setting("beta") == DEFAULTS["codes"]["beta"] == 1.0
     assert create("vae", beta=0.7)._setting("beta") == 0.7
     with pytest.raises(ConfigError, match="beta"):
         create("vae", progress=False, epochs=1, beta=-1.0).fit(codes)

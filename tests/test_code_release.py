@@ -61,7 +61,8 @@ def test_run_codes_round_trips_long_format_with_new_ids(ehr_files, tmp_path):
     # what the data decided is on record too: the code defaults of batch size and β
     assert manifest["model"]["params"]["batch_size"] is None and manifest["model"]["params"]["beta"] is None
     resolved = manifest["model"]["resolved_params"]
-    assert (resolved["epochs"], resolved["batch_size"], resolved["beta"]) == (2, 256, 1.0)
+    assert (resolved["epochs"], resolved["batch_size"], resolved["beta"]) == (2, 256, 0.5)  # codes without DP
+    assert resolved["latent_mixture"] == 10
     assert manifest["long_format"] == {"patient_col": "pid", "code_col": "dx", "count_col": "visits"}
     assert manifest["input"]["patients"] == 400 and manifest["input"]["static_columns"] == ["age", "sex"]
     assert set(manifest["files"]) == {"synthetic", "synthetic_static", "model", "guarantee", "metrics", "report"}

@@ -328,6 +328,8 @@ class CodeModel(SynthModel):
         by name (all of them, also those not saved)."""
 
     sampling_modules: ClassVar[tuple[str, ...]] = ()
+    #: sampling modules that bundles saved by an earlier clinsynth may lack: left as built there
+    optional_modules: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def _train(self) -> None:
@@ -490,6 +492,9 @@ class CodeModel(SynthModel):
         self.modules_ = {}
         for name in self.sampling_modules:
             module = built[name].to(self.device_)
+            if name in self.optional_modules and name not in state:
+                self.modules_[name] = module.eval()
+                continue
             bundle.restore_module(directory, module, state, name)
             self.modules_[name] = module.eval()
 
