@@ -145,6 +145,20 @@ class SqlTable(ABC):
                 out[start + i].append((row[i], int(row[2 * k])))
         return out
 
+    def counts_of_unpivoted(self, branches: list[str], expr: str) -> list[list[tuple[Any, int]]]:
+        """``expr``'s values with their counts per branch, one statement: the branches
+        (``SELECT … AS v[, …] FROM src``, the same columns each) stacked as rows tagged ``q``, then
+        one GROUP BY q — ``expr`` (a bucket's search tree, say) written once, not once per column:
+        Spark plans and compiles a statement in time that grows with its text."""
+        out: list[list[tuple[Any, int]]] = [[] for _ in branches]
+        if not branches:
+            return out
+        stacked = " UNION ALL ".join(f"SELECT {q} AS q, {b[len('SELECT '):]}" for q, b in enumerate(branches))
+        for q, value, k in self.query(f"SELECT q, {expr} AS value, count(*) FROM ({stacked}) AS stacked "
+                                      "GROUP BY q, value"):
+            out[int(q)].append((value, int(k)))
+        return out
+
     # -- the sample and the schema --------------------------------------------------------------
     def infer_schema(self, target: str | None = None, seed: int = 0, rows: int = SAMPLE_ROWS, **kwargs: Any) -> Schema:
         """``Schema.infer`` on a sample of ``rows`` rows, then the facts a sample can miss read from
@@ -351,8 +365,8 @@ class SqlTable(ABC):
 
     def value_histogram(self, specs: list[Any], edges: np.ndarray) -> np.ndarray:
         def compute(names: list[str]) -> list[list[tuple[Any, int]]]:
-            xs = [self._raw(n) for n in names]
-            return self.counts_by_column([f"CASE WHEN {sql.observed(x)} THEN {sql.bucket(x, edges)} END" for x in xs])
+            return self.counts_of_unpivoted([f"SELECT {self._raw(n)} AS v FROM {self.src}" for n in names],
+                                            f"CASE WHEN {sql.observed('v')} THEN {sql.bucket('v', edges)} END")
 
         numeric = [c for c, t in self.types.items() if t in _NUMERIC_TYPES or t.startswith("DECIMAL")]
         counts = np.zeros(edges.size - 1)
@@ -370,13 +384,12 @@ class SqlTable(ABC):
         after = sql.after_dropout(schema, self.dialect)
 
         def compute(asked: list[tuple[str, float]]) -> list[list[tuple[Any, int]]]:
-            exprs = []
-            for name, tolerance in asked:
-                x = self._raw(name)
-                gap = f"NOT {sql.observed(x)}" + (f" AND NOT {after[name]}" if name in after else "")
-                exprs.append(f"CASE WHEN {gap} THEN 0 WHEN NOT {sql.observed(x)} THEN -1 "
-                             f"ELSE {sql.number_format(x, tolerance)} END")
-            return self.counts_by_column(exprs)
+            # each column's number, whether its participant had left, its tolerance: one format tree
+            branches = [f"SELECT {self._raw(name)} AS v, {after.get(name, 'FALSE')} AS gone, "
+                        f"{sql.number(tolerance)} AS tol FROM {self.src}" for name, tolerance in asked]
+            return self.counts_of_unpivoted(
+                branches, f"CASE WHEN NOT {sql.observed('v')} AND NOT gone THEN 0 WHEN NOT {sql.observed('v')} "
+                          f"THEN -1 ELSE {sql.number_format('v', 'tol')} END")
 
         # every column the release asks a format of, each with its tolerance; keyed by the schema
         # (its dropout timelines)
