@@ -71,6 +71,31 @@ def tables(spark, parquet):
     sparked.close()
 
 
+@pytest.fixture(scope="module")
+def schema(tables):
+    return tables[0].infer_schema(target="arm")
+
+
+class _Counted:
+    """Counts the statements a table runs (``query`` is where every one goes)."""
+
+    def __init__(self, table):
+        self.table, self.n = table, 0
+
+    def __enter__(self):
+        query = type(self.table).query
+
+        def counted(text):
+            self.n += 1
+            return query(self.table, text)
+
+        self.table.query = counted
+        return self
+
+    def __exit__(self, *exc):
+        del self.table.query
+
+
 def _same_network(a: BayesNet, b: BayesNet) -> None:
     assert a.schema_ == b.schema_
     assert a.variables_ == b.variables_
@@ -83,7 +108,9 @@ def test_statistics_equal_duckdb(tables):
     duck, sparked = tables
     assert sparked.types == duck.types and sparked.n == duck.n == ROWS
     schema = duck.infer_schema(target="arm")
-    assert sparked.infer_schema(target="arm") == schema  # every row is in both samples: the same inference
+    with _Counted(sparked) as counted:
+        assert sparked.infer_schema(target="arm") == schema  # every row is in both samples: the same inference
+    assert counted.n <= 2  # every column's facts in one statement, the categories' values in one more
     assert schema.column("flag").kind == "binary" and schema.column("flag").missing == "indicator"
     assert "O'Brien ward" in schema.column("site").categories
     specs = [s for s in schema.model_columns if s.kind in ("continuous", "integer")]
@@ -100,30 +127,36 @@ def test_statistics_equal_duckdb(tables):
     assert sparked.shared_ids(schema) == duck.shared_ids(schema)
 
 
-def test_bayesnet_through_spark_is_duckdbs(tables):
+def test_bayesnet_through_spark_is_duckdbs(tables, schema):
     """Same counts → the same network (the scaling given, as DuckDB's own test gives pandas')."""
     duck, sparked = tables
-    schema = duck.infer_schema(target="arm")
     a = BayesNet(seed=0, progress=False).fit(duck, schema)
     scaling = duck.numeric_scaling(schema)
     sparked.numeric_scaling = lambda schema: scaling
     try:
-        b = BayesNet(seed=0, progress=False).fit(sparked, schema)
+        with _Counted(sparked) as counted:
+            b = BayesNet(seed=0, progress=False).fit(sparked, schema)
     finally:
         del sparked.numeric_scaling
     assert b.n_train_ == ROWS
+    # numeric values: their distinct counts, their value counts; the states' partition sizes; the
+    # singles and pairs for the gains (one job), the pairs for the tree (one job)
+    assert counted.n <= 6
     _same_network(a, b)
 
 
-def test_dp_bayesnet_through_spark_is_duckdbs(tables):
+def test_dp_bayesnet_through_spark_is_duckdbs(tables, schema):
     """Under DP the scaling is released, not summed: the same release, ledger and noisy tables."""
     duck, sparked = tables
-    schema = duck.infer_schema(target="arm")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         a = BayesNet(seed=0, progress=False, privacy=Privacy(epsilon=1.0)).fit(duck, schema)
-        b = BayesNet(seed=0, progress=False, privacy=Privacy(epsilon=1.0)).fit(sparked, schema)
+        with _Counted(sparked) as counted:
+            b = BayesNet(seed=0, progress=False, privacy=Privacy(epsilon=1.0)).fit(sparked, schema)
     assert a.ledger_.state_dict() == b.ledger_.state_dict()
+    # the release: shared ids, formats, two value histograms (fine and coarse grids), one per
+    # category group (5 here); the states' counts in one job
+    assert counted.n <= 12
     _same_network(a, b)
     # the noiseless family counts themselves, the conformed records' states in both engines
     m = a
@@ -133,10 +166,9 @@ def test_dp_bayesnet_through_spark_is_duckdbs(tables):
         assert np.array_equal(x.family(v, m.parents_[v]), y.family(v, m.parents_[v]))
 
 
-def test_folds_follow_the_file_order(tables):
+def test_folds_follow_the_file_order(tables, schema):
     """The non-DP held-out folds come from each row's position, numbered as Spark reads it."""
     duck, sparked = tables
-    schema = duck.infer_schema(target="arm")
     m = BayesNet(seed=0, progress=False).fit(duck, schema)
     x = duck.state_counts(m.encoder_, m.variables_, m.target_, seed=3, folds=5)
     y = sparked.state_counts(m.encoder_, m.variables_, m.target_, seed=3, folds=5)
@@ -144,6 +176,7 @@ def test_folds_follow_the_file_order(tables):
         assert np.array_equal(x.single(v), y.single(v))
 
 
+@pytest.mark.slow  # the fast variant: test_dp_bayesnet_through_spark_is_duckdbs
 def test_fit_through_the_cli(spark, parquet, tmp_path):
     _, path = parquet
     assert main(["fit", path, "--spark-master", "local[2]", "--target", "arm", "--model", "dp-bayesnet",

@@ -21,8 +21,9 @@ import shutil
 import uuid
 import warnings
 from importlib import resources
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,12 @@ _TYPES = {"tinyint": "TINYINT", "smallint": "SMALLINT", "int": "INTEGER", "bigin
           "timestamp": "TIMESTAMP WITH TIME ZONE", "timestamp_ntz": "TIMESTAMP", "binary": "BLOB", "void": "NULL"}
 _ID = "__clinsynth_row"
 _BATCH = 512  # cell expressions per Spark job in cell_counts_many
-_PARTITION_BITS = 33  # monotonically_increasing_id: partition index above bit 33, row within it below
+_PARTITION_BITS = 33
+#: statements longer than this (characters) run without code generation: a bucket's or a state's
+#: search tree compiles to Java for minutes (a 601-edge grid over 14 columns: 140 s against 19 s
+#: interpreted, on 3,000 rows), far more than evaluating it costs on the rows of a count
+_INTERPRETED_ABOVE = 8_000
+_NO_CODEGEN = {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}  # monotonically_increasing_id: partition index above bit 33, row within it below
 
 
 class SparkUnavailableError(ConfigError):
@@ -153,7 +159,25 @@ class SparkTable(SqlTable):
 
     # -- plumbing ------------------------------------------------------------------------------
     def query(self, text: str) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in self.spark.sql(text).collect()]
+        with self._interpreted(text):
+            return [tuple(row) for row in self.spark.sql(text).collect()]
+
+    @contextmanager
+    def _interpreted(self, text: str) -> Iterator[None]:
+        """Code generation off while a long statement (:data:`_INTERPRETED_ABOVE`) is planned and
+        run, the session's own settings restored after."""
+        if len(text) <= _INTERPRETED_ABOVE:
+            yield
+            return
+        conf = self.spark.conf
+        before = {k: conf.get(k, None) for k in _NO_CODEGEN}
+        for k, v in _NO_CODEGEN.items():
+            conf.set(k, v)
+        try:
+            yield
+        finally:
+            for k, v in before.items():
+                conf.unset(k) if v is None else conf.set(k, v)
 
     def cell_counts_many(self, cells: list[str], table: str) -> list[tuple[np.ndarray, np.ndarray]]:
         """Every cell expression counted in one scan and one GROUP BY per :data:`_BATCH`: each row
@@ -192,8 +216,9 @@ class SparkTable(SqlTable):
         self._drop_states()
         # computed now and kept on the executors with its plan cut: every later GROUP BY reads the
         # stored states instead of planning the state expressions again
-        self._states = self.spark.sql(f"SELECT CAST({f} AS TINYINT) AS f, {columns} FROM {numbered}"
-                                      ).localCheckpoint(eager=True)
+        text = f"SELECT CAST({f} AS TINYINT) AS f, {columns} FROM {numbered}"
+        with self._interpreted(text):
+            self._states = self.spark.sql(text).localCheckpoint(eager=True)
         self._states.createOrReplaceTempView(self.view("states"))
 
     def _drop_states(self) -> None:

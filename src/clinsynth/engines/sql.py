@@ -134,9 +134,11 @@ def bucket(expr: str, edges: np.ndarray) -> str:
     return f"greatest(0, least({len(edges) - 2}, {searchsorted(expr, edges)} - 1))"
 
 
-def number_format(expr: str, tolerance: float) -> str:
-    """:func:`clinsynth.privacy.formats.number_formats` of one observed value."""
-    atol = f"{number(tolerance)} * greatest(1.0, abs({expr}))"
+def number_format(expr: str, tolerance: float | str) -> str:
+    """:func:`clinsynth.privacy.formats.number_formats` of one observed value (``tolerance``: a
+    number, or a SQL expression giving it)."""
+    tol = tolerance if isinstance(tolerance, str) else number(tolerance)
+    atol = f"{tol} * greatest(1.0, abs({expr}))"
     cases = [f"WHEN {expr} = 0 THEN 1", f"WHEN {expr} = 1 THEN 2"]
     cases += [f"WHEN abs(round({expr}, {d}) - {expr}) <= {atol} THEN {3 + d}" for d in range(MAX_DECIMALS + 1)]
     return f"CASE {' '.join(cases)} ELSE {len(NUMBER_FORMATS) - 1} END"

@@ -36,6 +36,10 @@ from clinsynth.schema import DISCRETE_KINDS, Schema
 SAMPLE_ROWS = 100_000           # rows the schema is inferred from
 _MAX_CATEGORIES = 1000          # a column with more distinct values than this is not a category list
 _VALUE_COUNT_LIMIT = 2_000_000  # exact order statistics from value counts up to this many distinct values
+#: columns per statement when one statement asks about many (Spark caps a GROUP BY at 64 grouping
+#: columns and compiles each projection into methods of at most 64 KB)
+PER_STATEMENT = 32
+_NUMERIC_TYPES = sql.INTEGER_TYPES + ("DOUBLE", "FLOAT", "REAL")
 
 
 def _plain(value: Any) -> Any:
@@ -111,6 +115,50 @@ class SqlTable(ABC):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    # -- many columns in one statement ------------------------------------------------------------
+    def aggregates(self, exprs: list[str]) -> list[Any]:
+        """Each aggregate expression's value over ``src``, :data:`PER_STATEMENT` columns' worth per
+        statement (an engine pays its per-statement cost — Spark's planning and job start — once
+        for all the columns, not once per column)."""
+        out: list[Any] = []
+        step = 3 * PER_STATEMENT
+        for start in range(0, len(exprs), step):
+            out += list(self.query(f"SELECT {', '.join(exprs[start:start + step])} FROM {self.src}")[0])
+        return out
+
+    def counts_by_column(self, exprs: list[str]) -> list[list[tuple[Any, int]]]:
+        """Each expression's distinct values over ``src`` with their counts (NULL one of them), all
+        in one scan and one statement per :data:`PER_STATEMENT` expressions: a GROUPING SETS with one
+        set per expression, each expression's values in its own column (so of its own type), and
+        ``grouping()`` telling which set a row belongs to."""
+        out: list[list[tuple[Any, int]]] = [[] for _ in exprs]
+        for start in range(0, len(exprs), PER_STATEMENT):
+            batch = exprs[start:start + PER_STATEMENT]
+            k = len(batch)
+            names = [f"_g{i}" for i in range(k)]
+            rows = self.query(
+                f"SELECT {', '.join(names)}, {', '.join(f'grouping({g})' for g in names)}, count(*) "
+                f"FROM (SELECT {', '.join(f'{e} AS {g}' for e, g in zip(batch, names))} FROM {self.src}) AS cols "
+                f"GROUP BY GROUPING SETS ({', '.join(f'({g})' for g in names)})")
+            for row in rows:
+                i = list(row[k:2 * k]).index(0)
+                out[start + i].append((row[i], int(row[2 * k])))
+        return out
+
+    def counts_of_unpivoted(self, branches: list[str], expr: str) -> list[list[tuple[Any, int]]]:
+        """``expr``'s values with their counts per branch, one statement: the branches
+        (``SELECT … AS v[, …] FROM src``, the same columns each) stacked as rows tagged ``q``, then
+        one GROUP BY q — ``expr`` (a bucket's search tree, say) written once, not once per column:
+        Spark plans and compiles a statement in time that grows with its text."""
+        out: list[list[tuple[Any, int]]] = [[] for _ in branches]
+        if not branches:
+            return out
+        stacked = " UNION ALL ".join(f"SELECT {q} AS q, {b[len('SELECT '):]}" for q, b in enumerate(branches))
+        for q, value, k in self.query(f"SELECT q, {expr} AS value, count(*) FROM ({stacked}) AS stacked "
+                                      "GROUP BY q, value"):
+            out[int(q)].append((value, int(k)))
+        return out
+
     # -- the sample and the schema --------------------------------------------------------------
     def infer_schema(self, target: str | None = None, seed: int = 0, rows: int = SAMPLE_ROWS, **kwargs: Any) -> Schema:
         """``Schema.infer`` on a sample of ``rows`` rows, then the facts a sample can miss read from
@@ -121,36 +169,52 @@ class SqlTable(ABC):
 
     def complete_schema(self, schema: Schema) -> Schema:
         """``schema`` with bounds, categories and missing policies of the whole table (declared
-        public facts are kept as given)."""
+        public facts are kept as given): one statement of every column's aggregates, one of the
+        category columns' distinct values."""
+        from clinsynth.privacy.statistics import sort_categories
+
         d = self.dialect
         after = sql.after_dropout(schema, d)
-        updates: dict[str, dict[str, Any]] = {}
-        for spec in schema.model_columns:
-            if spec.public or spec.kind == "datetime" or spec.name not in self.types:
-                continue
+        specs = [s for s in schema.model_columns
+                 if not (s.public or s.kind == "datetime" or s.name not in self.types)
+                 and (s.kind in ("continuous", "integer") or s.kind in DISCRETE_KINDS)]
+        exprs: list[str] = []
+        for spec in specs:
             col = d.quote(spec.name)
             gap = f"{col} IS NULL" + (f" AND NOT {after[spec.name]}" if spec.name in after else "")
             if spec.kind in ("continuous", "integer"):
                 x = sql.as_double(spec.name, self.types[spec.name], d)
-                lo, hi, gaps = self.query(f"SELECT min({x}) FILTER (WHERE NOT isnan({x})), "
-                                          f"max({x}) FILTER (WHERE NOT isnan({x})), "
-                                          f"count(*) FILTER (WHERE {gap}) FROM {self.src}")[0]
+                exprs += [f"min({x}) FILTER (WHERE NOT isnan({x}))", f"max({x}) FILTER (WHERE NOT isnan({x}))",
+                          f"count(*) FILTER (WHERE {gap})"]
+            else:  # one NaN at most among the distinct values: more than the limit + 1 is too many
+                exprs += [f"count(DISTINCT {col})", f"count(*) FILTER (WHERE {gap})"]
+        got = iter(self.aggregates(exprs))
+        facts: dict[str, tuple[Any, ...]] = {}
+        for spec in specs:
+            facts[spec.name] = tuple(next(got) for _ in range(3 if spec.kind in ("continuous", "integer") else 2))
+        discrete = [s for s in specs if s.kind in DISCRETE_KINDS]
+        for spec in discrete:
+            if facts[spec.name][0] > _MAX_CATEGORIES + 1:
+                raise SchemaError(f"column '{spec.name}' has more than {_MAX_CATEGORIES} distinct values in "
+                                  "the whole table: declare it an identifier or a number in the schema")
+        distinct = dict(zip((s.name for s in discrete), self.counts_by_column([d.quote(s.name) for s in discrete])))
+        updates: dict[str, dict[str, Any]] = {}
+        for spec in specs:
+            if spec.kind in ("continuous", "integer"):
+                lo, hi, gaps = facts[spec.name]
                 if lo is None:
                     raise SchemaError(f"column '{spec.name}' is entirely missing")
                 updates[spec.name] = {"bounds": (float(lo), float(hi)), "missing": "indicator" if gaps else "none"}
-            elif spec.kind in DISCRETE_KINDS:
-                rows = self.query(f"SELECT DISTINCT {col} FROM {self.src} WHERE {col} IS NOT NULL "
-                                  f"LIMIT {_MAX_CATEGORIES + 1}")
-                gaps = self.query(f"SELECT count(*) FILTER (WHERE {gap}) FROM {self.src}")[0][0]
-                values = [_plain(r[0]) for r in rows if not (isinstance(r[0], float) and math.isnan(r[0]))]
-                if len(values) > _MAX_CATEGORIES:
-                    raise SchemaError(f"column '{spec.name}' has more than {_MAX_CATEGORIES} distinct values in "
-                                      "the whole table: declare it an identifier or a number in the schema")
-                from clinsynth.privacy.statistics import sort_categories
-
-                cats = sort_categories(list(dict.fromkeys(values)))
-                kind = "binary" if len(cats) == 2 else ("categorical" if spec.kind == "binary" else spec.kind)
-                updates[spec.name] = {"categories": cats, "kind": kind, "missing": "indicator" if gaps else "none"}
+                continue
+            gaps = facts[spec.name][1]
+            values = [_plain(v) for v, _ in distinct[spec.name]
+                      if v is not None and not (isinstance(v, float) and math.isnan(v))]
+            if len(values) > _MAX_CATEGORIES:
+                raise SchemaError(f"column '{spec.name}' has more than {_MAX_CATEGORIES} distinct values in "
+                                  "the whole table: declare it an identifier or a number in the schema")
+            cats = sort_categories(list(dict.fromkeys(values)))
+            kind = "binary" if len(cats) == 2 else ("categorical" if spec.kind == "binary" else spec.kind)
+            updates[spec.name] = {"categories": cats, "kind": kind, "missing": "indicator" if gaps else "none"}
         data = schema.model_dump()
         data["columns"] = [{**c, **updates.get(c["name"], {})} for c in data["columns"]]
         return Schema.model_validate(data)
@@ -180,6 +244,7 @@ class SqlTable(ABC):
         self._view("src", f"SELECT * FROM {self.view('src_all')} WHERE NOT {held}")
         self._view("held_out", f"SELECT * FROM {self.view('src_all')} WHERE {held}")
         self.total = self.n
+        self._forget()
         self.n = int(self.query(f"SELECT count(*) FROM {self.src}")[0][0])
         n_test = self.total - self.n
         if self.n == 0 or n_test == 0:
@@ -228,20 +293,54 @@ class SqlTable(ABC):
         """Each numeric column's ``loc`` and ``scale`` (mean and population sd of its observed
         values), as ``NumericCodec.fit`` learns them — summed by the engine, so equal to numpy's to the
         last bits or so, not bit for bit."""
+        names = [s.name for s in schema.model_columns if s.kind in ("continuous", "integer")]
+        exprs = []
+        for name in names:
+            x = self._raw(name)
+            exprs += [f"avg({x}) FILTER (WHERE NOT isnan({x}))", f"stddev_pop({x}) FILTER (WHERE NOT isnan({x}))"]
+        got = self.aggregates(exprs)
         out = {}
-        for spec in schema.model_columns:
-            if spec.kind not in ("continuous", "integer"):
-                continue
-            x = self._raw(spec.name)
-            mean, sd = self.query(f"SELECT avg({x}), stddev_pop({x}) FROM {self.src} WHERE NOT isnan({x})")[0]
+        for i, name in enumerate(names):
+            mean, sd = got[2 * i], got[2 * i + 1]
             if mean is None:
-                raise SchemaError(f"column '{spec.name}' has no observed values to learn from")
-            out[spec.name] = {"loc": float(mean), "scale": float(sd) if sd and sd > 0 else 1.0}
+                raise SchemaError(f"column '{name}' has no observed values to learn from")
+            out[name] = {"loc": float(mean), "scale": float(sd) if sd and sd > 0 else 1.0}
         return out
 
     def observed(self, encoder: TableEncoder, name: str) -> ObservedColumn:
         """A numeric column's observed encoded values, as ``ExactCounts.numeric_states`` asks for them."""
-        return ObservedColumn(self, self.encoded(encoder, name), self.number(encoder.schema, name))
+        return ObservedColumn(self, encoder, name)
+
+    def _observed_values(self, encoder: TableEncoder, name: str) -> tuple[int, list[tuple[float, int]] | None]:
+        """A numeric column's count of distinct observed encoded values and, up to
+        :data:`_VALUE_COUNT_LIMIT` of them, the values with their counts: on the first ask, those of
+        every numeric column the encoder scales, in one statement for the counts of distinct values
+        and as few as hold the limit for the value counts."""
+        memo = self.__dict__.setdefault("_memo", {})
+        key = ("observed", id(encoder), id(self.release))
+        if key not in memo:
+            names = [n for n, c in encoder.codecs.items() if isinstance(c, NumericCodec)
+                     and c.transform == "standard" and c.state is not None and n in self.types]
+            zs = {n: f"(CASE WHEN {sql.observed(self.number(encoder.schema, n))} THEN {self.encoded(encoder, n)} END)"
+                  for n in names}
+            distinct = dict(zip(names, (int(k) for k in self.aggregates([f"count(DISTINCT {zs[n]})" for n in names]))))
+            batches: list[list[str]] = [[]]
+            size = 0
+            for n in (n for n in names if distinct[n] <= _VALUE_COUNT_LIMIT):
+                if batches[-1] and size + distinct[n] > _VALUE_COUNT_LIMIT:
+                    batches.append([])
+                    size = 0
+                batches[-1].append(n)
+                size += distinct[n]
+            values: dict[str, list[tuple[float, int]]] = {}
+            for batch in batches:
+                for n, rows in zip(batch, self.counts_by_column([zs[n] for n in batch])):
+                    values[n] = sorted((z, k) for z, k in rows if z is not None)
+            memo[key] = (encoder, self.release, distinct, values)  # the objects kept: their ids stay theirs
+        _, _, distinct, values = memo[key]
+        if name not in distinct:
+            raise SchemaError(f"column '{name}' is not a numeric column the encoder scales")
+        return distinct[name], values.get(name)
 
     def conformed(self, release: Any) -> SqlTable:
         """This table read through a DP release (its records conformed to it, in SQL)."""
@@ -249,36 +348,66 @@ class SqlTable(ABC):
         return self
 
     # -- the counts of the public-facts release (privacy.statistics reads these) -------------------
+    # Each of these is asked once per query group of the release; the first ask counts every column
+    # the release can ask about in one statement and keeps the counts (``_memo``, emptied when the
+    # rows learnt from change), so a release is a handful of statements, not a few per column.
+    def _memo_get(self, key: tuple[Any, ...], names: list[Any], compute: Callable[[list[Any]], list[Any]],
+                  candidates: list[Any]) -> list[Any]:
+        memo = self.__dict__.setdefault("_memo", {}).setdefault(key, {})
+        missing = [n for n in names if n not in memo]
+        if missing:
+            todo = list(dict.fromkeys(missing + [c for c in candidates if c not in memo]))
+            memo.update(zip(todo, compute(todo)))
+        return [memo[n] for n in names]
+
+    def _forget(self) -> None:
+        self.__dict__.pop("_memo", None)
+
     def value_histogram(self, specs: list[Any], edges: np.ndarray) -> np.ndarray:
+        def compute(names: list[str]) -> list[list[tuple[Any, int]]]:
+            return self.counts_of_unpivoted([f"SELECT {self._raw(n)} AS v FROM {self.src}" for n in names],
+                                            f"CASE WHEN {sql.observed('v')} THEN {sql.bucket('v', edges)} END")
+
+        numeric = [c for c, t in self.types.items() if t in _NUMERIC_TYPES or t.startswith("DECIMAL")]
         counts = np.zeros(edges.size - 1)
-        for spec in specs:
-            x = self._raw(spec.name)
-            for b, k in self.query(f"SELECT {sql.bucket(x, edges)} AS b, count(*) FROM {self.src} "
-                                   f"WHERE {sql.observed(x)} GROUP BY b"):
-                counts[int(b)] += k
+        for rows in self._memo_get(("value", edges.tobytes()), [s.name for s in specs], compute, numeric):
+            for b, k in rows:
+                if b is not None:
+                    counts[int(b)] += k
         return counts / len(specs)
 
     def format_histogram(self, specs: list[Any], schema: Schema) -> np.ndarray:
         from clinsynth.privacy.formats import NUMBER_FORMATS, _float_tolerance
 
-        counts = np.zeros(len(NUMBER_FORMATS))
+        from clinsynth.privacy.statistics import _needs_format
+
         after = sql.after_dropout(schema, self.dialect)
-        for spec in specs:
-            x = self._raw(spec.name)
-            gap = f"NOT {sql.observed(x)}" + (f" AND NOT {after[spec.name]}" if spec.name in after else "")
-            cls = f"CASE WHEN {gap} THEN 0 WHEN NOT {sql.observed(x)} THEN -1 " \
-                  f"ELSE {sql.number_format(x, _float_tolerance(spec.dtype))} END"
-            for c, k in self.query(f"SELECT {cls} AS c, count(*) FROM {self.src} GROUP BY c"):
-                if c >= 0:
+
+        def compute(asked: list[tuple[str, float]]) -> list[list[tuple[Any, int]]]:
+            # each column's number, whether its participant had left, its tolerance: one format tree
+            branches = [f"SELECT {self._raw(name)} AS v, {after.get(name, 'FALSE')} AS gone, "
+                        f"{sql.number(tolerance)} AS tol FROM {self.src}" for name, tolerance in asked]
+            return self.counts_of_unpivoted(
+                branches, f"CASE WHEN NOT {sql.observed('v')} AND NOT gone THEN 0 WHEN NOT {sql.observed('v')} "
+                          f"THEN -1 ELSE {sql.number_format('v', 'tol')} END")
+
+        # every column the release asks a format of, each with its tolerance; keyed by the schema
+        # (its dropout timelines)
+        candidates = [(s.name, _float_tolerance(s.dtype)) for s in schema.model_columns
+                      if s.name in self.types and _needs_format(s, schema)]
+        asked = [(s.name, _float_tolerance(s.dtype)) for s in specs]
+        counts = np.zeros(len(NUMBER_FORMATS))
+        for rows in self._memo_get(("format", schema.model_dump_json()), asked, compute, candidates):
+            for c, k in rows:
+                if c is not None and c >= 0:
                     counts[int(c)] += k
         return counts / len(specs)
 
     def observed_counts(self, columns: list[str]) -> tuple[dict[Any, float], float]:
         counts: dict[Any, float] = {}
         missing = 0
-        for c in columns:
-            col = self.dialect.quote(c)
-            for value, k in self.query(f"SELECT {col}, count(*) FROM {self.src} GROUP BY {col}"):
+        for rows in self.counts_by_column([self.dialect.quote(c) for c in columns]):
+            for value, k in rows:
                 if value is None or (isinstance(value, float) and math.isnan(value)):
                     missing += k
                     continue
@@ -368,28 +497,27 @@ class ObservedColumn:
     """One numeric column's observed encoded values, kept in the engine: their distinct values, or
     exact order statistics interpolated as ``np.quantile`` interpolates them."""
 
-    def __init__(self, table: SqlTable, z: str, x: str):
-        self.table, self.z, self.x = table, z, x
+    def __init__(self, table: SqlTable, encoder: TableEncoder, name: str):
+        self.table, self.encoder, self.name = table, encoder, name
 
     def states(self, bins: int) -> tuple[list[float], list[float]]:
         """``bayesnet.observed_states`` of the column's observed values."""
         from clinsynth.models.bayesnet import states_from_counts
 
-        where = f"WHERE {sql.observed(self.x)}"
-        distinct = self.table.query(f"SELECT count(DISTINCT {self.z}) FROM {self.table.src} {where}")[0][0]
-        if distinct <= bins:
-            values = [r[0] for r in self.table.query(
-                f"SELECT DISTINCT {self.z} AS z FROM {self.table.src} {where} ORDER BY z")]
-            return values, values
-        if distinct <= _VALUE_COUNT_LIMIT:
-            rows = self.table.query(f"SELECT {self.z} AS z, count(*) FROM {self.table.src} {where} GROUP BY z ORDER BY z")
-            values = np.array([r[0] for r in rows], dtype=np.float32)
-            return states_from_counts(values, np.array([r[1] for r in rows], dtype=np.int64), bins)
+        distinct, counted = self.table._observed_values(self.encoder, self.name)
+        if counted is not None:
+            if distinct <= bins:
+                values = [z for z, _ in counted]
+                return values, values
+            return states_from_counts(np.array([z for z, _ in counted], dtype=np.float32),
+                                      np.array([k for _, k in counted], dtype=np.int64), bins)
         # the engine's interpolation: equal to numpy's but possibly in the last bit; no exact-value
         # states (finding the piles would take the value counts this branch avoids)
+        table = self.table
+        z, x = table.encoded(self.encoder, self.name), table.number(self.encoder.schema, self.name)
         probs = np.linspace(0, 1, bins + 1)
-        got = self.table.query(f"SELECT {self.table.dialect.quantiles(self.z, probs.tolist())} "
-                               f"FROM {self.table.src} {where}")[0][0]
+        got = table.query(f"SELECT {table.dialect.quantiles(z, probs.tolist())} "
+                          f"FROM {table.src} WHERE {sql.observed(x)}")[0][0]
         cuts = np.unique(np.asarray(got, dtype=np.float32))
         return cuts[:-1].tolist(), cuts[1:].tolist()
 
