@@ -22,6 +22,8 @@ from clinsynth.privacy.formats import number_formats
 from clinsynth.privacy.histograms import bucket, grid_edges
 from clinsynth.privacy.conform import conform
 
+from engine_checks import assert_same_network
+
 
 def _trial(n: int, columns: int | None) -> pd.DataFrame:
     df = simulate_trial(n, seed=3)
@@ -30,15 +32,6 @@ def _trial(n: int, columns: int | None) -> pd.DataFrame:
 
 def _pandas_scaling(model: BayesNet) -> dict:
     return {k: dict(c.state) for k, c in model.encoder_.codecs.items() if getattr(c, "state", None)}
-
-
-def _assert_same_network(a: BayesNet, b: BayesNet) -> None:
-    assert a.schema_ == b.schema_
-    assert a.variables_ == b.variables_
-    assert a.parents_ == b.parents_
-    assert len(a.tables_) == len(b.tables_)
-    for v, (x, y) in enumerate(zip(a.tables_, b.tables_)):
-        assert np.array_equal(x, y), f"table of {a.variables_[v].name} differs"
 
 
 def _check_exact(df: pd.DataFrame, source: TableSource) -> None:
@@ -53,7 +46,7 @@ def _check_exact(df: pd.DataFrame, source: TableSource) -> None:
     table.numeric_scaling = lambda schema: expected  # the counts, not the summation order, are under test
     engine = BayesNet(seed=0, progress=False).fit(table, schema)
     assert engine.n_train_ == len(df)
-    _assert_same_network(in_memory, engine)
+    assert_same_network(in_memory, engine)
     table.close()
 
 
@@ -66,7 +59,7 @@ def _check_dp(df: pd.DataFrame, source: TableSource) -> None:
         in_memory = BayesNet(seed=0, progress=False, privacy=Privacy(epsilon=1.0)).fit(df, schema)
         engine = BayesNet(seed=0, progress=False, privacy=Privacy(epsilon=1.0)).fit(table, schema)
     assert in_memory.ledger_.state_dict() == engine.ledger_.state_dict()
-    _assert_same_network(in_memory, engine)
+    assert_same_network(in_memory, engine)
     # the noiseless counts themselves, variable by variable and for the fitted families
     enc, m = in_memory.encoder_, in_memory
     frame = conform(df, m.release_)

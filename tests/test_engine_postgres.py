@@ -33,6 +33,8 @@ from clinsynth.engines.source import TableSource
 from clinsynth.models.bayesnet import BayesNet
 from clinsynth.privacy.budget import Privacy
 
+from engine_checks import assert_same_network
+
 ROWS = 4_000
 PASSWORD = "s3cret-pw"  # trust authentication ignores it; it must never be printed or written
 
@@ -127,13 +129,6 @@ def postgres():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _same_network(a: BayesNet, b: BayesNet) -> None:
-    assert a.schema_ == b.schema_
-    assert a.variables_ == b.variables_
-    assert a.parents_ == b.parents_
-    assert all(np.array_equal(x, y) for x, y in zip(a.tables_, b.tables_, strict=True))
-
-
 def test_counts_and_network_equal_parquet(postgres, tmp_path):
     url, df = postgres
     df.to_parquet(tmp_path / "trial.parquet")
@@ -144,7 +139,7 @@ def test_counts_and_network_equal_parquet(postgres, tmp_path):
         assert schema == pq.infer_schema(target="arm")
         pd.testing.assert_frame_equal(pg.sample(300, seed=2), pq.sample(300, seed=2))
         assert pg.numeric_scaling(schema) == pq.numeric_scaling(schema)
-        _same_network(BayesNet(seed=0, progress=False).fit(pg, schema), BayesNet(seed=0, progress=False).fit(pq, schema))
+        assert_same_network(BayesNet(seed=0, progress=False).fit(pg, schema), BayesNet(seed=0, progress=False).fit(pq, schema))
 
 
 def test_dp_ledger_and_noiseless_counts_equal_parquet(postgres, tmp_path):
@@ -157,7 +152,7 @@ def test_dp_ledger_and_noiseless_counts_equal_parquet(postgres, tmp_path):
             a = BayesNet(seed=0, progress=False, privacy=Privacy(epsilon=1.0)).fit(pg, schema)
             b = BayesNet(seed=0, progress=False, privacy=Privacy(epsilon=1.0)).fit(pq, schema)
         assert a.ledger_.state_dict() == b.ledger_.state_dict()
-        _same_network(a, b)
+        assert_same_network(a, b)
         counts = [t.state_counts(a.encoder_, a.variables_, a.target_, seed=0, folds=1) for t in (pg, pq)]
         for v in range(len(a.variables_)):
             assert np.array_equal(counts[0].family(v, a.parents_[v]), counts[1].family(v, a.parents_[v]))
@@ -198,7 +193,7 @@ def test_cli_run_and_fit_end_to_end(postgres, tmp_path):
     a, b = load(tmp_path / "a"), load(tmp_path / "b")
     assert a.n_train_ == b.n_train_ == ROWS
     assert a.ledger_.state_dict() == b.ledger_.state_dict()
-    _same_network(a, b)
+    assert_same_network(a, b)
 
 
 @pytest.mark.parametrize("args, message", [

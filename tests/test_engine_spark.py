@@ -24,6 +24,8 @@ from clinsynth.engines.source import TableSource
 from clinsynth.models.bayesnet import BayesNet
 from clinsynth.privacy.budget import Privacy
 
+from engine_checks import assert_same_network
+
 ROWS = 3_000
 
 
@@ -96,14 +98,6 @@ class _Counted:
         del self.table.query
 
 
-def _same_network(a: BayesNet, b: BayesNet) -> None:
-    assert a.schema_ == b.schema_
-    assert a.variables_ == b.variables_
-    assert a.parents_ == b.parents_
-    for v, (x, y) in enumerate(zip(a.tables_, b.tables_)):
-        assert np.array_equal(x, y), f"table of {a.variables_[v].name} differs"
-
-
 def test_statistics_equal_duckdb(tables):
     duck, sparked = tables
     assert sparked.types == duck.types and sparked.n == duck.n == ROWS
@@ -142,7 +136,7 @@ def test_bayesnet_through_spark_is_duckdbs(tables, schema):
     # numeric values: their distinct counts, their value counts; the states' partition sizes; the
     # singles and pairs for the gains (one job), the pairs for the tree (one job)
     assert counted.n <= 6
-    _same_network(a, b)
+    assert_same_network(a, b)
 
 
 def test_dp_bayesnet_through_spark_is_duckdbs(tables, schema):
@@ -157,7 +151,7 @@ def test_dp_bayesnet_through_spark_is_duckdbs(tables, schema):
     # the release: shared ids, formats, two value histograms (fine and coarse grids), one per
     # category group (5 here); the states' counts in one job
     assert counted.n <= 12
-    _same_network(a, b)
+    assert_same_network(a, b)
     # the noiseless family counts themselves, the conformed records' states in both engines
     m = a
     x = duck.state_counts(m.encoder_, m.variables_, m.target_, seed=0, folds=1)
