@@ -84,7 +84,7 @@ COVER = 0.75
 #: A coarser level's bucket extends the composite when what it adds clears this many sds.
 EXTEND_SIGMAS = 3.0
 #: The column's observed count (format histogram) exceeds what was located by this many sds of
-#: the difference, and by this share of the count, before the coarsest level is searched for it.
+#: the difference, and by this share of the count, before the coarse buckets next to it are searched.
 UNLOCATED_SIGMAS = 3.0
 UNLOCATED_SHARE = 0.1
 #: Then the coarse levels' buckets nearest each end (this many per end and level) are searched, and

@@ -520,7 +520,8 @@ def _format_query(df: Any, specs: list[ColumnSpec], noise_std: float, rng: np.ra
     weighted = FORMAT_WEIGHT * df.format_histogram(specs, schema)
     noisy = (weighted + rng.normal(0.0, noise_std, weighted.size)) / FORMAT_WEIGHT
     facts = decide_format(noisy, noise_std / FORMAT_WEIGHT, dates, may_be_flag)
-    facts["observed"] = _observed_cells(noisy, noise_std / FORMAT_WEIGHT, len(df), scalar=len(specs) == 1 and may_be_flag)
+    # may_be_flag is "one column outside any group": one cell per record
+    facts["observed"] = _observed_cells(noisy, noise_std / FORMAT_WEIGHT, len(df), scalar=may_be_flag)
     report = {"kind": "format", "columns": [s.name for s in specs],
               "classes": list(DATE_FORMATS if dates else NUMBER_FORMATS), "counts": noisy.tolist(),
               "noise_sd": noise_std / FORMAT_WEIGHT,
