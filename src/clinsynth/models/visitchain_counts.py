@@ -210,7 +210,8 @@ class NoisyVisitCounts(ExactVisitCounts):
             sample[layout.time] = parts.end.to_numpy()
             schema = Schema(columns=[*schema.columns, wide_spec(time)])
             purpose += ", and the time of each patient's last visit"
-        release = charged_release(sample, schema, m.ledger_, m.privacy.stats_share, m._rng, extra_purpose=purpose)
+        release = charged_release(sample, schema, m.ledger_, m.privacy.stats_share, m._rng, extra_purpose=purpose,
+                                  never_flags={layout.gap})
         m.visit_release_ = release
         released_columns = release.schema.model_dump()["columns"]
         m.end_bounds_ = end_bounds(release, layout.time)

@@ -416,7 +416,7 @@ class VisitRNN(PatientModel):
         self.ledger_ = self.privacy.ledger(len(data.lengths), unit="patient")
         table, release_schema = self.release_table(schema, data)
         release = charged_release(table, release_schema, self.ledger_, self.privacy.stats_share,
-                                  np.random.default_rng(self.seed))
+                                  np.random.default_rng(self.seed), never_flags={gap_name(schema.time)})
         self.facts_ = release.record()
         released = {c.name: c for c in release.schema.columns}
         columns = [released[c.name].model_copy(update={"level": c.level}) if c.name in released else c

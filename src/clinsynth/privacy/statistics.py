@@ -130,6 +130,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -513,15 +514,16 @@ def _observed_cells(noisy: np.ndarray, sd: float, n: int, scalar: bool) -> tuple
 
 
 def _format_query(df: Any, specs: list[ColumnSpec], noise_std: float, rng: np.random.Generator,
-                  schema: Schema, may_be_flag: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+                  schema: Schema, scalar: bool, may_be_flag: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """One format histogram at :data:`FORMAT_WEIGHT` (``noise_std`` is the release's; the counts
-    come back in cells, with noise sd ``noise_std / FORMAT_WEIGHT``) and the facts it gives."""
+    come back in cells, with noise sd ``noise_std / FORMAT_WEIGHT``) and the facts it gives.
+    ``scalar``: one column outside any group (one cell per record); ``may_be_flag``: a scalar
+    column that may be read as a 0/1 flag."""
     dates = specs[0].kind == "datetime"
     weighted = FORMAT_WEIGHT * df.format_histogram(specs, schema)
     noisy = (weighted + rng.normal(0.0, noise_std, weighted.size)) / FORMAT_WEIGHT
     facts = decide_format(noisy, noise_std / FORMAT_WEIGHT, dates, may_be_flag)
-    # may_be_flag is "one column outside any group": one cell per record
-    facts["observed"] = _observed_cells(noisy, noise_std / FORMAT_WEIGHT, len(df), scalar=may_be_flag)
+    facts["observed"] = _observed_cells(noisy, noise_std / FORMAT_WEIGHT, len(df), scalar=scalar)
     report = {"kind": "format", "columns": [s.name for s in specs],
               "classes": list(DATE_FORMATS if dates else NUMBER_FORMATS), "counts": noisy.tolist(),
               "noise_sd": noise_std / FORMAT_WEIGHT,
@@ -652,7 +654,8 @@ def _query_rngs(rng: np.random.Generator, n: int) -> list[np.random.Generator]:
 
 
 def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, threshold_delta: float,
-                       rng: np.random.Generator, extra: float = 0.0) -> DPRelease:
+                       rng: np.random.Generator, extra: float = 0.0,
+                       never_flags: Collection[str] = ()) -> DPRelease:
     """Run the one Gaussian mechanism of :func:`plan_statistics`'s queries and post-process it.
 
     ``noise_std`` is the sd added to every weighted count (a query of weight w has noise sd
@@ -662,6 +665,8 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
     records are too few for a useful release at this noise (:func:`check_useful`), and when the
     target's classes cannot be released. Columns that degrade instead are in :attr:`DPRelease.facts`
     and, where the steward should know, warned about (:class:`~clinsynth.errors.ReleaseWarning`).
+    ``never_flags``: columns the caller built and knows are not 0/1 flags (a gap between visits is
+    at least one unit even when every observed gap is 1), so their format never reads as one.
     """
     from clinsynth.errors import ReleaseWarning
 
@@ -680,8 +685,9 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
     notes: list[str] = []
     for columns in plan.format:  # first: the bounds are rounded to the released precision
         specs = [schema.column(c) for c in columns]
+        scalar = len(columns) == 1 and columns[0] not in grouped
         facts, report["format:" + _query_label(schema, columns)] = _format_query(
-            df, specs, noise_std, next(rngs), schema, may_be_flag=len(columns) == 1 and columns[0] not in grouped)
+            df, specs, noise_std, next(rngs), schema, scalar=scalar, may_be_flag=scalar and columns[0] not in never_flags)
         records.append({"columns": columns, "facts": "kind, decimals, missing values",
                         "mechanism": "noisy format histogram", "noise_sd": noise_std / FORMAT_WEIGHT,
                         "outcome": facts["kind"] if facts["kind"] == "binary" or facts["decimals"] is not None
@@ -754,7 +760,7 @@ def release_statistics(df: pd.DataFrame, schema: Schema, noise_std: float, thres
 
 
 def charged_release(df: pd.DataFrame, schema: Schema, ledger: Any, share: float, rng: np.random.Generator,
-                    extra: float = 0.0, extra_purpose: str = "") -> DPRelease:
+                    extra: float = 0.0, extra_purpose: str = "", never_flags: Collection[str] = ()) -> DPRelease:
     """``release_statistics`` charged to ``ledger`` first (nothing when the schema declares every
     fact public and there is no ``extra`` query). The facts get ``share`` of the budget, raised for
     a table with few records per column (:mod:`clinsynth.privacy.facts_budget`); categorical
@@ -782,7 +788,7 @@ def charged_release(df: pd.DataFrame, schema: Schema, ledger: Any, share: float,
         if plan.n_queries or extra:
             ledger.charge(Charge("gaussian", purpose, noise_multiplier=budget.noise_multiplier, sample_rate=1.0,
                                  steps=1, delta=threshold_delta, unit=getattr(ledger, "unit", "record")))
-        release = release_statistics(df, schema, budget.noise_std, threshold_delta, rng, extra)
+        release = release_statistics(df, schema, budget.noise_std, threshold_delta, rng, extra, never_flags)
     except FactsRefusal as refusal:
         needed = refusal.needed_noise_std or 0.0
         if not refusal.before_reading:  # this noise failed: what would work has clearly less (a fifth)
