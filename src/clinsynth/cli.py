@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -21,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from clinsynth.errors import ClinsynthError, ConfigError, OutputError, OutputWords
+from clinsynth.errors import ClinsynthError, ClinsynthWarning, ConfigError, OutputError, OutputWords
 from clinsynth.streaming import PARTITION_ROWS
 
 try:  # recent typer vendors click as typer._click; older typer depends on click itself
@@ -267,7 +268,6 @@ def _process_share(output: Path, quiet: bool, resume: bool) -> Iterator[tuple[Pa
     removed. All wait for each other at the end (``clinsynth.distributed.finish``)."""
     import shutil
     import tempfile
-    import warnings
 
     from clinsynth import distributed
 
@@ -789,6 +789,27 @@ def _terminate_cleanly() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """clinsynth's own warnings (a fact released from a default, advice on a weak DP fit) as one
+    yellow line each, said once — not Python's format, which prints a source line after the text."""
+    shown: set[str] = set()
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 (warnings' hook)
+        if not issubclass(category, ClinsynthWarning):
+            return default(message, category, filename, lineno, file, line)
+        if str(message) not in shown:
+            shown.add(str(message))
+            console.print("[yellow]warning:[/yellow] " + escape(str(message)), highlight=False)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = default
+
+
 def _aborted() -> int:
     console.print("[red]aborted[/red]: --out was left as it was; an interrupted run keeps what it can reuse "
                   "(a fitted model, a checkpoint) for --resume")
@@ -804,7 +825,7 @@ def main(argv: list[str] | None = None) -> int:
         if command not in (None, "fit"):
             _refuse_torchrun(f"`clinsynth {command}` runs in one process; under torchrun only `fit` trains "
                              "(then sample, evaluate and report from its bundle in one process)")
-        with _terminate_cleanly():
+        with _terminate_cleanly(), _warnings_as_lines():
             result = app(args=args, standalone_mode=False, prog_name="clinsynth")
         if result == 130:  # typer turns Ctrl-C (and our SIGTERM) into a returned exit code 130
             return _aborted()

@@ -92,6 +92,14 @@ class CheckpointError(ConfigError):
     """A checkpoint directory that belongs to another fit, is damaged, or cannot be written."""
 
 
-class ReleaseWarning(UserWarning):
+class ClinsynthWarning(UserWarning):
+    """Something the steward should know about a fit that went ahead; the CLI prints it as one line."""
+
+
+class UtilityWarning(ClinsynthWarning):
+    """A DP fit whose noise leaves little of the data's signal: what to change for more."""
+
+
+class ReleaseWarning(ClinsynthWarning):
     """A DP release that went ahead with less than the data hold: a column's rare categories merged,
     or a fact taken from a public default. The release's record says the same."""

@@ -30,6 +30,7 @@ from torch import nn
 
 from clinsynth.data.ehr import CodeMatrix
 from clinsynth.data.transforms import TableEncoder
+from clinsynth.errors import UtilityWarning
 from clinsynth.models.records import DP_FEW_PATIENTS, Phase, RealStep, static_schema
 from clinsynth.privacy.dpsgd import PrivateGradient, expected_batch, poisson_batches
 from clinsynth.privacy.ledger import Charge, PrivacyLedger, charge_calibrated
@@ -110,7 +111,7 @@ class PrivateCodes(PlainCodes):
             warnings.warn(f"{m.name}: {n:,} patients are few for a differentially private code model at ε = "
                           f"{m.privacy.epsilon:g}: the noise swamps most codes' counts (300 patients × 170 codes at ε = 1: "
                           "prevalence correlation 0.37 for dp-codetree, ≤ 0 for the DP networks); raise ε or release "
-                          "without DP only where that is allowed", UserWarning, stacklevel=3)
+                          "without DP only where that is allowed", UtilityWarning, stacklevel=3)
 
     def prepare(self, schema: Schema, codes: CodeMatrix | None, static: pd.DataFrame | None) -> Prepared:
         """Ledger, vocabulary and public facts: only charged or declared facts reach the codec."""
