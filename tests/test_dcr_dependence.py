@@ -57,14 +57,14 @@ def test_rows_piled_on_a_few_real_records_are_within_chance():
 
 
 def test_a_model_that_replays_a_few_training_records_still_fails():
-    """Near-copies of five training records, repeated: few real records again, but the synthetic
+    """Near-copies of three training records, repeated: few real records again, but the synthetic
     rows sit much nearer the training set than a real unseen record does."""
     train, test, _ = _hub_case(1)
     rng = np.random.default_rng(2)
-    replay = train.iloc[rng.integers(0, 5, 500)].reset_index(drop=True)
+    replay = train.iloc[rng.integers(0, 3, 500)].reset_index(drop=True)
     replay[list(NUMS)] += rng.normal(0, 1e-3, (500, len(NUMS)))
     res = distance_to_closest_record(train, test, replay, _schema())
-    assert res.nearest_records == 5 and res.ci_low < 0.5  # five coin flips ...
+    assert res.nearest_records == 3 and res.ci_low < 0.5  # three coin flips ...
     assert res.median_dcr_train < 0.1 * res.median_dcr_holdout_to_train  # ... but on top of training records
     assert attacks_verdict(_metrics(res))["level"] == "fail"
 

@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -388,7 +388,7 @@ def _member_pools(n_train: int, n_test: int, max_queries: int, seed: int) -> tup
     return rng.permutation(n_train)[:size], rng.permutation(n_test)[:size]
 
 
-def _wilson(p: float, n: int, z: float = _Z95) -> tuple[float, float]:
+def _wilson(p: float, n: float, z: float = _Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
@@ -442,6 +442,18 @@ class DCRResult:
     is 0.5 at chance but reads only 0.5 + 0.5/k for a copy when training is k times larger.
     Medians are distances to the equal-size reference sets; the holdout's own median distance to
     the training subsample is the baseline a real, unseen record shows.
+
+    **The interval counts real records, not only synthetic rows.** Synthetic rows that share their
+    nearest real record share its side: whether that record fell in training or the holdout is one
+    coin flip of the random split, whatever the number of rows on it. A model that over-produces a
+    rare pattern (a DP model's noise on a rare category does) piles many rows on the few real
+    records that hold it, and Wilson's interval on ``n_queries`` independent rows would read a
+    handful of coin flips as evidence. So ``p``'s interval is Wilson's on the effective number of
+    queries ``effective_queries = n² / Σ_j n_j²`` (Kish's; ``n_j`` rows nearest the real record
+    ``j`` over both whole sets, ``nearest_records`` such records): the split's own variance of
+    ``p`` when the synthetic rows know nothing of it (it equals ``n_queries`` when every row has
+    its own nearest record, as copies of distinct training rows do). ``None`` for both when the
+    distance does not say which record is nearest; the interval then treats rows as independent.
     """
 
     share_closer_to_train: float
@@ -455,29 +467,61 @@ class DCRResult:
     median_dcr_train: float
     median_dcr_holdout: float
     median_dcr_holdout_to_train: float
+    nearest_records: int | None = None
+    effective_queries: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+class Near(NamedTuple):
+    """What a :data:`Nearest` callback may return: each query's distance to its nearest reference
+    row, optionally how many reference rows lie at that distance (``count``) and which row is
+    nearest (``index``, a position in the reference rows asked about)."""
+
+    distance: np.ndarray
+    count: np.ndarray | None = None
+    index: np.ndarray | None = None
+
+
 #: ``nearest(query_set, query_rows, reference_set, reference_rows)``: for each query row, the distance
-#: to its nearest reference row, or (distances, how many reference rows lie at that distance);
-#: sets are named ``"train"``, ``"test"`` and ``"synthetic"``.
-Nearest = Callable[[str, np.ndarray, str, np.ndarray], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
-_Found = tuple[np.ndarray, "np.ndarray | None"]
+#: to its nearest reference row, or (distances, how many reference rows lie at that distance), or
+#: a :class:`Near`; sets are named ``"train"``, ``"test"`` and ``"synthetic"``.
+Nearest = Callable[[str, np.ndarray, str, np.ndarray], "np.ndarray | tuple[np.ndarray, np.ndarray] | Near"]
 
 
-def _found(result: np.ndarray | tuple[np.ndarray, np.ndarray]) -> _Found:
-    return (result[0], np.asarray(result[1], dtype=float)) if isinstance(result, tuple) else (result, None)
+class _Found(NamedTuple):
+    distance: np.ndarray
+    count: np.ndarray | None
+    record: np.ndarray | None  # the nearest real record, numbered across training then holdout
+
+
+def _found(result: np.ndarray | tuple[np.ndarray, np.ndarray] | Near, rows: np.ndarray | None = None,
+           offset: int = 0) -> _Found:
+    """A callback's answer; ``rows`` (the reference rows asked about) and ``offset`` (0 for training,
+    ``n_train`` for the holdout) turn its ``index`` into a real-record number."""
+    if isinstance(result, Near):
+        count = None if result.count is None else np.asarray(result.count, dtype=float)
+        record = None if result.index is None or rows is None else rows[np.asarray(result.index)] + offset
+        return _Found(result.distance, count, record)
+    if isinstance(result, tuple):
+        return _Found(result[0], np.asarray(result[1], dtype=float), None)
+    return _Found(result, None, None)
 
 
 def _nearer_of(a: _Found, b: _Found) -> _Found:
-    """The nearest over two reference sets; tied rows on both sides add up."""
-    (d_a, k_a), (d_b, k_b) = a, b
-    d = np.minimum(d_a, d_b)
-    if k_a is None or k_b is None:
-        return d, None
-    return d, np.where(d_a == d, k_a, 0.0) + np.where(d_b == d, k_b, 0.0)
+    """The nearest over two reference sets; tied rows on both sides add up (the record: ``a``'s)."""
+    d = np.minimum(a.distance, b.distance)
+    count = None if a.count is None or b.count is None else (
+        np.where(a.distance == d, a.count, 0.0) + np.where(b.distance == d, b.count, 0.0))
+    record = None if a.record is None or b.record is None else np.where(a.distance <= b.distance, a.record, b.record)
+    return _Found(d, count, record)
+
+
+def _effective_queries(record: np.ndarray) -> tuple[int, float]:
+    """(distinct nearest real records, Kish's effective number of queries ``n² / Σ_j n_j²``)."""
+    counts = np.unique(record, return_counts=True)[1].astype(float)
+    return len(counts), float(counts.sum() ** 2 / np.sum(counts**2))
 
 
 def _share_nearer_of(a: _Found, b: _Found) -> float:
@@ -486,7 +530,7 @@ def _share_nearer_of(a: _Found, b: _Found) -> float:
     among all those at the nearest distance is ``a``'s, which keeps the share at its chance level
     ``n_a / (n_a + n_b)`` for sets of unequal size even when distances tie often (whole-number
     distances such as Hamming's)."""
-    (d_a, k_a), (d_b, k_b) = a, b
+    (d_a, k_a, _), (d_b, k_b, _) = a, b
     if k_a is None or k_b is None:
         return _share_nearer(d_a, d_b)
     tie = d_a == d_b
@@ -501,7 +545,8 @@ def dcr_protocol(nearest: Nearest, n_train: int, n_test: int, n_synthetic: int, 
 
     Shared by tables (the mixed-type distance) and code matrices (Hamming), so both read alike.
     Distances that tie count half, or in proportion to the tied rows when ``nearest`` counts
-    them (see :func:`_share_nearer_of`).
+    them (see :func:`_share_nearer_of`). When ``nearest`` names the nearest row (:class:`Near`'s
+    ``index``), the interval counts the real records the queries land on (see :class:`DCRResult`).
     """
     rng = _rng(seed, 1)
     n_ref = min(n_train, n_test)
@@ -509,26 +554,34 @@ def dcr_protocol(nearest: Nearest, n_train: int, n_test: int, n_synthetic: int, 
     queries = _sample(rng, n_synthetic, max_queries)
     holdout_queries = _sample(rng, n_test, max_queries)
     train_ref, test_ref = np.flatnonzero(in_train), np.flatnonzero(in_test)
-    near_train = _found(nearest("synthetic", queries, "train", train_ref))
-    near_test = _found(nearest("synthetic", queries, "test", test_ref))
+    near_train = _found(nearest("synthetic", queries, "train", train_ref), train_ref)
+    near_test = _found(nearest("synthetic", queries, "test", test_ref), test_ref, n_train)
     # the whole sets: the subsample's distance, or a nearer one among the rows left out
+    rest_train, rest_test = np.flatnonzero(~in_train), np.flatnonzero(~in_test)
     full_train = near_train if in_train.all() else _nearer_of(
-        near_train, _found(nearest("synthetic", queries, "train", np.flatnonzero(~in_train))))
+        near_train, _found(nearest("synthetic", queries, "train", rest_train), rest_train))
     full_test = near_test if in_test.all() else _nearer_of(
-        near_test, _found(nearest("synthetic", queries, "test", np.flatnonzero(~in_test))))
-    d_baseline = _found(nearest("test", holdout_queries, "train", train_ref))[0]
+        near_test, _found(nearest("synthetic", queries, "test", rest_test), rest_test, n_train))
+    d_baseline = _found(nearest("test", holdout_queries, "train", train_ref)).distance
     raw = _share_nearer_of(full_train, full_test)
     chance = n_train / (n_train + n_test)
-    low, high = _wilson(raw, len(queries))
+    record = _nearer_of(full_train, full_test).record
+    n_records, n_eff = _effective_queries(record) if record is not None else (None, None)
+    low, high = _wilson(raw, n_eff if n_eff is not None else len(queries))
     share, low, high = (_size_adjusted(v, chance) for v in (raw, low, high))
     return DCRResult(share, low, high, raw, chance, _share_nearer_of(near_train, near_test), len(queries), n_ref,
-                     float(np.median(near_train[0])), float(np.median(near_test[0])), float(np.median(d_baseline)))
+                     float(np.median(near_train.distance)), float(np.median(near_test.distance)),
+                     float(np.median(d_baseline)), n_records, n_eff)
 
 
 def _dcr(x_train: np.ndarray, x_test: np.ndarray, x_syn: np.ndarray, max_queries: int, seed: int) -> DCRResult:
     sets = {"train": x_train, "test": x_test, "synthetic": x_syn}
-    return dcr_protocol(lambda q, qi, r, ri: nearest_distances(sets[q][qi], sets[r][ri]),
-                        len(x_train), len(x_test), len(x_syn), max_queries, seed)
+
+    def nearest(q: str, qi: np.ndarray, r: str, ri: np.ndarray) -> Near:
+        d, i = nearest_neighbors(sets[q][qi], sets[r][ri])
+        return Near(d[:, 0], index=i[:, 0])
+
+    return dcr_protocol(nearest, len(x_train), len(x_test), len(x_syn), max_queries, seed)
 
 
 def _size_adjusted(p: float, chance: float) -> float:

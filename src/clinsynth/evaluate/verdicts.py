@@ -14,7 +14,12 @@ metrics dictionary, so a report rebuilt from ``metrics.json`` states the same ve
   when the synthetic rows' median distance to their nearest training record is more than twice
   a real unseen record's, no synthetic row sits near a real one, so a high distance-to-closest
   share only says which real records lie toward the (poorly placed) synthetic rows — a fidelity
-  problem, reported there. Both are caution, with the reason, never pass.
+  problem, reported there. Both are caution, with the reason, never pass. A third: a
+  distance-to-closest share whose 95 % interval still reaches 0.5 once rows that share their
+  nearest real record count as one coin flip (``effective_queries``, see
+  :class:`~clinsynth.evaluate.privacy.DCRResult`) is chance too — unless the synthetic rows sit
+  nearer the training records than a real unseen record does (a replay of a few records), which
+  still fails. An older metrics file without ``effective_queries`` is read as before.
 
 Code matrices (patients × codes, :mod:`clinsynth.evaluate.codes`) have their own sections:
 
@@ -94,6 +99,14 @@ def _far_from_real(dcr: dict[str, Any]) -> bool:
     return synthetic is not None and unseen is not None and synthetic > FAR_FROM_REAL * unseen > 0
 
 
+def _dcr_within_chance(dcr: dict[str, Any]) -> bool:
+    """The share's interval, counting rows on one real record as one coin flip, reaches chance, and
+    the synthetic rows sit no nearer the training records than a real unseen record does."""
+    synthetic, unseen = dcr.get("median_dcr_train"), dcr.get("median_dcr_holdout_to_train")
+    return (dcr.get("effective_queries") is not None and dcr.get("ci_low") is not None and dcr["ci_low"] <= 0.5
+            and synthetic is not None and unseen is not None and synthetic >= unseen)
+
+
 def attacks_verdict(attacks: dict[str, Any], copy_slack: float = 0.0) -> dict[str, str]:
     """``copy_slack``: how far the synthetic copy rate may exceed the holdout's by chance (0 for
     tables, where copies are rare; code matrices pass their sampling noise)."""
@@ -111,6 +124,11 @@ def attacks_verdict(attacks: dict[str, Any], copy_slack: float = 0.0) -> dict[st
                             f"far from every real record (median distance {dcr_result['median_dcr_train']:.2f} against "
                             f"{dcr_result['median_dcr_holdout_to_train']:.2f} for a real unseen record): a sign of poor "
                             "fidelity, not of copying")
+        elif _dcr_within_chance(dcr_result):
+            problems.append(f"{dcr:.0%} of synthetic rows lie nearer the training set than the holdout, within chance: "
+                            f"the {dcr_result['n_queries']} rows scored land on {dcr_result['nearest_records']} real "
+                            f"records, as good as {dcr_result['effective_queries']:.0f} independent rows (95 % interval "
+                            f"down to {dcr_result['ci_low']:.2f})")
         else:
             problems.append(f"{dcr:.0%} of synthetic rows lie nearer the training set than the holdout")
             evidence |= dcr > ATTACK_FAIL
