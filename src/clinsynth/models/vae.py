@@ -5,7 +5,8 @@ over a small latent space, the decoder maps a latent draw back to the record's l
 categories and missing flags as softmaxes, numbers as Gaussians, codes as Bernoullis. Training
 maximises the evidence lower bound (reconstruction − ``beta`` × KL to the standard normal prior);
 sampling decodes prior draws — or, for codes without DP, draws from a Gaussian mixture fitted to
-the training patients' latents, where the prior has holes (:data:`LATENT_MIXTURE`). The codes' correlations live only in the latent (the decoder's
+the training patients' latents, where the prior has holes (:data:`LATENT_MIXTURE`), through a
+decoder calibrated to the codes' prevalences. The codes' correlations live only in the latent (the decoder's
 Bernoullis are independent given it), so a code VAE is trained long enough for the latent to carry
 them (see :data:`MIN_CODE_STEPS`). A longitudinal table's dropout is a category of the record (the last
 visit), so a synthetic participant never comes back after leaving, as with every table model.
@@ -64,25 +65,31 @@ DEFAULTS = {"codes": {"epochs": 60, "batch_size": 256, "beta": 1.0},
 #: out nearly independent. Measured (bench/bench_ehr.py structure, 8,000 × 1,000 + age, sex, seeds
 #: 0 and 1): dimension-wise prediction 0.33–0.36 of the real F1 → 0.79 at 6,000 steps → 0.84–0.85
 #: at 12,000; co-occurrence 0.94–0.95 → 0.44–0.48 → 0.38–0.40; prevalence r 0.99 throughout; fit
-#: 6.4× the old steps there (2.6× at 20,000 patients). Measured worse on 4,000 patients: β 0.3 /
+#: 6.4× the old steps there (2.6× at 20,000 patients); 3,000 since the calibrated mixture (below). Measured worse on 4,000 patients: β 0.3 /
 #: 0.1 / 0.03 (the prior no longer matches the latents), a KL warm-up, lr 3e-3 at the same steps,
 #: sampling a mixture fitted to the latents (bench/results/ehr_structure.json) — of a 60-epoch
 #: latent that carried ~1 nat; see ``LATENT_MIXTURE`` for the mixture on a trained one. DP keeps its
 #: epochs: its ledger is calibrated on the steps, and the prevalences would be an uncharged count.
 MIN_CODE_STEPS = 3000
 MAX_CODE_EPOCHS = 1000
-#: A step-trained code VAE (codes without DP) weighs its KL term by ``STEP_BETA`` and draws new
-#: latents from a mixture of ``LATENT_MIXTURE`` full-covariance Gaussians fitted to its training
-#: patients' latents after training (``models/latent_prior.py``), not from N(0, I). At β = 1 the
-#: latent carried ~5 nats, and decoding the training patients' own latents already matched the
-#: real co-occurrence better than prior draws (seed 0, 6,000 steps: 0.32 vs 0.41 beyond noise):
-#: the prior has holes the patients' latents do not fill. β = 0.5 lets the latent carry ~11 nats
-#: (own latents 0.26) but widens the holes (prior draws 0.60); the mixture samples where the
-#: patients are. Seeds 0 / 1 at 6,000 steps (co-occurrence excess beyond noise, N(0, I) draws →
-#: mixture of 5 / 10 / 20): β 0.5: 0.60 → 0.31 (K = 10; 1 Gaussian 0.39, 30 Gaussians 0.36) and
-#: 0.70 → 0.38 / 0.37 / 0.40; β 0.25: 0.99 → 0.47 (own latents 0.27); latent 16: 0.73 → 0.36; a
-#: learning rate falling along a cosine over the second half instead: 0.42 (none); β 1 at
-#: 12,000 steps, the previous default: 0.38 / 0.40. So 6,000 steps, not 12,000: half the fit.
+#: A step-trained code VAE (codes without DP) weighs its KL term by ``STEP_BETA``, draws new
+#: latents from a mixture of at most ``LATENT_MIXTURE`` full-covariance Gaussians fitted after
+#: training to ``POSTERIOR_DRAWS`` posterior draws per training patient in the active latent
+#: dimensions (``models/latent_prior.py``), and shifts its decoder's code logits so each code's
+#: mean probability over those draws is its training prevalence (``models/code_calibration.py``).
+#: Co-occurrence excess beyond noise, bench/bench_ehr.py structure (8,000 × 1,000 + age, sex):
+#: the previous default (β 0.5, 6,000 steps, 10 Gaussians over all 64 dimensions, one draw per
+#: patient) 0.36 / 0.38 / 0.28 on seeds 0 / 1 / 2; this one 0.06 / 0.09 / 0.22 in 3,000 steps,
+#: dimension-wise prediction 0.96–0.97 of the real F1 (0.86–0.94). On seed 0, one model each
+#: (excess of decoding the patients' own posterior draws → mixture → calibrated mixture):
+#: β 0.5 at 6,000 steps 0.25 → 0.30 → 0.15; β 0.5 at 3,000 steps 0.24 → 0.27 → 0.21; β 0.25 at
+#: 3,000 steps 0.21 → 0.30 → 0.09. Most of the mixture's error was the codes' shortfall (8.2–8.3
+#: codes per patient against the real 8.67), which every pair rate inherits. The mixture on
+#: β 0.25's 14 active dimensions (of 64): one draw per patient, 60 / 120 / 250 Gaussians 0.35 /
+#: 0.32 / 0.31, 4 draws 60 Gaussians 0.29; over all 64 dimensions, 10 Gaussians 0.40. Tried and
+#: rejected: a decoder of (512, 256) (0.37 at 3,000 steps, 2× the time), a learned mixture prior
+#: trained with the VAE (the latent collapsed: KL 0.9–5 nats, 1.1–1.4), mixture draws at a
+#: temperature of 0.8 / 0.6 (0.37 / 0.59: fewer codes per patient).
 STEP_BETA = 0.25
 LATENT_MIXTURE = 60
 POSTERIOR_DRAWS = 4
