@@ -6,9 +6,9 @@ categories and missing flags as softmaxes, numbers as Gaussians, codes as Bernou
 maximises the evidence lower bound (reconstruction − ``beta`` × KL to the standard normal prior);
 sampling decodes prior draws — or, for codes without DP, draws from a Gaussian mixture fitted to
 the training patients' latents, where the prior has holes (:data:`LATENT_MIXTURE`), through a
-decoder calibrated to the codes' prevalences. The codes' correlations live only in the latent (the decoder's
-Bernoullis are independent given it), so a code VAE is trained long enough for the latent to carry
-them (see :data:`MIN_CODE_STEPS`). A longitudinal table's dropout is a category of the record (the last
+decoder calibrated to the codes' prevalences. The codes' correlations live only in the latent
+(the decoder's Bernoullis are independent given it), so a code VAE is trained long enough for
+the latent to carry them (see :data:`MIN_CODE_STEPS`). A longitudinal table's dropout is a category of the record (the last
 visit), so a synthetic participant never comes back after leaving, as with every table model.
 
 Under DP (``dp-vae``) both halves see real records through the loss, so the whole VAE is one
@@ -65,8 +65,9 @@ DEFAULTS = {"codes": {"epochs": 60, "batch_size": 256, "beta": 1.0},
 #: out nearly independent. Measured (bench/bench_ehr.py structure, 8,000 × 1,000 + age, sex, seeds
 #: 0 and 1): dimension-wise prediction 0.33–0.36 of the real F1 → 0.79 at 6,000 steps → 0.84–0.85
 #: at 12,000; co-occurrence 0.94–0.95 → 0.44–0.48 → 0.38–0.40; prevalence r 0.99 throughout; fit
-#: 6.4× the old steps there (2.6× at 20,000 patients); 3,000 since the calibrated mixture (below). Measured worse on 4,000 patients: β 0.3 /
-#: 0.1 / 0.03 (the prior no longer matches the latents), a KL warm-up, lr 3e-3 at the same steps,
+#: 6.4× the old steps there (2.6× at 20,000 patients); 3,000 since the calibrated mixture (below).
+#: Measured worse on 4,000 patients: β 0.3 / 0.1 / 0.03 (the prior no longer matches the latents,
+#: before the mixture), a KL warm-up, lr 3e-3 at the same steps,
 #: sampling a mixture fitted to the latents (bench/results/ehr_structure.json) — of a 60-epoch
 #: latent that carried ~1 nat; see ``LATENT_MIXTURE`` for the mixture on a trained one. DP keeps its
 #: epochs: its ledger is calibrated on the steps, and the prevalences would be an uncharged count.
