@@ -249,7 +249,7 @@ def test_vae_defaults_follow_the_input_kind():
     assert table_vae._phases()[0].batch_size == 128 and table_vae._phases()[0].epochs == 1
     codes, _ = simulate_ehr(300, 30, seed=0)
     code_vae = create("vae", progress=False, epochs=1).fit(codes)
-    assert code_vae._setting("beta") == STEP_BETA == 0.5 and code_vae._phases()[0].batch_size == 256  # without DP
+    assert code_vae._setting("beta") == STEP_BETA == 0.25 and code_vae._phases()[0].batch_size == 256  # without DP
     dp_vae = create("dp-vae", progress=False, epochs=1, epsilon=2.0)
     dp_vae.input_kind_, dp_vae.n_input_ = "codes", 300  # what fit sets first
     assert dp_vae._setting("beta") == DEFAULTS["codes"]["beta"] == 1.0

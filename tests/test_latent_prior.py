@@ -32,6 +32,32 @@ def test_a_fitted_prior_draws_from_the_mixture_of_the_latents():
     assert torch.equal(copy.sample(50, torch.Generator().manual_seed(2)), prior.sample(50, torch.Generator().manual_seed(2)))
 
 
+def test_the_mixture_lives_in_the_active_dimensions_and_leaves_the_rest_at_the_prior():
+    """Dimensions whose posterior mean does not vary carry no patient: N(0, I) there, the mixture
+    (fitted to several draws per patient) only in the others; the component cap counts the active
+    dimensions and the patients, not the draws."""
+    rng = np.random.default_rng(0)
+    mean = np.zeros((3000, 6))
+    mean[:, 0] = np.where(rng.random(3000) < 0.6, 2.0, -2.0)  # one active dimension, two groups
+    draws = np.concatenate([mean + rng.normal(0.0, [0.2, 1, 1, 1, 1, 1], size=mean.shape) for _ in range(4)])
+    prior = LatentPrior(6, 500).fit(draws, seed=0, mean=mean)
+    assert int((prior.log_weights.exp() > 0).sum()) == 3000 // (10 * 1)  # 300, not 12,000 // 10
+    z = prior.sample(20000, torch.Generator().manual_seed(1)).numpy()
+    assert abs((z[:, 0] > 0).mean() - 0.6) < 0.02
+    assert np.allclose(z[:, 1:].std(0), 1.0, atol=0.03) and np.allclose(z[:, 1:].mean(0), 0.0, atol=0.03)
+    assert abs(np.corrcoef(z[:, 0], z[:, 1])[0, 1]) < 0.03
+
+
+def test_a_prior_saved_with_another_number_of_components_loads_with_its_own():
+    """Bundles saved when the default was 10 components load into a model built with today's default."""
+    z = np.random.default_rng(0).normal(size=(4000, 4))
+    old = LatentPrior(4, 10).fit(z, seed=0)
+    new = LatentPrior(4, 60)
+    new.load_state_dict(old.state_dict())
+    assert new.components == 10
+    assert torch.equal(new.sample(50, torch.Generator().manual_seed(2)), old.sample(50, torch.Generator().manual_seed(2)))
+
+
 def test_few_rows_fit_fewer_components():
     z = np.random.default_rng(0).normal(size=(200, 4))
     prior = LatentPrior(4, 30).fit(z, seed=0)  # 200 rows: at most 200 // (10 × 4) = 5 components
@@ -71,7 +97,7 @@ def test_a_code_vae_without_dp_samples_from_its_training_latents_and_dp_refuses_
     from clinsynth.models.vae import LATENT_MIXTURE, STEP_BETA
 
     codes, _ = simulate_ehr(400, 30, seed=0)
-    model = create("vae", progress=False, seed=0, epochs=3).fit(codes)
+    model = create("vae", progress=False, seed=0, epochs=200).fit(codes)  # enough steps for active latents
     prior = model.modules_["prior"]
     assert bool(prior.fitted) and prior.components == LATENT_MIXTURE
     assert model.resolved_params()["latent_mixture"] == LATENT_MIXTURE and model.resolved_params()["beta"] == STEP_BETA

@@ -5,9 +5,10 @@ over a small latent space, the decoder maps a latent draw back to the record's l
 categories and missing flags as softmaxes, numbers as Gaussians, codes as Bernoullis. Training
 maximises the evidence lower bound (reconstruction − ``beta`` × KL to the standard normal prior);
 sampling decodes prior draws — or, for codes without DP, draws from a Gaussian mixture fitted to
-the training patients' latents, where the prior has holes (:data:`LATENT_MIXTURE`). The codes' correlations live only in the latent (the decoder's
-Bernoullis are independent given it), so a code VAE is trained long enough for the latent to carry
-them (see :data:`MIN_CODE_STEPS`). A longitudinal table's dropout is a category of the record (the last
+the training patients' latents, where the prior has holes (:data:`LATENT_MIXTURE`), through a
+decoder calibrated to the codes' prevalences. The codes' correlations live only in the latent
+(the decoder's Bernoullis are independent given it), so a code VAE is trained long enough for
+the latent to carry them (see :data:`MIN_CODE_STEPS`). A longitudinal table's dropout is a category of the record (the last
 visit), so a synthetic participant never comes back after leaving, as with every table model.
 
 Under DP (``dp-vae``) both halves see real records through the loss, so the whole VAE is one
@@ -64,27 +65,35 @@ DEFAULTS = {"codes": {"epochs": 60, "batch_size": 256, "beta": 1.0},
 #: out nearly independent. Measured (bench/bench_ehr.py structure, 8,000 × 1,000 + age, sex, seeds
 #: 0 and 1): dimension-wise prediction 0.33–0.36 of the real F1 → 0.79 at 6,000 steps → 0.84–0.85
 #: at 12,000; co-occurrence 0.94–0.95 → 0.44–0.48 → 0.38–0.40; prevalence r 0.99 throughout; fit
-#: 6.4× the old steps there (2.6× at 20,000 patients). Measured worse on 4,000 patients: β 0.3 /
-#: 0.1 / 0.03 (the prior no longer matches the latents), a KL warm-up, lr 3e-3 at the same steps,
+#: 6.4× the old steps there (2.6× at 20,000 patients); 3,000 since the calibrated mixture (below).
+#: Measured worse on 4,000 patients: β 0.3 / 0.1 / 0.03 (the prior no longer matches the latents,
+#: before the mixture), a KL warm-up, lr 3e-3 at the same steps,
 #: sampling a mixture fitted to the latents (bench/results/ehr_structure.json) — of a 60-epoch
 #: latent that carried ~1 nat; see ``LATENT_MIXTURE`` for the mixture on a trained one. DP keeps its
 #: epochs: its ledger is calibrated on the steps, and the prevalences would be an uncharged count.
-MIN_CODE_STEPS = 6000
+MIN_CODE_STEPS = 3000
 MAX_CODE_EPOCHS = 1000
-#: A step-trained code VAE (codes without DP) weighs its KL term by ``STEP_BETA`` and draws new
-#: latents from a mixture of ``LATENT_MIXTURE`` full-covariance Gaussians fitted to its training
-#: patients' latents after training (``models/latent_prior.py``), not from N(0, I). At β = 1 the
-#: latent carried ~5 nats, and decoding the training patients' own latents already matched the
-#: real co-occurrence better than prior draws (seed 0, 6,000 steps: 0.32 vs 0.41 beyond noise):
-#: the prior has holes the patients' latents do not fill. β = 0.5 lets the latent carry ~11 nats
-#: (own latents 0.26) but widens the holes (prior draws 0.60); the mixture samples where the
-#: patients are. Seeds 0 / 1 at 6,000 steps (co-occurrence excess beyond noise, N(0, I) draws →
-#: mixture of 5 / 10 / 20): β 0.5: 0.60 → 0.31 (K = 10; 1 Gaussian 0.39, 30 Gaussians 0.36) and
-#: 0.70 → 0.38 / 0.37 / 0.40; β 0.25: 0.99 → 0.47 (own latents 0.27); latent 16: 0.73 → 0.36; a
-#: learning rate falling along a cosine over the second half instead: 0.42 (none); β 1 at
-#: 12,000 steps, the previous default: 0.38 / 0.40. So 6,000 steps, not 12,000: half the fit.
-STEP_BETA = 0.5
-LATENT_MIXTURE = 10
+#: A step-trained code VAE (codes without DP) weighs its KL term by ``STEP_BETA``, draws new
+#: latents from a mixture of at most ``LATENT_MIXTURE`` full-covariance Gaussians fitted after
+#: training to ``POSTERIOR_DRAWS`` posterior draws per training patient in the active latent
+#: dimensions (``models/latent_prior.py``), and shifts its decoder's code logits so each code's
+#: mean probability over those draws is its training prevalence (``models/code_calibration.py``).
+#: Co-occurrence excess beyond noise, bench/bench_ehr.py structure (8,000 × 1,000 + age, sex):
+#: the previous default (β 0.5, 6,000 steps, 10 Gaussians over all 64 dimensions, one draw per
+#: patient) 0.36 / 0.38 / 0.28 on seeds 0 / 1 / 2; this one 0.06 / 0.09 / 0.22 in 3,000 steps,
+#: dimension-wise prediction 0.96–0.97 of the real F1 (0.86–0.94). On seed 0, one model each
+#: (excess of decoding the patients' own posterior draws → mixture → calibrated mixture):
+#: β 0.5 at 6,000 steps 0.25 → 0.30 → 0.15; β 0.5 at 3,000 steps 0.24 → 0.27 → 0.21; β 0.25 at
+#: 3,000 steps 0.21 → 0.30 → 0.09. Most of the mixture's error was the codes' shortfall (8.2–8.3
+#: codes per patient against the real 8.67), which every pair rate inherits. The mixture on
+#: β 0.25's 14 active dimensions (of 64): one draw per patient, 60 / 120 / 250 Gaussians 0.35 /
+#: 0.32 / 0.31, 4 draws 60 Gaussians 0.29; over all 64 dimensions, 10 Gaussians 0.40. Tried and
+#: rejected: a decoder of (512, 256) (0.37 at 3,000 steps, 2× the time), a learned mixture prior
+#: trained with the VAE (the latent collapsed: KL 0.9–5 nats, 1.1–1.4), mixture draws at a
+#: temperature of 0.8 / 0.6 (0.37 / 0.59: fewer codes per patient).
+STEP_BETA = 0.25
+LATENT_MIXTURE = 60
+POSTERIOR_DRAWS = 4
 
 
 class VAE(NeuralCodeModel):
@@ -99,6 +108,10 @@ class VAE(NeuralCodeModel):
     latent_mixture : draw new latents from a mixture of this many Gaussians fitted to the training
         patients' latents (0: from the N(0, I) prior). A statistic of real records, so refused
         under DP; ``None``: :data:`LATENT_MIXTURE` for codes without DP, 0 otherwise.
+    calibrate : after training, shift the decoder's code logits so each code's mean probability
+        over the sampler's latents is its prevalence in the training patients
+        (``models/code_calibration.py``). Counts of real records, so refused under DP; ``None``:
+        on for codes without DP, off otherwise.
     ``epochs``, ``batch_size`` and ``beta`` left ``None`` take the defaults of the input kind
     (:data:`DEFAULTS`: code matrices and mixed tables, or ordinary tables); without DP a code
     matrix's epochs rise so the fit takes at least :data:`MIN_CODE_STEPS` steps, its decoder
@@ -113,7 +126,7 @@ class VAE(NeuralCodeModel):
 
     def __init__(self, epochs: int | None = None, batch_size: int | None = None, lr: float = 1e-3,
                  hidden: tuple[int, ...] = (256, 128), latent_dim: int = 64, beta: float | None = None,
-                 latent_mixture: int | None = None, **common: Any):
+                 latent_mixture: int | None = None, calibrate: bool | None = None, **common: Any):
         super().__init__(**common)
         self.epochs = epochs
         self.batch_size = batch_size
@@ -122,6 +135,7 @@ class VAE(NeuralCodeModel):
         self.latent_dim = latent_dim
         self.beta = beta
         self.latent_mixture = latent_mixture
+        self.calibrate = calibrate
 
     def _setting(self, name: str) -> Any:
         """A setting as given, or the default of the input kind (known once ``fit`` has its data)."""
@@ -134,6 +148,8 @@ class VAE(NeuralCodeModel):
             return STEP_BETA
         if name == "latent_mixture":
             return LATENT_MIXTURE if getattr(self, "input_kind_", "codes") == "codes" and not self.private else 0
+        if name == "calibrate":
+            return getattr(self, "input_kind_", "codes") == "codes" and not self.private
         return DEFAULTS[getattr(self, "input_kind_", "codes")][name]
 
     def _trains_by_steps(self) -> bool:
@@ -151,7 +167,7 @@ class VAE(NeuralCodeModel):
 
     def _resolved(self, name: str) -> Any:
         kind = getattr(self, "input_kind_", None)  # known once fit has seen the data
-        if kind is not None and (name in DEFAULTS[kind] or name == "latent_mixture"):
+        if kind is not None and (name in DEFAULTS[kind] or name in ("latent_mixture", "calibrate")):
             return self._setting(name)
         return super()._resolved(name)
 
@@ -176,6 +192,12 @@ class VAE(NeuralCodeModel):
         if self.private and mixture:
             raise ConfigError(f"{self.name}: latent_mixture={mixture} fits a mixture to the latents of real records, an "
                               "uncharged statistic of them; it is unavailable under DP (set it to 0)")
+        calibrate = self._setting("calibrate")
+        if not isinstance(calibrate, bool):
+            raise ConfigError(f"{self.name}: invalid hyperparameters: calibrate={calibrate!r} (True or False)")
+        if self.private and calibrate:
+            raise ConfigError(f"{self.name}: calibrate=True shifts the codes to their prevalences in the real records, an "
+                              "uncharged count of them; it is unavailable under DP (set it to False)")
 
     def _build(self, dim: int, out_dim: int) -> dict[str, nn.Module]:
         return {"vae": VAENet(dim, out_dim, tuple(self.hidden), self.latent_dim),
@@ -214,20 +236,40 @@ class VAE(NeuralCodeModel):
                 self._checkpoint.epoch_done(phase.name, epoch, state)
         self.modules_["vae"] = step.finish()
         if self._setting("latent_mixture") and not self.private:  # refused under DP: checked in fit
-            self.modules_["prior"].fit(self._training_latents(), self.seed)
+            draws, means = self._training_latents()
+            self.modules_["prior"].fit(draws, self.seed, mean=means)
+        if self._setting("calibrate") and not self.private and self._codes is not None:  # refused under DP too
+            self._calibrate_to_prevalences()
         self.train_seconds_ = time.perf_counter() - started
 
-    def _training_latents(self) -> np.ndarray:
-        """One latent draw per training patient from the encoder (without DP only: real records)."""
+    def _training_latents(self) -> tuple[np.ndarray, np.ndarray]:
+        """(:data:`POSTERIOR_DRAWS` latent draws per training patient, their posterior means) from the
+        encoder (without DP only: real records)."""
         net = self.modules_["vae"]
         gen = torch.Generator(device=self.device_).manual_seed(self.seed + 17)
-        parts = []
+        draws, means = [], []
         with torch.no_grad():
             for start in range(0, self.n_train_, 4096):
                 mu, log_var = net.encoder(self._real(np.arange(start, min(start + 4096, self.n_train_)))).chunk(2, dim=1)
-                eps = torch.randn(mu.shape, generator=gen, device=mu.device)
-                parts.append((mu + eps * torch.exp(0.5 * log_var.clamp(-10.0, 10.0))).cpu().numpy())
-        return np.concatenate(parts).astype(np.float64)
+                sd = torch.exp(0.5 * log_var.clamp(-10.0, 10.0))
+                means.append(mu.cpu().numpy())
+                draws += [(mu + torch.randn(mu.shape, generator=gen, device=mu.device) * sd).cpu().numpy()
+                          for _ in range(POSTERIOR_DRAWS)]
+        return np.concatenate(draws).astype(np.float64), np.concatenate(means).astype(np.float64)
+
+    def _calibrate_to_prevalences(self) -> None:
+        """Shift the decoder's code-presence logits so each code's mean probability over the sampler's
+        latents is its training prevalence (``models/code_calibration.py``; without DP only)."""
+        from clinsynth.models.code_calibration import calibration_draws, prevalence_shift
+
+        decoder = self.modules_["vae"].decoder
+        a, v = self.codec_.static_dim, self.codec_.n_codes
+        gen = torch.Generator(device=self.device_).manual_seed(self.seed + 29)
+        prevalence = 1.0 / (1.0 + np.exp(-self._prevalence_log_odds()))
+        with torch.no_grad():
+            z = self.modules_["prior"].sample(calibration_draws(v), gen)
+            shift = prevalence_shift(decoder(z)[:, a:a + v], prevalence)
+            decoder[-1].bias[a:a + v] += shift
 
     def _generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
         prior = self.modules_.get("prior")
