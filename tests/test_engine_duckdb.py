@@ -22,7 +22,7 @@ from clinsynth.privacy.formats import number_formats
 from clinsynth.privacy.histograms import bucket, grid_edges
 from clinsynth.privacy.conform import conform
 
-from engine_checks import assert_same_network
+from engine_checks import assert_buckets_are_numpys, assert_same_network, grid_probes
 
 
 def _trial(n: int, columns: int | None) -> pd.DataFrame:
@@ -176,6 +176,16 @@ def test_sql_twins_give_numpy_numbers():
     assert np.array_equal(got[cols[2]][seen], number_formats(x[seen], 1e-9))
     with pytest.raises(InputError, match="unknown table format"):
         TableSource("table.xlsx").check()
+
+
+def test_grid_bucket_by_the_grids_formula_is_numpys():
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT unnest(?) AS x, generate_subscripts(?, 1) AS i", [grid_probes().tolist()] * 2)
+    con.execute("UPDATE t SET x = 'NaN'::DOUBLE WHERE x IS NULL")
+    assert_buckets_are_numpys(lambda e: [r[0] for r in con.execute(f"SELECT {e} FROM t ORDER BY i").fetchall()],
+                              sql.DUCKDB)
 
 
 def test_run_through_duckdb_holds_out_by_row_hash(tmp_path):
