@@ -189,6 +189,8 @@ class SparkTable(SqlTable):
         (cell number, count) leave it, summed on the driver. Spark SQL could only expand each row
         into one row per cell (~2·10⁸ rows for 190 cells at 10⁶ rows) and hash them, ~50× slower
         here. The executors need numpy and pyarrow only (pyspark's own requirements for Arrow)."""
+        if not cells:
+            return []
         plan = [(tuple(int(k) for k in shape), list(columns)) for shape, columns in cells]
         needed = sorted({c for _, columns in plan for c in columns if not c.isdigit()})
         # the partitions' counts summed here, not by a GROUP BY: they are aggregates already, and
