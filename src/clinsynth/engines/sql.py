@@ -118,16 +118,17 @@ def literal(value: Any, d: Dialect = DUCKDB) -> str:
     return d.text(str(value))
 
 
-def searchsorted(expr: str, edges: np.ndarray | list[float]) -> str:
-    """How many ``edges`` (sorted) are ≤ ``expr``: ``np.searchsorted(edges, x, side="right")``.
-    NaN counts every edge, as numpy sorts it last."""
+def searchsorted(expr: str, edges: np.ndarray | list[float], side: str = "right") -> str:
+    """How many ``edges`` (sorted) are ≤ ``expr`` (``side="left"``: < ``expr``):
+    ``np.searchsorted(edges, x, side)``. NaN counts every edge, as numpy sorts it last."""
     edges = [float(e) for e in edges]
+    below = "<" if side == "right" else "<="  # expr below this edge: the count is at most its index
 
     def tree(lo: int, hi: int) -> str:  # the count lies in [lo, hi]
         if lo == hi:
             return str(lo)
         mid = (lo + hi) // 2
-        return f"CASE WHEN {expr} < {number(edges[mid])} THEN {tree(lo, mid)} ELSE {tree(mid + 1, hi)} END"
+        return f"CASE WHEN {expr} {below} {number(edges[mid])} THEN {tree(lo, mid)} ELSE {tree(mid + 1, hi)} END"
 
     return tree(0, len(edges))
 
@@ -137,8 +138,11 @@ def value_state(expr: str, lo: np.ndarray, hi: np.ndarray) -> str:
     point = lo == hi
     if point.all() or not point.any():
         return searchsorted(expr, (lo[1:] + hi[:-1]) / 2)
-    exact = " ".join(f"WHEN {expr} = {number(lo[i])} THEN {i}" for i in np.flatnonzero(point))
-    return f"(CASE {exact} ELSE greatest(0, {searchsorted(expr, lo)} - 1) END)"
+    # an exact value's state is the first state starting at it (it sits before the bin starting
+    # there): the count of states starting below it. One set test, not one comparison per value
+    exact = ", ".join(number(lo[i]) for i in np.flatnonzero(point))
+    return (f"(CASE WHEN {expr} IN ({exact}) THEN {searchsorted(expr, lo, side='left')} "
+            f"ELSE greatest(0, {searchsorted(expr, lo)} - 1) END)")
 
 
 def bucket(expr: str, edges: np.ndarray, d: Dialect = DUCKDB) -> str:
