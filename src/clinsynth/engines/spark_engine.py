@@ -11,6 +11,11 @@ partition's offset from the counts of the ones before it), so the non-DP network
 are DuckDB's for one Parquet file; a folder of files may be read in another order, which changes
 only which rows fall in which fold. Under DP there are no folds and every count is DuckDB's.
 
+The network's singles and pairs (~190 cells a fit) are counted in one pass on the executors by
+numpy (``mapInArrow``, :meth:`SparkTable.cell_counts_many`): Spark SQL can only expand each row into
+one row per cell and hash them, 2·10⁸ rows at 10⁶ rows. The executors' Python needs numpy and
+pyarrow (pyspark's own Arrow requirements); on a local master it is this interpreter.
+
 Without pyspark or Java, :func:`spark_session` raises :class:`SparkUnavailableError`, one line
 naming what to install.
 """
