@@ -114,6 +114,20 @@ def test_torchrun_environment_gives_rank_shares_and_backend(monkeypatch):
     assert distributed.backend_for(torch.device("cuda")) == "nccl"
 
 
+def test_a_fixed_batch_smaller_than_the_processes_is_refused_in_one_line(monkeypatch):
+    """Without DP a batch of 1 record split over 2 processes would leave rank 1 an empty share (its
+    mean loss 0/0 = NaN, averaged into every process's weights): refused, naming both numbers. A DP
+    (Poisson) batch may be that small or empty: each process's share of it is kept as it is."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ConfigError, match=r"batch of 1 record\(s\) .* 2 training processes") as caught:
+        list(distributed.shard([np.arange(1)]))
+    assert "\n" not in str(caught.value) and "batch_size" in str(caught.value)
+    assert [list(b) for b in distributed.shard([np.arange(2), np.arange(2)])] == [[1], [1]]
+    assert [list(b) for b in distributed.shard([np.arange(1), np.arange(0)], private=True)] == [[], []]
+
+
 def test_a_broken_torchrun_environment_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(ConfigError, match="WORLD_SIZE='two' is not a whole number"):

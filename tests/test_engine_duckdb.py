@@ -22,7 +22,7 @@ from clinsynth.privacy.formats import number_formats
 from clinsynth.privacy.histograms import bucket, grid_edges
 from clinsynth.privacy.conform import conform
 
-from engine_checks import assert_same_network
+from engine_checks import assert_buckets_are_numpys, assert_same_network, grid_probes
 
 
 def _trial(n: int, columns: int | None) -> pd.DataFrame:
@@ -176,6 +176,38 @@ def test_sql_twins_give_numpy_numbers():
     assert np.array_equal(got[cols[2]][seen], number_formats(x[seen], 1e-9))
     with pytest.raises(InputError, match="unknown table format"):
         TableSource("table.xlsx").check()
+
+
+def test_grid_bucket_by_the_grids_formula_is_numpys():
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT unnest(?) AS x, generate_subscripts(?, 1) AS i", [grid_probes().tolist()] * 2)
+    con.execute("UPDATE t SET x = 'NaN'::DOUBLE WHERE x IS NULL")
+    assert_buckets_are_numpys(lambda e: [r[0] for r in con.execute(f"SELECT {e} FROM t ORDER BY i").fetchall()],
+                              sql.DUCKDB)
+
+
+def test_value_state_with_exact_value_states_is_numpys():
+    """A numeric variable whose bins hold exact-value states (piles on round values): the state
+    from one set test and two search trees, as ``bayesnet.value_states`` gives it."""
+    import duckdb
+
+    from clinsynth.models.bayesnet import states_from_counts, value_states
+
+    rng = np.random.default_rng(3)
+    values = np.unique(np.round(rng.normal(0, 1, 400), 2)).astype(np.float32)
+    counts = rng.integers(1, 4, values.size)
+    counts[[0, 7, 50, 51, 120, values.size - 1]] = 400  # piles, at the minimum and the maximum too
+    lo, hi = (np.asarray(a) for a in states_from_counts(values, counts, 20))
+    assert (lo == hi).any() and not (lo == hi).all()
+    x = np.concatenate([values, np.nextafter(values, np.float32(np.inf)), [-9.0, 9.0, np.nan]]).astype(np.float32)
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT CAST(unnest(?) AS FLOAT) AS x, generate_subscripts(?, 1) AS i",
+                [x.astype(float).tolist()] * 2)
+    got = np.array([r[0] for r in con.execute(f"SELECT {sql.value_state('x', lo, hi)} FROM t ORDER BY i").fetchall()])
+    seen = ~np.isnan(x)
+    assert np.array_equal(got[seen], value_states(lo, hi, x[seen]))
 
 
 def test_run_through_duckdb_holds_out_by_row_hash(tmp_path):

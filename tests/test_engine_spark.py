@@ -24,7 +24,7 @@ from clinsynth.engines.source import TableSource
 from clinsynth.models.bayesnet import BayesNet
 from clinsynth.privacy.budget import Privacy
 
-from engine_checks import assert_same_network
+from engine_checks import assert_buckets_are_numpys, assert_same_network, grid_probes
 
 ROWS = 3_000
 
@@ -119,6 +119,15 @@ def test_statistics_equal_duckdb(tables):
     for columns in (["site"], ["flag"], ["race", "smoker"], ["dose"]):
         assert sparked.observed_counts(columns) == duck.observed_counts(columns)
     assert sparked.shared_ids(schema) == duck.shared_ids(schema)
+
+
+def test_grid_bucket_by_the_grids_formula_is_numpys(spark):
+    from clinsynth.engines import sql
+
+    x = grid_probes()
+    spark.createDataFrame(pd.DataFrame({"i": np.arange(x.size), "x": x})).createOrReplaceTempView("t")
+    assert_buckets_are_numpys(
+        lambda e: [r[0] for r in spark.sql(f"SELECT {e} FROM t ORDER BY i").collect()], sql.SPARK)
 
 
 def test_bayesnet_through_spark_is_duckdbs(tables, schema):

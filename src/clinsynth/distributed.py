@@ -141,13 +141,24 @@ def finish() -> None:
         dist.destroy_process_group()
 
 
-def shard(batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-    """This process's share of each global batch of row indices: every ``world``-th row from its rank."""
+def shard(batches: Iterable[np.ndarray], *, private: bool = False) -> Iterator[np.ndarray]:
+    """This process's share of each global batch of row indices: every ``world``-th row from its rank.
+
+    Without DP (``private`` False) a batch has a fixed size, and one smaller than the number of
+    processes is refused (:class:`ConfigError`): a process with no record would average a 0/0 loss
+    into every process's weights. It is refused rather than padded, since giving each process a
+    record would make the global batch differ from the one-process batch the module promises. A
+    Poisson batch under DP may be that small or empty by chance; each share is kept as it is (an
+    empty share still adds its noise and takes part in the all-reduce)."""
     here = launch()
     if not here.active:
         yield from batches
         return
     for rows in batches:
+        if not private and len(rows) < here.world_size:
+            raise ConfigError(f"a global batch of {len(rows)} record(s) cannot be split over {here.world_size} "
+                              f"training processes (one would get none): set the model's batch_size to at least "
+                              f"{here.world_size}, or start at most {max(len(rows), 1)} process(es) with torchrun")
         yield rows[here.rank::here.world_size]
 
 

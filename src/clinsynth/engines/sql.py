@@ -7,7 +7,9 @@ string quoting, half-even rounding, a row hash, exact quantiles, small integer t
 Each expression mirrors, value for value, the numpy code the pandas path runs:
 
 * :func:`searchsorted` is ``np.searchsorted(edges, x, side="right")`` as a balanced ``CASE`` tree
-  (log₂ edges comparisons a row), so bins, grid buckets and state cuts need no list functions;
+  (log₂ edges comparisons a row) for bins and state cuts; :func:`bucket` finds a number-grid
+  bucket from the grid's formula, checked against the exact edges (:func:`grid_count`: a
+  601-edge tree was most of a value histogram's time in Spark);
 * :func:`number_format` is :func:`clinsynth.privacy.formats.number_formats`;
 * :func:`fold` is :func:`clinsynth.models.bayesnet.fold_labels`, from the row's position;
 * :func:`clip`, ``round_even`` and the gap fill of ``DuckDBTable.number`` are
@@ -74,6 +76,16 @@ class Dialect:
             return f"quantile_cont({expr}, [{', '.join(map(repr, probs))}])"
         return f"percentile({expr}, array({', '.join(map(repr, probs))}))"
 
+    def array(self, items: list[str]) -> str:
+        """An array (list) of the SQL expressions ``items``."""
+        return f"[{', '.join(items)}]" if self.name == "duckdb" else f"array({', '.join(items)})"
+
+    def element(self, array: str, index: str) -> str:
+        """The element of ``array`` at the 0-based ``index`` (which must lie inside it)."""
+        if self.name == "duckdb":
+            return f"({array})[({index}) + 1]"
+        return f"element_at({array}, ({index}) + 1)"
+
     def state_type(self, states: int) -> str:
         """The smallest integer type the engine stores a state number of ``states`` states in."""
         return self.state_types[0] if states <= 255 else self.state_types[1]
@@ -106,16 +118,17 @@ def literal(value: Any, d: Dialect = DUCKDB) -> str:
     return d.text(str(value))
 
 
-def searchsorted(expr: str, edges: np.ndarray | list[float]) -> str:
-    """How many ``edges`` (sorted) are ≤ ``expr``: ``np.searchsorted(edges, x, side="right")``.
-    NaN counts every edge, as numpy sorts it last."""
+def searchsorted(expr: str, edges: np.ndarray | list[float], side: str = "right") -> str:
+    """How many ``edges`` (sorted) are ≤ ``expr`` (``side="left"``: < ``expr``):
+    ``np.searchsorted(edges, x, side)``. NaN counts every edge, as numpy sorts it last."""
     edges = [float(e) for e in edges]
+    below = "<" if side == "right" else "<="  # expr below this edge: the count is at most its index
 
     def tree(lo: int, hi: int) -> str:  # the count lies in [lo, hi]
         if lo == hi:
             return str(lo)
         mid = (lo + hi) // 2
-        return f"CASE WHEN {expr} < {number(edges[mid])} THEN {tree(lo, mid)} ELSE {tree(mid + 1, hi)} END"
+        return f"CASE WHEN {expr} {below} {number(edges[mid])} THEN {tree(lo, mid)} ELSE {tree(mid + 1, hi)} END"
 
     return tree(0, len(edges))
 
@@ -125,13 +138,50 @@ def value_state(expr: str, lo: np.ndarray, hi: np.ndarray) -> str:
     point = lo == hi
     if point.all() or not point.any():
         return searchsorted(expr, (lo[1:] + hi[:-1]) / 2)
-    exact = " ".join(f"WHEN {expr} = {number(lo[i])} THEN {i}" for i in np.flatnonzero(point))
-    return f"(CASE {exact} ELSE greatest(0, {searchsorted(expr, lo)} - 1) END)"
+    # an exact value's state is the first state starting at it (it sits before the bin starting
+    # there): the count of states starting below it. One set test, not one comparison per value
+    exact = ", ".join(number(lo[i]) for i in np.flatnonzero(point))
+    return (f"(CASE WHEN {expr} IN ({exact}) THEN {searchsorted(expr, lo, side='left')} "
+            f"ELSE greatest(0, {searchsorted(expr, lo)} - 1) END)")
 
 
-def bucket(expr: str, edges: np.ndarray) -> str:
-    """:func:`clinsynth.privacy.histograms.bucket`: the grid bucket, values off the grid at its ends."""
-    return f"greatest(0, least({len(edges) - 2}, {searchsorted(expr, edges)} - 1))"
+def bucket(expr: str, edges: np.ndarray, d: Dialect = DUCKDB) -> str:
+    """:func:`clinsynth.privacy.histograms.bucket`: the grid bucket, values off the grid at its ends.
+    Edges on the number grid (the fine grid, or the coarse grid's subset of it) are found by the
+    grid's formula (:func:`grid_count`); any others by a search tree."""
+    count = grid_count(expr, edges, d)
+    return f"greatest(0, least({len(edges) - 2}, {count if count is not None else searchsorted(expr, edges)} - 1))"
+
+
+def grid_count(expr: str, edges: np.ndarray, d: Dialect = DUCKDB) -> str | None:
+    """``searchsorted(expr, edges)`` when ``edges`` are fine number-grid edges (None otherwise), by
+    arithmetic instead of a 601-edge search tree: the fine count is guessed from the grid's formula
+    (``floor(asinh(|x| / unit)·sign(x) / step) + half + 1``), corrected by one either way against
+    the exact edges (the guess's rounding moves it by less than one bucket), then mapped to the count
+    of ``edges`` by a table. So the bucket is numpy's exactly, NaN included (above every edge)."""
+    from clinsynth.privacy.histograms import grid_edges, number_grid
+
+    fine = grid_edges("continuous")
+    edges = np.asarray(edges, dtype=float)
+    at = np.searchsorted(fine, edges)
+    if edges.size < 2 or at[-1] >= fine.size or not np.array_equal(fine[at], edges):
+        return None
+    unit, step, half = number_grid()
+    n = fine.size
+    # the guess, clamped in t first: NaN sorts above every number in both engines, so it lands on n
+    t = f"(sign({expr}) * asinh(abs({expr}) / {number(unit)}) / {number(step)})"
+    guess = f"CAST(floor(least(greatest({t}, {-half - 1}), {half + 1})) + {half + 1} AS INTEGER)"
+    guess = f"least(greatest({guess}, 0), {n})"
+    # the edges padded with -inf and +inf: the k-th count lies between padded[k] and padded[k + 1]
+    padded = d.array([number(-math.inf)] + [number(e) for e in fine] + [number(math.inf)])
+    count = (f"({guess} - CAST({expr} < {d.element(padded, guess)} AS INTEGER) "
+             f"+ CAST({expr} >= {d.element(padded, f'{guess} + 1')} AS INTEGER))")
+    count = f"least({count}, {n})"
+    if edges.size == n:
+        return count
+    # fine count k → count of edges: those ≤ fine[k − 1] (every edge is a fine edge)
+    table = np.concatenate([[0], np.searchsorted(edges, fine, side="right")])
+    return d.element(d.array([str(int(c)) for c in table]), count)
 
 
 def number_format(expr: str, tolerance: float | str) -> str:

@@ -84,10 +84,14 @@ class SqlTable(ABC):
         rows = self.query(text)
         return (np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=float))
 
-    def cell_counts_many(self, cells: list[str], table: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The counts of each cell expression over ``table``, one GROUP BY each (an engine whose
-        queries cost more than their scans counts them all in one)."""
-        return [self.cell_counts(f"SELECT {cell} AS cell, count(*) AS k FROM {table} GROUP BY cell") for cell in cells]
+    def cell_counts_many(self, cells: list[tuple[tuple[int, ...], list[str]]], table: str
+                         ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The counts of each cell over ``table``: a cell is ``(shape, columns)``, the mixed-radix
+        number of ``columns`` of sizes ``shape`` (:meth:`PairCounts.cell`; a column named by a
+        digit is that constant). Here one GROUP BY each; an engine whose statements cost more than
+        their scans counts them all in one pass."""
+        return [self.cell_counts(f"SELECT {PairCounts.cell(*c)} AS cell, count(*) AS k FROM {table} GROUP BY cell")
+                for c in cells]
 
     @abstractmethod
     def _view(self, name: str, select: str) -> None:
@@ -366,7 +370,7 @@ class SqlTable(ABC):
     def value_histogram(self, specs: list[Any], edges: np.ndarray) -> np.ndarray:
         def compute(names: list[str]) -> list[list[tuple[Any, int]]]:
             return self.counts_of_unpivoted([f"SELECT {self._raw(n)} AS v FROM {self.src}" for n in names],
-                                            f"CASE WHEN {sql.observed('v')} THEN {sql.bucket('v', edges)} END")
+                                            f"CASE WHEN {sql.observed('v')} THEN {sql.bucket('v', edges, self.dialect)} END")
 
         numeric = [c for c, t in self.types.items() if t in _NUMERIC_TYPES or t.startswith("DECIMAL")]
         counts = np.zeros(edges.size - 1)
@@ -543,8 +547,9 @@ class PairCounts:
         return out
 
     @staticmethod
-    def _cell(shape: tuple[int, ...], columns: list[str]) -> str:
-        """The mixed-radix cell number of ``columns`` of the ``states`` table (sizes ``shape``)."""
+    def cell(shape: tuple[int, ...], columns: list[str]) -> str:
+        """The mixed-radix cell number of ``columns`` of the ``states`` table (sizes ``shape``):
+        ``((c₀·n₁ + c₁)·n₂ + c₂)…``, the index of the cell in a C-ordered array of ``shape``."""
         cell = f"CAST({columns[0]} AS BIGINT)"
         for size, col in zip(shape[1:], columns[1:]):
             cell = f"({cell}) * {size} + {col}"
@@ -552,7 +557,7 @@ class PairCounts:
 
     def _statement(self, shape: tuple[int, ...], columns: list[str]) -> str:
         """The GROUP BY that counts ``columns`` of the ``states`` table on their cell number."""
-        return f"SELECT {self._cell(shape, columns)} AS cell, count(*) AS k FROM {self.table.view('states')} GROUP BY cell"
+        return f"SELECT {self.cell(shape, columns)} AS cell, count(*) AS k FROM {self.table.view('states')} GROUP BY cell"
 
     @staticmethod
     def _dense(shape: tuple[int, ...], got: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -581,7 +586,7 @@ class PairCounts:
         singles = sorted({v for v in singles if v not in self._singles})
         pairs = sorted({tuple(sorted(p)) for p in pairs if p not in self._pairs})
         shapes = [self._single_shape(v) for v in singles] + [self._pair_shape(a, b) for a, b in pairs]
-        got = self.table.cell_counts_many([self._cell(*shape) for shape in shapes], self.table.view("states"))
+        got = self.table.cell_counts_many(shapes, self.table.view("states"))
         for v, shape, g in zip(singles, shapes, got):
             self._singles[v] = self._dense(shape[0], g)
         for (a, b), shape, g in zip(pairs, shapes[len(singles):], got[len(singles):]):

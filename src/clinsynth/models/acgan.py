@@ -647,7 +647,7 @@ class ACGAN(TableModel):
             for epoch in range(first, self.epochs_):
                 sums = {"d_fake": 0.0, "g": 0.0}
                 steps = 0
-                for idx in distributed.shard(training.batches(n, batch, epoch, rng)):  # several processes: a share
+                for idx in distributed.shard(training.batches(n, batch, epoch, rng), private=self.private):  # several processes: a share
                     x_fake, y_fake = self._fake(G, batch, rng, activate, joint)
                     idx_t = torch.as_tensor(idx, device=device)
                     sums["d_fake"] += update_d(features[idx_t], labels[idx_t], x_fake.detach(), y_fake)

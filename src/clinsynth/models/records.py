@@ -454,7 +454,7 @@ class CodeModel(SynthModel):
     def _batches(self, phase: Phase, epoch: int) -> Iterator[np.ndarray]:
         """Row indices of one epoch: Poisson samples under a budget (what the accountant assumes),
         shuffled fixed-size batches otherwise."""
-        return distributed.shard(self._reader().batches(phase, epoch))  # several processes: this one's share
+        return distributed.shard(self._reader().batches(phase, epoch), private=self.private)  # several processes: this one's share
 
     def _step(self, phase: Phase, module: nn.Module, optimizer: torch.optim.Optimizer) -> RealStep:
         """The update rule for ``module`` in ``phase``: DP-SGD under a budget."""

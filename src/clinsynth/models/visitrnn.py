@@ -511,7 +511,7 @@ class VisitRNN(PatientModel):
             warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
             for epoch in range(self.epochs):
                 total, count = 0.0, 0
-                for patients in distributed.shard(self._batches(epoch)):  # several processes: a share
+                for patients in distributed.shard(self._batches(epoch), private=self.private):  # several processes: a share
                     if len(patients) == 0:
                         step(None)  # an empty Poisson batch still releases noise
                         continue

@@ -121,6 +121,13 @@ def grid_edges(kind: str) -> np.ndarray:
     return _ASINH_UNIT * np.sinh(t)
 
 
+def number_grid() -> tuple[float, float, int]:
+    """The number grid's formula ``(unit, step, half)``: fine edge ``i`` is ``unit·sinh(step·(i − half))``,
+    ``i = 0 … 2·half`` — what an engine computes a bucket from arithmetically
+    (:func:`clinsynth.engines.sql.bucket`) instead of searching the edges."""
+    return _ASINH_UNIT, _ASINH_STEP, _ASINH_HALF_SPAN
+
+
 def _anchor(kind: str) -> int:
     """The fine edge every coarser grid keeps: x = 0 for numbers, the grid's start for dates."""
     return 0 if kind == "datetime" else _ASINH_HALF_SPAN
