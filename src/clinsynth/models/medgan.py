@@ -42,12 +42,26 @@ class ShortcutGenerator(nn.Module):
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim, momentum=0.01), nn.ReLU())
             for _ in range(layers))
+        # the output layer lets the latents move and shrink: without it h = z + ReLU(…) ≥ z, and
+        # tanh(h) could never fall below tanh(z) (latent std 0.63 against the encoder's 0.33)
+        self.out = nn.Linear(dim, dim)
+        self._register_load_state_dict_pre_hook(self._identity_output_for_old_state)
+
+    @staticmethod
+    def _identity_output_for_old_state(state: dict, prefix: str, *args: Any) -> None:
+        """A generator saved before the output layer existed: that layer as the identity, which is
+        exactly the network it was."""
+        weight = state.get(prefix + "blocks.0.0.weight")
+        if prefix + "out.weight" not in state and weight is not None:
+            dim = weight.shape[0]
+            state[prefix + "out.weight"] = torch.eye(dim, dtype=weight.dtype, device=weight.device)
+            state[prefix + "out.bias"] = torch.zeros(dim, dtype=weight.dtype, device=weight.device)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = z
         for block in self.blocks:
             h = block(h) + h
-        return torch.tanh(h)  # the encoder's code layer is tanh too
+        return torch.tanh(self.out(h))  # the encoder's code layer is tanh too
 
 
 class MinibatchDiscriminator(nn.Module):
@@ -101,8 +115,11 @@ class MedGAN(NeuralCodeModel):
     def __init__(self, pretrain_epochs: int = 40, epochs: int = 100, batch_size: int | None = None,
                  compress_dim: int = 128, generator_layers: int = 2, disc_hidden: tuple[int, ...] = (256, 128),
                  minibatch_averaging: bool = True, d_steps: int = 2, lr: float | None = None,
-                 weight_decay: float = 1e-4, ae_lr: float = 5e-3, **common: Any):
+                 weight_decay: float = 1e-4, ae_lr: float = 5e-3, finetune_decoder: bool = True,
+                 critic_input: str = "records", **common: Any):
         super().__init__(**common)
+        self.finetune_decoder = finetune_decoder
+        self.critic_input = critic_input
         self.pretrain_epochs = pretrain_epochs
         self.epochs = epochs
         self.batch_size = batch_size
@@ -238,7 +255,16 @@ class MedGAN(NeuralCodeModel):
     def _generator_optimizer(self) -> torch.optim.Optimizer:
         """The generator's optimiser; it fine-tunes the decoder too, as in medGAN."""
         m = self.modules_
-        return self._optimizer(list(m["generator"].parameters()) + list(m["decoder"].parameters()))
+        return self._optimizer(list(m["generator"].parameters())
+                               + (list(m["decoder"].parameters()) if self.finetune_decoder else []))
+
+    def _critic_view(self, x: torch.Tensor) -> torch.Tensor:
+        """Real records as the critic sees them."""
+        if self.critic_input == "records":
+            return x
+        with torch.no_grad():
+            m = self.modules_
+            return self.codec_.activate(m["decoder"](m["encoder"](x)), self._spans, 0.2)
 
     def _critic_losses(self, d_real: torch.Tensor | None, d_fake: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(per-real-record loss, fake-batch loss) of the discriminator: the GAN's cross-entropy."""
@@ -267,7 +293,7 @@ class MedGAN(NeuralCodeModel):
                 for i, rows in enumerate(self._batches(phase, epoch)):
                     with torch.no_grad():
                         x_fake = self._fake(batch, rng)
-                    d_real = critic.real(self._real(rows)) if len(rows) else None
+                    d_real = critic.real(self._critic_view(self._real(rows))) if len(rows) else None
                     loss_real, loss_fake = self._critic_losses(d_real, critic.public(x_fake))
                     critic(loss_real, loss_fake)
                     self._after_critic_step()
