@@ -136,6 +136,8 @@ class CorGAN(MedGAN):
     channels : base channel count of every convolution stack.
     weight_clip : the critic's weights are clamped to ±this after each step (0: off).
     decoder_lr : learning rate of the decoder's fine-tuning in the generator's steps.
+    critic_input : ``"records"`` (default: corGAN as measured) or medGAN's ``"latent"`` critic, not
+        measured for corGAN yet.
     """
 
     name = "corgan"
@@ -147,7 +149,8 @@ class CorGAN(MedGAN):
                  minibatch_averaging: bool = True, d_steps: int = 2, lr: float = 1e-3, weight_decay: float = 1e-4,
                  ae_lr: float = 5e-3, architecture: str = "dense", channels: int = 4, weight_clip: float = 0.01,
                  decoder_lr: float = 1e-4, critic_input: str = "records", **common: Any):
-        super().__init__(critic_input=critic_input, pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, compress_dim=compress_dim,
+        super().__init__(pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, compress_dim=compress_dim,
+                         critic_input=critic_input,
                          generator_layers=generator_layers, disc_hidden=disc_hidden,
                          minibatch_averaging=minibatch_averaging, d_steps=d_steps, lr=lr, weight_decay=weight_decay,
                          ae_lr=ae_lr, **common)
