@@ -293,7 +293,7 @@ class MedGAN(NeuralCodeModel):
         step.finish()
 
     def _fake(self, batch: int, rng: torch.Generator) -> torch.Tensor:
-        """Generated records as the discriminator sees them (differentiable)."""
+        """Generated records (or, with the latent critic, latents) as the critic sees them (differentiable)."""
         z = torch.randn(batch, self.compress_dim, generator=rng, device=self.device_)
         latent = self.modules_["generator"](z)
         if self._latent_critic:
@@ -301,7 +301,7 @@ class MedGAN(NeuralCodeModel):
         return self.codec_.activate(self.modules_["decoder"](latent), self._spans, 0.2)
 
     def _generator_optimizer(self) -> torch.optim.Optimizer:
-        """The generator's optimiser; it fine-tunes the decoder too, as in medGAN."""
+        """The generator's optimiser; with the record critic it fine-tunes the decoder too, as in medGAN."""
         m = self.modules_
         if self._latent_critic:  # the decoder stays the pretrained one
             return self._optimizer(m["generator"].parameters())
