@@ -336,6 +336,7 @@ def test_medgan_critic_input_is_chosen_by_size_and_saved_with_the_bundle(tmp_pat
     assert small.resolved_params()["critic_input"] == "records" and large.resolved_params()["critic_input"] == "latent"
     assert large.epochs_ == 1 and create("medgan", critic_input="latent").epochs_ == 200
     assert create("medgan", critic_input="records").epochs_ == 100
+    assert (large.d_steps_, small.d_steps_, create("medgan", d_steps=3).d_steps_) == (1, 2, 3)
     assert large.modules_["discriminator"].net[0].in_features == 2 * large.compress_dim  # averaging: record + mean
     large.save(tmp_path / "m")
     loaded = cs.load(tmp_path / "m")
