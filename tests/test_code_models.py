@@ -61,7 +61,8 @@ def test_each_model_trains_and_samples_a_valid_code_matrix(ehr, key):
 
 def test_medgan_reaches_close_prevalences(ehr):
     codes, _ = ehr
-    model = create("medgan", progress=False, pretrain_epochs=20, epochs=25, batch_size=128, binarize="sample").fit(codes)
+    model = create("medgan", progress=False, pretrain_epochs=20, epochs=25, batch_size=128, binarize="sample",
+                   critic_input="records").fit(codes)
     r = np.corrcoef(codes.prevalence(), model.sample(3000, seed=2).prevalence())[0, 1]
     assert r > 0.8
 
@@ -294,3 +295,52 @@ def test_dp_code_models_warn_on_a_few_hundred_patients():
     schema = Schema(columns=[], codes=CodeBlock(vocabulary=list(codes.vocabulary), public=True))
     with pytest.warns(UserWarning, match="few for a differentially private"):
         create("dp-vae", progress=False, epochs=1).fit(codes, schema)
+
+
+def test_medgan_generator_can_move_and_shrink_its_noise():
+    """medGAN's shortcut generator added ReLU blocks to its noise, h = z + ReLU(…) ≥ z, then tanh:
+    it could never emit a latent below tanh(z), so its latents stayed as wide as its noise (std
+    0.63 against the encoder's 0.33 on the simulated EHR) and decoded to patients with hundreds
+    of codes. With an output layer it reaches a narrow cloud away from 0 (here: −0.5 ± 0.1)."""
+    import torch
+
+    from clinsynth.models.medgan import ShortcutGenerator
+
+    def trained(output_layer: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        g = ShortcutGenerator(8, 2, output_layer)
+        opt = torch.optim.Adam(g.parameters(), lr=1e-2)
+        target = torch.full((256, 8), -0.5)
+        for _ in range(300):
+            opt.zero_grad()
+            loss = ((g(torch.randn(256, 8)) - target) ** 2).mean()
+            loss.backward()
+            opt.step()
+        g.eval()
+        with torch.no_grad():
+            return g(torch.randn(2000, 8))
+
+    out = trained(True)  # the latent critic's generator
+    assert abs(float(out.mean()) + 0.5) < 0.05
+    assert float(out.std(0).mean()) < 0.1
+    assert float(trained(False).mean()) > 0  # the paper's form: tanh(z + ReLU(…)) cannot go there
+
+
+
+def test_medgan_critic_input_is_chosen_by_size_and_saved_with_the_bundle(tmp_path):
+    """From 1,000 patients up (without DP) the critic compares latents, the decoder stays as
+    pretrained and the generator has its output layer; below, the record critic of the paper. A
+    bundle keeps the choice (one saved before it existed was trained on records)."""
+    small = create("medgan", progress=False, pretrain_epochs=1, epochs=1).fit(simulate_ehr(400, 20, seed=0)[0])
+    large = create("medgan", progress=False, pretrain_epochs=1, epochs=1).fit(simulate_ehr(1000, 20, seed=0)[0])
+    assert small.resolved_params()["critic_input"] == "records" and large.resolved_params()["critic_input"] == "latent"
+    assert large.epochs_ == 1 and create("medgan", critic_input="latent").epochs_ == 200
+    assert create("medgan", critic_input="records").epochs_ == 100
+    assert (large.d_steps_, small.d_steps_, create("medgan", d_steps=3).d_steps_) == (1, 2, 3)
+    assert large.modules_["discriminator"].net[0].in_features == 2 * large.compress_dim  # averaging: record + mean
+    large.save(tmp_path / "m")
+    loaded = cs.load(tmp_path / "m")
+    assert loaded.critic_input_ == "latent"
+    assert loaded.sample(30, seed=4).matrix.toarray().tolist() == large.sample(30, seed=4).matrix.toarray().tolist()
+    with pytest.raises(ConfigError, match="critic_input"):
+        create("medgan", progress=False, critic_input="codes", epochs=1, pretrain_epochs=1).fit(simulate_ehr(50, 20, seed=0)[0])

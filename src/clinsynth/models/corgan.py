@@ -136,6 +136,8 @@ class CorGAN(MedGAN):
     channels : base channel count of every convolution stack.
     weight_clip : the critic's weights are clamped to ±this after each step (0: off).
     decoder_lr : learning rate of the decoder's fine-tuning in the generator's steps.
+    critic_input : ``"records"`` (default: corGAN as measured) or medGAN's ``"latent"`` critic, not
+        measured for corGAN yet.
     """
 
     name = "corgan"
@@ -146,8 +148,9 @@ class CorGAN(MedGAN):
                  compress_dim: int = 128, generator_layers: int = 2, disc_hidden: tuple[int, ...] = (256, 256, 256),
                  minibatch_averaging: bool = True, d_steps: int = 2, lr: float = 1e-3, weight_decay: float = 1e-4,
                  ae_lr: float = 5e-3, architecture: str = "dense", channels: int = 4, weight_clip: float = 0.01,
-                 decoder_lr: float = 1e-4, **common: Any):
+                 decoder_lr: float = 1e-4, critic_input: str = "records", **common: Any):
         super().__init__(pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, compress_dim=compress_dim,
+                         critic_input=critic_input,
                          generator_layers=generator_layers, disc_hidden=disc_hidden,
                          minibatch_averaging=minibatch_averaging, d_steps=d_steps, lr=lr, weight_decay=weight_decay,
                          ae_lr=ae_lr, **common)
@@ -173,7 +176,11 @@ class CorGAN(MedGAN):
     def _build(self, dim: int, out_dim: int) -> dict[str, nn.Module]:
         modules: dict[str, nn.Module] = {"encoder": ConvEncoder(dim, self.compress_dim, self.channels),
                                          "decoder": ConvDecoder(out_dim, self.compress_dim, self.channels)}
-        if self.architecture == "conv":
+        if self._latent_critic:
+            modules["generator"] = ShortcutGenerator(self.compress_dim, self.generator_layers, True)
+            modules["discriminator"] = MinibatchDiscriminator(self.compress_dim, tuple(self.disc_hidden),
+                                                              self.minibatch_averaging)
+        elif self.architecture == "conv":
             modules["generator"] = ConvGenerator(self.compress_dim, self.channels)
             modules["discriminator"] = ConvCritic(dim, self.channels, self.minibatch_averaging)
         else:
@@ -200,6 +207,8 @@ class CorGAN(MedGAN):
 
     def _generator_optimizer(self) -> torch.optim.Optimizer:
         m = self.modules_
+        if self._latent_critic:
+            return super()._generator_optimizer()
         return torch.optim.Adam([{"params": m["generator"].parameters()},
                                  {"params": m["decoder"].parameters(), "lr": self.decoder_lr}],
                                 lr=self.lr, weight_decay=self.weight_decay)
