@@ -19,7 +19,7 @@ from clinsynth.cli import main
 from clinsynth.data.datasets import simulate_ehr
 from clinsynth.data.ehr import read_vocabulary
 from clinsynth.errors import ConfigError, InputError
-from clinsynth.models.vae import STEP_BETA
+from clinsynth.models.vae import LATENT_MIXTURE, STEP_BETA
 from clinsynth.pipeline import CodeInput, RunConfig, codes_hash, read_code_input, run_code_release, run_ehr_demo, split_patients
 
 
@@ -64,7 +64,7 @@ def test_run_codes_round_trips_long_format_with_new_ids(ehr_files, tmp_path):
     assert manifest["model"]["params"]["batch_size"] is None and manifest["model"]["params"]["beta"] is None
     resolved = manifest["model"]["resolved_params"]
     assert (resolved["epochs"], resolved["batch_size"], resolved["beta"]) == (2, 256, STEP_BETA)  # codes without DP
-    assert resolved["latent_mixture"] == 10
+    assert resolved["latent_mixture"] == LATENT_MIXTURE
     assert manifest["long_format"] == {"patient_col": "pid", "code_col": "dx", "count_col": "visits"}
     assert manifest["input"]["patients"] == 400 and manifest["input"]["static_columns"] == ["age", "sex"]
     assert set(manifest["files"]) == {"synthetic", "synthetic_static", "model", "guarantee", "metrics", "report"}
