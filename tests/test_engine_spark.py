@@ -261,3 +261,29 @@ def test_spark_options_refused_in_one_line(tmp_path, capsys, args, message):
     err = capsys.readouterr()
     text = " ".join((err.out + err.err).split())
     assert message in text and "Traceback" not in text
+
+
+def test_partitions_drawn_on_the_executors_are_the_local_files(spark, tmp_path):
+    """`sample --engine spark`: the same (seed, partition) plan as worker processes, so the same
+    bytes, drawn by Spark tasks; and the CLI refuses Spark for a single output file."""
+    import hashlib
+
+    from clinsynth.models.registry import create
+    from clinsynth.schema import Schema
+    from clinsynth.streaming import sample_to_parquet
+
+    df = simulate_trial(600, seed=4)[["arm", "age", "female", "egfr", "sbp_m01", "sbp_m06"]]
+    model = create("bayesnet", seed=0, progress=False).fit(df, Schema.infer(df, target="arm"))
+    kw = dict(partition_rows=4_000, row_group_rows=1_500, seed=3)
+    local = sample_to_parquet(model, 10_000, tmp_path / "local", processes=1, **kw)
+    drawn = sample_to_parquet(model, 10_000, tmp_path / "spark", spark=spark, **kw)
+    assert drawn.partitions == local.partitions == 3 and drawn.rows == 10_000
+    digest = {name: [hashlib.sha256((tmp_path / name / f).read_bytes()).hexdigest() for f in local.files
+                     if f.endswith(".parquet")] for name in ("local", "spark")}
+    assert digest["spark"] == digest["local"] and len(digest["local"]) == 3
+    model.save(tmp_path / "model")
+    assert main(["sample", str(tmp_path / "model"), "-n", "5000", "--out", str(tmp_path / "cli"),
+                 "--partition-rows", "2000", "--engine", "spark"]) == 0
+    assert len(list((tmp_path / "cli").glob("part-*.parquet"))) == 3
+    assert main(["sample", str(tmp_path / "model"), "-n", "50", "--out", str(tmp_path / "one.csv"),
+                 "--engine", "spark"]) == 1

@@ -431,8 +431,12 @@ def sample(
                       "same --out, drawing only the missing partitions.")] = False,
     csv_safe: Annotated[bool, typer.Option("--csv-safe/--no-csv-safe", help="Quote text cells that begin with = + - @ (a spreadsheet would run them as formulas) with a leading ' in CSV output.")] = True,
     threads: ThreadsOption = None,
+    engine: Annotated[str, typer.Option("--engine", help="Partitioned Parquet: 'local' (--threads worker processes) or "
+                      "'spark' (Spark tasks on the executors; --out must be storage they can all write).")] = "local",
+    spark_master: SparkMasterOption = None,
 ) -> None:
-    """Draw synthetic records from a saved model; into a folder, as partitioned Parquet across --threads processes."""
+    """Draw synthetic records from a saved model; into a folder, as partitioned Parquet across --threads processes
+    or Spark's executors (--engine spark)."""
     from clinsynth import threads as thread_counts
 
     thread_counts.configure(threads)
@@ -443,11 +447,18 @@ def sample(
 
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
+    if engine not in ("local", "spark"):
+        raise ConfigError(f"--engine {engine}: sample draws with 'local' worker processes or 'spark' executors")
+    use_spark = engine == "spark" or spark_master is not None
+    if use_spark and not (output.is_dir() or not output.suffix):
+        raise ConfigError(f"--engine spark draws partitioned Parquet into a folder, but --out {output} is one file: "
+                          "give a folder, or drop --engine spark")
     if output.is_dir() or not output.suffix:  # a folder: partitioned Parquet
         if output_format == SampleFormat.csv:
             raise ConfigError(f"--out {output} is a folder, which is written as partitioned Parquet: add "
                               "--format parquet, or give a file name ending .csv")
-        _sample_partitions(model_dir, n, output, partition_rows, parse_conditions(condition), seed, overwrite, resume)
+        _sample_partitions(model_dir, n, output, partition_rows, parse_conditions(condition), seed, overwrite, resume,
+                           spark_master if use_spark else None, use_spark)
         return
     if output_format is not None and table_format(output) != output_format.value:
         raise ConfigError(f"--format {output_format.value} disagrees with --out {output}; give a file name ending "
@@ -469,18 +480,26 @@ def sample(
 
 
 def _sample_partitions(model_dir: Path, n: int, output: Path, partition_rows: int, conditions: Any, seed: int,
-                       overwrite: bool, resume: bool) -> None:
+                       overwrite: bool, resume: bool, spark_master: Optional[str] = None, use_spark: bool = False) -> None:
     from clinsynth.streaming import sample_to_parquet
+
+    spark = None
+    if use_spark:
+        from clinsynth.engines.spark_engine import spark_session
+
+        spark = spark_session(spark_master)
 
     def progress(done: int, total: int) -> None:
         if console.is_terminal:
             console.print(f"  partition {done:,} of {total:,}", end="\r")
 
     result = sample_to_parquet(model_dir, n, output, partition_rows=partition_rows, seed=seed, conditions=conditions,
-                               overwrite=overwrite, resume=resume, on_partition=progress)
+                               overwrite=overwrite, resume=resume, on_partition=progress, spark=spark)
     kept = f", {result.resumed:,} kept from the interrupted run" if result.resumed else ""
+    where = (f"Spark, {result.processes} task slot{'s' if result.processes != 1 else ''}" if spark is not None
+             else f"{result.processes} process{'es' if result.processes != 1 else ''}")
     console.print(f"[green]wrote[/green] {output}: {result.rows:,} synthetic rows in {result.partitions:,} Parquet "
-                  f"partitions ({result.processes} process{'es' if result.processes != 1 else ''}, {result.rows_per_second:,.0f} rows/s{kept})")
+                  f"partitions ({where}, {result.rows_per_second:,.0f} rows/s{kept})")
 
 
 @app.command()

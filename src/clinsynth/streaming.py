@@ -6,6 +6,11 @@ each written as row groups of ``row_group_rows`` rows, so a process holds one ro
 whatever ``n`` is. Partitions are drawn in parallel by worker processes (spawn; each loads the
 model once and runs its numeric libraries on one thread).
 
+With a SparkSession (``spark=``; the CLI's ``sample --engine spark``) the partitions are Spark
+tasks instead: the model is broadcast to the executors once and each task writes its partitions
+into the folder, which must therefore be on storage every executor can write (a shared filesystem;
+any folder on a local master).
+
 Deterministic per (seed, partition): row group ``g`` of partition ``p`` is drawn with the seed of
 ``SeedSequence(seed, spawn_key=(p, g))`` — never from which worker drew it or when — so the same
 seed, ``partition_rows`` and ``row_group_rows`` give byte-identical files for any number of
@@ -207,7 +212,7 @@ def _sigterm_raises() -> Iterator[None]:
 def sample_to_parquet(model: Any, n: int, output: str | Path, *, partition_rows: int = PARTITION_ROWS,
                       seed: int = 0, processes: int | None = None, conditions: dict[str, dict[str, float]] | None = None,
                       overwrite: bool = False, resume: bool = False, row_group_rows: int = ROW_GROUP_ROWS,
-                      on_partition: Callable[[int, int], None] | None = None) -> StreamResult:
+                      on_partition: Callable[[int, int], None] | None = None, spark: Any = None) -> StreamResult:
     """Draw ``n`` synthetic rows into the folder ``output`` as ``part-NNNNN.parquet`` files of
     ``partition_rows`` rows (the last may be shorter), in bounded memory, on ``processes`` worker
     processes (default: :func:`clinsynth.threads.count`).
@@ -217,6 +222,8 @@ def sample_to_parquet(model: Any, n: int, output: str | Path, *, partition_rows:
     ``output`` must be new, empty or a previous partitioned sample (replaced only with
     ``overwrite``); it appears whole or not at all, and after an interruption ``resume=True`` draws
     only the missing partitions. ``on_partition(done, total)`` is called as partitions finish.
+    ``spark``: a SparkSession whose executors draw the partitions (``processes`` is then unused;
+    the files are the same bytes).
 
     >>> cs.sample_to_parquet("model/", 10**8, "synth/", seed=1)   # doctest: +SKIP
     """
@@ -247,7 +254,7 @@ def sample_to_parquet(model: Any, n: int, output: str | Path, *, partition_rows:
             leftover.unlink()
         todo = [p for p in parts if stage.done(p.name) is None]
         resumed = len(parts) - len(todo)
-        workers = max(1, min(processes, len(todo)))
+        workers = max(1, min(processes if spark is None else spark.sparkContext.defaultParallelism, len(todo)))
 
         count = [resumed]
 
@@ -258,7 +265,9 @@ def sample_to_parquet(model: Any, n: int, output: str | Path, *, partition_rows:
                 on_partition(count[0], len(parts))
 
         with _sigterm_raises():
-            if workers == 1:
+            if spark is not None and todo:
+                _run_spark(spark, model, todo, stage.dir, schema, conditions, finished)
+            elif workers == 1:
                 for part in todo:
                     finished(part.index, write_partition(model, part, stage.dir, schema, conditions))
             else:
@@ -292,3 +301,32 @@ def _run_pool(source: Any, model: Any, todo: list[Partition], directory: Path, s
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+def _spark_task(shipped: Any, directory: str, schema: Any, conditions: Any) -> Callable[[Iterator[Partition]], Iterator[tuple[int, int]]]:
+    """What one Spark task runs: its partitions, written with the broadcast model on one thread."""
+    def run(parts: Iterator[Partition]) -> Iterator[tuple[int, int]]:
+        from clinsynth import threads
+
+        threads.configure(1)
+        for part in parts:
+            yield part.index, write_partition(shipped.value, part, Path(directory), schema, conditions)
+    return run
+
+
+def _run_spark(spark: Any, model: Any, todo: list[Partition], directory: Path, schema: Any, conditions: Any,
+               finished: Callable[[int, int], None]) -> None:
+    """Draw ``todo`` as Spark tasks, one partition each; on any failure or interruption the job is
+    cancelled and the error re-raised, so nothing half-done is recorded (a task's file is written
+    atomically; a cancelled task's temporary file is removed by ``resume``)."""
+    context = spark.sparkContext
+    shipped = context.broadcast(model)
+    try:
+        rdd = context.parallelize(todo, len(todo)).mapPartitions(_spark_task(shipped, str(directory), schema, conditions))
+        for index, rows in rdd.collect():
+            finished(index, rows)
+    except BaseException:
+        context.cancelAllJobs()
+        raise
+    finally:
+        shipped.unpersist()
