@@ -17,11 +17,13 @@ record is read.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from clinsynth.data.transforms import NumericCodec
+from clinsynth.errors import UtilityWarning
 from clinsynth.models.bayesnet import (
     _MIN_TREE_BINS,
     _SCORE_SENSITIVITY,
@@ -211,10 +213,6 @@ class NoisyCounts(ExactCounts):
         per_cell = records / (m.bins_ * noise_sd)
         if per_cell >= _ADVICE_CELL_SIGMAS:
             return
-        import warnings
-
-        from clinsynth.errors import UtilityWarning
-
         warnings.warn(
             f"at ε = {m.privacy.epsilon:g} each count of the network carries noise of sd ≈ {noise_sd:,.0f} records "
             f"({m.n_variables_} columns share the budget), while the target's rarest class "

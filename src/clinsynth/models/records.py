@@ -437,13 +437,17 @@ class CodeModel(SynthModel):
             codes = CodeMatrix(codes.matrix[:, keep], tuple(schema.codes.vocabulary), codes.patient_ids, codes.binary)
         return schema, codec, codes, self._reader().conform(static)
 
-    def _prevalence_log_odds(self) -> np.ndarray:
-        """Each code's log-odds of presence in the training patients, clipped half a patient from 0
-        and 1: where a decoder's code logits start (a count of the records, so never under DP)."""
+    def _prevalences(self) -> np.ndarray:
+        """Each code's share of the training patients, clipped half a patient from 0 and 1 (a count
+        of the records, so never under DP)."""
         if self.private:
             raise RuntimeError("code prevalences are counts of real records: not without a charged release")
         n, v = max(self.n_train_, 1), self.codec_.n_codes
-        p = np.clip(np.bincount(self._codes.indices, minlength=v) / n, 0.5 / n, 1 - 0.5 / n)
+        return np.clip(np.bincount(self._codes.indices, minlength=v) / n, 0.5 / n, 1 - 0.5 / n)
+
+    def _prevalence_log_odds(self) -> np.ndarray:
+        """Each code's log-odds of presence in the training patients: where a decoder's code logits start."""
+        p = self._prevalences()
         return np.log(p / (1 - p))
 
     def _real(self, rows: np.ndarray) -> torch.Tensor:

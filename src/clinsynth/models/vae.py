@@ -265,10 +265,9 @@ class VAE(NeuralCodeModel):
         decoder = self.modules_["vae"].decoder
         a, v = self.codec_.static_dim, self.codec_.n_codes
         gen = torch.Generator(device=self.device_).manual_seed(self.seed + 29)
-        prevalence = 1.0 / (1.0 + np.exp(-self._prevalence_log_odds()))
         with torch.no_grad():
             z = self.modules_["prior"].sample(calibration_draws(v), gen)
-            shift = prevalence_shift(decoder(z)[:, a:a + v], prevalence)
+            shift = prevalence_shift(decoder(z)[:, a:a + v], self._prevalences())
             decoder[-1].bias[a:a + v] += shift
 
     def _generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
