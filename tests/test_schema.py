@@ -424,3 +424,13 @@ def test_public_bounds_violation_is_reported(trial, schema):
     wider = trial.copy()
     wider.loc[0, "age"] = int(trial["age"].max()) + 5
     schema.validate(wider)
+
+
+def test_a_blank_target_is_refused_in_one_line_naming_the_count():
+    # it reached scikit-learn as "Input contains NaN" (a traceback) with and without ε
+    df = pd.DataFrame({"x": np.arange(50.0), "y": ["a", "b"] * 25})
+    df.loc[[3, 7, 9], "y"] = None
+    with pytest.raises(SchemaError, match=r"target 'y' is blank in 3 of 50 rows"):
+        Schema.infer(df, target="y").validate(df)
+    df.loc[[3, 7, 9], "y"] = "unknown"  # the advice: a class of its own
+    Schema.infer(df, target="y").validate(df)

@@ -387,6 +387,13 @@ class Schema(BaseModel):
             n_classes = df[self.target].nunique(dropna=True)
             if n_classes < 2:
                 problems.append(f"target '{self.target}' has {n_classes} class(es); a class-conditional model needs at least 2")
+            blank = df[self.target].isna().to_numpy()
+            if self.target in allowed_missing:
+                blank &= ~allowed_missing[self.target]
+            if blank.any():  # the class-conditional models and the utility test need every record's class
+                problems.append(f"target '{self.target}' is blank in {int(blank.sum()):,} of {len(df):,} rows; every "
+                                "row needs a class — give the blanks a class of their own (e.g. 'unknown'), "
+                                "or choose another target")
         if problems:
             raise SchemaError("the table does not match the schema:", problems)
 

@@ -29,6 +29,7 @@ _FORMAT_SHARE = 0.01      # … or below 1 % of the observed cells, …
 _TAIL_CAP = 0.1           # … and not evidently above 10 % of them
 _EVIDENCE_SIGMAS = 3.0    # format counts (a missing count) are significant above 3 sds of their sum
 _FLAG_WHOLE_SHARE = 0.1   # a 0/1 flag: other whole numbers evidently (2 sds) under 10 % of the observed cells
+_MISSING_SIGMAS = 1.0     # a missing state is kept unless its noisy count is under one sd (see keeps_missing)
 
 
 def is_number(value: Any) -> bool:
@@ -85,6 +86,19 @@ def significant(counts: np.ndarray, noise_std: float) -> bool:
     return float(counts.sum()) > _EVIDENCE_SIGMAS * noise_std * math.sqrt(counts.size)
 
 
+def keeps_missing(noisy_missing: float, noise_std: float) -> bool:
+    """Whether a column keeps a missing state (policy ``indicator``): unless its noisy missing count
+    is under one sd. Not the 3-sd evidence bar of :func:`significant`: a false ``none`` fills every
+    blank with the column's centre, a false ``indicator`` only lets the model's noisy counts give
+    the state a small rate. Measured with dp-bayesnet at ε = 1 (3 tables, 3 seeds each: sklearn's
+    diabetes with three labs 4–24 % blank, 353 training rows; breast cancer, a column 20 % blank;
+    2,000 rows of six skewed labs 3–48 % blank): at 3 sds 5 of the 21 blank columns kept blanks
+    (a 20 % blank column on 455 rows: 0 % in 3 of 3 seeds, a 15 % one on 1,600 rows: 0 % in 2 of
+    3), at 1 sd 13; the mean error of a blank share 0.095 → 0.049, detection AUROC 0.936 → 0.924,
+    TSTR/TRTR 0.957 → 0.952; of 69 complete columns 3 got blanks (at most 6.8 %, the others 0)."""
+    return float(noisy_missing) > _MISSING_SIGMAS * noise_std
+
+
 def _negligible(tail: np.ndarray, noise_std: float, observed: float) -> bool:
     """A tail of noisy format counts is noise, or under 1 % of the observed cells — and not
     evidently (2 sds) more than a tenth of them (on a small table 4 sds of a tail's sum can be
@@ -105,7 +119,7 @@ def decide_format(noisy: np.ndarray, noise_std: float, dates: bool, may_be_flag:
     """The column facts a noisy format histogram gives (the rule of :mod:`clinsynth.privacy.statistics`): kind,
     decimals, missing policy, and for a 0/1 flag its more common value (``fallback``).
     ``noise_std`` is the sd of each of the ``noisy`` counts."""
-    missing = "indicator" if significant(noisy[:1], noise_std) else "none"
+    missing = "indicator" if keeps_missing(noisy[0], noise_std) else "none"
     observed = float(noisy[1:].sum())
     if dates:
         return {"kind": "datetime", "decimals": 0 if _precise_to(noisy, 1, 2, noise_std, observed) else None,
