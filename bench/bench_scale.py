@@ -257,13 +257,33 @@ def main(argv: list[str] | None = None) -> None:
             row["ratio_peak_rss_duckdb_over_pandas"] = round(pair["duckdb"]["peak_rss_gb"] / pair["pandas"]["peak_rss_gb"], 3)
             row["same_tables"] = pair["duckdb"]["tables_sha256"] == pair["pandas"]["tables_sha256"]
         runs.append(row)
-    result = {"mode": args.mode, "dir": str(args.dir), "runs": runs, "machine": {
+    cell = {"rows": _rows_of(runs), "dir": str(args.dir), "runs": runs, "machine": {
         "cpus": os.cpu_count(), "python": platform.python_version(), "threads": os.environ.get("CLINSYNTH_THREADS"),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         **({"spark_master": args.spark_master} if args.mode == "spark" else {})}}
-    print(json.dumps(result, indent=1))
+    print(json.dumps(cell, indent=1))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        merged = merge_cell(json.loads(args.json.read_text()) if args.json.exists() else None, args.mode, cell)
+        args.json.write_text(json.dumps(merged, indent=1) + "\n")
+
+
+def _rows_of(runs: list[dict]) -> int | None:
+    """The table's row count, as the engines' children reported it."""
+    return next((r[e]["rows"] for r in runs for e in ("duckdb", "spark", "pandas") if "rows" in r.get(e, {})), None)
+
+
+def merge_cell(existing: dict | None, mode: str, cell: dict) -> dict:
+    """The results file with ``cell`` in it: it replaces the cell of the same row count and keeps
+    the others (a file written before cells existed becomes the first one)."""
+    if existing is None:
+        return {"mode": mode, "cells": [cell]}
+    cells = existing.get("cells")
+    if cells is None:  # the single-run format
+        cells = [{"rows": _rows_of(existing.get("runs", [])), **{k: v for k, v in existing.items() if k != "mode"}}]
+    kept = [c for c in cells if c.get("rows") != cell["rows"]]
+    return {**{k: v for k, v in existing.items() if k not in ("runs", "dir", "machine")}, "mode": mode,
+            "cells": sorted(kept + [cell], key=lambda c: c.get("rows") or 0)}
 
 
 if __name__ == "__main__":
