@@ -130,11 +130,15 @@ def test_duckdb_table_through_the_cli(tmp_path):
     (["{d}/ehr.duckdb", "--table", "visits"], "has no table 'visits' (its tables: trial)"),
     (["{d}/t.parquet", "--table", "trial"], "reads a DuckDB database file"),
     (["{d}/t.parquet", "--engine", "duckdb", "--model", "acgan"], "needs the table in memory"),
+    (["{d}/blank_target.parquet", "--engine", "duckdb", "--target", "arm"], "target 'arm' is blank in 3 of 300 rows"),
 ])
 def test_clear_one_line_errors(tmp_path, capsys, args, message):
     import duckdb
 
     _trial(300, 8).to_parquet(tmp_path / "t.parquet")
+    blank = _trial(300, 8)
+    blank.loc[[1, 5, 9], "arm"] = None  # refused as the pandas path refuses it (it was fitted)
+    blank.to_parquet(tmp_path / "blank_target.parquet")
     con = duckdb.connect(str(tmp_path / "ehr.duckdb"))
     con.execute("CREATE TABLE trial AS SELECT 1 AS x")
     con.close()

@@ -390,15 +390,20 @@ class Schema(BaseModel):
             blank = df[self.target].isna().to_numpy()
             if self.target in allowed_missing:
                 blank &= ~allowed_missing[self.target]
-            if blank.any():  # the class-conditional models and the utility test need every record's class
-                problems.append(f"target '{self.target}' is blank in {int(blank.sum()):,} of {len(df):,} rows; every "
-                                "row needs a class — give the blanks a class of their own (e.g. 'unknown'), "
-                                "or choose another target")
+            if blank.any():
+                problems.append(blank_target_problem(self.target, int(blank.sum()), len(df)))
         if problems:
             raise SchemaError("the table does not match the schema:", problems)
 
 
 # ---------------------------------------------------------------------------------------
+def blank_target_problem(target: str, blanks: int, rows: int) -> str:
+    """The refusal of a target with blanks: the class-conditional models and the utility test need
+    every record's class (a blank reached scikit-learn as "Input contains NaN")."""
+    return (f"target '{target}' is blank in {blanks:,} of {rows:,} rows; every row needs a class — give the "
+            "blanks a class of their own (e.g. 'unknown'), or choose another target")
+
+
 def check_frame_basics(df: pd.DataFrame) -> None:
     """Problems that make a frame unusable whatever the schema: no rows, no columns, duplicate names."""
     if not isinstance(df, pd.DataFrame):

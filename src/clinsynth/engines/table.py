@@ -31,7 +31,7 @@ import pandas as pd
 from clinsynth.data.transforms import NumericCodec, TableEncoder
 from clinsynth.engines import sql
 from clinsynth.errors import InputError, SchemaError
-from clinsynth.schema import DISCRETE_KINDS, Schema
+from clinsynth.schema import DISCRETE_KINDS, Schema, blank_target_problem
 
 SAMPLE_ROWS = 100_000           # rows the schema is inferred from
 _MAX_CATEGORIES = 1000          # a column with more distinct values than this is not a category list
@@ -211,6 +211,8 @@ class SqlTable(ABC):
                 updates[spec.name] = {"bounds": (float(lo), float(hi)), "missing": "indicator" if gaps else "none"}
                 continue
             gaps = facts[spec.name][1]
+            if spec.name == schema.target and gaps:
+                raise SchemaError(blank_target_problem(spec.name, int(gaps), self.n))
             values = [_plain(v) for v, _ in distinct[spec.name]
                       if v is not None and not (isinstance(v, float) and math.isnan(v))]
             if len(values) > _MAX_CATEGORIES:
