@@ -334,6 +334,8 @@ class Schema(BaseModel):
             if spec.kind not in DISCRETE_KINDS:
                 raise SchemaError(f"target column '{target}' has {df[target].nunique()} distinct numeric values; "
                                   "a target must be a class label (binary or categorical)")
+            if df[target].isna().any():
+                raise SchemaError(blank_target_problem(target, int(df[target].isna().sum()), len(df)))
         groups = detect_longitudinal(df.columns, specs) if longitudinal == "auto" else list(longitudinal or [])
         specs = _longitudinal_missing_policy(df, specs, groups)
         specs = [s.model_copy(update={"level": levels[s.name]}) if s.name in levels else s for s in specs]
@@ -387,11 +389,9 @@ class Schema(BaseModel):
             n_classes = df[self.target].nunique(dropna=True)
             if n_classes < 2:
                 problems.append(f"target '{self.target}' has {n_classes} class(es); a class-conditional model needs at least 2")
-            blank = df[self.target].isna().to_numpy()
-            if self.target in allowed_missing:
-                blank &= ~allowed_missing[self.target]
-            if blank.any():
-                problems.append(blank_target_problem(self.target, int(blank.sum()), len(df)))
+            blanks = int(df[self.target].isna().sum())  # a target is never in a longitudinal group: no dropout
+            if blanks:
+                problems.append(blank_target_problem(self.target, blanks, len(df)))
         if problems:
             raise SchemaError("the table does not match the schema:", problems)
 

@@ -168,8 +168,11 @@ class SqlTable(ABC):
         """``Schema.infer`` on a sample of ``rows`` rows, then the facts a sample can miss read from
         the whole table: numeric bounds, the category lists and which columns have missing values
         (before a participant's dropout). Decimals and kinds stay as the sample shows them."""
-        schema = Schema.infer(self.sample(rows, seed), target=target, **kwargs)
-        return self.complete_schema(schema)
+        sample = self.sample(rows, seed)
+        if target in sample.columns and sample[target].isna().any():  # say it of the whole table, not the sample
+            blanks = self.aggregates([f"count(*) FILTER (WHERE {self.dialect.quote(target)} IS NULL)"])[0]
+            raise SchemaError(blank_target_problem(target, int(blanks), self.n))
+        return self.complete_schema(Schema.infer(sample, target=target, **kwargs))
 
     def complete_schema(self, schema: Schema) -> Schema:
         """``schema`` with bounds, categories and missing policies of the whole table (declared
