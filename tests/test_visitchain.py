@@ -273,3 +273,13 @@ def test_privacy_is_given_like_every_other_model(real, schema, dp_model):
         given.fit(real, schema)
     assert given.ledger_.state_dict() == dp_model.ledger_.state_dict()
     pd.testing.assert_frame_equal(given.sample(200, seed=5), dp_model.sample(200, seed=5))
+
+
+
+def test_the_dp_release_summary_names_derived_variables_as_a_user_reads_them(dp_model):
+    # the summary said "a coarser grid for __visits, hb, crp, week" (the chain's internal name)
+    from clinsynth.privacy.schema_facts import schema_facts
+
+    columns = [c for q in dp_model.facts_["queries"] for c in q["columns"]]
+    assert "visits per patient" in columns and not any(c.startswith("__") for c in columns)
+    assert "__" not in schema_facts(dp_model.schema_, dp_model.facts_)["summary"]

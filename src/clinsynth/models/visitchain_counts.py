@@ -222,8 +222,10 @@ class NoisyVisitCounts(ExactVisitCounts):
         encoder = TableEncoder(released).fit_from_statistics(release.numeric)
         visits = conform(parts.visits, release)
         visits.loc[parts.position == 0, layout.gap] = np.nan
+        labels = layout.labels()
         m.facts_ = {"budget": release.budget,
-                    "queries": [*m.patients_.facts_.get("queries", []), *release.record()["queries"]]}
+                    "queries": [{**q, "columns": [labels.get(c, c) for c in q["columns"]]}
+                                for q in [*m.patients_.facts_.get("queries", []), *release.record()["queries"]]]}
         return VisitEncoder(released, encoder), visits
 
     def _planned_noise(self) -> float:

@@ -50,6 +50,12 @@ class Layout:
     start: str   # time of the first visit (per patient)
     gap: str     # time since the previous visit (per visit)
 
+    def labels(self) -> dict[str, str]:
+        """What the derived variables are called where a user reads them (the release's summary):
+        the internal names (``__visits``…) mean nothing outside this module."""
+        return {self.visits: "visits per patient", self.start: f"first {self.time}",
+                self.gap: f"{self.time} between visits"}
+
     @classmethod
     def of(cls, schema: Schema) -> Layout:
         taken = set(schema.names)
