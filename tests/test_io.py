@@ -206,7 +206,7 @@ def test_binary_file_named_csv(tmp_path, content):
 def test_binary_after_a_text_header(tmp_path):
     (tmp_path / "mixed.csv").write_bytes(b"a,b\n1,2\n" + b"x" * 20_000 + np.random.default_rng(2).bytes(4096))
     msg = _error(tmp_path / "mixed.csv")
-    assert "mixed.csv" in msg and "not a readable CSV table" in msg
+    assert "mixed.csv" in msg and "not a text table (it holds NUL bytes" in msg
 
 
 def test_ragged_csv(tmp_path):
@@ -247,3 +247,23 @@ def test_atomic_writes_get_a_normal_file_mode(frame, tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_a_european_spreadsheet_export_reads_as_its_numbers(tmp_path):
+    # ';' between cells and ',' in numbers, Windows-1252 text: it was one column named
+    # "age;sex;bmi;…" (then "target column 'y' is not in the table"), or "not a text table"
+    text = "Größe;Gewicht;Raucher;y\n172,5;70,25;ja;1\n168,0;;nein;0\n181,25;88,5;ja;1\n"
+    (tmp_path / "eu.csv").write_bytes(text.encode("cp1252"))
+    df = read_table(tmp_path / "eu.csv")
+    assert list(df.columns) == ["Größe", "Gewicht", "Raucher", "y"]
+    assert df["Größe"].tolist() == [172.5, 168.0, 181.25] and np.isnan(df["Gewicht"].iloc[1])
+    (tmp_path / "bom.csv").write_bytes(("\ufeff" + text).encode("utf-8"))  # Excel's "CSV UTF-8"
+    assert read_table(tmp_path / "bom.csv").equals(df)
+
+
+def test_semicolons_with_decimal_points_and_commas_inside_quotes_keep_their_meaning(tmp_path):
+    (tmp_path / "points.csv").write_text("a;b\n1.5;x\n2.25;y\n")
+    assert read_table(tmp_path / "points.csv")["a"].tolist() == [1.5, 2.25]
+    (tmp_path / "quoted.csv").write_text('note,v\n"a;b",1\n"c;d",2\n')  # a comma file: the header says so
+    df = read_table(tmp_path / "quoted.csv")
+    assert list(df.columns) == ["note", "v"] and df["note"].tolist() == ["a;b", "c;d"]

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -130,10 +131,50 @@ def _check_flat_parquet(path: Path) -> None:
                          "flatten each into plain columns (one per field) first")
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+_DECIMAL_COMMA = re.compile(r"^\s*[+-]?\d+,\d+\s*$")
+_DECIMAL_POINT = re.compile(r"^\s*[+-]?\d*\.\d+\s*$")
+
+
+def _encoding(path: Path) -> str:
+    """UTF-8 (a byte-order mark, as spreadsheets write it, dropped), or Windows-1252 for a text
+    file that is not UTF-8 — the default export of spreadsheets in Western European locales
+    (a name like ``Größe`` made the table "not a text table"). A file with NUL bytes is binary."""
+    with open(path, "rb") as fh:
+        raw = fh.read(1 << 20)
+    if b"\x00" in raw:
+        raise InputError(f"file '{path}' is not a text table (it holds NUL bytes; is it a binary file?)")
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        raw.decode("utf-8")
+        return "utf-8-sig"
+    except UnicodeDecodeError as e:
+        if e.start >= len(raw) - 3:  # a character cut by the 1 MiB read
+            return "utf-8-sig"
+        return "cp1252"
+
+
+def _dialect(path: Path, encoding: str) -> tuple[str, str]:
+    """(separator, decimal mark) of a CSV: ``,`` and ``.``; a tab for ``.tsv``; and the
+    spreadsheet export of many European locales — ``;`` between cells, ``,`` in numbers — when
+    the header holds no comma but splits on semicolons (read as one column it gave "target column
+    'y' is not in the table; columns are: age;sex;bmi;…"). Its numbers use the comma when cells of
+    the first rows look like ``4,86`` and none like ``4.86``."""
+    if path.suffix.lower() == ".tsv":
+        return "\t", "."
+    with open(path, newline="", encoding=encoding) as fh:
+        head = [line for _, line in zip(range(200), fh)]
+    first = head[0] if head else ""
+    if "," in first or first.count(";") == 0:
+        return ",", "."
+    cells = [c for line in head[1:] for c in next(csv.reader([line], delimiter=";"), [])]
+    comma = any(_DECIMAL_COMMA.match(c) for c in cells) and not any(_DECIMAL_POINT.match(c) for c in cells)
+    return ";", "," if comma else "."
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    encoding = _encoding(path)
+    try:
+        sep, decimal = _dialect(path, encoding)
+        with open(path, newline="", encoding=encoding) as fh:
             header = next(csv.reader(fh, delimiter=sep), [])
     except UnicodeDecodeError:
         raise InputError(f"file '{path}' is not a text table (it is not UTF-8 text; is it a binary file?)") from None
@@ -144,7 +185,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     if dupes:
         raise InputError(f"file '{path}' has duplicate column names: {', '.join(dupes)}; every column needs a unique name")
     try:
-        df = pd.read_csv(path, sep=sep, low_memory=False)
+        df = pd.read_csv(path, sep=sep, decimal=decimal, encoding=encoding, low_memory=False)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
         raise InputError(f"file '{path}' is not a readable CSV table: {str(e).splitlines()[0]}") from None
     if df.shape[1] == 1 and len(names) == 1 and df.shape[0] > 0:
