@@ -114,6 +114,10 @@ class MedGAN(NeuralCodeModel):
     lr, weight_decay : Adam's learning rate and L2 regularisation for the GAN's networks (``lr``
         ``None``: 1e-3, or 1e-4 below 1,000 patients without DP).
     ae_lr : the autoencoder's pretraining learning rate.
+    calibrate : after training, shift the decoder's code-presence logits so each code's mean
+        probability over the generator's draws is its prevalence in the training patients
+        (``models/code_calibration.py``, as the VAE). Counts of real records, so refused under DP;
+        ``None``: on without DP (:data:`CALIBRATE` has the measurements), off under DP.
     Common parameters (ε, δ, clipping, device, seed, …): see :class:`CodeModel`.
     """
 
@@ -123,8 +127,10 @@ class MedGAN(NeuralCodeModel):
     def __init__(self, pretrain_epochs: int = 40, epochs: int | None = None, batch_size: int | None = None,
                  compress_dim: int = 128, generator_layers: int = 2, disc_hidden: tuple[int, ...] = (256, 128),
                  minibatch_averaging: bool = True, d_steps: int | None = None, lr: float | None = None,
-                 weight_decay: float = 1e-4, ae_lr: float = 5e-3, critic_input: str | None = None, **common: Any):
+                 weight_decay: float = 1e-4, ae_lr: float = 5e-3, critic_input: str | None = None,
+                 calibrate: bool | None = None, **common: Any):
         super().__init__(**common)
+        self.calibrate = calibrate
         self.critic_input = critic_input
         self.pretrain_epochs = pretrain_epochs
         self.epochs = epochs
@@ -200,6 +206,15 @@ class MedGAN(NeuralCodeModel):
         super()._restore(fitted, encoder, directory)
 
     @property
+    def calibrate_(self) -> bool:
+        """Whether the fit calibrates the codes to their prevalences: ``calibrate``, or on for codes
+        without DP in a model that takes the setting (corGAN's parameters do not list it: off there)."""
+        if self.calibrate is not None:
+            return self.calibrate
+        return ("calibrate" in self._param_names() and getattr(self, "input_kind_", "codes") == "codes"
+                and not self.private)
+
+    @property
     def lr_(self) -> float:
         """The GAN's learning rate the fit uses: ``lr``, or chosen by the number of patients."""
         return self.lr if self.lr is not None else self.small_lr if self._small_data() else 1e-3
@@ -227,6 +242,7 @@ class MedGAN(NeuralCodeModel):
             bad.append(f"critic_input={self.critic_input!r} ('latent' or 'records')")
         if bad:
             raise ConfigError(f"{self.name}: invalid hyperparameters: {', '.join(bad)}")
+        self._check_calibrate(self.calibrate_)
         if self.private and self.minibatch_averaging:
             raise ConfigError(f"{self.name}: minibatch_averaging mixes records inside the discriminator, which "
                               "per-record clipping cannot bound; it is unavailable under DP (set it to false)")
@@ -252,6 +268,8 @@ class MedGAN(NeuralCodeModel):
         self.history_ = []
         self._pretrain(phases[0])
         self._train_gan(phases[1])
+        if self.calibrate_ and not self.private and self._codes is not None:  # refused under DP: checked in fit
+            self._calibrate_to_prevalences(self._code_bias()[0])
         self.train_seconds_ = time.perf_counter() - started
 
     #: start the decoder at the codes' prevalences (corGAN). Not medGAN's default from

@@ -512,6 +512,33 @@ class NeuralCodeModel(CodeModel):
     def _generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Logits (n × dim) of ``n`` new patients, as the codec's ``decode`` reads them."""
 
+    # -- calibration to the codes' prevalences (without DP) ------------------------------------
+    def _check_calibrate(self, calibrate: Any) -> None:
+        """Refuse a ``calibrate`` setting that is not a bool, or that is on under DP."""
+        if not isinstance(calibrate, bool):
+            raise ConfigError(f"{self.name}: invalid hyperparameters: calibrate={calibrate!r} (True or False)")
+        if self.private and calibrate:
+            raise ConfigError(f"{self.name}: calibrate=True shifts the codes to their prevalences in the real records, an "
+                              "uncharged count of them; it is unavailable under DP (set it to False)")
+
+    def _calibrate_to_prevalences(self, bias: torch.Tensor) -> None:
+        """After training, add to ``bias`` (the decoder's output bias, one per logit) the shift of the
+        code-presence logits that puts each code's mean probability over the sampler's own draws
+        (``_generate``, the sampling networks in eval mode) on its training prevalence
+        (``models/code_calibration.py``). The shift lives in the decoder's weights, so a bundle
+        keeps it. Counts of real records: without DP only."""
+        from clinsynth.models.code_calibration import calibration_draws, prevalence_shift
+
+        if self.private:
+            raise RuntimeError("calibrating to the code prevalences reads a count of real records: not under DP")
+        for name in self.sampling_modules:
+            self.modules_[name].eval()  # sampling's batch norm (medGAN's generator), as ``fit`` leaves it
+        a, v = self.codec_.static_dim, self.codec_.n_codes
+        gen = torch.Generator(device=self.device_).manual_seed(self.seed + 29)
+        with torch.no_grad():
+            shift = prevalence_shift(self._generate(calibration_draws(v), gen)[:, a:a + v], self._prevalences())
+            bias[a:a + v] += shift
+
     def sample(self, n: int, conditions: Conditions | None = None, seed: int | None = None,
                chunk: int = 4096) -> CodeMatrix | pd.DataFrame:
         """``n`` new patients: a CodeMatrix with new ids (and its ordinary columns), or a table

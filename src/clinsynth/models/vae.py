@@ -192,12 +192,7 @@ class VAE(NeuralCodeModel):
         if self.private and mixture:
             raise ConfigError(f"{self.name}: latent_mixture={mixture} fits a mixture to the latents of real records, an "
                               "uncharged statistic of them; it is unavailable under DP (set it to 0)")
-        calibrate = self._setting("calibrate")
-        if not isinstance(calibrate, bool):
-            raise ConfigError(f"{self.name}: invalid hyperparameters: calibrate={calibrate!r} (True or False)")
-        if self.private and calibrate:
-            raise ConfigError(f"{self.name}: calibrate=True shifts the codes to their prevalences in the real records, an "
-                              "uncharged count of them; it is unavailable under DP (set it to False)")
+        self._check_calibrate(self._setting("calibrate"))
 
     def _build(self, dim: int, out_dim: int) -> dict[str, nn.Module]:
         return {"vae": VAENet(dim, out_dim, tuple(self.hidden), self.latent_dim),
@@ -239,7 +234,7 @@ class VAE(NeuralCodeModel):
             draws, means = self._training_latents()
             self.modules_["prior"].fit(draws, self.seed, mean=means)
         if self._setting("calibrate") and not self.private and self._codes is not None:  # refused under DP too
-            self._calibrate_to_prevalences()
+            self._calibrate_to_prevalences(self.modules_["vae"].decoder[-1].bias)
         self.train_seconds_ = time.perf_counter() - started
 
     def _training_latents(self) -> tuple[np.ndarray, np.ndarray]:
@@ -256,19 +251,6 @@ class VAE(NeuralCodeModel):
                 draws += [(mu + torch.randn(mu.shape, generator=gen, device=mu.device) * sd).cpu().numpy()
                           for _ in range(POSTERIOR_DRAWS)]
         return np.concatenate(draws).astype(np.float64), np.concatenate(means).astype(np.float64)
-
-    def _calibrate_to_prevalences(self) -> None:
-        """Shift the decoder's code-presence logits so each code's mean probability over the sampler's
-        latents is its training prevalence (``models/code_calibration.py``; without DP only)."""
-        from clinsynth.models.code_calibration import calibration_draws, prevalence_shift
-
-        decoder = self.modules_["vae"].decoder
-        a, v = self.codec_.static_dim, self.codec_.n_codes
-        gen = torch.Generator(device=self.device_).manual_seed(self.seed + 29)
-        with torch.no_grad():
-            z = self.modules_["prior"].sample(calibration_draws(v), gen)
-            shift = prevalence_shift(decoder(z)[:, a:a + v], self._prevalences())
-            decoder[-1].bias[a:a + v] += shift
 
     def _generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
         prior = self.modules_.get("prior")
