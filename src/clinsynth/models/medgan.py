@@ -18,7 +18,9 @@ generator's *latents* with the real patients' latents under the pretrained encod
 stays as pretrained, and the generator ends in a linear layer (``critic_input``). Decoding the
 real patients' own latents reproduces their co-occurrences (error 0.00 on the simulated EHR); the
 paper's fine-tuning of the decoder by the generator's loss spoilt that (1.13), and its generator,
-tanh(z + ReLU(…)), cannot emit a latent below tanh(z).
+tanh(z + ReLU(…)), cannot emit a latent below tanh(z). After training (without DP) the decoder's
+code-presence logits are shifted so each code's mean probability over the generator's draws is its
+training prevalence (``calibrate``, as the VAE: ``models/code_calibration.py``).
 
 Under DP (``dp-medgan``) the autoencoder's pretraining and the discriminator see real records, so
 both are DP-SGD phases of one ledger (``models/records.py``). Minibatch averaging mixes records
@@ -117,7 +119,7 @@ class MedGAN(NeuralCodeModel):
     calibrate : after training, shift the decoder's code-presence logits so each code's mean
         probability over the generator's draws is its prevalence in the training patients
         (``models/code_calibration.py``, as the VAE). Counts of real records, so refused under DP;
-        ``None``: on without DP (:data:`CALIBRATE` has the measurements), off under DP.
+        ``None``: on without DP (measured: see ``calibrate_``), off under DP.
     Common parameters (ε, δ, clipping, device, seed, …): see :class:`CodeModel`.
     """
 
@@ -208,7 +210,15 @@ class MedGAN(NeuralCodeModel):
     @property
     def calibrate_(self) -> bool:
         """Whether the fit calibrates the codes to their prevalences: ``calibrate``, or on for codes
-        without DP in a model that takes the setting (corGAN's parameters do not list it: off there)."""
+        without DP in a model that takes the setting (corGAN's parameters do not list it: off there).
+
+        Measured on ``bench_ehr.py structure`` (8,000 × 1,000 + age, sex), seeds 0 / 1 / 2, without →
+        with: co-occurrence 0.76 / 0.94 / 1.09 → 0.51 / 0.55 / 0.64 (bar 0.25 not met: what is left
+        is the codes' dependence, not their rates), prevalence r 0.976 / 0.969 / 0.971 → 0.999 / 0.998
+        / 0.999, codes per patient 8.39 / 7.69 / 7.82 → 8.69 / 8.99 / 9.39, dimension-wise prediction
+        0.81 / 0.88 / 0.82 → 0.80 / 0.87 / 0.82; ``bench_ehr.py small`` (300 patients × 170 codes,
+        the record critic) r 0.93 / 0.94 / 0.91 → 0.97 / 0.97 / 0.97. The generator's draws miss the
+        prevalences as the VAE's mixture draws did, and every pair rate inherits the miss."""
         if self.calibrate is not None:
             return self.calibrate
         return ("calibrate" in self._param_names() and getattr(self, "input_kind_", "codes") == "codes"

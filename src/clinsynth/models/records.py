@@ -15,8 +15,10 @@ calibrated noise multiplier for every phase), otherwise through the plain one.
 
 A model subclass declares its phases and networks and trains through :meth:`CodeModel._batches`
 and :meth:`CodeModel._step`, which are plain minibatch SGD without a budget and DP-SGD with one.
+A network of the family (the VAE, medGAN) may, without DP, shift its decoder's code-presence logits
+to the training prevalences after training (:meth:`NeuralCodeModel._calibrate_to_prevalences`).
 
-Size: ~510 lines: the record codec (features, loss, decoding) and the base model share one feature
+Size: ~570 lines: the record codec (features, loss, decoding) and the base model share one feature
 layout; splitting them would only move the layout into a third file.
 """
 from __future__ import annotations
