@@ -84,7 +84,6 @@ def test_medgan_samples_its_codes_at_their_training_prevalences_and_dp_refuses_i
     calibrated = create("medgan", **settings).fit(codes)
     plain = create("medgan", **settings, calibrate=False).fit(codes)
     assert calibrated.resolved_params()["calibrate"] is True
-    print(error(calibrated), error(plain))
     assert error(calibrated) < 0.05
     assert error(plain) > 2 * error(calibrated)
 
