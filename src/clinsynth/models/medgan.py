@@ -114,7 +114,8 @@ class MedGAN(NeuralCodeModel):
     lr, weight_decay : Adam's learning rate and L2 regularisation for the GAN's networks (``lr``
         ``None``: 1e-3, or 1e-4 below 1,000 patients without DP).
     ae_lr : the autoencoder's pretraining learning rate.
-    Common parameters (ε, δ, clipping, device, seed, …): see :class:`CodeModel`.
+    Common parameters (ε, δ, clipping, device, seed, …): see :class:`CodeModel`;
+    the DP calibration (``calibration_share``): :class:`NeuralCodeModel`.
     """
 
     name = "medgan"
