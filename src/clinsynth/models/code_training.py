@@ -163,7 +163,7 @@ class PrivateCodes(PlainCodes):
             return
         if m._resuming():  # σ and its charges come back with the checkpointed ledger
             return
-        m.noise_multiplier_ = charge_calibrated(m.ledger_, charges)
+        m.noise_multiplier_ = charge_calibrated(m.ledger_, charges, reserved=m._reserved_charges())
 
     def batches(self, phase: Phase, epoch: int) -> Iterator[np.ndarray]:
         """Poisson samples: what the accountant assumes."""

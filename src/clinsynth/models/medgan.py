@@ -120,7 +120,8 @@ class MedGAN(NeuralCodeModel):
         probability over the generator's draws is its prevalence in the training patients
         (``models/code_calibration.py``, as the VAE). Counts of real records, so refused under DP;
         ``None``: on without DP (measured: see ``calibrate_``), off under DP.
-    Common parameters (ε, δ, clipping, device, seed, …): see :class:`CodeModel`.
+    Common parameters (ε, δ, clipping, device, seed, …): see :class:`CodeModel`;
+    the DP calibration (``calibration_share``): :class:`NeuralCodeModel`.
     """
 
     name = "medgan"

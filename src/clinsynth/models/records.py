@@ -45,6 +45,7 @@ from clinsynth.data.transforms import Span, TableEncoder
 from clinsynth.errors import ConfigError, InputError, SchemaError
 from clinsynth.models import bundle
 from clinsynth.models.base import Conditions, SynthModel
+from clinsynth.models.code_calibration import CodeShift
 from clinsynth.models.tags import CODE_TAGS
 from clinsynth.models.training import CategoricalNoise, SpanActivation, flush_denormals, resolve_device, seeded
 from clinsynth.privacy.dpsgd import PrivateGradient
@@ -196,17 +197,30 @@ class RecordCodec:
 
     # -- sampling ------------------------------------------------------------------------
     def decode(self, logits: torch.Tensor, generator: torch.Generator, binarize: str,
-               id_start: int) -> tuple[pd.DataFrame | None, np.ndarray | None]:
-        """(ordinary columns, dense code rows) of generated patients; categories are drawn, not argmaxed."""
+               id_start: int, shift: CodeShift | None = None) -> tuple[pd.DataFrame | None, np.ndarray | None]:
+        """(ordinary columns, dense code rows) of generated patients; categories are drawn, not argmaxed.
+
+        ``shift`` (a DP network's calibration, ``models/code_calibration.py``) moves the target's
+        class logits before the class is drawn and each patient's code logits by its drawn class."""
         static = None
+        span = shift.span if shift is not None else None
+        drawn = None
         if self.static_dim:
-            XT = CategoricalNoise(self.static_spans, logits.device)(logits[:, :self.static_dim].T.contiguous(), generator)
+            head = logits[:, :self.static_dim].T.contiguous()
+            if span is not None:
+                head[span[0]:span[1]] += shift.classes[:, None]
+            XT = CategoricalNoise(self.static_spans, logits.device)(head, generator)
+            if span is not None:
+                drawn = XT[span[0]:span[1]].argmax(0)
             values, codes = self.table.split_features_major(XT.cpu().numpy())
             static = self.table.decode_parts(values.T, codes.T, id_start=id_start)
         if not self.n_codes:
             return static, None
         a, v = self.static_dim, self.n_codes
-        p = torch.sigmoid(logits[:, a:a + v])
+        code_logits = logits[:, a:a + v]
+        if shift is not None:
+            code_logits = code_logits + (shift.codes[drawn] if drawn is not None else shift.codes[0])
+        p = torch.sigmoid(code_logits)
         present = torch.rand(p.shape, generator=generator, device=p.device) < p if binarize == "sample" else p > 0.5
         if self.binary:  # as booleans: a float copy of a mostly-zero block is only more to scan
             return static, present.cpu().numpy()
@@ -340,6 +354,14 @@ class CodeModel(SynthModel):
     def _validate_model_params(self, schema: Schema) -> None:
         """Raise ``ConfigError`` for the model's own hyperparameters."""
 
+    def _after_training(self) -> None:
+        """What a model does with its trained networks while it still holds the records (nothing here)."""
+
+    def _reserved_charges(self) -> list[Any]:
+        """Charges the model makes after training, kept within the budget when the phases' noise
+        multiplier is calibrated (none here)."""
+        return []
+
     # -- checks ------------------------------------------------------------------------------
     def _validate_params(self, schema: Schema) -> None:
         bad = []
@@ -400,6 +422,7 @@ class CodeModel(SynthModel):
             with seeded(self.seed, self.device_), flush_denormals():
                 self.modules_ = {k: m.to(self.device_) for k, m in self._build(codec.dim, codec.out_dim).items()}
                 self._train()
+                self._after_training()
             distributed.check_in_sync(self.modules_.values(), self.name)
         finally:
             self._checkpoint = None
@@ -508,7 +531,93 @@ class CodeModel(SynthModel):
 class NeuralCodeModel(CodeModel):
     """The networks of the code family (vae, medgan, corgan): a generator of logits that the record
     codec decodes into new patients. A counting model of codes (codetree) samples its own way, so
-    it is a ``CodeModel`` without this."""
+    it is a ``CodeModel`` without this.
+
+    calibration_share : under DP, the budget share (μ², see ``share_noise_multiplier``) of one
+        Gaussian release of the patients per class of the schema's target and per class and code,
+        to which the trained network's class and code logits are then shifted
+        (``models/code_calibration.py``); 0: none. ``None``: ``PRIVATE_SHARE`` (0.5) for a code
+        matrix under DP, 0 otherwise. Without DP it must be 0 or ``None``.
+    """
+
+    _common = CodeModel._common + ("calibration_share",)
+
+    def __init__(self, calibration_share: float | None = None, **common: Any):
+        super().__init__(**common)
+        self.calibration_share = calibration_share
+
+    @property
+    def calibration_share_(self) -> float:
+        """The calibration's share as the fit uses it (see ``calibration_share``)."""
+        from clinsynth.models.code_calibration import PRIVATE_SHARE
+
+        if self.calibration_share is not None:
+            return float(self.calibration_share)
+        return PRIVATE_SHARE if self.private and getattr(self, "input_kind_", "codes") == "codes" else 0.0
+
+    def _validate_params(self, schema: Schema) -> None:
+        super()._validate_params(schema)
+        share = self.calibration_share
+        if share is None:
+            return
+        if isinstance(share, bool) or not (isinstance(share, (int, float)) and 0 <= share < 1):
+            raise ConfigError(f"{self.name}: invalid settings: calibration_share={share!r} (at least 0, below 1)")
+        if share > 0 and not self.private:
+            raise ConfigError(f"{self.name}: calibration_share={share!r} is a share of a privacy budget; without "
+                              "one leave it at 0 or None")
+
+    def _calibrates(self) -> bool:
+        return self.private and self.calibration_share_ > 0 and getattr(self, "_codes", None) is not None
+
+    def _class_span(self) -> tuple[int, int] | None:
+        """(start, stop) of the schema's target among the decoder's outputs when it is a category of
+        the ordinary columns (the classes the DP calibration counts codes in), else None."""
+        target = self.schema_.target
+        for s in self.codec_.static_spans:
+            if target is not None and s.name == target and s.activation == "softmax":
+                return s.start, s.stop
+        return None
+
+    def _calibration_charge(self) -> Any:
+        from clinsynth.models.code_calibration import calibration_charge
+        from clinsynth.privacy.ledger import share_noise_multiplier
+
+        span = self._class_span()
+        sigma = share_noise_multiplier(self.calibration_share_, self.privacy.epsilon, self.ledger_.delta)
+        return calibration_charge(sigma, span[1] - span[0] if span is not None else 1, self.codec_.n_codes)
+
+    def _reserved_charges(self) -> list[Any]:
+        return [self._calibration_charge()] if self._calibrates() else []
+
+    def _after_training(self) -> None:
+        """Under DP with a calibration share: release the class and code counts (charged) and fit the
+        shift of the sampler's logits to them (``models/code_calibration.py``)."""
+        self.calibration_ = None
+        if not self._calibrates():
+            return
+        from clinsynth.models.code_calibration import calibration_draws, charged_class_counts, fit_code_shift
+
+        for m in self.modules_.values():
+            m.eval()  # draw as ``sample`` does (a generator's batch norm at its running statistics)
+        span = self._class_span()
+        n_classes = span[1] - span[0] if span is not None else 1
+        classes = (self._static_x[:, span[0]:span[1]].argmax(1) if span is not None
+                   else np.zeros(self.n_train_, dtype=np.int64))
+        rng = np.random.default_rng((self.seed, 0xCA1B))
+        counts = charged_class_counts(self.ledger_, self._calibration_charge(), self._codes, classes, n_classes, rng)
+        gen = torch.Generator(device=self.device_).manual_seed(self.seed + 41)
+        a, v = self.codec_.static_dim, self.codec_.n_codes
+        with torch.no_grad():  # a quarter of the plain calibration's draws: the release's noise dominates
+            logits = self._generate(max(1024, calibration_draws(v) // 4), gen)
+        self.calibration_ = fit_code_shift(logits, span, slice(a, a + v), counts)
+
+    def _fitted_config(self) -> dict[str, Any]:
+        shift = getattr(self, "calibration_", None)
+        return {**super()._fitted_config(), "calibration": shift.state_dict() if shift is not None else None}
+
+    def _restore(self, fitted: dict[str, Any], encoder: RecordCodec, directory: Path) -> None:
+        super()._restore(fitted, encoder, directory)
+        self.calibration_ = CodeShift.from_state_dict(fitted.get("calibration"), self.device_)
 
     @abstractmethod
     def _generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -553,7 +662,8 @@ class NeuralCodeModel(CodeModel):
             with torch.inference_mode():
                 for start in range(0, int(n), chunk):
                     m = min(chunk, int(n) - start)
-                    static, codes = self.codec_.decode(self._generate(m, gen), gen, self.binarize, start)
+                    static, codes = self.codec_.decode(self._generate(m, gen), gen, self.binarize, start,
+                                                       getattr(self, "calibration_", None))
                     if static is not None:
                         frames.append(static)
                     if codes is not None:

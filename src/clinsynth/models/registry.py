@@ -237,9 +237,11 @@ class ModelChoice:
 #   the VAE's 0.814; detection 0.56 against 0.99) and is the only code model that keeps how codes go
 #   together (dimension-wise prediction 101-104 % of the real F1, co-occurrence error 14-21 %); it
 #   keeps prevalences at 300 patients × 170 codes (r 0.96-0.98; medgan 0.91-0.94 with its small-data schedule), and fits in
-#   seconds. Under DP dp-codetree leads at ε = 1 (0.851; dp-medgan 0.837, dp-vae 0.834, DP-CTGAN 0.842)
-#   with detection 0.97 against 1.00. Below 1,000 patients no DP code model is usable at ε = 1: the
-#   model warns (records.py).
+#   seconds. Under DP at ε = 1 dp-codetree has 0.851 (detection 0.97; DP-CTGAN 0.842, detection 1.00);
+#   since their calibration to a charged release of class and code counts dp-vae has 0.934 and dp-medgan
+#   0.926 (detection 0.99 / 0.97) on that table's sex target (a weak one: real AUROC ~0.60, seed spread
+#   ±0.03-0.07), in ~20 s against 2-6 s; auto's DP choice was not measured again on other targets, so it
+#   stays dp-codetree. Below 1,000 patients no DP code model is usable at ε = 1: the model warns (records.py).
 
 
 def choose_model(facts: InputFacts) -> ModelChoice:

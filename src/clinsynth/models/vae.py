@@ -116,7 +116,8 @@ class VAE(NeuralCodeModel):
     (:data:`DEFAULTS`: code matrices and mixed tables, or ordinary tables); without DP a code
     matrix's epochs rise so the fit takes at least :data:`MIN_CODE_STEPS` steps, its decoder
     starts at the codes' prevalences and its β is :data:`STEP_BETA`.
-    Common parameters (ε, δ, clipping, binarize, device, seed, …): see :class:`CodeModel`.
+    Common parameters (ε, δ, clipping, binarize, device, seed, …): see :class:`CodeModel`;
+    the DP calibration (``calibration_share``): :class:`NeuralCodeModel`.
     """
 
     name = "vae"
