@@ -291,11 +291,11 @@ def test_corgan_keeps_a_longer_pretrained_decoder_from_1000_patients():
     assert resolved(8000, "dp-corgan", epsilon=1.0) == (10, 1e-4)  # the registry's DP default, fine-tuned
     assert resolved(8000, "dp-corgan", epsilon=1.0, pretrain_epochs=None) == (20, 1e-4)
     codes = simulate_ehr(1000, 20, seed=0)[0]
-    fitted = create("corgan", progress=False, epochs=2).fit(codes)
+    fitted = create("corgan", progress=False, epochs=2, batch_size=128).fit(codes)
     assert fitted.resolved_params()["pretrain_epochs"] == 40 and fitted.resolved_params()["decoder_lr"] == 0.0
     assert sum(h["phase"] == "autoencoder" for h in fitted.history_) == 40
     # the GAN trained the generator only: the decoder is the pretrained one
-    again = create("corgan", progress=False, epochs=0).fit(codes)
+    again = create("corgan", progress=False, epochs=0, batch_size=128).fit(codes)
     for a, b in zip(fitted.modules_["decoder"].parameters(), again.modules_["decoder"].parameters()):
         assert torch.equal(a, b)
     assert not all(torch.equal(a, b) for a, b in zip(fitted.modules_["generator"].parameters(),
