@@ -375,23 +375,26 @@ def shifted_to_totals(x: np.ndarray, totals: np.ndarray) -> np.ndarray:
 
 def consistent_counts(counts: np.ndarray, runs: tuple[int, ...] = ()) -> np.ndarray:
     """Noisy ``counts`` made non-negative by splitting each state's count down the parents, level
-    by level, instead of clipping each cell at 0. ``runs``: the parents' sizes, outermost first (the
-    rows are their product, the last varying fastest: (classes, parent states) for a family table).
-    A state's count over all rows is clipped at 0 once; the coarser table's (made consistent the
-    same way) is then shared among the contexts that refine it — the last parent's states — by
-    :func:`shifted_to_totals`. So each state keeps its total at every level. Post-processing of
-    the released counts; exact counts come back as they are.
+    by level, instead of clipping every cell at 0. ``runs``: the parents' sizes, outermost first
+    (the rows are their product, the last varying fastest: (classes, parent states) for a family
+    table). The outermost parent's table (each class's counts) is clipped at 0 cell by cell; below
+    it, the coarser table's count of a state (made consistent the same way) is shared among the
+    contexts that refine it — the last parent's states — by :func:`shifted_to_totals`, so each
+    state keeps its total within a class. Post-processing of the released counts; exact counts
+    come back as they are.
 
     Why: clipping each cell adds ≈ 0.4 noise sds to every state whose true count is near 0, in
-    every context, so a rare state grows with the number of contexts (a 2 % flag under 2 classes ×
-    4 parent states at σ ≈ 60: ≈ 8.5 %); kept totals let one context's negative noise cancel
-    another's positive noise, as in their sum. Rows' totals are not kept: a row's is the sum of
-    all its states' noise, and keeping it would pour that noise onto its largest state (a lab 85 %
-    missing, 29 states at ε = 4: its missing share released at 0.99)."""
+    every context, so a rare state grows with the number of contexts (a 2 % flag under 4 parent
+    states per class at σ ≈ 60: ≈ 8.5 %); a kept total lets one context's negative noise cancel
+    another's positive noise, as in their sum. Measured (dp-bayesnet with a tree, generated
+    ICU-like tables, 3 seeds): flag prevalence error 0.0178 → 0.0157 at ε = 1 (3,000 × 50), the
+    upward bias 0.0105 → 0.0024. Not kept: the rows' totals (a row's is the sum of all its states'
+    noise: kept, it poured that noise onto the largest state, a lab 85 % missing came out 99 %
+    missing) and the states' totals across classes (more flags lost entirely, error up at ε = 4)."""
+    if len(runs) <= 1:
+        return np.clip(counts, 0.0, None)
     if (counts >= 0).all():
         return counts
-    if not runs:
-        return np.clip(counts, 0.0, None)
     rows, states = counts.shape
     block = runs[-1]
     grouped = counts.reshape(rows // block, block, states)

@@ -73,7 +73,7 @@ import pandas as pd
 from clinsynth.data.transforms import CategoricalCodec, NumericCodec, synthetic_ids
 from clinsynth.errors import ConfigError
 from clinsynth.models import bundle
-from clinsynth.models.bayesnet import BayesNet, Variable, coarse_view, consistent_counts, normalise
+from clinsynth.models.bayesnet import BayesNet, Variable, coarse_view, normalise
 from clinsynth.models.base import ClassMix, Conditions
 from clinsynth.models.long_base import PatientModel, order_visits
 from clinsynth.models.visitchain_layout import (REMAINING_EDGES, Layout, VisitEncoder, Visits, _Clock, gap_spec,
@@ -398,17 +398,17 @@ class VisitChain(ClassMix, PatientModel):
 
         def level(table: np.ndarray, depth: int) -> np.ndarray:
             if depth <= 2:
-                base = consistent_counts(table, tuple(sizes[:depth])) + 1e-9
+                base = np.clip(table, 0.0, None) + 1e-9
                 return base / base.sum(axis=1, keepdims=True)
             last = sizes[depth - 1]
             coarser = table.reshape(-1, last, table.shape[1]).sum(axis=1)
-            return normalise(table, np.repeat(level(coarser, depth - 1), last, axis=0), strength, tuple(sizes[:depth]))
+            return normalise(table, np.repeat(level(coarser, depth - 1), last, axis=0), strength)
 
         top = len(sizes)
         if top <= 2:
             return level(counts, top)
         coarser = counts.reshape(-1, sizes[-1], counts.shape[1]).sum(axis=1)
-        return normalise(counts, np.repeat(level(coarser, top - 1), sizes[-1], axis=0), strength, tuple(sizes))
+        return normalise(counts, np.repeat(level(coarser, top - 1), sizes[-1], axis=0), strength)
 
     # -- sampling ----------------------------------------------------------------------------------
     def _default_class_probs(self) -> np.ndarray:
