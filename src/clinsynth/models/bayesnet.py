@@ -385,12 +385,13 @@ def consistent_counts(counts: np.ndarray, runs: tuple[int, ...] = ()) -> np.ndar
 
     Why: clipping each cell adds ≈ 0.4 noise sds to every state whose true count is near 0, in
     every context, so a rare state grows with the number of contexts (a 2 % flag under 4 parent
-    states per class at σ ≈ 60: ≈ 8.5 %); a kept total lets one context's negative noise cancel
-    another's positive noise, as in their sum. Measured (dp-bayesnet with a tree, generated
-    ICU-like tables, 3 seeds): flag prevalence error 0.0178 → 0.0157 at ε = 1 (3,000 × 50), the
-    upward bias 0.0105 → 0.0024. Not kept: the rows' totals (a row's is the sum of all its states'
-    noise: kept, it poured that noise onto the largest state, a lab 85 % missing came out 99 %
-    missing) and the states' totals across classes (more flags lost entirely, error up at ε = 4)."""
+    states per class at σ ≈ 60 came out ≈ 9 %, ≈ 6 % with each class's total kept); a kept total
+    lets one context's negative noise cancel another's positive noise, as in their sum. Measured
+    (dp-bayesnet with a tree, generated ICU-like tables, 3 seeds): flag prevalence error 0.0178 →
+    0.0157 and its upward bias 0.0105 → 0.0024 at ε = 1 (3,000 × 50); 0.0101 → 0.0102 and 0.0047 →
+    −0.0008 at ε = 4 (1,800 × 120). Not kept: the rows' totals (a row's is the sum of all its
+    states' noise: kept, it poured that noise onto the largest state, a lab 85 % missing came out
+    99 % missing) nor a state's total across classes (more flags lost entirely, error up at ε = 4)."""
     if len(runs) <= 1:
         return np.clip(counts, 0.0, None)
     if (counts >= 0).all():

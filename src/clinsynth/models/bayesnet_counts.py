@@ -12,9 +12,9 @@ useful) and the tables (one Gaussian release of every variable's family histogra
 moves each by 1, so the L2 sensitivity is √variables). Bins then come from the bounds alone
 (public or released), and their number is chosen so that an average cell's count stands ``theta``
 noise sds above zero (PrivBayes' "θ-usefulness") — decided from n, ε and the schema before any
-record is read. The noisy tables are made non-negative by splitting each state's count down the
-parents (``bayesnet.consistent_counts``), not by clipping each cell: clipping inflated rare states
-in sparse contexts.
+record is read. A noisy table is made non-negative by sharing each class's count of a state among
+the tree parent's states (``bayesnet.consistent_counts``), not by clipping every cell: clipping
+inflated rare states in sparse contexts.
 """
 from __future__ import annotations
 
