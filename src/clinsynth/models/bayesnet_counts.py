@@ -12,7 +12,9 @@ useful) and the tables (one Gaussian release of every variable's family histogra
 moves each by 1, so the L2 sensitivity is √variables). Bins then come from the bounds alone
 (public or released), and their number is chosen so that an average cell's count stands ``theta``
 noise sds above zero (PrivBayes' "θ-usefulness") — decided from n, ε and the schema before any
-record is read.
+record is read. A noisy table is made non-negative by sharing each class's count of a state among
+the tree parent's states (``bayesnet.consistent_counts``), not by clipping every cell: clipping
+inflated rare states in sparse contexts.
 """
 from __future__ import annotations
 
@@ -79,7 +81,8 @@ class ExactCounts:
         tables = []
         for v in range(len(m.variables_)):
             counts_v = m._family(counts, v)
-            tables.append(normalise(counts_v, m._backoff(counts_v, v), m.smoothing * m.variables_[v].states))
+            tables.append(normalise(counts_v, m._backoff(counts_v, v), m.smoothing * m.variables_[v].states,
+                                    m._runs(v)))
         return tables
 
     def fitted(self) -> dict[str, Any]:
@@ -189,7 +192,7 @@ class NoisyCounts(ExactCounts):
         release = gaussian_release(m.ledger_, charge, math.sqrt(queries),
                                    lambda: [m._family(counts, v) for v in range(queries)], m._rng, low=0.05)
         m.noise_multiplier_ = release.charge.noise_multiplier
-        tables = [normalise(noisy, m._backoff(noisy, v), m.shrinkage * release.noise_std)
+        tables = [normalise(noisy, m._backoff(noisy, v), m.shrinkage * release.noise_std, m._runs(v))
                   for v, noisy in enumerate(release.values)]
         self._advise(tables, counts.n, release.noise_std)
         return tables
