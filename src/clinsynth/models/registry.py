@@ -244,13 +244,32 @@ class ModelChoice:
 #   stays dp-codetree. Below 1,000 patients no DP code model is usable at ε = 1: the model warns (records.py).
 
 
+#: under this ε a code matrix of at least ``records.DP_FEW_PATIENTS`` patients gets dp-medgan, from it dp-codetree
+#: (measured at ε = 1 and 4 only; 2 is between them, not a measured switch point)
+DP_NETWORK_EPSILON = 2.0
+
+
+def _dp_few_patients() -> int:
+    """Below this many patients every DP code model warns (``models/records.py``; imported here, when
+    a code matrix is chosen for, so listing models does not load torch)."""
+    from clinsynth.models.records import DP_FEW_PATIENTS
+
+    return DP_FEW_PATIENTS
+
+
 def choose_model(facts: InputFacts) -> ModelChoice:
     """The model ``auto`` runs for these facts, and the sentence that says why."""
     dp = facts.epsilon is not None
     budget = f" at ε = {facts.epsilon:g}" if dp else " without DP"
     size = f"{facts.n_records:,} {'rows' if facts.kind == 'table' else 'patients'} × {facts.n_columns:,} " \
            f"{'codes' if facts.kind == 'codes' else 'columns'}"
-    if facts.kind == "codes":
+    few = _dp_few_patients() if facts.kind == "codes" and dp else 0
+    if facts.kind == "codes" and dp and facts.epsilon < DP_NETWORK_EPSILON and facts.n_records >= few:
+        name = "dp-medgan"
+        why = (f"a code matrix of {size}{budget}: below ε = {DP_NETWORK_EPSILON:g}, from {few:,} patients "
+               "up, DP medGAN calibrated to a charged release of its class and code counts had the best "
+               "train-on-synthetic utility on the simulated EHR with the code tree's detection (bench/compare.py)")
+    elif facts.kind == "codes":
         name = "dp-codetree" if dp else "codetree"
         why = (f"a code matrix of {size}{budget}: the code tree had the best train-on-synthetic utility and the "
                "lowest detection on the simulated EHR (bench/compare.py), keeps how codes go together, does not "
