@@ -240,8 +240,12 @@ class ModelChoice:
 #   seconds. Under DP at ε = 1 dp-codetree has 0.851 (detection 0.97; DP-CTGAN 0.842, detection 1.00);
 #   since their calibration to a charged release of class and code counts dp-vae has 0.934 and dp-medgan
 #   0.926 (detection 0.99 / 0.97) on that table's sex target (a weak one: real AUROC ~0.60, seed spread
-#   ±0.03-0.07), in ~20 s against 2-6 s; auto's DP choice was not measured again on other targets, so it
-#   stays dp-codetree. Below 1,000 patients no DP code model is usable at ε = 1: the model warns (records.py).
+#   ±0.03-0.07), in ~20 s against 2-6 s. So at ε = 1 auto takes dp-medgan (within 0.01 of the best, the
+#   code tree's detection). On bench_ehr.py structure (8,000 patients, ε = 1, seed 0) dp-medgan keeps the
+#   prevalences better (r 0.986 vs 0.969) and how codes go together a little worse (dimension-wise
+#   prediction 0.06 vs 0.12 of the real F1, co-occurrence 1.46 vs 1.30): neither keeps structure at ε = 1.
+#   At ε = 4 dp-codetree has 0.986. Below 1,000 patients no DP code model is usable at ε = 1: the model
+#   warns (records.py), and auto keeps dp-codetree (prevalence r 0.27-0.38 at 300 × 170 against ≤ 0.11).
 
 
 #: under this ε a code matrix of at least ``records.DP_FEW_PATIENTS`` patients gets dp-medgan, from it dp-codetree
