@@ -304,6 +304,18 @@ def test_corgan_keeps_a_longer_pretrained_decoder_from_1000_patients():
         create("corgan", progress=False, decoder_lr=-1.0, epochs=1).fit(simulate_ehr(50, 20, seed=0)[0])
 
 
+def test_the_generator_trains_when_an_epoch_has_fewer_batches_than_critic_steps():
+    # 1,000 patients in corGAN's default batches of 512: one batch per epoch, two critic steps per
+    # generator step — the step counter restarted every epoch and the generator never moved
+    codes = simulate_ehr(1000, 20, seed=0)[0]
+    untrained = create("corgan", progress=False, pretrain_epochs=1, epochs=0).fit(codes)
+    fitted = create("corgan", progress=False, pretrain_epochs=1, epochs=2).fit(codes)
+    assert fitted.d_steps_ == 2 and fitted.batch_size_ == 512
+    assert sum(h["phase"] == "gan" and h["g"] != 0.0 for h in fitted.history_) == 2
+    assert not all(torch.equal(a, b) for a, b in zip(fitted.modules_["generator"].parameters(),
+                                                     untrained.modules_["generator"].parameters()))
+
+
 def test_medgan_does_not_collapse_on_a_few_hundred_patients():
     """Issue 22: with batch 512 (one step per epoch) medGAN sampled 88–100 codes per patient of 5
     (prevalence correlation −0.22); below 1,000 patients it now trains in small batches at a lower

@@ -379,7 +379,8 @@ class MedGAN(NeuralCodeModel):
         with TrainingProgress(phase.epochs, f"{self.name} GAN", self.progress, start=first) as bar:
             for epoch in range(first, phase.epochs):
                 sums, steps, g_steps = {"d": 0.0, "g": 0.0}, 0, 0
-                for i, rows in enumerate(self._batches(phase, epoch)):
+                batches = list(self._batches(phase, epoch))
+                for i, rows in enumerate(batches):
                     with torch.no_grad():
                         x_fake = self._fake(batch, rng)
                     d_real = critic.real(self._critic_view(self._real(rows))) if len(rows) else None
@@ -388,7 +389,10 @@ class MedGAN(NeuralCodeModel):
                     self._after_critic_step()
                     sums["d"] += loss_fake.item()
                     steps += 1
-                    if (i + 1) % self.d_steps_ == 0:  # the generator's step reads no real record: free under DP
+                    # the generator's step reads no real record: free under DP. An epoch of fewer batches
+                    # than d_steps ends with one (1,000 patients in batches of 512 with corGAN's two critic
+                    # steps: one batch per epoch, and the generator never trained)
+                    if (i + 1) % self.d_steps_ == 0 or (i == len(batches) - 1 and len(batches) < self.d_steps_):
                         opt_g.zero_grad(set_to_none=True)
                         loss_g = self._generator_loss(critic.public(self._fake(batch, rng)))
                         loss_g.backward()
