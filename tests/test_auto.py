@@ -21,7 +21,7 @@ from clinsynth.models.registry import InputFacts, choose_model
     (InputFacts("codes", 20_000, 1002, epsilon=1.0), "dp-medgan"),
     (InputFacts("codes", 4000, 1002, epsilon=1.0), "dp-medgan"),
     (InputFacts("codes", 999, 1002, epsilon=1.0), "dp-codetree"),  # every DP code model warns below 1,000
-    (InputFacts("codes", 4000, 1002, epsilon=4.0), "dp-codetree"),
+    (InputFacts("codes", 4000, 1002, epsilon=4.0), "dp-medgan"),
 ])
 def test_the_rule(facts, chosen):
     choice = choose_model(facts)
