@@ -244,3 +244,21 @@ def test_inputs_that_cannot_be_compared_are_refused(world):
     with pytest.raises(InputError, match="needs their schema"):
         cs.evaluate(real_train=pd.DataFrame({"a": [1, 2]}), real_test=pd.DataFrame({"a": [1, 2]}),
                     synthetic=pd.DataFrame({"a": [1, 2]}))
+
+
+def test_a_dp_vocabulary_is_scored_over_the_real_one(world):
+    # `run --codes --epsilon 2` on 1,500 patients kept one code by its DP vocabulary and failed after
+    # the fit: "synthetic and real_train have different vocabularies (1 codes vs 198 …)"
+    from clinsynth.evaluate.suite import evaluate
+
+    train, test, other = world
+    keep = list(train.vocabulary[:40])
+    narrow = CodeMatrix(other.matrix[:, np.arange(40)], keep, other.patient_ids, True)
+    wide = narrow.widened_to(train.vocabulary)
+    assert wide.vocabulary == train.vocabulary and wide.nnz == narrow.nnz
+    assert np.array_equal(wide.prevalence()[:40], narrow.prevalence()) and not wide.prevalence()[40:].any()
+    with pytest.raises(InputError, match="not in the vocabulary"):
+        train.widened_to(keep)
+    metrics = evaluate(train, test, narrow, level="fast").to_dict()
+    codes = json.dumps(metrics)
+    assert '"synthetic_vocabulary": {"kept": 40, "of": 300}' in codes

@@ -201,6 +201,22 @@ class CodeMatrix:
             block = self.matrix[start:stop] if order is None else self.matrix[order[start:stop]]
             yield block.toarray().astype(np.float32, copy=False)
 
+    def widened_to(self, vocabulary: tuple[str, ...] | list[str]) -> CodeMatrix:
+        """The same patients over ``vocabulary`` (a superset of this one, in its order): a code this
+        matrix lacks is a column of zeros. A DP release keeps only the codes its noisy counts
+        find, and the evaluation compares column by column with the real vocabulary."""
+        vocabulary = tuple(vocabulary)
+        index = {c: j for j, c in enumerate(vocabulary)}
+        extra = [c for c in self.vocabulary if c not in index]
+        if extra:
+            raise InputError(f"codes not in the vocabulary to widen to: {', '.join(extra[:3])}")
+        if vocabulary == self.vocabulary:
+            return self
+        m = self.matrix
+        cols = np.array([index[c] for c in self.vocabulary], dtype=np.int64)[m.indices]
+        widened = sp.csr_array((m.data, cols, m.indptr), shape=(m.shape[0], len(vocabulary)))
+        return CodeMatrix(widened, vocabulary, self.patient_ids, self.binary, self.static)
+
     def subset(self, rows) -> CodeMatrix:
         """The patients at ``rows`` (integer positions, a boolean mask or a slice), same vocabulary."""
         if isinstance(rows, slice):

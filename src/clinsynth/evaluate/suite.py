@@ -140,8 +140,13 @@ def _evaluate_codes(real_train: Any, real_test: Any, synthetic: Any, guarantee: 
     if others:
         raise InputError("code matrices are evaluated against code matrices: real_train, real_test and synthetic "
                          f"must all be CodeMatrix objects, but {', '.join(others)}")
+    kept = synthetic.n_codes
+    if set(synthetic.vocabulary) < set(real_train.vocabulary):  # a DP vocabulary: the codes it dropped are never sampled
+        synthetic = synthetic.widened_to(real_train.vocabulary)
     codes = evaluate_codes(real_train, real_test, synthetic, seed=seed, max_queries=max_queries, progress=progress,
                            level=limits.level)
+    if kept < synthetic.n_codes:
+        codes["synthetic_vocabulary"] = {"kept": kept, "of": synthetic.n_codes}
     context = {
         "clinsynth_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -81,7 +81,10 @@ def schema_facts(schema: Schema, release: dict[str, Any] | None = None) -> dict[
         parts.append(f"released through the ledger: kind, decimals, bounds, categories, missing policy "
                      f"(and so dtype) of {len(released)} column(s)")
     if schema.codes is not None:
-        parts.append(f"code vocabulary {'declared public' if schema.codes.public else 'released through the ledger'}")
+        kept = len(schema.codes.vocabulary or [])
+        parts.append("code vocabulary declared public" if schema.codes.public else
+                     f"code vocabulary released through the ledger ({kept:,} code{'s' * (kept != 1)} kept: a code "
+                     "whose noisy patient count did not clear the threshold is never sampled)")
     estimation = estimation_summary(release)
     parts.extend(_estimation_text(estimation) if estimation else [])
     return {"structure": structure, "declared_public": declared, "released": released,
