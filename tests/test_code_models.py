@@ -291,11 +291,11 @@ def test_corgan_keeps_a_longer_pretrained_decoder_from_1000_patients():
     assert resolved(8000, "dp-corgan", epsilon=1.0) == (10, 1e-4)  # the registry's DP default, fine-tuned
     assert resolved(8000, "dp-corgan", epsilon=1.0, pretrain_epochs=None) == (20, 1e-4)
     codes = simulate_ehr(1000, 20, seed=0)[0]
-    fitted = create("corgan", progress=False, epochs=2, batch_size=128).fit(codes)
+    fitted = create("corgan", progress=False, epochs=2, batch_size=128, calibrate=False).fit(codes)  # the shift moves the bias
     assert fitted.resolved_params()["pretrain_epochs"] == 40 and fitted.resolved_params()["decoder_lr"] == 0.0
     assert sum(h["phase"] == "autoencoder" for h in fitted.history_) == 40
     # the GAN trained the generator only: the decoder is the pretrained one
-    again = create("corgan", progress=False, epochs=0, batch_size=128).fit(codes)
+    again = create("corgan", progress=False, epochs=0, batch_size=128, calibrate=False).fit(codes)
     for a, b in zip(fitted.modules_["decoder"].parameters(), again.modules_["decoder"].parameters()):
         assert torch.equal(a, b)
     assert not all(torch.equal(a, b) for a, b in zip(fitted.modules_["generator"].parameters(),
@@ -389,3 +389,21 @@ def test_medgan_critic_input_is_chosen_by_size_and_saved_with_the_bundle(tmp_pat
     assert loaded.sample(30, seed=4).matrix.toarray().tolist() == large.sample(30, seed=4).matrix.toarray().tolist()
     with pytest.raises(ConfigError, match="critic_input"):
         create("medgan", progress=False, critic_input="codes", epochs=1, pretrain_epochs=1).fit(simulate_ehr(50, 20, seed=0)[0])
+
+
+def test_corgan_is_calibrated_to_the_prevalences_without_dp():
+    codes = simulate_ehr(1200, 60, seed=0)[0]
+    p = codes.prevalence()
+    top = np.argsort(-p)[:15]
+
+    def error(model) -> float:
+        q = model.sample(20000, seed=1).prevalence()
+        return float(np.mean(np.abs(q[top] - p[top]) / p[top]))
+
+    settings = dict(progress=False, seed=0, pretrain_epochs=5, epochs=4)
+    calibrated = create("corgan", **settings).fit(codes)
+    plain = create("corgan", **settings, calibrate=False).fit(codes)
+    assert calibrated.resolved_params()["calibrate"] is True
+    assert error(calibrated) < 0.05 and error(plain) > 2 * error(calibrated)
+    with pytest.raises(ConfigError, match="calibrate"):
+        create("dp-corgan", progress=False, epsilon=2.0, pretrain_epochs=1, epochs=1, calibrate=True).fit(codes)
