@@ -11,6 +11,14 @@ import torch
 from clinsynth.models.code_calibration import MAX_SHIFT, calibration_draws, prevalence_shift
 
 
+def _prevalence_error(real, model) -> float:
+    """Mean relative error of the sampled prevalences of ``real``'s 15 commonest codes (20,000 draws)."""
+    p = real.prevalence()
+    top = np.argsort(-p)[:15]
+    q = model.sample(20000, seed=1).prevalence()
+    return float(np.mean(np.abs(q[top] - p[top]) / p[top]))
+
+
 def test_the_shift_puts_each_codes_mean_probability_on_its_prevalence():
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(5000, 40, generator=gen) * 2.0 - 1.0
@@ -41,18 +49,12 @@ def test_a_code_vae_samples_its_codes_at_their_training_prevalences_and_dp_refus
     from clinsynth.models.registry import create
 
     codes, _ = simulate_ehr(600, 60, seed=0)
-    p = codes.prevalence()
-    top = np.argsort(-p)[:15]
-
-    def error(model) -> float:
-        q = model.sample(20000, seed=1).prevalence()
-        return float(np.mean(np.abs(q[top] - p[top]) / p[top]))
-
     calibrated = create("vae", progress=False, seed=0, epochs=300).fit(codes)
     plain = create("vae", progress=False, seed=0, epochs=300, calibrate=False).fit(codes)
     assert calibrated.resolved_params()["calibrate"] is True
-    assert error(calibrated) < 0.05
-    assert error(calibrated) < error(plain)
+    off, off_plain = _prevalence_error(codes, calibrated), _prevalence_error(codes, plain)
+    assert off < 0.05
+    assert off < off_plain
 
     schema = infer_record_schema(codes, None)
     public = schema.model_copy(update={"codes": schema.codes.model_copy(update={"public": True})})
@@ -73,25 +75,37 @@ def test_medgan_samples_its_codes_at_their_training_prevalences_and_dp_refuses_i
     from clinsynth.models.registry import create
 
     codes, _ = simulate_ehr(1200, 60, seed=0)
-    p = codes.prevalence()
-    top = np.argsort(-p)[:15]
-
-    def error(model) -> float:
-        q = model.sample(20000, seed=1).prevalence()
-        return float(np.mean(np.abs(q[top] - p[top]) / p[top]))
-
     settings = dict(progress=False, seed=0, pretrain_epochs=10, epochs=30)
     calibrated = create("medgan", **settings).fit(codes)
     plain = create("medgan", **settings, calibrate=False).fit(codes)
     assert calibrated.resolved_params()["calibrate"] is True
-    assert error(calibrated) < 0.05
-    assert error(plain) > 2 * error(calibrated)
+    off, off_plain = _prevalence_error(codes, calibrated), _prevalence_error(codes, plain)
+    assert off < 0.05
+    assert off_plain > 2 * off
 
     schema = infer_record_schema(codes, None)
     public = schema.model_copy(update={"codes": schema.codes.model_copy(update={"public": True})})
     assert create("dp-medgan", epsilon=2.0).resolved_params()["calibrate"] in (None, False)
     with pytest.raises(ConfigError, match="calibrate"):
         create("dp-medgan", progress=False, epsilon=2.0, pretrain_epochs=1, epochs=1, calibrate=True).fit(codes, public)
+
+
+def test_corgan_is_calibrated_to_the_prevalences_without_dp():
+    from clinsynth.data.ehr_simulator import simulate_ehr
+    from clinsynth.errors import ConfigError
+    from clinsynth.models.registry import create
+
+    codes = simulate_ehr(1200, 60, seed=0)[0]
+
+    settings = dict(progress=False, seed=0, pretrain_epochs=5, epochs=4)
+    calibrated = create("corgan", **settings).fit(codes)
+    plain = create("corgan", **settings, calibrate=False).fit(codes)
+    assert calibrated.resolved_params()["calibrate"] is True
+    off, off_plain = _prevalence_error(codes, calibrated), _prevalence_error(codes, plain)
+    assert off < 0.05 and off_plain > 2 * off
+    with pytest.raises(ConfigError, match="calibrate"):
+        create("dp-corgan", progress=False, epsilon=2.0, pretrain_epochs=1, epochs=1, calibrate=True).fit(codes)
+
 
 # -- under DP: one charged release of class and code counts ---------------------------------------
 def _gdp_sigma(share: float, epsilon: float, delta: float) -> float:

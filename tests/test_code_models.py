@@ -390,20 +390,3 @@ def test_medgan_critic_input_is_chosen_by_size_and_saved_with_the_bundle(tmp_pat
     with pytest.raises(ConfigError, match="critic_input"):
         create("medgan", progress=False, critic_input="codes", epochs=1, pretrain_epochs=1).fit(simulate_ehr(50, 20, seed=0)[0])
 
-
-def test_corgan_is_calibrated_to_the_prevalences_without_dp():
-    codes = simulate_ehr(1200, 60, seed=0)[0]
-    p = codes.prevalence()
-    top = np.argsort(-p)[:15]
-
-    def error(model) -> float:
-        q = model.sample(20000, seed=1).prevalence()
-        return float(np.mean(np.abs(q[top] - p[top]) / p[top]))
-
-    settings = dict(progress=False, seed=0, pretrain_epochs=5, epochs=4)
-    calibrated = create("corgan", **settings).fit(codes)
-    plain = create("corgan", **settings, calibrate=False).fit(codes)
-    assert calibrated.resolved_params()["calibrate"] is True
-    assert error(calibrated) < 0.05 and error(plain) > 2 * error(calibrated)
-    with pytest.raises(ConfigError, match="calibrate"):
-        create("dp-corgan", progress=False, epsilon=2.0, pretrain_epochs=1, epochs=1, calibrate=True).fit(codes)
