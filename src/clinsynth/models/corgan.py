@@ -18,7 +18,9 @@ per-record DP-SGD supports), a per-code bias at the decoder's output (a shared c
 cannot give each code its own prevalence), no 100-step critic warm-up (each critic step on
 real records costs budget under DP; the step count is what the accountant charges), and from
 1,000 patients up without DP a longer pretraining and a decoder kept as pretrained: the
-generator's fine-tuning spoilt the co-occurrences it reconstructs (``CorGAN.many_patients``).
+generator's fine-tuning spoilt the co-occurrences it reconstructs (``CorGAN.many_patients``). From
+there, too, the critic scores latents, not records, and the generator refines draws from a mixture
+fitted to the training patients' latents, as medGAN's (``critic_input``, ``latent_mixture``).
 """
 from __future__ import annotations
 
@@ -146,13 +148,19 @@ class CorGAN(MedGAN):
     calibrate : medGAN's calibration of the code logits to the training prevalences (on without DP,
         refused under it). ``bench_ehr.py structure`` seed 0: prevalence r 0.990 → 0.998, dimension-wise
         prediction 0.72 → 0.73, co-occurrence 0.92 → 0.85; on 300 × 170, r 0.957–0.972 → 0.964–0.972.
-    critic_input : ``"records"`` (default) or medGAN's ``"latent"`` critic, measured worse for corGAN
-        on ``bench_ehr.py structure`` (seed 0, autoencoder of 40 epochs; the record critic, 60 GAN
-        epochs, decoder fine-tuned: prediction 0.70, co-occurrence 1.13, r 0.976; kept: 0.72, 0.92,
-        0.990). The latent critic, 200 epochs, one critic step, Wasserstein loss, clip ±0.01: 0.70,
-        1.41, r 0.914 (generator latents std 0.63 against the encoder's 0.48); 5 critic steps 0.54,
-        1.65; clip ±0.1 0.60, 1.71; lr 1e-4 0.62, 1.67; medGAN's cross-entropy: the critic won
-        (0.26, 2.00, 1.5 codes per patient of 8.4).
+    critic_input : ``"records"`` or medGAN's ``"latent"`` critic; ``None``: the latent critic, with
+        medGAN's latent mixture as the generator's noise (``latent_mixture``), from ``many_patients``
+        up without DP, the record critic otherwise. Measured on ``bench_ehr.py structure`` (seed 0,
+        autoencoder of 40 epochs, calibrated): the record critic, 60 GAN epochs, decoder kept:
+        prediction 0.73, co-occurrence 0.85, r 0.998; the latent critic with the 40-component mixture
+        (corGAN's own loss, 60 epochs): 0.94, 0.53, r 0.998 (30 epochs at lr 1e-4, one critic step:
+        0.95, 0.52). The mixture's draws alone decode to 0.48–0.49 with 40 or 80 components (medGAN's
+        latents: 0.05–0.15): the conv encoder spreads its patients over all 128 dimensions (std
+        0.40–0.47 in each, against medGAN's 0.15–0.63 with most near 0.17; 32 principal components
+        hold 58 % of the variance), a cloud a mixture of that size does not fit as well — and the
+        GAN's refinement did not move it. From N(0, I) the latent critic was worse than the record
+        one (200 epochs, one critic step, clip ±0.01: 0.70, 1.41, r 0.914; 5 critic steps 0.54, 1.65;
+        clip ±0.1 0.60, 1.71; lr 1e-4 0.62, 1.67; medGAN's cross-entropy: 0.26, 2.00).
     """
 
     name = "corgan"
@@ -163,13 +171,13 @@ class CorGAN(MedGAN):
                  compress_dim: int = 128, generator_layers: int = 2, disc_hidden: tuple[int, ...] = (256, 256, 256),
                  minibatch_averaging: bool = True, d_steps: int = 2, lr: float = 1e-3, weight_decay: float = 1e-4,
                  ae_lr: float = 5e-3, architecture: str = "dense", channels: int = 4, weight_clip: float = 0.01,
-                 decoder_lr: float | None = None, critic_input: str = "records", calibrate: bool | None = None,
-                 **common: Any):
+                 decoder_lr: float | None = None, critic_input: str | None = None, calibrate: bool | None = None,
+                 latent_mixture: int | None = None, **common: Any):
         super().__init__(pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, compress_dim=compress_dim,
                          critic_input=critic_input,
                          generator_layers=generator_layers, disc_hidden=disc_hidden,
                          minibatch_averaging=minibatch_averaging, d_steps=d_steps, lr=lr, weight_decay=weight_decay,
-                         ae_lr=ae_lr, calibrate=calibrate, **common)
+                         ae_lr=ae_lr, calibrate=calibrate, latent_mixture=latent_mixture, **common)
         self.architecture = architecture
         self.channels = channels
         self.weight_clip = weight_clip
@@ -196,6 +204,9 @@ class CorGAN(MedGAN):
     def _many_patients(self) -> bool:
         n = getattr(self, "n_input_", None)
         return n is not None and n >= self.many_patients and not self.private
+
+    def _latent_by_default(self) -> bool:
+        return self._many_patients()
 
     @property
     def pretrain_epochs_(self) -> int:
@@ -234,14 +245,14 @@ class CorGAN(MedGAN):
         modules: dict[str, nn.Module] = {"encoder": ConvEncoder(dim, self.compress_dim, self.channels),
                                          "decoder": ConvDecoder(out_dim, self.compress_dim, self.channels)}
         if self._latent_critic:
-            modules["generator"] = ShortcutGenerator(self.compress_dim, self.generator_layers, True)
+            modules.update(self._noise_and_generator())
             modules["discriminator"] = MinibatchDiscriminator(self.compress_dim, tuple(self.disc_hidden),
                                                               self.minibatch_averaging)
         elif self.architecture == "conv":
-            modules["generator"] = ConvGenerator(self.compress_dim, self.channels)
+            modules.update(self._noise_and_generator(ConvGenerator(self.compress_dim, self.channels)))
             modules["discriminator"] = ConvCritic(dim, self.channels, self.minibatch_averaging)
         else:
-            modules["generator"] = ShortcutGenerator(self.compress_dim, self.generator_layers)
+            modules.update(self._noise_and_generator(ShortcutGenerator(self.compress_dim, self.generator_layers)))
             modules["discriminator"] = MinibatchDiscriminator(dim, tuple(self.disc_hidden), self.minibatch_averaging)
         return modules
 

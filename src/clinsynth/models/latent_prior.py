@@ -47,10 +47,13 @@ class LatentPrior(nn.Module):
         self.register_buffer("means", torch.zeros(components, latent))
         self.register_buffer("scale_tril", torch.eye(latent).repeat(components, 1, 1))
 
-    def fit(self, z: np.ndarray, seed: int, mean: np.ndarray | None = None) -> LatentPrior:
+    def fit(self, z: np.ndarray, seed: int, mean: np.ndarray | None = None,
+            patients_per_component: int | None = None) -> LatentPrior:
         """Fit the mixture to latent draws ``z`` (draws × latent, several per patient allowed) of the
         training patients; ``mean`` (patients × latent), their posterior means, picks the active
-        dimensions (all of them when not given) and counts the patients."""
+        dimensions (all of them when not given) and counts the patients. ``patients_per_component``
+        replaces the VAE's rule (:data:`ROWS_PER_COMPONENT_DIM` × active dimensions) for an
+        encoder whose latents fill a bounded box (medGAN's tanh code layer: see ``models/medgan.py``)."""
         from sklearn.mixture import GaussianMixture
 
         patients = len(mean) if mean is not None else len(z)
@@ -58,7 +61,8 @@ class LatentPrior(nn.Module):
                   else np.arange(self.latent))
         if patients < 2 or active.size == 0:  # nothing to fit a spread to: keep N(0, I)
             return self
-        k = max(1, min(self.components, patients // (ROWS_PER_COMPONENT_DIM * active.size)))
+        per = patients_per_component or ROWS_PER_COMPONENT_DIM * active.size
+        k = max(1, min(self.components, patients // per))
         mix = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, max_iter=200,
                               random_state=seed).fit(z[:, active])
         weights = np.zeros(self.components)
