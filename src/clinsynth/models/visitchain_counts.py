@@ -25,6 +25,7 @@ from clinsynth.models.bayesnet import BayesNet, Variable, observed_states, relea
 from clinsynth.models.long_base import PATIENT_ROWS_UNIT
 from clinsynth.models.visitchain_layout import REMAINING_EDGES, VisitEncoder, Visits, wide_spec
 from clinsynth.privacy.ledger import Charge, PrivacyLedger, budget_problems, share_noise_multiplier
+from clinsynth.privacy.schema_facts import relabelled
 from clinsynth.schema import ColumnSpec, Schema
 
 if TYPE_CHECKING:
@@ -222,10 +223,9 @@ class NoisyVisitCounts(ExactVisitCounts):
         encoder = TableEncoder(released).fit_from_statistics(release.numeric)
         visits = conform(parts.visits, release)
         visits.loc[parts.position == 0, layout.gap] = np.nan
-        labels = layout.labels()
         m.facts_ = {"budget": release.budget,
-                    "queries": [{**q, "columns": [labels.get(c, c) for c in q["columns"]]}
-                                for q in [*m.patients_.facts_.get("queries", []), *release.record()["queries"]]]}
+                    "queries": relabelled([*m.patients_.facts_.get("queries", []), *release.record()["queries"]],
+                                          layout.labels())}
         return VisitEncoder(released, encoder), visits
 
     def _planned_noise(self) -> float:

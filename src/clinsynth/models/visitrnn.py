@@ -410,6 +410,7 @@ class VisitRNN(PatientModel):
 
     def _prepare_private(self, schema: Schema, data: Patients, cap: int) -> tuple[Schema, VisitCodec, Patients]:
         from clinsynth.privacy.conform import conform
+        from clinsynth.privacy.schema_facts import relabelled
         from clinsynth.privacy.statistics import charged_release
 
         assert self.privacy is not None
@@ -417,7 +418,9 @@ class VisitRNN(PatientModel):
         table, release_schema = self.release_table(schema, data)
         release = charged_release(table, release_schema, self.ledger_, self.privacy.stats_share,
                                   np.random.default_rng(self.seed), never_flags={gap_name(schema.time)})
-        self.facts_ = release.record()
+        record = release.record()  # the summary names the gap as a user reads it, not "week:log_gap"
+        self.facts_ = {**record, "queries": relabelled(record["queries"],
+                                                       {gap_name(schema.time): f"{schema.time} between visits"})}
         released = {c.name: c for c in release.schema.columns}
         columns = [released[c.name].model_copy(update={"level": c.level}) if c.name in released else c
                    for c in schema.columns]

@@ -15,6 +15,12 @@ def _columns_of(queries: list[dict[str, Any]], facts: str, *outcomes: str) -> li
     return [c for q in queries if q["facts"].startswith(facts) and q["outcome"].startswith(outcomes) for c in q["columns"]]
 
 
+def relabelled(queries: list[dict[str, Any]], labels: dict[str, str]) -> list[dict[str, Any]]:
+    """A release's queries with the columns a model derived (a gap between visits, visits per
+    patient…) under the names a user reads (``labels``) instead of their internal ones."""
+    return [{**q, "columns": [labels.get(c, c) for c in q["columns"]]} for q in queries]
+
+
 def estimation_summary(release: dict[str, Any] | None) -> dict[str, Any]:
     """How the released facts were estimated, from a release's :meth:`DPRelease.record`: the
     budget share, and which columns' bounds came from the fine grid, a coarser grid or the public
