@@ -416,6 +416,10 @@ def test_from_1000_patients_the_generator_refines_draws_from_a_mixture_of_the_tr
     assert loaded.latent_mixture_ == 40 and isinstance(loaded.modules_["generator"], RefiningGenerator)
     assert loaded.sample(40, seed=4).matrix.toarray().tolist() == model.sample(40, seed=4).matrix.toarray().tolist()
 
+    subset = create(name, progress=False, seed=0, pretrain_epochs=1, epochs=0)
+    subset.mixture_rows = 600  # a large table's mixture is fitted to a subset of the patients
+    assert int((subset.fit(codes).modules_["prior"].log_weights.exp() > 0).sum()) == 600 // 200
+
     small = create(name, progress=False, seed=0, pretrain_epochs=1, epochs=1).fit(simulate_ehr(400, 20, seed=0)[0])
     assert small.latent_mixture_ == 0 and not bool(small.modules_["prior"].fitted)
     assert not isinstance(small.modules_["generator"], RefiningGenerator)
