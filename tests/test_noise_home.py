@@ -38,13 +38,11 @@ ALLOWED: dict[tuple[str, str], str] = {
     # a generator's latent noise: the input of a network, not a perturbation of anything measured
     ("models/acgan.py", "ACGAN._fake"): "AC-GAN latent noise for fake training records",
     ("models/acgan.py", "ACGAN._sample"): "AC-GAN latent noise when sampling synthetic records",
-    ("models/medgan.py", "MedGAN._fake"): "medGAN latent noise for fake training records",
-    ("models/medgan.py", "MedGAN._generate"): "medGAN latent noise when sampling",
     ("models/vae.py", "VAE._generate"): "VAE prior draws when sampling",
     ("models/vae.py", "VAE._training_latents"): "the training patients' latents, reparameterised as in training, for "
                                                 "the latent mixture (without DP only: refused under DP)",
-    ("models/latent_prior.py", "LatentPrior.sample"): "new patients' latents from the prior (N(0, I) or the mixture) "
-                                                      "when sampling",
+    ("models/latent_prior.py", "LatentPrior.sample"): "latents from the prior (N(0, I) or the mixture): the VAE's new "
+                                                      "patients, medGAN's generator noise",
     ("models/vae.py", "VAENet.forward"): "VAE reparameterisation (the model's own sampling; DP-SGD makes its training private)",
     ("models/visitrnn.py", "VisitNet.forward"): "the patient VAE's reparameterisation (DP-SGD makes training private)",
     ("models/visitrnn.py", "VisitRNN._sample_chunk"): "the patient VAE's prior draws when sampling",

@@ -429,11 +429,9 @@ class MedGAN(NeuralCodeModel):
         self.modules_["prior"].fit(z.astype(np.float64), self.seed, patients_per_component=self.patients_per_component)
 
     def _noise(self, n: int, rng: torch.Generator) -> torch.Tensor:
-        """The generator's input: N(0, I), or draws from the fitted latent mixture."""
-        prior = self.modules_.get("prior")
-        if prior is None:
-            return torch.randn(n, self.compress_dim, generator=rng, device=self.device_)
-        return prior.sample(n, rng)
+        """The generator's input: N(0, I) (the prior unfitted: exactly ``torch.randn``'s draws), or
+        draws from the fitted latent mixture."""
+        return self.modules_["prior"].sample(n, rng)
 
     def _fake(self, batch: int, rng: torch.Generator) -> torch.Tensor:
         """Generated records (or, with the latent critic, latents) as the critic sees them (differentiable)."""
