@@ -85,7 +85,11 @@ class LatentPrior(nn.Module):
         if not bool(self.fitted):
             return eps
         k = torch.multinomial(self.log_weights.exp(), n, replacement=True, generator=generator)
-        return self.means[k] + (self.scale_tril[k] @ eps.unsqueeze(-1)).squeeze(-1)
+        out = torch.empty_like(eps)
+        for j in torch.unique(k).tolist():  # one product per component: gathering a d × d factor per row
+            rows = (k == j).nonzero(as_tuple=True)[0]  # held n × d² numbers (0.27 GB for 4,096 × 128²)
+            out[rows] = self.means[j] + eps[rows] @ self.scale_tril[j].T
+        return out
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """A bundle saved with another number of components restores with its own number."""
