@@ -110,8 +110,9 @@ REGISTRY: dict[str, ModelEntry] = {
         ModelEntry(
             "medgan",
             "clinsynth.models.medgan:MedGAN",
-            "medGAN (Choi et al.) for EHR code matrices: pretrained autoencoder, shortcut generator in its "
-            "latent space, minibatch-averaging discriminator",
+            "medGAN (Choi et al.) for EHR code matrices: pretrained autoencoder, generator in its latent space "
+            "(from 1,000 patients: refining draws from a mixture of the training latents), minibatch-averaging "
+            "discriminator",
         ),
         dp_alias(
             "medgan",
