@@ -376,8 +376,8 @@ def test_medgan_generator_can_move_and_shrink_its_noise():
 
 
 def test_medgan_critic_input_is_chosen_by_size_and_saved_with_the_bundle(tmp_path):
-    """From 1,000 patients up (without DP) the critic compares latents, the decoder stays as
-    pretrained and the generator has its output layer; below, the record critic of the paper. A
+    """From 1,000 patients up (without DP) the critic compares latents and the decoder stays as
+    pretrained (the generator: see the latent mixture's test below); below, the record critic of the paper. A
     bundle keeps the choice (one saved before it existed was trained on records)."""
     small = create("medgan", progress=False, pretrain_epochs=1, epochs=1).fit(simulate_ehr(400, 20, seed=0)[0])
     large = create("medgan", progress=False, pretrain_epochs=1, epochs=1).fit(simulate_ehr(1000, 20, seed=0)[0])

@@ -155,8 +155,9 @@ class CorGAN(MedGAN):
         prediction 0.73, co-occurrence 0.85, r 0.998; the latent critic with the 40-component mixture
         (corGAN's own loss, 60 epochs): 0.94, 0.53, r 0.998 (30 epochs at lr 1e-4, one critic step:
         0.95, 0.52); seeds 0 / 1 / 2: 0.95 / 0.93 / 0.87, 0.53 / 0.50 / 0.43, r 0.996–0.998 — the
-        prediction bar of issue 22 (0.8) is met, its co-occurrence bar (0.25) is not. The mixture's draws alone decode to 0.48–0.49 with 40 or 80 components (medGAN's
-        latents: 0.05–0.15): the conv encoder spreads its patients over all 128 dimensions (std
+        prediction bar of issue 22 (0.8) is met, its co-occurrence bar (0.25) is not. The mixture's
+        draws alone decode to 0.48–0.49 with 40 or 80 components (medGAN's latents: 0.05–0.15): the
+        conv encoder spreads its patients over all 128 dimensions (std
         0.40–0.47 in each, against medGAN's 0.15–0.63 with most near 0.17; 32 principal components
         hold 58 % of the variance), a cloud a mixture of that size does not fit as well — and the
         GAN's refinement did not move it. From N(0, I) the latent critic was worse than the record

@@ -217,7 +217,8 @@ class MedGAN(NeuralCodeModel):
 
     @property
     def epochs_(self) -> int:
-        """The GAN's epochs the fit uses: ``epochs``, or ``latent_epochs`` / 100 by the critic's input."""
+        """The GAN's epochs the fit uses: ``epochs``, or ``mixture_epochs`` with a latent mixture,
+        else ``latent_epochs`` / 100 by the critic's input."""
         if self.epochs is not None:
             return self.epochs
         if self.latent_mixture_:
@@ -280,7 +281,7 @@ class MedGAN(NeuralCodeModel):
     @property
     def calibrate_(self) -> bool:
         """Whether the fit calibrates the codes to their prevalences: ``calibrate``, or on for codes
-        without DP in a model that takes the setting (corGAN's parameters do not list it: off there).
+        without DP in a model that takes the setting (medGAN and corGAN both do).
 
         Measured on ``bench_ehr.py structure`` (8,000 × 1,000 + age, sex), seeds 0 / 1 / 2, without →
         with: co-occurrence 0.76 / 0.94 / 1.09 → 0.51 / 0.55 / 0.64 (bar 0.25 not met: what is left
@@ -296,7 +297,8 @@ class MedGAN(NeuralCodeModel):
 
     @property
     def lr_(self) -> float:
-        """The GAN's learning rate the fit uses: ``lr``, or chosen by the number of patients."""
+        """The GAN's learning rate the fit uses: ``lr``, or chosen by the number of patients and,
+        from ``few_patients`` up, by whether the generator refines a latent mixture."""
         if self.lr is not None:
             return self.lr
         return self.small_lr if self._small_data() else self.mixture_lr if self.latent_mixture_ else 1e-3
