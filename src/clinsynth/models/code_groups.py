@@ -23,8 +23,9 @@ def bernoulli_mixture_groups(present: sp.csr_array, groups: int, seed: int, rest
     """Each patient's most likely component (0 … k − 1, k ≤ ``groups``) of a ``groups``-component
     mixture of independent Bernoulli codes, fitted by EM on the sparse presence matrix.
 
-    Components seeded by k-means++ on a subsample, ``restarts`` times, the fit of highest
-    likelihood kept (one start merged two of six planted bundles in three tries out of three);
+    Components seeded by k-means++, ``restarts`` times, each start fitted on at most 20,000
+    patients and the one of highest likelihood refined on all (one start merged two of six planted
+    bundles in three tries out of three; four starts on all of 100,000 × 5,000 took 10 s);
     the log-likelihood of a patient under a component is ``x · (log μ − log(1 − μ)) + Σ log(1 − μ)``,
     one sparse product per step, so 100,000 patients × 5,000 codes take seconds. Components no
     patient ends in are dropped and the rest renumbered, so every group has patients."""
@@ -37,21 +38,23 @@ def bernoulli_mixture_groups(present: sp.csr_array, groups: int, seed: int, rest
     rng = np.random.default_rng(seed)
     seed_rows = rng.choice(n, size=_SEED_PATIENTS, replace=False) if n > _SEED_PATIENTS else np.arange(n)
     prevalence = np.asarray(x.mean(axis=0)).ravel()
+    subsample = x[seed_rows]
     best, best_likelihood = None, -np.inf
     for _ in range(restarts):
-        centres, _ = kmeans_plusplus(x[seed_rows], groups, random_state=int(rng.integers(2**31 - 1)))
+        centres, _ = kmeans_plusplus(subsample, groups, random_state=int(rng.integers(2**31 - 1)))
         mu = np.clip(np.asarray(centres, dtype=np.float64) * 0.8 + 0.2 * prevalence, _EPS, 1 - _EPS)
-        log_p, likelihood = _em(x, mu, iterations, tol)
-        if likelihood > best_likelihood:
-            best, best_likelihood = log_p, likelihood
-    labels = np.asarray(best.argmax(axis=1)).ravel()
+        fitted = _em(subsample, mu, iterations, tol)
+        if fitted[2] > best_likelihood:
+            best, best_likelihood = fitted, fitted[2]
+    log_p = best[0] if seed_rows.size == n else _em(x, best[1], iterations, tol)[0]
+    labels = np.asarray(log_p.argmax(axis=1)).ravel()
     _, relabelled = np.unique(labels, return_inverse=True)
     return relabelled.astype(np.int64)
 
 
-def _em(x: sp.csr_array, mu: np.ndarray, iterations: int, tol: float) -> tuple[np.ndarray, float]:
+def _em(x: sp.csr_array, mu: np.ndarray, iterations: int, tol: float) -> tuple[np.ndarray, np.ndarray, float]:
     """EM from component code probabilities ``mu`` (k × V): (each patient's log-joint per
-    component, mean log-likelihood per patient) at the end."""
+    component, the components' code probabilities, mean log-likelihood per patient) at the end."""
     n, k = x.shape[0], mu.shape[0]
     weights = np.full(k, 1.0 / k)
     previous = -np.inf
@@ -68,7 +71,7 @@ def _em(x: sp.csr_array, mu: np.ndarray, iterations: int, tol: float) -> tuple[n
         mass = resp.sum(axis=0)
         weights = np.clip(mass / n, 1e-12, None)
         mu = np.clip((x.T @ resp).T / np.clip(mass, 1e-12, None)[:, None], _EPS, 1 - _EPS)
-    return log_p, likelihood
+    return log_p, mu, likelihood
 
 
 def group_counts(code: np.ndarray, state: np.ndarray, group: np.ndarray, base: np.ndarray) -> np.ndarray:
