@@ -13,7 +13,7 @@ import clinsynth as cs
 from clinsynth.data.datasets import simulate_trial
 from clinsynth.data.ehr import CodeMatrix, attach_static, read_long, to_long
 from clinsynth.data.ehr_simulator import simulate_ehr
-from clinsynth.errors import ConfigError, InputError, SchemaError
+from clinsynth.errors import ConfigError, InputError, SchemaError, UtilityWarning
 from clinsynth.models.registry import create
 from clinsynth.privacy.ledger import epsilon_of
 from clinsynth.schema import CodeBlock, Schema
@@ -200,6 +200,17 @@ def test_dp_models_charge_every_phase_to_one_ledger(planted, key, tmp_path):
     config = json.loads((tmp_path / "bundle" / "config.json").read_text())
     assert config["model"] == f"dp-{key}" and config["fitted"]["ledger"]["charges"]
     assert "history" not in config["fitted"]  # training losses on real records are not released
+    # nor how many distinct codes the data holds (61 here): not a charged release; only what the
+    # noise set (the threshold) and what was released (the codes kept) are
+    assert set(config["fitted"]["vocabulary_release"]) == {"threshold", "kept"}
+    assert config["fitted"]["vocabulary_release"]["kept"] == len(model.schema_.codes.vocabulary)
+
+
+def test_a_thin_dp_vocabulary_says_how_to_keep_every_code():
+    codes, _ = simulate_ehr(1200, 200, seed=5)
+    with pytest.warns(UtilityWarning, match=r"the DP vocabulary kept \d+ of the \d+ codes.*--vocabulary FILE"):
+        model = create("dp-codetree", epsilon=1.0, progress=False).fit(codes)
+    assert 0 < len(model.schema_.codes.vocabulary) < 100
 
 
 def test_dp_with_a_public_vocabulary_charges_no_vocabulary(planted):

@@ -35,10 +35,28 @@ def test_threshold_is_the_hand_computed_gaussian_tail():
     dense[:600, 1] = 1
     release = release_vocabulary(_codes(dense), noise_multiplier=2.0, threshold_delta=1e-6,
                                  max_codes_per_patient=4, rng=np.random.default_rng(0))
-    std = 2.0 * np.sqrt(4)
-    assert release.threshold == pytest.approx(1 + std * norm.isf(1e-6 / 4))
+    # Gopi et al.'s weighted threshold: the largest of 1/√t + σ Φ⁻¹(1 − δ/t) over t = 1 … 4
+    by_hand = max(1 / np.sqrt(t) + 2.0 * norm.isf(1e-6 / t) for t in (1, 2, 3, 4))
+    assert release.threshold == pytest.approx(by_hand)
+    assert by_hand == pytest.approx(0.5 + 2.0 * norm.isf(1e-6 / 4))  # t = 4 is the largest here
     assert release.vocabulary == ("C0", "C1")  # the never-seen C2 is no candidate
     assert release.candidates == 2
+
+
+def test_each_patient_adds_one_over_root_m_to_each_of_their_codes():
+    """A patient's contribution has L2 norm 1 whatever their number of codes (the sensitivity the
+    noise is set for), and a patient with few codes weighs more than one with many."""
+    from clinsynth.privacy.vocabulary import patient_weights
+
+    dense = np.array([[1, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 0], [1, 1, 0, 0]], dtype=float)
+    weights = patient_weights(_codes(dense).matrix)
+    np.testing.assert_allclose(weights, [1 + 1 / 2 + 1 / np.sqrt(2), 1 / 2 + 1 + 1 / np.sqrt(2), 1 / 2, 1 / 2])
+    for row in dense:  # one patient's vector of additions
+        alone = patient_weights(_codes(row[None, :]).matrix)
+        assert np.linalg.norm(alone) == pytest.approx(1.0)
+    # the noise is N(0, σ²) on the weights: with σ tiny the released weights are the weights
+    release = release_vocabulary(_codes(np.tile(dense, (400, 1))), 1e-9, 1e-6, 4, np.random.default_rng(0))
+    np.testing.assert_allclose(release.noisy_counts, 400 * weights, rtol=1e-9)
 
 
 def test_a_code_one_patient_holds_is_released_at_most_delta_often():
@@ -50,6 +68,18 @@ def test_a_code_one_patient_holds_is_released_at_most_delta_often():
     kept = sum("C1" in release_vocabulary(codes, 1.0, delta, 1, np.random.default_rng(s)).vocabulary
                for s in range(4000))
     assert kept / 4000 == pytest.approx(delta, abs=0.03)  # the bound is tight for k = 1
+
+
+def test_codes_one_patient_of_several_codes_alone_holds_stay_within_delta():
+    dense = np.zeros((50, 5))
+    dense[:, 0] = 1
+    dense[7] = [0, 1, 1, 1, 1]  # patient 7 alone holds C1–C4: weight 1/2 each
+    codes = _codes(dense)
+    delta = 0.2
+    leaked = sum(bool({"C1", "C2", "C3", "C4"} & set(release_vocabulary(codes, 1.0, delta, 4,
+                                                                        np.random.default_rng(s)).vocabulary))
+                 for s in range(4000))
+    assert 0.02 < leaked / 4000 <= delta + 0.02  # below δ, and not vacuously so
 
 
 def test_charge_records_the_threshold_delta():

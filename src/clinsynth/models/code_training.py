@@ -113,6 +113,19 @@ class PrivateCodes(PlainCodes):
                           "prevalence correlation 0.37 for dp-codetree, ≤ 0 for the DP networks); raise ε or release "
                           "without DP only where that is allowed", UtilityWarning, stacklevel=3)
 
+    def warn_if_vocabulary_thin(self, kept: int, candidates: int, threshold: float) -> None:
+        """Say so (to the steward's console, never into the release) when the DP vocabulary keeps
+        under half the codes: 8 of 296 on 1,920 simulated patients at ε = 1, where a declared code
+        list would keep all at no cost."""
+        m = self.model
+        if kept < candidates / 2:
+            warnings.warn(f"{m.name}: the DP vocabulary kept {kept:,} of the {candidates:,} codes in the data at ε = "
+                          f"{m.privacy.epsilon:g} (a code's noisy patient count, each patient of m codes counting "
+                          f"1/√m, must clear {threshold:.0f}); the others are never sampled. If the code list is public "
+                          "knowledge (a coding system, a trial's form), declare it (--vocabulary FILE, or a schema "
+                          "whose code block is public): that costs no budget and keeps every code. Or raise ε.",
+                          UtilityWarning, stacklevel=4)
+
     def prepare(self, schema: Schema, codes: CodeMatrix | None, static: pd.DataFrame | None) -> Prepared:
         """Ledger, vocabulary and public facts: only charged or declared facts reach the codec."""
         from clinsynth.privacy.conform import conform
@@ -131,8 +144,9 @@ class PrivateCodes(PlainCodes):
             keep = pd.Index(codes.vocabulary).get_indexer(list(release.vocabulary))
             codes = CodeMatrix(codes.matrix[:, keep], release.vocabulary, codes.patient_ids, codes.binary)
             schema = schema.model_copy(update={"codes": schema.codes.model_copy(update={"vocabulary": list(release.vocabulary)})})
-            m.vocabulary_release_ = {"threshold": release.threshold, "candidates": release.candidates,
-                                     "kept": len(release.vocabulary)}
+            # not release.candidates: how many distinct codes the data holds is no charged release
+            m.vocabulary_release_ = {"threshold": release.threshold, "kept": len(release.vocabulary)}
+            self.warn_if_vocabulary_thin(len(release.vocabulary), release.candidates, release.threshold)
         table = None
         part = static_schema(schema)
         if part is not None:

@@ -2,18 +2,25 @@
 
 Which codes occur is itself private (a rare code can single out a patient), so a DP model may not
 read its vocabulary from the data. Either the steward declares it public (a code list file, see
-``read_long(vocabulary=...)``) or this mechanism chooses it, after Gopi et al.'s DP set union with
-the Gaussian mechanism:
+``read_long(vocabulary=...)``) or this mechanism chooses it: Gopi et al.'s DP set union with
+Gaussian weighting (ICML 2020):
 
-1. each patient contributes at most ``max_codes_per_patient`` codes (a random subset when they
-   have more), so one patient moves at most that many code counts, each by 1: L2 sensitivity √k;
-2. every code that occurs gets its patient count plus N(0, (σ √k)²);
-3. a code is kept when its noisy count clears τ = 1 + σ √k Φ⁻¹(1 − δ_v / k).
+1. each patient contributes at most k = ``max_codes_per_patient`` codes (a random subset when they
+   have more);
+2. a patient with m codes adds 1/√m to each of their codes' weights, so every patient's
+   contribution has L2 norm 1 whatever m is — a patient with few codes counts more than under a
+   plain count, whose sensitivity is √k for everyone;
+3. every code that occurs gets its weight plus N(0, σ²);
+4. a code is kept when its noisy weight clears τ = max over t = 1 … k of 1/√t + σ Φ⁻¹(1 − δ_v / t).
 
 A code held by one patient alone — the only kind whose *presence* differs between neighbouring
-data sets — clears τ with probability at most δ_v / k, so at most δ_v for the k codes a patient can
-hold: that δ_v is spent outright (``Charge.delta``), the counts are a Gaussian mechanism with
-noise multiplier σ. The released counts are noisy and may be used freely afterwards.
+data sets — has weight 1/√t, t that patient's codes, and each of those t codes clears τ with
+probability at most δ_v / t: at most δ_v in all. That δ_v is spent outright (``Charge.delta``); the
+weights are a Gaussian mechanism with noise multiplier σ. With k = 50 and patients of ~9 codes a
+code needs about 2.4× fewer patients than with plain counts (0.35 per patient against 1/√50 = 0.14,
+the thresholds within 1 %). Codes kept at ε = 1 / 4 (``bench/bench_dp_vocabulary.py``, 3 seeds):
+1,920 simulated patients × 296 codes 6–9 / 46–49 against 1 / 11–15 with plain counts; 20,000 ×
+1,000: 191–196 / 483–495 against 88–91 / 299–301. The released weights are noisy and may be used freely.
 
 A model calls :func:`charged_vocabulary`: it chooses σ from its share of the budget, charges the
 ledger and runs the mechanism in one call, and names the smallest ε that would work when no code
@@ -25,11 +32,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.special import ndtri
 
 from clinsynth.data.ehr import CodeMatrix
 from clinsynth.errors import ConfigError, InputError
 from clinsynth.privacy.ledger import Charge, PrivacyLedger, epsilon_of, share_noise_multiplier
-from clinsynth.privacy.statistics import category_threshold
 
 
 class VocabularyRefusal(InputError):
@@ -44,7 +51,7 @@ class VocabularyRefusal(InputError):
 
 @dataclass(frozen=True)
 class VocabularyRelease:
-    """The codes kept, their noisy patient counts, and the threshold they cleared."""
+    """The codes kept, their noisy weights (Σ 1/√m over their patients), and the threshold they cleared."""
 
     vocabulary: tuple[str, ...]
     noisy_counts: np.ndarray
@@ -52,9 +59,16 @@ class VocabularyRelease:
     candidates: int
 
 
+def weighted_threshold(noise_multiplier: float, threshold_delta: float, max_codes_per_patient: int) -> float:
+    """τ = max over t = 1 … k of 1/√t + σ Φ⁻¹(1 − δ / t): a code one patient of t codes alone holds
+    clears it with probability ≤ δ / t, so at most δ for any of that patient's codes."""
+    t = np.arange(1, int(max_codes_per_patient) + 1, dtype=np.float64)
+    return float(np.max(1.0 / np.sqrt(t) - noise_multiplier * ndtri(threshold_delta / t)))
+
+
 def vocabulary_charge(noise_multiplier: float, threshold_delta: float, max_codes_per_patient: int) -> Charge:
     """What :func:`release_vocabulary` costs: a Gaussian mechanism plus the δ of its threshold."""
-    return Charge("gaussian", f"vocabulary: codes whose noisy patient count clears the threshold "
+    return Charge("gaussian", f"vocabulary: codes whose noisy patient count (a patient of m codes counts 1/√m) clears the threshold "
                   f"(≤ {max_codes_per_patient} codes per patient)", noise_multiplier=noise_multiplier,
                   sample_rate=1.0, steps=1, delta=threshold_delta, unit="patient")
 
@@ -91,21 +105,29 @@ def release_vocabulary(codes: CodeMatrix, noise_multiplier: float, threshold_del
             or max_codes_per_patient < 1:
         raise ConfigError(f"max_codes_per_patient must be a whole number ≥ 1, got {max_codes_per_patient!r}")
     capped = cap_codes_per_patient(codes.matrix, int(max_codes_per_patient), rng)
-    counts = np.bincount(capped.indices, minlength=codes.n_codes).astype(np.float64)
+    weights = patient_weights(capped)
+    counts = np.bincount(capped.indices, minlength=codes.n_codes)
     present = np.flatnonzero(counts > 0)  # only codes that occur are candidates: the domain is unknown
-    std = noise_multiplier * np.sqrt(max_codes_per_patient)
-    noisy = counts[present] + rng.normal(0.0, std, size=present.size)
-    tau = category_threshold(std, threshold_delta, int(max_codes_per_patient))
+    noisy = weights[present] + rng.normal(0.0, noise_multiplier, size=present.size)
+    tau = weighted_threshold(noise_multiplier, threshold_delta, int(max_codes_per_patient))
     kept = present[noisy >= tau]
     if kept.size == 0:
-        top = float(counts.max(initial=0.0))
-        z = (tau - 1.0) / std if std > 0 else 0.0
-        needed = (top - 1.0) / ((z + 2.0) * np.sqrt(max_codes_per_patient)) if top > 1 else None
-        raise VocabularyRefusal(f"no code's noisy patient count clears the DP threshold {tau:.0f} "
-                                f"({codes.n_patients} patients; the most common code is in {int(top)}); "
-                                "declare the vocabulary public (a code list) or raise ε", needed)
+        top = float(weights.max(initial=0.0))
+        z = float(-ndtri(threshold_delta / max_codes_per_patient))  # τ ≤ 1 + σ z: a needed σ that is safe
+        needed = (top - 1.0) / (z + 2.0) if top > 1 else None
+        raise VocabularyRefusal(f"no code's noisy patient count clears the DP threshold ({codes.n_patients} patients; "
+                                f"the most common code is in {int(counts.max(initial=0))}, a count of {top:.1f} with "
+                                f"each patient of m codes counted 1/√m, against {tau:.1f}); declare the vocabulary "
+                                "public (a code list) or raise ε", needed)
     return VocabularyRelease(vocabulary=tuple(codes.vocabulary[i] for i in kept),
                              noisy_counts=noisy[noisy >= tau], threshold=float(tau), candidates=int(present.size))
+
+
+def patient_weights(capped: sp.csr_array) -> np.ndarray:
+    """Each code's Σ 1/√m over the patients having it, m the patient's (capped) number of codes."""
+    per_patient = np.diff(capped.indptr)
+    share = np.repeat(1.0 / np.sqrt(np.maximum(per_patient, 1)), per_patient)
+    return np.bincount(capped.indices, weights=share, minlength=capped.shape[1])
 
 
 def charged_vocabulary(codes: CodeMatrix, ledger: PrivacyLedger, share: float, max_codes_per_patient: int,
