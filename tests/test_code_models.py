@@ -454,3 +454,44 @@ def test_the_latent_mixture_keeps_how_codes_go_together():
         synth = model.sample(train.n_patients, seed=1)
         error[mixture] = co_occurrence(train, synth, top_codes=50, holdout=held)["excess_relative_rms"]
     assert error[None] <= 0.25 and error[None] < 0.3 * error[0]
+
+
+def test_corgan_dense_paths_from_1000_patients_without_dp_and_saved_with_the_bundle(tmp_path):
+    """Issue 22: a convolution shares its kernel across codes, so corGAN's autoencoder could place
+    only neighbouring codes together (co-occurrence of its mixture's draws 0.47 on the simulated
+    EHR); a dense path beside the convolutions in the encoder and the decoder lets any codes go
+    together. On from 1,000 patients without DP, off below and under DP; a bundle keeps the choice,
+    and one saved before it existed loads without them."""
+    codes = simulate_ehr(1200, 30, seed=0)[0]
+    model = create("corgan", progress=False, seed=0, pretrain_epochs=1, epochs=0).fit(codes)
+    encoder, decoder = model.modules_["encoder"], model.modules_["decoder"]
+    assert model.dense_paths_ and encoder.dense.in_features == 30 and decoder.dense.out_features == 30
+    # the dense path is part of the computation: zeroing it changes the latents
+    x = torch.from_numpy(codes.matrix[:8].toarray()).float()
+    with torch.no_grad():
+        before = encoder(x)
+        encoder.dense.weight.zero_(), encoder.dense.bias.zero_()
+        assert not torch.allclose(before, encoder(x))
+    model = create("corgan", progress=False, seed=0, pretrain_epochs=1, epochs=0).fit(codes)
+    model.save(tmp_path / "m")
+    loaded = cs.load(tmp_path / "m")
+    assert loaded.dense_paths_
+    assert loaded.sample(40, seed=4).matrix.toarray().tolist() == model.sample(40, seed=4).matrix.toarray().tolist()
+    # an older bundle: no dense_paths in its config, no dense weights
+    small = create("corgan", progress=False, seed=0, pretrain_epochs=1, epochs=1).fit(simulate_ehr(400, 20, seed=0)[0])
+    assert not small.dense_paths_ and small.modules_["encoder"].dense is None
+    small.save(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["fitted"]["dense_paths"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    old = cs.load(tmp_path / "old")
+    assert not old.dense_paths_ and old.modules_["decoder"].dense is None
+    # under DP: off by default, and when asked for, trained with per-patient clipping like every layer
+    private = create("dp-corgan", progress=False, seed=0, epsilon=4.0, pretrain_epochs=1, epochs=1,
+                     max_codes_per_patient=10).fit(codes)
+    assert not private.dense_paths_
+    asked = create("dp-corgan", progress=False, seed=0, epsilon=4.0, pretrain_epochs=1, epochs=1, dense_paths=True,
+                   max_codes_per_patient=10).fit(codes)
+    assert asked.dense_paths_ and asked.ledger_.spent() <= 4.0
+    with pytest.raises(ConfigError, match="dense_paths"):
+        create("corgan", progress=False, dense_paths="yes", pretrain_epochs=1, epochs=1).fit(codes)
