@@ -23,6 +23,8 @@ SYNTHESIZERS: list[Synthesizer] = [
     Synthesizer("clinsynth", "vae", False),
     Synthesizer("clinsynth", "dp-acgan", True, ("table",)),
     Synthesizer("clinsynth", "dp-medgan", True, ("codes",)),
+    Synthesizer("clinsynth", "corgan", False, ("codes",)),
+    Synthesizer("clinsynth", "dp-corgan", True, ("codes",)),
     Synthesizer("clinsynth", "dp-vae", True),
     Synthesizer("clinsynth", "bayesnet", False, ("table",)),
     Synthesizer("clinsynth", "dp-bayesnet", True, ("table",)),

@@ -29,6 +29,8 @@ SYNTHESIZERS: dict[str, dict[str, Any]] = {
     "dp-acgan": {"model": "dp-acgan", "dp": True, "data": ("table",)},
     "dp-vae": {"model": "dp-vae", "dp": True, "data": ("table", "codes")},
     "dp-medgan": {"model": "dp-medgan", "dp": True, "data": ("codes",)},
+    "corgan": {"model": "corgan", "dp": False, "data": ("codes",)},
+    "dp-corgan": {"model": "dp-corgan", "dp": True, "data": ("codes",)},
     "auto": {"model": "auto", "dp": None, "data": ("table", "codes", "long")},  # `clinsynth run` with no --model
     "codetree": {"model": "codetree", "dp": False, "data": ("codes",)},
     "dp-codetree": {"model": "dp-codetree", "dp": True, "data": ("codes",)},
