@@ -123,8 +123,8 @@ REGISTRY: dict[str, ModelEntry] = {
         ModelEntry(
             "corgan",
             "clinsynth.models.corgan:CorGAN",
-            "corGAN (Torfi & Fox) for EHR code matrices: 1-D convolutional autoencoder, convolutional (or dense) "
-            "generator and critic, Wasserstein loss",
+            "corGAN (Torfi & Fox) for EHR code matrices: 1-D convolutional autoencoder (with a dense path from "
+            "1,000 patients), convolutional (or dense) generator and critic, Wasserstein loss",
         ),
         dp_alias(
             "corgan",
