@@ -240,8 +240,8 @@ class ModelChoice:
 #   (dimension-wise prediction 103-105 % of the real F1, co-occurrence error 0 % with its patient
 #   groups, 14-21 % without); it keeps prevalences at 300 patients × 170 codes (r 0.97-0.98; medgan
 #   0.97 calibrated with its small-data schedule), and fits in seconds. Under DP at ε = 1 dp-codetree has 0.851 (detection 0.97; DP-CTGAN 0.842, detection 1.00);
-#   since their calibration to a charged release of class and code counts dp-vae has 0.934 and dp-medgan
-#   0.926 (detection 0.99 / 0.97) on that table's sex target (a weak one: real AUROC ~0.60, seed spread
+#   since their calibration to a charged release of class and code counts dp-corgan has 0.937, dp-vae
+#   0.934 and dp-medgan 0.926 (detection 0.99 / 0.99 / 0.97; dp-corgan fits in 47 s) on that table's sex target (a weak one: real AUROC ~0.60, seed spread
 #   ±0.03-0.07), in ~20 s against 2-6 s; at ε = 4 dp-vae 1.005, dp-medgan 1.001, dp-codetree 0.987
 #   (detection 0.977 / 0.961 / 0.960). So under DP auto takes dp-medgan (within 0.01 of the best at both
 #   ε, the code tree's detection). On bench_ehr.py structure (8,000 patients, ε = 1, seed 0) dp-medgan keeps the
