@@ -138,6 +138,7 @@ def test_read_code_input_takes_the_schema_vocabulary_and_refuses_contradictions(
     (["--codes", "--select", "top5"], "--select applies"),
     (["--codes", "--patient-col", "nope"], "nope"),
     (["--codes", "--patient-col", "pid", "--code-col", "dx", "--vocabulary", "missing.txt"], "does not exist"),
+    (["--codes", "--patient-col", "pid", "--code-col", "dx", "--count-col", "visits", "--epsilon", "1"], "--max-count N"),
 ])
 def test_bad_code_options_are_one_line_errors(ehr_files, tmp_path, capsys, args, message):
     assert _run([ehr_files["dx"], *args, "--out", tmp_path / "never"]) == 1

@@ -102,7 +102,8 @@ class PrivateCodes(PlainCodes):
 
     def problems(self, schema: Schema) -> list[str]:
         if schema.codes is not None and not schema.codes.binary and schema.codes.max_count is None:
-            return ["a count code block needs a public cap under DP: set max_count in the schema's code block"]
+            return ["a count code block needs a public cap under DP (one patient's count of a code above it is "
+                    "capped): --max-count N on the command line, max_count in the schema's code block"]
         return []
 
     def warn_if_few(self, n: int, codes: CodeMatrix | None) -> None:
