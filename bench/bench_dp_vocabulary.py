@@ -16,9 +16,9 @@ import platform
 from pathlib import Path
 
 import numpy as np
-from scipy.special import ndtri
 
 from clinsynth.data.ehr_simulator import simulate_ehr
+from clinsynth.privacy.facts_budget import category_threshold
 from clinsynth.privacy.ledger import PrivacyLedger, share_noise_multiplier
 from clinsynth.privacy.vocabulary import VocabularyRefusal, cap_codes_per_patient, charged_vocabulary
 
@@ -32,7 +32,7 @@ def plain_counts_kept(codes, epsilon: float, rng: np.random.Generator) -> int:
     counts = np.bincount(capped.indices, minlength=codes.n_codes).astype(float)
     present = counts[counts > 0]
     std = sigma * np.sqrt(CAP)
-    tau = 1.0 + std * float(-ndtri(DELTA / 10 / CAP))
+    tau = category_threshold(std, DELTA / 10, CAP)
     return int((present + rng.normal(0.0, std, present.size) >= tau).sum())
 
 

@@ -362,7 +362,7 @@ class CodeTree(CodeModel):
         for s in range(s_vars):
             rows = slice(offsets[s], offsets[s + 1])
             by_state = diag[rows]
-            if na.size and s != getattr(self, "group_variable_", None):  # codes take the group as a 2nd parent
+            if na.size and s != self.group_variable_:  # codes take the group as a 2nd parent
                 joint = np.asarray(gram[rows, k:].toarray() if sp.issparse(gram) else gram[rows, k:], dtype=np.float64).T
                 joint = np.clip(joint, 0.0, None)  # codes × states: with the code
                 tables = np.stack([np.clip(by_state - joint, 0.0, None), joint], -1)  # codes × states × (absent, present)
@@ -518,8 +518,8 @@ class CodeTree(CodeModel):
         while u >= 0:
             first.append(u)
             u = int(self.parent_[u])
-        rest = [v for v in self.order_.tolist() if v not in set(first)]
-        self.order_ = np.array(first[::-1] + rest, dtype=np.int64)
+        ahead = set(first)
+        self.order_ = np.array(first[::-1] + [v for v in self.order_.tolist() if v not in ahead], dtype=np.int64)
 
     def _fit_private(self, gram: sp.csr_array, z: sp.csr_array, x: sp.csr_array, rng: np.random.Generator) -> None:
         """Two Gaussian releases: the codes' tree, then every table (see the module docstring).
